@@ -1,0 +1,110 @@
+"""Core run path against the raw SDK, side by side in one run.
+
+1. Throughput: 100 concurrent calls, zero simulated latency, cache off; the
+   orchestrator's calls/s divided by the raw SDK's (aiohttp transport, same semaphore).
+2. Schedule: 100 calls x 200 ms latency at max_concurrent=10 (ideal 2.0 s); wall/ideal
+   for both.
+
+Run: python benchmarks/bench_core.py [--reps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import anthropic
+from _common import demo_project, median, simulator_process
+
+from claude_force import AsyncAgentOrchestrator
+
+N = 100
+MODEL = "claude-sonnet-5-5"
+
+
+async def raw_sdk(base_url: str, concurrency: int, tag: str) -> float:
+    sem = asyncio.Semaphore(concurrency)
+    async with anthropic.AsyncAnthropic(
+        api_key="bench", base_url=base_url, max_retries=0, http_client=anthropic.DefaultAioHttpClient()
+    ) as client:
+
+        async def one(i: int) -> None:
+            async with sem:
+                await client.messages.create(
+                    model=MODEL,
+                    max_tokens=256,
+                    system=[{"type": "text", "text": "You are a reviewer."}],
+                    messages=[{"role": "user", "content": f"task {tag} {i}"}],
+                )
+
+        await one(-1)  # warm the connection pool, as the orchestrator run does below
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(N)))
+        return time.perf_counter() - start
+
+
+async def orchestrator(config: Path, base_url: str, concurrency: int, tag: str) -> float:
+    async with AsyncAgentOrchestrator(
+        config,
+        api_key="bench",
+        base_url=base_url,
+        max_concurrent=concurrency,
+        enable_cache=False,
+        enable_tracking=False,
+        adaptive_concurrency=False,
+    ) as orch:
+        agent = orch.list_agents()[0]
+        await orch.execute_agent(agent, f"warm {tag}")
+        start = time.perf_counter()
+        results = await orch.execute_multiple([(agent, f"task {tag} {i}") for i in range(N)])
+        elapsed = time.perf_counter() - start
+        assert all(r.success for r in results), [r.errors for r in results if not r.success][:1]
+        return elapsed
+
+
+def throughput(config: Path, reps: int) -> tuple[float, float, float]:
+    ratios, ours, raws = [], [], []
+    with simulator_process(latency_ms=0) as url:
+        for rep in range(reps):
+            raw_t = asyncio.run(raw_sdk(url, N, f"r{rep}"))
+            our_t = asyncio.run(orchestrator(config, url, N, f"o{rep}"))
+            raws.append(N / raw_t)
+            ours.append(N / our_t)
+            ratios.append(raw_t / our_t)
+    return median(ours), median(raws), median(ratios)
+
+
+def schedule(config: Path, reps: int) -> tuple[float, float]:
+    ideal = N / 10 * 0.2
+    ours, raws = [], []
+    with simulator_process(latency_ms=200) as url:
+        for rep in range(reps):
+            raws.append(asyncio.run(raw_sdk(url, 10, f"sr{rep}")) / ideal)
+            ours.append(asyncio.run(orchestrator(config, url, 10, f"so{rep}")) / ideal)
+    return median(ours), median(raws)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = demo_project(Path(tmp))
+        ours, raw, ratio = throughput(config, args.reps)
+        s_ours, s_raw = schedule(config, max(3, args.reps // 2))
+    print(f"{'measure':<46}{'claude-force':>14}{'raw SDK':>10}{'ratio':>9}  goal")
+    print(f"{'throughput, 100 concurrent, calls/s (median)':<46}{ours:>14.0f}{raw:>10.0f}{ratio:>9.2f}  >= 0.90")
+    print(
+        f"{'100 x 200 ms at 10 concurrent, wall/ideal':<46}{s_ours:>14.3f}{s_raw:>10.3f}"
+        f"{s_ours - s_raw:>+9.3f}  <= +0.02 over raw"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""claude-force: run specialised Claude agents one at a time, many at once, or as workflows."""
+
+from __future__ import annotations
+
+from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
+from ._errors import (
+    AgentNotFoundError,
+    APIError,
+    BudgetExceeded,
+    CacheDirectoryError,
+    CacheIntegrityError,
+    ClaudeForceError,
+    ConfigError,
+    InvalidArgumentError,
+    RunError,
+    UsageError,
+    WorkflowNotFoundError,
+)
+from ._orchestrator import AsyncAgentOrchestrator, TaskSpec
+from ._request import Request, SystemPrompt, cache_key
+from ._results import AgentResult, WorkflowResult
+from ._scaffold import init_project
+from ._sync import AgentOrchestrator
+from ._transport import retry_delay, should_retry
+from ._workflow import StepEvent
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "APIError",
+    "AgentNotFoundError",
+    "AgentOrchestrator",
+    "AgentResult",
+    "AgentSpec",
+    "AsyncAgentOrchestrator",
+    "BudgetExceeded",
+    "CacheDirectoryError",
+    "CacheIntegrityError",
+    "ClaudeForceError",
+    "ConfigError",
+    "InvalidArgumentError",
+    "ProjectConfig",
+    "Request",
+    "RunError",
+    "StepEvent",
+    "SystemPrompt",
+    "TaskSpec",
+    "UsageError",
+    "WorkflowNotFoundError",
+    "WorkflowResult",
+    "cache_key",
+    "find_config",
+    "init_project",
+    "load_config",
+    "retry_delay",
+    "should_retry",
+]

@@ -1,0 +1,124 @@
+"""The sync door: every method is one call into the async core.
+
+The core runs on a private event loop in a daemon thread, so connections are reused
+between calls and the sync API also works where an event loop is already running
+(notebooks, async frameworks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._orchestrator import AsyncAgentOrchestrator, TaskSpec
+from ._results import AgentResult, WorkflowResult
+from ._workflow import StepEvent
+
+__all__ = ["AgentOrchestrator"]
+
+T = TypeVar("T")
+
+
+class AgentOrchestrator:
+    """Synchronous front door over :class:`AsyncAgentOrchestrator`.
+
+    Takes the same arguments. ``run_agent`` and ``run_workflow`` block until done.
+    """
+
+    def __init__(self, config_path: str | os.PathLike[str] | None = None, api_key: str | None = None, **options: Any) -> None:
+        self._core = AsyncAgentOrchestrator(config_path, api_key, **options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def core(self) -> AsyncAgentOrchestrator:
+        """The async orchestrator this door calls into."""
+        return self._core
+
+    def __repr__(self) -> str:
+        return f"AgentOrchestrator({self._core!r})"
+
+    def __enter__(self) -> AgentOrchestrator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the private loop. Safe to call twice."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._core.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="claude-force-loop", daemon=True
+                )
+                self._thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def list_agents(self) -> list[str]:
+        return self._core.list_agents()
+
+    def list_workflows(self) -> list[str]:
+        return self._core.list_workflows()
+
+    def get_agent_info(self, agent_name: str) -> dict[str, Any]:
+        return self._core.get_agent_info(agent_name)
+
+    def run_agent(
+        self,
+        agent_name: str,
+        task: str,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        use_memory: bool = True,
+        use_cache: bool = True,
+    ) -> AgentResult:
+        return self._call(
+            self._core.execute_agent(
+                agent_name,
+                task,
+                model=model,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                use_memory=use_memory,
+                use_cache=use_cache,
+            )
+        )
+
+    def run_multiple(
+        self, tasks: Iterable[TaskSpec | tuple[str, str] | Mapping[str, Any]]
+    ) -> list[AgentResult]:
+        return self._call(self._core.execute_multiple(tasks))
+
+    def run_workflow(
+        self,
+        workflow_name: str,
+        task: str,
+        *,
+        on_step: Callable[[StepEvent], None] | None = None,
+    ) -> WorkflowResult:
+        return self._call(self._core.run_workflow(workflow_name, task, on_step=on_step))

@@ -1,0 +1,40 @@
+"""The ``claude-force`` command line: a thin shell over the public API.
+
+Start-up stays fast: the anthropic SDK is imported only by commands that send requests,
+never for ``--help``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._common import run_guarded
+
+__all__ = ["cli", "main"]
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Run specialised Claude agents one at a time, many at once, or as workflows.",
+)
+@click.version_option(package_name="claude-force", prog_name="claude-force")
+def cli() -> None:
+    pass
+
+
+def _register() -> None:
+    from . import _agents, _project, _sim
+
+    for module in (_project, _agents, _sim):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; exit codes: 0 success, 1 run failure, 2 usage error."""
+    sys.exit(run_guarded(cli, argv))

@@ -1,0 +1,84 @@
+"""``claude-force simulate`` and ``claude-force demo``: the local Anthropic-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import click
+
+from .. import AsyncAgentOrchestrator, WorkflowResult, init_project
+from ._agents import print_workflow_result, run_workflow_live
+from ._common import RunFailed, console
+
+DEMO_TASK = (
+    "Add a retry helper to http_client.py: retry idempotent requests up to three times "
+    "with exponential backoff, and never retry a 4xx other than 408 and 429."
+)
+
+
+@click.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port to listen on (0 = any free port).")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Fixed latency per response.")
+@click.option("--per-token-ms", type=float, default=0.0, show_default=True, help="Extra latency per output token.")
+def simulate_cmd(host: str, port: int, latency_ms: float, per_token_ms: float) -> None:
+    """Serve the Anthropic-compatible simulator until Ctrl-C.
+
+    Point any client at it with ANTHROPIC_BASE_URL=http://HOST:PORT (any API key works).
+    """
+    from ..testing import serve
+
+    console.print(f"simulator on http://{host}:{port}  (Ctrl-C to stop)", highlight=False)
+    serve(host, port, latency_ms=latency_ms, per_token_latency_ms=per_token_ms)
+
+
+@click.command("demo")
+@click.option("--latency-ms", type=float, default=150.0, show_default=True, help="Simulated latency per response.")
+@click.option("--no-live", is_flag=True, help="Do not draw the live progress table.")
+def demo_cmd(latency_ms: float, no_live: bool) -> None:
+    """Run a real workflow end to end against the embedded simulator (no API key needed)."""
+    from ..testing import Simulator
+
+    with tempfile.TemporaryDirectory(prefix="claude-force-demo-") as tmp, Simulator(
+        latency_ms=latency_ms, per_token_latency_ms=1.0
+    ) as sim:
+        init_project(Path(tmp))
+        orch = AsyncAgentOrchestrator(
+            Path(tmp) / ".claude" / "claude.json",
+            api_key="demo-key-not-secret",
+            base_url=sim.base_url,
+        )
+        name = _demo_workflow(orch)
+        console.print(
+            f"demo: workflow '{name}' on the local simulator at {sim.base_url} "
+            f"({latency_ms:g} ms latency per call)",
+            highlight=False,
+        )
+
+        async def go() -> WorkflowResult:
+            async with orch:
+                return await run_workflow_live(orch, name, DEMO_TASK, live=not no_live)
+
+        result = asyncio.run(go())
+        print_workflow_result(result)
+        console.print(
+            f"{len(sim.message_requests)} requests reached the simulator; "
+            f"peak in flight {sim.peak_in_flight}",
+            highlight=False,
+        )
+    if not result.success:
+        raise RunFailed
+
+
+def _demo_workflow(orch: AsyncAgentOrchestrator) -> str:
+    """The first workflow with a parallel stage, else the first workflow."""
+    names = orch.list_workflows()
+    for name in names:
+        if any(len(stage) > 1 for stage in orch.config.workflow(name)):
+            return name
+    return names[0]
+
+
+COMMANDS = [simulate_cmd, demo_cmd]

@@ -1,0 +1,48 @@
+"""Shared fixtures: the simulator over real loopback HTTP, a scaffolded project, and
+isolation from the user's real cache, config and data folders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from claude_force import init_project
+from claude_force.testing import Simulator
+
+API_KEY = "sk-test-secret-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("CLAUDE_CACHE_SECRET", "test-cache-secret")
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_FORCE_PRICING"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def _session_sim() -> Iterator[Simulator]:
+    with Simulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(_session_sim: Simulator) -> Iterator[Simulator]:
+    """The shared simulator (no latency) with clean recordings and no faults."""
+    _session_sim.clear_faults()
+    _session_sim.reset_stats()
+    _session_sim.clear_prompt_cache()
+    yield _session_sim
+    _session_sim.clear_faults()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A scaffolded .claude/ folder; returns the path of its claude.json."""
+    init_project(tmp_path)
+    return tmp_path / ".claude" / "claude.json"

@@ -1,0 +1,314 @@
+"""The async core against the simulator, through the real SDK over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claude_force import (
+    AgentNotFoundError,
+    AsyncAgentOrchestrator,
+    InvalidArgumentError,
+    UsageError,
+    WorkflowNotFoundError,
+)
+from claude_force.testing import Fault, Simulator
+
+from .conftest import API_KEY
+
+META_KEYS = {
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "execution_time_ms",
+    "cached",
+    "attempts",
+    "request_id",
+    "stop_reason",
+    "estimated_cost",
+}
+
+
+class FakeSleep:
+    """Records requested delays instead of waiting."""
+
+    def __init__(self, gate: Callable[[], Awaitable[object]] | None = None) -> None:
+        self.delays: list[float] = []
+        self._gate = gate
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        if self._gate is not None:
+            await self._gate()
+
+
+def make(project: Path, sim: Simulator, **kw: Any) -> AsyncAgentOrchestrator:
+    kw.setdefault("sleep", FakeSleep())
+    kw.setdefault("enable_cache", False)
+    kw.setdefault("enable_tracking", False)
+    return AsyncAgentOrchestrator(project, api_key=API_KEY, base_url=sim.base_url, **kw)
+
+
+def agent_of(orch: AsyncAgentOrchestrator) -> str:
+    return orch.list_agents()[0]
+
+
+async def test_execute_agent_returns_output_and_metadata(project: Path, sim: Simulator) -> None:
+    async with make(project, sim) as orch:
+        result = await orch.execute_agent(agent_of(orch), "Review utils.py")
+    assert result.success, result.errors
+    assert result.output
+    assert META_KEYS <= set(result.metadata)
+    assert result.metadata["attempts"] == 1
+    assert result.metadata["request_id"].startswith("req_")
+    assert result.metadata["input_tokens"] > 0 and result.metadata["output_tokens"] > 0
+    body = sim.message_requests[-1].body
+    system = body["system"][0]
+    assert system["cache_control"]["type"] == "ephemeral"
+    definition = orch.config.agent(agent_of(orch)).file.read_text(encoding="utf-8").strip()
+    assert definition[:200] in system["text"]
+    assert "Review utils.py" in body["messages"][0]["content"][-1]["text"]
+    for absent in ("temperature", "top_p", "top_k"):
+        assert absent not in body
+
+
+async def test_temperature_sent_in_body_only_when_given(project: Path, sim: Simulator) -> None:
+    async with make(project, sim) as orch:
+        await orch.execute_agent(agent_of(orch), "t", temperature=0.3, max_tokens=77, model="claude-haiku-4-5")
+    body = sim.message_requests[-1].body
+    assert body["temperature"] == 0.3
+    assert body["max_tokens"] == 77
+    assert body["model"] == "claude-haiku-4-5"
+
+
+async def test_identical_requests_identical_text(project: Path, sim: Simulator) -> None:
+    async with make(project, sim) as orch:
+        a = await orch.execute_agent(agent_of(orch), "same task")
+        b = await orch.execute_agent(agent_of(orch), "same task")
+        c = await orch.execute_agent(agent_of(orch), "other task")
+    assert a.output == b.output != c.output
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 529])
+async def test_retryable_status_is_retried(project: Path, sim: Simulator, status: int) -> None:
+    sleep = FakeSleep()
+    sim.script(Fault.status(status), None)
+    async with make(project, sim, sleep=sleep) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert result.success, result.errors
+    assert result.metadata["attempts"] == 2
+    assert len(sleep.delays) == 1
+    assert len(sim.message_requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
+async def test_non_retryable_status_fails_at_once(project: Path, sim: Simulator, status: int) -> None:
+    sleep = FakeSleep()
+    sim.script(Fault.status(status))
+    async with make(project, sim, sleep=sleep) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert not result.success
+    err = result.metadata["error"]
+    assert err["status_code"] == status
+    assert err["request_id"] and err["request_id"].startswith("req_")
+    assert err["attempts"] == 1
+    assert sleep.delays == []
+    assert len(sim.message_requests) == 1
+    assert str(status) in result.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault.status(429, retry_after="3"), 3.0),
+        (Fault.status(529, retry_after_ms="1250"), 1.25),
+        (Fault.status(503, retry_after="2", retry_after_ms="40"), 0.04),
+    ],
+)
+async def test_retry_after_is_honoured(project: Path, sim: Simulator, fault: Fault, expected: float) -> None:
+    sleep = FakeSleep()
+    sim.script(fault, None)
+    async with make(project, sim, sleep=sleep) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert result.success
+    assert sleep.delays == [pytest.approx(expected)]
+
+
+async def test_x_should_retry_false_stops_retries(project: Path, sim: Simulator) -> None:
+    sim.script(Fault.status(500, should_retry=False), None)
+    async with make(project, sim) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert not result.success
+    assert result.metadata["attempts"] == 1
+
+
+async def test_x_should_retry_true_retries_a_400(project: Path, sim: Simulator) -> None:
+    sim.script(Fault.status(400, should_retry=True), None)
+    async with make(project, sim) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert result.success
+    assert result.metadata["attempts"] == 2
+
+
+async def test_max_retries_counts_retries_after_first_attempt(project: Path, sim: Simulator) -> None:
+    sleep = FakeSleep()
+    sim.script(*[Fault.status(500)] * 5)
+    async with make(project, sim, sleep=sleep, max_retries=3) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert not result.success
+    assert result.metadata["attempts"] == 4
+    assert len(sim.message_requests) == 4
+    assert len(sleep.delays) == 3
+    assert sleep.delays == sorted(sleep.delays)  # exponential backoff grows
+
+
+async def test_connection_reset_is_retried(project: Path, sim: Simulator) -> None:
+    sim.script(Fault.reset(), None)
+    async with make(project, sim) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert result.success, result.errors
+    assert result.metadata["attempts"] == 2
+
+
+async def test_per_attempt_timeout_then_retry(project: Path, sim: Simulator) -> None:
+    sim.script(Fault.hang(), None)
+    async with make(project, sim, timeout_seconds=0.3, max_retries=1) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert result.success, result.errors
+    assert result.metadata["attempts"] == 2
+
+
+async def test_timeout_after_retries_is_a_failure(project: Path, sim: Simulator) -> None:
+    sim.script(Fault.hang())
+    async with make(project, sim, timeout_seconds=0.2, max_retries=0) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert not result.success
+    assert result.metadata["error"]["type"] == "timeout"
+    assert result.metadata["error"]["status_code"] is None
+
+
+async def test_peak_concurrency_never_above_max(project: Path) -> None:
+    async with Simulator(latency_ms=20) as slow, make(project, slow, max_concurrent=4) as orch:
+        results = await orch.execute_multiple([(agent_of(orch), f"task {i}") for i in range(24)])
+        assert orch.peak_concurrency == 4
+        assert all(r.success for r in results)
+        assert 2 <= slow.peak_in_flight <= 4
+
+
+async def test_waiting_retry_gives_its_slot_back(project: Path, sim: Simulator) -> None:
+    other_done = asyncio.Event()
+
+    async def until_other_done() -> None:
+        await asyncio.wait_for(other_done.wait(), 5)
+
+    sim.script(Fault.status(429, retry_after="30"), None, None)
+    async with make(project, sim, max_concurrent=1, sleep=FakeSleep(until_other_done)) as orch:
+        first = asyncio.create_task(orch.execute_agent(agent_of(orch), "first"))
+        await asyncio.sleep(0)
+
+        async def second() -> Any:
+            result = await orch.execute_agent(agent_of(orch), "second")
+            other_done.set()
+            return result
+
+        a, b = await asyncio.gather(first, second())
+    # With one slot, "second" could only finish while "first" waited to retry.
+    assert a.success and b.success
+    assert a.metadata["attempts"] == 2
+
+
+async def test_order_kept_and_one_failure_isolated(project: Path, sim: Simulator) -> None:
+    agent = "code-reviewer"
+    tasks = [(agent, f"item {i}") for i in range(6)]
+    sim.script(None, None, Fault.status(400), None, None, None)
+    async with make(project, sim, max_concurrent=1) as orch:
+        results = await orch.execute_multiple(tasks)
+        singles = [await orch.execute_agent(agent, t) for _, t in tasks]
+    assert [r.success for r in results] == [True, True, False, True, True, True]
+    for i in (0, 1, 3, 4, 5):
+        assert results[i].output == singles[i].output
+
+
+async def test_execute_multiple_accepts_dicts_and_validates_first(project: Path, sim: Simulator) -> None:
+    async with make(project, sim) as orch:
+        ok = await orch.execute_multiple([{"agent": "code-reviewer", "task": "a", "max_tokens": 50}])
+        assert ok[0].success
+        with pytest.raises(AgentNotFoundError):
+            await orch.execute_multiple([("code-reviewer", "a"), ("nobody", "b")])
+        with pytest.raises(InvalidArgumentError, match="tasks\\[0\\]"):
+            await orch.execute_multiple([{"agent": "code-reviewer", "prompt": "a"}])
+    assert len(sim.message_requests) == 1  # nothing sent for the invalid batches
+
+
+async def test_usage_errors(project: Path, sim: Simulator) -> None:
+    async with make(project, sim, max_task_chars=100) as orch:
+        with pytest.raises(AgentNotFoundError, match="did you mean 'code-reviewer'"):
+            await orch.execute_agent("code-reviewr", "t")
+        with pytest.raises(InvalidArgumentError, match="empty"):
+            await orch.execute_agent("code-reviewer", "   ")
+        with pytest.raises(InvalidArgumentError, match="over the limit of 100"):
+            await orch.execute_agent("code-reviewer", "x" * 101)
+        with pytest.raises(InvalidArgumentError, match="max_tokens"):
+            await orch.execute_agent("code-reviewer", "t", max_tokens=0)
+        with pytest.raises(InvalidArgumentError, match="temperature"):
+            await orch.execute_agent("code-reviewer", "t", temperature=3.0)
+        with pytest.raises(InvalidArgumentError):
+            await orch.execute_agent("../etc/passwd", "t")
+        with pytest.raises(WorkflowNotFoundError):
+            await orch.run_workflow("nope", "t")
+    assert sim.message_requests == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"max_concurrent": 0}, "max_concurrent"), ({"max_retries": -1}, "max_retries"), ({"timeout_seconds": 0}, "timeout_seconds")],
+)
+def test_bad_constructor_arguments(project: Path, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        AsyncAgentOrchestrator(project, **kwargs)
+
+
+async def test_missing_api_key_is_a_usage_error(project: Path, sim: Simulator) -> None:
+    orch = AsyncAgentOrchestrator(project, base_url=sim.base_url)
+    with pytest.raises(UsageError, match="ANTHROPIC_API_KEY"):
+        await orch.execute_agent("code-reviewer", "t")
+
+
+async def test_api_key_never_in_errors_logs_or_repr(
+    project: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim.script(Fault.status(500), Fault.status(401), Fault.reset())
+    async with make(project, sim, max_retries=1) as orch:
+        bad = await orch.execute_agent("code-reviewer", "t")
+        assert API_KEY not in repr(orch)
+    assert not bad.success
+    assert API_KEY not in caplog.text
+    assert API_KEY not in str(bad.to_dict())
+    for recorded in sim.requests:
+        assert API_KEY not in str(recorded.headers)
+
+
+def test_usable_across_separate_event_loops(project: Path, sim: Simulator) -> None:
+    orch = make(project, sim)
+    first = asyncio.run(orch.execute_agent("code-reviewer", "one"))
+    second = asyncio.run(orch.execute_agent("code-reviewer", "two"))
+    assert first.success and second.success
+
+
+async def test_edited_agent_file_changes_the_request(project: Path, sim: Simulator) -> None:
+    async with make(project, sim) as orch:
+        await orch.execute_agent("code-reviewer", "t")
+        spec = orch.config.agent("code-reviewer")
+        spec.file.write_text("You are a terse reviewer. Edited.\n", encoding="utf-8")
+        await orch.execute_agent("code-reviewer", "t")
+    before, after = sim.message_requests[-2].body, sim.message_requests[-1].body
+    assert "Edited." not in before["system"][0]["text"]
+    assert "Edited." in after["system"][0]["text"]
