@@ -31,7 +31,10 @@ MODEL = "claude-sonnet-5-5"
 async def raw_sdk(base_url: str, concurrency: int, tag: str) -> float:
     sem = asyncio.Semaphore(concurrency)
     async with anthropic.AsyncAnthropic(
-        api_key="bench", base_url=base_url, max_retries=0, http_client=anthropic.DefaultAioHttpClient()
+        api_key="bench",
+        base_url=base_url,
+        max_retries=0,
+        http_client=anthropic.DefaultAioHttpClient(),
     ) as client:
 
         async def one(i: int) -> None:
@@ -99,7 +102,10 @@ def main() -> None:
         ours, raw, ratio = throughput(config, args.reps)
         s_ours, s_raw = schedule(config, max(3, args.reps // 2))
     print(f"{'measure':<46}{'claude-force':>14}{'raw SDK':>10}{'ratio':>9}  goal")
-    print(f"{'throughput, 100 concurrent, calls/s (median)':<46}{ours:>14.0f}{raw:>10.0f}{ratio:>9.2f}  >= 0.90")
+    print(
+        f"{'throughput, 100 concurrent, calls/s (median)':<46}"
+        f"{ours:>14.0f}{raw:>10.0f}{ratio:>9.2f}  >= 0.90"
+    )
     print(
         f"{'100 x 200 ms at 10 concurrent, wall/ideal':<46}{s_ours:>14.3f}{s_raw:>10.3f}"
         f"{s_ours - s_raw:>+9.3f}  <= +0.02 over raw"

@@ -131,4 +131,7 @@ class BudgetExceeded(RunError):
 
 
 class CacheIntegrityError(RunError):
-    """A cache entry failed its signature check (reported by ``verify``; reads treat it as a miss)."""
+    """A cache entry failed its signature check.
+
+    Reported by ``verify``; an ordinary read treats such an entry as a miss.
+    """

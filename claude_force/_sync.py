@@ -29,7 +29,12 @@ class AgentOrchestrator:
     Takes the same arguments. ``run_agent`` and ``run_workflow`` block until done.
     """
 
-    def __init__(self, config_path: str | os.PathLike[str] | None = None, api_key: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str] | None = None,
+        api_key: str | None = None,
+        **options: Any,
+    ) -> None:
         self._core = AsyncAgentOrchestrator(config_path, api_key, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -49,7 +49,9 @@ async def run_stages(
         if on_step is not None:
             on_step(StepEvent(workflow, run_id, stage, len(stages), agent, status, result))  # type: ignore[arg-type]
 
-    async def one(stage_no: int, step_no: int, agent: str, seen: tuple[tuple[str, str], ...]) -> AgentResult:
+    async def one(
+        stage_no: int, step_no: int, agent: str, seen: tuple[tuple[str, str], ...]
+    ) -> AgentResult:
         emit(stage_no, agent, "started")
         result = await call(agent, seen)
         result.metadata.update(workflow=workflow, workflow_run=run_id, stage=stage_no, step=step_no)
@@ -72,7 +74,7 @@ async def run_stages(
                 success=False,
                 execution_time_ms=(time.perf_counter() - started) * 1000,
                 run_id=run_id,
-                error=f"stage {stage_no} failed at {names}: {failed[0].errors[0] if failed[0].errors else 'unknown error'}",
+                error=f"stage {stage_no} failed at {names}: {_first_error(failed[0])}",
             )
         previous.extend((r.agent_name, r.output) for r in results)
     return WorkflowResult(
@@ -82,3 +84,7 @@ async def run_stages(
         execution_time_ms=(time.perf_counter() - started) * 1000,
         run_id=run_id,
     )
+
+
+def _first_error(result: AgentResult) -> str:
+    return result.errors[0] if result.errors else "unknown error"

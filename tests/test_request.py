@@ -36,7 +36,9 @@ def _changed(req: Request, field: str, data: st.DataObject) -> Request:
     elif field == "system":
         value = SystemPrompt(req.system.text + ".", cache_ttl=req.system.cache_ttl)
     elif field == "messages":
-        value = ({"role": "user", "content": [{"type": "text", "text": "other" + str(req.messages)}]},)
+        value = (
+            {"role": "user", "content": [{"type": "text", "text": "other" + str(req.messages)}]},
+        )
     elif field == "max_tokens":
         value = req.max_tokens + 1
     elif field in ("temperature", "top_p"):
@@ -59,7 +61,9 @@ def _changed(req: Request, field: str, data: st.DataObject) -> Request:
 
 @given(requests())
 def test_equal_requests_equal_keys(req: Request) -> None:
-    twin = dataclasses.replace(req, system=SystemPrompt(req.system.text, cache_ttl=req.system.cache_ttl))
+    twin = dataclasses.replace(
+        req, system=SystemPrompt(req.system.text, cache_ttl=req.system.cache_ttl)
+    )
     assert cache_key(twin) == cache_key(req)
 
 

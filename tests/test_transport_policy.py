@@ -29,7 +29,13 @@ def test_connection_errors_and_timeouts_are_retried() -> None:
 
 @pytest.mark.parametrize(
     ("status", "hint", "expected"),
-    [(500, "false", False), (529, "false", False), (429, "false", False), (400, "true", True), (409, "true", True)],
+    [
+        (500, "false", False),
+        (529, "false", False),
+        (429, "false", False),
+        (400, "true", True),
+        (409, "true", True),
+    ],
 )
 def test_x_should_retry_header_wins(status: int, hint: str, expected: bool) -> None:
     assert should_retry(status, {"x-should-retry": hint}) is expected
@@ -66,7 +72,10 @@ def test_retry_delay_honours_server() -> None:
     assert retry_delay(5, {"retry-after-ms": "10"}, now=NOW, jitter=0.0) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize(("retries", "expected"), [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, MAX_DELAY), (10_000, MAX_DELAY)])
+@pytest.mark.parametrize(
+    ("retries", "expected"),
+    [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, MAX_DELAY), (10_000, MAX_DELAY)],
+)
 def test_backoff_is_exponential_and_capped(retries: int, expected: float) -> None:
     assert retry_delay(retries, None, now=NOW, jitter=0.0) == pytest.approx(expected)
 

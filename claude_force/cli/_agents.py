@@ -42,7 +42,10 @@ def agents_cmd(config_path: Path | None, as_json: bool) -> None:
 def workflows_cmd(config_path: Path | None, as_json: bool) -> None:
     """List the workflows; [a, b] marks a stage whose agents run concurrently."""
     orch = AsyncAgentOrchestrator(config_path, api_key="")
-    flows = {name: [list(stage) for stage in orch.config.workflow(name)] for name in orch.list_workflows()}
+    flows = {
+        name: [list(stage) for stage in orch.config.workflow(name)]
+        for name in orch.list_workflows()
+    }
     if as_json:
         print_json(flows)
         return
@@ -67,14 +70,22 @@ def read_task(task: str | None, task_file: Path | None) -> str:
     if task == "-" or (task is None and not sys.stdin.isatty()):
         return sys.stdin.read()
     if task is None:
-        raise InvalidArgumentError("no task: pass TASK, -f FILE, or pipe the task on standard input")
+        raise InvalidArgumentError(
+            "no task: pass TASK, -f FILE, or pipe the task on standard input"
+        )
     return task
 
 
 @click.command("run")
 @click.argument("agent")
 @click.argument("task", required=False)
-@click.option("-f", "--file", "task_file", type=click.Path(dir_okay=False, path_type=Path), help="Read the task from FILE.")
+@click.option(
+    "-f",
+    "--file",
+    "task_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the task from FILE.",
+)
 @click.option("--model", default=None, help="Model id for this call (overrides config).")
 @click.option("--max-tokens", type=int, default=None, help="Maximum output tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -103,7 +114,9 @@ def run_cmd(
         console.print(result.output, highlight=False, markup=False)
         err_console.print(_usage_line(result.metadata), highlight=False)
     else:
-        err_console.print(f"[bold red]failed:[/] {escape('; '.join(result.errors))}", highlight=False)
+        err_console.print(
+            f"[bold red]failed:[/] {escape('; '.join(result.errors))}", highlight=False
+        )
     if not result.success:
         raise RunFailed
 
@@ -113,7 +126,8 @@ def _usage_line(meta: dict[str, Any]) -> str:
     cost_text = "unpriced" if cost is None else f"${cost:.6f}"
     cached = " (cached)" if meta.get("cached") else ""
     return (
-        f"{meta.get('model')}: {meta.get('input_tokens', 0)} in / {meta.get('output_tokens', 0)} out"
+        f"{meta.get('model')}: {meta.get('input_tokens', 0)} in"
+        f" / {meta.get('output_tokens', 0)} out"
         f" tokens, cache read {meta.get('cache_read_input_tokens', 0)},"
         f" {meta.get('execution_time_ms', 0):.0f} ms, {cost_text}{cached}"
     )
@@ -133,7 +147,11 @@ class WorkflowProgress:
             self.rows[event.agent] = (event.stage, "running", "")
         else:
             meta = event.result.metadata if event.result else {}
-            detail = _usage_line(meta) if event.status == "succeeded" else "; ".join(event.result.errors if event.result else [])
+            detail = (
+                _usage_line(meta)
+                if event.status == "succeeded"
+                else "; ".join(event.result.errors if event.result else [])
+            )
             self.rows[event.agent] = (event.stage, event.status, detail)
 
     def render(self) -> Table:
@@ -148,11 +166,15 @@ class WorkflowProgress:
         return table
 
 
-async def run_workflow_live(orch: AsyncAgentOrchestrator, name: str, task: str, *, live: bool) -> WorkflowResult:
+async def run_workflow_live(
+    orch: AsyncAgentOrchestrator, name: str, task: str, *, live: bool
+) -> WorkflowResult:
     progress = WorkflowProgress(f"workflow {name}")
     if not live:
         return await orch.run_workflow(name, task)
-    with Live(progress.render(), console=err_console, refresh_per_second=8, transient=False) as view:
+    with Live(
+        progress.render(), console=err_console, refresh_per_second=8, transient=False
+    ) as view:
 
         def on_step(event: StepEvent) -> None:
             progress(event)
@@ -164,7 +186,9 @@ async def run_workflow_live(orch: AsyncAgentOrchestrator, name: str, task: str, 
 def print_workflow_result(result: WorkflowResult) -> None:
     for step in result.steps:
         console.rule(f"{step.agent_name}")
-        console.print(step.output if step.success else "; ".join(step.errors), highlight=False, markup=False)
+        console.print(
+            step.output if step.success else "; ".join(step.errors), highlight=False, markup=False
+        )
     console.rule()
     status = "succeeded" if result.success else f"failed: {result.error}"
     cost = result.total_cost
@@ -181,10 +205,18 @@ def print_workflow_result(result: WorkflowResult) -> None:
 @click.command("workflow")
 @click.argument("name")
 @click.argument("task", required=False)
-@click.option("-f", "--file", "task_file", type=click.Path(dir_okay=False, path_type=Path), help="Read the task from FILE.")
+@click.option(
+    "-f",
+    "--file",
+    "task_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the task from FILE.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @config_option
-def workflow_cmd(name: str, task: str | None, task_file: Path | None, as_json: bool, config_path: Path | None) -> None:
+def workflow_cmd(
+    name: str, task: str | None, task_file: Path | None, as_json: bool, config_path: Path | None
+) -> None:
     """Run workflow NAME on TASK, showing each step live."""
     text = read_task(task, task_file)
     orch = AsyncAgentOrchestrator(config_path)

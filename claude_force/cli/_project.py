@@ -12,13 +12,18 @@ from ._common import console
 
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
-@click.option("--force", is_flag=True, help="Overwrite the example files if .claude/claude.json exists.")
+@click.option(
+    "--force", is_flag=True, help="Overwrite the example files if .claude/claude.json exists."
+)
 def init_cmd(directory: Path, force: bool) -> None:
     """Create .claude/ with three example agents and two workflows in DIRECTORY."""
     written = init_project(directory, force=force)
     for path in written:
         console.print(f"wrote {path}", highlight=False)
-    console.print("next: claude-force agents   |   claude-force run code-reviewer 'Review this diff'", highlight=False)
+    console.print(
+        "next: claude-force agents   |   claude-force run code-reviewer 'Review this diff'",
+        highlight=False,
+    )
 
 
 COMMANDS = [init_cmd]

@@ -20,9 +20,23 @@ DEMO_TASK = (
 
 @click.command("simulate")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8765, show_default=True, help="Port to listen on (0 = any free port).")
-@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Fixed latency per response.")
-@click.option("--per-token-ms", type=float, default=0.0, show_default=True, help="Extra latency per output token.")
+@click.option(
+    "--port",
+    type=int,
+    default=8765,
+    show_default=True,
+    help="Port to listen on (0 = any free port).",
+)
+@click.option(
+    "--latency-ms", type=float, default=0.0, show_default=True, help="Fixed latency per response."
+)
+@click.option(
+    "--per-token-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Extra latency per output token.",
+)
 def simulate_cmd(host: str, port: int, latency_ms: float, per_token_ms: float) -> None:
     """Serve the Anthropic-compatible simulator until Ctrl-C.
 
@@ -35,15 +49,22 @@ def simulate_cmd(host: str, port: int, latency_ms: float, per_token_ms: float) -
 
 
 @click.command("demo")
-@click.option("--latency-ms", type=float, default=150.0, show_default=True, help="Simulated latency per response.")
+@click.option(
+    "--latency-ms",
+    type=float,
+    default=150.0,
+    show_default=True,
+    help="Simulated latency per response.",
+)
 @click.option("--no-live", is_flag=True, help="Do not draw the live progress table.")
 def demo_cmd(latency_ms: float, no_live: bool) -> None:
     """Run a real workflow end to end against the embedded simulator (no API key needed)."""
     from ..testing import Simulator
 
-    with tempfile.TemporaryDirectory(prefix="claude-force-demo-") as tmp, Simulator(
-        latency_ms=latency_ms, per_token_latency_ms=1.0
-    ) as sim:
+    with (
+        tempfile.TemporaryDirectory(prefix="claude-force-demo-") as tmp,
+        Simulator(latency_ms=latency_ms, per_token_latency_ms=1.0) as sim,
+    ):
         init_project(Path(tmp))
         orch = AsyncAgentOrchestrator(
             Path(tmp) / ".claude" / "claude.json",

@@ -1,0 +1,526 @@
+"""Loading and validating ``.claude/claude.json``.
+
+The format is the one existing Claude Force projects use::
+
+    {
+      "agents": {
+        "code-reviewer": {"file": "agents/code-reviewer.md",
+                          "contract": "contracts/code-reviewer.contract",
+                          "domains": ["code-quality"], "priority": 1}
+      },
+      "workflows": {"ship": ["code-reviewer", ["test-writer", "doc-writer"]]},
+      "default_model": "claude-sonnet-5-5"
+    }
+
+A nested list in a workflow is a stage whose agents run concurrently. Unknown keys, at the top
+level or inside an agent, are kept in ``extra`` and otherwise ignored, so older projects load.
+Paths are relative to the folder holding ``claude.json`` and must stay inside it.
+
+Validation is hand-written rather than pydantic: it keeps the CLI's start fast and lets every
+problem be reported at once as ``"<json path>: <message>"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+from ._errors import AgentNotFoundError, ConfigError, InvalidArgumentError, WorkflowNotFoundError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "AgentSpec",
+    "ProjectConfig",
+    "find_config",
+    "load_config",
+    "read_agent_prompt",
+    "validate_agent_name",
+]
+
+# Must appear in the installed SDK's ModelParam literal and not in its DEPRECATED_MODELS;
+# tests/test_config.py checks both, so an SDK upgrade that retires it fails loudly.
+DEFAULT_MODEL: str = "claude-sonnet-5-5"
+
+CONFIG_DIR = ".claude"
+CONFIG_FILE = "claude.json"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME_RULE = (
+    "names are 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit"
+)
+_MAX_TOKENS_LIMIT = 128_000
+CacheTTL = Literal["5m", "1h"]
+_CACHE_TTLS: tuple[CacheTTL, ...] = ("5m", "1h")
+_INIT_HINT = "run `claude-force init` in your project folder to create one"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentSpec:
+    """One agent as declared in the config; ``file`` and ``contract`` are resolved paths."""
+
+    name: str
+    file: Path
+    contract: Path | None = None
+    domains: tuple[str, ...] = ()
+    priority: int | str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    cache_ttl: CacheTTL | None = None
+    description: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+
+Workflow = tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectConfig:
+    """A validated project: agents in file order, workflows as stages of agent names."""
+
+    path: Path
+    root: Path
+    agents: Mapping[str, AgentSpec] = field(hash=False)
+    workflows: Mapping[str, Workflow] = field(hash=False)
+    default_model: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def agent(self, name: str) -> AgentSpec:
+        """Return the agent called ``name`` or raise AgentNotFoundError with a suggestion."""
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise AgentNotFoundError(_not_defined("agent", name, self.agents, self.path)) from None
+
+    def workflow(self, name: str) -> Workflow:
+        """Return the stages of workflow ``name`` or raise WorkflowNotFoundError."""
+        try:
+            return self.workflows[name]
+        except KeyError:
+            raise WorkflowNotFoundError(
+                _not_defined("workflow", name, self.workflows, self.path)
+            ) from None
+
+
+# --------------------------------------------------------------------------- names and messages
+
+
+def validate_agent_name(name: str) -> str:
+    """Return ``name`` if it is a valid agent name, else raise InvalidArgumentError.
+
+    >>> validate_agent_name("code-reviewer")
+    'code-reviewer'
+    """
+    problem = _name_problem("agent", name)
+    if problem is not None:
+        raise InvalidArgumentError(problem)
+    return name
+
+
+def _name_problem(kind: str, name: object) -> str | None:
+    if not isinstance(name, str):
+        return f"{kind} name must be a string, got {_json_type(name)}"
+    if _NAME_RE.fullmatch(name):
+        return None
+    fix = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lstrip("_.-")[:64]
+    hint = f"; rename it, e.g. {fix!r}" if fix and _NAME_RE.fullmatch(fix) else ""
+    return f"invalid {kind} name {name!r}: {_NAME_RULE}{hint}"
+
+
+def _not_defined(kind: str, name: str, defined: Collection[str], config_path: Path) -> str:
+    message = f"{kind} {name!r} is not defined in {config_path}"
+    close = difflib.get_close_matches(str(name), list(defined), n=1)
+    message += f"; did you mean {close[0]!r}?" if close else "."
+    if defined:
+        return f"{message} Defined {kind}s: {', '.join(defined)}"
+    return f"{message} No {kind}s are defined."
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _key_path(parent: str, key: str) -> str:
+    # Plain names read as `agents.reviewer`; anything odd is quoted so the path stays unambiguous.
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", key):
+        return f"{parent}.{key}" if parent else key
+    return f"{parent}[{json.dumps(key)}]"
+
+
+# --------------------------------------------------------------------------- finding and reading
+
+
+def find_config(start: Path | None = None) -> Path:
+    """Return ``.claude/claude.json`` in ``start`` (default: cwd) or its nearest parent."""
+    origin = Path(os.path.abspath(start if start is not None else Path.cwd()))
+    for folder in (origin, *origin.parents):
+        candidate = folder / CONFIG_DIR / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_DIR}/{CONFIG_FILE} found in {origin} or any parent folder; {_INIT_HINT}"
+    )
+
+
+class _JsonObject(dict[str, Any]):
+    """A decoded JSON object that remembers keys the file repeated (json keeps the last one)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object_hook(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        repeated: list[str] = []
+        for key, _ in pairs:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        obj.duplicates = tuple(repeated)
+    return obj
+
+
+def _read_json(path: Path) -> object:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}; {_INIT_HINT}") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path} is a folder; pass the configuration file, e.g. {path / CONFIG_FILE}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"configuration file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        return json.loads(text, object_pairs_hook=_object_hook)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"invalid JSON in {path} at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            problems=[f"line {exc.lineno}, column {exc.colno}: {exc.msg}"],
+        ) from None
+
+
+def read_agent_prompt(spec: AgentSpec) -> tuple[str, str | None]:
+    """Return the agent's definition text and its contract text (None without a contract)."""
+    definition = _read_text(spec.name, "file", spec.file)
+    if not definition.strip():
+        raise ConfigError(
+            f"agent {spec.name!r} definition file {spec.file} is empty; "
+            "write the agent's role prompt in it"
+        )
+    contract = None if spec.contract is None else _read_text(spec.name, "contract", spec.contract)
+    return definition, contract
+
+
+def _read_text(agent: str, what: str, path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"agent {agent!r} {what} {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read agent {agent!r} {what} {path}: {exc.strerror}") from None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
+    """Load and validate a ``claude.json``; raise ConfigError listing every problem found."""
+    config_path = Path(os.path.abspath(os.fspath(path)))
+    raw = _read_json(config_path)
+    problems: list[str] = []
+    config = _build_config(raw, config_path, problems)
+    if problems or config is None:
+        raise ConfigError(f"invalid configuration in {config_path}", problems=problems)
+    return config
+
+
+def _build_config(raw: object, config_path: Path, problems: list[str]) -> ProjectConfig | None:
+    if not isinstance(raw, dict):
+        problems.append(f"(top level): expected a JSON object, got {_json_type(raw)}")
+        return None
+    _report_duplicates(raw, "(top level)", problems)
+    root = config_path.parent
+    agents: dict[str, AgentSpec] = {}
+    raw_agents = raw.get("agents")
+    if "agents" not in raw:
+        problems.append("agents: field required (an object mapping agent names to definitions)")
+    elif not isinstance(raw_agents, dict):
+        problems.append(f"agents: expected an object, got {_json_type(raw_agents)}")
+    else:
+        _report_duplicates(raw_agents, "agents", problems)
+        agents = _parse_agents(raw_agents, root, problems)
+    # Workflows are checked against every declared name, even a broken agent's, so one typo
+    # in an agent does not also produce "not defined" noise in every workflow using it.
+    declared = raw_agents.keys() if isinstance(raw_agents, dict) else ()
+    workflows = _parse_workflows(raw.get("workflows", {}), declared, problems)
+    default_model = raw.get("default_model")
+    if default_model is not None and not _is_text(default_model):
+        problems.append(f"default_model: {_expected_text(default_model)}")
+    extra = {k: v for k, v in raw.items() if k not in ("agents", "workflows", "default_model")}
+    return ProjectConfig(
+        path=config_path,
+        root=root,
+        agents=MappingProxyType(agents),
+        workflows=MappingProxyType(workflows),
+        default_model=default_model if isinstance(default_model, str) else None,
+        extra=MappingProxyType(extra),
+    )
+
+
+def _report_duplicates(obj: Mapping[str, Any], path: str, problems: list[str]) -> None:
+    for key in getattr(obj, "duplicates", ()):
+        problems.append(f"{path}: duplicate key {key!r}; JSON keeps only the last one, remove one")
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _expected_text(value: object) -> str:
+    return f"expected a non-empty string, got {_json_type(value)} {json.dumps(value)}"
+
+
+# Optional agent fields: each checker returns None when the value is fine, else the message.
+def _check_domains(v: object) -> str | None:
+    if isinstance(v, list) and all(_is_text(d) for d in v):
+        return None
+    return f"expected an array of non-empty strings, got {json.dumps(v)}"
+
+
+def _check_priority(v: object) -> str | None:
+    if (isinstance(v, int) and not isinstance(v, bool)) or _is_text(v):
+        return None
+    return f'expected an integer or a string like "high", got {_json_type(v)} {json.dumps(v)}'
+
+
+def _check_max_tokens(v: object) -> str | None:
+    if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= _MAX_TOKENS_LIMIT:
+        return None
+    return f"expected an integer from 1 to {_MAX_TOKENS_LIMIT}, got {json.dumps(v)}"
+
+
+def _check_temperature(v: object) -> str | None:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1:
+        return None
+    return f"expected a number from 0 to 1, got {json.dumps(v)}"
+
+
+def _check_cache_ttl(v: object) -> str | None:
+    if v in _CACHE_TTLS:
+        return None
+    return f"expected one of {', '.join(map(repr, _CACHE_TTLS))}, got {json.dumps(v)}"
+
+
+def _check_text(v: object) -> str | None:
+    return None if _is_text(v) else _expected_text(v)
+
+
+def _check_string(v: object) -> str | None:
+    return None if isinstance(v, str) else f"expected a string, got {_json_type(v)}"
+
+
+_OPTIONAL_FIELDS: Mapping[str, Callable[[object], str | None]] = {
+    "domains": _check_domains,
+    "priority": _check_priority,
+    "model": _check_text,
+    "max_tokens": _check_max_tokens,
+    "temperature": _check_temperature,
+    "cache_ttl": _check_cache_ttl,
+    "description": _check_string,
+}
+_PATH_FIELDS = ("file", "contract")
+
+
+def _parse_agents(
+    raw_agents: Mapping[str, Any], root: Path, problems: list[str]
+) -> dict[str, AgentSpec]:
+    real_root = root.resolve()
+    agents: dict[str, AgentSpec] = {}
+    for name, raw in raw_agents.items():
+        path = _key_path("agents", name)
+        name_problem = _name_problem("agent", name)
+        if name_problem is not None:
+            problems.append(f"{path}: {name_problem}")
+        spec = _parse_agent(name, raw, path, root, real_root, problems)
+        if spec is not None and name_problem is None:
+            agents[name] = spec
+    return agents
+
+
+def _parse_agent(
+    name: str, raw: object, path: str, root: Path, real_root: Path, problems: list[str]
+) -> AgentSpec | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: expected an object with at least a 'file', got {_json_type(raw)}")
+        return None
+    before = len(problems)
+    _report_duplicates(raw, path, problems)
+    if "file" not in raw:
+        problems.append(f"{path}.file: field required (the agent's definition, e.g. agents/x.md)")
+    files: dict[str, Path] = {}
+    for key in _PATH_FIELDS:
+        if key in raw:
+            resolved = _agent_path(name, key, raw[key], f"{path}.{key}", root, real_root, problems)
+            if resolved is not None:
+                files[key] = resolved
+    for key, check in _OPTIONAL_FIELDS.items():
+        message = check(raw[key]) if key in raw else None
+        if message is not None:
+            problems.append(f"{path}.{key}: {message}")
+    if len(problems) != before:
+        return None
+    temperature = raw.get("temperature")
+    known = {*_PATH_FIELDS, *_OPTIONAL_FIELDS}
+    return AgentSpec(
+        name=name,
+        file=files["file"],
+        contract=files.get("contract"),
+        domains=tuple(raw.get("domains", ())),
+        priority=raw.get("priority"),
+        model=raw.get("model"),
+        max_tokens=raw.get("max_tokens"),
+        temperature=None if temperature is None else float(temperature),
+        cache_ttl=cast("CacheTTL | None", raw.get("cache_ttl")),
+        description=raw.get("description"),
+        extra=MappingProxyType({k: v for k, v in raw.items() if k not in known}),
+    )
+
+
+def _agent_path(
+    agent: str,
+    key: str,
+    value: object,
+    path: str,
+    root: Path,
+    real_root: Path,
+    problems: list[str],
+) -> Path | None:
+    """Resolve an agent's file or contract, which must be an existing file inside ``root``."""
+    subject = f"agent {agent!r} {key}"
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{path}: {_expected_text(value)}")
+        return None
+    rule = f"agent files must live inside {root}; use a path relative to it"
+    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).drive:
+        problems.append(f"{path}: {subject} {value!r} is an absolute path; {rule}")
+        return None
+    lexical = Path(os.path.normpath(root / value))
+    if not lexical.is_relative_to(root):
+        problems.append(f"{path}: {subject} {value!r} uses '..' to leave {root}; {rule}")
+        return None
+    try:
+        resolved = (root / value).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL bytes
+        problems.append(f"{path}: {subject} {value!r} cannot be resolved ({exc}); {rule}")
+        return None
+    if not resolved.is_relative_to(real_root):
+        problems.append(
+            f"{path}: {subject} {value!r} goes through a symlink to {resolved}, "
+            f"outside {root}; {rule}"
+        )
+        return None
+    if not resolved.is_file():
+        state = "is not a file" if resolved.exists() else "not found"
+        problems.append(f"{path}: {subject} {state}: {resolved}; create it or fix the path")
+        return None
+    return resolved
+
+
+def _parse_workflows(
+    raw: object, declared: Iterable[str], problems: list[str]
+) -> dict[str, Workflow]:
+    if not isinstance(raw, dict):
+        problems.append(f"workflows: expected an object, got {_json_type(raw)}")
+        return {}
+    _report_duplicates(raw, "workflows", problems)
+    defined = list(declared)
+    workflows: dict[str, Workflow] = {}
+    for name, steps in raw.items():
+        path = _key_path("workflows", name)
+        before = len(problems)
+        name_problem = _name_problem("workflow", name)
+        if name_problem is not None:
+            problems.append(f"{path}: {name_problem}")
+        if not isinstance(steps, list) or not steps:
+            problems.append(
+                f"{path}: expected a non-empty array of agent names or stages "
+                f"(arrays of agent names run concurrently), got {json.dumps(steps)}"
+            )
+            continue
+        stages = [
+            _parse_stage(step, f"{path}[{i}]", defined, problems) for i, step in enumerate(steps)
+        ]
+        if len(problems) == before:
+            workflows[name] = tuple(stage for stage in stages if stage)
+    return workflows
+
+
+def _parse_stage(
+    step: object, path: str, defined: list[str], problems: list[str]
+) -> tuple[str, ...]:
+    """Normalise one workflow step to a stage tuple: ``"a"`` -> ``("a",)``."""
+    if isinstance(step, str):
+        return (step,) if _check_reference(step, path, defined, problems) else ()
+    if not isinstance(step, list):
+        problems.append(
+            f"{path}: expected an agent name or an array of agent names, got {_json_type(step)}"
+        )
+        return ()
+    if not step:
+        problems.append(f"{path}: a stage needs at least one agent; remove the empty array")
+        return ()
+    stage: list[str] = []
+    for i, item in enumerate(step):
+        item_path = f"{path}[{i}]"
+        if not isinstance(item, str):
+            problems.append(
+                f"{item_path}: expected an agent name, got {_json_type(item)} "
+                "(stages cannot be nested further)"
+            )
+        elif item in stage:
+            problems.append(
+                f"{item_path}: agent {item!r} appears twice in this stage; list it once"
+            )
+        elif _check_reference(item, item_path, defined, problems):
+            stage.append(item)
+    return tuple(stage)
+
+
+def _check_reference(name: str, path: str, defined: list[str], problems: list[str]) -> bool:
+    if name in defined:
+        return True
+    message = f"{path}: agent {name!r} is not defined"
+    close = difflib.get_close_matches(name, defined, n=1)
+    problems.append(message + (f"; did you mean {close[0]!r}?" if close else ""))
+    return False

@@ -1,0 +1,153 @@
+"""The command line: exit codes, output, no tracebacks for user errors, fast --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from claude_force.cli import cli
+from claude_force.cli._common import run_guarded
+from claude_force.testing import Fault, Simulator
+
+from .conftest import API_KEY
+
+
+@pytest.fixture
+def env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    return sim
+
+
+def run(*argv: str) -> int:
+    return run_guarded(cli, list(argv))
+
+
+def test_help_does_not_import_the_sdk() -> None:
+    code = (
+        "import sys\n"
+        "from claude_force.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'anthropic' not in sys.modules, 'anthropic imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
+
+
+def test_init_agents_workflows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run("init") == 0
+    assert (tmp_path / ".claude" / "claude.json").exists()
+    assert run("init") == 2  # refuses to overwrite
+    capsys.readouterr()
+    assert run("agents", "--json") == 0
+    agents = json.loads(capsys.readouterr().out)
+    assert {a["name"] for a in agents} == {"code-reviewer", "test-writer", "doc-writer"}
+    assert run("workflows", "--json") == 0
+    flows = json.loads(capsys.readouterr().out)
+    assert any(len(stage) > 1 for stages in flows.values() for stage in stages)
+
+
+def test_run_json(project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("run", "code-reviewer", "Review x.py", "--json", "-c", str(project)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["success"] is True and out["output"]
+    assert out["metadata"]["attempts"] == 1
+
+
+def test_run_reads_task_from_file_and_stdin(
+    project: Path, env: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = tmp_path / "task.txt"
+    task.write_text("Review the file task", encoding="utf-8")
+    assert run("run", "code-reviewer", "-f", str(task), "-c", str(project)) == 0
+    assert (
+        "Review the file task"
+        in env.message_requests[-1].body["messages"][0]["content"][-1]["text"]
+    )
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("task from stdin"))
+    assert run("run", "code-reviewer", "-", "-c", str(project)) == 0
+    assert "task from stdin" in env.message_requests[-1].body["messages"][0]["content"][-1]["text"]
+
+
+def test_run_failure_exits_1(
+    project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.script(Fault.status(400))
+    assert run("run", "code-reviewer", "x", "-c", str(project)) == 1
+    err = capsys.readouterr().err
+    assert "400" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (("run", "code-reviewr", "x"), "did you mean 'code-reviewer'"),
+        (("run", "code-reviewer", "   "), "empty"),
+        (("workflow", "nope", "x"), "nope"),
+        (("run", "code-reviewer", "x", "--max-tokens", "0"), "max_tokens"),
+        (("run",), "Missing argument"),
+        (("frobnicate",), "No such command"),
+    ],
+)
+def test_usage_errors_exit_2(
+    project: Path,
+    env: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    needle: str,
+) -> None:
+    args = list(argv)
+    if args[0] in ("run", "workflow") and len(args) > 1:
+        args += ["-c", str(project)]
+    assert run(*args) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+    assert env.message_requests == []
+
+
+def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / ".claude" / "claude.json"
+    bad.parent.mkdir()
+    bad.write_text('{"agents": {"a": {"file": "../outside.md"}}}', encoding="utf-8")
+    assert run("agents", "-c", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert "agents.a.file" in err and "Traceback" not in err
+
+
+def test_missing_api_key_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("run", "code-reviewer", "x", "-c", str(project)) == 2
+    assert "ANTHROPIC_API_KEY" in capsys.readouterr().err
+
+
+def test_workflow_command(
+    project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("workflow", "ship", "Ship the retry helper", "--json", "-c", str(project)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["success"] is True and len(out["steps"]) == 3
+
+
+def test_workflow_live_display(
+    project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("workflow", "ship", "Ship it", "-c", str(project)) == 0
+    captured = capsys.readouterr()
+    assert "succeeded" in captured.err  # the progress table
+    assert "workflow ship succeeded" in captured.out
+
+
+def test_demo_needs_no_api_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("demo", "--latency-ms", "0", "--no-live") == 0
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "requests reached the simulator" in out
