@@ -1,0 +1,124 @@
+"""Prometheus metrics for calls: requests, tokens, cost, latency, response cache, retries.
+
+Each :class:`Metrics` owns a registry (its own by default, so tests and several orchestrators in
+one process never share counters). Cost is exported as a float, which is fine for dashboards;
+the ledger keeps the exact ``Decimal``.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+from ._usage import Usage
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
+# Model calls take from a fraction of a second to minutes; default Prometheus buckets stop at 10 s.
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+_TOKEN_KINDS = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_write_5m", "cache_write_5m_tokens"),
+    ("cache_write_1h", "cache_write_1h_tokens"),
+    ("cache_read", "cache_read_tokens"),
+)
+
+
+class Metrics:
+    """The counters and histograms claude-force exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter(
+            "claude_force_requests",
+            "Completed calls, by outcome (success or error).",
+            ["agent", "model", "outcome"],
+            registry=reg,
+        )
+        self.tokens = Counter(
+            "claude_force_tokens",
+            "Tokens used, by kind: input, output, cache_write_5m, cache_write_1h, cache_read.",
+            ["agent", "model", "kind"],
+            registry=reg,
+        )
+        self.cost = Counter(
+            "claude_force_cost_usd",
+            "Cost in US dollars of priced calls (unpriced calls are counted separately).",
+            ["agent", "model"],
+            registry=reg,
+        )
+        self.unpriced = Counter(
+            "claude_force_unpriced_requests",
+            "Calls to models without a known price; their cost is missing from the cost total.",
+            ["agent", "model"],
+            registry=reg,
+        )
+        self.latency = Histogram(
+            "claude_force_request_latency_seconds",
+            "Wall-clock time of a call, retries and waits included.",
+            ["agent", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.cache = Counter(
+            "claude_force_cache",
+            "Response-cache lookups, by result (hit or miss).",
+            ["result"],
+            registry=reg,
+        )
+        self.retries = Counter(
+            "claude_force_retries",
+            "Retried attempts (attempts beyond the first).",
+            ["agent", "model"],
+            registry=reg,
+        )
+
+    def observe_call(
+        self,
+        *,
+        agent: str,
+        model: str,
+        outcome: str,
+        usage: Usage | None,
+        cost: Decimal | None,
+        latency_s: float,
+        cached: bool,
+        retries: int = 0,
+    ) -> None:
+        """Record one completed call. ``cost=None`` means unpriced, not free."""
+        self.requests.labels(agent=agent, model=model, outcome=outcome).inc()
+        if usage is not None:
+            for kind, attr in _TOKEN_KINDS:
+                self.tokens.labels(agent=agent, model=model, kind=kind).inc(getattr(usage, attr))
+        if cost is not None:
+            self.cost.labels(agent=agent, model=model).inc(float(cost))
+        elif usage is not None and usage.total_tokens > 0:
+            self.unpriced.labels(agent=agent, model=model).inc()
+        self.latency.labels(agent=agent, model=model).observe(latency_s)
+        self.cache.labels(result="hit" if cached else "miss").inc()
+        if retries > 0:
+            self.retries.labels(agent=agent, model=model).inc(retries)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus' text exposition format."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
+        """Serve ``/metrics`` over HTTP from a daemon thread; ``port=0`` picks a free port.
+
+        Binds to loopback by default: metrics name agents and models, so exposing them on
+        every interface should be a deliberate choice. Stop with ``server.shutdown()``.
+        """
+        return start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,116 @@
+"""Token usage as a small value type that adds.
+
+:class:`Usage` splits prompt tokens the way Anthropic bills them: plain input, cache writes with a
+5-minute or a 1-hour lifetime, and cache reads. :func:`Usage.from_api` reads the ``usage`` block of
+a Messages API response, either the SDK's ``anthropic.types.Usage`` object or its ``dict`` form, so
+this module never imports the SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from ._errors import InvalidArgumentError
+
+__all__ = ["Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens used by one call, or by many calls added together.
+
+    >>> total = Usage(input_tokens=10, output_tokens=5) + Usage(cache_read_tokens=100)
+    >>> total.prompt_tokens, total.output_tokens
+    (110, 5)
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # bool is an int subclass; True tokens is always a caller bug.
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidArgumentError(
+                    f"Usage.{f.name} must be a non-negative int, got {value!r}; "
+                    "pass token counts as whole numbers"
+                )
+
+    def __add__(self, other: object) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_write_5m_tokens=self.cache_write_5m_tokens + other.cache_write_5m_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+        )
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """Tokens written to the prompt cache, both lifetimes."""
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every token of the prompt: plain input, cache writes and cache reads.
+
+        This is the number Anthropic compares with a long-context threshold.
+        """
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt tokens plus output tokens."""
+        return self.prompt_tokens + self.output_tokens
+
+    @classmethod
+    def from_api(cls, usage: object) -> Usage:
+        """Read the ``usage`` of a Messages API response (SDK object or dict).
+
+        The 5-minute/1-hour split comes from ``cache_creation``. Older responses (and some
+        proxies) send only ``cache_creation_input_tokens``; those writes are counted as 5-minute
+        writes, the API's default lifetime. When ``cache_creation`` is present but accounts for
+        fewer tokens than ``cache_creation_input_tokens``, the total wins and the remainder is
+        counted as 5-minute writes, so no billed token is dropped. Missing or ``None`` counts
+        are 0.
+        """
+        creation = _get(usage, "cache_creation")
+        creation_total = _count(usage, "cache_creation_input_tokens")
+        if creation is None:
+            write_5m, write_1h = creation_total, 0
+        else:
+            write_5m = _count(creation, "ephemeral_5m_input_tokens")
+            write_1h = _count(creation, "ephemeral_1h_input_tokens")
+            write_5m += max(0, creation_total - write_5m - write_1h)
+        return cls(
+            input_tokens=_count(usage, "input_tokens"),
+            output_tokens=_count(usage, "output_tokens"),
+            cache_write_5m_tokens=write_5m,
+            cache_write_1h_tokens=write_1h,
+            cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+        )
+
+
+def _get(source: object, name: str) -> object:
+    if isinstance(source, Mapping):
+        return source.get(name)
+    return getattr(source, name, None)
+
+
+def _count(source: object, name: str) -> int:
+    value = _get(source, name)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidArgumentError(
+            f"usage field {name!r} must be a non-negative int or null, got {value!r}; "
+            "pass the response's usage block unchanged"
+        )
+    return value

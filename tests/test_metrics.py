@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import urllib.request
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry
+
+from claude_force._metrics import Metrics
+from claude_force._usage import Usage
+
+
+def _observe_some(m: Metrics) -> None:
+    m.observe_call(
+        agent="reviewer",
+        model="claude-haiku-4-5",
+        outcome="success",
+        usage=Usage(input_tokens=100, output_tokens=20, cache_read_tokens=1000),
+        cost=Decimal("0.0025"),
+        latency_s=1.5,
+        cached=False,
+        retries=2,
+    )
+    m.observe_call(
+        agent="reviewer",
+        model="claude-haiku-4-5",
+        outcome="success",
+        usage=Usage(input_tokens=100, output_tokens=20, cache_read_tokens=1000),
+        cost=Decimal(0),
+        latency_s=0.01,
+        cached=True,
+    )
+    m.observe_call(
+        agent="writer",
+        model="claude-sonnet-4-5",
+        outcome="error",
+        usage=None,
+        cost=None,
+        latency_s=30.0,
+        cached=False,
+        retries=1,
+    )
+    m.observe_call(
+        agent="writer",
+        model="claude-mythos-5-2",
+        outcome="success",
+        usage=Usage(input_tokens=5, output_tokens=5),
+        cost=None,
+        latency_s=2.0,
+        cached=False,
+    )
+
+
+def _fetch(url: str) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as resp:
+        assert resp.status == 200
+        body: bytes = resp.read()
+    return body.decode()
+
+
+def test_metrics_served_over_loopback_http() -> None:
+    m = Metrics()
+    server, thread = m.serve(0)
+    try:
+        _observe_some(m)
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        text = _fetch(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    lines = set(text.splitlines())
+    rv = {"agent": "reviewer", "model": "claude-haiku-4-5"}
+    wr = {"agent": "writer", "model": "claude-sonnet-4-5"}
+    expected = {
+        _sample("claude_force_requests_total", "2.0", **rv, outcome="success"),
+        _sample("claude_force_requests_total", "1.0", **wr, outcome="error"),
+        _sample("claude_force_tokens_total", "200.0", **rv, kind="input"),
+        _sample("claude_force_tokens_total", "2000.0", **rv, kind="cache_read"),
+        _sample("claude_force_cost_usd_total", "0.0025", **rv),
+        _sample(
+            "claude_force_unpriced_requests_total", "1.0", agent="writer", model="claude-mythos-5-2"
+        ),
+        _sample("claude_force_cache_total", "1.0", result="hit"),
+        _sample("claude_force_cache_total", "3.0", result="miss"),
+        _sample("claude_force_retries_total", "2.0", **rv),
+        _sample("claude_force_retries_total", "1.0", **wr),
+        _sample("claude_force_request_latency_seconds_count", "2.0", **rv),
+        _sample("claude_force_request_latency_seconds_bucket", "0.0", **wr, le="20.0"),
+        _sample("claude_force_request_latency_seconds_bucket", "1.0", **wr, le="30.0"),
+    }
+    missing = expected - {_normalise(x) for x in lines}
+    assert not missing, missing
+    # a failed call with no usage is neither priced nor "unpriced"
+    assert 'model="claude-sonnet-4-5"' not in "".join(
+        x for x in lines if x.startswith("claude_force_unpriced_requests_total")
+    )
+
+
+def _sample(name: str, value: str, **labels: str) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}} {value}"
+
+
+def _normalise(line: str) -> str:
+    """Compare sample lines regardless of label order."""
+    if "{" not in line:
+        return line
+    name, rest = line.split("{", 1)
+    labels, value = rest.rsplit("} ", 1)
+    return f"{name}{{{','.join(sorted(labels.split(',')))}}} {value}"
+
+
+def test_each_instance_has_its_own_registry() -> None:
+    a, b = Metrics(), Metrics()
+    _observe_some(a)
+    assert b"claude_force_requests_total{" in a.render()
+    assert b"claude_force_requests_total{" not in b.render()
+
+
+def test_accepts_a_given_registry() -> None:
+    reg = CollectorRegistry()
+    m = Metrics(reg)
+    _observe_some(m)
+    assert (
+        reg.get_sample_value(
+            "claude_force_tokens_total",
+            {"agent": "reviewer", "model": "claude-haiku-4-5", "kind": "output"},
+        )
+        == 40.0
+    )
+    assert (
+        reg.get_sample_value(
+            "claude_force_cost_usd_total", {"agent": "writer", "model": "claude-mythos-5-2"}
+        )
+        is None
+    )
