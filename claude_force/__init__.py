@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._budget import Budget
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
 from ._errors import (
     AgentNotFoundError,
@@ -16,12 +17,17 @@ from ._errors import (
     UsageError,
     WorkflowNotFoundError,
 )
+from ._ledger import Ledger, LedgerRow
 from ._orchestrator import AsyncAgentOrchestrator, TaskSpec
+from ._pricing import PriceTable
+from ._reports import Report
 from ._request import Request, SystemPrompt, cache_key
 from ._results import AgentResult, WorkflowResult
 from ._scaffold import init_project
+from ._serve import serve_ledger_metrics
 from ._sync import AgentOrchestrator
 from ._transport import retry_delay, should_retry
+from ._usage import Usage
 from ._workflow import StepEvent
 
 __all__ = [
@@ -32,18 +38,24 @@ __all__ = [
     "AgentResult",
     "AgentSpec",
     "AsyncAgentOrchestrator",
+    "Budget",
     "BudgetExceeded",
     "CacheDirectoryError",
     "CacheIntegrityError",
     "ClaudeForceError",
     "ConfigError",
     "InvalidArgumentError",
+    "Ledger",
+    "LedgerRow",
+    "PriceTable",
     "ProjectConfig",
+    "Report",
     "Request",
     "RunError",
     "StepEvent",
     "SystemPrompt",
     "TaskSpec",
+    "Usage",
     "UsageError",
     "WorkflowNotFoundError",
     "WorkflowResult",
@@ -52,5 +64,6 @@ __all__ = [
     "init_project",
     "load_config",
     "retry_delay",
+    "serve_ledger_metrics",
     "should_retry",
 ]

@@ -8,6 +8,7 @@ the ledger keeps the exact ``Decimal``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from wsgiref.simple_server import WSGIServer
 
@@ -15,13 +16,16 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    Metric,
     generate_latest,
     start_http_server,
 )
+from prometheus_client.registry import Collector
 
+from ._ledger import Ledger, LedgerRow
 from ._usage import Usage
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "LedgerCollector", "Metrics", "metrics_from_rows", "serve_ledger"]
 
 # Model calls take from a fraction of a second to minutes; default Prometheus buckets stop at 10 s.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -122,3 +126,39 @@ class Metrics:
         every interface should be a deliberate choice. Stop with ``server.shutdown()``.
         """
         return start_http_server(port, addr=addr, registry=self.registry)
+
+
+def metrics_from_rows(rows: Iterable[LedgerRow]) -> Metrics:
+    """A fresh :class:`Metrics` holding the counters that ``rows`` add up to."""
+    metrics = Metrics()
+    for row in rows:
+        metrics.observe_call(
+            agent=row.agent,
+            model=row.model,
+            outcome=row.outcome,
+            usage=None if row.cached else row.usage,
+            cost=row.cost_usd,
+            latency_s=(row.latency_ms or 0.0) / 1000,
+            cached=row.cached,
+            retries=max(0, row.attempts - 1),
+        )
+    return metrics
+
+
+class LedgerCollector(Collector):
+    """Serves a ledger's totals: every scrape re-reads it, so any process's calls count."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        yield from metrics_from_rows(self._ledger.rows()).registry.collect()
+
+
+def serve_ledger(
+    ledger: Ledger, port: int, addr: str = "127.0.0.1"
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``/metrics`` computed from ``ledger``; ``port=0`` picks a free port."""
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(ledger))
+    return start_http_server(port, addr=addr, registry=registry)

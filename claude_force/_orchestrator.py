@@ -8,11 +8,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._admission import ConcurrencyGate
+from ._budget import Budget, BudgetTracker, Reservation, estimate_input_tokens
 from ._config import (
     DEFAULT_MODEL,
     AgentSpec,
@@ -22,14 +24,29 @@ from ._config import (
     read_agent_prompt,
     validate_agent_name,
 )
-from ._errors import APIError, InvalidArgumentError, UsageError
+from ._errors import APIError, BudgetExceeded, InvalidArgumentError, UsageError
+from ._ledger import Ledger, LedgerRow, task_hash
+from ._pricing import PriceTable
+from ._reports import (
+    Report,
+    by_agent,
+    by_model,
+    by_run,
+    export_csv,
+    export_json,
+    parse_since,
+    summary,
+)
 from ._request import CacheTTL, Request, SystemPrompt, build_user_content
 from ._results import AgentResult, WorkflowResult
 from ._transport import Sent, Transport
+from ._usage import Usage
 from ._workflow import StepEvent, run_stages
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
+
+    from ._metrics import Metrics
 
 __all__ = ["AsyncAgentOrchestrator", "TaskSpec"]
 
@@ -49,6 +66,17 @@ class TaskSpec:
     temperature: float | None = None
     use_memory: bool = True
     use_cache: bool = True
+    prompt_cache_ttl: CacheTTL | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _CallContext:
+    """Where a call belongs: its task (for the ledger hash), workflow and budgets."""
+
+    task: str
+    budgets: tuple[BudgetTracker, ...] = ()
+    workflow_run: str | None = None
+    workflow_step: int | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +125,10 @@ class AsyncAgentOrchestrator:
         prompt_cache_ttl: CacheTTL | None = "5m",
         max_task_chars: int = DEFAULT_MAX_TASK_CHARS,
         adaptive_concurrency: bool = True,
+        budget: Budget | None = None,
+        ledger_path: str | os.PathLike[str] | None = None,
+        pricing_path: str | os.PathLike[str] | None = None,
+        enable_metrics: bool = True,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         _check_positive_int("max_concurrent", max_concurrent)
@@ -131,7 +163,18 @@ class AsyncAgentOrchestrator:
             sleep=sleep,
         )
         self._state: _LoopState | None = None
-        self._prompts: dict[str, _PromptEntry] = {}
+        self._prompts: dict[tuple[str, CacheTTL | None], _PromptEntry] = {}
+        self.prices = PriceTable.load(Path(pricing_path) if pricing_path is not None else None)
+        self.budget = BudgetTracker(budget) if budget is not None else None
+        self.ledger_path = (
+            Path(ledger_path) if ledger_path is not None else default_ledger_path(self.config)
+        )
+        self._ledger: Ledger | None = None
+        self.metrics: Metrics | None = None
+        if enable_metrics:
+            from ._metrics import Metrics
+
+            self.metrics = Metrics()
 
     def __repr__(self) -> str:
         return f"AsyncAgentOrchestrator(config_path={str(self.config.path)!r}, api_key='***')"
@@ -150,7 +193,9 @@ class AsyncAgentOrchestrator:
         await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP client of the current event loop. Safe to call twice."""
+        """Write pending ledger rows and close the HTTP client. Safe to call twice."""
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.flush)
         state, self._state = self._state, None
         if state is None:
             return
@@ -213,11 +258,27 @@ class AsyncAgentOrchestrator:
         temperature: float | None = None,
         use_memory: bool = True,
         use_cache: bool = True,
+        prompt_cache_ttl: CacheTTL | None = None,
+        budget: Budget | None = None,
     ) -> AgentResult:
-        """Run one agent on a task. Usage errors raise; run failures return success=False."""
-        item = TaskSpec(agent_name, task, model, max_tokens, temperature, use_memory, use_cache)
+        """Run one agent on a task.
+
+        Usage errors raise; :class:`BudgetExceeded` raises before a request that could cross
+        a budget (this call's, or the orchestrator's); run failures return success=False.
+        """
+        item = TaskSpec(
+            agent_name,
+            task,
+            model,
+            max_tokens,
+            temperature,
+            use_memory,
+            use_cache,
+            prompt_cache_ttl,
+        )
         request = self._build_request(item, previous=())
-        return await self._run(item.agent, request)
+        budgets = self._budgets(BudgetTracker(budget) if budget is not None else None)
+        return await self._run(item.agent, request, _CallContext(task, budgets))
 
     async def execute_multiple(
         self, tasks: Iterable[TaskSpec | tuple[str, str] | Mapping[str, Any]]
@@ -229,7 +290,11 @@ class AsyncAgentOrchestrator:
         """
         items = [_to_task_spec(t, i) for i, t in enumerate(tasks)]
         requests = [self._build_request(item, previous=()) for item in items]
-        coros = [self._run(item.agent, req) for item, req in zip(items, requests, strict=False)]
+        budgets = self._budgets(None)
+        coros = [
+            self._run_isolated(item.agent, req, _CallContext(item.task, budgets))
+            for item, req in zip(items, requests, strict=True)
+        ]
         return list(await asyncio.gather(*coros))
 
     async def run_workflow(
@@ -238,20 +303,25 @@ class AsyncAgentOrchestrator:
         task: str,
         *,
         on_step: Callable[[StepEvent], None] | None = None,
+        budget: Budget | None = None,
     ) -> WorkflowResult:
         """Run a workflow's stages in order, each stage's agents concurrently.
 
         Each step sees the original task and the outputs of all earlier steps. A failed
-        step stops the workflow after its stage completes.
+        step stops the workflow after its stage completes; so does a step whose request
+        could cross ``budget`` (for this run) or the orchestrator's budget: it is not sent,
+        and the result's ``error`` says which limit stopped the run.
         """
         stages = self.config.workflow(workflow_name)
         self._check_task(task)
         run_id = uuid.uuid4().hex[:12]
         self._loop_state()  # client set-up (SDK import) is not part of the run's timing
+        budgets = self._budgets(BudgetTracker(budget) if budget is not None else None)
 
-        async def call(agent: str, previous: Sequence[tuple[str, str]]) -> AgentResult:
+        async def call(agent: str, previous: Sequence[tuple[str, str]], step: int) -> AgentResult:
             request = self._build_request(TaskSpec(agent, task), previous=previous)
-            return await self._run(agent, request)
+            ctx = _CallContext(task, budgets, workflow_run=run_id, workflow_step=step)
+            return await self._run_isolated(agent, request, ctx)
 
         return await run_stages(workflow_name, stages, call, run_id=run_id, on_step=on_step)
 
@@ -285,35 +355,153 @@ class AsyncAgentOrchestrator:
         content = build_user_content(task, previous=previous)
         return Request(
             model=model,
-            system=self._system_prompt(spec),
+            system=self._system_prompt(spec, item.prompt_cache_ttl),
             messages=({"role": "user", "content": content},),
             max_tokens=max_tokens,
             temperature=temperature,
         )
 
-    def _system_prompt(self, spec: AgentSpec) -> SystemPrompt:
-        """The agent's system prompt; re-read only when its files changed (one stat each)."""
+    def _system_prompt(self, spec: AgentSpec, ttl: CacheTTL | None = None) -> SystemPrompt:
+        """The agent's system prompt; re-read only when its files changed (one stat each).
+
+        Prompt-cache TTL: per call, else per agent, else the orchestrator's (default 5m).
+        """
+        ttl = ttl or spec.cache_ttl or self.prompt_cache_ttl
         stamp = _stamp(spec.file) + (_stamp(spec.contract) if spec.contract else ())
-        entry = self._prompts.get(spec.name)
+        entry = self._prompts.get((spec.name, ttl))
         if entry is not None and entry.stamp == stamp:
             return entry.prompt
         definition, contract = read_agent_prompt(spec)
         text = definition.strip()
         if contract:
             text += "\n\n## Contract\n\n" + contract.strip()
-        ttl = spec.cache_ttl or self.prompt_cache_ttl
         prompt = SystemPrompt(text, cache_ttl=ttl)
-        self._prompts[spec.name] = _PromptEntry(stamp, prompt)
+        self._prompts[(spec.name, ttl)] = _PromptEntry(stamp, prompt)
         return prompt
 
-    async def _run(self, agent: str, request: Request) -> AgentResult:
+    def _budgets(self, extra: BudgetTracker | None) -> tuple[BudgetTracker, ...]:
+        return tuple(b for b in (self.budget, extra) if b is not None)
+
+    async def _run_isolated(self, agent: str, request: Request, ctx: _CallContext) -> AgentResult:
+        """Like :meth:`_run`, but a budget stop becomes a failed result, not an exception."""
+        try:
+            return await self._run(agent, request, ctx)
+        except BudgetExceeded as exc:
+            meta = _base_metadata(request, time.perf_counter())
+            meta["error"] = {
+                "type": "budget_exceeded",
+                "status_code": None,
+                "request_id": None,
+                "message": str(exc),
+                "attempts": 0,
+            }
+            meta["budget_spent"] = exc.spent
+            return AgentResult(agent, False, "", meta, [f"budget exceeded: {exc}"])
+
+    async def _run(self, agent: str, request: Request, ctx: _CallContext) -> AgentResult:
         state = self._loop_state()
+        reservations = self._reserve(request, ctx.budgets)
         started = time.perf_counter()
         try:
             sent = await self._transport.send(state.client, request, state.gate)
         except APIError as err:
-            return _failure(agent, request, err, started)
-        return _success(agent, request, sent, started)
+            _release(reservations)
+            result = _failure(agent, request, err, started)
+            self._record(result, None, ctx)
+            return result
+        except BaseException:
+            _release(reservations)
+            raise
+        usage = Usage.from_api(sent.message.usage)
+        cost = self.prices.cost(sent.message.model, usage)
+        for tracker, reservation in reservations:
+            tracker.commit(reservation, usage, cost)
+        result = _success(agent, request, sent, started, usage, cost)
+        self._record(result, usage, ctx)
+        return result
+
+    def _reserve(
+        self, request: Request, budgets: tuple[BudgetTracker, ...]
+    ) -> list[tuple[BudgetTracker, Reservation]]:
+        """Set the worst case aside on every budget, or raise before anything is sent."""
+        if not budgets:
+            return []
+        texts = [request.system.text]
+        for message in request.messages:
+            texts.extend(block.get("text", "") for block in message["content"])
+        estimate = estimate_input_tokens(texts)
+        taken: list[tuple[BudgetTracker, Reservation]] = []
+        try:
+            for tracker in budgets:
+                reservation = tracker.reserve(
+                    model=request.model,
+                    estimated_input_tokens=estimate,
+                    max_output_tokens=request.max_tokens,
+                    price_table=self.prices,
+                    prompt_cache_ttl=request.system.cache_ttl,
+                )
+                taken.append((tracker, reservation))
+        except BudgetExceeded:
+            _release(taken)
+            raise
+        return taken
+
+    def _record(self, result: AgentResult, usage: Usage | None, ctx: _CallContext) -> None:
+        """Ledger row and metrics for one completed call (queued; no disk I/O here)."""
+        meta = result.metadata
+        outcome = "success" if result.success else "error"
+        if self.metrics is not None:
+            self.metrics.observe_call(
+                agent=result.agent_name,
+                model=meta["model"],
+                outcome=outcome,
+                usage=usage,
+                cost=meta["estimated_cost"],
+                latency_s=meta["execution_time_ms"] / 1000,
+                cached=bool(meta["cached"]),
+                retries=max(0, int(meta["attempts"]) - 1),
+            )
+        if self.enable_tracking:
+            self.ledger.record(_ledger_row(result, usage or Usage(), ctx))
+
+    # -- usage reports (read the ledger; pending rows are written first) -------------------
+
+    def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
+        """Ledger rows, optionally since an epoch time or a span like ``"24h"``."""
+        if self._ledger is not None:
+            self._ledger.flush()
+        if not self.ledger_path.exists():
+            return []
+        start = parse_since(since) if isinstance(since, str) else since
+        return self.ledger.rows(since=start)
+
+    def usage_summary(self, since: float | str | None = None) -> Report:
+        """Calls, success rate, tokens, cost, savings, latency and hit rate."""
+        return summary(self.usage_rows(since), price_table=self.prices)
+
+    def usage_by_agent(self, since: float | str | None = None) -> dict[str, Report]:
+        return by_agent(self.usage_rows(since), price_table=self.prices)
+
+    def usage_by_model(self, since: float | str | None = None) -> dict[str, Report]:
+        return by_model(self.usage_rows(since), price_table=self.prices)
+
+    def usage_by_run(self, since: float | str | None = None) -> dict[str, Report]:
+        """One report per workflow run, oldest first."""
+        return by_run(self.usage_rows(since), price_table=self.prices)
+
+    def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
+        """The ledger rows as ``csv`` or ``json`` text."""
+        if fmt not in ("csv", "json"):
+            raise InvalidArgumentError(f"export format must be 'csv' or 'json', got {fmt!r}")
+        rows = self.usage_rows(since)
+        return export_csv(rows) if fmt == "csv" else export_json(rows)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The usage ledger in the project's data folder (opened on first use)."""
+        if self._ledger is None:
+            self._ledger = Ledger(self.ledger_path)
+        return self._ledger
 
 
 async def _close_when_loop_ends(client: AsyncAnthropic) -> None:
@@ -323,6 +511,11 @@ async def _close_when_loop_ends(client: AsyncAnthropic) -> None:
     except asyncio.CancelledError:
         await client.close()
         raise
+
+
+def default_ledger_path(config: ProjectConfig) -> Path:
+    """``<.claude folder>/data/usage.db``: the project's data folder."""
+    return config.root / "data" / "usage.db"
 
 
 def _stamp(path: Path) -> tuple[int, ...]:
@@ -382,17 +575,23 @@ def _base_metadata(request: Request, started: float) -> dict[str, Any]:
     }
 
 
-def _success(agent: str, request: Request, sent: Sent, started: float) -> AgentResult:
+def _success(
+    agent: str, request: Request, sent: Sent, started: float, usage: Usage, cost: Decimal | None
+) -> AgentResult:
     message = sent.message
-    usage = message.usage
     text = "".join(getattr(block, "text", "") for block in message.content)
     meta = _base_metadata(request, started)
     meta.update(
         model=message.model,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        cache_creation_input_tokens=usage.cache_write_tokens,
+        cache_read_input_tokens=usage.cache_read_tokens,
+        cache_creation={
+            "ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        },
+        estimated_cost=cost,
         attempts=sent.attempts,
         request_id=sent.request_id,
         stop_reason=message.stop_reason,
@@ -405,3 +604,34 @@ def _failure(agent: str, request: Request, err: APIError, started: float) -> Age
     meta = _base_metadata(request, started)
     meta.update(attempts=err.attempts, request_id=err.request_id, error=err.to_dict())
     return AgentResult(agent_name=agent, success=False, output="", metadata=meta, errors=[str(err)])
+
+
+def _release(reservations: list[tuple[BudgetTracker, Reservation]]) -> None:
+    for tracker, reservation in reservations:
+        tracker.release(reservation)
+
+
+def _ledger_row(result: AgentResult, usage: Usage, ctx: _CallContext) -> LedgerRow:
+    meta = result.metadata
+    error = meta.get("error")
+    return LedgerRow(
+        agent=result.agent_name,
+        model=meta["model"],
+        outcome="success" if result.success else "error",
+        message_id=meta.get("message_id"),
+        request_id=meta["request_id"],
+        workflow_run=ctx.workflow_run,
+        workflow_step=ctx.workflow_step,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cost_usd=meta["estimated_cost"],
+        cost_saved_usd=meta.get("cost_saved"),
+        latency_ms=meta["execution_time_ms"],
+        attempts=meta["attempts"],
+        cached=bool(meta["cached"]),
+        error_type=error["type"] if error else None,
+        task_hash=task_hash(ctx.task),
+    )

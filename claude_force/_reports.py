@@ -34,6 +34,7 @@ __all__ = [
     "Report",
     "by_agent",
     "by_model",
+    "by_run",
     "export_csv",
     "export_json",
     "parse_since",
@@ -180,6 +181,18 @@ def by_model(
 ) -> dict[str, Report]:
     """One :class:`Report` per model id as recorded, sorted by model id."""
     return _group(rows, lambda r: r.model, price_table)
+
+
+def by_run(
+    rows: Iterable[LedgerRow], *, price_table: PriceTable | None = None
+) -> dict[str, Report]:
+    """One :class:`Report` per workflow run (single calls are left out), oldest first."""
+    runs = [r for r in rows if r.workflow_run]
+    first: dict[str, float] = {}
+    for r in runs:
+        first[r.workflow_run or ""] = min(first.get(r.workflow_run or "", r.ts or 0.0), r.ts or 0.0)
+    grouped = _group(runs, lambda r: r.workflow_run or "", price_table)
+    return {name: grouped[name] for name in sorted(grouped, key=lambda n: first[n])}
 
 
 # -- exports ----------------------------------------------------------------------------------

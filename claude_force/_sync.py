@@ -14,7 +14,10 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._budget import Budget
 from ._orchestrator import AsyncAgentOrchestrator, TaskSpec
+from ._reports import Report
+from ._request import CacheTTL
 from ._results import AgentResult, WorkflowResult
 from ._workflow import StepEvent
 
@@ -101,6 +104,8 @@ class AgentOrchestrator:
         temperature: float | None = None,
         use_memory: bool = True,
         use_cache: bool = True,
+        prompt_cache_ttl: CacheTTL | None = None,
+        budget: Budget | None = None,
     ) -> AgentResult:
         return self._call(
             self._core.execute_agent(
@@ -111,6 +116,8 @@ class AgentOrchestrator:
                 temperature=temperature,
                 use_memory=use_memory,
                 use_cache=use_cache,
+                prompt_cache_ttl=prompt_cache_ttl,
+                budget=budget,
             )
         )
 
@@ -125,5 +132,20 @@ class AgentOrchestrator:
         task: str,
         *,
         on_step: Callable[[StepEvent], None] | None = None,
+        budget: Budget | None = None,
     ) -> WorkflowResult:
-        return self._call(self._core.run_workflow(workflow_name, task, on_step=on_step))
+        return self._call(
+            self._core.run_workflow(workflow_name, task, on_step=on_step, budget=budget)
+        )
+
+    def usage_summary(self, since: float | str | None = None) -> Report:
+        return self._core.usage_summary(since)
+
+    def usage_by_agent(self, since: float | str | None = None) -> dict[str, Report]:
+        return self._core.usage_by_agent(since)
+
+    def usage_by_model(self, since: float | str | None = None) -> dict[str, Report]:
+        return self._core.usage_by_model(since)
+
+    def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
+        return self._core.export_usage(fmt, since)

@@ -12,7 +12,8 @@ from ._results import AgentResult, WorkflowResult
 
 __all__ = ["StepCall", "StepEvent", "run_stages"]
 
-StepCall = Callable[[str, Sequence[tuple[str, str]]], Awaitable[AgentResult]]
+StepCall = Callable[[str, Sequence[tuple[str, str]], int], Awaitable[AgentResult]]
+"""(agent, earlier (agent, output) pairs, 0-based step index) -> result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ async def run_stages(
         stage_no: int, step_no: int, agent: str, seen: tuple[tuple[str, str], ...]
     ) -> AgentResult:
         emit(stage_no, agent, "started")
-        result = await call(agent, seen)
+        result = await call(agent, seen, step_no - 1)
         result.metadata.update(workflow=workflow, workflow_run=run_id, stage=stage_no, step=step_no)
         emit(stage_no, agent, "succeeded" if result.success else "failed", result)
         return result

@@ -57,7 +57,14 @@ def simulate_cmd(host: str, port: int, latency_ms: float, per_token_ms: float) -
     help="Simulated latency per response.",
 )
 @click.option("--no-live", is_flag=True, help="Do not draw the live progress table.")
-def demo_cmd(latency_ms: float, no_live: bool) -> None:
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the demo project (and its usage ledger) in DIR instead of a temporary folder.",
+)
+def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
     """Run a real workflow end to end against the embedded simulator (no API key needed)."""
     from ..testing import Simulator
 
@@ -65,9 +72,11 @@ def demo_cmd(latency_ms: float, no_live: bool) -> None:
         tempfile.TemporaryDirectory(prefix="claude-force-demo-") as tmp,
         Simulator(latency_ms=latency_ms, per_token_latency_ms=1.0) as sim,
     ):
-        init_project(Path(tmp))
+        root = directory if directory is not None else Path(tmp)
+        if not (root / ".claude" / "claude.json").exists():
+            init_project(root)
         orch = AsyncAgentOrchestrator(
-            Path(tmp) / ".claude" / "claude.json",
+            root / ".claude" / "claude.json",
             api_key="demo-key-not-secret",
             base_url=sim.base_url,
         )
@@ -89,6 +98,12 @@ def demo_cmd(latency_ms: float, no_live: bool) -> None:
             f"peak in flight {sim.peak_in_flight}",
             highlight=False,
         )
+        if directory is not None:
+            console.print(
+                f"usage recorded in {orch.ledger_path}; see: claude-force metrics -c "
+                f"{root / '.claude' / 'claude.json'}",
+                highlight=False,
+            )
     if not result.success:
         raise RunFailed
 

@@ -1,0 +1,5 @@
+"""``python -m claude_force.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,131 @@
+"""``claude-force metrics``: usage reports from the ledger, exports, a Prometheus endpoint."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import AsyncAgentOrchestrator, Report, serve_ledger_metrics
+from ._common import config_option, console, print_json
+
+since_option = click.option(
+    "--since", default=None, help="Only calls since: 30m, 24h, 7d, or a date like 2026-11-01."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _orchestrator(config_path: Path | None) -> AsyncAgentOrchestrator:
+    return AsyncAgentOrchestrator(config_path, api_key="", enable_metrics=False)
+
+
+def _show_breakdown(reports: dict[str, Report], key: str, as_json: bool) -> None:
+    from .._reports import render_breakdown
+
+    if as_json:
+        print_json({name: r.to_dict() for name, r in reports.items()})
+    else:
+        console.print(render_breakdown(reports, key=key), highlight=False, markup=False)
+
+
+@click.group("metrics", invoke_without_command=True)
+@config_option
+@since_option
+@json_option
+@click.pass_context
+def metrics_cmd(
+    ctx: click.Context, config_path: Path | None, since: str | None, as_json: bool
+) -> None:
+    """Usage summary: calls, success rate, tokens, cost, savings, latency, hit rate."""
+    ctx.obj = {"config_path": config_path}
+    if ctx.invoked_subcommand is not None:
+        return
+    from .._reports import render_text
+
+    report = _orchestrator(config_path).usage_summary(since)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(render_text(report), highlight=False, markup=False)
+
+
+def _config(ctx: click.Context, config_path: Path | None) -> Path | None:
+    parent: dict[str, Any] = ctx.obj or {}
+    return config_path or parent.get("config_path")
+
+
+@metrics_cmd.command("agents")
+@config_option
+@since_option
+@json_option
+@click.pass_context
+def metrics_agents(
+    ctx: click.Context, config_path: Path | None, since: str | None, as_json: bool
+) -> None:
+    """Usage per agent."""
+    _show_breakdown(
+        _orchestrator(_config(ctx, config_path)).usage_by_agent(since), "agent", as_json
+    )
+
+
+@metrics_cmd.command("models")
+@config_option
+@since_option
+@json_option
+@click.pass_context
+def metrics_models(
+    ctx: click.Context, config_path: Path | None, since: str | None, as_json: bool
+) -> None:
+    """Usage per model."""
+    _show_breakdown(
+        _orchestrator(_config(ctx, config_path)).usage_by_model(since), "model", as_json
+    )
+
+
+@metrics_cmd.command("runs")
+@config_option
+@since_option
+@json_option
+@click.pass_context
+def metrics_runs(
+    ctx: click.Context, config_path: Path | None, since: str | None, as_json: bool
+) -> None:
+    """Usage per workflow run, oldest first."""
+    _show_breakdown(_orchestrator(_config(ctx, config_path)).usage_by_run(since), "run", as_json)
+
+
+@metrics_cmd.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@config_option
+@since_option
+@click.pass_context
+def metrics_export(
+    ctx: click.Context, fmt: str, config_path: Path | None, since: str | None
+) -> None:
+    """Every ledger row, as CSV or JSON on standard output."""
+    click.echo(_orchestrator(_config(ctx, config_path)).export_usage(fmt, since), nl=False)
+
+
+@metrics_cmd.command("serve")
+@click.option("--port", type=int, default=9464, show_default=True, help="Port (0 = any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@config_option
+@click.pass_context
+def metrics_serve(ctx: click.Context, port: int, host: str, config_path: Path | None) -> None:
+    """Serve Prometheus metrics computed from the ledger at /metrics until Ctrl-C."""
+    orch = _orchestrator(_config(ctx, config_path))
+    server, _thread = serve_ledger_metrics(orch.ledger, port, addr=host)
+    console.print(
+        f"metrics on http://{host}:{server.server_port}/metrics  (Ctrl-C to stop)", highlight=False
+    )
+    try:
+        threading.Event().wait()
+    finally:
+        server.shutdown()
+
+
+COMMANDS = [metrics_cmd]
