@@ -16,20 +16,32 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import anthropic
 from _common import demo_project, median, simulator_process
 
-from claude_force import AsyncAgentOrchestrator
+from claude_force import AsyncAgentOrchestrator, TaskSpec
 
 N = 100
 MODEL = "claude-sonnet-5-5"
 
 
-async def raw_sdk(base_url: str, concurrency: int, tag: str) -> float:
+def same_requests(config: Path, tag: str) -> list[dict[str, Any]]:
+    """The exact request bodies the orchestrator sends, built before any timing starts."""
+    orch = AsyncAgentOrchestrator(config, api_key="bench", enable_tracking=False)
+    agent = orch.list_agents()[0]
+    return [
+        orch._build_request(TaskSpec(agent, f"task {tag} {i}"), previous=()).create_kwargs()
+        for i in range(-1, N)
+    ]
+
+
+async def raw_sdk(config: Path, base_url: str, concurrency: int, tag: str) -> float:
     sem = asyncio.Semaphore(concurrency)
+    warm, *bodies = same_requests(config, tag)
     async with anthropic.AsyncAnthropic(
         api_key="bench",
         base_url=base_url,
@@ -37,30 +49,28 @@ async def raw_sdk(base_url: str, concurrency: int, tag: str) -> float:
         http_client=anthropic.DefaultAioHttpClient(),
     ) as client:
 
-        async def one(i: int) -> None:
+        async def one(kwargs: dict[str, Any]) -> None:
             async with sem:
-                await client.messages.create(
-                    model=MODEL,
-                    max_tokens=256,
-                    system=[{"type": "text", "text": "You are a reviewer."}],
-                    messages=[{"role": "user", "content": f"task {tag} {i}"}],
-                )
+                await client.messages.create(**kwargs)
 
-        await one(-1)  # warm the connection pool, as the orchestrator run does below
+        await one(warm)  # warm the connection pool, as the orchestrator run does below
         start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(N)))
+        await asyncio.gather(*(one(kw) for kw in bodies))
         return time.perf_counter() - start
 
 
-async def orchestrator(config: Path, base_url: str, concurrency: int, tag: str) -> float:
+async def orchestrator(
+    config: Path, base_url: str, concurrency: int, tag: str, *, tracking: bool = True
+) -> float:
     async with AsyncAgentOrchestrator(
         config,
         api_key="bench",
         base_url=base_url,
         max_concurrent=concurrency,
         enable_cache=False,
-        enable_tracking=False,
-        adaptive_concurrency=False,
+        enable_tracking=tracking,
+        enable_metrics=tracking,
+        ledger_path=config.parent / "data" / f"bench-{tag}.db",
     ) as orch:
         agent = orch.list_agents()[0]
         await orch.execute_agent(agent, f"warm {tag}")
@@ -75,7 +85,7 @@ def throughput(config: Path, reps: int) -> tuple[float, float, float]:
     ratios, ours, raws = [], [], []
     with simulator_process(latency_ms=0) as url:
         for rep in range(reps):
-            raw_t = asyncio.run(raw_sdk(url, N, f"r{rep}"))
+            raw_t = asyncio.run(raw_sdk(config, url, N, f"r{rep}"))
             our_t = asyncio.run(orchestrator(config, url, N, f"o{rep}"))
             raws.append(N / raw_t)
             ours.append(N / our_t)
@@ -88,7 +98,7 @@ def schedule(config: Path, reps: int) -> tuple[float, float]:
     ours, raws = [], []
     with simulator_process(latency_ms=200) as url:
         for rep in range(reps):
-            raws.append(asyncio.run(raw_sdk(url, 10, f"sr{rep}")) / ideal)
+            raws.append(asyncio.run(raw_sdk(config, url, 10, f"sr{rep}")) / ideal)
             ours.append(asyncio.run(orchestrator(config, url, 10, f"so{rep}")) / ideal)
     return median(ours), median(raws)
 

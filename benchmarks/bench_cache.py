@@ -1,0 +1,260 @@
+"""Response cache benchmark: our tiers against a floor and against diskcache, side by side.
+
+Run: ``python benchmarks/bench_cache.py`` (about a minute; ``--quick`` for a smoke run).
+
+Every number is the median of several repetitions measured in this one run, and every ratio
+compares two numbers from the same run on the same data, so the table holds on any machine.
+
+* floor: a dict lookup + SHA-256 of the key + an HMAC check of a ~2 KB value, the least
+  work any signed in-process cache must do per hit;
+* memory hit: ``ResponseCache.get`` served by the memory tier;
+* disk hit / disk set: ``ResponseCache`` with the memory tier off (``memory_max_mb=0``),
+  against ``diskcache.Cache.get`` / ``set`` of the same dicts;
+* open and set p99 with 100,000 entries on disk and a limit that makes every set evict.
+
+To add a row (e.g. an end-to-end ``execute_agent`` row), write a function taking a
+``Bench`` and returning a list of ``Row`` and append it to ``ROW_BUILDERS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import random
+import statistics
+import string
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from claude_force.cache import ResponseCache
+
+SECRET = b"benchmark-secret-" + b"x" * 16
+MIB = 1024 * 1024
+
+
+@dataclass
+class Row:
+    """One line of the table: our measurement, what it is compared with, and the goal."""
+
+    name: str
+    value: float
+    unit: str
+    baseline_name: str = ""
+    baseline: float | None = None
+    goal: str = ""
+    goal_ratio: float | None = None  # met when value / baseline <= goal_ratio
+    goal_abs: float | None = None  # met when value <= goal_abs (same unit)
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.baseline is None else self.value / self.baseline
+
+    @property
+    def met(self) -> str:
+        if self.goal_ratio is not None and self.ratio is not None:
+            return "yes" if self.ratio <= self.goal_ratio else "NO"
+        if self.goal_abs is not None:
+            return "yes" if self.value <= self.goal_abs else "NO"
+        return ""
+
+
+@dataclass
+class Bench:
+    """Shared settings and data for the row builders."""
+
+    repeats: int
+    hit_entries: int
+    ops: int
+    big_entries: int
+    workdir: Path
+    values: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_value(rng: random.Random, size: int = 2048) -> dict[str, Any]:
+    """A dict shaped like a Messages API response, about ``size`` bytes of JSON."""
+    words = "".join(rng.choices(string.ascii_letters + "     ", k=size - 400))
+    return {
+        "id": "msg_" + "".join(rng.choices(string.ascii_letters, k=24)),
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": words}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": rng.randint(10, 5000), "output_tokens": rng.randint(10, 900)},
+        "agent": "code-reviewer",
+        "cached_at": time.time(),
+    }
+
+
+def key_of(i: int) -> str:
+    return hashlib.sha256(f"request-{i}".encode()).hexdigest()
+
+
+def per_op_us(run: Callable[[], int], repeats: int) -> float:
+    """Median over ``repeats`` of (elapsed / ops) in microseconds; ``run`` returns ops."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        ops = run()
+        samples.append((time.perf_counter_ns() - start) / ops / 1000)
+    return statistics.median(samples)
+
+
+def bench_floor(b: Bench, keys: list[str], blobs: dict[str, bytes]) -> float:
+    macs = {k: hmac.digest(SECRET, blobs[k], "sha256") for k in keys}
+
+    def run() -> int:
+        for k in keys:
+            blob = blobs[k]
+            hashlib.sha256(k.encode()).digest()
+            hmac.compare_digest(macs[k], hmac.digest(SECRET, blob, "sha256"))
+        return len(keys)
+
+    return per_op_us(run, b.repeats)
+
+
+def rows_hits(b: Bench) -> list[Row]:
+    import json
+
+    keys = [key_of(i) for i in range(b.hit_entries)]
+    order = keys[:]
+    random.Random(1).shuffle(order)
+    blobs = {k: json.dumps(v).encode() for k, v in zip(keys, b.values, strict=True)}
+    floor = bench_floor(b, order, blobs)
+    rows = [Row("floor: dict + sha256 + hmac 2KB", floor, "us/op")]
+
+    with ResponseCache(
+        cache_dir=b.workdir / "hits", cache_secret=SECRET, memory_max_mb=256
+    ) as cache:
+        cache.warm(zip(keys, b.values, strict=True))
+        mem = per_op_us(lambda: [cache.get(k) for k in order] and len(order), b.repeats)
+        assert cache.get_stats()["tiers"]["memory"]["hits"] >= len(order)
+    rows.append(Row("memory hit", mem, "us/op", "floor", floor, "<= 2x floor", goal_ratio=2))
+
+    with ResponseCache(cache_dir=b.workdir / "hits", cache_secret=SECRET, memory_max_mb=0) as c:
+        disk = per_op_us(lambda: [c.get(k) for k in order] and len(order), b.repeats)
+        assert c.get_stats()["tiers"]["disk"]["hits"] >= len(order)
+    with diskcache.Cache(str(b.workdir / "dc-hits")) as dc:
+        for k, v in zip(keys, b.values, strict=True):
+            dc.set(k, v)
+        theirs = per_op_us(lambda: [dc.get(k) for k in order] and len(order), b.repeats)
+    rows.append(Row("diskcache get", theirs, "us/op"))
+    rows.append(Row("disk hit (memory off)", disk, "us/op", "diskcache get", theirs, "<= 2x", 2))
+    return rows
+
+
+def rows_sets(b: Bench) -> list[Row]:
+    n = b.ops
+    ours: list[float] = []
+    theirs: list[float] = []
+    # Alternate the two so machine noise hits both alike; each repetition writes new keys.
+    for rep in range(b.repeats):
+        keys = [key_of(10_000_000 + rep * n + i) for i in range(n)]
+        values = [b.values[i % len(b.values)] for i in range(n)]
+        with ResponseCache(
+            cache_dir=b.workdir / f"sets-{rep}", cache_secret=SECRET, memory_max_mb=0
+        ) as cache:
+            start = time.perf_counter_ns()
+            for k, v in zip(keys, values, strict=True):
+                cache.set(k, v)
+            ours.append((time.perf_counter_ns() - start) / n / 1000)
+        with diskcache.Cache(str(b.workdir / f"dc-sets-{rep}")) as dc:
+            start = time.perf_counter_ns()
+            for k, v in zip(keys, values, strict=True):
+                dc.set(k, v)
+            theirs.append((time.perf_counter_ns() - start) / n / 1000)
+    mine, other = statistics.median(ours), statistics.median(theirs)
+    return [
+        Row("diskcache set", other, "us/op"),
+        Row("disk set (memory off)", mine, "us/op", "diskcache set", other, "<= 1x", 1),
+    ]
+
+
+def rows_big(b: Bench) -> list[Row]:
+    folder = b.workdir / "big"
+    n = b.big_entries
+    with ResponseCache(cache_dir=folder, cache_secret=SECRET, memory_max_mb=0) as cache:
+        for start in range(0, n, 5000):
+            chunk = range(start, min(n, start + 5000))
+            cache.warm((key_of(i), b.values[i % len(b.values)]) for i in chunk)
+        full = cache.get_stats()["size_bytes"]
+    # Let the kernel write back the fill's ~200 MB first: measured sets should pay for
+    # their own I/O, not the fill's.
+    os.sync()
+    opens = []
+    for _ in range(b.repeats):
+        start = time.perf_counter_ns()
+        cache = ResponseCache(cache_dir=folder, cache_secret=SECRET, memory_max_mb=0)
+        opens.append((time.perf_counter_ns() - start) / 1e6)
+        cache.close()
+    latencies = []
+    # The limit equals what is stored now, so every further set must evict to fit.
+    with ResponseCache(
+        cache_dir=folder, cache_secret=SECRET, memory_max_mb=0, max_size_mb=full / MIB
+    ) as cache:
+        for i in range(b.ops):
+            start = time.perf_counter_ns()
+            cache.set(key_of(20_000_000 + i), b.values[i % len(b.values)])
+            latencies.append((time.perf_counter_ns() - start) / 1e6)
+        stats = cache.get_stats()
+        assert stats["evictions"] >= b.ops, stats
+        assert stats["size_bytes"] <= stats["max_size_bytes"], stats
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    return [
+        Row(f"open, {n:,} entries", statistics.median(opens), "ms", goal="<= 50 ms", goal_abs=50),
+        Row("set p99, every set evicts", p99, "ms", goal="<= 1 ms", goal_abs=1),
+    ]
+
+
+# Add row builders here; each takes the Bench and returns rows appended to the table.
+ROW_BUILDERS: list[Callable[[Bench], list[Row]]] = [rows_hits, rows_sets, rows_big]
+
+
+def render(rows: list[Row]) -> str:
+    header = ("benchmark", "measured", "baseline", "ratio", "goal", "met")
+    lines = []
+    for r in rows:
+        base = f"{r.baseline_name} {r.baseline:.2f}" if r.baseline is not None else ""
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
+        goal = r.goal or (f"<= {r.goal_ratio:g}x" if r.goal_ratio is not None else "")
+        lines.append((r.name, f"{r.value:.2f} {r.unit}", base, ratio, goal, r.met))
+    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]
+    fmt = " | ".join(f"{{:{w}}}" for w in widths)
+    out = [fmt.format(*header), "-+-".join("-" * w for w in widths)]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp:
+        bench = Bench(
+            repeats=3 if args.quick else 7,
+            hit_entries=1000 if args.quick else 10_000,
+            ops=500 if args.quick else 5000,
+            big_entries=5000 if args.quick else 100_000,
+            workdir=Path(tmp),
+        )
+        bench.values = [make_value(rng) for _ in range(bench.hit_entries)]
+        rows: list[Row] = []
+        for build in ROW_BUILDERS:
+            rows.extend(build(bench))
+    print(f"python {sys.version.split()[0]}, medians of {bench.repeats} repetitions")
+    print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
