@@ -1,0 +1,98 @@
+"""The HMAC secret that signs cache entries.
+
+Order: the ``cache_secret`` argument, else ``CLAUDE_CACHE_SECRET``, else a file of 32 random
+bytes created once in the user's config folder with mode 0600. There is no built-in default:
+a secret everyone knows would let anyone forge entries.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from .._errors import CacheDirectoryError, InvalidArgumentError
+from ._paths import default_config_dir, ensure_private_dir
+
+__all__ = ["ENV_VAR", "SECRET_FILE_NAME", "load_secret"]
+
+ENV_VAR = "CLAUDE_CACHE_SECRET"
+SECRET_FILE_NAME = "cache-secret"
+_SECRET_BYTES = 32
+_MIN_BYTES = 16
+
+
+def _as_bytes(secret: str | bytes, origin: str) -> bytes:
+    raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if len(raw) < _MIN_BYTES:
+        raise InvalidArgumentError(
+            f"{origin} is {len(raw)} bytes long; use at least {_MIN_BYTES} random bytes, e.g. "
+            'python -c "import secrets; print(secrets.token_hex(32))"'
+        )
+    return raw
+
+
+def _read_secret_file(path: Path) -> bytes:
+    info = path.stat()
+    fix = f"run `chmod 600 {path}`, or delete it to generate a new secret"
+    if info.st_uid != os.getuid():
+        raise CacheDirectoryError(f"cache secret file {path} is owned by uid {info.st_uid}; {fix}")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CacheDirectoryError(
+            f"cache secret file {path} is readable or writable by other users "
+            f"(mode {stat.S_IMODE(info.st_mode):o}); {fix}"
+        )
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) < _MIN_BYTES:
+        raise CacheDirectoryError(
+            f"cache secret file {path} does not hold a hex secret of at least {_MIN_BYTES} "
+            "bytes; delete it to generate a new one (existing cache entries will then miss)"
+        )
+    return raw
+
+
+def _create_secret_file(path: Path) -> None:
+    # Written in full under a private temporary name, then published with link(), which
+    # fails if the name exists: a reader never sees a half-written file, and when several
+    # processes race exactly one secret wins and the others read it.
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_bytes(_SECRET_BYTES).hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def load_secret(secret: str | bytes | None = None, *, config_dir: Path | None = None) -> bytes:
+    """Return the signing secret, creating the secret file on first use."""
+    if secret is not None:
+        return _as_bytes(secret, "cache_secret")
+    from_env = os.environ.get(ENV_VAR)
+    if from_env:
+        return _as_bytes(from_env, ENV_VAR)
+    folder = ensure_private_dir(
+        config_dir if config_dir is not None else default_config_dir(),
+        what="cache secret directory",
+        other=f"set {ENV_VAR} or pass cache_secret",
+    )
+    path = folder / SECRET_FILE_NAME
+    if not path.exists():
+        try:
+            _create_secret_file(path)
+        except OSError as exc:
+            raise CacheDirectoryError(
+                f"cannot create the cache secret file {path} ({exc.strerror}); "
+                f"set {ENV_VAR} or pass cache_secret"
+            ) from exc
+    return _read_secret_file(path)

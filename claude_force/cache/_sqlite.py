@@ -1,0 +1,205 @@
+"""Opening the disk tier's SQLite database: pragmas, schema, and damaged files.
+
+Opening costs the same with ten entries or ten million: no scan, only a version check. A
+file that is not a database, or is malformed, is renamed aside and a fresh one started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from .._errors import CacheDirectoryError
+
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "connect", "is_busy", "is_corruption", "set_aside"]
+
+logger = logging.getLogger("claude_force.cache")
+
+DB_NAME = "cache.db"
+SCHEMA_VERSION = 1
+# SQLite waits up to this long for another process's write lock before reporting BUSY.
+BUSY_TIMEOUT_S = 10.0
+_OPEN_ATTEMPTS = 5
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+# The running byte total and entry count live in a one-row table that triggers keep in step
+# with every insert, update and delete, so they change in the same transaction as the rows.
+# Upserts (not INSERT OR REPLACE) are used for writes: REPLACE deletes without firing the
+# delete trigger unless recursive triggers are on.
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY NOT NULL,
+    envelope BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    last_access REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_last_access ON entries (last_access);
+CREATE INDEX IF NOT EXISTS entries_expires_at ON entries (expires_at);
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    total_bytes INTEGER NOT NULL,
+    entries INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (id, total_bytes, entries) VALUES (0, 0, 0);
+CREATE TRIGGER IF NOT EXISTS entries_ai AFTER INSERT ON entries BEGIN
+    UPDATE meta SET total_bytes = total_bytes + NEW.size, entries = entries + 1 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_ad AFTER DELETE ON entries BEGIN
+    UPDATE meta SET total_bytes = total_bytes - OLD.size, entries = entries - 1 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_au AFTER UPDATE OF size ON entries BEGIN
+    UPDATE meta SET total_bytes = total_bytes - OLD.size + NEW.size WHERE id = 0;
+END;
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+
+
+class _ForeignSchema(sqlite3.DatabaseError):
+    """The file is a database, but not one this version of the cache can use."""
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """True when ``exc`` says the file is damaged or not a database at all."""
+    if isinstance(exc, _ForeignSchema):
+        return True
+    code = _code(exc)
+    if code is not None:
+        return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """True when another connection holds the lock we need."""
+    code = _code(exc)
+    if code is not None:
+        return code in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_S,
+        isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+        check_same_thread=False,  # the tier serialises use with its own lock
+        cached_statements=64,
+    )
+    try:
+        # The first statement reads the header: a damaged file fails here.
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit is atomic and durable against a process crash; only an OS
+        # crash can lose the last commits, never corrupt the file. Good for a cache.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints run on the Checkpointer's thread, not inside our commits.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # Up to 32 MiB of pages (allocated as used) so hot index pages are not re-read
+        # from the OS on every lookup; diskcache uses the same default.
+        conn.execute("PRAGMA cache_size=-32768")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.executescript(_SCHEMA)
+        elif version != SCHEMA_VERSION:
+            raise _ForeignSchema(f"schema version {version}, expected {SCHEMA_VERSION}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _create_private_file(path: Path) -> None:
+    # SQLite creates files with 0644 minus the umask; create it 0600 first. Its -wal and
+    # -shm files copy the main file's permissions.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise CacheDirectoryError(
+            f"cache database {path} cannot be opened ({exc.strerror}); "
+            "check the permissions of the cache directory or choose another cache_dir"
+        ) from exc
+    os.close(fd)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def set_aside(path: Path, reason: BaseException, *, expected: tuple[int, int] | None) -> None:
+    """Rename a damaged database (and its -wal/-shm files) to ``<name>.corrupt-<timestamp>``.
+
+    ``expected`` is the file identity we found damaged: if the path now names another file,
+    another process already replaced it and the fresh file is left alone.
+    """
+    if expected is not None and _inode(path) != expected:
+        return
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm"):
+        # A stale WAL left beside a fresh database would be replayed into it.
+        source = path.with_name(path.name + suffix)
+        try:
+            os.replace(source, target.with_name(target.name + suffix))
+        except FileNotFoundError:
+            continue
+    logger.warning(
+        "cache database %s is damaged (%s); moved it to %s and started a fresh one",
+        path,
+        reason,
+        target,
+    )
+
+
+def _open_retrying(path: Path) -> sqlite3.Connection:
+    # Switching a new file to WAL or creating the schema can report BUSY at once while
+    # another process does the same; the second attempt then finds the work done.
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return _open(path)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> CacheDirectoryError:
+    return CacheDirectoryError(
+        f"cache database {path} cannot be opened ({exc}); "
+        "check the cache directory or choose another cache_dir"
+    )
+
+
+def connect(path: Path) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
+    """Open (creating if needed) the cache database; returns it and the file identity."""
+    _create_private_file(path)
+    identity = _inode(path)
+    try:
+        return _open_retrying(path), identity
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise _unusable(path, exc) from exc
+        set_aside(path, exc, expected=identity)
+    _create_private_file(path)
+    try:
+        return _open_retrying(path), _inode(path)
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(path, exc) from exc

@@ -1,0 +1,187 @@
+"""The Redis tier against the real local server, and its failure modes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from claude_force._errors import InvalidArgumentError
+from claude_force.cache import ResponseCache
+
+SECRET = "redis-test-secret-0123456789abcdef"
+URL = "redis://127.0.0.1:6379/0"
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def key(n: int) -> str:
+    return hashlib.sha256(f"request {n}".encode()).hexdigest()
+
+
+@pytest.fixture
+def server() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        client.close()
+        pytest.skip("no Redis server on 127.0.0.1:6379")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(server: redis.Redis) -> Iterator[str]:
+    name = f"cf-test-{uuid.uuid4().hex}"
+    yield name
+    names = list(server.scan_iter(match=f"{name}:*"))
+    if names:
+        server.delete(*names)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(folder: Path, namespace: str, clock: Clock, **kwargs: object) -> ResponseCache:
+    return ResponseCache(
+        cache_dir=folder,
+        cache_secret=SECRET,
+        redis_url=URL,
+        namespace=namespace,
+        clock=clock,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_round_trip_through_redis_and_promotion(
+    tmp_path: Path, namespace: str, clock: Clock, server: redis.Redis
+) -> None:
+    with make(tmp_path / "a", namespace, clock) as writer:
+        writer.set(key(1), {"answer": 42})
+    stored = f"{namespace}:resp:{key(1)}"
+    assert server.exists(stored)
+    assert 24 * 3600 - 5 <= server.ttl(stored) <= 24 * 3600
+    with make(tmp_path / "b", namespace, clock) as reader:
+        first, second = reader.get(key(1)), reader.get(key(1))
+        assert first is not None and first.tier == "redis" and first.value == {"answer": 42}
+        assert second is not None and second.tier == "memory"
+        assert reader.get_stats()["tiers"]["redis"]["hits"] == 1
+    # The Redis hit was also written to b's disk tier.
+    with ResponseCache(cache_dir=tmp_path / "b", cache_secret=SECRET, clock=clock) as local:
+        hit = local.get(key(1))
+        assert hit is not None and hit.tier == "disk"
+
+
+def test_empty_dict_is_a_redis_hit(tmp_path: Path, namespace: str, clock: Clock) -> None:
+    with make(tmp_path / "a", namespace, clock) as writer:
+        writer.set(key(1), {})
+    with make(tmp_path / "b", namespace, clock) as reader:
+        hit = reader.get(key(1))
+        assert hit is not None and hit.value == {} and hit.tier == "redis"
+
+
+def test_entry_copied_to_another_key_is_rejected(
+    tmp_path: Path, namespace: str, clock: Clock, server: redis.Redis
+) -> None:
+    with make(tmp_path / "a", namespace, clock) as writer:
+        writer.set(key(1), {"a": 1})
+    copied = f"{namespace}:resp:{key(2)}"
+    assert server.copy(f"{namespace}:resp:{key(1)}", copied)
+    with make(tmp_path / "b", namespace, clock) as reader:
+        assert reader.get(key(2)) is None
+        assert reader.get_stats()["integrity_failures"] == 1
+        assert reader.get(key(1)) is not None
+    assert not server.exists(copied)
+
+
+def test_tampered_redis_value_is_rejected(
+    tmp_path: Path, namespace: str, clock: Clock, server: redis.Redis
+) -> None:
+    with make(tmp_path / "a", namespace, clock) as writer:
+        writer.set(key(1), {"a": 1})
+    name = f"{namespace}:resp:{key(1)}"
+    raw = server.get(name)
+    assert isinstance(raw, bytes)
+    blob = bytearray(raw)
+    blob[-2] ^= 0x01
+    server.set(name, bytes(blob))
+    with make(tmp_path / "b", namespace, clock) as reader:
+        assert reader.get(key(1)) is None
+        assert reader.get_stats()["tiers"]["redis"]["integrity_failures"] == 1
+
+
+def test_expiry_by_our_clock_applies_to_redis_too(
+    tmp_path: Path, namespace: str, clock: Clock
+) -> None:
+    with make(tmp_path / "a", namespace, clock) as writer:
+        writer.set(key(1), {"a": 1})
+    clock.now += 24 * 3600
+    with make(tmp_path / "b", namespace, clock) as reader:
+        assert reader.get(key(1)) is None
+        assert reader.get_stats()["tiers"]["redis"]["expirations"] == 1
+
+
+def test_clear_removes_only_this_namespace(
+    tmp_path: Path, namespace: str, clock: Clock, server: redis.Redis
+) -> None:
+    foreign = f"{namespace}-other:resp:{key(1)}"
+    server.set(foreign, b"not ours", ex=60)
+    try:
+        with make(tmp_path / "a", namespace, clock) as cache:
+            cache.warm((key(n), {"n": n}) for n in range(20))
+            assert len(list(server.scan_iter(match=f"{namespace}:*"))) == 20
+            cache.clear()
+        assert list(server.scan_iter(match=f"{namespace}:*")) == []
+        assert server.get(foreign) == b"not ours"
+    finally:
+        server.delete(foreign)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_redis_down_degrades_to_a_miss(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    with (
+        caplog.at_level(logging.WARNING, "claude_force.cache"),
+        ResponseCache(
+            cache_dir=tmp_path, cache_secret=SECRET, redis_url=url, clock=clock, memory_max_mb=0
+        ) as cache,
+    ):
+        assert cache.get(key(1)) is None
+        cache.set(key(2), {"b": 2})  # still stored on disk
+        hit = cache.get(key(2))
+        assert hit is not None and hit.tier == "disk"
+        redis_stats = cache.get_stats()["tiers"]["redis"]
+        assert redis_stats["errors"] == 1  # resting after the first failure
+        assert redis_stats["misses"] == 1
+        clock.now += 10
+        assert cache.get(key(3)) is None
+        assert cache.get_stats()["tiers"]["redis"]["errors"] == 2
+    assert caplog.text.count("redis cache get failed") == 1  # one warning per outage
+
+
+def test_a_bad_redis_url_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="redis_url='http://x'"):
+        ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, redis_url="http://x")
