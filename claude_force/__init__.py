@@ -29,6 +29,7 @@ from ._sync import AgentOrchestrator
 from ._transport import retry_delay, should_retry
 from ._usage import Usage
 from ._workflow import StepEvent
+from .cache import ResponseCache
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -51,6 +52,7 @@ __all__ = [
     "ProjectConfig",
     "Report",
     "Request",
+    "ResponseCache",
     "RunError",
     "StepEvent",
     "SystemPrompt",

@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -37,11 +37,12 @@ from ._reports import (
     parse_since,
     summary,
 )
-from ._request import CacheTTL, Request, SystemPrompt, build_user_content
+from ._request import CacheTTL, Request, SystemPrompt, build_user_content, cache_key
 from ._results import AgentResult, WorkflowResult
 from ._transport import Sent, Transport
 from ._usage import Usage
 from ._workflow import StepEvent, run_stages
+from .cache import CacheHit, ResponseCache, SingleFlight
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -77,6 +78,8 @@ class _CallContext:
     budgets: tuple[BudgetTracker, ...] = ()
     workflow_run: str | None = None
     workflow_step: int | None = None
+    use_cache: bool = True
+    refresh: bool = False
 
 
 @dataclass(slots=True)
@@ -85,6 +88,7 @@ class _LoopState:
     client: AsyncAnthropic
     gate: ConcurrencyGate
     keeper: asyncio.Task[None]
+    flights: SingleFlight
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,10 @@ class AsyncAgentOrchestrator:
         prompt_cache_ttl: CacheTTL | None = "5m",
         max_task_chars: int = DEFAULT_MAX_TASK_CHARS,
         adaptive_concurrency: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_exclude_agents: Iterable[str] | None = None,
+        cache_redis_url: str | None = None,
+        response_cache: ResponseCache | None = None,
         budget: Budget | None = None,
         ledger_path: str | os.PathLike[str] | None = None,
         pricing_path: str | os.PathLike[str] | None = None,
@@ -170,6 +178,14 @@ class AsyncAgentOrchestrator:
             Path(ledger_path) if ledger_path is not None else default_ledger_path(self.config)
         )
         self._ledger: Ledger | None = None
+        self._cache: ResponseCache | None = response_cache
+        self._cache_options: dict[str, Any] = {
+            "cache_dir": cache_dir,
+            "ttl_hours": cache_ttl_hours,
+            "max_size_mb": cache_max_size_mb,
+            "exclude_agents": cache_exclude_agents,
+            "redis_url": cache_redis_url,
+        }
         self.metrics: Metrics | None = None
         if enable_metrics:
             from ._metrics import Metrics
@@ -193,9 +209,14 @@ class AsyncAgentOrchestrator:
         await self.close()
 
     async def close(self) -> None:
-        """Write pending ledger rows and close the HTTP client. Safe to call twice."""
+        """Write pending ledger rows and cache access times, close the HTTP client.
+
+        Safe to call twice; the orchestrator can still be used afterwards.
+        """
         if self._ledger is not None:
             await asyncio.to_thread(self._ledger.flush)
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.flush)
         state, self._state = self._state, None
         if state is None:
             return
@@ -216,7 +237,7 @@ class AsyncAgentOrchestrator:
         client = self._transport.make_client()
         gate = ConcurrencyGate(self.max_concurrent, adaptive=self._adaptive)
         keeper = loop.create_task(_close_when_loop_ends(client))
-        self._state = _LoopState(loop, client, gate, keeper)
+        self._state = _LoopState(loop, client, gate, keeper, SingleFlight())
         return self._state
 
     @property
@@ -260,8 +281,13 @@ class AsyncAgentOrchestrator:
         use_cache: bool = True,
         prompt_cache_ttl: CacheTTL | None = None,
         budget: Budget | None = None,
+        refresh: bool = False,
     ) -> AgentResult:
         """Run one agent on a task.
+
+        With the response cache on, an identical earlier request is answered from the cache
+        (``metadata["cached"]`` is True, cost $0, ``cost_saved`` what it would have cost);
+        ``use_cache=False`` bypasses it, ``refresh=True`` asks upstream and stores the answer.
 
         Usage errors raise; :class:`BudgetExceeded` raises before a request that could cross
         a budget (this call's, or the orchestrator's); run failures return success=False.
@@ -278,7 +304,8 @@ class AsyncAgentOrchestrator:
         )
         request = self._build_request(item, previous=())
         budgets = self._budgets(BudgetTracker(budget) if budget is not None else None)
-        return await self._run(item.agent, request, _CallContext(task, budgets))
+        ctx = _CallContext(task, budgets, use_cache=use_cache, refresh=refresh)
+        return await self._run(item.agent, request, ctx)
 
     async def execute_multiple(
         self, tasks: Iterable[TaskSpec | tuple[str, str] | Mapping[str, Any]]
@@ -292,10 +319,32 @@ class AsyncAgentOrchestrator:
         requests = [self._build_request(item, previous=()) for item in items]
         budgets = self._budgets(None)
         coros = [
-            self._run_isolated(item.agent, req, _CallContext(item.task, budgets))
+            self._run_isolated(
+                item.agent, req, _CallContext(item.task, budgets, use_cache=item.use_cache)
+            )
             for item, req in zip(items, requests, strict=True)
         ]
         return list(await asyncio.gather(*coros))
+
+    async def warm(
+        self, tasks: Iterable[TaskSpec | tuple[str, str] | Mapping[str, Any]]
+    ) -> dict[str, int]:
+        """Answer each task now unless the cache already holds it, so later calls hit.
+
+        Returns counts: ``already_cached``, ``stored`` and ``failed``.
+        """
+        if self.response_cache is None:
+            raise InvalidArgumentError(
+                "the response cache is off (enable_cache=False); warming needs it on"
+            )
+        results = await self.execute_multiple(tasks)
+        cached = sum(1 for r in results if r.success and r.metadata["cached"])
+        failed = sum(1 for r in results if not r.success)
+        return {
+            "already_cached": cached,
+            "stored": len(results) - cached - failed,
+            "failed": failed,
+        }
 
     async def run_workflow(
         self,
@@ -398,7 +447,87 @@ class AsyncAgentOrchestrator:
             meta["budget_spent"] = exc.spent
             return AgentResult(agent, False, "", meta, [f"budget exceeded: {exc}"])
 
+    # -- response cache ------------------------------------------------------------------
+
+    @property
+    def response_cache(self) -> ResponseCache | None:
+        """The response cache (opened on first use), or None when disabled."""
+        if not self.enable_cache:
+            return None
+        if self._cache is None:
+            self._cache = ResponseCache(**self._cache_options)
+        return self._cache
+
     async def _run(self, agent: str, request: Request, ctx: _CallContext) -> AgentResult:
+        """Answer from the cache when allowed, else upstream; identical misses share a call."""
+        cache = self.response_cache if ctx.use_cache else None
+        if cache is None or cache.is_excluded(agent):
+            return await self._upstream(agent, request, ctx)
+        started = time.perf_counter()
+        key = cache_key(request)
+        if not ctx.refresh:
+            # Checked before admission: a hit never waits for a concurrency slot.
+            hit = cache.get(key)
+            if hit is not None:
+                result = self._from_hit(agent, request, hit, started)
+                self._record(result, None, ctx)
+                return result
+        state = self._loop_state()
+        leader, shared = await state.flights.run(
+            key, lambda: self._upstream(agent, request, ctx, store=(cache, key))
+        )
+        if not shared:
+            return leader
+        result = self._shared_copy(agent, request, leader, started)
+        if result.success:
+            self._record(result, None, ctx)
+        return result
+
+    def _from_hit(self, agent: str, request: Request, hit: CacheHit, started: float) -> AgentResult:
+        value = hit.value
+        message = value["message"]
+        usage = Usage(**value["usage"])
+        meta = _base_metadata(request, started)
+        meta.update(
+            model=message["model"],
+            stop_reason=message.get("stop_reason"),
+            message_id=message.get("id"),
+            cached=True,
+            cache_tier=hit.tier,
+            cache_age_seconds=hit.age_seconds,
+            estimated_cost=Decimal(0),
+            cost_saved=self.prices.cost(message["model"], usage),
+        )
+        text = "".join(b.get("text", "") for b in message["content"] if b.get("type") == "text")
+        return AgentResult(agent_name=agent, success=True, output=text, metadata=meta)
+
+    def _shared_copy(
+        self, agent: str, request: Request, leader: AgentResult, started: float
+    ) -> AgentResult:
+        """A waiter's view of another caller's identical in-flight request: costs nothing."""
+        meta = dict(leader.metadata)
+        if leader.success:
+            meta.update(
+                _base_metadata(request, started),
+                model=leader.metadata["model"],
+                stop_reason=leader.metadata["stop_reason"],
+                message_id=leader.metadata.get("message_id"),
+                cached=True,
+                cache_tier="in-flight",
+                cache_age_seconds=0.0,
+                estimated_cost=Decimal(0),
+                cost_saved=leader.metadata["estimated_cost"],
+            )
+        return AgentResult(agent, leader.success, leader.output, meta, list(leader.errors))
+
+    async def _upstream(
+        self,
+        agent: str,
+        request: Request,
+        ctx: _CallContext,
+        *,
+        store: tuple[ResponseCache, str] | None = None,
+    ) -> AgentResult:
         state = self._loop_state()
         reservations = self._reserve(request, ctx.budgets)
         started = time.perf_counter()
@@ -418,6 +547,10 @@ class AsyncAgentOrchestrator:
             tracker.commit(reservation, usage, cost)
         result = _success(agent, request, sent, started, usage, cost)
         self._record(result, usage, ctx)
+        if store is not None:
+            cache, key = store
+            value = {"message": sent.message.model_dump(mode="json"), "usage": asdict(usage)}
+            cache.set(key, value)
         return result
 
     def _reserve(

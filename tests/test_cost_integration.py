@@ -79,10 +79,10 @@ def test_prompt_cache_reads_on_second_run_lower_cost_in_metrics(
     monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
     runs = []
-    for _ in range(2):
-        assert (
-            cli_run("workflow", "ship", "Ship the retry helper", "--json", "-c", str(project)) == 0
-        )
+    # Two different tasks: the response cache misses, the shared system prompts hit the
+    # prompt cache.
+    for task in ("Ship the retry helper", "Ship the rate limiter"):
+        assert cli_run("workflow", "ship", task, "--json", "-c", str(project)) == 0
         runs.append(json.loads(capsys.readouterr().out))
     first, second = runs
     assert all(

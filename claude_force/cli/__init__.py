@@ -25,9 +25,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import _agents, _metrics, _project, _sim
+    from . import _agents, _cache, _metrics, _project, _sim
 
-    for module in (_project, _agents, _sim, _metrics):
+    for module in (_project, _agents, _sim, _cache, _metrics):
         for command in module.COMMANDS:
             cli.add_command(command)
 
