@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import operator
 import sqlite3
 import threading
 import time
@@ -149,21 +150,32 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
 _Params = tuple[object, ...]
 
 
-def _to_params(row: LedgerRow) -> _Params:
-    """SQL parameters for ``row``; type errors surface here, on the caller, not in the writer."""
-    params: list[object] = []
-    for name in _COLUMNS:
-        value = getattr(row, name)
-        if isinstance(value, Decimal):
-            value = str(value)
-        elif isinstance(value, bool):
-            value = int(value)
-        elif value is not None and not isinstance(value, str | int | float):
+_GET_ALL = operator.attrgetter(*_COLUMNS)
+_TS_INDEX = _COLUMNS.index("ts")
+_PLAIN = (str, int, float, type(None))
+
+
+def _to_params(row: LedgerRow, ts: float | None = None) -> _Params:
+    """SQL parameters for ``row``; type errors surface here, on the caller, not in the writer.
+
+    Runs on every call's path, so plain values cost no per-field Python work.
+    """
+    params = list(_GET_ALL(row))
+    if ts is not None:
+        params[_TS_INDEX] = ts
+    for i, value in enumerate(params):
+        kind = type(value)
+        if kind in _PLAIN:
+            continue
+        if kind is Decimal:
+            params[i] = str(value)
+        elif kind is bool:
+            params[i] = int(value)
+        else:
             raise InvalidArgumentError(
-                f"LedgerRow.{name} must be a str, number or None, got {type(value).__name__} "
+                f"LedgerRow.{_COLUMNS[i]} must be a str, number or None, got {kind.__name__} "
                 f"{value!r}; convert it before recording"
             )
-        params.append(value)
     return tuple(params)
 
 
@@ -243,7 +255,9 @@ class Ledger:
 
     def record(self, row: LedgerRow) -> None:
         """Queue ``row`` for writing; returns at once, no disk I/O (unless already closed)."""
-        params = _to_params(self._prepare(row))
+        if row.task_text is not None:
+            row = self._prepare(row)
+        params = _to_params(row, row.ts if row.ts is not None else self._clock())
         with self._cond:
             if not self._closed:
                 self._pending.append(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -88,6 +89,7 @@ class Metrics:
             ["agent", "model"],
             registry=reg,
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def observe_call(
         self,
@@ -102,18 +104,27 @@ class Metrics:
         retries: int = 0,
     ) -> None:
         """Record one completed call. ``cost=None`` means unpriced, not free."""
-        self.requests.labels(agent=agent, model=model, outcome=outcome).inc()
+        child = self._child
+        child(self.requests, agent, model, outcome).inc()
         if usage is not None:
             for kind, attr in _TOKEN_KINDS:
-                self.tokens.labels(agent=agent, model=model, kind=kind).inc(getattr(usage, attr))
+                child(self.tokens, agent, model, kind).inc(getattr(usage, attr))
         if cost is not None:
-            self.cost.labels(agent=agent, model=model).inc(float(cost))
+            child(self.cost, agent, model).inc(float(cost))
         elif usage is not None and usage.total_tokens > 0:
-            self.unpriced.labels(agent=agent, model=model).inc()
-        self.latency.labels(agent=agent, model=model).observe(latency_s)
-        self.cache.labels(result="hit" if cached else "miss").inc()
+            child(self.unpriced, agent, model).inc()
+        child(self.latency, agent, model).observe(latency_s)
+        child(self.cache, "hit" if cached else "miss").inc()
         if retries > 0:
-            self.retries.labels(agent=agent, model=model).inc(retries)
+            child(self.retries, agent, model).inc(retries)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # Looking up a labelled child costs more than the update itself: remember each one.
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         """The registry in Prometheus' text exposition format."""

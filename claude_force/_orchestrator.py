@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncAgentOrchestrator", "TaskSpec"]
 
+_NO_USAGE = Usage()
 DEFAULT_MAX_TOKENS = 4096
 MAX_TOKENS_LIMIT = 128_000
 DEFAULT_MAX_TASK_CHARS = 500_000
@@ -132,6 +133,7 @@ class AsyncAgentOrchestrator:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_exclude_agents: Iterable[str] | None = None,
         cache_redis_url: str | None = None,
+        cache_secret: str | bytes | None = None,
         response_cache: ResponseCache | None = None,
         budget: Budget | None = None,
         ledger_path: str | os.PathLike[str] | None = None,
@@ -185,6 +187,7 @@ class AsyncAgentOrchestrator:
             "max_size_mb": cache_max_size_mb,
             "exclude_agents": cache_exclude_agents,
             "redis_url": cache_redis_url,
+            "cache_secret": cache_secret,
         }
         self.metrics: Metrics | None = None
         if enable_metrics:
@@ -486,7 +489,7 @@ class AsyncAgentOrchestrator:
     def _from_hit(self, agent: str, request: Request, hit: CacheHit, started: float) -> AgentResult:
         value = hit.value
         message = value["message"]
-        usage = Usage(**value["usage"])
+        cost = value.get("cost")
         meta = _base_metadata(request, started)
         meta.update(
             model=message["model"],
@@ -496,7 +499,7 @@ class AsyncAgentOrchestrator:
             cache_tier=hit.tier,
             cache_age_seconds=hit.age_seconds,
             estimated_cost=Decimal(0),
-            cost_saved=self.prices.cost(message["model"], usage),
+            cost_saved=Decimal(cost) if cost is not None else None,
         )
         text = "".join(b.get("text", "") for b in message["content"] if b.get("type") == "text")
         return AgentResult(agent_name=agent, success=True, output=text, metadata=meta)
@@ -549,7 +552,11 @@ class AsyncAgentOrchestrator:
         self._record(result, usage, ctx)
         if store is not None:
             cache, key = store
-            value = {"message": sent.message.model_dump(mode="json"), "usage": asdict(usage)}
+            value = {
+                "message": sent.message.model_dump(mode="json"),
+                "usage": asdict(usage),
+                "cost": None if cost is None else str(cost),
+            }
             cache.set(key, value)
         return result
 
@@ -595,7 +602,7 @@ class AsyncAgentOrchestrator:
                 retries=max(0, int(meta["attempts"]) - 1),
             )
         if self.enable_tracking:
-            self.ledger.record(_ledger_row(result, usage or Usage(), ctx))
+            self.ledger.record(_ledger_row(result, usage or _NO_USAGE, ctx))
 
     # -- usage reports (read the ledger; pending rows are written first) -------------------
 
