@@ -107,8 +107,9 @@ class AsyncAgentOrchestrator:
     ``max_retries`` counts retries after the first attempt (3 = up to four attempts);
     ``timeout_seconds`` bounds each attempt and ``deadline_seconds`` (optional) the whole
     call including retries. Usable with ``async with`` and across separate
-    ``asyncio.run`` calls. The response cache, usage tracking and memory flags are
-    accepted; until those features are enabled in this version they are honoured as off.
+    ``asyncio.run`` calls. ``enable_cache`` turns on the response cache, ``enable_tracking``
+    the usage ledger; ``enable_memory`` is accepted but per-agent memory is not implemented
+    in this version, so it is honoured as off.
     """
 
     def __init__(
