@@ -609,11 +609,11 @@ class AsyncAgentOrchestrator:
 
     def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
         """Ledger rows, optionally since an epoch time or a span like ``"24h"``."""
+        start = parse_since(since) if isinstance(since, str) else since
         if self._ledger is not None:
             self._ledger.flush()
         if not self.ledger_path.exists():
             return []
-        start = parse_since(since) if isinstance(since, str) else since
         return self.ledger.rows(since=start)
 
     def usage_summary(self, since: float | str | None = None) -> Report:

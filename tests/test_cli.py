@@ -151,3 +151,14 @@ def test_demo_needs_no_api_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("demo", "--latency-ms", "0", "--no-live") == 0
     out = capsys.readouterr().out
     assert "succeeded" in out and "requests reached the simulator" in out
+
+
+def test_empty_ledger_prints_a_friendly_report(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("metrics", "-c", str(project)) == 0
+    assert "No calls recorded yet" in capsys.readouterr().out
+    assert run("metrics", "agents", "-c", str(project)) == 0
+    assert "No calls recorded yet" in capsys.readouterr().out
+    assert run("metrics", "--since", "yesterday", "-c", str(project)) == 2
+    assert "24h" in capsys.readouterr().err

@@ -328,3 +328,15 @@ async def test_edited_agent_file_changes_the_request(project: Path, sim: Simulat
     before, after = sim.message_requests[-2].body, sim.message_requests[-1].body
     assert "Edited." not in before["system"][0]["text"]
     assert "Edited." in after["system"][0]["text"]
+
+
+async def test_overall_deadline_stops_a_wait_that_would_pass_it(
+    project: Path, sim: Simulator
+) -> None:
+    sleep = FakeSleep()
+    sim.script(Fault.status(429, retry_after="30"), None)
+    async with make(project, sim, sleep=sleep, deadline_seconds=5) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert not result.success
+    assert result.metadata["error"]["status_code"] == 429
+    assert sleep.delays == []  # gave up at once instead of waiting past the deadline
