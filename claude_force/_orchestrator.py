@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -218,9 +220,9 @@ class AsyncAgentOrchestrator:
         Safe to call twice; the orchestrator can still be used afterwards.
         """
         if self._ledger is not None:
-            await asyncio.to_thread(self._ledger.flush)
+            await _off_loop(self._ledger.flush)
         if self._cache is not None:
-            await asyncio.to_thread(self._cache.flush)
+            await _off_loop(self._cache.flush)
         state, self._state = self._state, None
         if state is None:
             return
@@ -228,7 +230,7 @@ class AsyncAgentOrchestrator:
         if state.loop is asyncio.get_running_loop():
             await state.client.close()
 
-    def _loop_state(self) -> _LoopState:
+    async def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._state
         if state is not None and state.loop is loop:
@@ -238,6 +240,12 @@ class AsyncAgentOrchestrator:
                 "no API key: set the ANTHROPIC_API_KEY environment variable or pass "
                 "api_key=...; to try claude-force without a key, run `claude-force demo`"
             )
+        if "anthropic" not in sys.modules:
+            # Importing the SDK takes about a second: do it in a thread, not on the loop.
+            await asyncio.to_thread(importlib.import_module, "anthropic")
+        state = self._state
+        if state is not None and state.loop is loop:  # another task finished first
+            return state
         client = self._transport.make_client()
         gate = ConcurrencyGate(self.max_concurrent, adaptive=self._adaptive)
         keeper = loop.create_task(_close_when_loop_ends(client))
@@ -368,7 +376,7 @@ class AsyncAgentOrchestrator:
         stages = self.config.workflow(workflow_name)
         self._check_task(task)
         run_id = uuid.uuid4().hex[:12]
-        self._loop_state()  # client set-up (SDK import) is not part of the run's timing
+        await self._loop_state()  # client set-up (SDK import) is not part of the run's timing
         budgets = self._budgets(BudgetTracker(budget) if budget is not None else None)
 
         async def call(agent: str, previous: Sequence[tuple[str, str]], step: int) -> AgentResult:
@@ -476,7 +484,7 @@ class AsyncAgentOrchestrator:
                 result = self._from_hit(agent, request, hit, started)
                 self._record(result, None, ctx)
                 return result
-        state = self._loop_state()
+        state = await self._loop_state()
         leader, shared = await state.flights.run(
             key, lambda: self._upstream(agent, request, ctx, store=(cache, key))
         )
@@ -532,7 +540,7 @@ class AsyncAgentOrchestrator:
         *,
         store: tuple[ResponseCache, str] | None = None,
     ) -> AgentResult:
-        state = self._loop_state()
+        state = await self._loop_state()
         reservations = self._reserve(request, ctx.budgets)
         started = time.perf_counter()
         try:
@@ -643,6 +651,14 @@ class AsyncAgentOrchestrator:
         if self._ledger is None:
             self._ledger = Ledger(self.ledger_path)
         return self._ledger
+
+
+async def _off_loop(fn: Callable[[], object]) -> None:
+    """Run blocking ``fn`` in a thread; inline once the executor is gone (interpreter exit)."""
+    try:
+        await asyncio.to_thread(fn)
+    except RuntimeError:
+        fn()
 
 
 async def _close_when_loop_ends(client: AsyncAnthropic) -> None:

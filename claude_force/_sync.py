@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ class AgentOrchestrator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def core(self) -> AsyncAgentOrchestrator:
@@ -63,16 +65,15 @@ class AgentOrchestrator:
         self.close()
 
     def close(self) -> None:
-        """Close the HTTP client and stop the private loop. Safe to call twice."""
+        """Close the HTTP client and stop the private loop. Safe to call twice.
+
+        Also runs by itself when the object is collected or the interpreter exits.
+        """
         with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._core.close(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+            finalizer = self._finalizer
+            self._loop = self._thread = self._finalizer = None
+        if finalizer is not None:
+            finalizer()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
@@ -82,6 +83,9 @@ class AgentOrchestrator:
                     target=self._loop.run_forever, name="claude-force-loop", daemon=True
                 )
                 self._thread.start()
+                self._finalizer = weakref.finalize(
+                    self, _stop_loop, self._core, self._loop, self._thread
+                )
             loop = self._loop
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
@@ -149,3 +153,13 @@ class AgentOrchestrator:
 
     def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
         return self._core.export_usage(fmt, since)
+
+
+def _stop_loop(
+    core: AsyncAgentOrchestrator, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+) -> None:
+    """Close the core's client on its loop, then stop the loop and its thread."""
+    asyncio.run_coroutine_threadsafe(core.close(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()

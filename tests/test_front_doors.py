@@ -141,3 +141,37 @@ def test_environment_is_not_required_for_listing(project: Path) -> None:
     assert "ANTHROPIC_API_KEY" not in os.environ
     orch = AgentOrchestrator(project)
     assert orch.list_agents()
+
+
+EXIT_SCRIPT = """
+import asyncio, sys
+from claude_force import AgentOrchestrator, AsyncAgentOrchestrator
+config = sys.argv[1]
+
+async def main() -> None:
+    orch = AsyncAgentOrchestrator(config)  # never closed on purpose
+    print((await orch.execute_agent("code-reviewer", "async, not closed")).success)
+
+asyncio.run(main())
+sync = AgentOrchestrator(config)  # never closed on purpose
+print(sync.run_agent("doc-writer", "sync, not closed").success)
+"""
+
+
+def test_unclosed_orchestrators_exit_cleanly(project: Path, sim: Simulator, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=sim.base_url)
+    proc = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_SCRIPT, str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
+    for trouble in ("Unclosed", "destroyed but it is pending", "Traceback", "Exception ignored"):
+        assert trouble not in proc.stderr, proc.stderr
