@@ -103,8 +103,10 @@ class _PromptEntry:
 class AsyncAgentOrchestrator:
     """Runs agents from ``.claude/claude.json`` against the Claude Messages API.
 
-    >>> orch = AsyncAgentOrchestrator(config_path=".claude/claude.json")  # doctest: +SKIP
-    >>> result = await orch.execute_agent("code-reviewer", "Review utils.py")  # doctest: +SKIP
+    ::
+
+        async with AsyncAgentOrchestrator(config_path=".claude/claude.json") as orch:
+            result = await orch.execute_agent("code-reviewer", "Review utils.py")
 
     ``max_retries`` counts retries after the first attempt (3 = up to four attempts);
     ``timeout_seconds`` bounds each attempt and ``deadline_seconds`` (optional) the whole
