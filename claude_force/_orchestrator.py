@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,15 @@ from ._config import (
     validate_agent_name,
 )
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError, UsageError
-from ._ledger import Ledger, LedgerRow, task_hash
+from ._ledger import Ledger, LedgerRow
+from ._outcomes import (
+    budget_result,
+    failure_result,
+    hit_result,
+    ledger_row,
+    shared_result,
+    success_result,
+)
 from ._pricing import PriceTable
 from ._reports import (
     Report,
@@ -41,10 +48,10 @@ from ._reports import (
 )
 from ._request import CacheTTL, Request, SystemPrompt, build_user_content, cache_key
 from ._results import AgentResult, WorkflowResult
-from ._transport import Sent, Transport
+from ._transport import Transport
 from ._usage import Usage
 from ._workflow import StepEvent, run_stages
-from .cache import CacheHit, ResponseCache, SingleFlight
+from .cache import ResponseCache, SingleFlight
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -146,16 +153,15 @@ class AsyncAgentOrchestrator:
         enable_metrics: bool = True,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        _check_positive_int("max_concurrent", max_concurrent)
-        _check_positive_int("max_task_chars", max_task_chars)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidArgumentError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        for name, value in (
-            ("timeout_seconds", timeout_seconds),
-            ("deadline_seconds", deadline_seconds),
-        ):
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")
+        _check_options(
+            max_concurrent=max_concurrent,
+            max_task_chars=max_task_chars,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            deadline_seconds=deadline_seconds,
+            cache_ttl_hours=cache_ttl_hours,
+            cache_max_size_mb=cache_max_size_mb,
+        )
         path = Path(config_path) if config_path is not None else find_config()
         self.config: ProjectConfig = load_config(path)
         self.max_concurrent = max_concurrent
@@ -450,16 +456,7 @@ class AsyncAgentOrchestrator:
         try:
             return await self._run(agent, request, ctx)
         except BudgetExceeded as exc:
-            meta = _base_metadata(request, time.perf_counter())
-            meta["error"] = {
-                "type": "budget_exceeded",
-                "status_code": None,
-                "request_id": None,
-                "message": str(exc),
-                "attempts": 0,
-            }
-            meta["budget_spent"] = exc.spent
-            return AgentResult(agent, False, "", meta, [f"budget exceeded: {exc}"])
+            return budget_result(agent, request, exc)
 
     # -- response cache ------------------------------------------------------------------
 
@@ -483,7 +480,7 @@ class AsyncAgentOrchestrator:
             # Checked before admission: a hit never waits for a concurrency slot.
             hit = cache.get(key)
             if hit is not None:
-                result = self._from_hit(agent, request, hit, started)
+                result = hit_result(agent, request, hit, started)
                 self._record(result, None, ctx)
                 return result
         state = await self._loop_state()
@@ -492,47 +489,10 @@ class AsyncAgentOrchestrator:
         )
         if not shared:
             return leader
-        result = self._shared_copy(agent, request, leader, started)
+        result = shared_result(agent, request, leader, started)
         if result.success:
             self._record(result, None, ctx)
         return result
-
-    def _from_hit(self, agent: str, request: Request, hit: CacheHit, started: float) -> AgentResult:
-        value = hit.value
-        message = value["message"]
-        cost = value.get("cost")
-        meta = _base_metadata(request, started)
-        meta.update(
-            model=message["model"],
-            stop_reason=message.get("stop_reason"),
-            message_id=message.get("id"),
-            cached=True,
-            cache_tier=hit.tier,
-            cache_age_seconds=hit.age_seconds,
-            estimated_cost=Decimal(0),
-            cost_saved=Decimal(cost) if cost is not None else None,
-        )
-        text = "".join(b.get("text", "") for b in message["content"] if b.get("type") == "text")
-        return AgentResult(agent_name=agent, success=True, output=text, metadata=meta)
-
-    def _shared_copy(
-        self, agent: str, request: Request, leader: AgentResult, started: float
-    ) -> AgentResult:
-        """A waiter's view of another caller's identical in-flight request: costs nothing."""
-        meta = dict(leader.metadata)
-        if leader.success:
-            meta.update(
-                _base_metadata(request, started),
-                model=leader.metadata["model"],
-                stop_reason=leader.metadata["stop_reason"],
-                message_id=leader.metadata.get("message_id"),
-                cached=True,
-                cache_tier="in-flight",
-                cache_age_seconds=0.0,
-                estimated_cost=Decimal(0),
-                cost_saved=leader.metadata["estimated_cost"],
-            )
-        return AgentResult(agent, leader.success, leader.output, meta, list(leader.errors))
 
     async def _upstream(
         self,
@@ -549,7 +509,7 @@ class AsyncAgentOrchestrator:
             sent = await self._transport.send(state.client, request, state.gate)
         except APIError as err:
             _release(reservations)
-            result = _failure(agent, request, err, started)
+            result = failure_result(agent, request, err, started)
             self._record(result, None, ctx)
             return result
         except BaseException:
@@ -559,7 +519,7 @@ class AsyncAgentOrchestrator:
         cost = self.prices.cost(sent.message.model, usage)
         for tracker, reservation in reservations:
             tracker.commit(reservation, usage, cost)
-        result = _success(agent, request, sent, started, usage, cost)
+        result = success_result(agent, request, sent, started, usage, cost)
         self._record(result, usage, ctx)
         if store is not None:
             cache, key = store
@@ -613,7 +573,15 @@ class AsyncAgentOrchestrator:
                 retries=max(0, int(meta["attempts"]) - 1),
             )
         if self.enable_tracking:
-            self.ledger.record(_ledger_row(result, usage or _NO_USAGE, ctx))
+            self.ledger.record(
+                ledger_row(
+                    result,
+                    usage or _NO_USAGE,
+                    task=ctx.task,
+                    workflow_run=ctx.workflow_run,
+                    workflow_step=ctx.workflow_step,
+                )
+            )
 
     # -- usage reports (read the ledger; pending rows are written first) -------------------
 
@@ -685,6 +653,34 @@ def _stamp(path: Path) -> tuple[int, ...]:
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
+def _check_options(
+    *,
+    max_concurrent: object,
+    max_task_chars: object,
+    max_retries: object,
+    timeout_seconds: object,
+    deadline_seconds: object,
+    cache_ttl_hours: object,
+    cache_max_size_mb: object,
+) -> None:
+    """Refuse bad constructor values at once, naming the option and what is allowed."""
+    _check_positive_int("max_concurrent", max_concurrent)
+    _check_positive_int("max_task_chars", max_task_chars)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise InvalidArgumentError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    positive = (
+        ("timeout_seconds", timeout_seconds, "a number of seconds"),
+        ("deadline_seconds", deadline_seconds, "a number of seconds"),
+        ("cache_ttl_hours", cache_ttl_hours, "a number of hours"),
+        ("cache_max_size_mb", cache_max_size_mb, "a number of megabytes"),
+    )
+    for name, value, what in positive:
+        if value is None and name == "deadline_seconds":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidArgumentError(f"{name} must be {what} > 0, got {value!r}")
+
+
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
@@ -718,79 +714,6 @@ def _to_task_spec(item: object, index: int) -> TaskSpec:
     )
 
 
-def _base_metadata(request: Request, started: float) -> dict[str, Any]:
-    return {
-        "model": request.model,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "execution_time_ms": (time.perf_counter() - started) * 1000,
-        "cached": False,
-        "attempts": 0,
-        "request_id": None,
-        "stop_reason": None,
-        "estimated_cost": None,
-    }
-
-
-def _success(
-    agent: str, request: Request, sent: Sent, started: float, usage: Usage, cost: Decimal | None
-) -> AgentResult:
-    message = sent.message
-    text = "".join(getattr(block, "text", "") for block in message.content)
-    meta = _base_metadata(request, started)
-    meta.update(
-        model=message.model,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_creation_input_tokens=usage.cache_write_tokens,
-        cache_read_input_tokens=usage.cache_read_tokens,
-        cache_creation={
-            "ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
-            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
-        },
-        estimated_cost=cost,
-        attempts=sent.attempts,
-        request_id=sent.request_id,
-        stop_reason=message.stop_reason,
-        message_id=message.id,
-    )
-    return AgentResult(agent_name=agent, success=True, output=text, metadata=meta)
-
-
-def _failure(agent: str, request: Request, err: APIError, started: float) -> AgentResult:
-    meta = _base_metadata(request, started)
-    meta.update(attempts=err.attempts, request_id=err.request_id, error=err.to_dict())
-    return AgentResult(agent_name=agent, success=False, output="", metadata=meta, errors=[str(err)])
-
-
 def _release(reservations: list[tuple[BudgetTracker, Reservation]]) -> None:
     for tracker, reservation in reservations:
         tracker.release(reservation)
-
-
-def _ledger_row(result: AgentResult, usage: Usage, ctx: _CallContext) -> LedgerRow:
-    meta = result.metadata
-    error = meta.get("error")
-    return LedgerRow(
-        agent=result.agent_name,
-        model=meta["model"],
-        outcome="success" if result.success else "error",
-        message_id=meta.get("message_id"),
-        request_id=meta["request_id"],
-        workflow_run=ctx.workflow_run,
-        workflow_step=ctx.workflow_step,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_write_5m_tokens=usage.cache_write_5m_tokens,
-        cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cost_usd=meta["estimated_cost"],
-        cost_saved_usd=meta.get("cost_saved"),
-        latency_ms=meta["execution_time_ms"],
-        attempts=meta["attempts"],
-        cached=bool(meta["cached"]),
-        error_type=error["type"] if error else None,
-        task_hash=task_hash(ctx.task),
-    )

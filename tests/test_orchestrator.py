@@ -282,8 +282,13 @@ async def test_usage_errors(project: Path, sim: Simulator) -> None:
     ("kwargs", "match"),
     [
         ({"max_concurrent": 0}, "max_concurrent"),
+        ({"max_concurrent": 2.5}, "max_concurrent"),
         ({"max_retries": -1}, "max_retries"),
         ({"timeout_seconds": 0}, "timeout_seconds"),
+        ({"deadline_seconds": -1}, "deadline_seconds"),
+        ({"cache_ttl_hours": 0}, "cache_ttl_hours"),
+        ({"cache_max_size_mb": "big"}, "cache_max_size_mb"),
+        ({"max_task_chars": 0}, "max_task_chars"),
     ],
 )
 def test_bad_constructor_arguments(project: Path, kwargs: dict[str, Any], match: str) -> None:
