@@ -150,7 +150,8 @@ def test_workflow_live_display(
 def test_demo_needs_no_api_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("demo", "--latency-ms", "0", "--no-live") == 0
     out = capsys.readouterr().out
-    assert "succeeded" in out and "requests reached the simulator" in out
+    assert "succeeded" in out and "3 requests reached the simulator" in out
+    assert "3 of 3 steps answered from the response cache" in out
 
 
 def test_empty_ledger_prints_a_friendly_report(

@@ -195,3 +195,4 @@ def test_metrics_endpoint_after_demo_run(
     assert "claude_force_cost_usd_total" in body
     assert "claude_force_request_latency_seconds_bucket" in body
     assert 'claude_force_cache_total{result="miss"} 3.0' in body
+    assert 'claude_force_cache_total{result="hit"} 3.0' in body

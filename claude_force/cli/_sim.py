@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -79,6 +81,9 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
             root / ".claude" / "claude.json",
             api_key="demo-key-not-secret",
             base_url=sim.base_url,
+            cache_dir=root / ".claude" / "data" / "cache",
+            # A throwaway project gets a throwaway cache key; a kept one uses the usual secret.
+            cache_secret=None if directory is not None else secrets.token_bytes(32),
         )
         name = _demo_workflow(orch)
         console.print(
@@ -87,17 +92,20 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
             highlight=False,
         )
 
-        async def go() -> WorkflowResult:
+        async def go() -> tuple[WorkflowResult, WorkflowResult]:
             async with orch:
-                return await run_workflow_live(orch, name, DEMO_TASK, live=not no_live)
+                first = await run_workflow_live(orch, name, DEMO_TASK, live=not no_live)
+                again = await orch.run_workflow(name, DEMO_TASK)
+                return first, again
 
-        result = asyncio.run(go())
+        result, again = asyncio.run(go())
         print_workflow_result(result)
         console.print(
             f"{len(sim.message_requests)} requests reached the simulator; "
             f"peak in flight {sim.peak_in_flight}",
             highlight=False,
         )
+        _print_second_run(again)
         if directory is not None:
             console.print(
                 f"usage recorded in {orch.ledger_path}; see: claude-force metrics -c "
@@ -106,6 +114,17 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
             )
     if not result.success:
         raise RunFailed
+
+
+def _print_second_run(again: WorkflowResult) -> None:
+    hits = sum(1 for step in again.steps if step.metadata.get("cached"))
+    saved = sum((step.metadata.get("cost_saved") or Decimal(0) for step in again.steps), Decimal(0))
+    console.print(
+        f"the same workflow again: {hits} of {len(again.steps)} steps answered from the "
+        f"response cache in {again.execution_time_ms:.0f} ms, cost "
+        f"${again.total_cost or 0:.6f}, saved ${saved:.6f}",
+        highlight=False,
+    )
 
 
 def _demo_workflow(orch: AsyncAgentOrchestrator) -> str:
