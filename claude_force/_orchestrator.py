@@ -619,6 +619,7 @@ class AsyncAgentOrchestrator:
     def ledger(self) -> Ledger:
         """The usage ledger in the project's data folder (opened on first use)."""
         if self._ledger is None:
+            _keep_out_of_git(self.ledger_path.parent)
             self._ledger = Ledger(self.ledger_path)
         return self._ledger
 
@@ -643,6 +644,14 @@ async def _close_when_loop_ends(client: AsyncAnthropic) -> None:
 def default_ledger_path(config: ProjectConfig) -> Path:
     """``<.claude folder>/data/usage.db``: the project's data folder."""
     return config.root / "data" / "usage.db"
+
+
+def _keep_out_of_git(folder: Path) -> None:
+    """The data folder lives inside .claude/, which projects commit: ignore its contents."""
+    marker = folder / ".gitignore"
+    if not marker.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text("# the usage ledger and caches of claude-force\n*\n", encoding="utf-8")
 
 
 def _stamp(path: Path) -> tuple[int, ...]:

@@ -163,6 +163,7 @@ async def test_ledger_rows_complete_and_private(project: Path, sim: Simulator) -
     )
     assert task.encode() not in raw
     assert API_KEY.encode() not in raw
+    assert (ledger_path.parent / ".gitignore").read_text(encoding="utf-8").endswith("*\n")
 
 
 def _free_port() -> int:
