@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,13 @@ def _usage_line(meta: dict[str, Any]) -> str:
 class WorkflowProgress:
     """A live table of workflow steps, fed by StepEvent callbacks."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, stages: Sequence[Sequence[str]] = ()) -> None:
         self.title = title
-        self.rows: dict[str, tuple[int, str, str]] = {}
+        self.rows: dict[str, tuple[int, str, str]] = {
+            agent: (number, "pending", "")
+            for number, stage in enumerate(stages, 1)
+            for agent in stage
+        }
         self.started: dict[str, float] = {}
 
     def __call__(self, event: StepEvent) -> None:
@@ -160,7 +165,7 @@ class WorkflowProgress:
         table.add_column("agent")
         table.add_column("status")
         table.add_column("detail")
-        colours = {"running": "yellow", "succeeded": "green", "failed": "red"}
+        colours = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
         for agent, (stage, status, detail) in self.rows.items():
             table.add_row(str(stage), agent, f"[{colours[status]}]{status}[/]", escape(detail))
         return table
@@ -169,7 +174,7 @@ class WorkflowProgress:
 async def run_workflow_live(
     orch: AsyncAgentOrchestrator, name: str, task: str, *, live: bool
 ) -> WorkflowResult:
-    progress = WorkflowProgress(f"workflow {name}")
+    progress = WorkflowProgress(f"workflow {name}", orch.config.workflow(name))
     if not live:
         return await orch.run_workflow(name, task)
     with Live(
