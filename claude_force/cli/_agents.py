@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -139,17 +138,16 @@ class WorkflowProgress:
 
     def __init__(self, title: str, stages: Sequence[Sequence[str]] = ()) -> None:
         self.title = title
-        self.rows: dict[str, tuple[int, str, str]] = {
-            agent: (number, "pending", "")
+        # Keyed by (stage, agent): one agent may appear in several stages.
+        self.rows: dict[tuple[int, str], tuple[str, str]] = {
+            (number, agent): ("pending", "")
             for number, stage in enumerate(stages, 1)
             for agent in stage
         }
-        self.started: dict[str, float] = {}
 
     def __call__(self, event: StepEvent) -> None:
         if event.status == "started":
-            self.started[event.agent] = time.perf_counter()
-            self.rows[event.agent] = (event.stage, "running", "")
+            self.rows[(event.stage, event.agent)] = ("running", "")
         else:
             meta = event.result.metadata if event.result else {}
             detail = (
@@ -157,7 +155,7 @@ class WorkflowProgress:
                 if event.status == "succeeded"
                 else "; ".join(event.result.errors if event.result else [])
             )
-            self.rows[event.agent] = (event.stage, event.status, detail)
+            self.rows[(event.stage, event.agent)] = (event.status, detail)
 
     def render(self) -> Table:
         table = Table(title=self.title)
@@ -166,7 +164,7 @@ class WorkflowProgress:
         table.add_column("status")
         table.add_column("detail")
         colours = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
-        for agent, (stage, status, detail) in self.rows.items():
+        for (stage, agent), (status, detail) in self.rows.items():
             table.add_row(str(stage), agent, f"[{colours[status]}]{status}[/]", escape(detail))
         return table
 
