@@ -175,3 +175,6 @@ def test_unclosed_orchestrators_exit_cleanly(project: Path, sim: Simulator, tmp_
     assert proc.stdout.split() == ["True", "True"]
     for trouble in ("Unclosed", "destroyed but it is pending", "Traceback", "Exception ignored"):
         assert trouble not in proc.stderr, proc.stderr
+    # Neither was closed, yet both calls reached the ledger before the process ended.
+    rows = AgentOrchestrator(project).core.usage_rows()
+    assert sorted(r.agent for r in rows) == ["code-reviewer", "doc-writer"]

@@ -345,3 +345,30 @@ async def test_overall_deadline_stops_a_wait_that_would_pass_it(
     assert not result.success
     assert result.metadata["error"]["status_code"] == 429
     assert sleep.delays == []  # gave up at once instead of waiting past the deadline
+
+
+async def test_agent_files_are_read_once_until_they_change(
+    project: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import claude_force._orchestrator as core
+
+    reads: list[str] = []
+    real = core.read_agent_prompt
+
+    def counting(spec: Any) -> tuple[str, str | None]:
+        reads.append(spec.name)
+        return real(spec)
+
+    monkeypatch.setattr(core, "read_agent_prompt", counting)
+    async with make(project, sim) as orch:
+        for i in range(5):
+            await orch.execute_agent("code-reviewer", f"task {i}")
+        assert reads == ["code-reviewer"]
+        contract = orch.config.agent("code-reviewer").contract
+        assert contract is not None
+        contract.write_text(
+            contract.read_text(encoding="utf-8") + "\nNew rule.\n", encoding="utf-8"
+        )
+        await orch.execute_agent("code-reviewer", "after edit")
+    assert reads == ["code-reviewer", "code-reviewer"]
+    assert "New rule." in sim.message_requests[-1].body["system"][0]["text"]
