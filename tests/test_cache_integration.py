@@ -167,3 +167,36 @@ def test_cache_cli(
     bad.write_text("{nope\n", encoding="utf-8")
     assert run("cache", "warm", str(bad), "-c", str(project)) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+async def test_two_machines_share_answers_through_redis(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    import uuid
+
+    import redis
+
+    from claude_force import ResponseCache
+
+    namespace = f"cf-test-{uuid.uuid4().hex}"
+    url = "redis://127.0.0.1:6379/0"
+    caches = [
+        ResponseCache(cache_dir=tmp_path / name, redis_url=url, namespace=namespace)
+        for name in ("machine-a", "machine-b")
+    ]
+    try:
+        results = []
+        for cache in caches:
+            async with make(project, sim, response_cache=cache) as orch:
+                results.append(await orch.execute_agent("code-reviewer", "shared task"))
+        assert len(sim.message_requests) == 1
+        assert results[1].metadata["cached"] is True
+        assert results[1].metadata["cache_tier"] == "redis"
+        assert results[1].output == results[0].output
+    finally:
+        for cache in caches:
+            cache.close()
+        server = redis.Redis.from_url(url)
+        for stored in server.scan_iter(f"{namespace}:*"):
+            server.delete(stored)
+        server.close()
