@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_force import init_project
+from claude_force import AsyncAgentOrchestrator, init_project
 from claude_force.testing import Simulator
 
 API_KEY = "sk-test-secret-key-0123456789"
@@ -51,3 +51,26 @@ def project(tmp_path: Path) -> Path:
     """A scaffolded .claude/ folder; returns the path of its claude.json."""
     init_project(tmp_path)
     return tmp_path / ".claude" / "claude.json"
+
+
+def production_orchestrator() -> AsyncAgentOrchestrator:
+    """The production configuration, exactly as users write it (run inside the project)."""
+    return AsyncAgentOrchestrator(
+        config_path=Path(".claude/claude.json"),
+        max_concurrent=10,
+        timeout_seconds=120,
+        max_retries=3,
+        enable_cache=True,
+        cache_ttl_hours=24,
+        cache_max_size_mb=1000,
+        enable_tracking=True,
+    )
+
+
+@pytest.fixture
+def production_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
+    """The environment of the production configuration, pointed at the simulator."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    monkeypatch.setenv("CLAUDE_CACHE_SECRET", "production-secret")
+    return sim

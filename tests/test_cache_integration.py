@@ -15,7 +15,7 @@ from claude_force.cli import cli
 from claude_force.cli._common import run_guarded
 from claude_force.testing import Fault, Simulator
 
-from .conftest import API_KEY
+from .conftest import API_KEY, production_orchestrator
 
 
 def make(project: Path, sim: Simulator, **kw: Any) -> AsyncAgentOrchestrator:
@@ -24,24 +24,13 @@ def make(project: Path, sim: Simulator, **kw: Any) -> AsyncAgentOrchestrator:
 
 
 def test_production_snippet_second_call_cached_edit_misses(
-    project: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    project: Path, production_env: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project.parent.parent)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
-    monkeypatch.setenv("CLAUDE_CACHE_SECRET", "production-secret")
+    sim = production_env
 
     async def main() -> list[dict[str, Any]]:
-        orchestrator = AsyncAgentOrchestrator(
-            config_path=Path(".claude/claude.json"),
-            max_concurrent=10,
-            timeout_seconds=120,
-            max_retries=3,
-            enable_cache=True,
-            cache_ttl_hours=24,
-            cache_max_size_mb=1000,
-            enable_tracking=True,
-        )
+        orchestrator = production_orchestrator()
         async with orchestrator:
             first = await orchestrator.execute_agent("code-reviewer", "Review auth.py")
             second = await orchestrator.execute_agent("code-reviewer", "Review auth.py")

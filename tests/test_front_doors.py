@@ -12,7 +12,7 @@ import pytest
 from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, StepEvent
 from claude_force.testing import Fault, Simulator
 
-from .conftest import API_KEY
+from .conftest import API_KEY, production_orchestrator
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_project"
 
@@ -24,24 +24,13 @@ def legacy(tmp_path: Path) -> Path:
 
 
 def test_production_snippet_runs_verbatim(
-    legacy: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    legacy: Path, production_env: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(legacy)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
-    monkeypatch.setenv("CLAUDE_CACHE_SECRET", "production-secret")
+    sim = production_env
 
     async def main() -> list[bool]:
-        orchestrator = AsyncAgentOrchestrator(
-            config_path=Path(".claude/claude.json"),
-            max_concurrent=10,
-            timeout_seconds=120,
-            max_retries=3,
-            enable_cache=True,
-            cache_ttl_hours=24,
-            cache_max_size_mb=1000,
-            enable_tracking=True,
-        )
+        orchestrator = production_orchestrator()
         async with orchestrator:
             results = await orchestrator.execute_multiple(
                 [("code-reviewer", "Review auth.py"), ("bug-investigator", "Login fails")]
