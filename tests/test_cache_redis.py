@@ -189,3 +189,26 @@ def test_redis_down_degrades_to_a_miss(
 def test_a_bad_redis_url_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="redis_url='http://x'"):
         ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, redis_url="http://x")
+
+
+def test_redis_hit_reaches_disk_only_with_the_next_write(
+    tmp_path: Path, namespace: str, clock: Clock
+) -> None:
+    import sqlite3
+
+    with make(tmp_path / "a", namespace, clock) as writer:
+        writer.set(key(1), {"answer": 42})
+    with make(tmp_path / "b", namespace, clock) as reader:
+        hit = reader.get(key(1))
+        assert hit is not None and hit.tier == "redis"
+
+        def rows_on_disk() -> int:
+            conn = sqlite3.connect(tmp_path / "b" / "cache.db")
+            try:
+                return int(conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+            finally:
+                conn.close()
+
+        assert rows_on_disk() == 0  # the hit path wrote nothing to disk
+        reader.flush()
+        assert rows_on_disk() == 1

@@ -81,6 +81,8 @@ class DiskTier:
         self._secret = secret
         self._lock = threading.Lock()
         self._pending: dict[str, float] = {}
+        # Entries found in Redis, copied here with the next write rather than on the hit path.
+        self._promoted: dict[str, tuple[bytes, float, float]] = {}
         self._expired: dict[str, float] = {}  # key -> created_at seen, deleted on next write
         self._conn, self._identity = connect(self.path)
         self._checkpointer = Checkpointer(self.path)
@@ -107,6 +109,7 @@ class DiskTier:
             self._conn.close()
             set_aside(self.path, exc, expected=self._identity)
             self._pending.clear()
+            self._promoted.clear()
             self._expired.clear()
             try:
                 self._conn, self._identity = connect(self.path)
@@ -144,12 +147,17 @@ class DiskTier:
                     continue  # a fresh database now stands in for the damaged one
                 return failed
             self._pending.clear()
+            self._promoted.clear()
             self._expired.clear()
             self._checkpointer.committed()
             return result
         return failed
 
     def _flush_pending(self, conn: sqlite3.Connection) -> None:
+        if self._promoted:
+            rows = [(key, env, created) for key, (env, created, _) in self._promoted.items()]
+            now = max(seen for _, _, seen in self._promoted.values())
+            self.stats.evictions += self._put_rows(conn, rows, now)[1]
         if self._pending:
             conn.executemany(_TOUCH, [(t, k, t) for k, t in self._pending.items()])
         if self._expired:
@@ -161,6 +169,13 @@ class DiskTier:
         """Note an access served by an upper tier, so disk LRU sees the entry as used."""
         with self._lock:
             self._note_access(key, now)
+
+    def put_later(self, key: str, envelope: bytes, created_at: float, now: float) -> None:
+        """Store an envelope with the next write or flush: no disk write on a hit path."""
+        with self._lock:
+            self._promoted[key] = (envelope, created_at, now)
+            if len(self._promoted) >= PENDING_LIMIT and not self._closed:
+                self._write("flush", lambda conn: None, None)
 
     def _note_access(self, key: str, now: float) -> None:
         self._pending[key] = now
@@ -304,7 +319,7 @@ class DiskTier:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._closed and (self._pending or self._expired):
+            if not self._closed and (self._pending or self._promoted or self._expired):
                 self._write("flush", lambda conn: None, None)
 
     def close(self) -> None:

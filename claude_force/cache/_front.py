@@ -172,7 +172,7 @@ class ResponseCache:
         found = self._redis.get(key, now)
         if found is MISS or found.envelope is None:
             return None
-        disk.put(key, found.envelope, found.created_at, now)
+        disk.put_later(key, found.envelope, found.created_at, now)
         if memory is not None:
             memory.put(key, found)
         return self._hit(found, "redis", now)
