@@ -140,6 +140,8 @@ def test_many_pending_hits_flush_themselves(
     clock.now += 3600
     for n in range(3):
         cache.get(key(n))
+    # The full batch went to the background access writer; the hits wrote nothing.
+    cache._disk._access.drain()  # type: ignore[union-attr]
     times = {row[0] for row in db.execute("SELECT last_access FROM entries")}
     assert times == {T0 + 3600}
 
@@ -423,3 +425,22 @@ def test_doctests_in_the_cache_package_run() -> None:
     for module in (_front, _singleflight):
         result = doctest.testmod(module, raise_on_error=False, verbose=False)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_hits_never_write_on_the_callers_thread(
+    monkeypatch: pytest.MonkeyPatch, cache: ResponseCache, clock: Clock
+) -> None:
+    monkeypatch.setattr(_disk, "PENDING_LIMIT", 2)
+    cache.warm((key(n), value(n)) for n in range(6))
+    clock.now += 3600
+    writes: list[str] = []
+    real_write = _disk.DiskTier._write
+
+    def spy(self: _disk.DiskTier, action: str, *args: object, **kw: object) -> object:
+        writes.append(action)
+        return real_write(self, action, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_disk.DiskTier, "_write", spy)
+    for n in range(6):
+        assert cache.get(key(n)) is not None
+    assert writes == []

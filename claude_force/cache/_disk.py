@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import CacheDirectoryError, CacheIntegrityError, InvalidArgumentError
+from ._access import AccessWriter
 from ._checkpoint import Checkpointer
 from ._envelope import decode_payload, open_envelope
 from ._sqlite import DB_NAME, connect, is_busy, is_corruption, set_aside
@@ -86,6 +87,7 @@ class DiskTier:
         self._expired: dict[str, float] = {}  # key -> created_at seen, deleted on next write
         self._conn, self._identity = connect(self.path)
         self._checkpointer = Checkpointer(self.path)
+        self._access = AccessWriter(self.path)
         self._generation = _fork_generation
         self._closed = False
 
@@ -97,6 +99,7 @@ class DiskTier:
             _ABANDONED.append(self._conn)
             self._conn, self._identity = connect(self.path)
             self._checkpointer = Checkpointer(self.path)
+            self._access = AccessWriter(self.path)
             self._generation = _fork_generation
             self._pending.clear()
         return self._conn
@@ -180,7 +183,9 @@ class DiskTier:
     def _note_access(self, key: str, now: float) -> None:
         self._pending[key] = now
         if len(self._pending) >= PENDING_LIMIT and not self._closed:
-            self._write("flush", lambda conn: None, None)
+            # Handed to a background thread: a hit never writes to disk itself.
+            batch, self._pending = self._pending, {}
+            self._access.submit(batch)
 
     def get(self, key: str, now: float) -> Found | Miss:
         with self._lock:
@@ -321,6 +326,7 @@ class DiskTier:
         with self._lock:
             if not self._closed and (self._pending or self._promoted or self._expired):
                 self._write("flush", lambda conn: None, None)
+        self._access.drain()
 
     def close(self) -> None:
         self.flush()
@@ -328,6 +334,7 @@ class DiskTier:
             if not self._closed:
                 self._closed = True
                 if self._generation == _fork_generation:
+                    self._access.close()
                     self._checkpointer.close()
                     self._conn.close()
 
