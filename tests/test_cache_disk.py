@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
@@ -17,21 +16,10 @@ from claude_force.cache import ResponseCache, _disk
 from claude_force.cache._checkpoint import Checkpointer
 from claude_force.cache._sqlite import set_aside
 
+from ._cache_support import T0, Clock, key
+
 SECRET = "disk-test-secret-0123456789abcdef"
-T0 = 1_700_000_000.0
 MIB = 1024 * 1024
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def key(n: int) -> str:
-    return hashlib.sha256(f"request {n}".encode()).hexdigest()
 
 
 def value(n: int, pad: int = 1000) -> dict[str, object]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,22 +10,9 @@ import pytest
 from claude_force._errors import InvalidArgumentError
 from claude_force.cache import CacheHit, ResponseCache
 
+from ._cache_support import T0, Clock, key
+
 SECRET = "front-test-secret-0123456789abcdef"
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def key(n: int) -> str:
-    return hashlib.sha256(f"request {n}".encode()).hexdigest()
 
 
 @pytest.fixture

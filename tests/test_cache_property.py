@@ -11,19 +11,13 @@ from hypothesis import strategies as st
 
 from claude_force.cache import ResponseCache
 
+from ._cache_support import Clock
+
 SECRET = "property-test-secret-0123456789abcdef"
 MIB = 1024 * 1024
 DISK_LIMIT = 12_000
 MEMORY_LIMIT = 6_000
 KEYS = [f"{n:02x}" * 16 for n in range(12)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 operation = st.one_of(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import socket
 import uuid
@@ -15,21 +14,10 @@ import redis
 from claude_force._errors import InvalidArgumentError
 from claude_force.cache import ResponseCache
 
+from ._cache_support import Clock, key
+
 SECRET = "redis-test-secret-0123456789abcdef"
 URL = "redis://127.0.0.1:6379/0"
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def key(n: int) -> str:
-    return hashlib.sha256(f"request {n}".encode()).hexdigest()
 
 
 @pytest.fixture
