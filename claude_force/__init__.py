@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._budget import Budget
+from ._budget import Budget, BudgetTracker
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
 from ._errors import (
     AgentNotFoundError,
@@ -18,18 +18,18 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._ledger import Ledger, LedgerRow
-from ._orchestrator import AsyncAgentOrchestrator, TaskSpec
+from ._options import OrchestratorOptions
+from ._orchestrator import AsyncAgentOrchestrator
 from ._pricing import PriceTable
 from ._reports import Report
-from ._request import Request, SystemPrompt, cache_key
-from ._results import AgentResult, WorkflowResult
+from ._request import CacheTTL, TaskSpec, cache_key
+from ._results import AgentResult, CacheTier, WorkflowResult
 from ._scaffold import init_project
 from ._serve import serve_ledger_metrics
 from ._sync import AgentOrchestrator
-from ._transport import retry_delay, should_retry
 from ._usage import Usage
 from ._workflow import StepEvent
-from .cache import ResponseCache
+from .cache import CacheHit, ResponseCache
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -41,21 +41,24 @@ __all__ = [
     "AsyncAgentOrchestrator",
     "Budget",
     "BudgetExceeded",
+    "BudgetTracker",
     "CacheDirectoryError",
+    "CacheHit",
     "CacheIntegrityError",
+    "CacheTTL",
+    "CacheTier",
     "ClaudeForceError",
     "ConfigError",
     "InvalidArgumentError",
     "Ledger",
     "LedgerRow",
+    "OrchestratorOptions",
     "PriceTable",
     "ProjectConfig",
     "Report",
-    "Request",
     "ResponseCache",
     "RunError",
     "StepEvent",
-    "SystemPrompt",
     "TaskSpec",
     "Usage",
     "UsageError",
@@ -65,7 +68,12 @@ __all__ = [
     "find_config",
     "init_project",
     "load_config",
-    "retry_delay",
     "serve_ledger_metrics",
-    "should_retry",
 ]
+
+# Public classes say where users import them from, in reprs, docs and tracebacks.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type):
+        _value.__module__ = __name__
+del _name, _value

@@ -1,26 +1,40 @@
-"""The canonical request value and its cache key (pure functions, no I/O).
+"""The canonical request value, its cache key, and how a task becomes one.
 
 A :class:`Request` holds everything that decides what the model answers: model, system
 blocks, messages, every sampling parameter, tools, plus a namespace and an optional sample
 index. Transport settings (timeouts, retries) are deliberately absent, so they can never
-split or merge cache entries.
+split or merge cache entries. The key and the value are pure; :class:`RequestBuilder`
+reads agent files (only when they change).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from ._config import AgentSpec, ProjectConfig, read_agent_prompt, validate_agent_name
+from ._errors import InvalidArgumentError
 
 __all__ = [
+    "DEFAULT_MAX_TASK_CHARS",
+    "DEFAULT_MAX_TOKENS",
     "KEY_SCHEMA_VERSION",
+    "NOT_GIVEN",
+    "CacheTTL",
+    "NotGiven",
     "Request",
+    "RequestBuilder",
     "SystemPrompt",
+    "TaskSpec",
     "build_user_content",
     "cache_key",
     "canonical_json",
+    "check_max_tokens",
 ]
 
 # Bump when the key derivation or the stored value's shape changes: old entries then miss.
@@ -155,3 +169,162 @@ def build_user_content(
 
 def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
+
+
+# -- building requests from agents and tasks ------------------------------------------------
+
+
+class NotGiven(enum.Enum):
+    """The type of :data:`NOT_GIVEN`."""
+
+    NOT_GIVEN = "NOT_GIVEN"
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = NotGiven.NOT_GIVEN
+"""Marks an option that was not given, so that ``None`` can mean "off"."""
+
+DEFAULT_MAX_TOKENS = 4096
+MAX_TOKENS_LIMIT = 128_000
+DEFAULT_MAX_TASK_CHARS = 500_000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One call: an agent, a task and per-call overrides of the agent's settings.
+
+    ``prompt_cache_ttl``: ``"5m"`` or ``"1h"`` marks the system prompt for prompt caching,
+    ``None`` turns prompt caching off for this call; not given, the agent's or the
+    orchestrator's setting applies.
+    """
+
+    agent: str
+    task: str
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    use_memory: bool = True
+    use_cache: bool = True
+    prompt_cache_ttl: CacheTTL | NotGiven | None = NOT_GIVEN
+
+    @classmethod
+    def coerce(cls, item: object, index: int) -> TaskSpec:
+        """A TaskSpec from a TaskSpec, an ``(agent, task)`` pair or a dict of its fields."""
+        if isinstance(item, TaskSpec):
+            return item
+        if isinstance(item, tuple) and len(item) == 2:
+            return cls(agent=item[0], task=item[1])
+        if isinstance(item, Mapping):
+            allowed = set(cls.__dataclass_fields__)
+            unknown = set(item) - allowed
+            if unknown or "agent" not in item or "task" not in item:
+                raise InvalidArgumentError(
+                    f"tasks[{index}]: a task dict needs 'agent' and 'task' and may have "
+                    f"{sorted(allowed - {'agent', 'task'})}; got keys {sorted(map(str, item))}"
+                )
+            return cls(**item)
+        raise InvalidArgumentError(
+            f"tasks[{index}]: expected an (agent, task) pair, a dict or a TaskSpec, "
+            f"got {type(item).__name__}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _PromptEntry:
+    stamp: tuple[int, ...]
+    prompt: SystemPrompt
+
+
+class RequestBuilder:
+    """Turns a :class:`TaskSpec` into a canonical :class:`Request` for a project's agents.
+
+    Agent files are re-read only when they change (one ``stat`` each per call).
+    """
+
+    def __init__(
+        self,
+        config: ProjectConfig,
+        *,
+        default_model: str,
+        prompt_cache_ttl: CacheTTL | None,
+        max_task_chars: int,
+    ) -> None:
+        self.config = config
+        self.default_model = default_model
+        self.prompt_cache_ttl = prompt_cache_ttl
+        self.max_task_chars = max_task_chars
+        self._prompts: dict[tuple[str, CacheTTL | None], _PromptEntry] = {}
+
+    def check_task(self, task: object) -> str:
+        if not isinstance(task, str):
+            raise InvalidArgumentError(f"task must be a string, got {type(task).__name__}")
+        if not task.strip():
+            raise InvalidArgumentError("task is empty: give the agent something to do")
+        if len(task) > self.max_task_chars:
+            raise InvalidArgumentError(
+                f"task is {len(task):,} characters, over the limit of {self.max_task_chars:,}; "
+                "split it, or raise max_task_chars= on the orchestrator"
+            )
+        return task
+
+    def build(self, item: TaskSpec, *, previous: Sequence[tuple[str, str]] = ()) -> Request:
+        """The request for ``item``; ``previous`` are earlier workflow steps' outputs."""
+        spec = self.config.agent(validate_agent_name(item.agent))
+        task = self.check_task(item.task)
+        given = item.max_tokens if item.max_tokens is not None else spec.max_tokens
+        max_tokens = check_max_tokens(given if given is not None else DEFAULT_MAX_TOKENS)
+        temperature = item.temperature if item.temperature is not None else spec.temperature
+        if temperature is not None and not (
+            isinstance(temperature, (int, float))
+            and not isinstance(temperature, bool)
+            and 0.0 <= temperature <= 1.0
+        ):
+            raise InvalidArgumentError(f"temperature must be between 0 and 1, got {temperature!r}")
+        model = item.model or spec.model or self.default_model
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidArgumentError(f"model must be a non-empty string, got {model!r}")
+        ttl = item.prompt_cache_ttl
+        if ttl is NOT_GIVEN:
+            ttl = spec.cache_ttl or self.prompt_cache_ttl
+        elif ttl not in ("5m", "1h", None):
+            raise InvalidArgumentError(
+                f"prompt_cache_ttl must be '5m', '1h' or None (off), got {ttl!r}"
+            )
+        return Request(
+            model=model,
+            system=self._system_prompt(spec, ttl),
+            messages=({"role": "user", "content": build_user_content(task, previous=previous)},),
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+
+    def _system_prompt(self, spec: AgentSpec, ttl: CacheTTL | None) -> SystemPrompt:
+        stamp = _stamp(spec.file) + (_stamp(spec.contract) if spec.contract else ())
+        entry = self._prompts.get((spec.name, ttl))
+        if entry is not None and entry.stamp == stamp:
+            return entry.prompt
+        definition, contract = read_agent_prompt(spec)
+        text = definition.strip()
+        if contract:
+            text += "\n\n## Contract\n\n" + contract.strip()
+        prompt = SystemPrompt(text, cache_ttl=ttl)
+        self._prompts[(spec.name, ttl)] = _PromptEntry(stamp, prompt)
+        return prompt
+
+
+def check_max_tokens(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS_LIMIT:
+        raise InvalidArgumentError(
+            f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT:,}, got {value!r}"
+        )
+    return value
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1,)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)

@@ -11,16 +11,22 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._budget import Budget
-from ._orchestrator import AsyncAgentOrchestrator, TaskSpec
+from ._budget import Budget, BudgetTracker
+from ._config import ProjectConfig
+from ._ledger import Ledger, LedgerRow
+from ._options import OrchestratorOptions
+from ._orchestrator import AsyncAgentOrchestrator, TaskLike
+from ._pricing import PriceTable
 from ._reports import Report
-from ._request import CacheTTL
+from ._request import NOT_GIVEN, CacheTTL, NotGiven
 from ._results import AgentResult, WorkflowResult
 from ._workflow import StepEvent
+from .cache import ResponseCache
 
 __all__ = ["AgentOrchestrator"]
 
@@ -30,7 +36,8 @@ T = TypeVar("T")
 class AgentOrchestrator:
     """Synchronous front door over :class:`AsyncAgentOrchestrator`.
 
-    Takes the same arguments. ``run_agent`` and ``run_workflow`` block until done.
+    Takes the same arguments and offers every public method of the async core under the same
+    name, blocking until done; ``run_agent`` and ``run_multiple`` are the seed's names.
     """
 
     def __init__(
@@ -89,6 +96,44 @@ class AgentOrchestrator:
             loop = self._loop
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    # -- the same public surface as AsyncAgentOrchestrator (a test derives the list) ------
+
+    @property
+    def options(self) -> OrchestratorOptions:
+        return self._core.options
+
+    @property
+    def config(self) -> ProjectConfig:
+        return self._core.config
+
+    @property
+    def prices(self) -> PriceTable:
+        return self._core.prices
+
+    @property
+    def budget(self) -> BudgetTracker | None:
+        return self._core.budget
+
+    @property
+    def ledger_path(self) -> Path:
+        return self._core.ledger_path
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._core.ledger
+
+    @property
+    def response_cache(self) -> ResponseCache | None:
+        return self._core.response_cache
+
+    @property
+    def peak_concurrency(self) -> int:
+        return self._core.peak_concurrency
+
+    @property
+    def default_model(self) -> str:
+        return self._core.default_model
+
     def list_agents(self) -> list[str]:
         return self._core.list_agents()
 
@@ -98,7 +143,7 @@ class AgentOrchestrator:
     def get_agent_info(self, agent_name: str) -> dict[str, Any]:
         return self._core.get_agent_info(agent_name)
 
-    def run_agent(
+    def execute_agent(
         self,
         agent_name: str,
         task: str,
@@ -108,8 +153,9 @@ class AgentOrchestrator:
         temperature: float | None = None,
         use_memory: bool = True,
         use_cache: bool = True,
-        prompt_cache_ttl: CacheTTL | None = None,
+        prompt_cache_ttl: CacheTTL | NotGiven | None = NOT_GIVEN,
         budget: Budget | None = None,
+        refresh: bool = False,
     ) -> AgentResult:
         return self._call(
             self._core.execute_agent(
@@ -122,13 +168,23 @@ class AgentOrchestrator:
                 use_cache=use_cache,
                 prompt_cache_ttl=prompt_cache_ttl,
                 budget=budget,
+                refresh=refresh,
             )
         )
 
-    def run_multiple(
-        self, tasks: Iterable[TaskSpec | tuple[str, str] | Mapping[str, Any]]
+    run_agent = execute_agent
+    """The seed's name for :meth:`execute_agent`."""
+
+    def execute_multiple(
+        self, tasks: Iterable[TaskLike], *, refresh: bool = False
     ) -> list[AgentResult]:
-        return self._call(self._core.execute_multiple(tasks))
+        return self._call(self._core.execute_multiple(tasks, refresh=refresh))
+
+    run_multiple = execute_multiple
+    """The seed's name for :meth:`execute_multiple`."""
+
+    def warm(self, tasks: Iterable[TaskLike]) -> dict[str, int]:
+        return self._call(self._core.warm(tasks))
 
     def run_workflow(
         self,
@@ -137,10 +193,22 @@ class AgentOrchestrator:
         *,
         on_step: Callable[[StepEvent], None] | None = None,
         budget: Budget | None = None,
+        use_cache: bool = True,
+        refresh: bool = False,
     ) -> WorkflowResult:
         return self._call(
-            self._core.run_workflow(workflow_name, task, on_step=on_step, budget=budget)
+            self._core.run_workflow(
+                workflow_name,
+                task,
+                on_step=on_step,
+                budget=budget,
+                use_cache=use_cache,
+                refresh=refresh,
+            )
         )
+
+    def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
+        return self._core.usage_rows(since)
 
     def usage_summary(self, since: float | str | None = None) -> Report:
         return self._core.usage_summary(since)
@@ -150,6 +218,9 @@ class AgentOrchestrator:
 
     def usage_by_model(self, since: float | str | None = None) -> dict[str, Report]:
         return self._core.usage_by_model(since)
+
+    def usage_by_run(self, since: float | str | None = None) -> dict[str, Report]:
+        return self._core.usage_by_run(since)
 
     def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
         return self._core.export_usage(fmt, since)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._admission import ConcurrencyGate
-from ._errors import APIError
+from ._errors import APIError, UsageError
 from ._request import Request
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ __all__ = [
     "NON_RETRYABLE_STATUSES",
     "RETRYABLE_STATUSES",
     "Sent",
+    "Session",
     "Transport",
     "parse_retry_after",
     "retry_delay",
@@ -44,6 +47,7 @@ OVERLOAD_STATUSES = frozenset({429, 529})
 
 INITIAL_DELAY = 0.5
 MAX_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0
 
 
 def should_retry(status: int | None, headers: Mapping[str, str] | None = None) -> bool:
@@ -102,13 +106,16 @@ def retry_delay(
 ) -> float:
     """Seconds to wait before the next attempt.
 
-    The server's ``retry-after-ms`` / ``retry-after`` is obeyed as given. Otherwise
+    The server's ``retry-after-ms`` / ``retry-after`` is obeyed, capped at 60 s and
+    lengthened by up to 25% by ``jitter`` (a number in [0, 1)). Otherwise
     exponential backoff ``initial * 2**retries_done`` capped at ``cap``, reduced by up to
     25% by ``jitter`` (a number in [0, 1)) so that clients spread out.
     """
     asked = parse_retry_after(headers, now=now)
     if asked is not None:
-        return asked
+        # Capped as the SDK caps it; up to 25% more so that requests bounced together
+        # do not all come back in the same instant.
+        return min(asked, MAX_RETRY_AFTER) * (1.0 + 0.25 * jitter)
     backoff = min(initial * 2.0 ** min(retries_done, 60), cap)
     return backoff * (1.0 - 0.25 * jitter)
 
@@ -129,10 +136,24 @@ class _Failure:
     error: APIError
 
 
+@dataclass(slots=True)
+class Session:
+    """What one event loop needs to send: its SDK client and its concurrency gate.
+
+    An aiohttp session belongs to the loop that made it, so each loop gets its own.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    client: AsyncAnthropic
+    gate: ConcurrencyGate
+    keeper: asyncio.Task[None]
+
+
 class Transport:
     """Sends canonical requests through the SDK with our retry loop.
 
-    One SDK client per event loop: an aiohttp session belongs to the loop that made it.
+    :meth:`session` gives the current event loop's client and gate, made on first use; the
+    SDK is imported then, in a thread, because importing it takes about a second.
     """
 
     def __init__(
@@ -142,6 +163,8 @@ class Transport:
         base_url: str | None,
         timeout_seconds: float,
         max_retries: int,
+        max_concurrent: int = 10,
+        adaptive: bool = True,
         deadline_seconds: float | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
@@ -152,15 +175,54 @@ class Transport:
         self._base_url = base_url
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
+        self.max_concurrent = max_concurrent
+        self.adaptive = adaptive
         self.deadline_seconds = deadline_seconds
         self._sleep = sleep
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._rand = rand
+        self._session: Session | None = None
         self.last_rate_limits: Mapping[str, str] = {}
 
     def __repr__(self) -> str:  # never show the key
         return f"Transport(base_url={self._base_url!r}, api_key='***')"
+
+    @property
+    def peak_concurrency(self) -> int:
+        """Most requests in flight at once on the current session's loop."""
+        return self._session.gate.peak if self._session is not None else 0
+
+    async def session(self) -> Session:
+        """The current loop's client and gate; raises :class:`UsageError` without a key."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is not None and session.loop is loop:
+            return session
+        if not self._api_key:
+            raise UsageError(
+                "no API key: set the ANTHROPIC_API_KEY environment variable or pass "
+                "api_key=...; to try claude-force without a key, run `claude-force demo`"
+            )
+        if "anthropic" not in sys.modules:
+            await asyncio.to_thread(importlib.import_module, "anthropic")
+        session = self._session
+        if session is not None and session.loop is loop:  # another task finished first
+            return session
+        client = self.make_client()
+        gate = ConcurrencyGate(self.max_concurrent, adaptive=self.adaptive)
+        keeper = loop.create_task(_close_when_loop_ends(client))
+        self._session = Session(loop, client, gate, keeper)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the current session's client; a later call makes a new one."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.keeper.cancel()
+        if session.loop is asyncio.get_running_loop():
+            await session.client.close()
 
     def make_client(self) -> AsyncAnthropic:
         import anthropic
@@ -179,8 +241,10 @@ class Transport:
     async def _observe(self, response: Any) -> None:
         self.last_rate_limits = response.headers
 
-    async def send(self, client: AsyncAnthropic, request: Request, gate: ConcurrencyGate) -> Sent:
+    async def send(self, request: Request) -> Sent:
         """Send with retries; raises :class:`APIError` once retries are spent."""
+        session = await self.session()
+        client, gate = session.client, session.gate
         kwargs = request.create_kwargs()
         start = self._monotonic()
         retries = 0
@@ -264,3 +328,12 @@ class Transport:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+async def _close_when_loop_ends(client: AsyncAnthropic) -> None:
+    """Sleeps until cancelled; ``asyncio.run`` cancels it at exit, closing the client."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        await client.close()
+        raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ._results import AgentResult, WorkflowResult
@@ -55,7 +55,9 @@ async def run_stages(
     ) -> AgentResult:
         emit(stage_no, agent, "started")
         result = await call(agent, seen, step_no - 1)
-        result.metadata.update(workflow=workflow, workflow_run=run_id, stage=stage_no, step=step_no)
+        result = replace(
+            result, workflow=workflow, workflow_run=run_id, stage=stage_no, step=step_no
+        )
         emit(stage_no, agent, "succeeded" if result.success else "failed", result)
         return result
 
@@ -76,6 +78,7 @@ async def run_stages(
                 execution_time_ms=(time.perf_counter() - started) * 1000,
                 run_id=run_id,
                 error=f"stage {stage_no} failed at {names}: {_first_error(failed[0])}",
+                skipped=[agent for later in stages[stage_no:] for agent in later],
             )
         previous.extend((r.agent_name, r.output) for r in results)
     return WorkflowResult(

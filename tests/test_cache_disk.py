@@ -405,16 +405,6 @@ def test_checkpointer_never_creates_a_missing_database(tmp_path: Path) -> None:
     assert not (tmp_path / "gone.db").exists()
 
 
-def test_doctests_in_the_cache_package_run() -> None:
-    import doctest
-
-    from claude_force.cache import _front, _singleflight
-
-    for module in (_front, _singleflight):
-        result = doctest.testmod(module, raise_on_error=False, verbose=False)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
-
-
 def test_hits_never_write_on_the_callers_thread(
     monkeypatch: pytest.MonkeyPatch, cache: ResponseCache, clock: Clock
 ) -> None:

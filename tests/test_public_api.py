@@ -1,62 +1,133 @@
-"""The public surface changes only on purpose."""
+"""The public surface: derived from the modules, so it cannot drift."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
+import types
+from typing import Any
+
+import pytest
+
 import claude_force
-
-EXPECTED = [
-    "DEFAULT_MODEL",
-    "APIError",
-    "AgentNotFoundError",
-    "AgentOrchestrator",
-    "AgentResult",
-    "AgentSpec",
-    "AsyncAgentOrchestrator",
-    "Budget",
-    "BudgetExceeded",
-    "CacheDirectoryError",
-    "CacheIntegrityError",
-    "ClaudeForceError",
-    "ConfigError",
-    "InvalidArgumentError",
-    "Ledger",
-    "LedgerRow",
-    "PriceTable",
-    "ProjectConfig",
-    "Report",
-    "Request",
-    "ResponseCache",
-    "RunError",
-    "StepEvent",
-    "SystemPrompt",
-    "TaskSpec",
-    "Usage",
-    "UsageError",
-    "WorkflowNotFoundError",
-    "WorkflowResult",
-    "cache_key",
-    "find_config",
-    "init_project",
-    "load_config",
-    "retry_delay",
-    "serve_ledger_metrics",
-    "should_retry",
-]
+from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, OrchestratorOptions
 
 
-def test_all_is_pinned() -> None:
-    assert claude_force.__all__ == EXPECTED
+def _public_names(module: types.ModuleType) -> set[str]:
+    """Names a user can import that are not submodules or ``annotations``."""
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and name != "annotations"
+    }
 
 
-def test_every_name_exists() -> None:
-    for name in claude_force.__all__:
-        assert hasattr(claude_force, name), name
+def test_all_lists_every_public_name_sorted() -> None:
+    assert set(claude_force.__all__) == _public_names(claude_force)
+    assert claude_force.__all__ == sorted(claude_force.__all__, key=lambda n: (not n.isupper(), n))
+
+
+def test_internal_helpers_are_not_exported() -> None:
+    for name in ("retry_delay", "should_retry", "Request", "SystemPrompt", "RequestBuilder"):
+        assert name not in claude_force.__all__
+
+
+def test_public_classes_say_they_live_in_claude_force() -> None:
+    classes = [getattr(claude_force, n) for n in claude_force.__all__]
+    for cls in (c for c in classes if isinstance(c, type)):
+        assert cls.__module__ == "claude_force", cls
 
 
 def test_one_exception_root() -> None:
-    errors = [getattr(claude_force, n) for n in EXPECTED if n.endswith(("Error", "Exceeded"))]
-    for cls in errors:
+    errors = [getattr(claude_force, n) for n in claude_force.__all__]
+    for cls in (e for e in errors if isinstance(e, type) and issubclass(e, BaseException)):
         assert issubclass(cls, claude_force.ClaudeForceError), cls
     assert issubclass(claude_force.ConfigError, claude_force.UsageError)
     assert issubclass(claude_force.APIError, claude_force.RunError)
     assert issubclass(claude_force.BudgetExceeded, claude_force.RunError)
+
+
+def _public_members(cls: type) -> dict[str, Any]:
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls)
+        if not name.startswith("_") or name in ("__enter__", "__exit__")
+    }
+
+
+def _params(fn: Any) -> list[tuple[str, Any, Any]]:
+    sig = inspect.signature(fn)
+    return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+
+
+ASYNC_MEMBERS = sorted(
+    name for name in _public_members(AsyncAgentOrchestrator) if not name.startswith("_")
+)
+
+
+@pytest.mark.parametrize("name", ASYNC_MEMBERS)
+def test_sync_door_offers_every_async_member(name: str) -> None:
+    async_member = inspect.getattr_static(AsyncAgentOrchestrator, name)
+    assert hasattr(AgentOrchestrator, name), f"AgentOrchestrator lacks {name}"
+    sync_member = inspect.getattr_static(AgentOrchestrator, name)
+    if isinstance(async_member, property):
+        assert isinstance(sync_member, property), name
+        return
+    assert callable(sync_member), name
+    assert _params(sync_member) == _params(async_member), name
+
+
+def test_sync_door_has_the_seeds_aliases() -> None:
+    assert AgentOrchestrator.run_agent is AgentOrchestrator.execute_agent
+    assert AgentOrchestrator.run_multiple is AgentOrchestrator.execute_multiple
+
+
+def test_instance_attributes_of_the_core_are_reachable_from_the_sync_door(
+    tmp_path: Any,
+) -> None:
+    claude_force.init_project(tmp_path)
+    core = AsyncAgentOrchestrator(tmp_path / ".claude/claude.json", api_key="k")
+    door = AgentOrchestrator(tmp_path / ".claude/claude.json", api_key="k")
+    public = [n for n in vars(core) if not n.startswith("_")]
+    assert public, "the core has public attributes"
+    for name in public:
+        assert hasattr(door, name), f"AgentOrchestrator lacks attribute {name}"
+    door.close()
+
+
+def test_constructor_keywords_are_the_option_fields() -> None:
+    sig = inspect.signature(AsyncAgentOrchestrator.__init__)
+    keywords = {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+    fields = {f.name: f.default for f in dataclasses.fields(OrchestratorOptions)}
+    assert keywords == fields
+
+
+def test_public_attributes_have_public_types(tmp_path: Any) -> None:
+    claude_force.init_project(tmp_path)
+    orch = AsyncAgentOrchestrator(tmp_path / ".claude/claude.json", api_key="k")
+    exported = {getattr(claude_force, n) for n in claude_force.__all__}
+    for name, value in vars(orch).items():
+        if name.startswith("_") or value is None or isinstance(value, (str, int, float)):
+            continue
+        if type(value).__module__ in ("pathlib", "posixpath"):
+            continue
+        assert type(value) in exported, f"{name}: {type(value)} is not public"
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("claude_force.async_orchestrator", {"AsyncAgentOrchestrator", "AsyncAgentResult"}),
+        ("claude_force.orchestrator", {"AgentOrchestrator", "AgentResult"}),
+        ("claude_force.response_cache", {"ResponseCache"}),
+    ],
+)
+def test_seed_module_paths_reexport_the_public_names(module: str, names: set[str]) -> None:
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == names == _public_names(mod)
+    for name in names:
+        public = name.replace("AsyncAgentResult", "AgentResult")
+        assert getattr(mod, name) is getattr(claude_force, public)

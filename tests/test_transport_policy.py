@@ -6,8 +6,13 @@ import email.utils
 
 import pytest
 
-from claude_force import retry_delay, should_retry
-from claude_force._transport import MAX_DELAY, parse_retry_after
+from claude_force._transport import (
+    MAX_DELAY,
+    MAX_RETRY_AFTER,
+    parse_retry_after,
+    retry_delay,
+    should_retry,
+)
 
 RETRYABLE = [408, 409, 429, 500, 502, 503, 504, 529]
 NOT_RETRYABLE = [400, 401, 403, 404, 413, 422]
@@ -68,7 +73,8 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
 
 
 def test_retry_delay_honours_server() -> None:
-    assert retry_delay(0, {"retry-after": "7"}, now=NOW, jitter=0.9) == 7.0
+    assert retry_delay(0, {"retry-after": "7"}, now=NOW, jitter=0.0) == 7.0
+    assert retry_delay(0, {"retry-after": "7"}, now=NOW, jitter=0.9) == pytest.approx(7 * 1.225)
     assert retry_delay(5, {"retry-after-ms": "10"}, now=NOW, jitter=0.0) == pytest.approx(0.01)
 
 
@@ -84,3 +90,14 @@ def test_backoff_is_exponential_and_capped(retries: int, expected: float) -> Non
 def test_jitter_reduces_by_at_most_a_quarter(jitter: float) -> None:
     delay = retry_delay(2, {}, now=NOW, jitter=jitter)
     assert 2.0 * 0.75 <= delay <= 2.0
+
+
+@pytest.mark.parametrize(("asked", "jitter"), [("3600", 0.0), ("61", 0.5), ("86400", 0.999)])
+def test_server_waits_are_capped_at_a_minute(asked: str, jitter: float) -> None:
+    delay = retry_delay(0, {"retry-after": asked}, now=NOW, jitter=jitter)
+    assert MAX_RETRY_AFTER <= delay <= MAX_RETRY_AFTER * 1.25
+
+
+def test_server_waits_spread_with_jitter() -> None:
+    delays = {retry_delay(0, {"retry-after": "2"}, now=NOW, jitter=j / 10) for j in range(10)}
+    assert len(delays) == 10 and min(delays) == 2.0 and max(delays) < 2.5

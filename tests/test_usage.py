@@ -132,15 +132,3 @@ def test_nulls_and_missing_fields_are_zero() -> None:
 def test_bad_api_value_names_field() -> None:
     with pytest.raises(InvalidArgumentError, match="cache_read_input_tokens"):
         Usage.from_api({"cache_read_input_tokens": -3})
-
-
-def test_docstring_examples() -> None:
-    import doctest
-
-    import claude_force._budget
-    import claude_force._pricing
-    import claude_force._usage
-
-    for module in (claude_force._usage, claude_force._pricing, claude_force._budget):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

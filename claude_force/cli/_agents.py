@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ def run_cmd(
         raise RunFailed
 
 
-def _usage_line(meta: dict[str, Any]) -> str:
+def _usage_line(meta: Mapping[str, Any]) -> str:
     cost = meta.get("estimated_cost")
     cost_text = "unpriced" if cost is None else f"${cost:.6f}"
     cached = " (cached)" if meta.get("cached") else ""
