@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from ._budget import Budget
 from ._errors import InvalidArgumentError
@@ -79,6 +80,23 @@ class OrchestratorOptions:
             raise InvalidArgumentError(
                 f"budget must be a claude_force.Budget, got {type(self.budget).__name__}"
             )
+
+    def open_cache(self) -> ResponseCache:
+        """The response cache these options describe (the given one, else a new one).
+
+        Raises :class:`CacheDirectoryError` (or ``OSError``/``sqlite3.Error``) when its
+        folder cannot be used.
+        """
+        if self.response_cache is not None:
+            return self.response_cache
+        return ResponseCache(
+            cache_dir=None if self.cache_dir is None else Path(self.cache_dir),
+            ttl_hours=self.cache_ttl_hours,
+            max_size_mb=self.cache_max_size_mb,
+            exclude_agents=self.cache_exclude_agents,
+            redis_url=self.cache_redis_url,
+            cache_secret=self.cache_secret,
+        )
 
 
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(OrchestratorOptions))

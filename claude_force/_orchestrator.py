@@ -16,26 +16,24 @@ from types import TracebackType
 from typing import Any
 
 from ._budget import Budget, BudgetTracker, Reservation, estimate_input_tokens
-from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config, validate_agent_name
+from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, CacheDirectoryError, InvalidArgumentError
 from ._ledger import Ledger, LedgerRow
-from ._metrics import Metrics
 from ._options import OPTION_NAMES, OrchestratorOptions
 from ._outcomes import (
     budget_result,
     cache_value,
     failure_result,
     hit_result,
-    ledger_row,
     shared_result,
     success_result,
 )
 from ._pricing import PriceTable
+from ._record import Recorder
 from ._reports import Report, by_agent, by_model, by_run, export_csv, export_json, parse_since
 from ._reports import summary as summarise
 from ._request import (
     DEFAULT_MAX_TASK_CHARS,
-    DEFAULT_MAX_TOKENS,
     NOT_GIVEN,
     CacheTTL,
     NotGiven,
@@ -138,13 +136,14 @@ class AsyncAgentOrchestrator:
         self.prices = PriceTable.load(Path(pricing_path) if pricing_path is not None else None)
         self.budget = BudgetTracker(budget) if budget is not None else None
         self.ledger_path = Path(ledger_path) if ledger_path else self.config.root / "data/usage.db"
-        self._ledger: Ledger | None = None
+        self._recorder = Recorder(
+            self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
+        )
         self._cache = response_cache
         self._cache_failed = False
         self._flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight] = (
             weakref.WeakKeyDictionary()
         )
-        self._metrics = Metrics() if opts.enable_metrics else None
 
     def __repr__(self) -> str:
         return f"AsyncAgentOrchestrator(config_path={str(self.config.path)!r}, api_key='***')"
@@ -165,9 +164,7 @@ class AsyncAgentOrchestrator:
 
         Safe to call twice; the orchestrator can still be used afterwards (it reopens).
         """
-        ledger, self._ledger = self._ledger, None
-        if ledger is not None:
-            await _off_loop(ledger.close)
+        await _off_loop(self._recorder.close)
         if self._cache is not None:
             cache, owned = self._cache, self.options.response_cache is None
             if owned:
@@ -189,18 +186,8 @@ class AsyncAgentOrchestrator:
         return list(self.config.workflows)
 
     def get_agent_info(self, agent_name: str) -> dict[str, Any]:
-        spec = self.config.agent(validate_agent_name(agent_name))
-        return {
-            "name": spec.name,
-            "file": str(spec.file),
-            "contract": str(spec.contract) if spec.contract else None,
-            "domains": list(spec.domains),
-            "priority": spec.priority,
-            "model": spec.model or self.default_model,
-            "max_tokens": spec.max_tokens or DEFAULT_MAX_TOKENS,
-            "temperature": spec.temperature,
-            "description": spec.description,
-        }
+        """The agent's settings as used for its calls (model and max_tokens resolved)."""
+        return self._requests.agent_info(agent_name)
 
     # -- running ----------------------------------------------------------------------
 
@@ -410,26 +397,9 @@ class AsyncAgentOrchestrator:
         return taken
 
     def _record(self, result: AgentResult, ctx: _CallContext) -> None:
-        """Metrics and a ledger row for one completed call (queued; no disk I/O here)."""
-        if self._metrics is not None:
-            self._metrics.observe_call(
-                agent=result.agent_name,
-                model=result.model,
-                outcome="success" if result.success else "error",
-                usage=result.usage,
-                cost=result.cost,
-                latency_s=result.latency_ms / 1000,
-                cached=result.cached,
-                retries=max(0, result.attempts - 1),
-            )
-        if self.options.enable_tracking:
-            row = ledger_row(
-                result,
-                task=ctx.task,
-                workflow_run=ctx.workflow_run,
-                workflow_step=ctx.workflow_step,
-            )
-            self.ledger.record(row)
+        self._recorder.record(
+            result, task=ctx.task, workflow_run=ctx.workflow_run, workflow_step=ctx.workflow_step
+        )
 
     # -- the response cache and the ledger, opened on first use ----------------------------
 
@@ -439,16 +409,8 @@ class AsyncAgentOrchestrator:
         if not self.options.enable_cache or self._cache_failed:
             return None
         if self._cache is None:
-            opts = self.options
             try:
-                self._cache = ResponseCache(
-                    cache_dir=None if opts.cache_dir is None else Path(opts.cache_dir),
-                    ttl_hours=opts.cache_ttl_hours,
-                    max_size_mb=opts.cache_max_size_mb,
-                    exclude_agents=opts.cache_exclude_agents,
-                    redis_url=opts.cache_redis_url,
-                    cache_secret=opts.cache_secret,
-                )
+                self._cache = self.options.open_cache()
             except (CacheDirectoryError, OSError, sqlite3.Error) as exc:
                 self._cache_failed = True
                 log.warn("cache", f"the response cache cannot be used ({exc}); running uncached")
@@ -458,18 +420,15 @@ class AsyncAgentOrchestrator:
     @property
     def ledger(self) -> Ledger:
         """The usage ledger in the project's data folder (opened on first use)."""
-        if self._ledger is None:
-            _keep_out_of_git(self.ledger_path.parent)
-            self._ledger = Ledger(self.ledger_path)
-        return self._ledger
+        return self._recorder.ledger
 
     # -- usage reports (read the ledger; pending rows are written first) -------------------
 
     def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
         """Ledger rows, optionally since an epoch time or a span like ``"24h"``."""
         start = parse_since(since) if isinstance(since, str) else since
-        if self._ledger is not None:
-            self._ledger.flush()
+        if self._recorder.opened is not None:
+            self._recorder.opened.flush()
         if not self.ledger_path.exists():
             return []
         return self.ledger.rows(since=start)
@@ -507,10 +466,3 @@ async def _off_loop(fn: Callable[[], object]) -> None:
 def _release(reservations: list[tuple[BudgetTracker, Reservation]]) -> None:
     for tracker, reservation in reservations:
         tracker.release(reservation)
-
-
-def _keep_out_of_git(folder: Path) -> None:
-    marker = folder / ".gitignore"
-    if not marker.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text("# the usage ledger and caches of claude-force\n*\n", encoding="utf-8")

@@ -269,6 +269,21 @@ class RequestBuilder:
             )
         return task
 
+    def agent_info(self, name: str) -> dict[str, Any]:
+        """The agent's settings as its calls use them (model and max_tokens resolved)."""
+        spec = self.config.agent(validate_agent_name(name))
+        return {
+            "name": spec.name,
+            "file": str(spec.file),
+            "contract": str(spec.contract) if spec.contract else None,
+            "domains": list(spec.domains),
+            "priority": spec.priority,
+            "model": spec.model or self.default_model,
+            "max_tokens": spec.max_tokens or DEFAULT_MAX_TOKENS,
+            "temperature": spec.temperature,
+            "description": spec.description,
+        }
+
     def build(self, item: TaskSpec, *, previous: Sequence[tuple[str, str]] = ()) -> Request:
         """The request for ``item``; ``previous`` are earlier workflow steps' outputs."""
         spec = self.config.agent(validate_agent_name(item.agent))

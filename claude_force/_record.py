@@ -1,0 +1,77 @@
+"""The last step of a call: Prometheus counters and a usage-ledger row, never blocking.
+
+Recording is best-effort: the ledger queues rows for its own writer thread and never raises,
+so a call's answer is returned whatever happens to the data folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._ledger import Ledger
+from ._metrics import Metrics
+from ._outcomes import ledger_row
+from ._results import AgentResult
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Counts each completed call and writes its ledger row (opened on first use)."""
+
+    def __init__(self, ledger_path: Path, *, tracking: bool, metrics: bool) -> None:
+        self.ledger_path = ledger_path
+        self.tracking = tracking
+        self.metrics = Metrics() if metrics else None
+        self._ledger: Ledger | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            _keep_out_of_git(self.ledger_path.parent)
+            self._ledger = Ledger(self.ledger_path)
+        return self._ledger
+
+    @property
+    def opened(self) -> Ledger | None:
+        """The ledger if this recorder opened it, else None."""
+        return self._ledger
+
+    def record(
+        self,
+        result: AgentResult,
+        *,
+        task: str,
+        workflow_run: str | None = None,
+        workflow_step: int | None = None,
+    ) -> None:
+        """Counters and a queued ledger row for one completed call; no disk I/O here."""
+        if self.metrics is not None:
+            self.metrics.observe_call(
+                agent=result.agent_name,
+                model=result.model,
+                outcome="success" if result.success else "error",
+                usage=result.usage,
+                cost=result.cost,
+                latency_s=result.latency_ms / 1000,
+                cached=result.cached,
+                retries=max(0, result.attempts - 1),
+            )
+        if self.tracking:
+            row = ledger_row(
+                result, task=task, workflow_run=workflow_run, workflow_step=workflow_step
+            )
+            self.ledger.record(row)
+
+    def close(self) -> None:
+        """Write pending rows and release the ledger's thread and files; reopens on use."""
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.close()
+
+
+def _keep_out_of_git(folder: Path) -> None:
+    marker = folder / ".gitignore"
+    if not marker.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text("# the usage ledger and caches of claude-force\n*\n", encoding="utf-8")
