@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +42,7 @@ def cli_run(*argv: str) -> int:
 
 
 def test_cost_matches_hand_computed_price(project: Path, sim: Simulator) -> None:
-    async def go() -> dict[str, object]:
+    async def go() -> Mapping[str, Any]:
         async with make(project, sim) as orch:
             r = await orch.execute_agent("code-reviewer", "Review a.py", model="claude-haiku-4-5")
             return r.metadata

@@ -352,10 +352,11 @@ async def test_overall_deadline_stops_a_wait_that_would_pass_it(
 async def test_agent_files_are_read_once_until_they_change(
     project: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import claude_force._config
     import claude_force._request as core
 
     reads: list[str] = []
-    real = core.read_agent_prompt
+    real = claude_force._config.read_agent_prompt
 
     def counting(spec: Any) -> tuple[str, str | None]:
         reads.append(spec.name)
