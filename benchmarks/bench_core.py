@@ -34,7 +34,7 @@ def same_requests(config: Path, tag: str) -> list[dict[str, Any]]:
     orch = AsyncAgentOrchestrator(config, api_key="bench", enable_tracking=False)
     agent = orch.list_agents()[0]
     return [
-        orch._build_request(TaskSpec(agent, f"task {tag} {i}"), previous=()).create_kwargs()
+        orch._requests.build(TaskSpec(agent, f"task {tag} {i}")).create_kwargs()
         for i in range(-1, N)
     ]
 
