@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import os
 import sys
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._admission import ConcurrencyGate
-from ._budget import Budget, BudgetTracker, Reservation, estimate_input_tokens
+from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._config import (
     DEFAULT_MODEL,
     AgentSpec,
@@ -503,17 +504,19 @@ class AsyncAgentOrchestrator:
         store: tuple[ResponseCache, str] | None = None,
     ) -> AgentResult:
         state = await self._loop_state()
-        reservations = self._reserve(request, ctx.budgets)
+        # Bound first; the exact count from count_tokens only when the bound does not fit.
+        count = functools.partial(self._transport.count_tokens, state.client)
+        reservations = await reserve_all(ctx.budgets, request, self.prices, count)
         started = time.perf_counter()
         try:
             sent = await self._transport.send(state.client, request, state.gate)
         except APIError as err:
-            _release(reservations)
+            release_all(reservations)
             result = failure_result(agent, request, err, started)
             self._record(result, None, ctx)
             return result
         except BaseException:
-            _release(reservations)
+            release_all(reservations)
             raise
         usage = Usage.from_api(sent.message.usage)
         cost = self.prices.cost(sent.message.model, usage)
@@ -530,32 +533,6 @@ class AsyncAgentOrchestrator:
             }
             cache.set(key, value)
         return result
-
-    def _reserve(
-        self, request: Request, budgets: tuple[BudgetTracker, ...]
-    ) -> list[tuple[BudgetTracker, Reservation]]:
-        """Set the worst case aside on every budget, or raise before anything is sent."""
-        if not budgets:
-            return []
-        texts = [request.system.text]
-        for message in request.messages:
-            texts.extend(block.get("text", "") for block in message["content"])
-        estimate = estimate_input_tokens(texts)
-        taken: list[tuple[BudgetTracker, Reservation]] = []
-        try:
-            for tracker in budgets:
-                reservation = tracker.reserve(
-                    model=request.model,
-                    estimated_input_tokens=estimate,
-                    max_output_tokens=request.max_tokens,
-                    price_table=self.prices,
-                    prompt_cache_ttl=request.system.cache_ttl,
-                )
-                taken.append((tracker, reservation))
-        except BudgetExceeded:
-            _release(taken)
-            raise
-        return taken
 
     def _record(self, result: AgentResult, usage: Usage | None, ctx: _CallContext) -> None:
         """Ledger row and metrics for one completed call (queued; no disk I/O here)."""
@@ -721,8 +698,3 @@ def _to_task_spec(item: object, index: int) -> TaskSpec:
         f"tasks[{index}]: expected an (agent, task) pair, a dict or a TaskSpec, "
         f"got {type(item).__name__}"
     )
-
-
-def _release(reservations: list[tuple[BudgetTracker, Reservation]]) -> None:
-    for tracker, reservation in reservations:
-        tracker.release(reservation)

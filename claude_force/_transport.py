@@ -213,6 +213,45 @@ class Transport:
             await self._sleep(delay)
             retries += 1
 
+    async def count_tokens(self, client: AsyncAnthropic, request: Request) -> int:
+        """The service's exact input-token count for ``request`` (the free count endpoint).
+
+        Retried like :meth:`send` (same policy, timeouts and deadline), but outside the
+        concurrency gate: counting has its own rate limit and never produces an answer.
+        Raises :class:`APIError` once retries are spent.
+        """
+        import anthropic
+
+        wanted = ("model", "system", "messages", "tools")
+        kwargs = {k: v for k, v in request.create_kwargs().items() if k in wanted}
+        start = self._monotonic()
+        retries = 0
+        while True:
+            timeout = self._attempt_timeout(start)
+            try:
+                counted = await client.messages.count_tokens(**kwargs, timeout=timeout)
+                return int(counted.input_tokens)
+            except anthropic.APIStatusError as exc:
+                status, headers = exc.status_code, exc.response.headers
+                error = self._map_status(exc, retries + 1)
+            except anthropic.APIConnectionError as exc:  # timeouts included
+                status, headers = None, None
+                timed_out = isinstance(exc, anthropic.APITimeoutError)
+                error = APIError(
+                    self._redact(f"count_tokens failed: {exc.__cause__ or exc}"),
+                    error_type="timeout" if timed_out else "connection_error",
+                    attempts=retries + 1,
+                )
+            delay = retry_delay(retries, headers, now=self._wall_clock(), jitter=self._rand())
+            if (
+                retries >= self.max_retries
+                or not should_retry(status, headers)
+                or self._deadline_passed_by(start, delay)
+            ):
+                raise error
+            await self._sleep(delay)
+            retries += 1
+
     def _attempt_timeout(self, start: float) -> float:
         if self.deadline_seconds is None:
             return self.timeout_seconds
