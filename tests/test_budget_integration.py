@@ -4,6 +4,7 @@ characters a token undershoots."""
 from __future__ import annotations
 
 import math
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ from claude_force._budget import (
     utf8_bytes,
     worst_case_cost,
 )
+from claude_force._errors import APIError
 from claude_force._orchestrator import TaskSpec
 from claude_force._pricing import PriceTable
+from claude_force._request import Request, SystemPrompt
+from claude_force._transport import Transport
 from claude_force.testing import Fault, Simulator
 from claude_force.testing._simulator import COUNT_TOKENS_PATH, MESSAGES_PATH
 from claude_force.testing._tokens import text_tokens
@@ -165,3 +169,35 @@ async def test_a_count_refused_by_the_service_is_not_retried(project: Path, sim:
     assert not result.success
     assert "model not supported for counting" in result.metadata["error"]["message"]
     assert paths(sim) == [COUNT_TOKENS_PATH]
+
+
+async def test_count_tokens_on_an_unreachable_service_is_an_api_error() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    transport = Transport(
+        api_key=API_KEY,
+        base_url=f"http://127.0.0.1:{port}",
+        timeout_seconds=5.0,
+        max_retries=1,
+        sleep=record,
+    )
+    client = transport.make_client()
+    request = Request(
+        model=HAIKU,
+        system=SystemPrompt("Be brief."),
+        messages=({"role": "user", "content": [{"type": "text", "text": HAN}]},),
+        max_tokens=10,
+    )
+    try:
+        with pytest.raises(APIError) as info:
+            await transport.count_tokens(client, request)
+    finally:
+        await client.close()
+    assert info.value.error_type == "connection_error" and info.value.attempts == 2
+    assert len(waits) == 1 and API_KEY not in str(info.value)
