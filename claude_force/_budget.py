@@ -1,4 +1,4 @@
-"""Budgets: limits checked *before* each request, against a worst-case estimate.
+"""Budgets: limits checked *before* each request, against a bound that cannot undershoot.
 
 A :class:`BudgetTracker` holds what has been spent plus what requests in flight have reserved.
 :meth:`BudgetTracker.reserve` checks a request's worst case against the limits and, if it fits,
@@ -7,49 +7,107 @@ the check together and then overspend. When a call ends, :meth:`BudgetTracker.co
 reservation with the actual usage and cost (once per logical call, after all retries, so a retry
 never counts twice), or :meth:`BudgetTracker.release` drops it when nothing was consumed.
 
+The worst case of the input is :func:`input_token_bound`: the UTF-8 bytes of every text sent,
+since a byte-level BPE token always covers at least one byte. Four characters a token, the
+English rule of thumb, undershoots two to four times on Chinese, Japanese, Russian, JSON or hex;
+bytes never do. When that bound does not fit what remains, :func:`reserve_all` asks the
+service's free ``count_tokens`` endpoint for the exact figure and decides on that, re-checking
+under the tracker's lock, so concurrent calls can never together reserve more than a limit.
+
 Token limits compare *prompt* tokens (plain input + cache writes + cache reads) for input, since a
-pre-request estimate cannot know which part the prompt cache will serve.
+pre-request bound cannot know which part the prompt cache will serve.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from ._errors import BudgetExceeded, InvalidArgumentError
+from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._pricing import ModelPrice, PriceTable, format_usd
+from ._request import Request, canonical_json
 from ._usage import Usage
 
 __all__ = [
+    "FRAMING_TOKENS_PER_MESSAGE",
+    "FRAMING_TOKENS_PER_REQUEST",
+    "TOOL_USE_TOKENS",
     "Budget",
     "BudgetTracker",
+    "CountTokens",
     "Reservation",
-    "estimate_input_tokens",
+    "input_token_bound",
+    "release_all",
+    "reserve_all",
+    "utf8_bytes",
     "worst_case_cost",
 ]
 
 CacheTTL = Literal["5m", "1h"]
-_CHARS_PER_TOKEN = 4
+CountTokens = Callable[[Request], Awaitable[int]]
+
+#: Tokens the service adds around the text it is given (turn and block markers); generous,
+#: because the bound must not undershoot.
+FRAMING_TOKENS_PER_REQUEST = 16
+FRAMING_TOKENS_PER_MESSAGE = 8
+#: With tools, the service prepends its own tool-use instructions (a few hundred tokens).
+TOOL_USE_TOKENS = 1024
+# Blocks whose tokens their JSON cannot bound: an image or a PDF named by URL or file id is a
+# few bytes of JSON but may be thousands of tokens. Only count_tokens can size them.
+_UNBOUNDED_BLOCK_TYPES = frozenset({"image", "document", "container_upload"})
 
 
-def estimate_input_tokens(text_parts: Iterable[str]) -> int:
-    """Approximate prompt tokens as ``ceil(total characters / 4)``.
+def utf8_bytes(text_parts: Iterable[str]) -> int:
+    """Total UTF-8 bytes of ``text_parts``: an upper bound on their tokens.
 
-    Used when the exact ``count_tokens`` endpoint is not called. Four characters per token is
-    Anthropic's rule of thumb for English prose; code, non-Latin scripts and the newer tokenizers
-    (Claude 4.7 and later count about 30% more tokens for the same text) can exceed it, so prefer
-    ``count_tokens`` when a tight cost limit matters.
+    Byte-level BPE tokenizers (Claude's among them) never make a token of less than one byte.
+    Lone surrogates, legal in JSON escapes, count as the three bytes they are sent as.
 
-    >>> estimate_input_tokens(["abcd", "e"])
-    2
+    >>> utf8_bytes(["abcd", "\u4e2d\u6587"])
+    10
     """
-    chars = sum(len(part) for part in text_parts)
-    return math.ceil(chars / _CHARS_PER_TOKEN)
+    return sum(len(part.encode("utf-8", "surrogatepass")) for part in text_parts)
+
+
+def input_token_bound(request: Request) -> int | None:
+    """Prompt tokens ``request`` cannot exceed, or None when only ``count_tokens`` can tell.
+
+    The UTF-8 bytes of the system prompt, of every tool definition (its JSON) and of every
+    message block (a text block by its text, any other block by its JSON), plus the framing the
+    service adds. None when a block holds an image or a document, whose size its JSON does
+    not show.
+    """
+    parts = [request.system.text]
+    parts.extend(canonical_json(tool) for tool in request.tools)
+    for message in request.messages:
+        content = message["content"]
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        for block in content:
+            if _holds_unbounded_block(block):
+                return None
+            text = block.get("text")
+            is_text = block.get("type") == "text" and isinstance(text, str)
+            parts.append(text if is_text else canonical_json(block))
+    framing = FRAMING_TOKENS_PER_REQUEST + FRAMING_TOKENS_PER_MESSAGE * len(request.messages)
+    if request.tools:
+        framing += TOOL_USE_TOKENS
+    return utf8_bytes(parts) + framing
+
+
+def _holds_unbounded_block(value: object) -> bool:
+    if isinstance(value, Mapping):
+        if value.get("type") in _UNBOUNDED_BLOCK_TYPES:
+            return True
+        return any(_holds_unbounded_block(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_unbounded_block(v) for v in value)
+    return False
 
 
 def worst_case_cost(
@@ -347,6 +405,131 @@ class BudgetTracker:
             "without max_cost_usd.",
             spent=self._spent_dict(),
         )
+
+
+async def reserve_all(
+    trackers: Sequence[BudgetTracker],
+    request: Request,
+    prices: PriceTable,
+    count_tokens: CountTokens,
+) -> list[tuple[BudgetTracker, Reservation]]:
+    """Reserve ``request``'s worst case on every tracker, or raise before anything is sent.
+
+    The input is first taken at :func:`input_token_bound`. Only when that does not fit, and a
+    smaller input would, is ``count_tokens`` awaited for the exact figure; the reservation is then
+    checked again under each tracker's lock, so what others reserved meanwhile counts. If the
+    count fails, the bound decides (the request is refused) and the error says so. Release the
+    result with :func:`release_all`, or commit each reservation once the call ends.
+    """
+    if not trackers:
+        return []
+    bound = input_token_bound(request)
+    refused: BudgetExceeded | None = None
+    if bound is not None or not _limits_input(trackers):
+        try:
+            return _reserve_each(trackers, request, bound or 0, prices)
+        except BudgetExceeded as exc:
+            if not _smaller_input_could_fit(trackers, request, prices):
+                raise
+            refused = exc
+    exact = await _count_exactly(trackers, request, count_tokens, refused, bound)
+    if refused is not None and bound is not None and exact >= bound:
+        raise refused
+    try:
+        return _reserve_each(trackers, request, exact, prices)
+    except BudgetExceeded as exc:
+        raise BudgetExceeded(
+            f"{exc} (The input was counted exactly by count_tokens: {exact:,} tokens.)",
+            spent=exc.spent,
+        ) from None
+
+
+def release_all(reservations: Iterable[tuple[BudgetTracker, Reservation]]) -> None:
+    """Drop every reservation of a call that consumed nothing (idempotent)."""
+    for tracker, reservation in reservations:
+        tracker.release(reservation)
+
+
+def _reserve_each(
+    trackers: Sequence[BudgetTracker], request: Request, input_tokens: int, prices: PriceTable
+) -> list[tuple[BudgetTracker, Reservation]]:
+    """Reserve on each tracker in turn; on a refusal, give back what was already taken."""
+    taken: list[tuple[BudgetTracker, Reservation]] = []
+    try:
+        for tracker in trackers:
+            reservation = tracker.reserve(
+                model=request.model,
+                estimated_input_tokens=input_tokens,
+                max_output_tokens=request.max_tokens,
+                price_table=prices,
+                prompt_cache_ttl=request.system.cache_ttl,
+            )
+            taken.append((tracker, reservation))
+    except BudgetExceeded:
+        release_all(taken)
+        raise
+    return taken
+
+
+def _limits_input(trackers: Sequence[BudgetTracker]) -> bool:
+    """Whether any limit depends on the input's size (cost or input tokens)."""
+    return any(
+        t.budget.cost_limit is not None or t.budget.max_input_tokens is not None for t in trackers
+    )
+
+
+def _smaller_input_could_fit(
+    trackers: Sequence[BudgetTracker], request: Request, prices: PriceTable
+) -> bool:
+    """Whether an exact count could change the answer: the request fits with no input at all.
+
+    When it does not (``max_requests`` reached, ``max_tokens`` too large, an unpriced model),
+    asking ``count_tokens`` would only add a round trip.
+    """
+    try:
+        for tracker in trackers:
+            tracker.check(
+                model=request.model,
+                estimated_input_tokens=0,
+                max_output_tokens=request.max_tokens,
+                price_table=prices,
+                prompt_cache_ttl=request.system.cache_ttl,
+            )
+    except BudgetExceeded:
+        return False
+    return True
+
+
+async def _count_exactly(
+    trackers: Sequence[BudgetTracker],
+    request: Request,
+    count_tokens: CountTokens,
+    refused: BudgetExceeded | None,
+    bound: int | None,
+) -> int:
+    """The exact input from ``count_tokens``; its failure is a refusal that says why."""
+    try:
+        exact = await count_tokens(request)
+    except APIError as err:
+        if refused is not None:
+            raise BudgetExceeded(
+                f"{refused} The exact input size could not be fetched from count_tokens ({err}), "
+                f"so the request was judged by its safe bound of {bound:,} tokens (its UTF-8 "
+                "bytes) and not sent; retry when count_tokens answers.",
+                spent=refused.spent,
+            ) from err
+        raise BudgetExceeded(
+            f"cannot bound the input of a request to {request.model!r}: it holds an image or a "
+            f"document, whose size only count_tokens can tell, and count_tokens failed ({err}). "
+            "A budget limits cost or input tokens, so the request was not sent; retry when "
+            "count_tokens answers, or run without max_cost_usd and max_input_tokens.",
+            spent=trackers[0].spent,
+        ) from err
+    if isinstance(exact, bool) or not isinstance(exact, int) or exact < 0:
+        raise InvalidArgumentError(
+            f"count_tokens must return a whole number of tokens >= 0, got {exact!r}"
+        )
+    return exact
 
 
 def _usd(amount: Decimal | int) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._budget import Budget, BudgetTracker, Reservation, estimate_input_tokens
+from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, CacheDirectoryError, InvalidArgumentError
 from ._ledger import Ledger, LedgerRow
@@ -347,17 +347,18 @@ class AsyncAgentOrchestrator:
         ctx: _CallContext,
         store: tuple[ResponseCache, str] | None,
     ) -> AgentResult:
-        reservations = self._reserve(request, ctx.budgets)
+        count = self._transport.count_tokens
+        reservations = await reserve_all(ctx.budgets, request, self.prices, count)
         started = time.perf_counter()
         try:
             sent = await self._transport.send(request)
         except APIError as err:
-            _release(reservations)
+            release_all(reservations)
             result = failure_result(agent, request, err, started)
             self._record(result, ctx)
             return result
         except BaseException:
-            _release(reservations)
+            release_all(reservations)
             raise
         # The answer is paid for: everything below is best-effort and never loses it.
         usage = Usage.from_api(sent.message.usage)
@@ -369,32 +370,6 @@ class AsyncAgentOrchestrator:
             store[0].set(store[1], cache_value(sent, usage, cost))
         self._record(result, ctx)
         return result
-
-    def _reserve(
-        self, request: Request, budgets: tuple[BudgetTracker, ...]
-    ) -> list[tuple[BudgetTracker, Reservation]]:
-        """Set the worst case aside on every budget, or raise before anything is sent."""
-        if not budgets:
-            return []
-        texts = [request.system.text]
-        for message in request.messages:
-            texts.extend(block.get("text", "") for block in message["content"])
-        estimate = estimate_input_tokens(texts)
-        taken: list[tuple[BudgetTracker, Reservation]] = []
-        try:
-            for tracker in budgets:
-                reservation = tracker.reserve(
-                    model=request.model,
-                    estimated_input_tokens=estimate,
-                    max_output_tokens=request.max_tokens,
-                    price_table=self.prices,
-                    prompt_cache_ttl=request.system.cache_ttl,
-                )
-                taken.append((tracker, reservation))
-        except BudgetExceeded:
-            _release(taken)
-            raise
-        return taken
 
     def _record(self, result: AgentResult, ctx: _CallContext) -> None:
         self._recorder.record(
@@ -461,8 +436,3 @@ async def _off_loop(fn: Callable[[], object]) -> None:
         await asyncio.to_thread(fn)
     except RuntimeError:
         fn()
-
-
-def _release(reservations: list[tuple[BudgetTracker, Reservation]]) -> None:
-    for tracker, reservation in reservations:
-        tracker.release(reservation)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._admission import ConcurrencyGate
 from ._errors import APIError, UsageError
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("claude_force.transport")
+T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
@@ -244,21 +245,57 @@ class Transport:
     async def send(self, request: Request) -> Sent:
         """Send with retries; raises :class:`APIError` once retries are spent."""
         session = await self.session()
-        client, gate = session.client, session.gate
         kwargs = request.create_kwargs()
+
+        async def create(timeout: float) -> Message:
+            message: Message = await session.client.messages.create(**kwargs, timeout=timeout)
+            return message
+
+        message, attempts = await self._retrying(create, session.gate)
+        return Sent(message, attempts, message._request_id)
+
+    async def count_tokens(self, request: Request) -> int:
+        """The service's exact input-token count for ``request`` (the free count endpoint).
+
+        Retried like :meth:`send`, but outside the concurrency gate: counting has its own
+        rate limit and never produces an answer. Raises :class:`APIError` once retries are
+        spent.
+        """
+        session = await self.session()
+        wanted = ("model", "system", "messages", "tools")
+        kwargs = {k: v for k, v in request.create_kwargs().items() if k in wanted}
+
+        async def count(timeout: float) -> int:
+            counted = await session.client.messages.count_tokens(**kwargs, timeout=timeout)
+            return int(counted.input_tokens)
+
+        tokens, _ = await self._retrying(count, None)
+        return tokens
+
+    async def _retrying(
+        self, call: Callable[[float], Awaitable[T]], gate: ConcurrencyGate | None
+    ) -> tuple[T, int]:
+        """The one retry loop: ``call(timeout)`` until it succeeds or retries are spent.
+
+        With a ``gate``, each attempt holds a concurrency slot, given back while waiting.
+        Returns the value and the number of attempts made.
+        """
         start = self._monotonic()
         retries = 0
         while True:
             timeout = self._attempt_timeout(start)
-            await gate.acquire()
+            if gate is not None:
+                await gate.acquire()
             try:
-                outcome = await self._attempt(client, kwargs, timeout, retries + 1)
+                outcome = await self._attempt(call, timeout, retries + 1)
             finally:
-                gate.release()
-            if isinstance(outcome, Sent):
-                gate.on_success()
-                return outcome
-            if outcome.status in OVERLOAD_STATUSES:
+                if gate is not None:
+                    gate.release()
+            if not isinstance(outcome, _Failure):
+                if gate is not None:
+                    gate.on_success()
+                return outcome, retries + 1
+            if gate is not None and outcome.status in OVERLOAD_STATUSES:
                 gate.on_overload()
             if retries >= self.max_retries or not should_retry(outcome.status, outcome.headers):
                 raise outcome.error
@@ -289,12 +326,12 @@ class Transport:
         return self._monotonic() - start + delay >= self.deadline_seconds
 
     async def _attempt(
-        self, client: AsyncAnthropic, kwargs: dict[str, Any], timeout: float, attempt: int
-    ) -> Sent | _Failure:
+        self, call: Callable[[float], Awaitable[T]], timeout: float, attempt: int
+    ) -> T | _Failure:
         import anthropic
 
         try:
-            message = await client.messages.create(**kwargs, timeout=timeout)
+            return await call(timeout)
         except anthropic.APIStatusError as exc:
             headers = exc.response.headers
             return _Failure(exc.status_code, headers, self._map_status(exc, attempt))
@@ -312,7 +349,6 @@ class Transport:
                 attempts=attempt,
             )
             return _Failure(None, None, err)
-        return Sent(message, attempt, message._request_id)
 
     def _map_status(self, exc: Any, attempt: int) -> APIError:
         """The one place where SDK status errors become ours."""

@@ -1,15 +1,31 @@
 from __future__ import annotations
 
+import asyncio
 import threading
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from claude_force._budget import Budget, BudgetTracker, estimate_input_tokens, worst_case_cost
-from claude_force._errors import BudgetExceeded, InvalidArgumentError
+from claude_force._budget import (
+    FRAMING_TOKENS_PER_MESSAGE,
+    FRAMING_TOKENS_PER_REQUEST,
+    TOOL_USE_TOKENS,
+    Budget,
+    BudgetTracker,
+    input_token_bound,
+    release_all,
+    reserve_all,
+    utf8_bytes,
+    worst_case_cost,
+)
+from claude_force._errors import APIError, BudgetExceeded, InvalidArgumentError
 from claude_force._pricing import PriceTable
+from claude_force._request import Request, SystemPrompt, canonical_json
 from claude_force._usage import Usage
+from claude_force.testing._tokens import PromptShape, prompt_shape
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +73,65 @@ def test_budget_is_keyword_only_and_frozen() -> None:
     assert not b.is_unlimited and Budget().is_unlimited
 
 
-# -- estimates ---------------------------------------------------------------------------------
+# -- the input bound ---------------------------------------------------------------------------
+
+FRAMING_ONE_MESSAGE = FRAMING_TOKENS_PER_REQUEST + FRAMING_TOKENS_PER_MESSAGE
+
+
+def one_message(
+    *content: dict[str, Any],
+    system: str = "abcd",
+    tools: tuple[dict[str, Any], ...] = (),
+    model: str = "claude-haiku-4-5",
+    max_tokens: int = 1_000,
+) -> Request:
+    return Request(
+        model=model,
+        system=SystemPrompt(system, cache_ttl=None),
+        messages=({"role": "user", "content": list(content)},),
+        max_tokens=max_tokens,
+        tools=tools,
+    )
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
 
 
 @pytest.mark.parametrize(
     ("parts", "expected"),
-    [([], 0), (["a"], 1), (["abcd"], 1), (["abcd", "e"], 2), (["x" * 400], 100)],
+    [([], 0), (["a"], 1), (["abcd", "e"], 5), (["\u4e2d\u6587"], 6), (["\u043c\u0438\u0440"], 6)],
 )
-def test_estimate_input_tokens_is_ceil_chars_over_4(parts: list[str], expected: int) -> None:
-    assert estimate_input_tokens(parts) == expected
+def test_utf8_bytes(parts: list[str], expected: int) -> None:
+    assert utf8_bytes(parts) == expected
+
+
+def test_input_bound_counts_every_text_in_bytes_plus_framing() -> None:
+    # system 4 bytes + "\u4e2d\u6587" 6 bytes
+    assert input_token_bound(one_message(text("\u4e2d\u6587"))) == 10 + FRAMING_ONE_MESSAGE
+    tool = {"name": "t", "input_schema": {"type": "object"}}
+    with_tool = one_message(text("x"), tools=(tool,))
+    tool_bytes = len(canonical_json(tool).encode())
+    assert input_token_bound(with_tool) == 5 + tool_bytes + FRAMING_ONE_MESSAGE + TOOL_USE_TOKENS
+    result = {"type": "tool_result", "tool_use_id": "tu_1", "content": "ok"}
+    expected = 4 + len(canonical_json(result).encode()) + FRAMING_ONE_MESSAGE
+    assert input_token_bound(one_message(result)) == expected
+
+
+def test_an_image_or_document_has_no_bound() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    assert input_token_bound(one_message(text("look"), image)) is None
+    nested = {"type": "tool_result", "tool_use_id": "tu_1", "content": [image]}
+    assert input_token_bound(one_message(nested)) is None
+
+
+@given(st.text(max_size=300), st.text(max_size=100))
+def test_the_bound_never_undershoots_the_simulator(task: str, system: str) -> None:
+    request = one_message(text(task), system=system)
+    shape = prompt_shape(request.create_kwargs())
+    assert isinstance(shape, PromptShape)
+    bound = input_token_bound(request)
+    assert bound is not None and shape.input_tokens <= bound
 
 
 def test_worst_case_cost_hand_computed(prices: PriceTable) -> None:
@@ -253,3 +319,180 @@ def test_check_rejects_bad_arguments(prices: PriceTable, kw: dict[str, Any], mat
     t = BudgetTracker(Budget())
     with pytest.raises(InvalidArgumentError, match=match):
         t.check(**{**REQ, **kw}, price_table=prices)
+
+
+# -- reserve_all: the bound first, the exact count when it matters -----------------------------
+
+HAN_TASK = "\u4e2d" * 10_000
+# system "abcd" (4 bytes) + 10,000 Han characters (3 bytes each) + framing
+HAN_BOUND = 4 + 30_000 + FRAMING_ONE_MESSAGE
+HAN_EXACT = 10_001
+# claude-haiku-4-5, no cache breakpoint: $1 input, $5 output per million tokens, 1,000 output
+BOUND_COST = Decimal(HAN_BOUND) / 10**6 + Decimal("0.005")  # $0.035028
+EXACT_COST = Decimal(HAN_EXACT) / 10**6 + Decimal("0.005")  # $0.015001
+
+
+class CountTokens:
+    """An injected count_tokens: answers ``tokens``, fails, or waits for ``release``."""
+
+    def __init__(
+        self,
+        tokens: int = HAN_EXACT,
+        *,
+        fail: APIError | None = None,
+        release: asyncio.Event | None = None,
+    ) -> None:
+        self.tokens, self.fail, self.release = tokens, fail, release
+        self.calls = 0
+
+    async def __call__(self, request: Request) -> int:
+        self.calls += 1
+        if self.release is not None:
+            await self.release.wait()
+        else:
+            await asyncio.sleep(0)  # a real count is a round trip: others run meanwhile
+        if self.fail is not None:
+            raise self.fail
+        return self.tokens
+
+
+def han_request(**kw: Any) -> Request:
+    return one_message(text(HAN_TASK), **kw)
+
+
+async def test_a_bound_that_fits_needs_no_count(prices: PriceTable) -> None:
+    tracker, count = BudgetTracker(Budget(max_cost_usd="0.04")), CountTokens()
+    [(_, reservation)] = await reserve_all([tracker], han_request(), prices, count)
+    assert count.calls == 0
+    assert reservation.input_tokens == HAN_BOUND and reservation.cost_usd == BOUND_COST
+
+
+async def test_a_bound_too_big_asks_count_tokens_and_reserves_the_exact_figure(
+    prices: PriceTable,
+) -> None:
+    tracker, count = BudgetTracker(Budget(max_cost_usd="0.02")), CountTokens()
+    assert BOUND_COST > Decimal("0.02") >= EXACT_COST
+    [(_, reservation)] = await reserve_all([tracker], han_request(), prices, count)
+    assert count.calls == 1
+    assert reservation.input_tokens == HAN_EXACT and reservation.cost_usd == EXACT_COST
+    assert tracker.reserved["cost_usd"] == EXACT_COST
+
+
+async def test_an_exact_count_that_does_not_fit_is_refused_and_says_so(
+    prices: PriceTable,
+) -> None:
+    tracker = BudgetTracker(Budget(max_cost_usd="0.015"))
+    with pytest.raises(BudgetExceeded, match="counted exactly by count_tokens: 10,001 tokens"):
+        await reserve_all([tracker], han_request(), prices, CountTokens())
+    assert tracker.reserved["requests"] == 0
+
+
+async def test_a_failed_count_refuses_with_the_bound(prices: PriceTable) -> None:
+    tracker = BudgetTracker(Budget(max_cost_usd="0.02"))
+    failure = APIError("HTTP 500 api_error: Internal server error", status_code=500)
+    with pytest.raises(BudgetExceeded) as info:
+        await reserve_all([tracker], han_request(), prices, CountTokens(fail=failure))
+    message = str(info.value)
+    assert "could not be fetched from count_tokens (HTTP 500 api_error" in message
+    assert "safe bound of 30,028 tokens" in message and "max_cost_usd=$0.02" in message
+    assert tracker.reserved["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [
+        Budget(max_cost_usd="0.02", max_requests=0),
+        Budget(max_cost_usd="0.02", max_output_tokens=999),
+        Budget(max_cost_usd="0.0049"),  # the output alone costs $0.005
+    ],
+)
+async def test_no_count_when_a_smaller_input_would_not_help(
+    prices: PriceTable, budget: Budget
+) -> None:
+    count = CountTokens()
+    with pytest.raises(BudgetExceeded):
+        await reserve_all([BudgetTracker(budget)], han_request(), prices, count)
+    assert count.calls == 0
+
+
+async def test_max_input_tokens_uses_the_bound_then_the_exact_count(prices: PriceTable) -> None:
+    roomy = BudgetTracker(Budget(max_input_tokens=20_000))
+    [(_, reservation)] = await reserve_all([roomy], han_request(), prices, CountTokens())
+    assert reservation.input_tokens == HAN_EXACT
+    tight = BudgetTracker(Budget(max_input_tokens=10_000))
+    with pytest.raises(BudgetExceeded, match=r"max_input_tokens=10,000.*counted exactly"):
+        await reserve_all([tight], han_request(), prices, CountTokens())
+
+
+async def test_room_taken_while_counting_is_seen_by_the_recheck(prices: PriceTable) -> None:
+    tracker = BudgetTracker(Budget(max_cost_usd="0.02"))
+    release = asyncio.Event()
+    count = CountTokens(release=release)
+    waiting = asyncio.create_task(reserve_all([tracker], han_request(), prices, count))
+    while count.calls == 0:
+        await asyncio.sleep(0)
+    # Another call takes $0.015 of the $0.02 while the first awaits its exact count.
+    tracker.reserve(
+        model="claude-haiku-4-5",
+        estimated_input_tokens=10_000,
+        max_output_tokens=1_000,
+        price_table=prices,
+    )
+    release.set()
+    with pytest.raises(BudgetExceeded, match="reserved by requests in flight"):
+        await waiting
+    assert tracker.reserved["cost_usd"] == Decimal("0.015")
+
+
+async def test_concurrent_reservations_never_cross_and_leave_no_usable_room(
+    prices: PriceTable,
+) -> None:
+    limit = Decimal("0.10")
+    tracker, count = BudgetTracker(Budget(max_cost_usd=limit)), CountTokens()
+    outcomes = await asyncio.gather(
+        *(reserve_all([tracker], han_request(), prices, count) for _ in range(20)),
+        return_exceptions=True,
+    )
+    granted = [o for o in outcomes if isinstance(o, list)]
+    assert all(isinstance(o, (list, BudgetExceeded)) for o in outcomes)
+    reserved = tracker.reserved["cost_usd"]
+    assert reserved <= limit
+    assert limit - reserved < EXACT_COST  # nobody was refused who would have fit
+    assert len(granted) == tracker.reserved["requests"] >= 3
+    assert count.calls > 0
+
+
+async def test_a_refusal_on_one_budget_gives_back_the_others(prices: PriceTable) -> None:
+    roomy, full = BudgetTracker(Budget()), BudgetTracker(Budget(max_requests=0))
+    with pytest.raises(BudgetExceeded, match="max_requests=0"):
+        await reserve_all([roomy, full], han_request(), prices, CountTokens())
+    assert roomy.reserved["requests"] == 0
+
+
+async def test_images_are_counted_exactly_when_the_input_is_limited(prices: PriceTable) -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    request = one_message(text("what is this?"), image)
+    count = CountTokens(1_600)
+    limited = BudgetTracker(Budget(max_cost_usd="1"))
+    [(_, reservation)] = await reserve_all([limited], request, prices, count)
+    assert count.calls == 1 and reservation.input_tokens == 1_600
+    await reserve_all([BudgetTracker(Budget(max_requests=5))], request, prices, count)
+    assert count.calls == 1  # no input limit: nothing to count for
+    failing = CountTokens(fail=APIError("connection error: refused", error_type="connection_error"))
+    with pytest.raises(BudgetExceeded, match="holds an image or a document"):
+        await reserve_all([limited], request, prices, failing)
+
+
+async def test_release_all_is_idempotent(prices: PriceTable) -> None:
+    tracker = BudgetTracker(Budget(max_requests=1))
+    taken = await reserve_all([tracker], han_request(), prices, CountTokens())
+    release_all(taken)
+    release_all(taken)
+    assert tracker.reserved["requests"] == 0
+    assert await reserve_all([], han_request(), prices, CountTokens()) == []
+
+
+async def test_a_count_that_is_not_a_token_number_is_refused(prices: PriceTable) -> None:
+    tracker = BudgetTracker(Budget(max_cost_usd="0.02"))
+    with pytest.raises(InvalidArgumentError, match="whole number of tokens"):
+        await reserve_all([tracker], han_request(), prices, CountTokens(-1))

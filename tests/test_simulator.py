@@ -25,7 +25,7 @@ from claude_force.testing._text import (
     reply_digest,
     reply_words,
 )
-from claude_force.testing._tokens import canonical_json, min_cacheable_tokens
+from claude_force.testing._tokens import canonical_json, min_cacheable_tokens, prompt_shape
 
 KEY = "test-key-never-recorded"
 MODEL = "claude-sonnet-4-6"
@@ -149,6 +149,37 @@ def test_count_tokens_matches_the_input_of_a_message(client: anthropic.Anthropic
     expected = text_tokens(canonical_json(tool)) + text_tokens("Be brief.") + text_tokens(QUESTION)
     assert counted.input_tokens == expected
     assert ask(client, system="Be brief.", tools=[tool]).usage.input_tokens == expected
+
+
+def test_count_tokens_and_usage_agree_on_every_script(client: anthropic.Anthropic) -> None:
+    # English, Chinese, Japanese, Korean, Russian, an emoji and JSON with hex
+    mixed = (
+        "Review \u4e2d\u6587 \u65e5\u672c\u8a9e \ud55c\uad6d\uc5b4 "
+        '\u041f\u0440\u0438\u0432\u0435\u0442 \U0001f600 {"k":"0xff"}'
+    )
+    messages: list[MessageParam] = [{"role": "user", "content": mixed * 50}]
+    system = "\u4f60\u662f\u4e00\u4e2a\u7ec6\u5fc3\u7684\u5ba1\u67e5\u8005\u3002"
+    counted = client.messages.count_tokens(model=MODEL, system=system, messages=messages)
+    expected = text_tokens(system) + text_tokens(mixed * 50)
+    assert counted.input_tokens == expected
+    assert ask(client, system=system, messages=messages).usage.input_tokens == expected
+    # Han text counts about four times what a quarter of its characters would say
+    assert text_tokens("\u4e2d" * 1_000) == 1_000 == 4 * math.ceil(1_000 / 4)
+
+
+def test_count_tokens_takes_its_own_faults(client: anthropic.Anthropic, sim: Simulator) -> None:
+    sim.script_count_tokens(Fault.status(500), Fault.status(400, message="bad count"))
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.count_tokens(model=MODEL, messages=USER)
+    with pytest.raises(anthropic.BadRequestError, match="bad count"):
+        client.messages.count_tokens(model=MODEL, messages=USER)
+    assert ask(client).usage.input_tokens == text_tokens(QUESTION)  # messages unaffected
+    assert client.messages.count_tokens(model=MODEL, messages=USER).input_tokens == text_tokens(
+        QUESTION
+    )
+    sim.script_count_tokens(Fault.status(529))
+    sim.clear_faults()
+    assert client.messages.count_tokens(model=MODEL, messages=USER).input_tokens > 0
 
 
 @pytest.mark.parametrize(
@@ -600,11 +631,45 @@ def test_serve_answers_while_running() -> None:
 # -- pure parts ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("", 0),
+        ("a", 1),
+        ("Review the module", 5),  # 17 ASCII characters, 4 a token
+        ('{"id":"0x1f"}', 4),  # JSON and hex are ASCII too
+        ("\u4e2d\u6587\u6587\u672c", 4),  # Han: one a character
+        ("\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8", 8),  # Kanji, Hiragana, Katakana
+        ("\ud55c\uad6d\uc5b4", 3),  # Hangul
+        ("\u041f\u0440\u0438\u0432\u0435\u0442", 3),  # Cyrillic: two a token
+        ("\u03b1\u03b2\u03b3", 2),  # Greek, rounded up
+        ("\U0001f600\U0001f600", 1),  # emoji
+        ("ab\u4e2d\u043c", 2),  # 2 x 1/4 + 1 + 1/2, rounded up once
+        ("\U00020000", 1),  # an ideograph beyond the BMP
+    ],
+)
+def test_text_tokens_by_script(text: str, tokens: int) -> None:
+    assert text_tokens(text) == tokens
+
+
 @given(st.text(max_size=400))
-def test_text_tokens_is_a_quarter_of_the_length_rounded_up(text: str) -> None:
+def test_text_tokens_is_between_a_quarter_of_the_characters_and_the_bytes(text: str) -> None:
     tokens = text_tokens(text)
-    assert tokens == math.ceil(len(text) / 4)
+    assert math.ceil(len(text) / 4) <= tokens <= len(text.encode("utf-8"))
     assert (tokens >= 1) == (text != "")
+    if text.isascii():
+        assert tokens == math.ceil(len(text) / 4)
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_count_tokens_never_exceeds_the_bytes_of_any_text(text: str) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+    }
+    shape = prompt_shape(body)
+    assert not isinstance(shape, str)
+    assert shape.input_tokens == text_tokens(text) <= len(text.encode("utf-8"))
 
 
 @given(st.text(max_size=80), st.integers(min_value=1, max_value=200))

@@ -7,7 +7,8 @@ sync tests, async tests (whose loop it never blocks) and the CLI alike::
         client = anthropic.Anthropic(base_url=sim.base_url, api_key="test-key", max_retries=0)
 
 It answers ``POST /v1/messages`` with deterministic text and realistic usage (prompt caching
-included, see ``_tokens``), ``POST /v1/messages/count_tokens``, and injects faults on demand.
+included, see ``_tokens``), ``POST /v1/messages/count_tokens`` (the same count as the usage of
+a message), and injects faults on demand into either.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class Simulator:
         self._require_api_key = require_api_key
         self._min_cacheable = min_cacheable_tokens
         self._faults = FaultPlan()
+        self._count_faults = FaultPlan()
         self._cache = PromptCache(clock=clock)
         self._rate = RateWindow(clock=clock, wall=time.time)
         # One lock guards the recordings and counters that the test thread reads.
@@ -253,13 +255,18 @@ class Simulator:
         """Queue faults for the next ``/v1/messages`` requests, one each; None answers normally."""
         self._faults.script(faults)
 
+    def script_count_tokens(self, *faults: Fault | None) -> None:
+        """Queue faults for the next ``/v1/messages/count_tokens`` requests, one each."""
+        self._count_faults.script(faults)
+
     def set_fault_rate(self, probability: float, fault: Fault, *, seed: int = 0) -> None:
         """After the script runs out, give each request ``fault`` with ``probability``."""
         self._faults.set_rate(probability, fault, seed=seed)
 
     def clear_faults(self) -> None:
-        """Drop the scripted faults and the random fault rate."""
+        """Drop the scripted faults (of both endpoints) and the random fault rate."""
         self._faults.clear()
+        self._count_faults.clear()
 
     # -- recordings ------------------------------------------------------------------------
 
@@ -384,7 +391,7 @@ class Simulator:
         if request.method == "POST" and path == MESSAGES_PATH:
             return await self._messages(request, body, request_id)
         if request.method == "POST" and path == COUNT_TOKENS_PATH:
-            return self._count_tokens(body, request_id)
+            return await self._count_tokens(request, body, request_id)
         return _error_response(
             404,
             "not_found_error",
@@ -454,7 +461,12 @@ class Simulator:
         headers["request-id"] = request_id
         return _json_response(200, payload, headers)
 
-    def _count_tokens(self, body: Any, request_id: str) -> web.Response:
+    async def _count_tokens(self, request: web.Request, body: Any, request_id: str) -> web.Response:
+        fault = self._count_faults.next()
+        if fault is not None:
+            response = await self._inject(fault, request, request_id)
+            if response is not None:
+                return response
         problem = check_count_tokens_body(body)
         shape = prompt_shape(body) if problem is None else problem
         if isinstance(shape, str):

@@ -2,9 +2,21 @@
 
 Token approximation
 -------------------
-The simulator runs no tokenizer. It counts:
+The simulator runs no tokenizer. It counts a text's tokens by script, so that a budget which
+assumes four characters a token visibly undershoots on Chinese or Russian, as it does on the
+real service:
 
-* the tokens of a text = ``ceil(len(text) / 4)``: 0 for ``""``, at least 1 otherwise;
+=============================================  ====================  ==================
+characters                                     characters per token  UTF-8 bytes each
+=============================================  ====================  ==================
+ASCII (English, code, JSON, hex)               4                     1
+CJK: Han, Hiragana, Katakana, Hangul           1                     3 (4 beyond BMP)
+any other (Cyrillic, Greek, Arabic, emoji...)  2                     2 to 4
+=============================================  ====================  ==================
+
+* the tokens of a text = the sum of those shares, rounded up once: 0 for ``""``, at least 1
+  otherwise, and never more than the text's UTF-8 bytes (each character's share is below its
+  byte count), just as a byte-level BPE token always covers at least one byte;
 * input tokens = the tokens of every tool definition (its JSON) + every system text block +
   every message content block (a text block by its text, any other block by its JSON);
   ``cache_control`` markers are left out of every JSON counted;
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +81,30 @@ def canonical_bytes(value: object) -> bytes:
     return canonical_json(value).encode("utf-8", "surrogatepass")
 
 
+# Runs of characters counted as one token each: Hangul Jamo, Hiragana and Katakana, Hangul
+# compatibility Jamo, Katakana extensions, CJK extension A, unified ideographs, Hangul
+# syllables, compatibility ideographs, halfwidth Katakana, and the supplementary ideographic
+# planes (extensions B and later).
+_CJK_RUNS = re.compile(
+    r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
+    r"\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff]+"
+)
+_ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
+
+
 def text_tokens(text: str) -> int:
-    """``ceil(len(text) / 4)``: 0 for an empty text, at least 1 otherwise."""
-    return (len(text) + 3) // 4
+    """A text's tokens by script (see the table above): 0 for ``""``, at least 1 otherwise.
+
+    >>> text_tokens("abcdefgh"), text_tokens("中文"), text_tokens("мир")
+    (2, 2, 2)
+    """
+    if text.isascii():
+        return (len(text) + 3) // 4
+    # Counted in quarter tokens: ASCII 1, CJK 4, anything else 2; rounded up once.
+    cjk = len(text) - len(_CJK_RUNS.sub("", text))
+    ascii_chars = len(text) - len(_ASCII_RUNS.sub("", text))
+    other = len(text) - cjk - ascii_chars
+    return (ascii_chars + 2 * other + 4 * cjk + 3) // 4
 
 
 def min_cacheable_tokens(model: str, override: int | None = None) -> int:
