@@ -373,13 +373,16 @@ class AsyncAgentOrchestrator:
         *,
         on_step: Callable[[StepEvent], None] | None = None,
         budget: Budget | None = None,
+        use_cache: bool = True,
+        refresh: bool = False,
     ) -> WorkflowResult:
         """Run a workflow's stages in order, each stage's agents concurrently.
 
         Each step sees the original task and the outputs of all earlier steps. A failed
         step stops the workflow after its stage completes; so does a step whose request
         could cross ``budget`` (for this run) or the orchestrator's budget: it is not sent,
-        and the result's ``error`` says which limit stopped the run.
+        and the result's ``error`` says which limit stopped the run. ``use_cache`` and
+        ``refresh`` apply to every step, as in :meth:`execute_agent`.
         """
         stages = self.config.workflow(workflow_name)
         self._check_task(task)
@@ -389,7 +392,14 @@ class AsyncAgentOrchestrator:
 
         async def call(agent: str, previous: Sequence[tuple[str, str]], step: int) -> AgentResult:
             request = self._build_request(TaskSpec(agent, task), previous=previous)
-            ctx = _CallContext(task, budgets, workflow_run=run_id, workflow_step=step)
+            ctx = _CallContext(
+                task,
+                budgets,
+                workflow_run=run_id,
+                workflow_step=step,
+                use_cache=use_cache,
+                refresh=refresh,
+            )
             return await self._run_isolated(agent, request, ctx)
 
         return await run_stages(workflow_name, stages, call, run_id=run_id, on_step=on_step)

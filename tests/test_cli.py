@@ -94,7 +94,7 @@ def test_run_failure_exits_1(
         (("run", "code-reviewr", "x"), "did you mean 'code-reviewer'"),
         (("run", "code-reviewer", "   "), "empty"),
         (("workflow", "nope", "x"), "nope"),
-        (("run", "code-reviewer", "x", "--max-tokens", "0"), "max_tokens"),
+        (("run", "code-reviewer", "x", "--max-tokens", "0"), "--max-tokens"),
         (("run",), "Missing argument"),
         (("frobnicate",), "No such command"),
     ],
@@ -144,13 +144,14 @@ def test_workflow_live_display(
     assert run("workflow", "ship", "Ship it", "-c", str(project)) == 0
     captured = capsys.readouterr()
     assert "succeeded" in captured.err  # the progress table
-    assert "workflow ship succeeded" in captured.out
+    assert "workflow ship succeeded" in captured.err
 
 
 def test_demo_needs_no_api_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("demo", "--latency-ms", "0", "--no-live") == 0
-    out = capsys.readouterr().out
-    assert "succeeded" in out and "3 requests reached the simulator" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "succeeded" in captured.err and "3 requests reached the simulator" in out
     assert "3 of 3 steps answered from the response cache" in out
 
 
