@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from claude_force.cli import cli
-from claude_force.cli._common import run_guarded
+from claude_force.cli._common import cli_message, one_line, run_guarded, write_text
 from claude_force.testing import Fault, Simulator
 
 from .conftest import API_KEY
@@ -20,11 +20,23 @@ from .conftest import API_KEY
 def env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
     monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    monkeypatch.delenv("CLAUDE_FORCE_CACHE_DIR", raising=False)
     return sim
 
 
 def run(*argv: str) -> int:
     return run_guarded(cli, list(argv))
+
+
+def test_help_documents_exit_codes_and_cache_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit codes: 0 success; 1 the run failed" in text and "130 interrupted" in text
+    for command in ("run", "workflow"):
+        assert run(command, "--help") == 0
+        text = capsys.readouterr().out
+        for option in ("--no-cache", "--refresh", "--cache-dir", "CLAUDE_FORCE_CACHE_DIR"):
+            assert option in text, (command, option)
 
 
 def test_help_does_not_import_the_sdk() -> None:
@@ -82,10 +94,12 @@ def test_run_reads_task_from_file_and_stdin(
 def test_run_failure_exits_1(
     project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env.script(Fault.status(400))
+    env.script(Fault.status(400, message="prompt is too long"))
     assert run("run", "code-reviewer", "x", "-c", str(project)) == 1
-    err = capsys.readouterr().err
-    assert "400" in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: agent 'code-reviewer' failed: HTTP 400")
+    assert "prompt is too long" in captured.err and captured.err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -94,7 +108,7 @@ def test_run_failure_exits_1(
         (("run", "code-reviewr", "x"), "did you mean 'code-reviewer'"),
         (("run", "code-reviewer", "   "), "empty"),
         (("workflow", "nope", "x"), "nope"),
-        (("run", "code-reviewer", "x", "--max-tokens", "0"), "max_tokens"),
+        (("run", "code-reviewer", "x", "--max-tokens", "0"), "--max-tokens"),
         (("run",), "Missing argument"),
         (("frobnicate",), "No such command"),
     ],
@@ -144,13 +158,14 @@ def test_workflow_live_display(
     assert run("workflow", "ship", "Ship it", "-c", str(project)) == 0
     captured = capsys.readouterr()
     assert "succeeded" in captured.err  # the progress table
-    assert "workflow ship succeeded" in captured.out
+    assert "workflow ship succeeded" in captured.err
 
 
 def test_demo_needs_no_api_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("demo", "--latency-ms", "0", "--no-live") == 0
-    out = capsys.readouterr().out
-    assert "succeeded" in out and "3 requests reached the simulator" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "succeeded" in captured.err and "3 requests reached the simulator" in out
     assert "3 of 3 steps answered from the response cache" in out
 
 
@@ -163,3 +178,122 @@ def test_empty_ledger_prints_a_friendly_report(
     assert "No calls recorded yet" in capsys.readouterr().out
     assert run("metrics", "--since", "yesterday", "-c", str(project)) == 2
     assert "24h" in capsys.readouterr().err
+
+
+# -- output and messages -------------------------------------------------------------------
+
+
+def test_write_text_adds_one_newline_only_when_missing(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    write_text("a\tb  \r\n中文 😀")
+    write_text("ends with newline\n")
+    write_text("")
+    assert capsysbinary.readouterr().out == "a\tb  \r\n中文 😀\nends with newline\n\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("library", "cli_text"),
+    [
+        (
+            "cannot listen on 127.0.0.1:80; choose another port, or port=0 for a free one",
+            "cannot listen on 127.0.0.1:80; choose another port, or --port 0 for a free one",
+        ),
+        (
+            "Use `claude-force init --force` (force=True) to overwrite the template files",
+            "Use `claude-force init --force` to overwrite the template files",
+        ),
+        (
+            "max_tokens must be an integer from 1 to 128,000, got 200000",
+            "--max-tokens must be an integer from 1 to 128,000, got 200000",
+        ),
+        (
+            "no API key: set the ANTHROPIC_API_KEY environment variable or pass api_key=...; "
+            "to try claude-force without a key, run `claude-force demo`",
+            "no API key: set the ANTHROPIC_API_KEY environment variable; "
+            "to try claude-force without a key, run `claude-force demo`",
+        ),
+        ("the cache folder /x is not ours; choose another cache_dir", None),
+        ("invalid config:\n  - agents.a.file: outside\n  - x: bad", None),
+    ],
+)
+def test_messages_speak_cli(library: str, cli_text: str | None) -> None:
+    said = cli_message(library)
+    if cli_text is not None:
+        assert said == cli_text
+    assert "\n" not in said and "=" not in said.replace("==", "")
+    assert one_line("invalid config:\n  - a: x\n  - b: y") == "invalid config: a: x; b: y"
+
+
+def test_max_tokens_over_the_limit_names_the_option(
+    project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("run", "code-reviewer", "x", "--max-tokens", "999999", "-c", str(project)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --max-tokens must be") and "max_tokens" not in err
+
+
+# -- cache options -------------------------------------------------------------------------
+
+
+def test_no_cache_and_refresh(
+    project: Path, env: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("run", "code-reviewer", "Review c.py", "-c", str(project))
+    assert run(*args) == 0
+    assert run(*args) == 0
+    assert len(env.message_requests) == 1  # the second was a hit
+    assert run(*args, "--no-cache") == 0
+    assert len(env.message_requests) == 2
+    assert run(*args, "--refresh") == 0
+    assert len(env.message_requests) == 3
+    capsys.readouterr()
+    assert run(*args) == 0
+    assert "cached, saved" in capsys.readouterr().err
+    assert len(env.message_requests) == 3
+    assert run(*args, "--no-cache", "--refresh") == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
+def test_cache_dir_option_and_environment(
+    project: Path, env: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = tmp_path / "chosen-cache"
+    assert run("run", "code-reviewer", "x", "--cache-dir", str(chosen), "-c", str(project)) == 0
+    assert (chosen / "cache.db").exists()
+    from_env = tmp_path / "env-cache"
+    monkeypatch.setenv("CLAUDE_FORCE_CACHE_DIR", str(from_env))
+    assert run("workflow", "ship", "Ship it", "-c", str(project)) == 0
+    assert (from_env / "cache.db").exists()
+    monkeypatch.chdir(tmp_path)
+    assert run("cache", "stats", "--json") == 0  # no project here: cache figures only
+
+
+def test_workflow_no_cache_and_refresh(
+    project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("workflow", "ship", "Ship it", "-c", str(project))
+    assert run(*args) == 0
+    assert run(*args) == 0
+    assert len(env.message_requests) == 3
+    assert run(*args, "--refresh") == 0
+    assert len(env.message_requests) == 6
+    assert run(*args, "--no-cache") == 0
+    assert len(env.message_requests) == 9
+    capsys.readouterr()
+    assert run(*args) == 0
+    assert capsys.readouterr().err.count("cached, saved") == 3
+
+
+def test_failed_workflow_costs_its_finished_steps(
+    project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.script(None, Fault.status(400))  # stage 1 succeeds, one agent of stage 2 fails
+    assert run("workflow", "ship", "Ship it", "-c", str(project)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no final output from a failed workflow
+    summary = captured.err.splitlines()[-1]
+    assert summary.startswith("workflow ship failed") and "unpriced" not in summary
+    cost = summary.rsplit("$", 1)[1]
+    assert float(cost) > 0
+    assert "error: workflow ship failed: stage 2 failed at 'test-writer'" in captured.err

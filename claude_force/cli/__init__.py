@@ -10,14 +10,19 @@ import sys
 
 import click
 
-from ._common import run_guarded
+from ._common import EXIT_CODES_HELP, configure_logging, run_guarded
 
 __all__ = ["cli", "main"]
 
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Run specialised Claude agents one at a time, many at once, or as workflows.",
+    help=(
+        "Run specialised Claude agents one at a time, many at once, or as workflows.\n\n"
+        "The model's answer goes to standard output exactly as written; progress, usage, "
+        "warnings and errors go to standard error. Set CLAUDE_FORCE_DEBUG=1 to see tracebacks."
+    ),
+    epilog=EXIT_CODES_HELP,
 )
 @click.version_option(package_name="claude-force", prog_name="claude-force")
 def cli() -> None:
@@ -25,9 +30,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import _agents, _cache, _metrics, _project, _sim
+    from . import _agents, _cache, _metrics, _project, _sim, _workflow
 
-    for module in (_project, _agents, _sim, _cache, _metrics):
+    for module in (_project, _agents, _workflow, _sim, _cache, _metrics):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -36,5 +41,6 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point; exit codes: 0 success, 1 run failure, 2 usage error."""
+    """Console entry point. Exit codes: 0 ok, 1 run failed, 2 usage error, 130 Ctrl-C."""
+    configure_logging()
     sys.exit(run_guarded(cli, argv))

@@ -1,20 +1,33 @@
-"""Commands that read the config and run agents: agents, workflows, run, workflow."""
+"""Commands that read the config and run one agent: agents, workflows, run."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import ParamSpec, TypeVar
 
 import click
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from .. import AgentResult, AsyncAgentOrchestrator, InvalidArgumentError, StepEvent, WorkflowResult
-from ._common import RunFailed, config_option, console, err_console, print_json
+from .. import AgentResult, AsyncAgentOrchestrator, InvalidArgumentError
+from ._common import (
+    EXIT_CODES_HELP,
+    RunFailed,
+    cache_dir_option,
+    config_option,
+    console,
+    print_json,
+    result_line,
+    say,
+    show_error,
+    write_text,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @click.command("agents")
@@ -22,7 +35,7 @@ from ._common import RunFailed, config_option, console, err_console, print_json
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def agents_cmd(config_path: Path | None, as_json: bool) -> None:
     """List the agents defined in claude.json."""
-    orch = AsyncAgentOrchestrator(config_path, api_key="")
+    orch = AsyncAgentOrchestrator(config_path, api_key="", enable_metrics=False)
     infos = [orch.get_agent_info(name) for name in orch.list_agents()]
     if as_json:
         print_json(infos)
@@ -41,7 +54,7 @@ def agents_cmd(config_path: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def workflows_cmd(config_path: Path | None, as_json: bool) -> None:
     """List the workflows; [a, b] marks a stage whose agents run concurrently."""
-    orch = AsyncAgentOrchestrator(config_path, api_key="")
+    orch = AsyncAgentOrchestrator(config_path, api_key="", enable_metrics=False)
     flows = {
         name: [list(stage) for stage in orch.config.workflow(name)]
         for name in orch.list_workflows()
@@ -76,7 +89,31 @@ def read_task(task: str | None, task_file: Path | None) -> str:
     return task
 
 
-@click.command("run")
+def cache_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--no-cache``, ``--refresh`` and ``--cache-dir`` for commands that send requests."""
+    fn = click.option(
+        "--refresh",
+        is_flag=True,
+        help="Ask the API even when the cache holds the answer, and store the new answer.",
+    )(fn)
+    fn = click.option(
+        "--no-cache", is_flag=True, help="Neither read nor write the response cache."
+    )(fn)
+    return cache_dir_option(fn)
+
+
+def make_orchestrator(
+    config_path: Path | None, *, no_cache: bool, refresh: bool, cache_dir: Path | None
+) -> AsyncAgentOrchestrator:
+    if no_cache and refresh:
+        raise InvalidArgumentError(
+            "--refresh stores the new answer in the cache and --no-cache turns the cache off; "
+            "give one of them"
+        )
+    return AsyncAgentOrchestrator(config_path, enable_cache=not no_cache, cache_dir=cache_dir)
+
+
+@click.command("run", epilog=EXIT_CODES_HELP)
 @click.argument("agent")
 @click.argument("task", required=False)
 @click.option(
@@ -87,8 +124,11 @@ def read_task(task: str | None, task_file: Path | None) -> str:
     help="Read the task from FILE.",
 )
 @click.option("--model", default=None, help="Model id for this call (overrides config).")
-@click.option("--max-tokens", type=int, default=None, help="Maximum output tokens.")
+@click.option(
+    "--max-tokens", type=click.IntRange(min=1), default=None, help="Maximum output tokens."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@cache_options
 @config_option
 def run_cmd(
     agent: str,
@@ -97,144 +137,34 @@ def run_cmd(
     model: str | None,
     max_tokens: int | None,
     as_json: bool,
+    no_cache: bool,
+    refresh: bool,
+    cache_dir: Path | None,
     config_path: Path | None,
 ) -> None:
-    """Run AGENT on TASK."""
+    """Run AGENT on TASK (an argument, -f FILE, or '-' / piped standard input).
+
+    The answer is written to standard output byte for byte (UTF-8, plus a final newline if it
+    has none); model, tokens, time and cost go to standard error.
+    """
     text = read_task(task, task_file)
-    orch = AsyncAgentOrchestrator(config_path)
+    orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
 
     async def go() -> AgentResult:
         async with orch:
-            return await orch.execute_agent(agent, text, model=model, max_tokens=max_tokens)
+            return await orch.execute_agent(
+                agent, text, model=model, max_tokens=max_tokens, refresh=refresh
+            )
 
     result = asyncio.run(go())
     if as_json:
         print_json(result.to_dict())
     elif result.success:
-        console.print(result.output, highlight=False, markup=False)
-        err_console.print(_usage_line(result.metadata), highlight=False)
-    else:
-        err_console.print(
-            f"[bold red]failed:[/] {escape('; '.join(result.errors))}", highlight=False
-        )
+        write_text(result.output)
+        say(result_line(result))
     if not result.success:
+        show_error(f"agent '{agent}' failed: {'; '.join(result.errors)}")
         raise RunFailed
 
 
-def _usage_line(meta: Mapping[str, Any]) -> str:
-    cost = meta.get("estimated_cost")
-    cost_text = "unpriced" if cost is None else f"${cost:.6f}"
-    cached = " (cached)" if meta.get("cached") else ""
-    return (
-        f"{meta.get('model')}: {meta.get('input_tokens', 0)} in"
-        f" / {meta.get('output_tokens', 0)} out"
-        f" tokens, cache read {meta.get('cache_read_input_tokens', 0)},"
-        f" {meta.get('execution_time_ms', 0):.0f} ms, {cost_text}{cached}"
-    )
-
-
-class WorkflowProgress:
-    """A live table of workflow steps, fed by StepEvent callbacks."""
-
-    def __init__(self, title: str, stages: Sequence[Sequence[str]] = ()) -> None:
-        self.title = title
-        # Keyed by (stage, agent): one agent may appear in several stages.
-        self.rows: dict[tuple[int, str], tuple[str, str]] = {
-            (number, agent): ("pending", "")
-            for number, stage in enumerate(stages, 1)
-            for agent in stage
-        }
-
-    def __call__(self, event: StepEvent) -> None:
-        if event.status == "started":
-            self.rows[(event.stage, event.agent)] = ("running", "")
-        else:
-            meta = event.result.metadata if event.result else {}
-            detail = (
-                _usage_line(meta)
-                if event.status == "succeeded"
-                else "; ".join(event.result.errors if event.result else [])
-            )
-            self.rows[(event.stage, event.agent)] = (event.status, detail)
-
-    def render(self) -> Table:
-        table = Table(title=self.title)
-        table.add_column("stage", justify="right")
-        table.add_column("agent")
-        table.add_column("status")
-        table.add_column("detail")
-        colours = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
-        for (stage, agent), (status, detail) in self.rows.items():
-            table.add_row(str(stage), agent, f"[{colours[status]}]{status}[/]", escape(detail))
-        return table
-
-
-async def run_workflow_live(
-    orch: AsyncAgentOrchestrator, name: str, task: str, *, live: bool
-) -> WorkflowResult:
-    progress = WorkflowProgress(f"workflow {name}", orch.config.workflow(name))
-    if not live:
-        return await orch.run_workflow(name, task)
-    with Live(
-        progress.render(), console=err_console, refresh_per_second=8, transient=False
-    ) as view:
-
-        def on_step(event: StepEvent) -> None:
-            progress(event)
-            view.update(progress.render())
-
-        return await orch.run_workflow(name, task, on_step=on_step)
-
-
-def print_workflow_result(result: WorkflowResult) -> None:
-    for step in result.steps:
-        console.rule(f"{step.agent_name}")
-        console.print(
-            step.output if step.success else "; ".join(step.errors), highlight=False, markup=False
-        )
-    console.rule()
-    status = "succeeded" if result.success else f"failed: {result.error}"
-    cost = result.total_cost
-    cost_text = "unpriced" if cost is None else f"${cost:.6f}"
-    console.print(
-        f"workflow {result.workflow_name} {status} in {result.execution_time_ms / 1000:.2f} s; "
-        f"{len(result.steps)} steps, {result.total_input_tokens} input + "
-        f"{result.total_output_tokens} output tokens, {cost_text}",
-        highlight=False,
-        markup=False,
-    )
-
-
-@click.command("workflow")
-@click.argument("name")
-@click.argument("task", required=False)
-@click.option(
-    "-f",
-    "--file",
-    "task_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the task from FILE.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@config_option
-def workflow_cmd(
-    name: str, task: str | None, task_file: Path | None, as_json: bool, config_path: Path | None
-) -> None:
-    """Run workflow NAME on TASK, showing each step live."""
-    text = read_task(task, task_file)
-    orch = AsyncAgentOrchestrator(config_path)
-
-    async def go() -> WorkflowResult:
-        async with orch:
-            return await run_workflow_live(orch, name, text, live=not as_json)
-
-    result = asyncio.run(go())
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        print_workflow_result(result)
-    if not result.success:
-        raise RunFailed
-
-
-COMMANDS = [agents_cmd, workflows_cmd, run_cmd, workflow_cmd]
+COMMANDS = [agents_cmd, workflows_cmd, run_cmd]

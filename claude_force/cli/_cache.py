@@ -4,34 +4,54 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .. import AsyncAgentOrchestrator, InvalidArgumentError, ResponseCache
-from ._common import config_option, console, print_json
-
-cache_dir_option = click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cache folder (default: $XDG_CACHE_HOME/claude-force or ~/.cache/claude-force).",
+from .. import (
+    AsyncAgentOrchestrator,
+    ConfigError,
+    InvalidArgumentError,
+    Report,
+    ResponseCache,
+    find_config,
 )
+from ._common import cache_dir_option, config_option, console, print_json, usd
+from ._tables import pairs_table, percent
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_MIB = 1024 * 1024
 
 
-def _show(data: dict[str, Any], as_json: bool) -> None:
+def _show(data: dict[str, Any], as_json: bool, title: str | None = None) -> None:
     if as_json:
         print_json(data)
-        return
-    for key, value in data.items():
-        if isinstance(value, dict):
-            console.print(f"{key}:", highlight=False)
-            for sub, inner in value.items():
-                console.print(f"  {sub}: {inner}", highlight=False)
-        else:
-            console.print(f"{key}: {value}", highlight=False)
+    else:
+        console.print(pairs_table(title, {key: str(value) for key, value in data.items()}))
+
+
+def _bytes(count: int) -> str:
+    return f"{count:,} bytes ({count / _MIB:.1f} MiB)"
+
+
+def _ledger_figures(config_path: Path | None) -> dict[str, Any] | None:
+    """Hit rate and savings from the project's usage ledger; None outside a project."""
+    if config_path is None:
+        try:
+            config_path = find_config()
+        except ConfigError:
+            return None  # no project here: the cache figures stand alone
+    orch = AsyncAgentOrchestrator(config_path, api_key="", enable_metrics=False)
+    report: Report = orch.usage_summary()
+    return {
+        "ledger": str(orch.ledger_path),
+        "calls": report.calls,
+        "cache_hits": report.cache_hits,
+        "hit_rate": report.cache_hit_rate,
+        "saved_usd": str(report.saved_by_response_cache_usd),
+    }
 
 
 @click.group("cache")
@@ -41,11 +61,49 @@ def cache_cmd() -> None:
 
 @cache_cmd.command("stats")
 @cache_dir_option
+@config_option
 @json_option
-def cache_stats(cache_dir: Path | None, as_json: bool) -> None:
-    """Entries, size, limit and this process's counters, per tier."""
+def cache_stats(cache_dir: Path | None, config_path: Path | None, as_json: bool) -> None:
+    """Entries, size and limit of the disk cache (shared by every process using the folder),
+    and the hit rate of the project's calls from its usage ledger."""
     with ResponseCache(cache_dir=cache_dir) as cache:
-        _show(cache.get_stats(), as_json)
+        stats = cache.get_stats()
+        data: dict[str, Any] = {
+            "cache_dir": str(cache.cache_dir),
+            "entries": int(stats["entries"]),
+            "size_bytes": int(stats["size_bytes"]),
+            "max_size_bytes": int(stats["max_size_bytes"]),
+        }
+    usage = _ledger_figures(config_path)
+    if as_json:
+        print_json({**data, "usage": usage})
+        return
+    console.print(
+        pairs_table(
+            "Response cache",
+            {
+                "folder": data["cache_dir"],
+                "entries": f"{data['entries']:,}",
+                "size": _bytes(data["size_bytes"]),
+                "max size": _bytes(data["max_size_bytes"]),
+            },
+        )
+    )
+    if usage is None:
+        console.print("hit rate: no .claude/ project here; pass -c PATH to read its usage ledger")
+        return
+    console.print(
+        pairs_table(
+            "Calls in the usage ledger",
+            {
+                "ledger": usage["ledger"],
+                "calls": f"{usage['calls']:,}",
+                "answered from the cache": f"{usage['cache_hits']:,}",
+                "hit rate": percent(usage["hit_rate"]),
+                "saved": usd(Decimal(usage["saved_usd"])),
+            },
+        )
+    )
 
 
 @cache_cmd.command("clear")
@@ -109,12 +167,13 @@ def _read_tasks(path: Path) -> list[dict[str, Any]]:
 
 @cache_cmd.command("warm")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@cache_dir_option
 @config_option
 @json_option
-def cache_warm(file: Path, config_path: Path | None, as_json: bool) -> None:
+def cache_warm(file: Path, cache_dir: Path | None, config_path: Path | None, as_json: bool) -> None:
     """Run the tasks in FILE now so later identical calls are answered from the cache."""
     tasks = _read_tasks(file)
-    orch = AsyncAgentOrchestrator(config_path)
+    orch = AsyncAgentOrchestrator(config_path, cache_dir=cache_dir)
 
     async def go() -> dict[str, int]:
         async with orch:

@@ -1,21 +1,40 @@
-"""Shared pieces of the CLI: error handling, exit codes, output helpers."""
+"""Shared pieces of the CLI: exit codes, options, the two kinds of output, the top level.
+
+Standard output carries what the user asked for (the model's text, JSON, a report), written
+exactly; standard error carries decoration (progress, usage, timing), warnings and errors.
+At the top level an exception becomes one line on stderr and an exit code; tracebacks are
+for developers (``CLAUDE_FORCE_DEBUG=1`` prints them, and debug logging).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import sqlite3
 import sys
+import traceback
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
-from .. import ClaudeForceError, RunError, UsageError
+from .. import AgentResult, ClaudeForceError, RunError, UsageError
 
 EXIT_OK = 0
 EXIT_RUN_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 the run failed (an API error after retries, a budget stop, a "
+    "failed workflow step) or an unexpected error; 2 a usage or configuration error (bad "
+    "argument, invalid claude.json, a file, folder, database or port that cannot be used); "
+    "130 interrupted (Ctrl-C)."
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,39 +48,236 @@ config_option = click.option(
     help="Path to claude.json (default: .claude/claude.json here or in a parent folder).",
 )
 
+CACHE_DIR_HELP = (
+    "Response cache folder (default: $CLAUDE_FORCE_CACHE_DIR, else "
+    "$XDG_CACHE_HOME/claude-force or ~/.cache/claude-force)."
+)
+
+cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="CLAUDE_FORCE_CACHE_DIR",
+    help=CACHE_DIR_HELP,
+)
+
 
 class RunFailed(Exception):
     """A command finished but what it ran failed: exit code 1, message already shown."""
 
 
-def run_guarded(cli: click.Group, argv: list[str] | None) -> int:
-    """Run the click group, turning our errors into messages and exit codes."""
-    try:
-        cli.main(args=argv, prog_name="claude-force", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.Abort:
-        err_console.print("aborted")
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
-    except UsageError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        return EXIT_USAGE
-    except RunError as exc:
-        err_console.print(f"[bold red]failed:[/] {escape(str(exc))}", highlight=False)
-        return EXIT_RUN_FAILURE
-    except RunFailed:
-        return EXIT_RUN_FAILURE
-    except ClaudeForceError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        return EXIT_RUN_FAILURE
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
-    return EXIT_OK
+def write_text(text: str) -> None:
+    """Write ``text`` to standard output exactly, as UTF-8, plus a final newline if it lacks one.
+
+    Nothing wraps, pads or re-encodes it, whether stdout is a terminal, a pipe or a file.
+    """
+    data = text if text.endswith("\n") else text + "\n"
+    sys.stdout.flush()  # anything rich or click wrote before comes first
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (some embedding hosts)
+        sys.stdout.write(data)
+        sys.stdout.flush()
+        return
+    # A lone surrogate cannot be UTF-8; everything else goes out unchanged.
+    buffer.write(data.encode("utf-8", errors="replace"))
+    buffer.flush()
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    write_text(json.dumps(data, indent=2, default=str))
+
+
+def say(message: str) -> None:
+    """One line of decoration on standard error (never wrapped)."""
+    click.echo(message, err=True)
+
+
+_LABEL_COLOURS = {"error": "red", "critical": "red", "warning": "yellow"}
+
+
+def error_line(message: str, *, label: str = "error") -> str:
+    """``label: message`` on one line, the label coloured (click drops colour off a terminal)."""
+    styled = click.style(label + ":", fg=_LABEL_COLOURS.get(label), bold=True)
+    return f"{styled} {cli_message(message)}"
+
+
+def show_error(message: str, *, label: str = "error") -> None:
+    click.echo(error_line(message, label=label), err=True)
+
+
+def one_line(text: str) -> str:
+    """A multi-line message on one line: ``head: a; b; c`` (lists keep their items)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    rest = [line[2:] if line.startswith("- ") else line for line in lines[1:]]
+    return f"{lines[0]} {'; '.join(rest)}"
+
+
+# The library speaks Python (keyword arguments); the command line speaks options.
+_CLI_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"\s*\((?:force=True|use force=True)\)", ""),
+        (r"\bforce=True\b", "--force"),
+        (r"\bport=(\d+)", r"--port \1"),
+        (r"\bport=", "--port "),
+        (r"\bmax_tokens\b", "--max-tokens"),
+        (r"\bcache_dir\b", "--cache-dir"),
+        (r"\benable_cache=False\b", "--no-cache"),
+        (r"\buse_cache=False\b", "--no-cache"),
+        (r"\brefresh=True\b", "--refresh"),
+        (r" or pass api_key=\.\.\.", ""),
+        (r"\bapi_key=\.\.\.", "ANTHROPIC_API_KEY"),
+    )
+)
+
+
+def cli_message(text: str) -> str:
+    """A library message as the command line says it: one line, options not keywords."""
+    text = one_line(text)
+    for pattern, replacement in _CLI_WORDS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def usd(value: Decimal) -> str:
+    """``$0.0123``, ``$1.50``: to the micro-dollar, at least two decimals."""
+    whole, _, frac = f"{value.quantize(Decimal('0.000001')):f}".partition(".")
+    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
+def cost_text(cost: Decimal | None) -> str:
+    return "unpriced" if cost is None else usd(cost)
+
+
+def result_line(result: AgentResult) -> str:
+    """Model, tokens, time and cost of one call; a cache hit says what it saved."""
+    meta = result.metadata
+    ms = f"{meta.get('execution_time_ms', 0):.0f} ms"
+    if meta.get("cached"):
+        saved = meta.get("cost_saved")
+        saved_text = "cost unknown" if saved is None else f"saved {usd(saved)}"
+        return f"{meta.get('model')}: cached, {saved_text}, {ms}"
+    return (
+        f"{meta.get('model')}: {meta.get('input_tokens', 0)} in"
+        f" / {meta.get('output_tokens', 0)} out tokens,"
+        f" cache read {meta.get('cache_read_input_tokens', 0)}, {ms},"
+        f" {cost_text(meta.get('estimated_cost'))}"
+    )
+
+
+def steps_cost(steps: list[AgentResult]) -> Decimal | None:
+    """What the steps that ran cost; None only when a billed step's price is unknown.
+
+    A failed step the service did not bill has no cost to add.
+    """
+    total = Decimal(0)
+    for step in steps:
+        cost = step.metadata.get("estimated_cost")
+        if cost is None and step.success:
+            return None
+        total += cost or Decimal(0)
+    return total
+
+
+# -- the top level ------------------------------------------------------------------------
+
+DEBUG_ENV = "CLAUDE_FORCE_DEBUG"
+_DEBUG_HINT = f"run with {DEBUG_ENV}=1 for the traceback"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+class WarningLines(logging.Handler):
+    """Records of the ``claude_force`` logger as ``warning: ...`` lines on standard error."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            label = logging.getLevelName(record.levelno).lower()
+            show_error(record.getMessage(), label=label)
+        except (OSError, ValueError, TypeError):
+            self.handleError(record)
+
+
+def configure_logging() -> None:
+    """Send the library's warnings (debug records too under CLAUDE_FORCE_DEBUG) to stderr."""
+    logger = logging.getLogger("claude_force")
+    if any(isinstance(h, WarningLines) for h in logger.handlers):
+        return
+    level = logging.DEBUG if debug_enabled() else logging.WARNING
+    logger.addHandler(WarningLines(level))
+    logger.setLevel(level)
+    logger.propagate = False  # printed once, by us, not again by a root handler
+
+
+def run_guarded(cli: click.Group, argv: list[str] | None) -> int:
+    """Run the click group; every way it can end becomes an exit code (see EXIT_CODES_HELP)."""
+    try:
+        returned = cli.main(args=argv, prog_name="claude-force", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        show_error("interrupted", label="stopped")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the CLI's top level: nothing may escape as a traceback
+        return _report(exc)
+    return returned if isinstance(returned, int) else EXIT_OK
+
+
+def _report(exc: Exception) -> int:
+    """Print ``exc`` as one line; return its exit code."""
+    if isinstance(exc, RunFailed):
+        return EXIT_RUN_FAILURE  # already shown by the command
+    if debug_enabled():
+        traceback.print_exc()
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()  # the reader went away (| head): nothing left to say
+        return EXIT_RUN_FAILURE
+    code, message = _describe(exc)
+    show_error(message)
+    return code
+
+
+def _describe(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, click.ClickException):
+        return EXIT_USAGE, _click_message(exc)
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, (RunError, ClaudeForceError)):
+        return EXIT_RUN_FAILURE, str(exc)
+    if isinstance(exc, OSError):
+        return EXIT_USAGE, _os_message(exc)
+    if isinstance(exc, sqlite3.Error):
+        return EXIT_USAGE, (
+            f"a claude-force database cannot be used ({exc}); if .claude/data/usage.db or "
+            "the cache folder's cache.db is damaged, move it aside and run again"
+        )
+    return EXIT_RUN_FAILURE, f"{type(exc).__name__}: {exc}; {_DEBUG_HINT}"
+
+
+def _click_message(exc: click.ClickException) -> str:
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(ctx, click.Context):
+        return f"{message} (see `{ctx.command_path} --help`)"
+    return message
+
+
+def _os_message(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    where = f": {exc.filename}" if exc.filename is not None else ""
+    return f"{what}{where}; check the path and its permissions, or {_DEBUG_HINT}"
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; a closed pipe would raise again there.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)

@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from .. import AsyncAgentOrchestrator, Report, serve_ledger_metrics
+from .. import AsyncAgentOrchestrator, InvalidArgumentError, Report, serve_ledger_metrics
 from ._common import config_option, console, print_json
+from ._tables import breakdown_table, report_table, show
 
 since_option = click.option(
     "--since", default=None, help="Only calls since: 30m, 24h, 7d, or a date like 2026-11-01."
@@ -22,12 +23,10 @@ def _orchestrator(config_path: Path | None) -> AsyncAgentOrchestrator:
 
 
 def _show_breakdown(reports: dict[str, Report], key: str, as_json: bool) -> None:
-    from .._reports import render_breakdown
-
     if as_json:
         print_json({name: r.to_dict() for name, r in reports.items()})
     else:
-        console.print(render_breakdown(reports, key=key), highlight=False, markup=False)
+        show(breakdown_table(reports, key=key))
 
 
 @click.group("metrics", invoke_without_command=True)
@@ -42,13 +41,11 @@ def metrics_cmd(
     ctx.obj = {"config_path": config_path}
     if ctx.invoked_subcommand is not None:
         return
-    from .._reports import render_text
-
     report = _orchestrator(config_path).usage_summary(since)
     if as_json:
         print_json(report.to_dict())
     else:
-        console.print(render_text(report), highlight=False, markup=False)
+        show(report_table(report))
 
 
 def _config(ctx: click.Context, config_path: Path | None) -> Path | None:
@@ -111,14 +108,26 @@ def metrics_export(
 
 
 @metrics_cmd.command("serve")
-@click.option("--port", type=int, default=9464, show_default=True, help="Port (0 = any free port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9464,
+    show_default=True,
+    help="Port (0 = any free port).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @config_option
 @click.pass_context
 def metrics_serve(ctx: click.Context, port: int, host: str, config_path: Path | None) -> None:
     """Serve Prometheus metrics computed from the ledger at /metrics until Ctrl-C."""
     orch = _orchestrator(_config(ctx, config_path))
-    server, _thread = serve_ledger_metrics(orch.ledger, port, addr=host)
+    try:
+        server, _thread = serve_ledger_metrics(orch.ledger, port, addr=host)
+    except OSError as exc:  # the port is taken, or the address is not ours
+        raise InvalidArgumentError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port, "
+            "or --port 0 for any free port"
+        ) from exc
     console.print(
         f"metrics on http://{host}:{server.server_port}/metrics  (Ctrl-C to stop)", highlight=False
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .. import init_project
+from .. import InvalidArgumentError, init_project
 from ._common import console
 
 
@@ -17,7 +17,14 @@ from ._common import console
 )
 def init_cmd(directory: Path, force: bool) -> None:
     """Create .claude/ with three example agents and two workflows in DIRECTORY."""
-    written = init_project(directory, force=force)
+    try:
+        written = init_project(directory, force=force)
+    except OSError as exc:  # a folder that cannot be created or written
+        where = exc.filename if exc.filename is not None else directory
+        raise InvalidArgumentError(
+            f"cannot create the project in {where}: {exc.strerror or exc}; "
+            "choose a folder you can write to, or fix its permissions"
+        ) from exc
     for path in written:
         console.print(f"wrote {path}", highlight=False)
     console.print(

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from .. import AsyncAgentOrchestrator, WorkflowResult, init_project
-from ._agents import print_workflow_result, run_workflow_live
-from ._common import RunFailed, console
+from ._common import RunFailed, console, cost_text, steps_cost, usd
+from ._workflow import print_workflow_result, run_with_progress
 
 DEMO_TASK = (
     "Add a retry helper to http_client.py: retry idempotent requests up to three times "
@@ -24,7 +24,7 @@ DEMO_TASK = (
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=8765,
     show_default=True,
     help="Port to listen on (0 = any free port).",
@@ -44,10 +44,14 @@ def simulate_cmd(host: str, port: int, latency_ms: float, per_token_ms: float) -
 
     Point any client at it with ANTHROPIC_BASE_URL=http://HOST:PORT (any API key works).
     """
-    from ..testing import serve
+    from ..testing import Simulator, serve
 
-    console.print(f"simulator on http://{host}:{port}  (Ctrl-C to stop)", highlight=False)
-    serve(host, port, latency_ms=latency_ms, per_token_latency_ms=per_token_ms)
+    def ready(sim: Simulator) -> None:
+        console.print(
+            f"simulator on {sim.base_url}  (Ctrl-C to stop)", highlight=False, soft_wrap=True
+        )
+
+    serve(host, port, latency_ms=latency_ms, per_token_latency_ms=per_token_ms, on_ready=ready)
 
 
 @click.command("demo")
@@ -90,20 +94,22 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
             f"demo: workflow '{name}' on the local simulator at {sim.base_url} "
             f"({latency_ms:g} ms latency per call)",
             highlight=False,
+            soft_wrap=True,
         )
 
         async def go() -> tuple[WorkflowResult, WorkflowResult]:
             async with orch:
-                first = await run_workflow_live(orch, name, DEMO_TASK, live=not no_live)
+                first = await run_with_progress(orch, name, DEMO_TASK, live=not no_live)
                 again = await orch.run_workflow(name, DEMO_TASK)
                 return first, again
 
         result, again = asyncio.run(go())
-        print_workflow_result(result)
+        print_workflow_result(result, all_steps=True)
         console.print(
             f"{len(sim.message_requests)} requests reached the simulator; "
             f"peak in flight {sim.peak_in_flight}",
             highlight=False,
+            soft_wrap=True,
         )
         _print_second_run(again)
         if directory is not None:
@@ -111,6 +117,7 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
                 f"usage recorded in {orch.ledger_path}; see: claude-force metrics -c "
                 f"{root / '.claude' / 'claude.json'}",
                 highlight=False,
+                soft_wrap=True,
             )
     if not result.success:
         raise RunFailed
@@ -122,8 +129,9 @@ def _print_second_run(again: WorkflowResult) -> None:
     console.print(
         f"the same workflow again: {hits} of {len(again.steps)} steps answered from the "
         f"response cache in {again.execution_time_ms:.0f} ms, cost "
-        f"${again.total_cost or 0:.6f}, saved ${saved:.6f}",
+        f"{cost_text(steps_cost(again.steps))}, saved {usd(saved)}",
         highlight=False,
+        soft_wrap=True,
     )
 
 

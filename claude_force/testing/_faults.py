@@ -41,7 +41,7 @@ _DEFAULT_MESSAGES: Mapping[str, str] = {
     "request_too_large": "Request exceeds the maximum allowed number of bytes.",
 }
 
-FaultKind = Literal["status", "reset", "hang"]
+FaultKind = Literal["status", "reset", "hang", "reply"]
 
 
 def error_type(status: int) -> str:
@@ -54,7 +54,8 @@ def error_type(status: int) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Fault:
-    """One injected failure; build it with :meth:`status`, :meth:`reset` or :meth:`hang`."""
+    """One injected fault; build it with :meth:`status`, :meth:`reset`, :meth:`hang` or
+    :meth:`reply` (a normal answer whose text is given, e.g. to test how clients print it)."""
 
     kind: FaultKind
     status_code: int = 0
@@ -63,6 +64,7 @@ class Fault:
     should_retry: bool | None = None
     message: str | None = None
     seconds: float = 0.0
+    text: str = ""
 
     @classmethod
     def status(
@@ -102,6 +104,13 @@ class Fault:
                 f"Fault.hang seconds must be a finite number >= 0, got {seconds!r}"
             )
         return cls(kind="hang", seconds=float(seconds))
+
+    @classmethod
+    def reply(cls, text: str) -> Fault:
+        """Answer normally, but with exactly ``text`` (one output token per word)."""
+        if not isinstance(text, str) or not text:
+            raise InvalidArgumentError(f"Fault.reply text must be a non-empty string, got {text!r}")
+        return cls(kind="reply", text=text)
 
     @property
     def error_type(self) -> str:

@@ -30,7 +30,7 @@ from aiohttp import web
 from .._errors import InvalidArgumentError
 from ._faults import Fault, FaultPlan
 from ._prompt_cache import PromptCache
-from ._text import render_reply, reply_digest, reply_words
+from ._text import Reply, render_reply, reply_digest, reply_words
 from ._tokens import PromptShape, eligible_breakpoints, min_cacheable_tokens, prompt_shape
 from ._wire import (
     RateWindow,
@@ -404,7 +404,7 @@ class Simulator:
         self._enter_flight()
         try:
             fault = self._faults.next()
-            if fault is not None:
+            if fault is not None and fault.kind != "reply":
                 response = await self._inject(fault, request, request_id)
                 if response is not None:
                     return response
@@ -412,7 +412,8 @@ class Simulator:
             shape = prompt_shape(body) if problem is None else problem
             if isinstance(shape, str):
                 return _error_response(400, "invalid_request_error", shape, request_id)
-            return await self._answer(body, shape, request_id)
+            text = fault.text if fault is not None else None
+            return await self._answer(body, shape, request_id, text=text)
         finally:
             self._leave_flight()
 
@@ -439,9 +440,12 @@ class Simulator:
         raise asyncio.CancelledError
 
     async def _answer(
-        self, body: dict[str, Any], shape: PromptShape, request_id: str
+        self, body: dict[str, Any], shape: PromptShape, request_id: str, *, text: str | None = None
     ) -> web.Response:
-        reply = render_reply(reply_words(body, reply_digest(body)), body["max_tokens"])
+        if text is not None:
+            reply = Reply(text, max(1, len(text.split())), "end_turn")
+        else:
+            reply = render_reply(reply_words(body, reply_digest(body)), body["max_tokens"])
         delay_ms = self._latency_ms + self._per_token_ms * reply.output_tokens
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000.0)

@@ -1,0 +1,221 @@
+"""``claude-force workflow``: run a workflow with a live table of its steps."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import click
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from .. import AsyncAgentOrchestrator, StepEvent, WorkflowResult
+from ._agents import cache_options, make_orchestrator, read_task
+from ._common import (
+    EXIT_CODES_HELP,
+    RunFailed,
+    config_option,
+    console,
+    cost_text,
+    err_console,
+    one_line,
+    print_json,
+    result_line,
+    say,
+    show_error,
+    steps_cost,
+    write_text,
+)
+
+Outcome = Literal["done", "cancelled", "error"]
+
+_COLOURS = {
+    "pending": "dim",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "cancelled": "magenta",
+}
+
+
+class WorkflowProgress:
+    """A table of a workflow's steps on stderr, fed by StepEvent callbacks.
+
+    Nothing is drawn until the first step starts, so input the library refuses (an unknown
+    workflow, an empty task, no API key) gives its one-line error and no empty table.
+    """
+
+    def __init__(self, title: str, stages: Sequence[Sequence[str]], *, live: bool) -> None:
+        self.title = title
+        self.live = live
+        # Keyed by (stage, agent): one agent may appear in several stages.
+        self.rows: dict[tuple[int, str], tuple[str, str]] = {
+            (number, agent): ("pending", "")
+            for number, stage in enumerate(stages, 1)
+            for agent in stage
+        }
+        self._view: Live | None = None
+        self._started = False
+
+    def __call__(self, event: StepEvent) -> None:
+        if event.status == "started":
+            self.rows[(event.stage, event.agent)] = ("running", "")
+        elif event.result is not None and event.status == "succeeded":
+            self.rows[(event.stage, event.agent)] = ("succeeded", result_line(event.result))
+        else:
+            errors = event.result.errors if event.result is not None else []
+            self.rows[(event.stage, event.agent)] = (event.status, one_line("; ".join(errors)))
+        self._draw()
+
+    def _draw(self) -> None:
+        self._started = True
+        if not self.live or not _animated():
+            return  # a pipe or a file gets the final table once, from finish()
+        if self._view is None:
+            self._view = Live(
+                self.render(), console=err_console, refresh_per_second=8, transient=True
+            )
+            self._view.start()
+        else:
+            self._view.update(self.render())
+
+    def finish(self, outcome: Outcome) -> None:
+        """Mark the steps that never ran, draw the final table once and stop. Idempotent.
+
+        After a failed stage the later steps are "skipped"; after Ctrl-C or an error, what
+        had not finished is "cancelled". An error before any step finished (a config or
+        cache problem found by the first call) leaves no table, only its one-line message.
+        """
+        for key, (status, _detail) in self.rows.items():
+            if status == "running" or (status == "pending" and outcome != "done"):
+                self.rows[key] = ("cancelled", "")
+            elif status == "pending":
+                self.rows[key] = ("skipped", "an earlier stage failed")
+        view, self._view = self._view, None
+        if view is not None:
+            view.stop()  # transient: the live table goes, the final one is printed below
+        started, self._started = self._started, False
+        finished = any(status in ("succeeded", "failed") for status, _ in self.rows.values())
+        if self.live and started and (finished or outcome == "cancelled"):
+            err_console.print(self.render())
+
+    def render(self) -> Table:
+        table = Table(title=self.title)
+        table.add_column("stage", justify="right")
+        table.add_column("agent")
+        table.add_column("status")
+        table.add_column("detail")
+        for (stage, agent), (status, detail) in self.rows.items():
+            table.add_row(str(stage), agent, f"[{_COLOURS[status]}]{status}[/]", escape(detail))
+        return table
+
+
+def _animated() -> bool:
+    """Redraw in place only on a real terminal; elsewhere the cursor cannot move back."""
+    return err_console.is_terminal and not err_console.is_dumb_terminal
+
+
+async def run_with_progress(
+    orch: AsyncAgentOrchestrator,
+    name: str,
+    task: str,
+    *,
+    live: bool,
+    use_cache: bool = True,
+    refresh: bool = False,
+) -> WorkflowResult:
+    """Run workflow ``name``, drawing its progress table on stderr when ``live``."""
+    progress = WorkflowProgress(f"workflow {name}", orch.config.workflow(name), live=live)
+    outcome: Outcome = "error"
+    try:
+        result = await orch.run_workflow(
+            name, task, on_step=progress, use_cache=use_cache, refresh=refresh
+        )
+        outcome = "done"
+        return result
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        outcome = "cancelled"
+        raise
+    finally:
+        progress.finish(outcome)
+
+
+def print_workflow_result(result: WorkflowResult, *, all_steps: bool) -> None:
+    """The answer on stdout, the summary on stderr.
+
+    ``all_steps``: every step's output under a header (for a terminal); otherwise only the
+    workflow's final output, byte for byte, so that it can be piped or saved.
+    """
+    if all_steps:
+        for number, step in enumerate(result.steps, 1):
+            state = "" if step.success else " (failed)"
+            console.rule(f"step {number}: {escape(step.agent_name)}{state}")
+            if step.success:
+                write_text(step.output)
+    elif result.success:
+        write_text(result.final_output)
+    if not result.success:
+        show_error(f"workflow {result.workflow_name} failed: {result.error}")
+    status = "succeeded" if result.success else "failed"
+    say(
+        f"workflow {result.workflow_name} {status} in {result.execution_time_ms / 1000:.2f} s; "
+        f"{len(result.steps)} steps, {result.total_input_tokens} input + "
+        f"{result.total_output_tokens} output tokens, {cost_text(steps_cost(result.steps))}"
+    )
+
+
+@click.command("workflow", epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@click.argument("task", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "task_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the task from FILE.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@cache_options
+@config_option
+def workflow_cmd(
+    name: str,
+    task: str | None,
+    task_file: Path | None,
+    as_json: bool,
+    no_cache: bool,
+    refresh: bool,
+    cache_dir: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Run workflow NAME on TASK, showing each step live on standard error.
+
+    On a terminal every step's output is shown under a header; piped or redirected, standard
+    output gets only the workflow's final output, byte for byte (--json gives every step).
+    """
+    text = read_task(task, task_file)
+    orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
+    _ = orch.response_cache  # opened now: a cache problem is reported before any table
+
+    async def go() -> WorkflowResult:
+        async with orch:
+            return await run_with_progress(
+                orch, name, text, live=not as_json, use_cache=not no_cache, refresh=refresh
+            )
+
+    result = asyncio.run(go())
+    if as_json:
+        print_json(result.to_dict())
+        if not result.success:
+            show_error(f"workflow {result.workflow_name} failed: {result.error}")
+    else:
+        print_workflow_result(result, all_steps=sys.stdout.isatty())
+    if not result.success:
+        raise RunFailed
+
+
+COMMANDS = [workflow_cmd]
