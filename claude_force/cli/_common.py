@@ -167,20 +167,6 @@ def result_line(result: AgentResult) -> str:
     )
 
 
-def steps_cost(steps: list[AgentResult]) -> Decimal | None:
-    """What the steps that ran cost; None only when a billed step's price is unknown.
-
-    A failed step the service did not bill has no cost to add.
-    """
-    total = Decimal(0)
-    for step in steps:
-        cost = step.metadata.get("estimated_cost")
-        if cost is None and step.success:
-            return None
-        total += cost or Decimal(0)
-    return total
-
-
 # -- the top level ------------------------------------------------------------------------
 
 DEBUG_ENV = "CLAUDE_FORCE_DEBUG"

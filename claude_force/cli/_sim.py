@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .. import AsyncAgentOrchestrator, WorkflowResult, init_project
-from ._common import RunFailed, console, cost_text, steps_cost, usd
+from ._common import RunFailed, console, cost_text, usd
 from ._workflow import print_workflow_result, run_with_progress
 
 DEMO_TASK = (
@@ -129,7 +129,7 @@ def _print_second_run(again: WorkflowResult) -> None:
     console.print(
         f"the same workflow again: {hits} of {len(again.steps)} steps answered from the "
         f"response cache in {again.execution_time_ms:.0f} ms, cost "
-        f"{cost_text(steps_cost(again.steps))}, saved {usd(saved)}",
+        f"{cost_text(again.total_cost)}, saved {usd(saved)}",
         highlight=False,
         soft_wrap=True,
     )

@@ -27,7 +27,6 @@ from ._common import (
     result_line,
     say,
     show_error,
-    steps_cost,
     write_text,
 )
 
@@ -165,7 +164,7 @@ def print_workflow_result(result: WorkflowResult, *, all_steps: bool) -> None:
     say(
         f"workflow {result.workflow_name} {status} in {result.execution_time_ms / 1000:.2f} s; "
         f"{len(result.steps)} steps, {result.total_input_tokens} input + "
-        f"{result.total_output_tokens} output tokens, {cost_text(steps_cost(result.steps))}"
+        f"{result.total_output_tokens} output tokens, {cost_text(result.total_cost)}"
     )
 
 
