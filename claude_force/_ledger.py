@@ -548,7 +548,8 @@ class _Writer:
                 _log.clear(f"write:{self.path}")
                 _log.clear(f"unwritable:{self.path}")
                 return True
-        self.dropped += len(batch)
+        with self.cond:  # put() counts its drops under the same lock
+            self.dropped += len(batch)
         logger.debug("usage ledger %s: dropped %d rows", self.path, len(batch))
         return False
 
