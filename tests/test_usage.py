@@ -127,28 +127,6 @@ def test_split_short_of_total_keeps_remainder_as_5m() -> None:
     assert (u.cache_write_5m_tokens, u.cache_write_1h_tokens) == (60, 40)
 
 
-def test_nulls_and_missing_fields_are_zero() -> None:
-    raw = {"input_tokens": 5, "output_tokens": None, "cache_read_input_tokens": None}
-    assert Usage.from_api(raw) == Usage(input_tokens=5)
-
-
-def test_bad_api_value_names_field() -> None:
-    with pytest.raises(InvalidArgumentError, match="cache_read_input_tokens"):
-        Usage.from_api({"cache_read_input_tokens": -3})
-
-
-def test_docstring_examples() -> None:
-    import doctest
-
-    import claude_force._budget
-    import claude_force._pricing
-    import claude_force._usage
-
-    for module in (claude_force._usage, claude_force._pricing, claude_force._budget):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
-
-
 @pytest.mark.parametrize(
     ("api_usage", "searches"),
     [
@@ -180,3 +158,25 @@ def test_bad_web_search_count_names_field() -> None:
     raw = {"input_tokens": 1, "server_tool_use": {"web_search_requests": -2}}
     with pytest.raises(InvalidArgumentError, match="web_search_requests"):
         Usage.from_api(raw)
+
+
+def test_nulls_and_missing_fields_are_zero() -> None:
+    raw = {"input_tokens": 5, "output_tokens": None, "cache_read_input_tokens": None}
+    assert Usage.from_api(raw) == Usage(input_tokens=5)
+
+
+def test_bad_api_value_names_field() -> None:
+    with pytest.raises(InvalidArgumentError, match="cache_read_input_tokens"):
+        Usage.from_api({"cache_read_input_tokens": -3})
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import claude_force._budget
+    import claude_force._pricing
+    import claude_force._usage
+
+    for module in (claude_force._usage, claude_force._pricing, claude_force._budget):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
