@@ -7,6 +7,13 @@ in batches (one ``executemany`` in one transaction) every ``flush_interval`` sec
 
 Timestamps (``ts``) are POSIX epoch seconds (UTC) as ``float``: cheap to compare and to filter
 with ``rows(since=...)``; reports format them for people.
+
+The ledger is best-effort: it runs after a paid answer arrived, so nothing here may lose that
+answer. A folder that cannot be created, a read-only or damaged file, a full disk: each is one
+warning per cause on the ``claude_force.ledger`` logger, and the rows concerned are dropped
+(counted in :attr:`Ledger.dropped`). A damaged file is moved aside and a fresh one started.
+:func:`read_rows` reads without writing anything (``mode=ro``), so reports work on a read-only,
+missing or damaged ledger.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import atexit
 import hashlib
 import logging
 import operator
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -27,15 +36,23 @@ from typing import Any
 
 from ._errors import InvalidArgumentError
 from ._usage import Usage
+from ._warnings import OnceLog
+from .cache._sqlite import is_corruption
 
-__all__ = ["OUTCOMES", "Ledger", "LedgerRow", "task_hash"]
+__all__ = ["OUTCOMES", "Ledger", "LedgerRow", "read_rows", "task_hash"]
 
 logger = logging.getLogger("claude_force.ledger")
+_log = OnceLog(logger)
 
 OUTCOMES = frozenset({"success", "error"})
 _BUSY_TIMEOUT_MS = 10_000
 _MAX_WRITE_ATTEMPTS = 5
 _CLOSE_JOIN_SECONDS = 30.0
+# Rows held while the disk cannot keep up (a few hundred bytes each); beyond it the oldest go.
+_MAX_PENDING = 100_000
+_GITIGNORE = "# the usage ledger and caches of claude-force\n*\n"
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH = 3, 8, 14, 23
+_INT64 = range(-(2**63), 2**63)
 
 # message_id is unique among *upstream* calls only: a response-cache hit replays the original
 # message id for tracing, and each hit must still be recorded. NULL ids (failures) never collide.
@@ -54,6 +71,7 @@ CREATE TABLE IF NOT EXISTS calls (
     cache_write_5m_tokens INTEGER NOT NULL DEFAULT 0,
     cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
     cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    web_search_requests INTEGER NOT NULL DEFAULT 0,
     cost_usd TEXT,
     cost_saved_usd TEXT,
     latency_ms REAL,
@@ -67,6 +85,9 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE UNIQUE INDEX IF NOT EXISTS calls_message_id ON calls(message_id) WHERE cached = 0;
 CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
 """
+# Columns added after the first release, with their definitions: an older ledger gains them
+# when a writer opens it; a reader of an older ledger sees their defaults.
+_ADDED_COLUMNS = {"web_search_requests": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def task_hash(text: str) -> str:
@@ -98,6 +119,7 @@ class LedgerRow:
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
     cache_read_tokens: int = 0
+    web_search_requests: int = 0
     cost_usd: Decimal | None = None
     cost_saved_usd: Decimal | None = None
     latency_ms: float | None = None
@@ -128,6 +150,7 @@ class LedgerRow:
             cache_write_5m_tokens=self.cache_write_5m_tokens,
             cache_write_1h_tokens=self.cache_write_1h_tokens,
             cache_read_tokens=self.cache_read_tokens,
+            web_search_requests=self.web_search_requests,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,9 +167,6 @@ _INSERT = (
     f"INSERT OR IGNORE INTO calls ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
-
-
 _Params = tuple[object, ...]
 
 
@@ -165,6 +185,11 @@ def _to_params(row: LedgerRow, ts: float | None = None) -> _Params:
         params[_TS_INDEX] = ts
     for i, value in enumerate(params):
         kind = type(value)
+        if kind is int and value not in _INT64:
+            raise InvalidArgumentError(
+                f"LedgerRow.{_COLUMNS[i]} = {value!r} does not fit a 64-bit integer; "
+                "record real counts"
+            )
         if kind in _PLAIN:
             continue
         if kind is Decimal:
@@ -179,22 +204,77 @@ def _to_params(row: LedgerRow, ts: float | None = None) -> _Params:
     return tuple(params)
 
 
-def _from_record(record: Sequence[Any]) -> LedgerRow:
-    values = dict(zip(_COLUMNS, record, strict=True))
+def _from_record(names: Sequence[str], record: Sequence[Any]) -> LedgerRow:
+    values = dict(zip(names, record, strict=True))
     for name in ("cost_usd", "cost_saved_usd"):
-        if values[name] is not None:
+        if values.get(name) is not None:
             values[name] = Decimal(values[name])
-    values["cached"] = bool(values["cached"])
+    values["cached"] = bool(values.get("cached", False))
     return LedgerRow(**values)
 
 
+# -- opening, classifying failures, setting damaged files aside -------------------------------
+
+
+class _Unavailable(Exception):
+    """The ledger cannot be written at all right now; ``cause`` keys its one warning."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """True for failures that retrying at once cannot fix: read-only, cannot open, no access."""
+    code = _code(exc)
+    if code is not None:
+        return code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH)
+    text = str(exc)
+    return "readonly" in text or "unable to open" in text
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    # busy_timeout first: switching to WAL itself needs a lock another process may hold.
-    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    # check_same_thread off: a late write after close() may run on the caller's thread; the
+    # writer's lock keeps any one connection to one thread at a time.
+    conn = sqlite3.connect(
+        path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    try:
+        # busy_timeout first: switching to WAL itself needs a lock another process may hold.
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _ensure_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in conn.execute("PRAGMA table_info(calls)").fetchall()}
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+    if set(_ADDED_COLUMNS) <= _columns(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        present = _columns(conn)  # again under the lock: another process may have added them
+        for name, definition in _ADDED_COLUMNS.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {definition}")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _insert(conn: sqlite3.Connection, params: Iterable[_Params]) -> None:
@@ -202,17 +282,318 @@ def _insert(conn: sqlite3.Connection, params: Iterable[_Params]) -> None:
     try:
         conn.executemany(_INSERT, params)
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _move_aside(path: Path, *, expected: tuple[int, int] | None) -> Path | None:
+    """Rename a damaged ledger (and its -wal/-shm files) to ``<name>.damaged-<time>-<pid>``.
+
+    Returns the new name, or ``None`` when ``path`` is no longer the file found damaged
+    (another process already replaced it). Raises ``OSError`` when the rename fails.
+    """
+    if _inode(path) != expected:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm"):
+        # A stale WAL left beside a fresh database would be replayed into it.
+        try:
+            os.replace(path.with_name(path.name + suffix), target.with_name(target.name + suffix))
+        except FileNotFoundError:
+            continue
+    return target
+
+
+def _keep_out_of_git(folder: Path) -> None:
+    """The data folder lives inside .claude/, which projects commit: ignore its contents."""
+    marker = folder / ".gitignore"
+    try:
+        with marker.open("x", encoding="utf-8") as out:
+            out.write(_GITIGNORE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        _log.warn(
+            f"gitignore:{marker}",
+            f"could not write {marker} ({exc.strerror or exc}); the usage ledger may end up in "
+            f"git: create {marker} containing a line with '*'",
+        )
+
+
+def _prepare_folder(folder: Path, keep_out_of_git: bool) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise _Unavailable(
+            f"folder:{folder}",
+            f"usage ledger folder {folder} cannot be created ({why or exc}); calls are not "
+            "being recorded. Make it a writable folder, or pass ledger_path= naming a file in "
+            "one",
+        ) from exc
+    if keep_out_of_git:
+        _keep_out_of_git(folder)
+
+
+# -- the writer -------------------------------------------------------------------------------
+
+_LIVE: set[_Writer] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _close_all() -> None:
+    """At interpreter exit, write what every ledger still holds (closed or forgotten)."""
+    with _LIVE_LOCK:
+        writers = list(_LIVE)
+    for writer in writers:
+        writer.close()
+
+
+atexit.register(_close_all)
+
+
+class _Writer:
+    """The queue, the background thread and its connection of one :class:`Ledger`.
+
+    It holds no reference to its ``Ledger``, so a forgotten ledger can be garbage collected:
+    its finalizer then asks this writer to write what is queued and stop.
+    """
+
+    def __init__(
+        self, path: Path, *, batch_size: int, flush_interval: float, keep_out_of_git: bool
+    ) -> None:
+        self.path = path
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.keep_out_of_git = keep_out_of_git
+        self.dropped = 0
+        self.cond = threading.Condition()
+        self.pending: deque[_Params] = deque()
+        self.enqueued = 0  # rows queued so far
+        self.done = 0  # queued rows written (or given up on) so far
+        self.flush_waiters = 0
+        self.opened = False  # the thread's first attempt to open the file is over
+        self.closing = False
+        self.stopped = False
+        # One connection, used by one thread at a time: the writer thread, or a late write.
+        self._io = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self.thread = threading.Thread(target=self._run, name="claude-force-ledger", daemon=True)
+
+    def start(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        self.thread.start()
+
+    # -- called from any thread ---------------------------------------------------------------
+
+    def put(self, params: _Params) -> bool:
+        """Queue a row; False once closing (the caller then writes it directly)."""
+        with self.cond:
+            if self.closing:
+                return False
+            overflow = len(self.pending) >= _MAX_PENDING
+            if overflow:
+                self.pending.popleft()
+                self.dropped += 1
+                self.done += 1
+            self.pending.append(params)
+            self.enqueued += 1
+            # Wake the writer on the first row (starts its flush_interval) and on a full batch.
+            if len(self.pending) in (1, self.batch_size):
+                self.cond.notify_all()
+        if overflow:
+            _log.warn(
+                f"overflow:{self.path}",
+                f"usage ledger {self.path} is not keeping up ({_MAX_PENDING:,} rows waiting); "
+                "dropping the oldest. Check the disk holding it",
+            )
+        return True
+
+    def write_now(self, params: _Params) -> None:
+        """Write one row on the caller's thread (after close), then let go of the file."""
+        with self._io:
+            self._store([params])
+            self._disconnect()
+
+    def flush(self, timeout: float | None) -> bool:
+        with self.cond:
+            target = self.enqueued
+            self.flush_waiters += 1
+            self.cond.notify_all()
+            try:
+                self.cond.wait_for(
+                    lambda: (self.opened and self.done >= target) or self.stopped, timeout
+                )
+                return self.opened and self.done >= target
+            finally:
+                self.flush_waiters -= 1
+
+    def stop(self) -> None:
+        """Ask the thread to write what is queued and end; returns at once."""
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        self.stop()
+        if self.thread.ident is not None and self.thread is not threading.current_thread():
+            self.thread.join(_CLOSE_JOIN_SECONDS)
+
+    def wait_done(self, count: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.done >= count, timeout)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with self._io:
+                self._open_quietly()  # so the file exists soon after the Ledger does
+            with self.cond:
+                self.opened = True
+                self.cond.notify_all()
+            while True:
+                batch, closing = self._next_batch()
+                if batch:
+                    with self._io:
+                        self._store(batch)
+                    with self.cond:
+                        self.done += len(batch)
+                        self.cond.notify_all()
+                elif closing:
+                    return
+        finally:
+            with self._io:
+                self._disconnect()
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
+            with self.cond:
+                self.stopped = True
+                self.cond.notify_all()
+
+    def _next_batch(self) -> tuple[list[_Params], bool]:
+        """Block until there is something to write or the ledger closes."""
+        with self.cond:
+            self.cond.wait_for(lambda: bool(self.pending) or self.closing)
+            if self._should_linger():
+                # Let a batch build up; put() (batch full), flush() and close() cut this short.
+                self.cond.wait_for(lambda: not self._should_linger(), self.flush_interval)
+            batch = list(self.pending)
+            self.pending.clear()
+            return batch, self.closing
+
+    def _should_linger(self) -> bool:
+        return (
+            0 < len(self.pending) < self.batch_size and not self.closing and self.flush_waiters == 0
+        )
+
+    # -- disk (with self._io held) ------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            _prepare_folder(self.path.parent, self.keep_out_of_git)
+            self._identity = _inode(self.path)
+            self._conn = _connect(self.path)
+            self._identity = self._identity or _inode(self.path)
+        return self._conn
+
+    def _open_quietly(self) -> None:
+        try:
+            self._open()
+        except _Unavailable as exc:
+            _log.warn(exc.cause, str(exc))
+        except sqlite3.Error as exc:
+            # The first write meets this again and handles it (damaged file, read-only...).
+            logger.debug("usage ledger %s: opening failed (%s)", self.path, exc)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _store(self, batch: list[_Params]) -> bool:
+        """Write ``batch`` in one transaction; never raises. False when the rows were dropped."""
+        for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
+            try:
+                _insert(self._open(), batch)
+            except _Unavailable as exc:
+                _log.warn(exc.cause, str(exc))
+                break
+            except sqlite3.Error as exc:
+                self._disconnect()
+                if not self._handle(exc, len(batch), attempt):
+                    break
+            except OSError as exc:  # moving a damaged file aside failed
+                _log.warn(
+                    f"aside:{self.path}",
+                    f"usage ledger {self.path} is damaged and could not be moved aside "
+                    f"({exc.strerror or exc}); calls are not being recorded. Move or delete it",
+                )
+                break
+            else:
+                _log.clear(f"write:{self.path}")
+                _log.clear(f"unwritable:{self.path}")
+                return True
+        with self.cond:  # put() counts its drops under the same lock
+            self.dropped += len(batch)
+        logger.debug("usage ledger %s: dropped %d rows", self.path, len(batch))
+        return False
+
+    def _handle(self, exc: sqlite3.Error, rows: int, attempt: int) -> bool:
+        """Deal with a failed write; True to try again."""
+        if is_corruption(exc):
+            target = _move_aside(self.path, expected=self._identity)
+            if target is not None:
+                _log.warn(
+                    f"damaged:{target}",
+                    f"usage ledger {self.path} was damaged ({exc}); moved it to {target} and "
+                    "started a fresh one",
+                )
+            return True
+        if _cannot_write(exc):
+            _log.warn(
+                f"unwritable:{self.path}",
+                f"usage ledger {self.path} cannot be written ({exc}); calls are not being "
+                "recorded. Make the file and its folder writable, or pass ledger_path= naming "
+                "a writable file",
+            )
+            return False
+        _log.warn(
+            f"write:{self.path}",
+            f"usage ledger {self.path}: writing {rows} rows failed ({exc}); retrying up to "
+            f"{_MAX_WRITE_ATTEMPTS} times, then dropping them. Check free disk space and the file",
+        )
+        if attempt < _MAX_WRITE_ATTEMPTS:
+            with self.cond:  # back off, cut short by flush() and close()
+                self.cond.wait_for(
+                    lambda: self.closing or self.flush_waiters > 0,
+                    self.flush_interval * attempt,
+                )
+        return True
 
 
 class Ledger:
     """Append-only record of calls in a SQLite file, written by a background thread.
 
-    Use it as a context manager or call :meth:`close`; an ``atexit`` hook flushes whatever is
-    still queued when the process exits normally. A batch that cannot be written after several
-    attempts (disk full, file unwritable) is logged and counted in :attr:`dropped`.
+    Use it as a context manager or call :meth:`close`, which writes what is queued, stops the
+    thread and closes the file. A ledger that is garbage collected, or still open when the
+    interpreter exits, writes its queued rows too. Nothing here raises for a disk problem: see
+    the module docstring. ``keep_out_of_git`` writes a ``.gitignore`` ignoring everything into
+    the ledger's folder (for a data folder inside a committed project folder).
     """
 
     def __init__(
@@ -223,6 +604,7 @@ class Ledger:
         batch_size: int = 100,
         flush_interval: float = 0.5,
         store_task_text: bool = False,
+        keep_out_of_git: bool = False,
     ) -> None:
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size!r}")
@@ -232,86 +614,57 @@ class Ledger:
             )
         self.path = Path(path)
         self._clock = clock
-        self._batch_size = batch_size
-        self._flush_interval = flush_interval
         self._store_task_text = store_task_text
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _connect(self.path) as conn:
-            conn.executescript(_SCHEMA)
-        conn.close()
-        self._cond = threading.Condition()
-        self._pending: deque[_Params] = deque()
-        self._enqueued = 0  # rows handed to record() so far
-        self._done = 0  # rows written (or given up on) so far
-        self._flush_waiters = 0
-        self._closing = False
-        self._closed = False
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="claude-force-ledger", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
+        self._writer = _Writer(
+            self.path,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            keep_out_of_git=keep_out_of_git,
+        )
+        self._finalizer = weakref.finalize(self, self._writer.stop)
+        # At exit the module's hook closes every writer and waits for it; nothing to do here.
+        self._finalizer.atexit = False
+        self._writer.start()
 
     # -- public API ---------------------------------------------------------------------------
 
+    @property
+    def dropped(self) -> int:
+        """Rows given up on: the file could not be written, or too many were waiting."""
+        return self._writer.dropped
+
     def record(self, row: LedgerRow) -> None:
-        """Queue ``row`` for writing; returns at once, no disk I/O (unless already closed)."""
+        """Queue ``row`` for writing; returns at once, no disk I/O (unless already closed).
+
+        Raises :class:`InvalidArgumentError` only for a row that could never be stored (a
+        value of an unsupported type); disk problems are warnings.
+        """
         if row.task_text is not None:
             row = self._prepare(row)
         params = _to_params(row, row.ts if row.ts is not None else self._clock())
-        with self._cond:
-            if not self._closed:
-                self._pending.append(params)
-                self._enqueued += 1
-                # Wake the writer on the first row (starts its flush_interval) and on a full batch.
-                if len(self._pending) in (1, self._batch_size):
-                    self._cond.notify_all()
-                return
-        # After close (e.g. a late call during interpreter shutdown) write directly, not lose it.
-        conn = _connect(self.path)
-        try:
-            _insert(conn, [params])
-        finally:
-            conn.close()
+        if not self._writer.put(params):
+            # After close (e.g. a late call during interpreter shutdown) write directly.
+            self._writer.write_now(params)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until every row recorded so far is written; False if ``timeout`` ran out."""
-        with self._cond:
-            target = self._enqueued
-            self._flush_waiters += 1
-            self._cond.notify_all()
-            try:
-                return self._cond.wait_for(lambda: self._done >= target, timeout)
-            finally:
-                self._flush_waiters -= 1
+        """Block until every row recorded so far is written; False if ``timeout`` ran out.
+
+        The file is created (or found unusable, with a warning) by the time it returns.
+        """
+        return self._writer.flush(timeout)
 
     def close(self) -> None:
-        """Write everything queued, stop the writer thread. Safe to call twice."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join(_CLOSE_JOIN_SECONDS)
-        with self._cond:
-            self._closed = True
-        atexit.unregister(self.close)
+        """Write everything queued, stop the writer thread, close the file. Safe to call twice."""
+        self._finalizer.detach()
+        self._writer.close()
 
     def rows(self, since: float | None = None) -> list[LedgerRow]:
         """Every stored row with ``ts >= since`` (all when ``None``), oldest first.
 
         Rows this instance has queued are flushed first, so a caller sees its own writes.
         """
-        if not self._closed:
-            self.flush()
-        conn = _connect(self.path)
-        try:
-            if since is None:
-                cursor = conn.execute(f"{_SELECT} ORDER BY ts, id")
-            else:
-                cursor = conn.execute(f"{_SELECT} WHERE ts >= ? ORDER BY ts, id", (since,))
-            return [_from_record(r) for r in cursor.fetchall()]
-        finally:
-            conn.close()
+        self.flush()
+        return read_rows(self.path, since)
 
     def __enter__(self) -> Ledger:
         return self
@@ -334,71 +687,90 @@ class Ledger:
 
     def _wait_done(self, count: int, timeout: float) -> bool:
         """Wait until ``count`` rows are written, without asking for a flush (for tests)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._done >= count, timeout)
+        return self._writer.wait_done(count, timeout)
 
-    def _next_batch(self) -> tuple[list[_Params], bool]:
-        """Block until there is something to write or the ledger closes."""
-        with self._cond:
-            self._cond.wait_for(lambda: bool(self._pending) or self._closing)
-            if self._should_linger():
-                # Let a batch build up; record() (batch full), flush() and close() cut this short.
-                self._cond.wait_for(lambda: not self._should_linger(), self._flush_interval)
-            batch = list(self._pending)
-            self._pending.clear()
-            return batch, self._closing
 
-    def _should_linger(self) -> bool:
-        return (
-            0 < len(self._pending) < self._batch_size
-            and not self._closing
-            and self._flush_waiters == 0
-        )
+# -- reading ----------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                batch, closing = self._next_batch()
-                if batch:
-                    conn = self._write(conn, batch)
-                elif closing:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
 
-    def _write(
-        self, conn: sqlite3.Connection | None, batch: list[_Params]
-    ) -> sqlite3.Connection | None:
-        for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
-            try:
-                conn = conn or _connect(self.path)
-                _insert(conn, batch)
-                break
-            except sqlite3.Error as exc:
-                logger.warning(
-                    "ledger %s: writing %d rows failed (attempt %d of %d): %s",
-                    self.path,
-                    len(batch),
-                    attempt,
-                    _MAX_WRITE_ATTEMPTS,
-                    exc,
-                )
-                if conn is not None:
-                    conn.close()
-                conn = None
-                with self._cond:  # back off without holding up flush() waiters forever
-                    self._cond.wait(self._flush_interval * attempt)
-        else:
-            logger.error(
-                "ledger %s: gave up on %d rows after %d attempts; check the disk and the file",
-                self.path,
-                len(batch),
-                _MAX_WRITE_ATTEMPTS,
-            )
-            self.dropped += len(batch)
-        with self._cond:
-            self._done += len(batch)
-            self._cond.notify_all()
+def _open_reader(path: Path) -> sqlite3.Connection:
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # reads the header: fails here if bad
         return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if not _cannot_write(exc):
+            raise
+    # A WAL ledger in a folder we cannot write: SQLite cannot create its shared-memory file.
+    # Read it as immutable, which needs none; a live writer would have created that file.
+    conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _select(conn: sqlite3.Connection, path: Path, since: float | None) -> list[LedgerRow]:
+    present = _columns(conn)
+    if not present:
+        return []  # an empty file: no call was ever written
+    names = [name for name in _COLUMNS if name in present]
+    sql = f"SELECT {', '.join(names)} FROM calls"
+    args: tuple[float, ...] = ()
+    if since is not None:
+        sql, args = sql + " WHERE ts >= ?", (since,)
+    out: list[LedgerRow] = []
+    bad = 0
+    for record in conn.execute(sql + " ORDER BY ts, id", args):
+        try:
+            out.append(_from_record(names, record))
+        except (ArithmeticError, ValueError, TypeError):
+            bad += 1
+    if bad:
+        _log.warn(
+            f"malformed:{path}",
+            f"usage ledger {path}: skipped {bad} rows that are not valid ledger rows "
+            "(edited by hand?); the other rows are reported",
+        )
+    return out
+
+
+def read_rows(path: Path, since: float | None = None) -> list[LedgerRow]:
+    """Rows of the ledger at ``path`` with ``ts >= since``, oldest first; writes nothing.
+
+    A missing ledger has no rows. A damaged or unreadable one is a warning and no rows: reports
+    never fail because of the ledger's file.
+    """
+    if not path.exists():
+        return []
+    try:
+        conn = _open_reader(path)
+    except sqlite3.Error as exc:
+        _warn_unreadable(path, exc)
+        return []
+    try:
+        return _select(conn, path, since)
+    except sqlite3.Error as exc:
+        _warn_unreadable(path, exc)
+        return []
+    finally:
+        conn.close()
+
+
+def _warn_unreadable(path: Path, exc: sqlite3.Error) -> None:
+    if is_corruption(exc):
+        _log.warn(
+            f"read-damaged:{path}",
+            f"usage ledger {path} is damaged ({exc}); reports leave it out. The next recorded "
+            "call moves it aside and starts a fresh one; or move it away yourself",
+        )
+    else:
+        _log.warn(
+            f"read:{path}",
+            f"usage ledger {path} cannot be read ({exc}); reports leave it out. Check that "
+            "the file and its folder are readable",
+        )

@@ -7,10 +7,12 @@ the ledger keeps the exact ``Decimal``.
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -23,10 +25,18 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
-from ._ledger import Ledger, LedgerRow
+from ._errors import InvalidArgumentError
+from ._ledger import LedgerRow
 from ._usage import Usage
 
-__all__ = ["LATENCY_BUCKETS", "LedgerCollector", "Metrics", "metrics_from_rows", "serve_ledger"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "LedgerCollector",
+    "Metrics",
+    "RowSource",
+    "metrics_from_rows",
+    "serve_ledger",
+]
 
 # Model calls take from a fraction of a second to minutes; default Prometheus buckets stop at 10 s.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -83,6 +93,12 @@ class Metrics:
             ["result"],
             registry=reg,
         )
+        self.server_tools = Counter(
+            "claude_force_server_tool_requests",
+            "Server tool requests billed per request, by tool (web_search).",
+            ["agent", "model", "tool"],
+            registry=reg,
+        )
         self.retries = Counter(
             "claude_force_retries",
             "Retried attempts (attempts beyond the first).",
@@ -109,9 +125,11 @@ class Metrics:
         if usage is not None:
             for kind, attr in _TOKEN_KINDS:
                 child(self.tokens, agent, model, kind).inc(getattr(usage, attr))
+            if usage.web_search_requests:
+                child(self.server_tools, agent, model, "web_search").inc(usage.web_search_requests)
         if cost is not None:
             child(self.cost, agent, model).inc(float(cost))
-        elif usage is not None and usage.total_tokens > 0:
+        elif usage is not None and (usage.total_tokens > 0 or usage.web_search_requests > 0):
             child(self.unpriced, agent, model).inc()
         child(self.latency, agent, model).observe(latency_s)
         child(self.cache, "hit" if cached else "miss").inc()
@@ -134,9 +152,10 @@ class Metrics:
         """Serve ``/metrics`` over HTTP from a daemon thread; ``port=0`` picks a free port.
 
         Binds to loopback by default: metrics name agents and models, so exposing them on
-        every interface should be a deliberate choice. Stop with ``server.shutdown()``.
+        every interface should be a deliberate choice. Stop with ``server.shutdown()``. A port
+        or address that cannot be used raises :class:`InvalidArgumentError` saying why.
         """
-        return start_http_server(port, addr=addr, registry=self.registry)
+        return _start(port, addr, self.registry)
 
 
 def metrics_from_rows(rows: Iterable[LedgerRow]) -> Metrics:
@@ -156,20 +175,54 @@ def metrics_from_rows(rows: Iterable[LedgerRow]) -> Metrics:
     return metrics
 
 
+class RowSource(Protocol):
+    """Anything that lists ledger rows: a ``Ledger`` or a ``UsageReports``."""
+
+    def rows(self) -> Sequence[LedgerRow]: ...
+
+
 class LedgerCollector(Collector):
     """Serves a ledger's totals: every scrape re-reads it, so any process's calls count."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
+    def __init__(self, source: RowSource) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        yield from metrics_from_rows(self._ledger.rows()).registry.collect()
+        yield from metrics_from_rows(self._source.rows()).registry.collect()
 
 
 def serve_ledger(
-    ledger: Ledger, port: int, addr: str = "127.0.0.1"
+    source: RowSource, port: int, addr: str = "127.0.0.1"
 ) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``/metrics`` computed from ``ledger``; ``port=0`` picks a free port."""
+    """Serve ``/metrics`` computed from ``source``'s rows; ``port=0`` picks a free port."""
     registry = CollectorRegistry()
-    registry.register(LedgerCollector(ledger))
-    return start_http_server(port, addr=addr, registry=registry)
+    registry.register(LedgerCollector(source))
+    return _start(port, addr, registry)
+
+
+def _start(
+    port: int, addr: str, registry: CollectorRegistry
+) -> tuple[WSGIServer, threading.Thread]:
+    try:
+        return start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        raise InvalidArgumentError(_bind_problem(port, addr, exc)) from exc
+    except OverflowError as exc:  # the socket module's answer to a port beyond 65535
+        raise InvalidArgumentError(
+            f"cannot serve metrics on port {port}: ports run from 0 to 65535; "
+            "choose another port (--port 0 picks a free one)"
+        ) from exc
+
+
+def _bind_problem(port: int, addr: str, exc: OSError) -> str:
+    """What went wrong binding ``addr:port``, and what to do instead."""
+    where = f"cannot serve metrics on {addr}:{port}"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: {addr!r} is not an address of this machine; try --host 127.0.0.1"
+    if exc.errno == errno.EADDRINUSE:
+        reason = f"port {port} is already in use"
+    elif exc.errno == errno.EACCES:
+        reason = "permission denied (ports below 1024 need extra rights)"
+    else:
+        reason = exc.strerror or str(exc)
+    return f"{where}: {reason}; choose another port (--port 0 picks a free one)"

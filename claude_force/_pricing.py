@@ -12,6 +12,9 @@ Billing rules encoded here (Anthropic's published rules):
   rates when the request's prompt tokens (input + cache writes + cache reads) exceed the threshold.
 * The Message Batches discount applies to every kind, cache writes and reads included, because
   Anthropic's pricing multipliers stack.
+* Server tools billed per request (web search) are priced per 1,000 requests in the file's
+  ``server_tool_use`` section, the same on every model and without the batch discount. A call that
+  used one whose rate is missing from the table costs ``None`` (unknown), never a guess.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
 from importlib import resources
@@ -53,7 +56,10 @@ _MILLION = Decimal(1_000_000)
 _MICRO_USD = Decimal("0.000001")
 _KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _DATED_ID = re.compile(r"^(?P<base>.+)-\d{8}$")
-_TOP_LEVEL_KEYS = frozenset({"models", "aliases", "unpriced"})
+_TOP_LEVEL_KEYS = frozenset({"models", "aliases", "unpriced", "server_tool_use"})
+_THOUSAND = Decimal(1000)
+# Usage field -> the key of its rate (USD per 1,000 requests) in the file's server_tool_use section.
+SERVER_TOOLS = ("web_search_requests",)
 
 
 def round_usd(amount: Decimal) -> Decimal:
@@ -126,18 +132,26 @@ class CostBreakdown:
     cache_write_5m: Decimal
     cache_write_1h: Decimal
     cache_read: Decimal
+    web_search: Decimal = Decimal(0)
     long_context: bool = False
     batch: bool = False
 
     @property
     def total(self) -> Decimal:
         return (
-            self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
+            self.input
+            + self.output
+            + self.cache_write_5m
+            + self.cache_write_1h
+            + self.cache_read
+            + self.web_search
         )
 
     def as_dict(self) -> dict[str, str | bool]:
         """JSON-able form; amounts as decimal strings."""
-        out: dict[str, str | bool] = {kind: str(getattr(self, kind)) for kind in _KINDS}
+        out: dict[str, str | bool] = {
+            kind: str(getattr(self, kind)) for kind in (*_KINDS, "web_search")
+        }
         out["total"] = str(self.total)
         out["long_context"] = self.long_context
         out["batch"] = self.batch
@@ -174,8 +188,10 @@ class PriceTable:
         models: Mapping[str, ModelPrice],
         aliases: Mapping[str, str] | None = None,
         unpriced: Mapping[str, str] | None = None,
+        server_tool_use: Mapping[str, Decimal] | None = None,
     ) -> None:
         self._models: Mapping[str, ModelPrice] = MappingProxyType(dict(models))
+        self._server_tools: Mapping[str, Decimal] = MappingProxyType(dict(server_tool_use or {}))
         self._aliases: Mapping[str, str] = MappingProxyType(dict(aliases or {}))
         self._unpriced: Mapping[str, str] = MappingProxyType(dict(unpriced or {}))
         self._warned: set[str] = set()
@@ -215,7 +231,12 @@ class PriceTable:
         ]
         if problems:
             raise ConfigError("price table has dangling aliases", problems)
-        return cls(models=doc.models, aliases=doc.aliases, unpriced=doc.unpriced)
+        return cls(
+            models=doc.models,
+            aliases=doc.aliases,
+            unpriced=doc.unpriced,
+            server_tool_use=doc.server_tool_use,
+        )
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -228,6 +249,11 @@ class PriceTable:
     def unpriced(self) -> Mapping[str, str]:
         """Model ids known to have no price, with the reason (read-only)."""
         return self._unpriced
+
+    @property
+    def server_tool_use(self) -> Mapping[str, Decimal]:
+        """Usage field (``web_search_requests``) -> USD per 1,000 requests (read-only)."""
+        return self._server_tools
 
     def resolve(self, model: str) -> str | None:
         """Canonical id for ``model`` (aliases, dated ids), or ``None`` when unknown.
@@ -267,8 +293,19 @@ class PriceTable:
     def cost_breakdown(
         self, model: str, usage: Usage, *, batch: bool = False
     ) -> CostBreakdown | None:
+        """Cost per kind of ``usage`` on ``model``; ``None`` when any part has no known price."""
         price = self.price(model)
-        return None if price is None else compute_cost_breakdown(price, usage, batch=batch)
+        if price is None:
+            return None
+        breakdown = compute_cost_breakdown(price, usage, batch=batch)
+        searches = usage.web_search_requests
+        if not searches:
+            return breakdown
+        rate = self._server_tools.get("web_search_requests")
+        if rate is None:
+            self._warn_tool_once("web_search_requests")
+            return None
+        return replace(breakdown, web_search=Decimal(searches) * rate / _THOUSAND)
 
     def cost(self, model: str, usage: Usage, *, batch: bool = False) -> Decimal | None:
         """USD cost of ``usage`` on ``model``; ``None`` for an unknown or unpriced model."""
@@ -299,6 +336,20 @@ class PriceTable:
         """
         return self.cost(model, usage, batch=batch)
 
+    def _warn_tool_once(self, tool: str) -> None:
+        with self._warned_lock:
+            if f"tool:{tool}" in self._warned:
+                return
+            self._warned.add(f"tool:{tool}")
+        logger.warning(
+            "the price table has no rate for %s; calls that used it are reported as unknown "
+            "cost, not $0. Add server_tool_use.%s (USD per 1,000 requests) to a JSON file named "
+            "by $%s",
+            tool,
+            tool,
+            PRICING_ENV_VAR,
+        )
+
     def _warn_once(self, model: str, canonical: str | None) -> None:
         with self._warned_lock:
             if model in self._warned:
@@ -327,6 +378,7 @@ class _Document:
     aliases: dict[str, str]
     unpriced: dict[str, str]
     alias_sources: dict[str, str]
+    server_tool_use: dict[str, Decimal]
 
 
 @cache
@@ -372,6 +424,7 @@ def _merge(base: _Document, over: _Document) -> _Document:
         aliases={**base.aliases, **over.aliases},
         unpriced=unpriced,
         alias_sources={**base.alias_sources, **over.alias_sources},
+        server_tool_use={**base.server_tool_use, **over.server_tool_use},
     )
 
 
@@ -393,7 +446,21 @@ def _parse_document(data: object, source: str) -> _Document:
         problems.append(f"$.unpriced.{name}: also priced under $.models; keep only one")
     if problems:
         raise ConfigError(f"price file {source} is invalid; fix these entries", problems)
-    return _Document(models, aliases, unpriced, {alias: source for alias in aliases})
+    tools = _parse_server_tools(_section(data, "server_tool_use", problems), problems)
+    if problems:
+        raise ConfigError(f"price file {source} is invalid; fix these entries", problems)
+    return _Document(models, aliases, unpriced, {alias: source for alias in aliases}, tools)
+
+
+def _parse_server_tools(section: Mapping[str, Any], problems: list[str]) -> dict[str, Decimal]:
+    where = "$.server_tool_use"
+    _unknown_keys(section, set(SERVER_TOOLS), where, problems)
+    rates = {
+        tool: _parse_decimal(section, tool, where, problems)
+        for tool in SERVER_TOOLS
+        if tool in section
+    }
+    return {tool: rate for tool, rate in rates.items() if rate is not None}
 
 
 def _section(data: Mapping[str, Any], key: str, problems: list[str]) -> Mapping[str, Any]:

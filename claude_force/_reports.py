@@ -8,6 +8,11 @@ Counting rules:
 * Savings: the response cache saved the ``cost_saved_usd`` of its hits; prompt caching saved, on
   upstream calls, what their cache-read tokens would have cost at the full input rate.
 * Latency percentiles use the nearest-rank method, over all calls and over upstream calls.
+* A call's cost is ``None`` only when its price is unknown; a failed request the service did not
+  bill costs ``$0`` and is not "unpriced".
+
+:class:`UsageReports` ties these to a ledger file: what the orchestrators' ``usage_*`` methods
+and the ``metrics`` command show.
 """
 
 from __future__ import annotations
@@ -22,16 +27,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidArgumentError
-from ._ledger import LedgerRow
+from ._ledger import Ledger, LedgerRow, read_rows
 from ._pricing import PriceTable, format_usd
 from ._usage import Usage
 
 __all__ = [
     "EMPTY_MESSAGE",
     "Report",
+    "UsageReports",
     "by_agent",
     "by_model",
     "by_run",
@@ -96,6 +103,7 @@ class Report:
                 "cache_write_1h": t.cache_write_1h_tokens,
                 "cache_read": t.cache_read_tokens,
             },
+            "server_tool_use": {"web_search_requests": t.web_search_requests},
             "cost_usd": str(self.cost_usd),
             "unpriced_calls": self.unpriced_calls,
             "saved_by_response_cache_usd": str(self.saved_by_response_cache_usd),
@@ -143,7 +151,7 @@ def summary(rows: Iterable[LedgerRow], *, price_table: PriceTable | None = None)
         errors=sum(r.outcome == "error" for r in rows),
         tokens=tokens,
         cost_usd=sum((r.cost_usd for r in upstream if r.cost_usd is not None), Decimal(0)),
-        unpriced_calls=sum(r.cost_usd is None and r.usage.total_tokens > 0 for r in upstream),
+        unpriced_calls=sum(r.cost_usd is None and _consumed(r) for r in upstream),
         saved_by_response_cache_usd=sum(
             (r.cost_saved_usd for r in hits if r.cost_saved_usd is not None), Decimal(0)
         ),
@@ -156,6 +164,11 @@ def summary(rows: Iterable[LedgerRow], *, price_table: PriceTable | None = None)
         first_ts=min(stamps) if stamps else None,
         last_ts=max(stamps) if stamps else None,
     )
+
+
+def _consumed(row: LedgerRow) -> bool:
+    """True when the call used something billable, so a missing cost means an unknown price."""
+    return row.usage.total_tokens > 0 or row.web_search_requests > 0
 
 
 def _group(
@@ -302,6 +315,7 @@ def render_text(report: Report) -> str:
         ("Output tokens", f"{t.output_tokens:,}"),
         ("Cache writes", f"{t.cache_write_5m_tokens:,} (5m)  {t.cache_write_1h_tokens:,} (1h)"),
         ("Cache reads", f"{t.cache_read_tokens:,}"),
+        *([("Web searches", f"{t.web_search_requests:,}")] if t.web_search_requests else []),
         ("Latency p50 / p95", f"{_ms(report.latency_p50_ms)} / {_ms(report.latency_p95_ms)}"),
         (
             "  upstream calls only",
@@ -341,3 +355,69 @@ def render_breakdown(reports: Mapping[str, Report], *, key: str = "agent") -> st
     if any(r.unpriced_calls for r in reports.values()):
         lines.append("* includes calls to unpriced models; their cost is unknown and not counted")
     return "\n".join(lines)
+
+
+# -- the reports of one ledger file -----------------------------------------------------------
+
+_EXPORTS: dict[str, Callable[[Iterable[LedgerRow]], str]] = {
+    "csv": export_csv,
+    "json": export_json,
+}
+
+
+def _no_ledger() -> Ledger | None:
+    return None
+
+
+class UsageReports:
+    """Reports over the ledger file at ``path``, priced with ``prices``.
+
+    ``open_ledger`` returns the ledger this process writes to, if one is open, so rows it still
+    holds are written before reading (it must not open one). Reading writes nothing: a
+    read-only ledger reads, a missing one is empty, a damaged one is a warning and empty.
+    ``since`` is epoch seconds or a ``--since`` text such as ``"24h"`` (see :func:`parse_since`).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        prices: PriceTable,
+        open_ledger: Callable[[], Ledger | None] = _no_ledger,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.prices = prices
+        self._open_ledger = open_ledger
+        self._clock = clock
+
+    def rows(self, since: float | str | None = None) -> list[LedgerRow]:
+        """Ledger rows with ``ts >= since`` (all when ``None``), oldest first."""
+        start = parse_since(since, clock=self._clock) if isinstance(since, str) else since
+        ledger = self._open_ledger()
+        if ledger is not None:
+            ledger.flush()
+        return read_rows(self.path, start)
+
+    def summary(self, since: float | str | None = None) -> Report:
+        """Calls, success rate, tokens, cost, savings, latency and cache hit rate."""
+        return summary(self.rows(since), price_table=self.prices)
+
+    def by_agent(self, since: float | str | None = None) -> dict[str, Report]:
+        return by_agent(self.rows(since), price_table=self.prices)
+
+    def by_model(self, since: float | str | None = None) -> dict[str, Report]:
+        return by_model(self.rows(since), price_table=self.prices)
+
+    def by_run(self, since: float | str | None = None) -> dict[str, Report]:
+        """One report per workflow run, oldest first."""
+        return by_run(self.rows(since), price_table=self.prices)
+
+    def export(self, fmt: str = "csv", since: float | str | None = None) -> str:
+        """The rows as ``csv`` or ``json`` text."""
+        render = _EXPORTS.get(fmt)
+        if render is None:
+            raise InvalidArgumentError(
+                f"export format must be one of {sorted(_EXPORTS)}, got {fmt!r}"
+            )
+        return render(self.rows(since))

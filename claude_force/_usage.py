@@ -1,8 +1,9 @@
 """Token usage as a small value type that adds.
 
 :class:`Usage` splits prompt tokens the way Anthropic bills them: plain input, cache writes with a
-5-minute or a 1-hour lifetime, and cache reads. :func:`Usage.from_api` reads the ``usage`` block of
-a Messages API response, either the SDK's ``anthropic.types.Usage`` object or its ``dict`` form, so
+5-minute or a 1-hour lifetime, and cache reads. It also counts server tool requests that are billed
+per request (web searches). :func:`Usage.from_api` reads the ``usage`` block of a Messages API
+response, either the SDK's ``anthropic.types.Usage`` object or its ``dict`` form, so
 this module never imports the SDK.
 """
 
@@ -23,6 +24,9 @@ class Usage:
     >>> total = Usage(input_tokens=10, output_tokens=5) + Usage(cache_read_tokens=100)
     >>> total.prompt_tokens, total.output_tokens
     (110, 5)
+
+    ``web_search_requests`` counts the web searches the service ran for the call (billed per
+    search, not per token); it is not part of any token total.
     """
 
     input_tokens: int = 0
@@ -30,6 +34,7 @@ class Usage:
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
     cache_read_tokens: int = 0
+    web_search_requests: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -50,6 +55,7 @@ class Usage:
             cache_write_5m_tokens=self.cache_write_5m_tokens + other.cache_write_5m_tokens,
             cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            web_search_requests=self.web_search_requests + other.web_search_requests,
         )
 
     @property
@@ -79,7 +85,7 @@ class Usage:
         writes, the API's default lifetime. When ``cache_creation`` is present but accounts for
         fewer tokens than ``cache_creation_input_tokens``, the total wins and the remainder is
         counted as 5-minute writes, so no billed token is dropped. Missing or ``None`` counts
-        are 0.
+        are 0. Web searches come from ``server_tool_use.web_search_requests``.
         """
         creation = _get(usage, "cache_creation")
         creation_total = _count(usage, "cache_creation_input_tokens")
@@ -95,10 +101,13 @@ class Usage:
             cache_write_5m_tokens=write_5m,
             cache_write_1h_tokens=write_1h,
             cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+            web_search_requests=_count(_get(usage, "server_tool_use"), "web_search_requests"),
         )
 
 
 def _get(source: object, name: str) -> object:
+    if source is None:
+        return None
     if isinstance(source, Mapping):
         return source.get(name)
     return getattr(source, name, None)

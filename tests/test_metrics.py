@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import socket
 import urllib.request
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
+from claude_force import serve_ledger_metrics
+from claude_force._errors import InvalidArgumentError
+from claude_force._ledger import Ledger, LedgerRow
 from claude_force._metrics import Metrics
+from claude_force._pricing import PriceTable
+from claude_force._reports import UsageReports
 from claude_force._usage import Usage
 
 
@@ -136,3 +144,74 @@ def test_accepts_a_given_registry() -> None:
         )
         is None
     )
+
+
+def test_web_searches_are_counted_per_tool() -> None:
+    m = Metrics()
+    usage = Usage(input_tokens=10, output_tokens=5, web_search_requests=3)
+    for _ in range(2):
+        m.observe_call(
+            agent="researcher",
+            model="claude-haiku-4-5",
+            outcome="success",
+            usage=usage,
+            cost=Decimal("0.03"),
+            latency_s=1.0,
+            cached=False,
+        )
+    labels = {"agent": "researcher", "model": "claude-haiku-4-5", "tool": "web_search"}
+    value = m.registry.get_sample_value("claude_force_server_tool_requests_total", labels)
+    assert value == 6.0
+
+
+def test_a_busy_port_is_a_usage_error_naming_it_and_the_fix() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for serve in (Metrics().serve, lambda p: serve_ledger_metrics(UsageReportsStub(), p)):
+            with pytest.raises(InvalidArgumentError) as info:
+                serve(port)
+            message = str(info.value)
+            assert f"127.0.0.1:{port}" in message and "already in use" in message
+            assert "--port 0" in message
+            assert isinstance(info.value.__cause__, OSError)
+
+
+@pytest.mark.parametrize(
+    ("port", "addr", "expected"),
+    [
+        (0, "192.0.2.1", "not an address of this machine"),  # TEST-NET-1: never local
+        (70_000, "127.0.0.1", "ports run from 0 to 65535"),
+    ],
+)
+def test_unusable_address_or_port_is_a_usage_error(port: int, addr: str, expected: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=expected):
+        Metrics().serve(port, addr)
+
+
+class UsageReportsStub:
+    def rows(self) -> list[LedgerRow]:
+        return []
+
+
+def test_ledger_metrics_served_from_usage_reports(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with Ledger(path) as led:
+        led.record(LedgerRow(agent="a", model="claude-haiku-4-5", web_search_requests=2))
+    reports = UsageReports(path, prices=PriceTable.load())
+    server, thread = serve_ledger_metrics(reports, 0)
+    try:
+        text = _fetch(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    expected = _sample(
+        "claude_force_server_tool_requests_total",
+        "2.0",
+        agent="a",
+        model="claude-haiku-4-5",
+        tool="web_search",
+    )
+    assert expected in {_normalise(x) for x in text.splitlines()}

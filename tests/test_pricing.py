@@ -17,7 +17,8 @@ from claude_force._errors import ConfigError
 from claude_force._pricing import PRICING_ENV_VAR, PriceTable, round_usd
 from claude_force._usage import Usage
 
-PLAIN = Usage(input_tokens=1000, output_tokens=500)
+PLAIN_COUNTS = {"input_tokens": 1000, "output_tokens": 500}
+PLAIN = Usage(**PLAIN_COUNTS)
 WRITE_5M = Usage(input_tokens=100, cache_write_5m_tokens=2000, output_tokens=50)
 WRITE_1H = Usage(input_tokens=100, cache_write_1h_tokens=2000, output_tokens=50)
 READ = Usage(input_tokens=100, cache_read_tokens=10_000, output_tokens=50)
@@ -145,6 +146,48 @@ def test_breakdown_per_kind(table: PriceTable) -> None:
     )
     assert not b.long_context and not b.batch
     assert b.as_dict()["total"] == "0.04365"
+
+
+# Web search is $10 per 1,000 searches on every model, on top of tokens, never batch-discounted.
+SEARCH_CASES = [
+    ("claude-sonnet-4-5", Usage(web_search_requests=1), False, "0.01"),
+    ("claude-haiku-4-5", Usage(web_search_requests=1000), False, "10"),
+    # 1000 x 3 + 500 x 15 per million = 0.0105, plus 3 searches at 0.01
+    ("claude-sonnet-4-5", Usage(**PLAIN_COUNTS, web_search_requests=3), False, "0.0405"),
+    # batch: tokens at half price (0.00525), searches at full price
+    ("claude-sonnet-4-5", Usage(**PLAIN_COUNTS, web_search_requests=3), True, "0.03525"),
+    ("claude-sonnet-4-5", Usage(**PLAIN_COUNTS), False, "0.0105"),
+]
+
+
+@pytest.mark.parametrize(("model", "usage", "batch", "expected"), SEARCH_CASES)
+def test_web_searches_are_priced_per_request(
+    table: PriceTable, model: str, usage: Usage, batch: bool, expected: str
+) -> None:
+    breakdown = table.cost_breakdown(model, usage, batch=batch)
+    assert breakdown is not None
+    assert breakdown.total == Decimal(expected)
+    assert breakdown.web_search == Decimal(usage.web_search_requests) / 100
+    assert breakdown.as_dict()["web_search"] == str(breakdown.web_search)
+
+
+def test_web_search_without_a_rate_is_unknown_not_free(
+    table: PriceTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_rate = PriceTable(models=table.models)
+    with caplog.at_level(logging.WARNING, logger="claude_force.pricing"):
+        assert no_rate.cost("claude-sonnet-4-5", Usage(web_search_requests=1)) is None
+        assert no_rate.cost("claude-sonnet-4-5", Usage(web_search_requests=2)) is None
+        assert no_rate.cost("claude-sonnet-4-5", PLAIN) == Decimal("0.0105")  # tokens still priced
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "server_tool_use.web_search_requests" in message and "not $0" in message
+
+
+def test_web_search_rate_can_be_overridden(tmp_path: Path) -> None:
+    path = _write(tmp_path / "p.json", {"server_tool_use": {"web_search_requests": "5"}})
+    table = PriceTable.load(path)
+    assert table.server_tool_use == {"web_search_requests": Decimal("5")}
+    assert table.cost("claude-haiku-4-5", Usage(web_search_requests=2)) == Decimal("0.01")
 
 
 def test_breakdown_flags_long_context(table: PriceTable) -> None:
@@ -318,6 +361,13 @@ def test_missing_env_file_names_the_variable(
         ({"modles": {}}, "$.modles"),
         ({"aliases": {"a": "no-such-model"}}, "$.aliases.a"),
         ({"models": {"m": SONNET_OVERRIDE}, "unpriced": {"m": "why"}}, "$.unpriced.m"),
+        ({"server_tool_use": []}, "$.server_tool_use"),
+        (
+            {"server_tool_use": {"web_search_requests": 10}},
+            "$.server_tool_use.web_search_requests",
+        ),
+        ({"server_tool_use": {"web_search_requests": "-1"}}, "web_search_requests"),
+        ({"server_tool_use": {"web_searches": "10"}}, "$.server_tool_use.web_searches"),
     ],
 )
 def test_malformed_file_names_file_and_json_path(

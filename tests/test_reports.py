@@ -15,6 +15,7 @@ from claude_force._pricing import PriceTable
 from claude_force._reports import (
     EMPTY_MESSAGE,
     Report,
+    UsageReports,
     by_agent,
     by_model,
     export_csv,
@@ -247,3 +248,132 @@ def test_parse_since_rejects_with_accepted_forms(text: str) -> None:
         parse_since(text, clock=lambda: NOW)
     msg = str(info.value)
     assert repr(text) in msg and "30m, 24h, 7d" in msg and "2026-11-01" in msg
+
+
+# -- money: $0 for a failure the service did not bill, None only for an unknown price ---------
+
+HAIKU = "claude-haiku-4-5"
+
+
+@pytest.mark.parametrize(
+    ("row", "cost", "unpriced", "cell"),
+    [
+        # a failed request the service did not bill: free, and not "unpriced"
+        (LedgerRow(agent="a", model=HAIKU, outcome="error", cost_usd=Decimal(0)), "0", 0, "$0.00"),
+        # a failure recorded without a cost and without usage is not unpriced either
+        (LedgerRow(agent="a", model=HAIKU, outcome="error"), "0", 0, "$0.00"),
+        # tokens with no price: unknown
+        (LedgerRow(agent="a", model="claude-x", input_tokens=5), "0", 1, "unknown"),
+        # web searches alone with no price: unknown too
+        (LedgerRow(agent="a", model="claude-x", web_search_requests=1), "0", 1, "unknown"),
+        (
+            LedgerRow(agent="a", model=HAIKU, web_search_requests=2, cost_usd=Decimal("0.02")),
+            "0.02",
+            0,
+            "$0.02",
+        ),
+    ],
+)
+def test_cost_of_one_call(row: LedgerRow, cost: str, unpriced: int, cell: str) -> None:
+    report = summary([row])
+    assert (report.cost_usd, report.unpriced_calls) == (Decimal(cost), unpriced)
+    assert render_breakdown({"a": report}).splitlines()[1].split()[3].rstrip("*") == cell
+
+
+def test_failed_steps_cost_zero_beside_priced_ones_is_not_unknown() -> None:
+    rows = [
+        LedgerRow(agent="a", model=HAIKU, input_tokens=1000, cost_usd=Decimal("0.001")),
+        LedgerRow(agent="b", model=HAIKU, outcome="error", cost_usd=Decimal(0)),
+    ]
+    text = render_text(summary(rows))
+    assert "$0.001" in text and "unknown" not in text and "unpriced" not in text
+
+
+def test_web_searches_are_reported() -> None:
+    rows = [
+        LedgerRow(agent="a", model=HAIKU, web_search_requests=2, cost_usd=Decimal("0.02")),
+        LedgerRow(agent="a", model=HAIKU, web_search_requests=3, cost_usd=Decimal("0.03")),
+        # a cache hit replays the searches but runs none
+        LedgerRow(agent="a", model=HAIKU, web_search_requests=3, cached=True, cost_usd=Decimal(0)),
+    ]
+    report = summary(rows)
+    assert report.tokens.web_search_requests == 5
+    assert report.to_dict()["server_tool_use"] == {"web_search_requests": 5}
+    assert "Web searches" in render_text(report) and "Web searches" not in render_text(
+        summary(ROWS)
+    )
+    assert "web_search_requests" in export_csv(rows).splitlines()[0]
+
+
+# -- UsageReports: the reports of one ledger file ---------------------------------------------
+
+
+def test_usage_reports_flush_the_open_ledger_first(tmp_path: Path, prices: PriceTable) -> None:
+    path = tmp_path / "usage.db"
+    with Ledger(path, flush_interval=3600, batch_size=1000) as led:
+        for row in ROWS:
+            led.record(row)  # held in memory: the writer lingers for a full batch
+        reports = UsageReports(path, prices=prices, open_ledger=lambda: led)
+        assert len(reports.rows()) == 5
+        assert reports.summary().cost_usd == Decimal("0.5135")
+        assert list(reports.by_agent()) == ["reviewer", "writer"]
+        assert "claude-mythos-5-2" in reports.by_model()
+
+
+def test_usage_reports_since_accepts_epoch_and_text(tmp_path: Path, prices: PriceTable) -> None:
+    path = tmp_path / "usage.db"
+    with Ledger(path) as led:
+        for row in ROWS:
+            led.record(row)
+    reports = UsageReports(path, prices=prices, clock=lambda: 500.0 + 60)
+    assert [r.ts for r in reports.rows(300.0)] == [300.0, 400.0, 500.0]
+    assert [r.ts for r in reports.rows("5m")] == [300.0, 400.0, 500.0]  # 560 - 300
+    assert reports.summary("1m").calls == 1
+    with pytest.raises(InvalidArgumentError, match="yesterday"):
+        reports.rows("yesterday")
+
+
+def test_usage_reports_by_run_and_export(tmp_path: Path, prices: PriceTable) -> None:
+    path = tmp_path / "usage.db"
+    with Ledger(path) as led:
+        for i, run in enumerate(["r2", "r1", "r2"]):
+            led.record(LedgerRow(agent="a", model=HAIKU, ts=float(i), workflow_run=run))
+        led.record(LedgerRow(agent="solo", model=HAIKU, ts=9.0))
+    reports = UsageReports(path, prices=prices)
+    runs = reports.by_run()
+    assert list(runs) == ["r2", "r1"] and runs["r2"].calls == 2
+    assert len(json.loads(reports.export("json"))) == 4
+    assert len(list(csv.DictReader(io.StringIO(reports.export("csv", 5.0))))) == 1
+    with pytest.raises(InvalidArgumentError, match=r"\['csv', 'json'\].*'xml'"):
+        reports.export("xml")
+
+
+def test_usage_reports_of_a_missing_ledger_are_empty(tmp_path: Path, prices: PriceTable) -> None:
+    reports = UsageReports(tmp_path / "data" / "usage.db", prices=prices)
+    assert reports.summary() == Report()
+    assert reports.by_agent() == {} and reports.by_run() == {}
+    assert reports.export("json") == "[]"
+    assert not (tmp_path / "data").exists()  # reading creates nothing
+
+
+def test_usage_reports_of_a_damaged_ledger_warn_and_are_empty(
+    tmp_path: Path, prices: PriceTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "usage.db"
+    path.write_bytes(b"\x00garbage" * 512)
+    reports = UsageReports(path, prices=prices)
+    assert reports.summary() == Report()
+    assert reports.export("csv").count("\n") == 1  # the header only
+    messages = [r.getMessage() for r in caplog.records if r.name == "claude_force.ledger"]
+    assert len(messages) == 1 and "is damaged" in messages[0] and str(path) in messages[0]
+
+
+def test_cache_hit_rate_comes_from_the_ledger(tmp_path: Path, prices: PriceTable) -> None:
+    path = tmp_path / "usage.db"
+    with Ledger(path) as led:
+        for row in ROWS:
+            led.record(row)
+    # what `cache stats` shows: persistent across processes, from the ledger
+    report = UsageReports(path, prices=prices).summary()
+    assert (report.cache_hits, report.calls, report.cache_hit_rate) == (1, 5, 0.2)
+    assert report.saved_by_response_cache_usd == Decimal("0.0135")

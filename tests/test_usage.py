@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from anthropic.types import CacheCreation
+from anthropic.types import CacheCreation, ServerToolUsage
 from anthropic.types import Usage as SDKUsage
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +19,7 @@ usages = st.builds(
     cache_write_5m_tokens=counts,
     cache_write_1h_tokens=counts,
     cache_read_tokens=counts,
+    web_search_requests=counts,
 )
 
 
@@ -41,14 +42,15 @@ def test_properties() -> None:
 
 
 def test_add() -> None:
-    a = Usage(input_tokens=1, output_tokens=2, cache_write_5m_tokens=3)
-    b = Usage(input_tokens=10, cache_write_1h_tokens=4, cache_read_tokens=5)
+    a = Usage(input_tokens=1, output_tokens=2, cache_write_5m_tokens=3, web_search_requests=1)
+    b = Usage(input_tokens=10, cache_write_1h_tokens=4, cache_read_tokens=5, web_search_requests=2)
     assert a + b == Usage(
         input_tokens=11,
         output_tokens=2,
         cache_write_5m_tokens=3,
         cache_write_1h_tokens=4,
         cache_read_tokens=5,
+        web_search_requests=3,
     )
     assert sum([a, b], Usage()) == a + b
 
@@ -65,10 +67,11 @@ def test_addition_is_associative_and_commutative(a: Usage, b: Usage, c: Usage) -
     assert (a + b).prompt_tokens == a.prompt_tokens + b.prompt_tokens
 
 
+@pytest.mark.parametrize("field", ["input_tokens", "web_search_requests"])
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None])
-def test_rejects_bad_counts(bad: Any) -> None:
-    with pytest.raises(InvalidArgumentError, match="input_tokens"):
-        Usage(input_tokens=bad)
+def test_rejects_bad_counts(bad: Any, field: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=field):
+        Usage(**{field: bad})
 
 
 def test_is_immutable() -> None:
@@ -122,6 +125,39 @@ def test_split_short_of_total_keeps_remainder_as_5m() -> None:
     }
     u = Usage.from_api(raw)
     assert (u.cache_write_5m_tokens, u.cache_write_1h_tokens) == (60, 40)
+
+
+@pytest.mark.parametrize(
+    ("api_usage", "searches"),
+    [
+        (  # the SDK's object
+            SDKUsage(
+                input_tokens=5,
+                output_tokens=6,
+                server_tool_use=ServerToolUsage(web_search_requests=3, web_fetch_requests=2),
+            ),
+            3,
+        ),
+        (SDKUsage(input_tokens=5, output_tokens=6, server_tool_use=None), 0),
+        (  # its dict form
+            {"input_tokens": 5, "output_tokens": 6, "server_tool_use": {"web_search_requests": 4}},
+            4,
+        ),
+        # web fetches have no per-request fee, only their tokens
+        ({"input_tokens": 5, "output_tokens": 6, "server_tool_use": {"web_fetch_requests": 1}}, 0),
+        ({"input_tokens": 5, "output_tokens": 6}, 0),
+    ],
+)
+def test_web_searches_come_from_server_tool_use(api_usage: Any, searches: int) -> None:
+    usage = Usage.from_api(api_usage)
+    assert usage == Usage(input_tokens=5, output_tokens=6, web_search_requests=searches)
+    assert usage.total_tokens == 11  # searches are not tokens
+
+
+def test_bad_web_search_count_names_field() -> None:
+    raw = {"input_tokens": 1, "server_tool_use": {"web_search_requests": -2}}
+    with pytest.raises(InvalidArgumentError, match="web_search_requests"):
+        Usage.from_api(raw)
 
 
 def test_nulls_and_missing_fields_are_zero() -> None:
