@@ -21,7 +21,7 @@ from ._ledger import Ledger, LedgerRow
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
 from ._pricing import PriceTable
-from ._reports import Report
+from ._reports import Report, UsageReports
 from ._request import CacheTTL, TaskSpec, cache_key
 from ._results import AgentResult, CacheTier, WorkflowResult
 from ._scaffold import init_project
@@ -62,6 +62,7 @@ __all__ = [
     "TaskSpec",
     "Usage",
     "UsageError",
+    "UsageReports",
     "WorkflowNotFoundError",
     "WorkflowResult",
     "cache_key",

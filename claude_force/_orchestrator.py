@@ -30,8 +30,7 @@ from ._outcomes import (
 )
 from ._pricing import PriceTable
 from ._record import Recorder
-from ._reports import Report, by_agent, by_model, by_run, export_csv, export_json, parse_since
-from ._reports import summary as summarise
+from ._reports import Report, UsageReports
 from ._request import (
     DEFAULT_MAX_TASK_CHARS,
     NOT_GIVEN,
@@ -397,37 +396,34 @@ class AsyncAgentOrchestrator:
         """The usage ledger in the project's data folder (opened on first use)."""
         return self._recorder.ledger
 
-    # -- usage reports (read the ledger; pending rows are written first) -------------------
+    # -- usage reports (read the ledger read-only; pending rows are written first) ----------
+
+    @property
+    def reports(self) -> UsageReports:
+        """Reports over the usage ledger; they work on a read-only or missing ledger too."""
+        return UsageReports(self.ledger_path, prices=self.prices, open_ledger=self._recorder.opened)
 
     def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
         """Ledger rows, optionally since an epoch time or a span like ``"24h"``."""
-        start = parse_since(since) if isinstance(since, str) else since
-        if self._recorder.opened is not None:
-            self._recorder.opened.flush()
-        if not self.ledger_path.exists():
-            return []
-        return self.ledger.rows(since=start)
+        return self.reports.rows(since)
 
     def usage_summary(self, since: float | str | None = None) -> Report:
         """Calls, success rate, tokens, cost, savings, latency and hit rate."""
-        return summarise(self.usage_rows(since), price_table=self.prices)
+        return self.reports.summary(since)
 
     def usage_by_agent(self, since: float | str | None = None) -> dict[str, Report]:
-        return by_agent(self.usage_rows(since), price_table=self.prices)
+        return self.reports.by_agent(since)
 
     def usage_by_model(self, since: float | str | None = None) -> dict[str, Report]:
-        return by_model(self.usage_rows(since), price_table=self.prices)
+        return self.reports.by_model(since)
 
     def usage_by_run(self, since: float | str | None = None) -> dict[str, Report]:
         """One report per workflow run, oldest first."""
-        return by_run(self.usage_rows(since), price_table=self.prices)
+        return self.reports.by_run(since)
 
     def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
         """The ledger rows as ``csv`` or ``json`` text."""
-        if fmt not in ("csv", "json"):
-            raise InvalidArgumentError(f"export format must be 'csv' or 'json', got {fmt!r}")
-        rows = self.usage_rows(since)
-        return export_csv(rows) if fmt == "csv" else export_json(rows)
+        return self.reports.export(fmt, since)
 
 
 async def _off_loop(fn: Callable[[], object]) -> None:

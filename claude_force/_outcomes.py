@@ -173,6 +173,7 @@ def ledger_row(
         cache_write_5m_tokens=usage.cache_write_5m_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         cache_read_tokens=usage.cache_read_tokens,
+        web_search_requests=usage.web_search_requests,
         cost_usd=result.cost,
         cost_saved_usd=result.cost_saved,
         latency_ms=result.latency_ms,

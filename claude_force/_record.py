@@ -28,13 +28,11 @@ class Recorder:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            _keep_out_of_git(self.ledger_path.parent)
-            self._ledger = Ledger(self.ledger_path)
+            self._ledger = Ledger(self.ledger_path, keep_out_of_git=True)
         return self._ledger
 
-    @property
     def opened(self) -> Ledger | None:
-        """The ledger if this recorder opened it, else None."""
+        """The ledger if this recorder opened it, else None (reports flush it first)."""
         return self._ledger
 
     def record(
@@ -68,10 +66,3 @@ class Recorder:
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             ledger.close()
-
-
-def _keep_out_of_git(folder: Path) -> None:
-    marker = folder / ".gitignore"
-    if not marker.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text("# the usage ledger and caches of claude-force\n*\n", encoding="utf-8")

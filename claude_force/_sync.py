@@ -22,7 +22,7 @@ from ._ledger import Ledger, LedgerRow
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator, TaskLike
 from ._pricing import PriceTable
-from ._reports import Report
+from ._reports import Report, UsageReports
 from ._request import NOT_GIVEN, CacheTTL, NotGiven
 from ._results import AgentResult, WorkflowResult
 from ._workflow import StepEvent
@@ -121,6 +121,10 @@ class AgentOrchestrator:
     @property
     def ledger(self) -> Ledger:
         return self._core.ledger
+
+    @property
+    def reports(self) -> UsageReports:
+        return self._core.reports
 
     @property
     def response_cache(self) -> ResponseCache | None:

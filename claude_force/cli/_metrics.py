@@ -122,7 +122,7 @@ def metrics_serve(ctx: click.Context, port: int, host: str, config_path: Path | 
     """Serve Prometheus metrics computed from the ledger at /metrics until Ctrl-C."""
     orch = _orchestrator(_config(ctx, config_path))
     try:
-        server, _thread = serve_ledger_metrics(orch.ledger, port, addr=host)
+        server, _thread = serve_ledger_metrics(orch.reports, port, addr=host)
     except OSError as exc:  # the port is taken, or the address is not ours
         raise InvalidArgumentError(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port, "
