@@ -10,7 +10,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,7 +28,7 @@ from ._outcomes import (
     success_result,
 )
 from ._pricing import PriceTable
-from ._record import Recorder
+from ._record import CallContext, Recorder
 from ._reports import Report, UsageReports
 from ._request import (
     DEFAULT_MAX_TASK_CHARS,
@@ -51,19 +50,6 @@ from .cache import ResponseCache, SingleFlight
 __all__ = ["AsyncAgentOrchestrator"]
 
 TaskLike = TaskSpec | tuple[str, str] | Mapping[str, Any]
-log = OnceLog(logging.getLogger("claude_force"))
-
-
-@dataclass(frozen=True, slots=True)
-class _CallContext:
-    """Where a call belongs: its task (for the ledger hash), workflow, budgets, cache use."""
-
-    task: str
-    budgets: tuple[BudgetTracker, ...] = ()
-    workflow_run: str | None = None
-    workflow_step: int | None = None
-    use_cache: bool = True
-    refresh: bool = False
 
 
 class AsyncAgentOrchestrator:
@@ -140,6 +126,7 @@ class AsyncAgentOrchestrator:
         )
         self._cache = response_cache
         self._cache_failed = False
+        self._log = OnceLog(logging.getLogger("claude_force"))
         self._flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight] = (
             weakref.WeakKeyDictionary()
         )
@@ -214,20 +201,12 @@ class AsyncAgentOrchestrator:
         Usage errors raise; :class:`BudgetExceeded` raises before a request that could cross
         a budget (this call's, or the orchestrator's); run failures return success=False.
         """
+        ttl = prompt_cache_ttl
         item = TaskSpec(
-            agent_name,
-            task,
-            model,
-            max_tokens,
-            temperature,
-            use_memory,
-            use_cache,
-            prompt_cache_ttl,
+            agent_name, task, model, max_tokens, temperature, use_memory, use_cache, ttl
         )
-        request = self._requests.build(item)
-        budgets = self._budgets(budget)
-        ctx = _CallContext(task, budgets, use_cache=use_cache, refresh=refresh)
-        return await self._run(item.agent, request, ctx)
+        ctx = CallContext(task, self._budgets(budget), use_cache=use_cache, refresh=refresh)
+        return await self._run(agent_name, self._requests.build(item), ctx)
 
     async def execute_multiple(
         self, tasks: Iterable[TaskLike], *, refresh: bool = False
@@ -240,18 +219,15 @@ class AsyncAgentOrchestrator:
         items = [TaskSpec.coerce(t, i) for i, t in enumerate(tasks)]
         requests = [self._requests.build(item) for item in items]
         budgets = self._budgets(None)
-        return list(
-            await asyncio.gather(
-                *(
-                    self._run_isolated(
-                        item.agent,
-                        request,
-                        _CallContext(item.task, budgets, use_cache=item.use_cache, refresh=refresh),
-                    )
-                    for item, request in zip(items, requests, strict=True)
-                )
+        calls = [
+            self._run_isolated(
+                item.agent,
+                request,
+                CallContext(item.task, budgets, None, None, item.use_cache, refresh),
             )
-        )
+            for item, request in zip(items, requests, strict=True)
+        ]
+        return list(await asyncio.gather(*calls))
 
     async def warm(self, tasks: Iterable[TaskLike]) -> dict[str, int]:
         """Answer each task now unless the cache already holds it, so later calls hit.
@@ -265,11 +241,8 @@ class AsyncAgentOrchestrator:
         results = await self.execute_multiple(tasks)
         cached = sum(1 for r in results if r.success and r.cached)
         failed = sum(1 for r in results if not r.success)
-        return {
-            "already_cached": cached,
-            "stored": len(results) - cached - failed,
-            "failed": failed,
-        }
+        stored = len(results) - cached - failed
+        return {"already_cached": cached, "stored": stored, "failed": failed}
 
     async def run_workflow(
         self,
@@ -296,7 +269,7 @@ class AsyncAgentOrchestrator:
 
         async def call(agent: str, previous: Sequence[tuple[str, str]], step: int) -> AgentResult:
             request = self._requests.build(TaskSpec(agent, task), previous=previous)
-            ctx = _CallContext(task, budgets, run_id, step, use_cache, refresh)
+            ctx = CallContext(task, budgets, run_id, step, use_cache, refresh)
             return await self._run_isolated(agent, request, ctx)
 
         return await run_stages(workflow_name, stages, call, run_id=run_id, on_step=on_step)
@@ -307,14 +280,14 @@ class AsyncAgentOrchestrator:
         call = BudgetTracker(extra) if extra is not None else None
         return tuple(b for b in (self.budget, call) if b is not None)
 
-    async def _run_isolated(self, agent: str, request: Request, ctx: _CallContext) -> AgentResult:
+    async def _run_isolated(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
         """Like :meth:`_run`, but a budget stop becomes a failed result, not an exception."""
         try:
             return await self._run(agent, request, ctx)
         except BudgetExceeded as exc:
             return budget_result(agent, request, exc)
 
-    async def _run(self, agent: str, request: Request, ctx: _CallContext) -> AgentResult:
+    async def _run(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
         """Answer from the cache when allowed, else upstream; identical misses share a call."""
         cache = self.response_cache if ctx.use_cache else None
         if cache is None or cache.is_excluded(agent):
@@ -326,7 +299,7 @@ class AsyncAgentOrchestrator:
             hit = cache.get(key)
             result = hit_result(agent, request, hit, started) if hit is not None else None
             if result is not None:
-                self._record(result, ctx)
+                self._recorder.record(result, ctx)
                 return result
         flights = self._flights.setdefault(asyncio.get_running_loop(), SingleFlight())
         leader, shared = await flights.run(
@@ -336,14 +309,14 @@ class AsyncAgentOrchestrator:
             return leader
         result = shared_result(agent, request, leader, started)
         if result.success:
-            self._record(result, ctx)
+            self._recorder.record(result, ctx)
         return result
 
     async def _send(
         self,
         agent: str,
         request: Request,
-        ctx: _CallContext,
+        ctx: CallContext,
         store: tuple[ResponseCache, str] | None,
     ) -> AgentResult:
         count = self._transport.count_tokens
@@ -354,7 +327,7 @@ class AsyncAgentOrchestrator:
         except APIError as err:
             release_all(reservations)
             result = failure_result(agent, request, err, started)
-            self._record(result, ctx)
+            self._recorder.record(result, ctx)
             return result
         except BaseException:
             release_all(reservations)
@@ -367,13 +340,8 @@ class AsyncAgentOrchestrator:
         result = success_result(agent, request, sent, started, usage, cost)
         if store is not None:
             store[0].set(store[1], cache_value(sent, usage, cost))
-        self._record(result, ctx)
+        self._recorder.record(result, ctx)
         return result
-
-    def _record(self, result: AgentResult, ctx: _CallContext) -> None:
-        self._recorder.record(
-            result, task=ctx.task, workflow_run=ctx.workflow_run, workflow_step=ctx.workflow_step
-        )
 
     # -- the response cache and the ledger, opened on first use ----------------------------
 
@@ -387,7 +355,9 @@ class AsyncAgentOrchestrator:
                 self._cache = self.options.open_cache()
             except (CacheDirectoryError, OSError, sqlite3.Error) as exc:
                 self._cache_failed = True
-                log.warn("cache", f"the response cache cannot be used ({exc}); running uncached")
+                self._log.warn(
+                    "cache", f"the response cache cannot be used ({exc}); running uncached"
+                )
                 return None
         return self._cache
 

@@ -6,14 +6,28 @@ so a call's answer is returned whatever happens to the data folder.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from ._budget import BudgetTracker
 from ._ledger import Ledger
 from ._metrics import Metrics
 from ._outcomes import ledger_row
 from ._results import AgentResult
 
-__all__ = ["Recorder"]
+__all__ = ["CallContext", "Recorder"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Where a call belongs: its task (for the ledger hash), workflow, budgets, cache use."""
+
+    task: str
+    budgets: tuple[BudgetTracker, ...] = ()
+    workflow_run: str | None = None
+    workflow_step: int | None = None
+    use_cache: bool = True
+    refresh: bool = False
 
 
 class Recorder:
@@ -35,14 +49,7 @@ class Recorder:
         """The ledger if this recorder opened it, else None (reports flush it first)."""
         return self._ledger
 
-    def record(
-        self,
-        result: AgentResult,
-        *,
-        task: str,
-        workflow_run: str | None = None,
-        workflow_step: int | None = None,
-    ) -> None:
+    def record(self, result: AgentResult, ctx: CallContext) -> None:
         """Counters and a queued ledger row for one completed call; no disk I/O here."""
         if self.metrics is not None:
             self.metrics.observe_call(
@@ -57,7 +64,10 @@ class Recorder:
             )
         if self.tracking:
             row = ledger_row(
-                result, task=task, workflow_run=workflow_run, workflow_step=workflow_step
+                result,
+                task=ctx.task,
+                workflow_run=ctx.workflow_run,
+                workflow_step=ctx.workflow_step,
             )
             self.ledger.record(row)
 
