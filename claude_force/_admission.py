@@ -1,20 +1,70 @@
-"""Admission control: a concurrency gate whose limit adapts to overload (AIMD).
+"""Admission control: a concurrency gate for overload and token buckets for rate limits.
 
-The gate starts at ``max_concurrent``. A 429 or 529 halves the limit (multiplicative
-decrease, at most once per ``cooldown`` seconds so one burst of errors counts once); each
-run of ``limit`` successes raises it by one again (additive increase), never above the
-configured maximum. Requests that are waiting to retry do not hold a slot.
+:class:`ConcurrencyGate` starts at ``max_concurrent``. A 429 or 529 halves the limit
+(multiplicative decrease, at most once per ``cooldown`` seconds so one burst of errors counts
+once); each run of ``limit`` successes raises it by one again (additive increase), never above
+the configured maximum. Requests that are waiting to retry do not hold a slot.
+
+:class:`TokenBuckets` keeps, per model class, the service's three per-minute buckets
+(requests, input tokens, output tokens) on the client side, so that requests are sent only
+when they fit instead of being bounced with 429s:
+
+- limits are learned from the ``anthropic-ratelimit-*`` headers of responses; until the first
+  arrive, only a few requests of a class go out at once. Configured limits set a bucket before
+  anything is learned and cap it afterwards (they can only lower what the service states);
+- a request's input is estimated from its characters, scaled by the ratio of real to estimated
+  tokens learned from each response's usage, and corrected from usage once answered; output is
+  reserved from ``max_tokens`` and corrected the same way (as the service does). Prompt-cache
+  reads are not charged, as on the service;
+- every response's ``remaining`` lowers the local level when it is lower (another process or
+  tool of the organisation spends the same allowance); a 429 sets the bucket to what the server
+  reports and halves that bucket's refill, which recovers linearly over ``recovery_seconds``;
+- requests of one class are admitted first come, first served; the one at the head sleeps
+  (with jitter) until it fits. A request whose predicted wait ends after its deadline fails at
+  once with :class:`AdmissionDeadlineError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-__all__ = ["ConcurrencyGate"]
+from ._errors import APIError, InvalidArgumentError
+from ._usage import Usage
+
+__all__ = [
+    "AdmissionDeadlineError",
+    "ConcurrencyGate",
+    "Limits",
+    "Ticket",
+    "TokenBuckets",
+    "model_class",
+]
+
+KINDS = ("requests", "input-tokens", "output-tokens")
+CHARS_PER_TOKEN = 4.0  # the first guess for English text, before any usage calibrates it
+_SLOW_COOLDOWN = 2.0  # seconds during which further 429s do not slow a bucket again
+_FAMILIES = ("opus", "sonnet", "haiku")
+_UNITS = {"requests": "requests", "input-tokens": "input tokens", "output-tokens": "output tokens"}
+
+
+def model_class(model: str) -> str:
+    """The group of models that share one set of limits on the service: the family.
+
+    Every Opus 4.x shares the Opus buckets, and so on; an unknown model is its own class.
+    """
+    lowered = model.lower()
+    for family in _FAMILIES:
+        if family in lowered:
+            return family
+    return lowered
 
 
 class ConcurrencyGate:
@@ -97,3 +147,428 @@ class ConcurrencyGate:
             if not fut.done():
                 self._take()
                 fut.set_result(None)
+
+
+def _check_limit(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(
+            f"Limits.{name} must be an integer >= 1 or None (learn it from the service), "
+            f"got {value!r}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Per-minute limits to use for a model class; None leaves a limit to the service's
+    headers. A configured limit is used before any is learned, and caps what is learned."""
+
+    requests_per_minute: int | None = None
+    input_tokens_per_minute: int | None = None
+    output_tokens_per_minute: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit("requests_per_minute", self.requests_per_minute)
+        _check_limit("input_tokens_per_minute", self.input_tokens_per_minute)
+        _check_limit("output_tokens_per_minute", self.output_tokens_per_minute)
+
+    def per_kind(self) -> dict[str, int]:
+        values = (
+            self.requests_per_minute,
+            self.input_tokens_per_minute,
+            self.output_tokens_per_minute,
+        )
+        return {kind: v for kind, v in zip(KINDS, values, strict=True) if v is not None}
+
+
+class AdmissionDeadlineError(APIError):
+    """The rate limits would hold a request past its deadline; raised before it is sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_type="rate_limited", attempts=0)
+
+
+@dataclass(slots=True, eq=False)
+class Ticket:
+    """One admitted attempt: what it was charged, so that its answer can correct it."""
+
+    model_class: str
+    costs: dict[str, float]
+    raw_input_estimate: float  # characters / CHARS_PER_TOKEN, before calibration
+    charged: frozenset[str]  # the buckets that existed, and were charged, at admission
+    done: bool = False
+
+
+class _Bucket:
+    """A continuously refilled bucket on the client side. The level may go below zero: a
+    correction or a request larger than the bucket is repaid by refilling."""
+
+    def __init__(self, capacity: float, level: float, now: float) -> None:
+        self.capacity = capacity
+        self.level = min(level, capacity)
+        self.updated = now
+        self.slow_factor = 1.0  # refill speed right after the last 429
+        self.slowed_at = -math.inf
+
+    def factor(self, now: float, recovery: float) -> float:
+        """The refill speed now: the slowed factor, back to 1 linearly over ``recovery``."""
+        return min(1.0, self.slow_factor + (now - self.slowed_at) / recovery)
+
+    def refill(self, now: float, recovery: float) -> None:
+        if now > self.updated:
+            # The average speed over the interval (the factor rises linearly).
+            speed = (self.factor(self.updated, recovery) + self.factor(now, recovery)) / 2
+            gained = (now - self.updated) * self.capacity / 60.0 * speed
+            self.level = min(self.capacity, self.level + gained)
+            self.updated = now
+
+    def seconds_until(self, cost: float, now: float, recovery: float) -> float:
+        missing = min(cost, self.capacity) - self.level
+        if missing <= 1e-6:  # float dust: a wait shorter than the clock can count never ends
+            return 0.0
+        # The current (lowest) speed: an upper bound while the refill is recovering.
+        return missing / (self.capacity / 60.0 * self.factor(now, recovery))
+
+
+_State = Literal["unknown", "known", "absent"]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    costs: dict[str, float]
+    turn: asyncio.Future[None]
+
+
+@dataclass(eq=False)
+class _Class:
+    """One model class: its buckets, calibration and queue of waiting requests."""
+
+    state: _State
+    caps: dict[str, int]
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    ratio: float | None = None  # real / estimated input tokens, learned
+    in_flight: int = 0
+    queue: deque[_Waiter] = field(default_factory=deque)
+    queued: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KINDS, 0.0))
+    changed: asyncio.Future[None] | None = None
+
+
+class TokenBuckets:
+    """Client-side rate-limit buckets for every model class. Bound to one event loop.
+
+    Use per attempt: ``ticket = await admit(...)`` before sending, then exactly one of
+    :meth:`settle` (an answer, or a failure other than 429) or :meth:`on_rate_limited`.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | Mapping[str, Limits] | None = None,
+        unknown_in_flight: int = 4,
+        calibration_weight: float = 0.2,
+        recovery_seconds: float = 30.0,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if isinstance(unknown_in_flight, bool) or not isinstance(unknown_in_flight, int):
+            raise InvalidArgumentError(
+                f"unknown_in_flight must be an integer >= 1, got {unknown_in_flight!r}"
+            )
+        if unknown_in_flight < 1:
+            raise InvalidArgumentError(
+                f"unknown_in_flight must be an integer >= 1, got {unknown_in_flight!r}"
+            )
+        self._limits = limits
+        self._unknown_in_flight = unknown_in_flight
+        self._weight = calibration_weight
+        self._recovery = recovery_seconds
+        self._jitter = jitter
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self._classes: dict[str, _Class] = {}
+
+    # -- the four calls ----------------------------------------------------------------------
+
+    async def admit(
+        self,
+        model: str,
+        input_estimate_chars: int,
+        max_tokens: int,
+        *,
+        deadline: float | None = None,
+    ) -> Ticket:
+        """Wait until the request fits its class's buckets, charge it and return its ticket.
+
+        ``deadline`` is a time on this object's clock; when the predicted wait ends after it,
+        :class:`AdmissionDeadlineError` is raised at once instead of waiting.
+        """
+        cls_name = model_class(model)
+        cls = self._class(cls_name)
+        raw = input_estimate_chars / CHARS_PER_TOKEN
+        # Input in uncalibrated tokens while queued: the ratio may be learned meanwhile.
+        raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
+        now = self._clock()
+        if deadline is not None:
+            ahead = {k: cls.queued[k] + raw_costs[k] for k in KINDS}
+            self._check_deadline(cls_name, cls, _priced(cls, ahead), now, deadline)
+        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future())
+        self._enqueue(cls, waiter)
+        try:
+            if cls.queue[0] is not waiter:
+                await waiter.turn
+            while True:
+                now = self._clock()
+                costs = _priced(cls, raw_costs)
+                wait = self._wait_for(cls, costs, now)
+                if wait <= 0:
+                    charged = self._charge(cls, costs)
+                    return Ticket(cls_name, costs, raw, charged)
+                if deadline is not None:
+                    self._check_deadline(cls_name, cls, costs, now, deadline)
+                await self._pause(cls, wait * (1.0 + self._jitter * self._rand()))
+        finally:
+            self._dequeue(cls, waiter)
+
+    def settle(
+        self, ticket: Ticket, usage: Usage | None, headers: Mapping[str, str] | None
+    ) -> None:
+        """An attempt ended other than by a 429: correct its charge and learn from headers.
+
+        ``usage`` None (an error, a timeout) gives back the output reservation and keeps the
+        input charge, which the service may have counted. Calling it twice does nothing.
+        """
+        if ticket.done:
+            return
+        ticket.done = True
+        cls = self._classes[ticket.model_class]
+        cls.in_flight -= 1
+        now = self._clock()
+        self._refill(cls, now)
+        output = cls.buckets.get("output-tokens")
+        if output is not None and "output-tokens" in ticket.charged:
+            used = usage.output_tokens if usage is not None else 0
+            output.level -= used - ticket.costs["output-tokens"]
+        if usage is not None:
+            self._calibrate(cls, ticket, usage)
+        if headers:
+            self._learn(cls, headers, now, authoritative=False)
+        elif cls.state == "unknown" and usage is not None:
+            # An answer without rate-limit headers (a proxy, another provider): nothing to
+            # learn, so only the concurrency gate limits this class.
+            cls.state = "absent"
+        self._notify(cls)
+
+    def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> None:
+        """The attempt was answered 429: nothing was charged by the service, so the ticket
+        is refunded; the buckets take the server's ``remaining``, and the ones too low for
+        this request refill at half speed for a while."""
+        if ticket.done:
+            return
+        ticket.done = True
+        cls = self._classes[ticket.model_class]
+        cls.in_flight -= 1
+        now = self._clock()
+        self._refill(cls, now)
+        for kind in ticket.charged:
+            cls.buckets[kind].level += ticket.costs[kind]
+        if headers:
+            self._learn(cls, headers, now, authoritative=True)
+            for kind in KINDS:
+                remaining = _header_int(headers, f"anthropic-ratelimit-{kind}-remaining")
+                named = cls.buckets.get(kind)
+                if named is None or remaining is None or remaining >= ticket.costs[kind]:
+                    continue
+                if now - named.slowed_at < _SLOW_COOLDOWN:
+                    continue  # one burst of bounced requests halves the refill once
+                named.slow_factor = max(0.1, named.factor(now, self._recovery) / 2)
+                named.slowed_at = now
+        self._notify(cls)
+
+    def snapshot(self) -> dict[str, object]:
+        """Levels for stats and metrics: per model class, its state, requests in flight and
+        waiting, the learned input ratio and each bucket's limit, level and refill factor."""
+        now = self._clock()
+        out: dict[str, object] = {}
+        for name, cls in sorted(self._classes.items()):
+            self._refill(cls, now)
+            out[name] = {
+                "state": cls.state,
+                "in_flight": cls.in_flight,
+                "waiting": len(cls.queue),
+                "input_ratio": cls.ratio,
+                "buckets": {
+                    kind: {
+                        "limit": b.capacity,
+                        "level": b.level,
+                        "refill_factor": b.factor(now, self._recovery),
+                    }
+                    for kind, b in cls.buckets.items()
+                },
+            }
+        return out
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _class(self, name: str) -> _Class:
+        cls = self._classes.get(name)
+        if cls is None:
+            caps = self._caps_for(name)
+            now = self._clock()
+            buckets = {kind: _Bucket(cap, cap, now) for kind, cap in caps.items()}
+            cls = _Class("known" if caps else "unknown", caps, buckets)
+            self._classes[name] = cls
+        return cls
+
+    def _caps_for(self, name: str) -> dict[str, int]:
+        limits = self._limits
+        if limits is None:
+            return {}
+        if isinstance(limits, Limits):
+            return limits.per_kind()
+        for key, value in limits.items():
+            if model_class(key) == name:
+                return value.per_kind()
+        return {}
+
+    def _wait_for(self, cls: _Class, costs: Mapping[str, float], now: float) -> float:
+        """Seconds until ``costs`` fit (inf: wait for an answer to learn the limits)."""
+        if cls.state == "absent":
+            return 0.0
+        if cls.state == "unknown":
+            return 0.0 if cls.in_flight < self._unknown_in_flight else math.inf
+        self._refill(cls, now)
+        return max(
+            (b.seconds_until(costs[k], now, self._recovery) for k, b in cls.buckets.items()),
+            default=0.0,
+        )
+
+    def _check_deadline(
+        self,
+        name: str,
+        cls: _Class,
+        costs: Mapping[str, float],
+        now: float,
+        deadline: float,
+    ) -> None:
+        if cls.state != "known":
+            return  # nothing to predict yet
+        self._refill(cls, now)
+        waits = {k: b.seconds_until(costs[k], now, self._recovery) for k, b in cls.buckets.items()}
+        kind = max(waits, key=lambda k: waits[k], default=None)
+        if kind is None or now + waits[kind] <= deadline:
+            return
+        raise AdmissionDeadlineError(
+            f"rate limited: this request would wait about {waits[kind]:.1f}s for the "
+            f"{model_class(name)} limit of {cls.buckets[kind].capacity:,.0f} {_UNITS[kind]} per "
+            f"minute, past its deadline ({max(0.0, deadline - now):.1f}s left); raise "
+            "deadline_seconds, send fewer or smaller requests, or ask Anthropic for higher limits"
+        )
+
+    def _charge(self, cls: _Class, costs: Mapping[str, float]) -> frozenset[str]:
+        cls.in_flight += 1
+        for kind, bucket in cls.buckets.items():
+            bucket.level -= costs[kind]
+        return frozenset(cls.buckets)
+
+    def _refill(self, cls: _Class, now: float) -> None:
+        for bucket in cls.buckets.values():
+            bucket.refill(now, self._recovery)
+
+    def _calibrate(self, cls: _Class, ticket: Ticket, usage: Usage) -> None:
+        """Correct the input charge to what the service counts, and learn the ratio."""
+        counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
+        bucket = cls.buckets.get("input-tokens")
+        if bucket is not None and "input-tokens" in ticket.charged:
+            bucket.level -= counted - ticket.costs["input-tokens"]
+        if ticket.raw_input_estimate <= 0 or usage.prompt_tokens <= 0:
+            return
+        seen = usage.prompt_tokens / ticket.raw_input_estimate
+        if cls.ratio is None:
+            cls.ratio = seen
+        else:
+            cls.ratio += self._weight * (seen - cls.ratio)
+
+    def _learn(
+        self, cls: _Class, headers: Mapping[str, str], now: float, *, authoritative: bool
+    ) -> None:
+        """Take the limits and remaining levels from ``anthropic-ratelimit-*`` headers."""
+        learned = False
+        for kind in KINDS:
+            limit = _header_int(headers, f"anthropic-ratelimit-{kind}-limit")
+            remaining = _header_int(headers, f"anthropic-ratelimit-{kind}-remaining")
+            if limit is None or limit < 1:
+                continue
+            learned = True
+            cap = min(limit, cls.caps.get(kind, limit))
+            # A cap below the service's limit leaves the rest to others: our share of what
+            # the service reports remaining is in proportion.
+            left = None if remaining is None else remaining * cap / limit
+            bucket = cls.buckets.get(kind)
+            if bucket is None:
+                cls.buckets[kind] = _Bucket(cap, cap if left is None else left, now)
+                continue
+            bucket.capacity = cap
+            if left is not None and (authoritative or left < bucket.level):
+                bucket.level = min(left, cap)
+        if learned:
+            cls.state = "known"
+
+    def _enqueue(self, cls: _Class, waiter: _Waiter) -> None:
+        cls.queue.append(waiter)
+        for kind in KINDS:
+            cls.queued[kind] += waiter.costs[kind]
+        if cls.queue[0] is waiter:
+            waiter.turn.set_result(None)
+
+    def _dequeue(self, cls: _Class, waiter: _Waiter) -> None:
+        if cls.queue and cls.queue[0] is waiter:
+            cls.queue.popleft()
+        else:
+            cls.queue.remove(waiter)  # cancelled while waiting its turn
+        for kind in KINDS:
+            cls.queued[kind] -= waiter.costs[kind]
+        if cls.queue and not cls.queue[0].turn.done():
+            cls.queue[0].turn.set_result(None)
+
+    async def _pause(self, cls: _Class, seconds: float) -> None:
+        """Sleep ``seconds`` or until an answer changes the buckets, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        if cls.changed is None or cls.changed.done():
+            cls.changed = loop.create_future()
+        waits: list[asyncio.Future[Any]] = [cls.changed]
+        sleeper = None
+        if math.isfinite(seconds):
+            sleeper = asyncio.ensure_future(self._sleep(seconds))
+            waits.append(sleeper)
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if sleeper is not None and not sleeper.done():
+                sleeper.cancel()
+
+    @staticmethod
+    def _notify(cls: _Class) -> None:
+        if cls.changed is not None and not cls.changed.done():
+            cls.changed.set_result(None)
+
+
+def _priced(cls: _Class, raw_costs: Mapping[str, float]) -> dict[str, float]:
+    """Costs with the input scaled by the class's learned ratio of real to estimated tokens."""
+    costs = dict(raw_costs)
+    if cls.ratio is not None:
+        costs["input-tokens"] *= cls.ratio
+    return costs
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(float(raw))
+    except ValueError:
+        return None

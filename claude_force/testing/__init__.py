@@ -12,7 +12,16 @@ How tokens are counted and which prefixes are cached: see :mod:`claude_force.tes
 """
 
 from ._faults import Fault
+from ._ratelimit import RateLimits
 from ._simulator import RecordedRequest, Simulator, serve
 from ._tokens import min_cacheable_tokens, text_tokens
 
-__all__ = ["Fault", "RecordedRequest", "Simulator", "min_cacheable_tokens", "serve", "text_tokens"]
+__all__ = [
+    "Fault",
+    "RateLimits",
+    "RecordedRequest",
+    "Simulator",
+    "min_cacheable_tokens",
+    "serve",
+    "text_tokens",
+]

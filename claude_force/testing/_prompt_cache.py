@@ -70,6 +70,14 @@ class PromptCache:
                 self._sweep(now)
         return CacheUsage(read=read, written_5m=written["5m"], written_1h=written["1h"])
 
+    def peek(self, breakpoints: Sequence[Breakpoint]) -> int:
+        """The prefix tokens :meth:`account` would read now, without touching the cache."""
+        if not breakpoints:
+            return 0
+        with self._lock:
+            hit = self._longest_hit(breakpoints, self._clock())
+        return breakpoints[hit].prefix_tokens if hit >= 0 else 0
+
     def _longest_hit(self, breakpoints: Sequence[Breakpoint], now: float) -> int:
         """Index of the last breakpoint still cached at ``now``, or -1."""
         for index in range(len(breakpoints) - 1, -1, -1):

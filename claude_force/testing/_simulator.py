@@ -8,7 +8,8 @@ sync tests, async tests (whose loop it never blocks) and the CLI alike::
 
 It answers ``POST /v1/messages`` with deterministic text and realistic usage (prompt caching
 included, see ``_tokens``), ``POST /v1/messages/count_tokens`` (the same count as the usage of
-a message), and injects faults on demand into either.
+a message), and injects faults on demand into either. With ``rate_limits=RateLimits(...)`` it
+enforces per-minute token buckets per model class as the service does (see ``_ratelimit``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aiohttp import web
 from .._errors import InvalidArgumentError
 from ._faults import Fault, FaultPlan
 from ._prompt_cache import PromptCache
+from ._ratelimit import Admission, RateLimits, Rejection, ServerRateLimiter
 from ._text import Reply, render_reply, reply_digest, reply_words
 from ._tokens import PromptShape, eligible_breakpoints, min_cacheable_tokens, prompt_shape
 from ._wire import (
@@ -111,8 +113,9 @@ class Simulator:
     """A local Anthropic-compatible server with latency, fault injection and recording.
 
     Use it as ``with Simulator() as sim:`` or ``async with Simulator() as sim:``, or call
-    :meth:`start` and :meth:`stop`. ``clock`` drives prompt-cache expiry and rate-limit
-    windows, so tests can move time forward without sleeping.
+    :meth:`start` and :meth:`stop`. ``clock`` drives prompt-cache expiry and the rate-limit
+    buckets, so tests can move time forward without sleeping (``latency_ms`` is real time).
+    ``rate_limits`` (off by default) makes the server answer 429 when a request does not fit.
     """
 
     def __init__(
@@ -125,6 +128,8 @@ class Simulator:
         require_api_key: bool = True,
         min_cacheable_tokens: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise InvalidArgumentError(
@@ -152,7 +157,11 @@ class Simulator:
         self._faults = FaultPlan()
         self._count_faults = FaultPlan()
         self._cache = PromptCache(clock=clock)
-        self._rate = RateWindow(clock=clock, wall=time.time)
+        self._clock = clock
+        self._wall = wall_clock
+        self._rate = RateWindow(clock=clock, wall=wall_clock)
+        self._limiter: ServerRateLimiter | None = None
+        self.set_rate_limits(rate_limits)
         # One lock guards the recordings and counters that the test thread reads.
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -267,6 +276,27 @@ class Simulator:
         """Drop the scripted faults (of both endpoints) and the random fault rate."""
         self._faults.clear()
         self._count_faults.clear()
+
+    # -- rate limits -----------------------------------------------------------------------
+
+    def set_rate_limits(self, limits: RateLimits | None) -> None:
+        """Enforce ``limits`` from now on, with full buckets; None turns enforcement off."""
+        if limits is not None and not isinstance(limits, RateLimits):
+            raise InvalidArgumentError(
+                f"rate_limits must be a RateLimits(...) or None, got {limits!r}"
+            )
+        self._limiter = (
+            None
+            if limits is None
+            else ServerRateLimiter(limits, clock=self._clock, wall=self._wall)
+        )
+
+    @property
+    def rate_limit_stats(self) -> dict[str, object]:
+        """Admitted and rejected (429) requests by bucket, and tokens charged; empty when
+        rate limits are off."""
+        limiter = self._limiter
+        return {} if limiter is None else limiter.stats()
 
     # -- recordings ------------------------------------------------------------------------
 
@@ -442,26 +472,52 @@ class Simulator:
     async def _answer(
         self, body: dict[str, Any], shape: PromptShape, request_id: str, *, text: str | None = None
     ) -> web.Response:
-        if text is not None:
-            reply = Reply(text, max(1, len(text.split())), "end_turn")
+        model = body["model"]
+        breakpoints = eligible_breakpoints(shape, min_cacheable_tokens(model, self._min_cacheable))
+        limiter = self._limiter
+        admission: Admission | None = None
+        if limiter is not None:
+            decision = limiter.admit(
+                model,
+                input_tokens=shape.input_tokens - self._cache.peek(breakpoints),
+                max_tokens=body["max_tokens"],
+            )
+            if isinstance(decision, Rejection):
+                return _error_response(
+                    429, "rate_limit_error", decision.message, request_id, decision.headers
+                )
+            admission = decision
+        try:
+            if text is not None:
+                reply = Reply(text, max(1, len(text.split())), "end_turn")
+            else:
+                reply = render_reply(reply_words(body, reply_digest(body)), body["max_tokens"])
+            delay_ms = self._latency_ms + self._per_token_ms * reply.output_tokens
+            if delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000.0)
+            # The cache is consulted after the delay: like the real service, an entry exists
+            # only once the response that wrote it is under way, so concurrent twins both write.
+            usage = self._cache.account(breakpoints)
+            if limiter is not None and admission is not None:
+                # Charged: every prompt token not read from the cache; output as produced.
+                limiter.settle(
+                    admission,
+                    input_tokens=shape.input_tokens - usage.read,
+                    output_tokens=reply.output_tokens,
+                )
+        finally:
+            if limiter is not None and admission is not None:
+                # Only a dropped request (cancelled handler) is still unsettled here: it gives
+                # its output reservation back.
+                limiter.settle(admission, input_tokens=admission.input_tokens, output_tokens=0)
+        uncached = shape.input_tokens - usage.cached_or_written
+        payload = message_body(model=model, reply=reply, input_tokens=uncached, cache=usage)
+        if limiter is not None and admission is not None:
+            headers = limiter.headers(model)
         else:
-            reply = render_reply(reply_words(body, reply_digest(body)), body["max_tokens"])
-        delay_ms = self._latency_ms + self._per_token_ms * reply.output_tokens
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000.0)
-        # The cache is consulted after the delay: like the real service, an entry exists only
-        # once the response that wrote it is under way, so concurrent twins both write.
-        minimum = min_cacheable_tokens(body["model"], self._min_cacheable)
-        usage = self._cache.account(eligible_breakpoints(shape, minimum))
-        payload = message_body(
-            model=body["model"],
-            reply=reply,
-            input_tokens=shape.input_tokens - usage.cached_or_written,
-            cache=usage,
-        )
-        headers = self._rate.headers(
-            input_tokens=shape.input_tokens, output_tokens=reply.output_tokens
-        )
+            headers = self._rate.headers(
+                input_tokens=shape.input_tokens, output_tokens=reply.output_tokens
+            )
         headers["request-id"] = request_id
         return _json_response(200, payload, headers)
 
@@ -486,6 +542,7 @@ def serve(
     per_token_latency_ms: float = 0.0,
     require_api_key: bool = True,
     min_cacheable_tokens: int | None = None,
+    rate_limits: RateLimits | None = None,
     on_ready: Callable[[Simulator], None] | None = None,
     stop_event: threading.Event | None = None,
 ) -> None:
@@ -500,6 +557,7 @@ def serve(
         per_token_latency_ms=per_token_latency_ms,
         require_api_key=require_api_key,
         min_cacheable_tokens=min_cacheable_tokens,
+        rate_limits=rate_limits,
     )
     stop = stop_event if stop_event is not None else threading.Event()
     sim.start()
