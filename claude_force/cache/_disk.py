@@ -381,11 +381,19 @@ class DiskTier:
         if _file_size(self.path) <= self.limits.file_bytes:
             return
         self._write("reclaim", _nothing, None)
-        try:
-            conn.execute("PRAGMA incremental_vacuum").fetchall()
-        except sqlite3.Error as exc:
-            self._failed(exc, "reclaim")
+        self._vacuum(conn, "reclaim")
         self._checkpoint(conn)
+
+    def _vacuum(self, conn: sqlite3.Connection, action: str) -> None:
+        """Give free pages back to the file system; caller holds the write lock."""
+        try:
+            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+                conn.execute("VACUUM")  # a file made before auto_vacuum: rewritten, once
+            else:
+                # executescript steps the pragma to the end; execute() frees one page.
+                conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error as exc:
+            self._failed(exc, action)
 
     # -- public writes ------------------------------------------------------------------
 
@@ -461,10 +469,8 @@ class DiskTier:
         with self._write_lock:
             if not self._closed:
                 self._write("clear", lambda conn: conn.execute("DELETE FROM entries"), None)
-                try:
-                    self._db().execute("PRAGMA incremental_vacuum").fetchall()
-                except sqlite3.Error as exc:
-                    self._failed(exc, "clear")
+                if not self._closed:
+                    self._vacuum(self._db(), "clear")
 
     def prune(self, now: float) -> int:
         """Delete expired rows, by their stored expiry or by this tier's TTL; return count."""

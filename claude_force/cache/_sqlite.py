@@ -141,6 +141,9 @@ def _open(path: Path, limits: DiskLimits) -> sqlite3.Connection:
         cached_statements=64,
     )
     try:
+        # Only takes effect on a new file, and only before it is switched to WAL: lets
+        # ``incremental_vacuum`` give free pages back to the file system.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         # The first statement reads the header: a damaged file fails here.
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit is atomic and durable against a process crash; only an OS
@@ -155,8 +158,6 @@ def _open(path: Path, limits: DiskLimits) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size=-32768")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            # Before any table exists: lets ``incremental_vacuum`` give free pages back.
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.executescript(_SCHEMA)
         elif version != SCHEMA_VERSION:
             raise _ForeignSchema(f"schema version {version}, expected {SCHEMA_VERSION}")
