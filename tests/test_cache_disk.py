@@ -407,3 +407,40 @@ def test_hits_never_write_on_the_callers_thread(
     for n in range(6):
         assert cache.get(key(n)) is not None
     assert writes == []
+
+
+# -- malformed rows ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "bad"),
+    [
+        ("envelope", "a text value"),
+        ("envelope", 12345),
+        ("envelope", 1.5),
+        ("envelope", b"CF\x01"),  # truncated
+        ("created_at", "yesterday"),
+        ("created_at", None),
+        ("last_access", "often"),
+        ("last_access", None),
+    ],
+)
+def test_a_malformed_row_is_a_counted_miss_and_deleted(
+    cache: ResponseCache, db: sqlite3.Connection, column: str, bad: object
+) -> None:
+    cache.set(key(1), value(1))
+    # A table rebuilt without constraints, as a foreign tool or old version could leave it.
+    db.executescript(
+        "CREATE TABLE loose AS SELECT * FROM entries; DROP TABLE entries; "
+        "ALTER TABLE loose RENAME TO entries; "
+        "CREATE UNIQUE INDEX entries_key ON entries (key);"
+    )
+    db.execute(f"UPDATE entries SET {column} = ?", (bad,))
+    assert cache.get(key(1)) is None  # no TypeError, whatever the column holds
+    stats = cache.get_stats()
+    assert stats["integrity_failures"] == 1 and stats["misses"] == 1
+    cache.flush()
+    assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
+    cache.set(key(1), value(1))  # the key works again
+    hit = cache.get(key(1))
+    assert hit is not None and hit.value == value(1)

@@ -29,6 +29,7 @@ from .._warnings import OnceLog
 from ._envelope import decode_payload, open_envelope
 from ._limits import DiskLimits
 from ._sqlite import (
+    BUSY_TIMEOUT_S,
     DB_NAME,
     connect,
     connect_reader,
@@ -79,6 +80,11 @@ _UPSERT = (
     "expires_at = excluded.expires_at, last_access = excluded.last_access"
 )
 _TOTAL = "SELECT total_bytes, entries FROM meta WHERE id = 0"
+# The stored bytes and the pages in use, in one statement: it runs in every write.
+_USAGE = (
+    "SELECT total_bytes, (SELECT page_count FROM pragma_page_count()) - "
+    "(SELECT freelist_count FROM pragma_freelist_count()) FROM meta WHERE id = 0"
+)
 _LRU = "SELECT rowid, size FROM entries WHERE key != ? ORDER BY last_access, rowid LIMIT ?"
 _TOUCH = "UPDATE entries SET last_access = ? WHERE key = ? AND last_access < ?"
 _DELETE_IF = "DELETE FROM entries WHERE key = ? AND created_at = ?"
@@ -347,15 +353,14 @@ class DiskTier:
             self._keep = key
         return stored
 
-    def _used_bytes(self, conn: sqlite3.Connection) -> int:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return int(pages - free) * self._page_size
+    def _usage(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        """Stored envelope bytes, and bytes of the database file's pages in use."""
+        total, pages = conn.execute(_USAGE).fetchone()
+        return total, pages * self._page_size
 
     def _fit(self, conn: sqlite3.Connection) -> int:
         """Evict least-recently-accessed rows until both budgets hold; returns how many."""
-        total = conn.execute(_TOTAL).fetchone()[0]
-        used = self._used_bytes(conn)
+        total, used = self._usage(conn)
         evicted = 0
         while total > self.max_bytes or used > self.limits.file_bytes:
             pages_over = used > self.limits.file_bytes
@@ -370,14 +375,17 @@ class DiskTier:
             conn.executemany("DELETE FROM entries WHERE rowid = ?", victims)
             evicted += len(victims)
             if pages_over:
-                used = self._used_bytes(conn)
+                used = self._usage(conn)[1]
         return evicted
 
     def _reclaim(self) -> None:
         """On open: give back what a crash or a lower limit left; caller holds write lock."""
         conn = self._writer
         if _file_size(self._wal) > self.limits.journal_limit:
+            # Without waiting: another process writing now will checkpoint it itself.
+            conn.execute("PRAGMA busy_timeout=0")
             self._checkpoint(conn)
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         if _file_size(self.path) <= self.limits.file_bytes:
             return
         self._write("reclaim", _nothing, None)
@@ -548,9 +556,10 @@ class DiskTier:
                     f"cache entry {key[:16]}... holds {type(envelope).__name__}, not bytes"
                 )
             opened = open_envelope(self._secret, key, envelope)
-            if opened.created_at != created_col:
+            if opened.created_at != created_col or type(last_access) is not float:
                 raise CacheIntegrityError(
-                    f"cache entry {key[:16]}... has a created_at that does not match its signed one"
+                    f"cache entry {key[:16]}... has a created_at that does not match its "
+                    "signed one, or a last_access that is not a time"
                 )
             value = decode_payload(key, opened.payload)
         except CacheIntegrityError as exc:
@@ -563,7 +572,7 @@ class DiskTier:
                 self._expired[key] = created_col
             return MISS
         self.stats.hits += 1
-        if type(last_access) is not float or now - last_access >= ACCESS_RESOLUTION_S:
+        if now - last_access >= ACCESS_RESOLUTION_S:
             with self._state:
                 self._note_access(key, now)
         return Found(value, opened.created_at, opened.payload, envelope)

@@ -78,8 +78,8 @@ class ResponseCache:
     miss. ``max_size_mb``: the disk limit. Stored entries (sum of envelope sizes) stay within
     it, and the folder's whole disk use (``cache.db`` with its ``-wal`` and ``-shm`` files)
     stays within ``max(max_size_mb, 0.5) MiB + 64 KiB`` during a run, after ``close()`` and
-    after a crash (see ``_limits``); an entry larger than a 32nd of the limit (at least
-    32 KiB, at most 1 MiB, compressed) is not stored on disk. ``memory_max_mb``: the
+    after a crash (see ``_limits``); an entry larger than a 64th of the limit (at least
+    32 KiB, at most 2 MiB, compressed) is not stored on disk. ``memory_max_mb``: the
     in-process tier's limit, counted as the JSON text it holds plus a measured per-entry
     overhead, so it is close to the memory the process pays; 0 turns it off.
     ``cache_secret``: the HMAC key, else ``CLAUDE_CACHE_SECRET``, else a generated 0600
@@ -346,6 +346,7 @@ class ResponseCache:
         """
         if self._disk is None:
             return
+        self._disk.flush()  # first, so the final counters include what was queued
         self._final_stats = self.get_stats()
         disk, redis, self._disk, self._redis = self._disk, self._redis, None, None
         try:

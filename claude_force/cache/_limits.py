@@ -12,7 +12,7 @@ up to 0.5 MiB. The 64 KiB is slack for B-tree page splits that no estimate fores
 
 How the ``effective`` limit is shared out:
 
-* WAL: one eighth of it (128 KiB to 4 MiB). SQLite checkpoints once the WAL passes half of
+* WAL: a sixteenth of it (128 KiB to 8 MiB). SQLite checkpoints once the WAL passes half of
   that, and a writer truncates it when it passes the whole (see ``_disk``).
 * one transaction's new pages: at most half the WAL budget, so the database file, whose
   free pages are reused but never returned, overshoots its budget by no more than that.
@@ -50,7 +50,7 @@ class DiskLimits:
     @classmethod
     def for_limit(cls, max_bytes: int) -> DiskLimits:
         effective = max(max_bytes, MIN_EFFECTIVE)
-        wal = min(max(effective // 8, 128 * KIB), 4 * MIB)
+        wal = min(max(effective // 16, 128 * KIB), 8 * MIB)
         return cls(
             max_bytes=max_bytes,
             folder_bytes=effective + SLACK,

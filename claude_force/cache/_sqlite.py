@@ -141,9 +141,10 @@ def _open(path: Path, limits: DiskLimits) -> sqlite3.Connection:
         cached_statements=64,
     )
     try:
-        # Only takes effect on a new file, and only before it is switched to WAL: lets
-        # ``incremental_vacuum`` give free pages back to the file system.
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if path.stat().st_size == 0:
+            # Only a new file, before it is switched to WAL (on an existing one it would
+            # wait for the write lock): lets ``incremental_vacuum`` free pages.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         # The first statement reads the header: a damaged file fails here.
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit is atomic and durable against a process crash; only an OS
