@@ -10,7 +10,11 @@ compares two numbers from the same run on the same data, so the table holds on a
 * memory hit: ``ResponseCache.get`` served by the memory tier;
 * disk hit / disk set: ``ResponseCache`` with the memory tier off (``memory_max_mb=0``),
   against ``diskcache.Cache.get`` / ``set`` of the same dicts;
-* open and set p99 with 100,000 entries on disk and a limit that makes every set evict.
+* open and set p99 with 100,000 entries on disk and a limit that makes every set evict;
+* async: a disk hit through ``aget`` on the loop against ``get`` handed to a thread, and the
+  event loop's worst stall while another process holds the database's write lock, during
+  20 concurrent tasks each doing a miss, a write and a hit: ``aset`` against the sync
+  ``set`` called on the loop.
 
 To add a row (e.g. an end-to-end ``execute_agent`` row), write a function taking a
 ``Bench`` and returning a list of ``Row`` and append it to ``ROW_BUILDERS``.
@@ -19,6 +23,7 @@ To add a row (e.g. an end-to-end ``execute_agent`` row), write a function taking
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import hmac
 import json
@@ -26,6 +31,7 @@ import os
 import random
 import statistics
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -282,11 +288,113 @@ def rows_end_to_end(b: Bench) -> list[Row]:
     return rows
 
 
+def rows_async_hits(b: Bench) -> list[Row]:
+    """Disk hits from async code: on the loop (a WAL read takes no lock) or in a thread."""
+    keys = [key_of(i) for i in range(min(b.hit_entries, 2000))]
+
+    async def measure(cache: ResponseCache) -> tuple[float, float]:
+        on_loop: list[float] = []
+        threaded: list[float] = []
+        for _ in range(b.repeats):
+            start = time.perf_counter_ns()
+            for k in keys:
+                await cache.aget(k)
+            on_loop.append((time.perf_counter_ns() - start) / len(keys) / 1000)
+            start = time.perf_counter_ns()
+            for k in keys:
+                await asyncio.to_thread(cache.get, k)
+            threaded.append((time.perf_counter_ns() - start) / len(keys) / 1000)
+        return statistics.median(on_loop), statistics.median(threaded)
+
+    with ResponseCache(cache_dir=b.workdir / "hits", cache_secret=SECRET, memory_max_mb=0) as c:
+        loop_us, thread_us = asyncio.run(measure(c))
+    return [
+        Row("disk hit, get in to_thread", thread_us, "us/op"),
+        Row("disk hit, aget on the loop", loop_us, "us/op", "to_thread", thread_us, "<= 1x", 1),
+    ]
+
+
+# Holds the database's write lock from another process, as a second claude-force would.
+_LOCKER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("COMMIT")
+"""
+
+
+async def _worst_stall(
+    cache: ResponseCache, values: list[dict[str, Any]], async_set: bool
+) -> float:
+    """Worst event-loop lag (ms) while 20 tasks each miss, store and hit, until stored."""
+    worst = 0.0
+    done = asyncio.Event()
+
+    async def monitor() -> None:
+        nonlocal worst
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - start - 0.001)
+
+    async def call(i: int) -> None:
+        k = key_of(40_000_000 + i + (100 if async_set else 0))
+        assert await cache.aget(k) is None
+        if async_set:
+            await cache.aset(k, values[i % len(values)])
+        else:
+            cache.set(k, values[i % len(values)])
+        assert await cache.aget(k) is not None
+
+    watcher = asyncio.create_task(monitor())
+    await asyncio.sleep(0.01)
+    await asyncio.gather(*(call(i) for i in range(20)))
+    await cache.aflush()  # off the loop: returns once the other process lets go
+    done.set()
+    await watcher
+    return worst * 1000
+
+
+def rows_stall(b: Bench) -> list[Row]:
+    folder = b.workdir / "stall"
+    hold = "0.5" if b.repeats < 7 else "1.0"
+    stalls = {}
+    for async_set in (False, True):
+        cache = ResponseCache(cache_dir=folder, cache_secret=SECRET)
+        locker = subprocess.Popen(
+            [sys.executable, "-c", _LOCKER, str(folder / "cache.db"), hold],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+        stalls[async_set] = asyncio.run(_worst_stall(cache, b.values, async_set))
+        assert locker.wait(30) == 0
+        locker.stdout.close()
+        assert cache.get_stats()["errors"] == 0
+        cache.close()
+    return [
+        Row(f"loop stall, lock held {hold} s: sync set", stalls[False], "ms"),
+        Row(
+            f"loop stall, lock held {hold} s: aset",
+            stalls[True],
+            "ms",
+            "sync set",
+            stalls[False],
+            "<= 50 ms",
+            goal_abs=50,
+        ),
+    ]
+
+
 # Add row builders here; each takes the Bench and returns rows appended to the table.
 ROW_BUILDERS: list[Callable[[Bench], list[Row]]] = [
     rows_hits,
     rows_sets,
     rows_big,
+    rows_async_hits,
+    rows_stall,
     rows_end_to_end,
 ]
 

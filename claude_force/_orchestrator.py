@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._aio import off_loop
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, CacheDirectoryError, InvalidArgumentError
@@ -150,12 +151,13 @@ class AsyncAgentOrchestrator:
 
         Safe to call twice; the orchestrator can still be used afterwards (it reopens).
         """
-        await _off_loop(self._recorder.close)
-        if self._cache is not None:
-            cache, owned = self._cache, self.options.response_cache is None
-            if owned:
-                self._cache = None
-            await _off_loop(cache.close if owned else cache.flush)
+        await off_loop(self._recorder.close)
+        cache = self._cache
+        if cache is not None and self.options.response_cache is None:
+            self._cache = None  # ours: release it; a later call reopens
+            await cache.aclose()
+        elif cache is not None:
+            await cache.aflush()
         await self._transport.aclose()
 
     @property
@@ -296,7 +298,7 @@ class AsyncAgentOrchestrator:
         key = cache_key(request)
         if not ctx.refresh:
             # Checked before admission: a hit never waits for a concurrency slot.
-            hit = cache.get(key)
+            hit = await cache.aget(key)
             result = hit_result(agent, request, hit, started) if hit is not None else None
             if result is not None:
                 self._recorder.record(result, ctx)
@@ -339,7 +341,7 @@ class AsyncAgentOrchestrator:
             tracker.commit(reservation, usage, cost)
         result = success_result(agent, request, sent, started, usage, cost)
         if store is not None:
-            store[0].set(store[1], cache_value(sent, usage, cost))
+            await store[0].aset(store[1], cache_value(sent, usage, cost))
         self._recorder.record(result, ctx)
         return result
 
@@ -394,11 +396,3 @@ class AsyncAgentOrchestrator:
     def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
         """The ledger rows as ``csv`` or ``json`` text."""
         return self.reports.export(fmt, since)
-
-
-async def _off_loop(fn: Callable[[], object]) -> None:
-    """Run blocking ``fn`` in a thread; inline once the executor is gone (interpreter exit)."""
-    try:
-        await asyncio.to_thread(fn)
-    except RuntimeError:
-        fn()

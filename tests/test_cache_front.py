@@ -116,18 +116,22 @@ def test_bad_arguments_name_the_value(
         ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, **kwargs)  # type: ignore[arg-type]
 
 
-def test_positional_arguments_match_the_old_signature(tmp_path: Path) -> None:
-    with ResponseCache(tmp_path, 1, 2, True, SECRET, ["secret-agent"], True) as cache:
+def test_arguments_are_keywords_only(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="positional"):
+        ResponseCache(tmp_path, 1, 2)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="verify_integrity"):
+        ResponseCache(cache_dir=tmp_path, verify_integrity=False)  # type: ignore[call-arg]
+    with ResponseCache(
+        cache_dir=tmp_path,
+        ttl_hours=1,
+        max_size_mb=2,
+        cache_secret=SECRET,
+        exclude_agents=["secret-agent"],
+    ) as cache:
         assert cache.ttl_seconds == 3600
         assert cache.max_size_bytes == 2 * 1024 * 1024
         assert cache.is_excluded("secret-agent")
         assert not cache.is_excluded("reviewer")
-
-
-def test_verify_integrity_false_is_ignored_with_a_warning(tmp_path: Path) -> None:
-    with pytest.warns(DeprecationWarning, match="always verified"):
-        cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, verify_integrity=False)
-    cache.close()
 
 
 def test_disabled_cache_is_a_no_op(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ with ResponseCache(cache_dir=folder, cache_secret=SECRET, max_size_mb=limit / MI
     i = 0
     while True:
         key = keys[(seed * 7 + i) % len(keys)]
-        blob = os.urandom(60_000).hex()
+        blob = os.urandom(20_000).hex()
         print("writing", i, flush=True)
         cache.set(key, {"k": key, "blob": blob, "sha": hashlib.sha256(blob.encode()).hexdigest()})
         i += 1

@@ -179,24 +179,85 @@ def test_a_bad_redis_url_is_a_usage_error(tmp_path: Path) -> None:
         ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, redis_url="http://x")
 
 
-def test_redis_hit_reaches_disk_only_with_the_next_write(
-    tmp_path: Path, namespace: str, clock: Clock
+def test_redis_hit_reaches_disk_off_the_callers_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, namespace: str, clock: Clock
 ) -> None:
     import sqlite3
+    import threading
+
+    from claude_force.cache import _disk
 
     with make(tmp_path / "a", namespace, clock) as writer:
         writer.set(key(1), {"answer": 42})
+    caller, writes = threading.get_ident(), []
+    real_write = _disk.DiskTier._write
+
+    def spy(self: _disk.DiskTier, action: str, *args: object, **kw: object) -> object:
+        if threading.get_ident() == caller:
+            writes.append(action)
+        return real_write(self, action, *args, **kw)  # type: ignore[arg-type]
+
     with make(tmp_path / "b", namespace, clock) as reader:
+        monkeypatch.setattr(_disk.DiskTier, "_write", spy)
         hit = reader.get(key(1))
         assert hit is not None and hit.tier == "redis"
-
-        def rows_on_disk() -> int:
-            conn = sqlite3.connect(tmp_path / "b" / "cache.db")
-            try:
-                return int(conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
-            finally:
-                conn.close()
-
-        assert rows_on_disk() == 0  # the hit path wrote nothing to disk
+        assert writes == []  # the hit path wrote nothing to disk itself
         reader.flush()
-        assert rows_on_disk() == 1
+        conn = sqlite3.connect(tmp_path / "b" / "cache.db")
+        assert conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 1
+        conn.close()
+
+
+@pytest.mark.parametrize("plant", ["list", "hash", "string"])
+def test_a_key_of_the_wrong_type_is_a_bad_entry_not_an_outage(
+    tmp_path: Path, namespace: str, clock: Clock, server: redis.Redis, plant: str
+) -> None:
+    with make(tmp_path, namespace, clock, memory_max_mb=0) as cache:
+        name = f"{namespace}:resp:{key(1)}"
+        if plant == "list":
+            server.rpush(name, b"x")
+        elif plant == "hash":
+            server.hset(name, "field", b"x")
+        else:
+            server.set(name, b"not an envelope")
+        assert cache.get(key(1)) is None
+        stats = cache.get_stats()["tiers"]["redis"]
+        assert (stats["integrity_failures"], stats["errors"]) == (1, 0)
+        assert server.exists(name) == 0  # deleted
+        with make(tmp_path / "other", namespace, clock) as other:
+            other.set(key(2), {"b": 2})
+        hit = cache.get(key(2))  # no rest: the very next lookup asks Redis
+        assert hit is not None and hit.tier == "redis"
+
+
+async def test_async_door_uses_redis_too(
+    tmp_path: Path, namespace: str, clock: Clock, server: redis.Redis
+) -> None:
+    cache = make(tmp_path / "a", namespace, clock)
+    await cache.aset(key(1), {"answer": 42})
+    other = make(tmp_path / "b", namespace, clock)
+    hit = await other.aget(key(1))
+    assert hit is not None and hit.tier == "redis" and hit.value == {"answer": 42}
+    server.rpush(f"{namespace}:resp:{key(2)}", b"x")
+    assert await other.aget(key(2)) is None
+    assert other.get_stats()["tiers"]["redis"]["integrity_failures"] == 1
+    assert server.exists(f"{namespace}:resp:{key(2)}") == 0
+    await other.aclose()
+    await cache.aclose()
+
+
+async def test_async_door_with_redis_down_is_one_warning_then_rest(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    cache = ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, redis_url=url, clock=clock, memory_max_mb=0
+    )
+    with caplog.at_level(logging.WARNING, "claude_force.cache"):
+        assert await cache.aget(key(1)) is None
+        await cache.aset(key(2), {"b": 2})  # resting: Redis is not asked again
+        hit = await cache.aget(key(2))
+        assert hit is not None and hit.tier == "disk"
+    assert cache.get_stats()["tiers"]["redis"]["errors"] == 1
+    assert caplog.text.count("redis cache get failed") == 1
+    await cache.aclose()

@@ -198,3 +198,41 @@ def test_disabled_cache_touches_no_file(tmp_path: Path) -> None:
     cache.close()
     assert not (tmp_path / "never").exists()
     assert not (tmp_path / "config").exists()
+
+
+def test_cache_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_FORCE_CACHE_DIR", str(tmp_path / "chosen"))
+    assert default_cache_dir() == tmp_path / "chosen"
+    with ResponseCache(cache_secret=SECRET) as cache:
+        cache.set(KEY, {"a": 1})
+    assert (tmp_path / "chosen" / "cache.db").exists()
+
+
+def test_a_cache_dir_under_a_regular_file_is_a_typed_error_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CacheDirectoryError) as caught:
+        ResponseCache(cache_dir=tmp_path / "file" / "cache", cache_secret=SECRET)
+    message = str(caught.value)
+    assert str(tmp_path / "file" / "cache") in message
+    assert "--cache-dir" in message and "CLAUDE_FORCE_CACHE_DIR" in message
+    assert "--no-cache" in message
+
+
+def test_a_regular_file_as_the_cache_dir_is_a_typed_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CacheDirectoryError, match="is not a directory; choose another"):
+        ResponseCache(cache_dir=tmp_path / "file", cache_secret=SECRET)
+
+
+if os.getuid() != 0:  # permission bits do not stop root: the case exists for other users
+
+    @pytest.mark.parametrize("mode", [0o500, 0o300])
+    def test_an_unwritable_cache_dir_is_a_typed_error(tmp_path: Path, mode: int) -> None:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(mode)
+        try:
+            with pytest.raises(CacheDirectoryError, match="make the directory writable"):
+                ResponseCache(cache_dir=folder, cache_secret=SECRET)
+        finally:
+            folder.chmod(0o700)

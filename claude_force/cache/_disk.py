@@ -1,9 +1,15 @@
 """The disk tier: signed envelopes in one SQLite database, LRU within a byte limit.
 
-Every write is one ``BEGIN IMMEDIATE`` transaction that stores the row, reads the running
-byte total and evicts least-recently-accessed rows until the total is within the limit, so
-the limit holds at every commit, across processes. Hits do not write: their access times
-wait in memory and go out with the next write, ``flush()`` or ``close()``.
+Every write is one ``BEGIN IMMEDIATE`` transaction that stores the rows and then evicts
+least-recently-accessed rows until both budgets of ``DiskLimits`` hold: the sum of envelope
+sizes, and the pages the database file has in use. The WAL is checkpointed by the writing
+connection and truncated when it passes its budget, on close and on open (after a crash),
+so the whole folder stays within ``DiskLimits.folder_bytes``.
+
+Two connections: lookups use a reader that never waits for a write (WAL readers take no
+lock), writes use a writer. Nothing on a lookup path writes: access times, expired and
+malformed rows, entries found in Redis and ``queue()``d writes wait in memory and go out
+with the next write, ``flush()``, ``close()`` or on the tier's one background thread.
 """
 
 from __future__ import annotations
@@ -14,27 +20,40 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import CacheDirectoryError, CacheIntegrityError, InvalidArgumentError
-from ._access import AccessWriter
-from ._checkpoint import Checkpointer
+from .._warnings import OnceLog
 from ._envelope import decode_payload, open_envelope
-from ._sqlite import DB_NAME, connect, is_busy, is_corruption, set_aside
+from ._limits import DiskLimits
+from ._sqlite import (
+    BUSY_TIMEOUT_S,
+    DB_NAME,
+    connect,
+    connect_reader,
+    error_cause,
+    is_busy,
+    is_corruption,
+    set_aside,
+)
 from ._types import MISS, Found, Miss, TierStats, check_key
+from ._worker import Worker
 
 __all__ = ["DiskTier"]
 
 logger = logging.getLogger("claude_force.cache")
 T = TypeVar("T")
 
-# Pending access times are written with the next write; past this many, a hit writes them
-# itself so memory stays bounded on a read-only workload.
+# Past this many noted access times, the background thread is woken to write them.
 PENDING_LIMIT = 1024
 # LRU needs to know which entries are in use, not the exact second: an access within this
 # many seconds of the recorded one is not recorded again, so hot keys cost no writes.
 ACCESS_RESOLUTION_S = 60.0
+# Queued writes wait in memory while another process holds the write lock; past this many
+# bytes further ones are dropped (and counted) rather than growing without bound.
+_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 _WRITE_ATTEMPTS = 4
 _EVICT_BATCH = 8
 _VERIFY_BATCH = 256
@@ -53,7 +72,7 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_GET = "SELECT envelope, created_at, last_access FROM entries WHERE key = ?"
+_GET = "SELECT rowid, envelope, created_at, last_access FROM entries WHERE key = ?"
 _UPSERT = (
     "INSERT INTO entries (key, envelope, size, created_at, expires_at, last_access) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET envelope = excluded.envelope, "
@@ -61,14 +80,40 @@ _UPSERT = (
     "expires_at = excluded.expires_at, last_access = excluded.last_access"
 )
 _TOTAL = "SELECT total_bytes, entries FROM meta WHERE id = 0"
+# The stored bytes and the pages in use, in one statement: it runs in every write.
+_USAGE = (
+    "SELECT total_bytes, (SELECT page_count FROM pragma_page_count()) - "
+    "(SELECT freelist_count FROM pragma_freelist_count()) FROM meta WHERE id = 0"
+)
 _LRU = "SELECT rowid, size FROM entries WHERE key != ? ORDER BY last_access, rowid LIMIT ?"
 _TOUCH = "UPDATE entries SET last_access = ? WHERE key = ? AND last_access < ?"
 _DELETE_IF = "DELETE FROM entries WHERE key = ? AND created_at = ?"
+# Delete only the bad bytes we read: another process may have rewritten the row since.
+_DELETE_BAD = "DELETE FROM entries WHERE rowid = ? AND key = ? AND envelope IS ?"
+
+Row = tuple[str, bytes, float]  # key, envelope, created_at
 
 
-def _delete_rows(conn: sqlite3.Connection, *, rows: list[tuple[int, bytes]]) -> None:
-    # Delete only the bad bytes we read: another process may have rewritten the row since.
-    conn.executemany("DELETE FROM entries WHERE rowid = ? AND envelope = ?", rows)
+@dataclass
+class _Batch:
+    """What a write transaction takes from the in-memory queues."""
+
+    rows: list[Row] = field(default_factory=list)
+    now: float = 0.0
+    touches: list[tuple[float, str, float]] = field(default_factory=list)
+    expired: list[tuple[str, float]] = field(default_factory=list)
+    bad: list[tuple[int, str, object]] = field(default_factory=list)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
 
 
 class DiskTier:
@@ -76,57 +121,130 @@ class DiskTier:
 
     def __init__(self, directory: Path, *, secret: bytes, max_bytes: int, ttl: float) -> None:
         self.path = directory / DB_NAME
+        self.limits = DiskLimits.for_limit(max_bytes)
         self.max_bytes = max_bytes
         self.ttl = ttl
         self.stats = TierStats()
         self._secret = secret
-        self._lock = threading.Lock()
-        self._pending: dict[str, float] = {}
-        # Entries found in Redis, copied here with the next write rather than on the hit path.
-        self._promoted: dict[str, tuple[bytes, float, float]] = {}
-        self._expired: dict[str, float] = {}  # key -> created_at seen, deleted on next write
-        self._conn, self._identity = connect(self.path)
-        self._checkpointer = Checkpointer(self.path)
-        self._access = AccessWriter(self.path)
-        self._generation = _fork_generation
+        self._wal = self.path.with_name(DB_NAME + "-wal")
+        self._log = OnceLog(logger)
+        self._failing: set[str] = set()
+        # Lock order: write -> read -> state. Only the write lock is ever held while
+        # waiting for another process; lookups take the read and state locks only.
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._state = threading.Lock()
+        self._queued: dict[str, tuple[bytes, float, float]] = {}  # key -> env, created, now
+        self._queued_bytes = 0
+        self._pending: dict[str, float] = {}  # key -> last access to record
+        self._expired: dict[str, float] = {}  # key -> created_at seen expired
+        self._bad: dict[tuple[int, str], object] = {}  # (rowid, key) -> envelope read
+        self._damaged: sqlite3.Error | None = None
+        self._keep = ""  # the key a running transaction wrote last: never its own victim
+        self._writer, self._identity = connect(self.path, limits=self.limits)
+        self._reader: sqlite3.Connection | None = None
+        self._page_size = int(self._writer.execute("PRAGMA page_size").fetchone()[0])
+        self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
+        self._generation = self._read_generation = _fork_generation
         self._closed = False
+        with self._write_lock:
+            self._reclaim()
 
-    # -- connection management --------------------------------------------------------
+    # -- connections ------------------------------------------------------------------
 
     def _db(self) -> sqlite3.Connection:
+        """The writer; caller holds the write lock."""
         if self._generation != _fork_generation:
             # A forked child sharing the parent's SQLite handle could corrupt the file.
-            _ABANDONED.append(self._conn)
-            self._conn, self._identity = connect(self.path)
-            self._checkpointer = Checkpointer(self.path)
-            self._access = AccessWriter(self.path)
+            _ABANDONED.append(self._writer)
+            self._writer, self._identity = connect(self.path, limits=self.limits)
+            self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
             self._generation = _fork_generation
-            self._pending.clear()
-        return self._conn
+            with self._state:
+                self._pending.clear()
+                self._queued.clear()
+                self._queued_bytes = 0
+        return self._writer
 
-    def _recover(self, exc: sqlite3.Error, action: str) -> None:
-        """Handle a failed statement: set a damaged file aside, else log and go on."""
+    def _read_db(self) -> sqlite3.Connection:
+        """The reader, opened on first use; caller holds the read lock."""
+        reader = self._reader
+        if reader is not None and self._read_generation == _fork_generation:
+            return reader
+        if reader is not None:
+            _ABANDONED.append(reader)
+        self._reader = reader = connect_reader(self.path)
+        self._read_generation = _fork_generation
+        return reader
+
+    def _close_reader(self) -> None:
+        with self._read_lock:
+            reader, self._reader = self._reader, None
+            if reader is not None and self._read_generation == _fork_generation:
+                reader.close()
+
+    # -- failures ---------------------------------------------------------------------
+
+    def _failed(self, exc: sqlite3.Error, action: str) -> None:
+        """A failed write: count it, warn once per cause, set a damaged file aside."""
         self.stats.errors += 1
         if is_corruption(exc):
-            self._checkpointer.close()
-            self._conn.close()
-            set_aside(self.path, exc, expected=self._identity)
-            self._pending.clear()
-            self._promoted.clear()
-            self._expired.clear()
-            try:
-                self._conn, self._identity = connect(self.path)
-            except CacheDirectoryError as error:
-                # The directory itself went bad mid-run: carry on without a disk tier.
-                logger.error("%s; the disk cache is off for the rest of this run", error)
-                self._closed = True
-                return
-            self._checkpointer = Checkpointer(self.path)
-        else:
-            logger.warning("disk cache %s failed in %s (%s); continuing", action, self.path, exc)
+            self._recover(exc)
+            return
+        cause = error_cause(exc)
+        self._failing.add(cause)
+        self._log.warn(
+            f"disk:{cause}",
+            f"disk cache {action} failed in {self.path} ({exc}); the entry is not stored, "
+            "the run goes on",
+        )
 
-    def _write(self, action: str, body: Callable[[sqlite3.Connection], T], failed: T) -> T:
-        """Run ``body`` in one write transaction with pending access times; retry on BUSY."""
+    def _recover(self, exc: sqlite3.Error) -> None:
+        """Set a damaged file aside and start a fresh one; caller holds the write lock."""
+        self._damaged = None
+        self._close_reader()
+        if self._generation == _fork_generation:
+            self._writer.close()
+        set_aside(self.path, exc, expected=self._identity)
+        with self._state:
+            self._queued.clear()
+            self._queued_bytes = 0
+            self._pending.clear()
+            self._expired.clear()
+            self._bad.clear()
+        try:
+            self._writer, self._identity = connect(self.path, limits=self.limits)
+        except CacheDirectoryError as error:
+            # The directory itself went bad mid-run: carry on without a disk tier.
+            logger.error("%s; the disk cache is off for the rest of this run", error)
+            self._closed = True
+        self._generation = _fork_generation
+
+    def _read_failed(self, exc: sqlite3.Error) -> None:
+        """A failed lookup is a miss; a damaged file is set aside by the next write."""
+        self.stats.errors += 1
+        if is_corruption(exc):
+            self._damaged = exc
+            self._worker.wake()
+            return
+        cause = error_cause(exc)
+        self._log.warn(f"read:{cause}", f"disk cache read failed in {self.path} ({exc})")
+
+    # -- writes -----------------------------------------------------------------------
+
+    def _write(
+        self,
+        action: str,
+        body: Callable[[sqlite3.Connection], T],
+        failed: T,
+        *,
+        take_queued: bool = False,
+    ) -> T:
+        """Run ``body`` in one write transaction with what is waiting in memory, evict to
+        the limits, commit; retry on BUSY. Caller holds the write lock."""
+        if self._damaged is not None:
+            self._recover(self._damaged)
+        batch = self._take(take_queued)
         for attempt in range(_WRITE_ATTEMPTS):
             if self._closed:
                 return failed
@@ -134,8 +252,10 @@ class DiskTier:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._flush_pending(conn)
+                    self._keep = ""
+                    self._apply(conn, batch)
                     result = body(conn)
+                    self.stats.evictions += self._fit(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -145,154 +265,204 @@ class DiskTier:
                 last_try = attempt == _WRITE_ATTEMPTS - 1
                 if is_busy(exc) and not last_try:
                     continue  # the busy timeout already waited; try again
-                self._recover(exc, action)
+                self._failed(exc, action)
                 if is_corruption(exc) and not last_try:
+                    batch = _Batch()  # its rows belonged to the file set aside
                     continue  # a fresh database now stands in for the damaged one
                 return failed
-            self._pending.clear()
-            self._promoted.clear()
-            self._expired.clear()
-            self._checkpointer.committed()
+            self._committed(conn)
             return result
         return failed
 
-    def _flush_pending(self, conn: sqlite3.Connection) -> None:
-        if self._promoted:
-            rows = [(key, env, created) for key, (env, created, _) in self._promoted.items()]
-            now = max(seen for _, _, seen in self._promoted.values())
-            self.stats.evictions += self._put_rows(conn, rows, now)[1]
-        if self._pending:
-            conn.executemany(_TOUCH, [(t, k, t) for k, t in self._pending.items()])
-        if self._expired:
-            conn.executemany(_DELETE_IF, list(self._expired.items()))
+    def _committed(self, conn: sqlite3.Connection) -> None:
+        if self._failing:
+            for cause in self._failing:
+                self._log.clear(f"disk:{cause}")
+            self._failing.clear()
+        # The checkpoint SQLite runs after a commit cannot finish while another process
+        # reads an older snapshot, and then the WAL keeps growing: truncate it here.
+        if _file_size(self._wal) > self.limits.wal_bytes:
+            self._checkpoint(conn)
 
-    # -- reads -----------------------------------------------------------------------
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            # Nothing is lost: the pages stay in the WAL until a later checkpoint.
+            self._log.warn("checkpoint", f"disk cache checkpoint of {self.path} failed ({exc})")
 
-    def touch(self, key: str, now: float) -> None:
-        """Note an access served by an upper tier, so disk LRU sees the entry as used."""
-        with self._lock:
-            self._note_access(key, now)
+    def _take(self, take_queued: bool) -> _Batch:
+        """Move what waits in memory into a batch no larger than one transaction may be."""
+        batch = _Batch()
+        with self._state:
+            if take_queued and self._queued:
+                budget = self.limits.txn_bytes
+                for key in list(self._queued):
+                    envelope, created_at, seen = self._queued.pop(key)
+                    self._queued_bytes -= len(envelope)
+                    batch.rows.append((key, envelope, created_at))
+                    batch.now = max(batch.now, seen)
+                    budget -= len(envelope)
+                    if budget <= 0:
+                        break
+            for key in list(self._pending)[: self.limits.touches_per_txn]:
+                seen = self._pending.pop(key)
+                batch.touches.append((seen, key, seen))
+            batch.expired = list(self._expired.items())
+            self._expired.clear()
+            batch.bad = [(rowid, key, env) for (rowid, key), env in self._bad.items()]
+            self._bad.clear()
+        return batch
 
-    def put_later(self, key: str, envelope: bytes, created_at: float, now: float) -> None:
-        """Store an envelope with the next write or flush: no disk write on a hit path."""
-        with self._lock:
-            self._promoted[key] = (envelope, created_at, now)
-            if len(self._promoted) >= PENDING_LIMIT and not self._closed:
-                self._write("flush", lambda conn: None, None)
+    def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> None:
+        if batch.rows:
+            self._put_rows(conn, batch.rows, batch.now)
+        if batch.touches:
+            conn.executemany(_TOUCH, batch.touches)
+        if batch.expired:
+            conn.executemany(_DELETE_IF, batch.expired)
+        if batch.bad:
+            conn.executemany(_DELETE_BAD, batch.bad)
 
-    def _note_access(self, key: str, now: float) -> None:
-        self._pending[key] = now
-        if len(self._pending) >= PENDING_LIMIT and not self._closed:
-            # Handed to a background thread: a hit never writes to disk itself.
-            batch, self._pending = self._pending, {}
-            self._access.submit(batch)
-
-    def get(self, key: str, now: float) -> Found | Miss:
-        with self._lock:
-            if self._closed:
-                self.stats.misses += 1
-                return MISS
-            try:
-                row = self._db().execute(_GET, (key,)).fetchone()
-            except sqlite3.Error as exc:
-                self._recover(exc, "read")
-                row = None
-            if row is None:
-                self.stats.misses += 1
-                return MISS
-            envelope, created_col, last_access = row
-            try:
-                opened = open_envelope(self._secret, key, envelope)
-                if opened.created_at != created_col:
-                    raise CacheIntegrityError(
-                        f"cache entry {key[:16]}... has a created_at that does not match its "
-                        "signed one"
-                    )
-                value = decode_payload(key, opened.payload)
-            except CacheIntegrityError as exc:
-                self._reject(key, envelope, exc)
-                return MISS
-            if now - opened.created_at >= self.ttl:
-                self.stats.expirations += 1
-                self.stats.misses += 1
-                self._expired[key] = created_col
-                return MISS
-            self.stats.hits += 1
-            if now - last_access >= ACCESS_RESOLUTION_S:
-                self._note_access(key, now)
-            return Found(value, opened.created_at, len(opened.payload), envelope)
-
-    def _reject(self, key: str, envelope: bytes, exc: CacheIntegrityError) -> None:
-        self.stats.integrity_failures += 1
-        self.stats.misses += 1
-        logger.warning("%s; deleted it from %s", exc, self.path)
-        # Delete only the bad bytes we read: another process may have rewritten the key since.
-        self._write(
-            "delete",
-            lambda conn: conn.execute(
-                "DELETE FROM entries WHERE key = ? AND envelope = ?", (key, envelope)
-            ),
-            None,
-        )
-
-    # -- writes ----------------------------------------------------------------------
-
-    def put(self, key: str, envelope: bytes, created_at: float, now: float) -> bool:
-        """Store one signed envelope; False when it was not stored.
-
-        That is when it is larger than the whole tier, or the write failed (and was logged).
-        """
-        return self.put_many([(key, envelope, created_at)], now) == 1
-
-    def put_many(self, items: Iterable[tuple[str, bytes, float]], now: float) -> int:
-        """Store envelopes in one transaction, evicting to the limit before it commits."""
-        rows = list(items)
-        with self._lock:
-            if self._closed or not rows:
-                return 0
-            stored, evicted = self._write(
-                "write", lambda conn: self._put_rows(conn, rows, now), (0, 0)
+    def _has_work(self) -> bool:
+        with self._state:
+            return bool(
+                self._queued or self._pending or self._expired or self._bad or self._damaged
             )
-            self.stats.evictions += evicted
-            return stored
 
-    def _put_rows(
-        self, conn: sqlite3.Connection, rows: list[tuple[str, bytes, float]], now: float
-    ) -> tuple[int, int]:
+    def _drain(self) -> None:
+        """Write everything waiting in memory, one bounded transaction at a time."""
+        while True:
+            # Checked under the write lock: what another thread took is committed by then.
+            with self._write_lock:
+                if self._closed or not self._has_work():
+                    return
+                self._write("flush", _nothing, None, take_queued=True)
+
+    def _put_rows(self, conn: sqlite3.Connection, rows: list[Row], now: float) -> int:
         stored = 0
-        keep = ""
         for key, envelope, created_at in rows:
             size = len(envelope)
-            if size > self.max_bytes:
+            if size > self.limits.max_entry_bytes:
                 # Never stored; drop any older value so a get after this set cannot
                 # return something other than what was just set.
                 conn.execute("DELETE FROM entries WHERE key = ?", (key,))
                 continue
             conn.execute(_UPSERT, (key, envelope, size, created_at, created_at + self.ttl, now))
             stored += 1
-            keep = key
-        total = conn.execute(_TOTAL).fetchone()[0]
-        evicted = self._evict(conn, total - self.max_bytes, keep) if total > self.max_bytes else 0
-        return stored, evicted
+            self._keep = key
+        return stored
 
-    def _evict(self, conn: sqlite3.Connection, excess: int, keep: str) -> int:
-        """Delete least-recently-accessed rows (never ``keep``) until ``excess`` bytes go."""
-        freed = evicted = 0
-        while freed < excess:
+    def _usage(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        """Stored envelope bytes, and bytes of the database file's pages in use."""
+        total, pages = conn.execute(_USAGE).fetchone()
+        return total, pages * self._page_size
+
+    def _fit(self, conn: sqlite3.Connection) -> int:
+        """Evict least-recently-accessed rows until both budgets hold; returns how many."""
+        total, used = self._usage(conn)
+        evicted = 0
+        while total > self.max_bytes or used > self.limits.file_bytes:
+            pages_over = used > self.limits.file_bytes
             victims: list[tuple[int]] = []
-            for rowid, size in conn.execute(_LRU, (keep, _EVICT_BATCH)).fetchall():
+            for rowid, size in conn.execute(_LRU, (self._keep, _EVICT_BATCH)).fetchall():
                 victims.append((rowid,))
-                freed += size
-                if freed >= excess:
-                    break
+                total -= size if type(size) is int else 0
+                if not pages_over and total <= self.max_bytes:
+                    break  # over in bytes only: evict exactly enough
             if not victims:
                 break
             conn.executemany("DELETE FROM entries WHERE rowid = ?", victims)
             evicted += len(victims)
+            if pages_over:
+                used = self._usage(conn)[1]
         return evicted
 
+    def _reclaim(self) -> None:
+        """On open: give back what a crash or a lower limit left; caller holds write lock."""
+        conn = self._writer
+        if _file_size(self._wal) > self.limits.journal_limit:
+            # Without waiting: another process writing now will checkpoint it itself.
+            conn.execute("PRAGMA busy_timeout=0")
+            self._checkpoint(conn)
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        if _file_size(self.path) <= self.limits.file_bytes:
+            return
+        self._write("reclaim", _nothing, None)
+        self._vacuum(conn, "reclaim")
+        self._checkpoint(conn)
+
+    def _vacuum(self, conn: sqlite3.Connection, action: str) -> None:
+        """Give free pages back to the file system; caller holds the write lock."""
+        try:
+            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+                conn.execute("VACUUM")  # a file made before auto_vacuum: rewritten, once
+            else:
+                # executescript steps the pragma to the end; execute() frees one page.
+                conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error as exc:
+            self._failed(exc, action)
+
+    # -- public writes ------------------------------------------------------------------
+
+    def put(self, key: str, envelope: bytes, created_at: float, now: float) -> bool:
+        """Store one signed envelope now; False when it was not stored.
+
+        That is when it is larger than ``limits.max_entry_bytes``, or the write failed
+        (counted in ``errors`` and logged once per cause).
+        """
+        return self.put_many([(key, envelope, created_at)], now) == 1
+
+    def put_many(self, items: Iterable[Row], now: float) -> int:
+        """Store envelopes now, in transactions of at most ``limits.txn_bytes`` each."""
+        stored = 0
+        chunk: list[Row] = []
+        size = 0
+        for row in items:
+            chunk.append(row)
+            size += len(row[1])
+            if size >= self.limits.txn_bytes:
+                stored += self._put_chunk(chunk, now)
+                chunk, size = [], 0
+        if chunk:
+            stored += self._put_chunk(chunk, now)
+        if self._has_work():
+            self._worker.wake()
+        return stored
+
+    def _put_chunk(self, rows: list[Row], now: float) -> int:
+        with self._write_lock:
+            if self._closed:
+                return 0
+            return self._write("write", lambda conn: self._put_rows(conn, rows, now), 0)
+
+    def queue(self, key: str, envelope: bytes, created_at: float, now: float) -> None:
+        """Store an envelope soon, on the background thread: the caller never waits."""
+        with self._state:
+            old = self._queued.pop(key, None)
+            if old is not None:
+                self._queued_bytes -= len(old[0])
+            if self._queued_bytes + len(envelope) > _QUEUE_MAX_BYTES:
+                self.stats.errors += 1
+                full = True
+            else:
+                self._queued[key] = (envelope, created_at, now)
+                self._queued_bytes += len(envelope)
+                full = False
+        if full:
+            self._log.warn(
+                "queue-full",
+                f"disk cache writes to {self.path} are falling behind (the database is "
+                "locked or slow); entries beyond 64 MiB waiting are not stored",
+            )
+        self._worker.wake()
+
     def delete(self, key: str) -> None:
-        with self._lock:
+        with self._state:
+            old = self._queued.pop(key, None)
+            if old is not None:
+                self._queued_bytes -= len(old[0])
+        with self._write_lock:
             if not self._closed:
                 self._write(
                     "delete",
@@ -301,9 +471,14 @@ class DiskTier:
                 )
 
     def clear(self) -> None:
-        with self._lock:
+        with self._state:
+            self._queued.clear()
+            self._queued_bytes = 0
+        with self._write_lock:
             if not self._closed:
                 self._write("clear", lambda conn: conn.execute("DELETE FROM entries"), None)
+                if not self._closed:
+                    self._vacuum(self._db(), "clear")
 
     def prune(self, now: float) -> int:
         """Delete expired rows, by their stored expiry or by this tier's TTL; return count."""
@@ -315,7 +490,7 @@ class DiskTier:
             )
             return cursor.rowcount
 
-        with self._lock:
+        with self._write_lock:
             if self._closed:
                 return 0
             removed = self._write("prune", body, 0)
@@ -323,20 +498,94 @@ class DiskTier:
             return removed
 
     def flush(self) -> None:
-        with self._lock:
-            if not self._closed and (self._pending or self._promoted or self._expired):
-                self._write("flush", lambda conn: None, None)
-        self._access.drain()
+        """Write everything waiting in memory before returning (durable on return)."""
+        self._drain()
 
     def close(self) -> None:
+        """Write what waits, truncate the WAL, close both connections, join the thread."""
+        self._worker.close()
         self.flush()
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                if self._generation == _fork_generation:
-                    self._access.close()
-                    self._checkpointer.close()
-                    self._conn.close()
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_reader()
+            if self._generation == _fork_generation:
+                self._checkpoint(self._writer)
+                self._writer.close()
+
+    # -- reads ------------------------------------------------------------------------
+
+    def touch(self, key: str, now: float) -> None:
+        """Note an access served by an upper tier, so disk LRU sees the entry as used."""
+        with self._state:
+            self._note_access(key, now)
+
+    def _note_access(self, key: str, now: float) -> None:
+        """Caller holds the state lock."""
+        self._pending[key] = now
+        if len(self._pending) >= PENDING_LIMIT:
+            self._worker.wake()  # a hit never writes to disk itself
+
+    def get(self, key: str, now: float) -> Found | Miss:
+        with self._read_lock:
+            if self._closed:
+                self.stats.misses += 1
+                return MISS
+            with self._state:
+                queued = self._queued.get(key)
+            if queued is not None:
+                row: tuple[Any, ...] | None = (None, queued[0], queued[1], now)
+            else:
+                try:
+                    row = self._read_db().execute(_GET, (key,)).fetchone()
+                except sqlite3.Error as exc:
+                    self._read_failed(exc)
+                    row = None
+            if row is None:
+                self.stats.misses += 1
+                return MISS
+            return self._found(key, row, now)
+
+    def _found(self, key: str, row: tuple[Any, ...], now: float) -> Found | Miss:
+        """Check a row read for ``key``; any malformed row is a counted miss, deleted."""
+        rowid, envelope, created_col, last_access = row
+        try:
+            if type(envelope) is not bytes:
+                raise CacheIntegrityError(
+                    f"cache entry {key[:16]}... holds {type(envelope).__name__}, not bytes"
+                )
+            opened = open_envelope(self._secret, key, envelope)
+            if opened.created_at != created_col or type(last_access) is not float:
+                raise CacheIntegrityError(
+                    f"cache entry {key[:16]}... has a created_at that does not match its "
+                    "signed one, or a last_access that is not a time"
+                )
+            value = decode_payload(key, opened.payload)
+        except CacheIntegrityError as exc:
+            self._reject(rowid, key, envelope, exc)
+            return MISS
+        if now - opened.created_at >= self.ttl:
+            self.stats.expirations += 1
+            self.stats.misses += 1
+            with self._state:
+                self._expired[key] = created_col
+            return MISS
+        self.stats.hits += 1
+        if now - last_access >= ACCESS_RESOLUTION_S:
+            with self._state:
+                self._note_access(key, now)
+        return Found(value, opened.created_at, opened.payload, envelope)
+
+    def _reject(self, rowid: int | None, key: str, envelope: object, exc: Exception) -> None:
+        self.stats.integrity_failures += 1
+        self.stats.misses += 1
+        logger.warning("%s; deleted it from %s", exc, self.path)
+        if rowid is None:
+            return  # a queued envelope: ours, and written as it is
+        with self._state:
+            self._bad[(rowid, key)] = envelope
+        self._worker.wake()
 
     # -- maintenance -----------------------------------------------------------------
 
@@ -348,19 +597,18 @@ class DiskTier:
         checked = bad = 0
         last = 0
         while True:
-            with self._lock:
+            with self._read_lock:
                 rows = self._read_batch(last)
-                if not rows:
-                    break
-                last = rows[-1][0]
-                checked += len(rows)
-                bad_rows = [(r[0], r[2]) for r in rows if not self._row_ok(r[1], r[2], r[3])]
-                if bad_rows:
-                    bad += len(bad_rows)
-                    self.stats.integrity_failures += len(bad_rows)
-                    logger.warning(
-                        "deleted %d cache entries that failed verification", len(bad_rows)
-                    )
+            if not rows:
+                break
+            last = rows[-1][0]
+            checked += len(rows)
+            bad_rows = [(r[0], r[2]) for r in rows if not self._row_ok(r[1], r[2], r[3])]
+            if bad_rows:
+                bad += len(bad_rows)
+                self.stats.integrity_failures += len(bad_rows)
+                logger.warning("deleted %d cache entries that failed verification", len(bad_rows))
+                with self._write_lock:
                     self._write("verify", functools.partial(_delete_rows, rows=bad_rows), None)
         return {"checked": checked, "ok": checked - bad, "bad": bad}
 
@@ -368,14 +616,14 @@ class DiskTier:
         if self._closed:
             return []
         try:
-            cursor = self._db().execute(
+            cursor = self._read_db().execute(
                 "SELECT rowid, key, envelope, created_at FROM entries "
                 "WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (after, _VERIFY_BATCH),
             )
             return cursor.fetchall()
         except sqlite3.Error as exc:
-            self._recover(exc, "verify")
+            self._read_failed(exc)
             return []
 
     def _row_ok(self, key: object, envelope: object, created_col: object) -> bool:
@@ -391,10 +639,15 @@ class DiskTier:
 
     def snapshot(self) -> dict[str, Any]:
         entries = size = 0
-        with self._lock:
+        with self._read_lock:
             if not self._closed:
                 try:
-                    size, entries = self._db().execute(_TOTAL).fetchone()
+                    size, entries = self._read_db().execute(_TOTAL).fetchone()
                 except sqlite3.Error as exc:
-                    self._recover(exc, "stats")
+                    self._read_failed(exc)
         return self.stats.as_dict(entries=entries, size_bytes=size, max_size_bytes=self.max_bytes)
+
+
+def _delete_rows(conn: sqlite3.Connection, *, rows: list[tuple[int, object]]) -> None:
+    # Delete only the bad bytes we read: another process may have rewritten the row since.
+    conn.executemany("DELETE FROM entries WHERE rowid = ? AND envelope IS ?", rows)

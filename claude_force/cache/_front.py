@@ -8,16 +8,15 @@ signature is counted, the entry deleted, and the lookup is a miss.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .._aio import off_loop
 from .._errors import InvalidArgumentError
 from ._disk import ACCESS_RESOLUTION_S, DiskTier
 from ._envelope import encode_value, seal
@@ -25,7 +24,7 @@ from ._memory import MemoryTier
 from ._paths import default_cache_dir, ensure_private_dir
 from ._redis import RedisTier
 from ._secret import load_secret
-from ._types import MISS, Found, Tier, TierStats, check_key
+from ._types import MISS, Found, Miss, Tier, TierStats, check_key
 
 __all__ = ["CacheHit", "ResponseCache"]
 
@@ -37,14 +36,18 @@ _STAT_SUMS = ("evictions", "expirations", "integrity_failures", "errors")
 class CacheHit:
     """A cached value, when it was stored, which tier served it and how old it was then.
 
-    ``value`` is a fresh top-level dict, but nested lists and dicts may be shared with the
-    memory tier: read them, do not mutate them in place.
+    ``value`` is parsed afresh for every hit: the caller owns it and may change it.
     """
 
     value: dict[str, Any]
     created_at: float
     tier: Tier
     age_seconds: float
+
+
+def _hit(found: Found, tier: Tier, now: float) -> CacheHit:
+    age = now - found.created_at
+    return CacheHit(found.value, found.created_at, tier, age if age > 0 else 0.0)
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -68,12 +71,26 @@ def _agents(exclude_agents: Iterable[str] | None) -> frozenset[str]:
 class ResponseCache:
     """Signed response cache on memory, SQLite (and optionally Redis).
 
-    ``ttl_hours``: entries older than this miss. ``max_size_mb``: byte limit of the disk
-    tier (sum of stored envelope sizes, MiB). ``memory_max_mb``: byte limit of the
-    in-process tier (JSON payload sizes); 0 turns it off. ``cache_secret``: the HMAC key,
-    else ``CLAUDE_CACHE_SECRET``, else a generated 0600 file in the user's config folder.
-    ``verify_integrity`` is accepted for compatibility; entries are always verified.
-    ``clock`` returns seconds since the epoch; tests inject one.
+    Keyword arguments only. ``cache_dir``: the folder of the disk tier, else
+    ``$CLAUDE_FORCE_CACHE_DIR``, else ``$XDG_CACHE_HOME/claude-force``, else
+    ``~/.cache/claude-force``; a folder that cannot be created or written raises
+    ``CacheDirectoryError`` naming it and the fix. ``ttl_hours``: entries older than this
+    miss. ``max_size_mb``: the disk limit. Stored entries (sum of envelope sizes) stay within
+    it, and the folder's whole disk use (``cache.db`` with its ``-wal`` and ``-shm`` files)
+    stays within ``max(max_size_mb, 0.5) MiB + 64 KiB`` during a run, after ``close()`` and
+    after a crash (see ``_limits``); an entry larger than a 64th of the limit (at least
+    32 KiB, at most 2 MiB, compressed) is not stored on disk. ``memory_max_mb``: the
+    in-process tier's limit, counted as the JSON text it holds plus a measured per-entry
+    overhead, so it is close to the memory the process pays; 0 turns it off.
+    ``cache_secret``: the HMAC key, else ``CLAUDE_CACHE_SECRET``, else a generated 0600
+    file in the user's config folder. ``clock`` returns seconds since the epoch; tests
+    inject one.
+
+    Async code calls ``aget``/``aset``/``aclose``: memory and disk lookups stay on the
+    loop (SQLite WAL readers never wait for a lock), disk writes go to a background thread,
+    Redis uses its asyncio client. Write failures (disk full, read-only folder, database
+    locked past the busy timeout, Redis down) never raise: they are counted in
+    ``get_stats()["errors"]`` and logged once per cause on ``claude_force.cache``.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as folder, ResponseCache(
@@ -86,14 +103,13 @@ class ResponseCache:
 
     def __init__(
         self,
+        *,
         cache_dir: str | Path | None = None,
         ttl_hours: float = 24,
         max_size_mb: float = 100,
         enabled: bool = True,
         cache_secret: str | bytes | None = None,
         exclude_agents: Iterable[str] | None = None,
-        verify_integrity: bool = True,
-        *,
         memory_max_mb: float = 16,
         redis_url: str | None = None,
         namespace: str = "claude-force",
@@ -105,12 +121,6 @@ class ResponseCache:
         if not namespace or not namespace.isprintable() or " " in namespace:
             raise InvalidArgumentError(
                 f"namespace={namespace!r} is not allowed; use a non-empty name without spaces"
-            )
-        if not verify_integrity:
-            warnings.warn(
-                "ResponseCache(verify_integrity=False) is ignored: entries are always verified",
-                DeprecationWarning,
-                stacklevel=2,
             )
         self.enabled = bool(enabled)
         self.namespace = namespace
@@ -137,9 +147,14 @@ class ResponseCache:
                 ttl=self.ttl_seconds,
                 clock=self._clock,
             )
-        self._disk = DiskTier(
-            self.cache_dir, secret=secret, max_bytes=self.max_size_bytes, ttl=self.ttl_seconds
-        )
+        try:
+            self._disk = DiskTier(
+                self.cache_dir, secret=secret, max_bytes=self.max_size_bytes, ttl=self.ttl_seconds
+            )
+        except BaseException:
+            if self._redis is not None:
+                self._redis.close()
+            raise
         if memory_bytes > 0:
             self._memory = MemoryTier(
                 max_bytes=memory_bytes,
@@ -153,36 +168,48 @@ class ResponseCache:
     def get(self, key: str) -> CacheHit | None:
         """Return the entry for ``key`` from the fastest tier that has it, else None."""
         check_key(key)
-        disk = self._disk
-        if disk is None:
-            return None
         now = self._clock()
+        hit = self._local(key, now)
+        if hit is not None or self._redis is None:
+            return hit
+        return self._promoted(key, self._redis.get(key, now), now)
+
+    async def aget(self, key: str) -> CacheHit | None:
+        """``get`` for async code: Redis through its asyncio client, never blocking."""
+        check_key(key)
+        now = self._clock()
+        # Memory and disk lookups stay on the loop: a WAL read takes no lock, and costs
+        # less than handing it to a thread (see benchmarks/bench_cache.py).
+        hit = self._local(key, now)
+        if hit is not None or self._redis is None:
+            return hit
+        return self._promoted(key, await self._redis.aget(key, now), now)
+
+    def _local(self, key: str, now: float) -> CacheHit | None:
         memory = self._memory
         if memory is not None:
             found = memory.get(key, now)
             if found is not MISS:
-                return self._hit(found, "memory", now)
+                return _hit(found, "memory", now)
+        disk = self._disk
+        if disk is None:
+            return None
         found = disk.get(key, now)
-        if found is not MISS:
-            if memory is not None:
-                memory.put(key, found)
-            return self._hit(found, "disk", now)
-        if self._redis is None:
+        if found is MISS:
             return None
-        found = self._redis.get(key, now)
-        if found is MISS or found.envelope is None:
-            return None
-        disk.put_later(key, found.envelope, found.created_at, now)
         if memory is not None:
-            memory.put(key, found)
-        return self._hit(found, "redis", now)
+            memory.put(key, found.payload, found.created_at)
+        return _hit(found, "disk", now)
 
-    @staticmethod
-    def _hit(found: Found, tier: Tier, now: float) -> CacheHit:
-        # A new top-level dict, so a caller adding or replacing fields cannot alter the
-        # cached value that other callers will be served.
-        age = now - found.created_at
-        return CacheHit(dict(found.value), found.created_at, tier, age if age > 0 else 0.0)
+    def _promoted(self, key: str, found: Found | Miss, now: float) -> CacheHit | None:
+        """A Redis hit, copied to the tiers above it (to disk off the caller's thread)."""
+        disk = self._disk
+        if found is MISS or found.envelope is None or disk is None:
+            return None
+        disk.queue(key, found.envelope, found.created_at, now)
+        if self._memory is not None:
+            self._memory.put(key, found.payload, found.created_at)
+        return _hit(found, "redis", now)
 
     def is_excluded(self, agent_name: str) -> bool:
         """True when responses for ``agent_name`` must not be cached."""
@@ -190,38 +217,52 @@ class ResponseCache:
 
     # -- writes ----------------------------------------------------------------------
 
-    def _seal(self, key: str, value: dict[str, Any], now: float) -> tuple[bytes, Found]:
+    def _seal(self, key: str, value: dict[str, Any], now: float) -> bytes | None:
+        """Sign ``value`` and keep it in memory at once; None when the cache is closed."""
+        check_key(key)
         payload = encode_value(key, value)
-        envelope = seal(self._secret, key, payload, now)
-        # The memory tier keeps its own parsed copy: later changes to the caller's dict
-        # must not change what is served, and every tier then serves the same JSON shape.
-        copy = json.loads(payload) if self._memory is not None else {}
-        return envelope, Found(copy, now, len(payload), envelope)
+        if self._disk is None:
+            return None
+        if self._memory is not None:
+            # JSON text, not the caller's dict: later changes to it cannot alter what is
+            # served, and every tier serves the same JSON shape.
+            self._memory.put(key, payload, now)
+        return seal(self._secret, key, payload, now)
 
     def set(self, key: str, value: dict[str, Any]) -> None:
-        """Store ``value`` (a JSON-able dict) under ``key`` in every tier."""
-        check_key(key)
-        if self._disk is None:
-            return
+        """Store ``value`` (a JSON-able dict) under ``key`` in every tier, now."""
         now = self._clock()
-        envelope, found = self._seal(key, value, now)
+        envelope = self._seal(key, value, now)
+        if envelope is None or self._disk is None:
+            return
         self._disk.put(key, envelope, now, now)
-        if self._memory is not None:
-            self._memory.put(key, found)
         if self._redis is not None:
             self._redis.put(key, envelope, now, now)
 
+    async def aset(self, key: str, value: dict[str, Any]) -> None:
+        """``set`` for async code: the memory tier at once, the disk write on the tier's
+        background thread (``flush()`` waits for it), Redis through its asyncio client."""
+        now = self._clock()
+        envelope = self._seal(key, value, now)
+        if envelope is None or self._disk is None:
+            return
+        self._disk.queue(key, envelope, now, now)
+        if self._redis is not None:
+            await self._redis.aput(key, envelope, now, now)
+
     def warm(self, items: Iterable[tuple[str, dict[str, Any]]]) -> int:
-        """Store many entries in one disk transaction; returns how many were stored."""
+        """Store many entries, in few disk transactions; returns how many were stored."""
         if self._disk is None:
             return 0
         now = self._clock()
-        sealed = [(check_key(key), *self._seal(key, value, now)) for key, value in items]
-        stored = self._disk.put_many([(key, env, now) for key, env, _ in sealed], now)
-        for key, envelope, found in sealed:
-            if self._memory is not None:
-                self._memory.put(key, found)
-            if self._redis is not None:
+        sealed: list[tuple[str, bytes, float]] = []
+        for key, value in items:
+            envelope = self._seal(key, value, now)
+            if envelope is not None:
+                sealed.append((key, envelope, now))
+        stored = self._disk.put_many(sealed, now)
+        if self._redis is not None:
+            for key, envelope, _ in sealed:
                 self._redis.put(key, envelope, now, now)
         return stored
 
@@ -289,26 +330,40 @@ class ResponseCache:
         return stats
 
     def flush(self) -> None:
-        """Write access times batched from hits (also done by the next write and close)."""
+        """Write everything queued (``aset`` writes, access times) to disk; durable on return."""
         if self._disk is not None:
             self._disk.flush()
 
-    def close(self) -> None:
-        """Flush and release files and connections; afterwards the cache is disabled.
+    async def aflush(self) -> None:
+        """``flush`` off the event loop."""
+        await off_loop(self.flush)
 
-        ``get_stats()`` keeps returning the counters as they were at close.
+    def close(self) -> None:
+        """Flush, then release every thread, connection and file; the cache is then off.
+
+        ``get_stats()`` keeps returning the counters as they were at close. Safe to call
+        twice.
         """
         if self._disk is None:
             return
+        self._disk.flush()  # first, so the final counters include what was queued
         self._final_stats = self.get_stats()
         disk, redis, self._disk, self._redis = self._disk, self._redis, None, None
-        if disk is not None:
+        try:
             disk.close()
-        if redis is not None:
-            redis.close()
-        if self._memory is not None:
-            self._memory.clear()
-            self._memory = None
+        finally:
+            if redis is not None:
+                redis.close()
+            if self._memory is not None:
+                self._memory.clear()
+                self._memory = None
+
+    async def aclose(self) -> None:
+        """``close`` for async code: Redis's asyncio client closed on the loop, the disk
+        flush and close off it."""
+        if self._redis is not None:
+            await self._redis.aclose()
+        await off_loop(self.close)
 
     def __enter__(self) -> ResponseCache:
         return self

@@ -12,9 +12,21 @@ from pathlib import Path
 
 from .._errors import CacheDirectoryError
 
-__all__ = ["default_cache_dir", "default_config_dir", "ensure_private_dir"]
+__all__ = [
+    "CACHE_DIR_ENV",
+    "OTHER_DIR",
+    "default_cache_dir",
+    "default_config_dir",
+    "ensure_private_dir",
+]
 
 _APP = "claude-force"
+CACHE_DIR_ENV = "CLAUDE_FORCE_CACHE_DIR"
+# The fix offered when a cache directory cannot be used: every way to name another one.
+OTHER_DIR = (
+    f"choose another cache_dir (--cache-dir, or {CACHE_DIR_ENV} in the environment), "
+    "or run without the cache (--no-cache)"
+)
 
 
 def _xdg(variable: str, fallback: str) -> Path:
@@ -25,7 +37,15 @@ def _xdg(variable: str, fallback: str) -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/claude-force``, else ``~/.cache/claude-force``."""
+    """``$CLAUDE_FORCE_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/claude-force``, else
+    ``~/.cache/claude-force``.
+
+    ``CLAUDE_FORCE_CACHE_DIR`` names the cache folder itself (``~`` is expanded; a relative
+    path is taken from the current directory), e.g. a per-project or per-CI-job cache.
+    """
+    chosen = os.environ.get(CACHE_DIR_ENV, "")
+    if chosen:
+        return Path(chosen).expanduser()
     return _xdg("XDG_CACHE_HOME", ".cache")
 
 
@@ -60,7 +80,7 @@ def ensure_private_dir(
     path: Path,
     *,
     what: str = "cache directory",
-    other: str = "choose another cache_dir",
+    other: str = OTHER_DIR,
 ) -> Path:
     """Create ``path`` (and missing parents) with mode 0700, or check the existing one.
 

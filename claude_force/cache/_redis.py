@@ -1,22 +1,33 @@
 """The shared tier: signed envelopes in Redis under ``<namespace>:resp:<key>``.
 
-Redis is an optimisation shared between machines, never a dependency of a run: any error
-(server down, timeout) is logged and becomes a miss. After an error the tier rests for a
-few seconds instead of paying a connection timeout on every request.
+Redis is an optimisation shared between machines, never a dependency of a run: a server
+that is down or slow is one warning, then misses, and the tier rests for a few seconds
+instead of paying a connection timeout on every request. A key that holds something other
+than our envelope (another type, a forged or truncated value) is a bad entry, not an
+outage: it is counted, deleted, and the lookup is a miss.
+
+Sync methods use redis-py's client, async ones (``aget``, ``aput``) its asyncio client on
+the running loop; both pass through the same policy methods below.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import re
-import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import CacheIntegrityError, InvalidArgumentError
+from .._warnings import OnceLog
 from ._envelope import decode_payload, open_envelope
 from ._types import MISS, Found, Miss, TierStats
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 __all__ = ["RedisTier"]
 
@@ -26,10 +37,27 @@ logger = logging.getLogger("claude_force.cache")
 _SOCKET_TIMEOUT_S = 0.5
 _REST_AFTER_ERROR_S = 5.0
 _GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
+_WRONG_TYPE: Final = object()  # what a fetch returns when the key holds another type
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopClient:
+    loop: asyncio.AbstractEventLoop
+    client: redis.asyncio.Redis
+    keeper: asyncio.Task[None]
+
+
+async def _close_when_loop_ends(client: redis.asyncio.Redis) -> None:
+    """Sleeps until cancelled; ``asyncio.run`` cancels it at exit, closing the client."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        await client.aclose()
+        raise
 
 
 class RedisTier:
-    """A redis-py client plus the policy that turns its failures into misses."""
+    """redis-py clients (sync, and asyncio per event loop) plus the policy around them."""
 
     def __init__(
         self,
@@ -42,21 +70,23 @@ class RedisTier:
     ) -> None:
         try:
             import redis
+            import redis.asyncio
         except ImportError as exc:
             raise InvalidArgumentError(
                 f"redis_url={url!r} needs the redis package; install claude-force[redis]"
             ) from exc
         self._redis = redis
+        self._options: dict[str, Any] = {
+            "socket_timeout": _SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": _SOCKET_TIMEOUT_S,
+        }
         try:
-            self._client = redis.Redis.from_url(
-                url,
-                socket_timeout=_SOCKET_TIMEOUT_S,
-                socket_connect_timeout=_SOCKET_TIMEOUT_S,
-            )
+            self._client = redis.Redis.from_url(url, **self._options)
         except ValueError as exc:
             raise InvalidArgumentError(
                 f"redis_url={url!r} is not a Redis URL ({exc}); use redis://host:port/db"
             ) from exc
+        self._errors = (redis.RedisError, OSError)
         self.url = url
         self.prefix = f"{namespace}:resp:"
         self.ttl = ttl
@@ -64,75 +94,91 @@ class RedisTier:
         self._secret = secret
         self._clock = clock
         self._down_until = -math.inf
-        self._in_outage = False
-        self._lock = threading.Lock()
+        self._log = OnceLog(logger)
+        self._async: _LoopClient | None = None
+
+    # -- policy (shared by both doors) ----------------------------------------------------
 
     def _available(self) -> bool:
         return self._clock() >= self._down_until
 
-    def _failed(self, action: str, exc: Exception) -> None:
-        with self._lock:
-            self.stats.errors += 1
-            first = not self._in_outage
-            self._in_outage = True
-            self._down_until = self._clock() + _REST_AFTER_ERROR_S
-        # One warning per outage, not one per request.
-        log = logger.warning if first else logger.debug
-        log("redis cache %s failed at %s (%s); treating as a miss", action, self.url, exc)
+    def _failed(self, action: str, exc: BaseException) -> object:
+        """A fetch or write that failed: bad entry if the key holds another type, else an
+        outage (one warning, then rest). Returns what a fetch should yield."""
+        if isinstance(exc, self._redis.ResponseError) and str(exc).startswith("WRONGTYPE"):
+            return _WRONG_TYPE
+        self.stats.errors += 1
+        self._down_until = self._clock() + _REST_AFTER_ERROR_S
+        self._log.warn(
+            "unreachable", f"redis cache {action} failed at {self.url} ({exc}); treating as a miss"
+        )
+        return None
 
     def _succeeded(self) -> None:
-        if self._in_outage:
-            self._in_outage = False
+        if self._down_until != -math.inf:
+            self._down_until = -math.inf
+            self._log.clear("unreachable")
             logger.info("redis cache at %s answers again", self.url)
 
-    def get(self, key: str, now: float) -> Found | Miss:
-        if not self._available():
+    def _judge(self, key: str, raw: object, now: float) -> tuple[Found | Miss, bool]:
+        """Turn what GET returned into a hit or a miss; True when the key must be deleted."""
+        if raw is None:
             self.stats.misses += 1
-            return MISS
+            return MISS, False
         try:
-            envelope = self._client.get(self.prefix + key)
-        except (self._redis.RedisError, OSError) as exc:
-            self._failed("get", exc)
-            self.stats.misses += 1
-            return MISS
-        self._succeeded()
-        if not isinstance(envelope, bytes):
-            self.stats.misses += 1
-            return MISS
-        try:
-            opened = open_envelope(self._secret, key, envelope)
+            if type(raw) is not bytes:
+                shown = "a value of another type" if raw is _WRONG_TYPE else type(raw).__name__
+                raise CacheIntegrityError(f"cache entry {key[:16]}... holds {shown}")
+            opened = open_envelope(self._secret, key, raw)
             value = decode_payload(key, opened.payload)
         except CacheIntegrityError as exc:
             self.stats.integrity_failures += 1
             self.stats.misses += 1
             logger.warning("%s; deleted it from redis", exc)
-            self.delete(key)
-            return MISS
+            return MISS, True
         if now - opened.created_at >= self.ttl:
             self.stats.expirations += 1
             self.stats.misses += 1
-            return MISS
+            return MISS, False
         self.stats.hits += 1
-        return Found(value, opened.created_at, len(opened.payload), envelope)
+        return Found(value, opened.created_at, opened.payload, raw), False
+
+    def _expiry(self, created_at: float, now: float) -> int | None:
+        """Seconds Redis should keep the entry (it expires it when the TTL check would)."""
+        remaining = math.ceil(created_at + self.ttl - now)
+        return remaining if remaining > 0 and self._available() else None
+
+    # -- sync door ---------------------------------------------------------------------
+
+    def get(self, key: str, now: float) -> Found | Miss:
+        raw: object = None
+        if self._available():
+            try:
+                raw = self._client.get(self.prefix + key)
+                self._succeeded()
+            except self._errors as exc:
+                raw = self._failed("get", exc)
+        found, bad = self._judge(key, raw, now)
+        if bad:
+            self.delete(key)
+        return found
 
     def put(self, key: str, envelope: bytes, created_at: float, now: float) -> None:
-        # Redis expires the entry itself, at the same moment the TTL check would.
-        remaining = math.ceil(created_at + self.ttl - now)
-        if remaining <= 0 or not self._available():
+        expiry = self._expiry(created_at, now)
+        if expiry is None:
             return
         try:
-            self._client.set(self.prefix + key, envelope, ex=remaining)
-        except (self._redis.RedisError, OSError) as exc:
+            self._client.set(self.prefix + key, envelope, ex=expiry)
+            self._succeeded()
+        except self._errors as exc:
             self._failed("set", exc)
-            return
-        self._succeeded()
 
     def delete(self, key: str) -> None:
         if not self._available():
             return
         try:
             self._client.delete(self.prefix + key)
-        except (self._redis.RedisError, OSError) as exc:
+        except self._errors as exc:
             self._failed("delete", exc)
 
     def clear(self) -> None:
@@ -149,13 +195,73 @@ class RedisTier:
                     batch.clear()
             if batch:
                 self._client.delete(*batch)
-        except (self._redis.RedisError, OSError) as exc:
+        except self._errors as exc:
             self._failed("clear", exc)
+
+    # -- async door --------------------------------------------------------------------
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        """The asyncio client of the running loop (its connections belong to that loop)."""
+        loop = asyncio.get_running_loop()
+        held = self._async
+        if held is not None and held.loop is loop:
+            return held.client
+        client = self._redis.asyncio.Redis.from_url(self.url, **self._options)
+        keeper = loop.create_task(_close_when_loop_ends(client))
+        self._async = _LoopClient(loop, client, keeper)
+        return client
+
+    async def aget(self, key: str, now: float) -> Found | Miss:
+        raw: object = None
+        if self._available():
+            try:
+                raw = await self._async_client().get(self.prefix + key)
+                self._succeeded()
+            except self._errors as exc:
+                raw = self._failed("get", exc)
+        found, bad = self._judge(key, raw, now)
+        if bad:
+            await self.adelete(key)
+        return found
+
+    async def aput(self, key: str, envelope: bytes, created_at: float, now: float) -> None:
+        expiry = self._expiry(created_at, now)
+        if expiry is None:
+            return
+        try:
+            await self._async_client().set(self.prefix + key, envelope, ex=expiry)
+            self._succeeded()
+        except self._errors as exc:
+            self._failed("set", exc)
+
+    async def adelete(self, key: str) -> None:
+        if not self._available():
+            return
+        try:
+            await self._async_client().delete(self.prefix + key)
+        except self._errors as exc:
+            self._failed("delete", exc)
+
+    # -- lifecycle -----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         # Redis applies its own memory policy; counting our keys would need a full SCAN,
         # so entries and sizes are not reported (0).
         return self.stats.as_dict(entries=0, size_bytes=0, max_size_bytes=0)
 
+    async def aclose(self) -> None:
+        """Close the running loop's client now (others close when their loop ends)."""
+        held = self._async
+        if held is not None and held.loop is asyncio.get_running_loop():
+            self._async = None
+            held.keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await held.keeper
+        self.close()
+
     def close(self) -> None:
         self._client.close()
+        held, self._async = self._async, None
+        if held is not None and not held.loop.is_closed():
+            # The keeper closes the client on its own loop, when that loop next runs.
+            held.loop.call_soon_threadsafe(held.keeper.cancel)

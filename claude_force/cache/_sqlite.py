@@ -10,11 +10,23 @@ import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 
 from .._errors import CacheDirectoryError
+from ._limits import DiskLimits
+from ._paths import OTHER_DIR as _OTHER_DIR
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "connect", "is_busy", "is_corruption", "set_aside"]
+__all__ = [
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "connect",
+    "connect_reader",
+    "error_cause",
+    "is_busy",
+    "is_corruption",
+    "set_aside",
+]
 
 logger = logging.getLogger("claude_force.cache")
 
@@ -22,12 +34,27 @@ DB_NAME = "cache.db"
 SCHEMA_VERSION = 1
 # SQLite waits up to this long for another process's write lock before reporting BUSY.
 BUSY_TIMEOUT_S = 10.0
+# WAL readers take no lock; they can only wait while a crashed writer's WAL is recovered,
+# which is bounded by the WAL budget. Longer than this, and the read is a miss.
+READ_BUSY_TIMEOUT_S = 0.2
 _OPEN_ATTEMPTS = 5
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CANTOPEN = 14
 _SQLITE_NOTADB = 26
+_CAUSES = {
+    _SQLITE_BUSY: "locked",
+    _SQLITE_LOCKED: "locked",
+    _SQLITE_READONLY: "read-only",
+    _SQLITE_FULL: "disk full",
+    _SQLITE_IOERR: "i/o error",
+    _SQLITE_CANTOPEN: "cannot open",
+}
 
 # The running byte total and entry count live in a one-row table that triggers keep in step
 # with every insert, update and delete, so they change in the same transaction as the rows.
@@ -93,7 +120,19 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def error_cause(exc: sqlite3.Error) -> str:
+    """A short name for why a statement failed, one per cause a user can act on."""
+    code = _code(exc)
+    if code is not None:
+        return _CAUSES.get(code, "sqlite error")
+    text = str(exc).lower()
+    for needle, cause in (("locked", "locked"), ("readonly", "read-only"), ("full", "disk full")):
+        if needle in text:
+            return cause
+    return "sqlite error"
+
+
+def _open(path: Path, limits: DiskLimits) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path,
         timeout=BUSY_TIMEOUT_S,
@@ -102,13 +141,19 @@ def _open(path: Path) -> sqlite3.Connection:
         cached_statements=64,
     )
     try:
+        if path.stat().st_size == 0:
+            # Only a new file, before it is switched to WAL (on an existing one it would
+            # wait for the write lock): lets ``incremental_vacuum`` free pages.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         # The first statement reads the header: a damaged file fails here.
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit is atomic and durable against a process crash; only an OS
         # crash can lose the last commits, never corrupt the file. Good for a cache.
         conn.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoints run on the Checkpointer's thread, not inside our commits.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # The WAL stays within its budget: this connection checkpoints after the commit
+        # that passes half of it, and a WAL reset after a checkpoint truncates the file.
+        conn.execute(f"PRAGMA wal_autocheckpoint={limits.autocheckpoint_pages}")
+        conn.execute(f"PRAGMA journal_size_limit={limits.journal_limit}")
         # Up to 32 MiB of pages (allocated as used) so hot index pages are not re-read
         # from the OS on every lookup; diskcache uses the same default.
         conn.execute("PRAGMA cache_size=-32768")
@@ -131,7 +176,7 @@ def _create_private_file(path: Path) -> None:
     except OSError as exc:
         raise CacheDirectoryError(
             f"cache database {path} cannot be opened ({exc.strerror}); "
-            "check the permissions of the cache directory or choose another cache_dir"
+            f"make the directory writable, or {_OTHER_DIR}"
         ) from exc
     os.close(fd)
 
@@ -169,12 +214,12 @@ def set_aside(path: Path, reason: BaseException, *, expected: tuple[int, int] | 
     )
 
 
-def _open_retrying(path: Path) -> sqlite3.Connection:
+def _open_retrying(path: Path, limits: DiskLimits) -> sqlite3.Connection:
     # Switching a new file to WAL or creating the schema can report BUSY at once while
     # another process does the same; the second attempt then finds the work done.
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            return _open(path)
+            return _open(path, limits)
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or attempt == _OPEN_ATTEMPTS - 1:
                 raise
@@ -184,22 +229,45 @@ def _open_retrying(path: Path) -> sqlite3.Connection:
 def _unusable(path: Path, exc: sqlite3.Error) -> CacheDirectoryError:
     return CacheDirectoryError(
         f"cache database {path} cannot be opened ({exc}); "
-        "check the cache directory or choose another cache_dir"
+        f"make the directory writable, or {_OTHER_DIR}"
     )
 
 
-def connect(path: Path) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
-    """Open (creating if needed) the cache database; returns it and the file identity."""
+def connect(path: Path, *, limits: DiskLimits) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
+    """Open (creating if needed) the cache database for writing; returns it and its identity.
+
+    A damaged file is set aside and a fresh one started. A file that cannot be opened or
+    written raises CacheDirectoryError.
+    """
     _create_private_file(path)
     identity = _inode(path)
     try:
-        return _open_retrying(path), identity
+        return _open_retrying(path, limits), identity
     except sqlite3.DatabaseError as exc:
         if not is_corruption(exc):
             raise _unusable(path, exc) from exc
         set_aside(path, exc, expected=identity)
     _create_private_file(path)
     try:
-        return _open_retrying(path), _inode(path)
+        return _open_retrying(path, limits), _inode(path)
     except sqlite3.DatabaseError as exc:
         raise _unusable(path, exc) from exc
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A second connection for lookups, so a read never waits behind our own writer."""
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=rw"  # never create: see set_aside
+    conn = sqlite3.connect(
+        uri,
+        uri=True,
+        timeout=READ_BUSY_TIMEOUT_S,
+        isolation_level=None,
+        check_same_thread=False,  # the tier serialises use with its read lock
+        cached_statements=64,
+    )
+    try:
+        conn.execute("PRAGMA cache_size=-32768")
+    except BaseException:
+        conn.close()
+        raise
+    return conn

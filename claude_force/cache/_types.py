@@ -27,16 +27,17 @@ MISS: Final = Miss.MISS
 
 
 class Found(NamedTuple):
-    """An entry a tier returned: the value, when it was made, its payload size.
+    """An entry a tier returned: the value (freshly parsed), when it was made, its JSON.
 
-    ``envelope`` is the signed bytes when the tier had them (disk, Redis) so a hit can be
-    promoted to another tier without signing again. A NamedTuple because one is built on
-    every hit.
+    ``payload`` is the verified JSON the value was parsed from, so a hit can be copied to
+    the memory tier as is; ``envelope`` is the signed bytes when the tier had them (disk,
+    Redis), so a hit can be copied to another tier without signing again. A NamedTuple
+    because one is built on every hit.
     """
 
     value: dict[str, Any]
     created_at: float
-    size: int
+    payload: bytes
     envelope: bytes | None = None
 
 

@@ -1,0 +1,76 @@
+"""How the disk tier splits its byte limit between the database, its WAL and its index.
+
+Pure arithmetic, so the guarantee can be read (and tested) in one place:
+
+    cache.db + cache.db-wal + cache.db-shm <= max(max_size_mb, 0.5 MiB) + 64 KiB
+
+at every commit, after ``close()`` and after a crash, for any number of processes that use
+the folder with the same limit. An SQLite cache cannot be much smaller than half a MiB (an
+empty database, one transaction in the WAL and the WAL index already take ~100 KiB), so
+smaller limits still bound the stored entries (sum of envelope sizes) but the folder may use
+up to 0.5 MiB. The 64 KiB is slack for B-tree page splits that no estimate foresees.
+
+How the ``effective`` limit is shared out:
+
+* WAL: a sixteenth of it (128 KiB to 8 MiB). SQLite checkpoints once the WAL passes half of
+  that, and a writer truncates it when it passes the whole (see ``_disk``).
+* one transaction's new pages: at most half the WAL budget, so the database file, whose
+  free pages are reused but never returned, overshoots its budget by no more than that.
+* the WAL index (-shm): 32 KiB, its size while the WAL has fewer than 4096 frames.
+* the database file: the rest, counted in pages in use (``page_count - freelist_count``),
+  so page headers, index pages and half-empty pages are paid for, not only payload bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PAGE_SIZE", "DiskLimits"]
+
+KIB = 1024
+MIB = 1024 * KIB
+PAGE_SIZE = 4096
+MIN_EFFECTIVE = 512 * KIB
+SLACK = 64 * KIB
+SHM_BYTES = 32 * KIB
+_FRAME = PAGE_SIZE + 24  # a WAL frame: one page and its header
+
+
+@dataclass(frozen=True, slots=True)
+class DiskLimits:
+    """The budgets derived from one ``max_bytes`` limit (see the module docstring)."""
+
+    max_bytes: int  # sum of stored envelope sizes (what ``size_bytes`` reports)
+    folder_bytes: int  # the guarantee: db + wal + shm stay within this
+    wal_bytes: int  # the WAL file is truncated when it grows past this
+    file_bytes: int  # pages in use in the database file, in bytes
+    txn_bytes: int  # envelope bytes written in one transaction (at least one entry)
+    max_entry_bytes: int  # a larger envelope is not stored on disk
+
+    @classmethod
+    def for_limit(cls, max_bytes: int) -> DiskLimits:
+        effective = max(max_bytes, MIN_EFFECTIVE)
+        wal = min(max(effective // 16, 128 * KIB), 8 * MIB)
+        return cls(
+            max_bytes=max_bytes,
+            folder_bytes=effective + SLACK,
+            wal_bytes=wal,
+            file_bytes=effective - wal - wal // 2 - SHM_BYTES,
+            txn_bytes=wal // 8,
+            max_entry_bytes=min(max_bytes, wal // 4),
+        )
+
+    @property
+    def autocheckpoint_pages(self) -> int:
+        """SQLite checkpoints (PASSIVE, in the committing connection) past this many frames."""
+        return max(1, self.wal_bytes // 2 // _FRAME)
+
+    @property
+    def journal_limit(self) -> int:
+        """A WAL that is reset after a full checkpoint is truncated back to this size."""
+        return self.wal_bytes // 2
+
+    @property
+    def touches_per_txn(self) -> int:
+        """Access-time updates per transaction: each dirties about three pages."""
+        return max(8, self.wal_bytes // 2 // (3 * PAGE_SIZE))

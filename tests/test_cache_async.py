@@ -1,0 +1,115 @@
+"""The async door: aget/aset/aclose, writes off the loop, failures counted, never raised."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from claude_force.cache import ResponseCache, _sqlite
+
+from ._cache_support import Clock, key
+
+SECRET = "async-test-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def locked(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the cache database's write lock, as another process
+    would; the cache's busy timeout is cut short so the test does not wait 10 s."""
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET):
+        pass  # creates the database
+    other = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    yield other
+    if other.in_transaction:
+        other.execute("ROLLBACK")
+    other.close()
+
+
+async def test_aset_then_aget_from_every_tier(tmp_path: Path, clock: Clock) -> None:
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, clock=clock)
+    assert await cache.aget(key(1)) is None
+    await cache.aset(key(1), {"text": "hi"})
+    hit = await cache.aget(key(1))
+    assert hit is not None and hit.tier == "memory" and hit.value == {"text": "hi"}
+    await cache.aclose()
+    reopened = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, clock=clock)
+    hit = await reopened.aget(key(1))  # aclose made the queued write durable
+    assert hit is not None and hit.tier == "disk"
+    await reopened.aclose()
+
+
+async def test_a_queued_write_is_read_back_before_it_reaches_disk(
+    tmp_path: Path, locked: sqlite3.Connection, clock: Clock
+) -> None:
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0, clock=clock)
+    await cache.aset(key(1), {"n": 1})  # the write waits for the lock on the writer thread
+    hit = await cache.aget(key(1))
+    assert hit is not None and hit.value == {"n": 1}
+    locked.execute("COMMIT")
+    await cache.aflush()
+    rows = locked.execute("SELECT count(*) FROM entries").fetchone()[0]
+    assert rows == 1
+    await cache.aclose()
+
+
+async def test_a_write_locked_out_is_counted_and_warned_once(
+    tmp_path: Path,
+    locked: sqlite3.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_S", 0.01)
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET)
+    with caplog.at_level(logging.WARNING, "claude_force.cache"):
+        for n in range(3):
+            await cache.aset(key(n), {"n": n})  # never raises
+            await cache.aflush()
+        cache.set(key(9), {"n": 9})  # the sync door neither
+    assert cache.get_stats()["errors"] == 4
+    assert caplog.text.count("disk cache") == 1
+    assert "locked" in caplog.text
+    locked.execute("COMMIT")
+    await cache.aset(key(5), {"n": 5})
+    await cache.aflush()
+    assert cache.get_stats()["errors"] == 4  # recovered
+    await cache.aclose()
+
+
+async def test_a_full_disk_is_counted_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    await cache.aset(key(0), {"n": 0})
+    await cache.aflush()
+    # The fault: the file may not grow past its size now, as on a full file system.
+    assert cache._disk is not None
+    writer = cache._disk._writer
+    writer.execute(f"PRAGMA max_page_count = {writer.execute('PRAGMA page_count').fetchone()[0]}")
+    with caplog.at_level(logging.WARNING, "claude_force.cache"):
+        for n in range(1, 30):
+            await cache.aset(key(n), {"n": n, "pad": "x" * 3000})
+        await cache.aflush()
+    assert cache.get_stats()["errors"] >= 1
+    assert caplog.text.count("disk is full") == 1
+    await cache.aclose()
+
+
+async def test_aclose_twice_and_close_after_are_harmless(tmp_path: Path) -> None:
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET)
+    await cache.aset(key(1), {"n": 1})
+    await cache.aclose()
+    await cache.aclose()
+    cache.close()
+    assert await cache.aget(key(1)) is None
+    await cache.aset(key(2), {"n": 2})  # a closed cache stores nothing and raises nothing
+    assert cache.get_stats()["entries"] == 1

@@ -1,0 +1,203 @@
+"""The disk tier holds its limit on the whole folder: database, WAL and WAL index.
+
+Guarantee (``_limits``): cache.db + -wal + -shm <= max(max_size_mb, 0.5 MiB) + 64 KiB during
+a run, after close() and after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from claude_force.cache import ResponseCache
+from claude_force.cache._limits import SHM_BYTES, SLACK, DiskLimits
+
+from ._cache_support import key
+
+SECRET = "limits-test-secret-0123456789abcdef"
+MIB = 1024 * 1024
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("cache.db"))
+
+
+def text(rng: random.Random, size: int) -> str:
+    # Letters and spaces: compresses like prose, so large values are stored compressed.
+    return "".join(rng.choices("abcdefghijklmnopqrstuvwxyz     ", k=size))
+
+
+@pytest.mark.parametrize("limit", [1, 16, 100, 0.004, 3.5])
+def test_the_budgets_add_up_to_the_stated_bound(limit: float) -> None:
+    limits = DiskLimits.for_limit(int(limit * MIB))
+    # Database (with one transaction's overshoot) + WAL + WAL index, within the bound.
+    used = limits.file_bytes + limits.wal_bytes // 2 + limits.wal_bytes + SHM_BYTES
+    assert used + SLACK <= limits.folder_bytes == max(int(limit * MIB), MIB // 2) + SLACK
+    assert limits.file_bytes > 0 and limits.max_entry_bytes <= limits.wal_bytes // 4
+
+
+@pytest.mark.parametrize(("size", "count"), [(2000, 800), (150, 3000), (12_000, 150)])
+def test_a_1mb_cache_holds_its_limit_while_filled_and_after_close(
+    tmp_path: Path, size: int, count: int
+) -> None:
+    rng = random.Random(size)
+    bound = DiskLimits.for_limit(MIB).folder_bytes
+    samples = []
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        for n in range(count):
+            cache.set(key(n), {"n": n, "text": text(rng, size)})
+            if n % 20 == 0:
+                samples.append(folder_bytes(tmp_path))
+        stats = cache.get_stats()
+    assert stats["evictions"] > 0 and stats["errors"] == 0
+    assert max(samples) <= bound, (max(samples), bound)
+    assert folder_bytes(tmp_path) <= bound
+    assert not (tmp_path / "cache.db-wal").exists()  # close() checkpointed it away
+
+
+async def test_aset_holds_the_limit_too(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    bound = DiskLimits.for_limit(MIB).folder_bytes
+    samples = []
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0)
+    for n in range(1000):
+        await cache.aset(key(n), {"n": n, "text": text(rng, 2000)})
+        if n % 100 == 0:
+            await cache.aflush()
+            samples.append(folder_bytes(tmp_path))
+    await cache.aclose()
+    assert max(samples) <= bound
+    assert folder_bytes(tmp_path) <= bound
+    assert cache.get_stats()["errors"] == 0
+
+
+WRITER = """
+import hashlib, random, sys, types
+package = types.ModuleType("claude_force")
+package.__path__ = [{package!r}]
+sys.modules["claude_force"] = package
+from claude_force.cache import ResponseCache
+rng = random.Random(1)
+cache = ResponseCache(cache_dir=sys.argv[1], cache_secret={secret!r}, max_size_mb=1,
+                      memory_max_mb=0)
+for n in range(1_000_000):
+    value = "".join(rng.choices("abcdefghij     ", k=2000))
+    cache.set(hashlib.sha256(str(n).encode()).hexdigest(), {{"v": value}})
+    if n == 600:
+        print("filled", flush=True)
+"""
+
+
+def test_a_sigkilled_writer_leaves_the_folder_within_bound_and_reopen_reclaims(
+    tmp_path: Path,
+) -> None:
+    package = str(Path(__file__).resolve().parent.parent / "claude_force")
+    script = WRITER.format(package=package, secret=SECRET)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "filled\n"  # mid-run: the WAL is in use
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    child.stdout.close()
+    bound = DiskLimits.for_limit(MIB).folder_bytes
+    assert folder_bytes(tmp_path) <= bound
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1) as cache:
+        assert cache.verify()["bad"] == 0
+        assert folder_bytes(tmp_path) <= bound
+    assert not (tmp_path / "cache.db-wal").exists()
+
+
+def test_a_huge_leftover_wal_is_truncated_on_open(tmp_path: Path) -> None:
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1) as cache:
+        cache.set(key(1), {"a": 1})
+    # What an older version, or a writer starved of checkpoints, left behind at a crash:
+    # a child writes 4 MiB into the WAL with checkpoints off, then kills itself.
+    code = (
+        "import os, signal, sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "db.execute('CREATE TABLE IF NOT EXISTS junk (b BLOB)')\n"
+        "for _ in range(1000): db.execute('INSERT INTO junk VALUES (randomblob(4000))')\n"
+        "db.execute('DROP TABLE junk')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache.db")], check=False)
+    assert (tmp_path / "cache.db-wal").stat().st_size > 4 * MIB
+    limits = DiskLimits.for_limit(MIB)
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1) as cache:
+        assert (tmp_path / "cache.db-wal").stat().st_size <= limits.journal_limit
+        hit = cache.get(key(1))
+        assert hit is not None and hit.value == {"a": 1}
+
+
+def test_a_lower_limit_shrinks_the_folder_on_open(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=4, memory_max_mb=0
+    ) as cache:
+        cache.warm((key(n), {"t": text(rng, 3000)}) for n in range(1500))
+    assert folder_bytes(tmp_path) > 3 * MIB
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        assert folder_bytes(tmp_path) <= DiskLimits.for_limit(MIB).folder_bytes
+        assert 0 < cache.get_stats()["size_bytes"] <= MIB
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+
+
+def open_files() -> set[str]:
+    targets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            continue  # the descriptor listdir itself used
+    return targets
+
+
+def test_open_files_are_only_the_cache_folder_s(tmp_path: Path) -> None:
+    # The writer and the reader: nothing else stays open while a cache is open.
+    before = open_files()
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET) as cache:
+        cache.set(key(1), {"a": 1})
+        assert cache.get(key(1)) is not None
+        opened = open_files() - before
+        assert opened and all(t.startswith(str(tmp_path)) for t in opened), opened
+    assert open_files() - before == set()
+
+
+def test_open_and_close_many_caches_leaks_no_thread_or_file(tmp_path: Path) -> None:
+    def one_round(n: int) -> None:
+        cache = ResponseCache(cache_dir=tmp_path / str(n % 5), cache_secret=SECRET)
+        cache.set(key(n), {"n": n})
+        assert cache.get(key(n)) is not None
+
+        async def use() -> None:
+            await cache.aset(key(n + 1), {"n": n})  # starts the background writer
+            assert await cache.aget(key(n + 1)) is not None
+            await cache.aclose()
+
+        asyncio.run(use())
+
+    one_round(0)  # first use: lazy imports and executors
+    import threading
+
+    threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    for n in range(1, 101):
+        one_round(n)
+    assert threading.active_count() <= threads
+    assert len(os.listdir("/proc/self/fd")) <= fds
