@@ -19,8 +19,8 @@ and again at every read (an agent file swapped for a link leaving the folder is 
 
 A malformed file is always a :class:`ConfigError` whose problems each start with a JSON path
 (``agents.reviewer.file: ...``) or a position (``line 3, column 7: ...``). Limits keep a hostile
-file from hanging or crashing the loader: 10 MiB per config, 4 MiB per agent file, nesting
-64 deep, integers of at most 640 digits, and text that is valid Unicode.
+file from hanging or crashing the loader: 10 MiB per config, 4 MiB per agent file, 10,000
+agents, nesting 64 deep, integers of at most 640 digits, and text that is valid Unicode.
 
 Validation is hand-written rather than pydantic: it keeps the CLI's start fast and lets every
 problem be reported at once as ``"<json path>: <message>"``.
@@ -71,6 +71,8 @@ _MAX_CONFIG_BYTES = 10 * 1024 * 1024
 # Far beyond any useful system prompt, and bounded so a huge file cannot exhaust memory.
 _MAX_AGENT_FILE_BYTES = 4 * 1024 * 1024
 _MAX_DEPTH = 64
+# Each agent costs a few file-system calls at load; this keeps any file's load near a second.
+_MAX_AGENTS = 10_000
 # The smallest limit Python's int() may be configured with (sys.set_int_max_str_digits).
 _MAX_DIGITS = 640
 _MAX_SHOWN = 50  # problems listed in one error; the count of the rest is given
@@ -212,7 +214,9 @@ def _show(value: object) -> str:
 
 def _config_error(message: str, problems: list[str] | None = None) -> ConfigError:
     """A ConfigError whose text prints anywhere: undecodable bytes in paths become escapes."""
-    return ConfigError(shown(message), problems=[shown(p) for p in problems or []])
+    return ConfigError(
+        shown(message, limit=10_000), problems=[shown(p, limit=10_000) for p in problems or []]
+    )
 
 
 # --------------------------------------------------------------------------- finding and reading
@@ -462,6 +466,11 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
         problems.append("agents: field required (an object mapping agent names to definitions)")
     elif not isinstance(raw_agents, dict):
         problems.append(f"agents: expected an object, got {_json_type(raw_agents)}")
+    elif len(raw_agents) > _MAX_AGENTS:
+        problems.append(
+            f"agents: {len(raw_agents)} agents are defined, more than the {_MAX_AGENTS} "
+            "supported; split the project into several folders"
+        )
     else:
         _report_duplicates(raw_agents, "agents", problems)
         agents = _parse_agents(raw_agents, root, problems)
@@ -696,7 +705,7 @@ def _check_reference(
         return True
     message = f"{path}: agent {_show_text(name)} is not defined"
     # difflib is quadratic: suggest only for names that could be valid, in problems shown.
-    useful = len(name) <= 64 and len(problems) < _MAX_SHOWN
+    useful = len(name) <= 64 and len(problems) < _MAX_SHOWN and len(defined) <= 1000
     close = difflib.get_close_matches(name, defined, n=1) if useful else []
     problems.append(message + (f"; did you mean {close[0]!r}?" if close else ""))
     return False

@@ -20,6 +20,7 @@ __all__ = ["FileProblem", "describe_mode", "read_beneath", "read_regular", "show
 
 ProblemKind = Literal["missing", "link", "not_regular", "too_large", "unreadable", "outside"]
 
+_SHOWN_LIMIT = 300
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 # O_PATH opens a folder for openat() without needing read permission on it (Linux only).
 _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
@@ -35,9 +36,11 @@ class FileProblem(Exception):
         self.fix = fix
 
 
-def shown(path: str | os.PathLike[str]) -> str:
-    """``path`` as printable text: undecodable bytes and NUL shown as escapes, not raw."""
+def shown(path: str | os.PathLike[str], *, limit: int = _SHOWN_LIMIT) -> str:
+    """``path`` as printable text: undecodable bytes and NUL as escapes, cut past ``limit``."""
     text = os.fspath(path)
+    if len(text) > limit:  # no real path is this long; a message should stay readable
+        text = f"{text[: limit - 40]}... ({len(text)} characters)"
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
@@ -180,9 +183,7 @@ def read_beneath(path: Path, root: Path, *, limit: int) -> tuple[bytes, Path]:
             f"{shown(text)} goes through a symlink to {shown(resolved)}, outside {shown(root)}",
             f"files must stay inside {shown(root)}: replace the link with the file itself",
         )
-    if os.path.islink(resolved):  # realpath stops at a link it cannot resolve
-        raise FileProblem("link", f"{shown(resolved)} is a symbolic link loop", "fix or remove it")
-    parts = Path(resolved).relative_to(real_root).parts
+    parts = [part for part in resolved[len(real_root) :].split(os.sep) if part]
     if not parts:
         raise FileProblem("not_regular", f"{shown(resolved)} is a folder", "use a regular file")
     fds: list[int] = []
@@ -194,13 +195,38 @@ def read_beneath(path: Path, root: Path, *, limit: int) -> tuple[bytes, Path]:
         fds.append(fd)
         return _read_fd(fd, os.fstat(fd), resolved, limit), Path(resolved)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(resolved):
-            raise FileProblem(
-                "link",
-                f"{shown(resolved)} became a symbolic link while it was being opened",
-                "try again; if it persists, replace the link with the file itself",
-            ) from None
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _has_link(real_root, parts):
+            raise _link_problem(resolved) from None
         raise _os_problem(exc, resolved, no_follow=False) from None
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _has_link(root: str, parts: list[str]) -> bool:
+    path = root
+    for part in parts:
+        path = os.path.join(path, part)
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return True
+        except OSError:
+            return False
+    return False
+
+
+def _link_problem(resolved: str) -> FileProblem:
+    """O_NOFOLLOW met a link on a path that had just resolved without one."""
+    try:
+        os.stat(resolved)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # realpath leaves a loop unresolved
+            return FileProblem(
+                "link", f"{shown(resolved)} is a symbolic link loop", "fix or remove it"
+            )
+    # Swapped in between the check and the open, maybe to point outside: refused, not followed.
+    return FileProblem(
+        "link",
+        f"{shown(resolved)} was replaced by a symbolic link while it was being opened",
+        "try again; if it persists, replace the link with the file itself",
+    )

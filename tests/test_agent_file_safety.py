@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_force import AsyncAgentOrchestrator
+from claude_force import AsyncAgentOrchestrator, _files
 from claude_force._config import AgentSpec, load_config, read_agent_prompt
 from claude_force._errors import ConfigError
 from claude_force.testing import Simulator
@@ -155,3 +155,23 @@ async def test_swapped_file_is_never_sent_upstream(
             await orch.execute_agent("code-reviewer", "after")
     assert len(sim.message_requests) == 1
     assert all(SECRET_TEXT not in str(request.body) for request in sim.message_requests)
+
+
+@pytest.mark.parametrize("swap", ["file", "folder"])
+def test_link_swapped_in_after_the_check_is_not_followed(
+    project: Path, outside: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    # Injected: resolution sees the path as it was before the swap, as in a race where the
+    # link appears between the check and the open. The open itself must refuse the link.
+    spec = reviewer(project)
+    if swap == "file":
+        spec.file.unlink()
+        spec.file.symlink_to(outside)
+    else:
+        shutil.move(spec.file.parent, tmp_path / "moved")
+        spec.file.parent.symlink_to(tmp_path / "moved", target_is_directory=True)
+    real = os.path.realpath
+    before = {str(spec.file): str(spec.file)}
+    monkeypatch.setattr(_files.os.path, "realpath", lambda p: before.get(os.fspath(p), real(p)))
+    message = read_refused(spec)
+    assert "was replaced by a symbolic link while it was being opened" in message

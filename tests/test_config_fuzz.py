@@ -27,7 +27,7 @@ from claude_force._errors import ConfigError
 
 _LONG_RUN = os.environ.get("CLAUDE_FORCE_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=int(_LONG_RUN) if _LONG_RUN else 150,
+    max_examples=int(_LONG_RUN) if _LONG_RUN else 400,
     derandomize=_LONG_RUN is None,  # the suite sees the same examples on every run
     database=None,
     deadline=None,
@@ -200,6 +200,8 @@ def mutated_configs(draw: st.DrawFn) -> str:
             parent[last]  # the place may be gone after an earlier mutation
         except (KeyError, IndexError, TypeError):
             continue
+        if not isinstance(parent, (dict, list)):  # an earlier mutation put text there
+            continue
         action = draw(st.sampled_from(["replace", "replace", "rename", "delete"]))
         if action == "replace":
             parent[last] = draw(odd_values)
@@ -298,3 +300,145 @@ def test_the_valid_base_config_loads(project: Path) -> None:
     config = load_config(project)
     assert list(config.agents) == ["a", "b"]
     assert config.workflow("w") == (("a",), ("a", "b"))
+
+
+# --------------------------------------------------------------------------- the cases seen
+
+
+def problems_of(config_path: Path, text: str) -> list[str]:
+    write_config(config_path, text.encode("utf-8", "surrogatepass"))
+    with no_hang(), pytest.raises(ConfigError) as info:
+        load_config(config_path)
+    return info.value.problems
+
+
+def agent_with(**fields: object) -> str:
+    return dump({"agents": {"a": {"file": "agents/a.md", **fields}}})
+
+
+def test_a_5000_digit_number_names_its_path(project: Path) -> None:
+    assert problems_of(project, agent_with(max_tokens=Raw("9" * 5000))) == [
+        "agents.a.max_tokens: a number of 5000 digits is too large; use one of at most 640 digits"
+    ]
+
+
+def test_100000_nested_brackets_give_the_position(project: Path) -> None:
+    text = '{"agents": {}, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert problems_of(project, text) == [
+        "line 1, column 84: nested more than 64 levels deep; flatten it"
+    ]
+
+
+def test_nesting_below_the_parser_limit_names_its_path(project: Path) -> None:
+    text = '{"agents": {}, "x": ' + "[" * 200 + "]" * 200 + "}"
+    assert problems_of(project, text) == [
+        "x" + "[0]" * 63 + ": nested more than 64 levels deep; flatten it"
+    ]
+
+
+def test_a_300_character_file_name_names_its_path(project: Path) -> None:
+    name = "agents/" + "x" * 300 + ".md"
+    (problem,) = problems_of(project, agent_with(file=name))
+    assert problem.startswith("agents.a.file: agent 'a' file 'agents/xxx")
+    assert "the name is too long; use a shorter path" in problem
+
+
+def test_a_lone_surrogate_names_its_path(project: Path) -> None:
+    (problem,) = problems_of(project, agent_with(description="\ud800"))
+    assert problem.startswith("agents.a.description: contains an unpaired surrogate escape")
+
+
+def test_many_problems_are_counted_and_the_first_50_listed(project: Path) -> None:
+    text = dump({"agents": {f"a{i}": {} for i in range(500)}})
+    write_config(project, text.encode())
+    with pytest.raises(ConfigError) as info:
+        load_config(project)
+    assert len(info.value.problems) == 50
+    assert "(500 problems; the first 50 are listed)" in str(info.value)
+
+
+def test_long_keys_and_values_are_cut_in_messages(project: Path) -> None:
+    problems = problems_of(project, dump({"agents": {"n" * 10_000: 5}}))
+    assert len(problems) == 2
+    assert all(len(problem) < 400 for problem in problems)
+    assert all(problem.startswith('agents["' + "n" * 60 + '..."]: ') for problem in problems)
+    assert "(10000 characters)" in problems[0]
+
+
+# --------------------------------------------------------------------------- the file itself
+
+
+def file_error(config_path: Path) -> str:
+    with no_hang(), pytest.raises(ConfigError) as info:
+        load_config(config_path)
+    return str(info.value)
+
+
+def test_a_fifo_as_the_config_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "claude.json")
+    message = file_error(tmp_path / "claude.json")
+    assert "is a FIFO (named pipe), not a regular file" in message
+
+
+def test_a_device_as_the_config_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "claude.json").symlink_to("/dev/zero")
+    assert "is a character device, not a regular file" in file_error(tmp_path / "claude.json")
+
+
+def test_a_symlink_loop_as_the_config_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "claude.json").symlink_to("claude.json")
+    assert "symbolic link loop; fix or remove the link" in file_error(tmp_path / "claude.json")
+
+
+def test_a_folder_as_the_config_is_refused(tmp_path: Path) -> None:
+    assert "is a folder; pass the configuration file" in file_error(tmp_path)
+
+
+def test_a_config_over_10_mib_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "claude.json"
+    with path.open("wb") as handle:
+        handle.truncate(10 * 1024 * 1024 + 1)
+    assert "is larger than 10 MiB" in file_error(path)
+
+
+def test_an_empty_config_is_a_json_error(tmp_path: Path) -> None:
+    path = tmp_path / "claude.json"
+    path.write_bytes(b"")
+    assert "line 1, column 1: Expecting value" in file_error(path)
+
+
+def test_a_utf16_config_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "claude.json"
+    path.write_bytes('{"agents": {}}'.encode("utf-16"))
+    assert "line 1, column 1: the file is UTF-16; save it as UTF-8" in file_error(path)
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "claude.json"
+    path.write_bytes(b'\xef\xbb\xbf{"agents": {}}')
+    assert load_config(path).agents == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a\x00b", "contains a NUL byte"),
+        ("x" * 300, "the name is too long"),
+        ("\ud800", "cannot be encoded as a file name"),
+    ],
+)
+def test_impossible_config_paths_are_refused(tmp_path: Path, name: str, expected: str) -> None:
+    assert expected in file_error(tmp_path / name)
+
+
+def test_a_config_path_of_the_wrong_type_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"must be a str or os\.PathLike, got int"):
+        load_config(3)  # type: ignore[arg-type]
+
+
+def test_more_than_10000_agents_is_one_problem(project: Path) -> None:
+    agents = {f"a{i}": {"file": "agents/a.md"} for i in range(10_001)}
+    assert problems_of(project, dump({"agents": agents})) == [
+        "agents: 10001 agents are defined, more than the 10000 supported; "
+        "split the project into several folders"
+    ]
