@@ -27,7 +27,7 @@ from claude_force._errors import ConfigError
 
 _LONG_RUN = os.environ.get("CLAUDE_FORCE_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=int(_LONG_RUN) if _LONG_RUN else 400,
+    max_examples=int(_LONG_RUN) if _LONG_RUN else 800,
     derandomize=_LONG_RUN is None,  # the suite sees the same examples on every run
     database=None,
     deadline=None,
