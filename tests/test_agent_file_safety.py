@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_force import AsyncAgentOrchestrator, _files
+from claude_force import AsyncAgentOrchestrator
 from claude_force._config import AgentSpec, load_config, read_agent_prompt
 from claude_force._errors import ConfigError
 from claude_force.testing import Simulator
@@ -172,6 +172,6 @@ def test_link_swapped_in_after_the_check_is_not_followed(
         spec.file.parent.symlink_to(tmp_path / "moved", target_is_directory=True)
     real = os.path.realpath
     before = {str(spec.file): str(spec.file)}
-    monkeypatch.setattr(_files.os.path, "realpath", lambda p: before.get(os.fspath(p), real(p)))
+    monkeypatch.setattr("claude_force._files.os.path.realpath", lambda p: before.get(p, real(p)))
     message = read_refused(spec)
     assert "was replaced by a symbolic link while it was being opened" in message

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from claude_force import _scaffold
 from claude_force._config import load_config, read_agent_prompt
 from claude_force._errors import InvalidArgumentError
 from claude_force._scaffold import init_project
@@ -193,7 +192,7 @@ def test_init_when_the_disk_refuses_a_write(
     def refuse(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         raise OSError(code, os.strerror(code), dst)
 
-    monkeypatch.setattr(_scaffold.os, "replace", refuse)
+    monkeypatch.setattr("claude_force._scaffold.os.replace", refuse)
     message = init_refused(tmp_path)
     assert f"{os.strerror(code)}; {fix}" in message
     assert not [p for p in (tmp_path / ".claude").rglob("*") if p.is_file()]  # no temp files
