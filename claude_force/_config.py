@@ -14,7 +14,13 @@ The format is the one existing Claude Force projects use::
 
 A nested list in a workflow is a stage whose agents run concurrently. Unknown keys, at the top
 level or inside an agent, are kept in ``extra`` and otherwise ignored, so older projects load.
-Paths are relative to the folder holding ``claude.json`` and must stay inside it.
+Paths are relative to the folder holding ``claude.json`` and must stay inside it, at load
+and again at every read (an agent file swapped for a link leaving the folder is refused).
+
+A malformed file is always a :class:`ConfigError` whose problems each start with a JSON path
+(``agents.reviewer.file: ...``) or a position (``line 3, column 7: ...``). Limits keep a hostile
+file from hanging or crashing the loader: 10 MiB per config, 4 MiB per agent file, 10,000
+agents, nesting 64 deep, integers of at most 640 digits, and text that is valid Unicode.
 
 Validation is hand-written rather than pydantic: it keeps the CLI's start fast and lets every
 problem be reported at once as ``"<json path>: <message>"``.
@@ -26,6 +32,7 @@ import difflib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -33,6 +40,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from ._errors import AgentNotFoundError, ConfigError, InvalidArgumentError, WorkflowNotFoundError
+from ._files import FileProblem, read_beneath, read_regular, shown
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -59,11 +67,31 @@ _MAX_TOKENS_LIMIT = 128_000
 CacheTTL = Literal["5m", "1h"]
 _CACHE_TTLS: tuple[CacheTTL, ...] = ("5m", "1h")
 _INIT_HINT = "run `claude-force init` in your project folder to create one"
+_MAX_CONFIG_BYTES = 10 * 1024 * 1024
+# Far beyond any useful system prompt, and bounded so a huge file cannot exhaust memory.
+_MAX_AGENT_FILE_BYTES = 4 * 1024 * 1024
+_MAX_DEPTH = 64
+# Each agent costs a few file-system calls at load; this keeps any file's load near a second.
+_MAX_AGENTS = 10_000
+# The smallest limit Python's int() may be configured with (sys.set_int_max_str_digits).
+_MAX_DIGITS = 640
+_MAX_SHOWN = 50  # problems listed in one error; the count of the rest is given
+_SHOWN_CHARS = 60  # a value or key quoted in a message is cut to this length
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_PROBLEM = (
+    "contains an unpaired surrogate escape (\\ud800-\\udfff), which is not valid Unicode; "
+    "fix or remove the escape"
+)
+_TOO_DEEP = f"nested more than {_MAX_DEPTH} levels deep; flatten it"
 
 
 @dataclass(frozen=True, kw_only=True)
 class AgentSpec:
-    """One agent as declared in the config; ``file`` and ``contract`` are resolved paths."""
+    """One agent as declared in the config; ``file`` and ``contract`` are resolved paths.
+
+    ``root`` is the folder the files must stay inside (the config folder); a hand-made spec
+    without one keeps each file inside its own folder.
+    """
 
     name: str
     file: Path
@@ -76,6 +104,7 @@ class AgentSpec:
     cache_ttl: CacheTTL | None = None
     description: str | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    root: Path | None = None
 
 
 Workflow = tuple[tuple[str, ...], ...]
@@ -129,9 +158,9 @@ def _name_problem(kind: str, name: object) -> str | None:
         return f"{kind} name must be a string, got {_json_type(name)}"
     if _NAME_RE.fullmatch(name):
         return None
-    fix = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lstrip("_.-")[:64]
+    fix = re.sub(r"[^A-Za-z0-9_.-]+", "-", name[:256]).lstrip("_.-")[:64]
     hint = f"; rename it, e.g. {fix!r}" if fix and _NAME_RE.fullmatch(fix) else ""
-    return f"invalid {kind} name {name!r}: {_NAME_RULE}{hint}"
+    return f"invalid {kind} name {_show_text(name)}: {_NAME_RULE}{hint}"
 
 
 def _not_defined(kind: str, name: str, defined: Collection[str], config_path: Path) -> str:
@@ -163,9 +192,31 @@ def _json_type(value: object) -> str:
 
 def _key_path(parent: str, key: str) -> str:
     # Plain names read as `agents.reviewer`; anything odd is quoted so the path stays unambiguous.
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", key):
+    if len(key) <= _SHOWN_CHARS and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", key):
         return f"{parent}.{key}" if parent else key
-    return f"{parent}[{json.dumps(key)}]"
+    if len(key) <= _SHOWN_CHARS:
+        return f"{parent}[{json.dumps(key)}]"
+    return f'{parent}[{json.dumps(key[:_SHOWN_CHARS])[:-1]}..."]'
+
+
+def _show_text(text: str) -> str:
+    """``repr`` of a user's string, cut to a readable length."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
+
+
+def _show(value: object) -> str:
+    """A JSON value as it appears in a message, cut to a readable length."""
+    text = json.dumps(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}..."
+
+
+def _config_error(message: str, problems: list[str] | None = None) -> ConfigError:
+    """A ConfigError whose text prints anywhere: undecodable bytes in paths become escapes."""
+    return ConfigError(
+        shown(message, limit=10_000), problems=[shown(p, limit=10_000) for p in problems or []]
+    )
 
 
 # --------------------------------------------------------------------------- finding and reading
@@ -173,14 +224,26 @@ def _key_path(parent: str, key: str) -> str:
 
 def find_config(start: Path | None = None) -> Path:
     """Return ``.claude/claude.json`` in ``start`` (default: cwd) or its nearest parent."""
-    origin = Path(os.path.abspath(start if start is not None else Path.cwd()))
+    try:
+        origin = Path(os.path.abspath(start if start is not None else os.getcwd()))
+    except OSError as exc:  # the current folder was deleted under us
+        raise _config_error(
+            f"cannot tell the current folder ({exc.strerror}); cd into your project and retry"
+        ) from None
     for folder in (origin, *origin.parents):
         candidate = folder / CONFIG_DIR / CONFIG_FILE
-        if candidate.is_file():
+        if _is_regular(candidate):
             return candidate
-    raise ConfigError(
+    raise _config_error(
         f"no {CONFIG_DIR}/{CONFIG_FILE} found in {origin} or any parent folder; {_INIT_HINT}"
     )
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):  # an unreadable folder or an impossible name: not here
+        return False
 
 
 class _JsonObject(dict[str, Any]):
@@ -202,67 +265,193 @@ def _object_hook(pairs: list[tuple[str, Any]]) -> _JsonObject:
     return obj
 
 
+class _LongNumber:
+    """An integer literal too long to convert; reported with its JSON path, never used."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | _LongNumber:
+    # int() refuses long literals with ValueError (and takes quadratic time below the limit).
+    if len(text) > _MAX_DIGITS:
+        return _LongNumber(len(text.lstrip("-")))
+    return int(text)
+
+
 def _read_json(path: Path) -> object:
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file not found: {path}; {_INIT_HINT}") from None
-    except IsADirectoryError:
-        raise ConfigError(
-            f"{path} is a folder; pass the configuration file, e.g. {path / CONFIG_FILE}"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+        data, _ = read_regular(path, limit=_MAX_CONFIG_BYTES)
+    except FileProblem as problem:
+        raise _file_error(path, problem) from None
+    text = _decode(data, path)
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"configuration file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8"
-        ) from None
-    try:
-        return json.loads(text, object_pairs_hook=_object_hook)
+        return json.loads(text, object_pairs_hook=_object_hook, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
-        raise ConfigError(
+        raise _config_error(
             f"invalid JSON in {path} at line {exc.lineno}, column {exc.colno}: {exc.msg}",
             problems=[f"line {exc.lineno}, column {exc.colno}: {exc.msg}"],
         ) from None
+    except RecursionError:
+        line, column = _line_column(text, _too_deep_at(text))
+        raise _invalid(path, [f"line {line}, column {column}: {_TOO_DEEP}"]) from None
+
+
+def _file_error(path: Path, problem: FileProblem) -> ConfigError:
+    if problem.kind == "missing":
+        return _config_error(f"configuration file not found: {path}; {_INIT_HINT}")
+    if problem.kind == "not_regular" and os.path.isdir(path):
+        return _config_error(
+            f"{path} is a folder; pass the configuration file, e.g. {path / CONFIG_FILE}"
+        )
+    if problem.kind == "too_large":
+        return _config_error(
+            f"configuration file {path} is larger than {_MAX_CONFIG_BYTES >> 20} MiB; "
+            "a claude.json is a few kilobytes: check that this is the right file"
+        )
+    return _config_error(f"cannot read configuration file {path}: {problem}")
+
+
+def _decode(data: bytes, path: Path) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise _invalid(path, ["line 1, column 1: the file is UTF-16; save it as UTF-8"])
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as Notepad writes
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
+        raise _invalid(
+            path,
+            [
+                f"line {line}, column {column}: byte 0x{data[exc.start]:02x} is not valid UTF-8; "
+                "save the file as UTF-8"
+            ],
+        ) from None
+
+
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _too_deep_at(text: str) -> int:
+    """The offset of the first bracket nested deeper than the limit (0 if none is)."""
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return match.start()
+        elif token in ("]", "}"):
+            depth -= 1
+    return 0
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+
+
+def _document_problems(raw: object) -> list[str]:
+    """What makes a document unsafe to validate: deep nesting, huge numbers, broken Unicode.
+
+    Iterative, so no document can exhaust the stack; checked before any field is looked at.
+    """
+    problems: list[str] = []
+    pending: list[tuple[object, str, int]] = [(raw, "", 0)]
+    while pending:
+        node, path, depth = pending.pop()
+        where = path or "(top level)"
+        if isinstance(node, _LongNumber):
+            problems.append(
+                f"{where}: a number of {node.digits} digits is too large; "
+                f"use one of at most {_MAX_DIGITS} digits"
+            )
+        elif isinstance(node, str) and _SURROGATE.search(node):
+            problems.append(f"{where}: {_SURROGATE_PROBLEM}")
+        elif isinstance(node, (dict, list)):
+            if depth >= _MAX_DEPTH:
+                problems.append(f"{where}: {_TOO_DEEP}")
+                continue
+            children: list[tuple[object, str, int]] = []
+            for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+                child_path = _key_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    problems.append(f"{child_path}: the key {_SURROGATE_PROBLEM}")
+                children.append((child, child_path, depth + 1))
+            pending.extend(reversed(children))
+    return problems
 
 
 def read_agent_prompt(spec: AgentSpec) -> tuple[str, str | None]:
-    """Return the agent's definition text and its contract text (None without a contract)."""
-    definition = _read_text(spec.name, "file", spec.file)
+    """Return the agent's definition text and its contract text (None without a contract).
+
+    The files are checked as at load, on every read: a regular file inside the config
+    folder, reached without following a link that leaves it, of at most 4 MiB.
+    """
+    definition = _read_text(spec, "file", spec.file)
     if not definition.strip():
-        raise ConfigError(
+        raise _config_error(
             f"agent {spec.name!r} definition file {spec.file} is empty; "
             "write the agent's role prompt in it"
         )
-    contract = None if spec.contract is None else _read_text(spec.name, "contract", spec.contract)
+    contract = None if spec.contract is None else _read_text(spec, "contract", spec.contract)
     return definition, contract
 
 
-def _read_text(agent: str, what: str, path: Path) -> str:
+def _read_text(spec: AgentSpec, what: str, path: Path) -> str:
+    root = spec.root if spec.root is not None else path.parent
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"agent {agent!r} {what} {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8"
+        data, _ = read_beneath(path, root, limit=_MAX_AGENT_FILE_BYTES)
+    except FileProblem as problem:
+        raise _config_error(
+            f"cannot read agent {spec.name!r} {what} {path}: {problem.summary}; {problem.fix}"
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read agent {agent!r} {what} {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _config_error(
+            f"agent {spec.name!r} {what} {path} is not valid UTF-8 (byte {exc.start}); "
+            "save it as UTF-8"
+        ) from None
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
-    """Load and validate a ``claude.json``; raise ConfigError listing every problem found."""
-    config_path = Path(os.path.abspath(os.fspath(path)))
+    """Load and validate a ``claude.json``; raise ConfigError listing every problem found.
+
+    At most 50 problems are listed in ``ConfigError.problems``; the message gives the total.
+    """
+    config_path = _absolute(path)
     raw = _read_json(config_path)
-    problems: list[str] = []
-    config = _build_config(raw, config_path, problems)
+    # A document that is not even an object gets that one problem, not a list of its contents.
+    problems = _document_problems(raw) if isinstance(raw, dict) else []
+    config = None if problems else _build_config(raw, config_path, problems)
     if problems or config is None:
-        raise ConfigError(f"invalid configuration in {config_path}", problems=problems)
+        raise _invalid(config_path, problems)
     return config
+
+
+def _absolute(path: object) -> Path:
+    try:
+        return Path(os.path.abspath(os.fspath(path)))  # type: ignore[call-overload]
+    except TypeError:
+        raise _config_error(
+            f"the configuration path must be a str or os.PathLike, got {type(path).__name__}"
+        ) from None
+    except OSError as exc:  # abspath of a relative path needs the current folder
+        raise _config_error(
+            f"cannot tell the current folder ({exc.strerror}); pass an absolute path"
+        ) from None
+
+
+def _invalid(config_path: Path, problems: list[str]) -> ConfigError:
+    message = f"invalid configuration in {config_path}"
+    if len(problems) > _MAX_SHOWN:
+        message += f" ({len(problems)} problems; the first {_MAX_SHOWN} are listed)"
+    return _config_error(message, problems[:_MAX_SHOWN])
 
 
 def _build_config(raw: object, config_path: Path, problems: list[str]) -> ProjectConfig | None:
@@ -277,6 +466,11 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
         problems.append("agents: field required (an object mapping agent names to definitions)")
     elif not isinstance(raw_agents, dict):
         problems.append(f"agents: expected an object, got {_json_type(raw_agents)}")
+    elif len(raw_agents) > _MAX_AGENTS:
+        problems.append(
+            f"agents: {len(raw_agents)} agents are defined, more than the {_MAX_AGENTS} "
+            "supported; split the project into several folders"
+        )
     else:
         _report_duplicates(raw_agents, "agents", problems)
         agents = _parse_agents(raw_agents, root, problems)
@@ -308,38 +502,38 @@ def _is_text(value: object) -> bool:
 
 
 def _expected_text(value: object) -> str:
-    return f"expected a non-empty string, got {_json_type(value)} {json.dumps(value)}"
+    return f"expected a non-empty string, got {_json_type(value)} {_show(value)}"
 
 
 # Optional agent fields: each checker returns None when the value is fine, else the message.
 def _check_domains(v: object) -> str | None:
     if isinstance(v, list) and all(_is_text(d) for d in v):
         return None
-    return f"expected an array of non-empty strings, got {json.dumps(v)}"
+    return f"expected an array of non-empty strings, got {_show(v)}"
 
 
 def _check_priority(v: object) -> str | None:
     if (isinstance(v, int) and not isinstance(v, bool)) or _is_text(v):
         return None
-    return f'expected an integer or a string like "high", got {_json_type(v)} {json.dumps(v)}'
+    return f'expected an integer or a string like "high", got {_json_type(v)} {_show(v)}'
 
 
 def _check_max_tokens(v: object) -> str | None:
     if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= _MAX_TOKENS_LIMIT:
         return None
-    return f"expected an integer from 1 to {_MAX_TOKENS_LIMIT}, got {json.dumps(v)}"
+    return f"expected an integer from 1 to {_MAX_TOKENS_LIMIT}, got {_show(v)}"
 
 
 def _check_temperature(v: object) -> str | None:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1:
         return None
-    return f"expected a number from 0 to 1, got {json.dumps(v)}"
+    return f"expected a number from 0 to 1, got {_show(v)}"
 
 
 def _check_cache_ttl(v: object) -> str | None:
     if v in _CACHE_TTLS:
         return None
-    return f"expected one of {', '.join(map(repr, _CACHE_TTLS))}, got {json.dumps(v)}"
+    return f"expected one of {', '.join(map(repr, _CACHE_TTLS))}, got {_show(v)}"
 
 
 def _check_text(v: object) -> str | None:
@@ -365,21 +559,20 @@ _PATH_FIELDS = ("file", "contract")
 def _parse_agents(
     raw_agents: Mapping[str, Any], root: Path, problems: list[str]
 ) -> dict[str, AgentSpec]:
-    real_root = root.resolve()
     agents: dict[str, AgentSpec] = {}
     for name, raw in raw_agents.items():
         path = _key_path("agents", name)
         name_problem = _name_problem("agent", name)
         if name_problem is not None:
             problems.append(f"{path}: {name_problem}")
-        spec = _parse_agent(name, raw, path, root, real_root, problems)
+        spec = _parse_agent(name, raw, path, root, problems)
         if spec is not None and name_problem is None:
             agents[name] = spec
     return agents
 
 
 def _parse_agent(
-    name: str, raw: object, path: str, root: Path, real_root: Path, problems: list[str]
+    name: str, raw: object, path: str, root: Path, problems: list[str]
 ) -> AgentSpec | None:
     if not isinstance(raw, dict):
         problems.append(f"{path}: expected an object with at least a 'file', got {_json_type(raw)}")
@@ -391,7 +584,7 @@ def _parse_agent(
     files: dict[str, Path] = {}
     for key in _PATH_FIELDS:
         if key in raw:
-            resolved = _agent_path(name, key, raw[key], f"{path}.{key}", root, real_root, problems)
+            resolved = _agent_path(name, key, raw[key], f"{path}.{key}", root, problems)
             if resolved is not None:
                 files[key] = resolved
     for key, check in _OPTIONAL_FIELDS.items():
@@ -414,45 +607,32 @@ def _parse_agent(
         cache_ttl=cast("CacheTTL | None", raw.get("cache_ttl")),
         description=raw.get("description"),
         extra=MappingProxyType({k: v for k, v in raw.items() if k not in known}),
+        root=root,
     )
 
 
 def _agent_path(
-    agent: str,
-    key: str,
-    value: object,
-    path: str,
-    root: Path,
-    real_root: Path,
-    problems: list[str],
+    agent: str, key: str, value: object, path: str, root: Path, problems: list[str]
 ) -> Path | None:
-    """Resolve an agent's file or contract, which must be an existing file inside ``root``."""
-    subject = f"agent {agent!r} {key}"
+    """Resolve an agent's file or contract, which must be a regular file inside ``root``.
+
+    The same check runs again at every read (:func:`read_agent_prompt`).
+    """
+    subject = f"agent {_show_text(agent)} {key}"
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{path}: {_expected_text(value)}")
         return None
     rule = f"agent files must live inside {root}; use a path relative to it"
     if PurePosixPath(value).is_absolute() or PureWindowsPath(value).drive:
-        problems.append(f"{path}: {subject} {value!r} is an absolute path; {rule}")
+        problems.append(f"{path}: {subject} {_show_text(value)} is an absolute path; {rule}")
         return None
-    lexical = Path(os.path.normpath(root / value))
-    if not lexical.is_relative_to(root):
-        problems.append(f"{path}: {subject} {value!r} uses '..' to leave {root}; {rule}")
+    if not Path(os.path.normpath(root / value)).is_relative_to(root):
+        problems.append(f"{path}: {subject} {_show_text(value)} uses '..' to leave {root}; {rule}")
         return None
     try:
-        resolved = (root / value).resolve(strict=False)
-    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL bytes
-        problems.append(f"{path}: {subject} {value!r} cannot be resolved ({exc}); {rule}")
-        return None
-    if not resolved.is_relative_to(real_root):
-        problems.append(
-            f"{path}: {subject} {value!r} goes through a symlink to {resolved}, "
-            f"outside {root}; {rule}"
-        )
-        return None
-    if not resolved.is_file():
-        state = "is not a file" if resolved.exists() else "not found"
-        problems.append(f"{path}: {subject} {state}: {resolved}; create it or fix the path")
+        _, resolved = read_beneath(root / value, root, limit=_MAX_AGENT_FILE_BYTES)
+    except FileProblem as problem:
+        problems.append(f"{path}: {subject} {_show_text(value)}: {problem}")
         return None
     return resolved
 
@@ -464,7 +644,8 @@ def _parse_workflows(
         problems.append(f"workflows: expected an object, got {_json_type(raw)}")
         return {}
     _report_duplicates(raw, "workflows", problems)
-    defined = list(declared)
+    # A dict: ordered for suggestions, O(1) membership for huge documents.
+    defined = dict.fromkeys(declared)
     workflows: dict[str, Workflow] = {}
     for name, steps in raw.items():
         path = _key_path("workflows", name)
@@ -475,7 +656,7 @@ def _parse_workflows(
         if not isinstance(steps, list) or not steps:
             problems.append(
                 f"{path}: expected a non-empty array of agent names or stages "
-                f"(arrays of agent names run concurrently), got {json.dumps(steps)}"
+                f"(arrays of agent names run concurrently), got {_show(steps)}"
             )
             continue
         stages = [
@@ -487,7 +668,7 @@ def _parse_workflows(
 
 
 def _parse_stage(
-    step: object, path: str, defined: list[str], problems: list[str]
+    step: object, path: str, defined: Mapping[str, None], problems: list[str]
 ) -> tuple[str, ...]:
     """Normalise one workflow step to a stage tuple: ``"a"`` -> ``("a",)``."""
     if isinstance(step, str):
@@ -500,7 +681,7 @@ def _parse_stage(
     if not step:
         problems.append(f"{path}: a stage needs at least one agent; remove the empty array")
         return ()
-    stage: list[str] = []
+    stage: dict[str, None] = {}
     for i, item in enumerate(step):
         item_path = f"{path}[{i}]"
         if not isinstance(item, str):
@@ -510,17 +691,21 @@ def _parse_stage(
             )
         elif item in stage:
             problems.append(
-                f"{item_path}: agent {item!r} appears twice in this stage; list it once"
+                f"{item_path}: agent {_show_text(item)} appears twice in this stage; list it once"
             )
         elif _check_reference(item, item_path, defined, problems):
-            stage.append(item)
+            stage[item] = None
     return tuple(stage)
 
 
-def _check_reference(name: str, path: str, defined: list[str], problems: list[str]) -> bool:
+def _check_reference(
+    name: str, path: str, defined: Mapping[str, None], problems: list[str]
+) -> bool:
     if name in defined:
         return True
-    message = f"{path}: agent {name!r} is not defined"
-    close = difflib.get_close_matches(name, defined, n=1)
+    message = f"{path}: agent {_show_text(name)} is not defined"
+    # difflib is quadratic: suggest only for names that could be valid, in problems shown.
+    useful = len(name) <= 64 and len(problems) < _MAX_SHOWN and len(defined) <= 1000
+    close = difflib.get_close_matches(name, defined, n=1) if useful else []
     problems.append(message + (f"; did you mean {close[0]!r}?" if close else ""))
     return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import sys
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ._config import CONFIG_DIR, CONFIG_FILE
 from ._errors import InvalidArgumentError
+from ._files import shown
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -28,8 +30,16 @@ def init_project(dest: Path, *, force: bool = False) -> list[Path]:
 
     Without ``force`` nothing is written if any template file already exists. With ``force``
     only the template files are overwritten; every other file the user has is left alone.
+    Every failure is an InvalidArgumentError naming the folder, the cause and the fix.
     """
     dest = Path(dest)
+    try:
+        return _init(dest, force)
+    except (OSError, ValueError) as exc:
+        raise _init_error(dest, exc) from None
+
+
+def _init(dest: Path, force: bool) -> list[Path]:
     if dest.exists() and not dest.is_dir():
         raise InvalidArgumentError(f"cannot initialise {dest}: it is a file, not a folder")
     target = dest / CONFIG_DIR
@@ -55,6 +65,31 @@ def init_project(dest: Path, *, force: bool = False) -> list[Path]:
         _replace_file(path, data)
         written.append(path)
     return written
+
+
+_FIXES = {
+    errno.EACCES: "check the folder's permissions, or choose a folder you can write to",
+    errno.EPERM: "check the folder's permissions, or choose a folder you can write to",
+    errno.EROFS: "the file system is read-only; choose a folder on a writable disk",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.ENOTDIR: "a file stands where a folder is needed; move it away or choose another folder",
+    errno.EEXIST: "a file stands where a folder is needed; move it away and run init again",
+    errno.ENOSPC: "free some disk space and run init again",
+    errno.EDQUOT: "free some of your disk quota and run init again",
+}
+
+
+def _init_error(dest: Path, exc: OSError | ValueError) -> InvalidArgumentError:
+    if not isinstance(exc, OSError):  # a NUL byte or an unencodable name
+        return InvalidArgumentError(
+            f"cannot initialise {shown(dest)}: the path is not a valid file name ({exc}); "
+            "choose another folder"
+        )
+    named = isinstance(exc.filename, (str, os.PathLike))
+    where = shown(exc.filename) if named else shown(dest)
+    reason = exc.strerror or type(exc).__name__
+    fix = _FIXES.get(exc.errno or 0, "check the path and run init again")
+    return InvalidArgumentError(f"cannot initialise {shown(dest)}: {where}: {reason}; {fix}")
 
 
 def _template_files() -> list[tuple[PurePosixPath, bytes]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from claude_force import _config
+from claude_force import _config, _files
 from claude_force._config import (
     DEFAULT_MODEL,
     AgentSpec,
@@ -138,6 +138,7 @@ def test_optional_agent_fields_and_unknown_keys_are_kept(tmp_path: Path) -> None
         cache_ttl="1h",
         description="A",
         extra={"skills": ["docx"]},
+        root=tmp_path / ".claude",
     )
     assert isinstance(spec.temperature, float)
     assert config.default_model == "claude-opus-4-7"
@@ -214,8 +215,10 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
     assert "expected an integer from 1 to 128000, got 0" in text
     assert "expected a number from 0 to 1, got 1.5" in text
     assert "expected one of '5m', '1h', got \"10m\"" in text
-    assert f"agent 'gone' file not found: {root / 'agents' / 'missing.md'}" in text
-    assert f"agent 'gone' contract not found: {root / 'contracts' / 'missing.contract'}" in text
+    missing = root / "agents" / "missing.md"
+    assert f"agent 'gone' file 'agents/missing.md': {missing} does not exist; create it" in text
+    missing = root / "contracts" / "missing.contract"
+    assert f"agent 'gone' contract 'contracts/missing.contract': {missing} does not" in text
     assert "agent 'reviewer' appears twice in this stage" in text
     assert "invalid agent name 'bad name'" in text
     assert "rename it, e.g. 'bad-name'" in text
@@ -278,8 +281,9 @@ def test_json_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
 def test_config_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path = make_project(tmp_path, "{}")
     path.write_bytes(b'{"agents": {"\xff": {}}}')
-    with pytest.raises(ConfigError, match=r"is not valid UTF-8 \(byte 13\); save it as UTF-8"):
-        load_config(path)
+    assert problems_of(path) == [
+        "line 1, column 14: byte 0xff is not valid UTF-8; save the file as UTF-8"
+    ]
 
 
 def test_missing_config_suggests_init(tmp_path: Path) -> None:
@@ -323,8 +327,8 @@ def test_symlink_escaping_the_config_folder_is_refused(tmp_path: Path) -> None:
     (path.parent / "agents" / "link.md").symlink_to(outside)
     problems = problems_of(path)
     assert len(problems) == 1
-    assert problems[0].startswith("agents.a.file: agent 'a' file 'agents/link.md' goes through")
-    assert str(outside.resolve()) in problems[0]
+    assert problems[0].startswith("agents.a.file: agent 'a' file 'agents/link.md': ")
+    assert f"goes through a symlink to {outside.resolve()}, outside" in problems[0]
 
 
 def test_symlinked_folder_escaping_the_config_folder_is_refused(tmp_path: Path) -> None:
@@ -344,7 +348,11 @@ def test_symlink_inside_the_config_folder_is_allowed(tmp_path: Path) -> None:
 
 def test_folder_given_as_agent_file_is_refused(tmp_path: Path) -> None:
     path = make_project(tmp_path, one_agent(file="agents"))
-    assert problems_of(path)[0].startswith("agents.a.file: agent 'a' file is not a file:")
+    folder = (path.parent / "agents").resolve()
+    assert problems_of(path) == [
+        f"agents.a.file: agent 'a' file 'agents': {folder} is a folder, not a regular file; "
+        "use a regular file"
+    ]
 
 
 # --------------------------------------------------------------------------- lookups
@@ -463,18 +471,22 @@ def test_default_model_is_current_in_the_installed_sdk() -> None:
     assert DEFAULT_MODEL not in DEPRECATED_MODELS
 
 
-def test_config_module_imports_only_the_stdlib_and_errors() -> None:
-    # The CLI loads the config before it needs the SDK, so this module must not pull it in
-    # (a subprocess check would also see whatever claude_force/__init__.py imports).
-    tree = ast.parse(Path(_config.__file__).read_text(encoding="utf-8"))
+def _imports_of(module: Any) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported = {
         (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
         for node in ast.walk(tree)
         if isinstance(node, (ast.Import, ast.ImportFrom))
         for alias in node.names
     }
-    third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
-    assert third_party == {"_errors"}
+    return {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+
+
+def test_config_module_imports_only_the_stdlib_and_errors() -> None:
+    # The CLI loads the config before it needs the SDK, so this module must not pull it in
+    # (a subprocess check would also see whatever claude_force/__init__.py imports).
+    assert _imports_of(_config) == {"_errors", "_files"}
+    assert _imports_of(_files) == set()
 
 
 def test_docstring_examples_run() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from claude_force._config import load_config, read_agent_prompt
 from claude_force._errors import InvalidArgumentError
 from claude_force._scaffold import init_project
+from claude_force.cli import cli
+from claude_force.cli._common import run_guarded
 
 EXPECTED = {
     "claude.json",
@@ -128,3 +131,79 @@ def test_init_refuses_when_dot_claude_is_a_file(tmp_path: Path) -> None:
     (tmp_path / ".claude").write_text("x", encoding="utf-8")
     with pytest.raises(InvalidArgumentError, match=r"\.claude is a file; move it away"):
         init_project(tmp_path, force=True)
+
+
+# --------------------------------------------------------------------------- unwritable places
+
+
+def init_refused(dest: Path) -> str:
+    with pytest.raises(InvalidArgumentError) as info:
+        init_project(dest)
+    message = str(info.value)
+    assert message.startswith(f"cannot initialise {dest}: ")
+    return message
+
+
+def test_init_below_a_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    message = init_refused(tmp_path / "file.txt" / "project")
+    assert "a file stands where a folder is needed" in message
+
+
+def test_init_with_a_file_where_the_agents_folder_goes(tmp_path: Path) -> None:
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".claude" / "agents").write_text("x", encoding="utf-8")
+    message = init_refused(tmp_path)
+    assert f"{tmp_path / '.claude' / 'agents'}: File exists" in message
+    assert "move it away and run init again" in message
+    assert not (tmp_path / ".claude" / "claude.json").exists()
+
+
+def test_init_with_a_name_too_long(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        init_project(tmp_path / ("x" * 300))
+    message = str(info.value)
+    assert message.startswith(f"cannot initialise {tmp_path}/xxx")
+    assert "... (" in message  # the path is cut to a readable length
+    assert message.endswith(": File name too long; use a shorter path")
+
+
+def test_init_with_a_nul_byte_in_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        init_project(tmp_path / "a\x00b")
+    assert str(info.value) == (
+        f"cannot initialise {tmp_path}/a\\x00b: the path is not a valid file name "
+        "(embedded null byte); choose another folder"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        (errno.EACCES, "check the folder's permissions"),
+        (errno.EROFS, "the file system is read-only"),
+        (errno.ENOSPC, "free some disk space"),
+    ],
+)
+def test_init_when_the_disk_refuses_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fix: str
+) -> None:
+    # Injected: the suite may run as root, for whom permissions never refuse a write.
+    def refuse(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        raise OSError(code, os.strerror(code), dst)
+
+    monkeypatch.setattr("claude_force._scaffold.os.replace", refuse)
+    message = init_refused(tmp_path)
+    assert f"{os.strerror(code)}; {fix}" in message
+    assert not [p for p in (tmp_path / ".claude").rglob("*") if p.is_file()]  # no temp files
+
+
+def test_cli_init_into_an_unwritable_place_prints_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    assert run_guarded(cli, ["init", str(tmp_path / "file.txt" / "project")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("error: cannot initialise")
+    assert "a file stands where a folder is needed" in " ".join(err.split())

@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 from .._errors import CacheDirectoryError, InvalidArgumentError
+from .._files import FileProblem, read_regular, shown
 from ._paths import default_config_dir, ensure_private_dir
 
 __all__ = ["ENV_VAR", "SECRET_FILE_NAME", "load_secret"]
@@ -21,6 +22,10 @@ ENV_VAR = "CLAUDE_CACHE_SECRET"
 SECRET_FILE_NAME = "cache-secret"
 _SECRET_BYTES = 32
 _MIN_BYTES = 16
+_MAX_FILE_BYTES = 4096  # the file holds 65 characters; anything much larger is not ours
+_REPLACE = (
+    f"remove it (a new secret is generated and existing cache entries then miss), or set {ENV_VAR}"
+)
 
 
 def _as_bytes(secret: str | bytes, origin: str) -> bytes:
@@ -33,25 +38,41 @@ def _as_bytes(secret: str | bytes, origin: str) -> bytes:
     return raw
 
 
-def _read_secret_file(path: Path) -> bytes:
-    info = path.stat()
-    fix = f"run `chmod 600 {path}`, or delete it to generate a new secret"
-    if info.st_uid != os.getuid():
-        raise CacheDirectoryError(f"cache secret file {path} is owned by uid {info.st_uid}; {fix}")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CacheDirectoryError(
-            f"cache secret file {path} is readable or writable by other users "
-            f"(mode {stat.S_IMODE(info.st_mode):o}); {fix}"
-        )
-    text = path.read_text(encoding="ascii", errors="replace").strip()
+def _refuse(problem: str, fix: str) -> CacheDirectoryError:
+    return CacheDirectoryError(f"cache secret file {problem}; {fix}")
+
+
+def _read_secret_file(path: Path) -> bytes | None:
+    """The secret in ``path``, or None when there is no file yet.
+
+    The file must be our own regular file: opened without following a link (a link could
+    point at any file of the user) and without blocking (a FIFO would hang every run).
+    """
     try:
-        raw = bytes.fromhex(text)
-    except ValueError:
+        data, info = read_regular(path, limit=_MAX_FILE_BYTES, follow_links=False)
+    except FileProblem as problem:
+        if problem.kind == "missing" and not os.path.lexists(path):
+            return None
+        if problem.kind == "unreadable":
+            raise _refuse(problem.summary, f"{problem.fix}, or set {ENV_VAR}") from None
+        raise _refuse(problem.summary, _REPLACE) from None
+    fix = f"run `chmod 600 {shown(path)}`, or delete it to generate a new secret"
+    if info.st_uid != os.getuid():
+        raise _refuse(f"{shown(path)} is owned by uid {info.st_uid}", fix)
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise _refuse(
+            f"{shown(path)} is readable or writable by other users "
+            f"(mode {stat.S_IMODE(info.st_mode):o})",
+            fix,
+        )
+    try:
+        raw = bytes.fromhex(data.decode("ascii").strip())
+    except ValueError:  # UnicodeDecodeError included
         raw = b""
     if len(raw) < _MIN_BYTES:
-        raise CacheDirectoryError(
-            f"cache secret file {path} does not hold a hex secret of at least {_MIN_BYTES} "
-            "bytes; delete it to generate a new one (existing cache entries will then miss)"
+        raise _refuse(
+            f"{shown(path)} does not hold a hex secret of at least {_MIN_BYTES} bytes",
+            "delete it to generate a new one (existing cache entries will then miss)",
         )
     return raw
 
@@ -61,7 +82,8 @@ def _create_secret_file(path: Path) -> None:
     # fails if the name exists: a reader never sees a half-written file, and when several
     # processes race exactly one secret wins and the others read it.
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # O_EXCL: never reuses or follows anything already at the name; 0600 from the start.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(secrets.token_bytes(_SECRET_BYTES).hex() + "\n")
@@ -87,12 +109,17 @@ def load_secret(secret: str | bytes | None = None, *, config_dir: Path | None = 
         other=f"set {ENV_VAR} or pass cache_secret",
     )
     path = folder / SECRET_FILE_NAME
-    if not path.exists():
-        try:
-            _create_secret_file(path)
-        except OSError as exc:
-            raise CacheDirectoryError(
-                f"cannot create the cache secret file {path} ({exc.strerror}); "
-                f"set {ENV_VAR} or pass cache_secret"
-            ) from exc
-    return _read_secret_file(path)
+    secret = _read_secret_file(path)
+    if secret is not None:
+        return secret
+    try:
+        _create_secret_file(path)
+    except OSError as exc:
+        raise _refuse(
+            f"{shown(path)} cannot be created ({exc.strerror})",
+            f"set {ENV_VAR} or pass cache_secret",
+        ) from exc
+    secret = _read_secret_file(path)
+    if secret is None:  # deleted between our write and our read
+        raise _refuse(f"{shown(path)} disappeared as it was created", "run again")
+    return secret
