@@ -19,9 +19,8 @@ from claude_force._budget import (
     worst_case_cost,
 )
 from claude_force._errors import APIError
-from claude_force._orchestrator import TaskSpec
 from claude_force._pricing import PriceTable
-from claude_force._request import Request, SystemPrompt
+from claude_force._request import Request, SystemPrompt, TaskSpec
 from claude_force._transport import Transport
 from claude_force.testing import Fault, Simulator
 from claude_force.testing._simulator import COUNT_TOKENS_PATH, MESSAGES_PATH

@@ -118,7 +118,7 @@ def test_bad_arguments_name_the_value(
 
 def test_arguments_are_keywords_only(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="positional"):
-        ResponseCache(tmp_path, 1, 2)  # type: ignore[misc]
+        ResponseCache(tmp_path, 1, 2)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="verify_integrity"):
         ResponseCache(cache_dir=tmp_path, verify_integrity=False)  # type: ignore[call-arg]
     with ResponseCache(

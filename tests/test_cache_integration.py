@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def test_production_snippet_second_call_cached_edit_misses(
     monkeypatch.chdir(project.parent.parent)
     sim = production_env
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> list[Mapping[str, Any]]:
         orchestrator = production_orchestrator()
         async with orchestrator:
             first = await orchestrator.execute_agent("code-reviewer", "Review auth.py")
@@ -139,7 +140,10 @@ def test_cache_cli(
         '{"agent": "code-reviewer", "task": "a"}\n{"agent": "doc-writer", "task": "b"}\n',
         encoding="utf-8",
     )
-    run = lambda *a: run_guarded(cli, list(a))  # noqa: E731
+
+    def run(*argv: str) -> int:
+        return run_guarded(cli, list(argv))
+
     assert run("cache", "warm", str(tasks), "--json", "-c", str(project)) == 0
     assert json.loads(capsys.readouterr().out) == {"already_cached": 0, "stored": 2, "failed": 0}
     assert run("cache", "warm", str(tasks), "--json", "-c", str(project)) == 0

@@ -81,7 +81,7 @@ def test_requests_bucket_refuses_with_retry_after_and_headers(
     assert remaining == [2, 1, 0]
     err = refused(client)
     assert err.status_code == 429
-    assert err.body["error"]["type"] == "rate_limit_error"  # type: ignore[index, call-overload]
+    assert err.body["error"]["type"] == "rate_limit_error"
     assert "3 requests per minute" in err.message
     # One request refills every 20 s; whole seconds as the service sends them.
     assert err.response.headers["retry-after"] == "20"
