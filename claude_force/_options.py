@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ._budget import Budget
-from ._errors import InvalidArgumentError
+from ._errors import CacheDirectoryError, InvalidArgumentError
 from ._request import DEFAULT_MAX_TASK_CHARS, CacheTTL
+from ._warnings import OnceLog
 from .cache import ResponseCache
 
 __all__ = ["OPTION_NAMES", "OrchestratorOptions"]
@@ -81,22 +83,25 @@ class OrchestratorOptions:
                 f"budget must be a claude_force.Budget, got {type(self.budget).__name__}"
             )
 
-    def open_cache(self) -> ResponseCache:
+    def open_cache(self, log: OnceLog) -> ResponseCache | None:
         """The response cache these options describe (the given one, else a new one).
 
-        Raises :class:`CacheDirectoryError` (or ``OSError``/``sqlite3.Error``) when its
-        folder cannot be used.
+        A cache whose folder cannot be used is a warning and None: calls then run uncached.
         """
         if self.response_cache is not None:
             return self.response_cache
-        return ResponseCache(
-            cache_dir=None if self.cache_dir is None else Path(self.cache_dir),
-            ttl_hours=self.cache_ttl_hours,
-            max_size_mb=self.cache_max_size_mb,
-            exclude_agents=self.cache_exclude_agents,
-            redis_url=self.cache_redis_url,
-            cache_secret=self.cache_secret,
-        )
+        try:
+            return ResponseCache(
+                cache_dir=None if self.cache_dir is None else Path(self.cache_dir),
+                ttl_hours=self.cache_ttl_hours,
+                max_size_mb=self.cache_max_size_mb,
+                exclude_agents=self.cache_exclude_agents,
+                redis_url=self.cache_redis_url,
+                cache_secret=self.cache_secret,
+            )
+        except (CacheDirectoryError, OSError, sqlite3.Error) as exc:
+            log.warn("cache", f"the response cache cannot be used ({exc}); running uncached")
+            return None
 
 
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(OrchestratorOptions))

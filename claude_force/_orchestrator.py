@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import time
 import uuid
 import weakref
@@ -17,8 +16,8 @@ from typing import Any
 from ._aio import off_loop
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
-from ._errors import APIError, BudgetExceeded, CacheDirectoryError, InvalidArgumentError
-from ._ledger import Ledger, LedgerRow
+from ._errors import APIError, BudgetExceeded, InvalidArgumentError
+from ._ledger import Ledger
 from ._options import OPTION_NAMES, OrchestratorOptions
 from ._outcomes import (
     budget_result,
@@ -30,7 +29,7 @@ from ._outcomes import (
 )
 from ._pricing import PriceTable
 from ._record import CallContext, Recorder
-from ._reports import Report, UsageReports
+from ._reports import UsageReportMethods, UsageReports
 from ._request import (
     DEFAULT_MAX_TASK_CHARS,
     NOT_GIVEN,
@@ -53,7 +52,7 @@ __all__ = ["AsyncAgentOrchestrator"]
 TaskLike = TaskSpec | tuple[str, str] | Mapping[str, Any]
 
 
-class AsyncAgentOrchestrator:
+class AsyncAgentOrchestrator(UsageReportMethods):
     """Runs agents from ``.claude/claude.json`` against the Claude Messages API.
 
     ::
@@ -350,18 +349,10 @@ class AsyncAgentOrchestrator:
     @property
     def response_cache(self) -> ResponseCache | None:
         """The response cache, or None when disabled or unusable (a warning says why)."""
-        if not self.options.enable_cache or self._cache_failed:
-            return None
-        if self._cache is None:
-            try:
-                self._cache = self.options.open_cache()
-            except (CacheDirectoryError, OSError, sqlite3.Error) as exc:
-                self._cache_failed = True
-                self._log.warn(
-                    "cache", f"the response cache cannot be used ({exc}); running uncached"
-                )
-                return None
-        return self._cache
+        if self._cache is None and self.options.enable_cache and not self._cache_failed:
+            self._cache = self.options.open_cache(self._log)
+            self._cache_failed = self._cache is None
+        return self._cache if self.options.enable_cache else None
 
     @property
     def ledger(self) -> Ledger:
@@ -374,25 +365,3 @@ class AsyncAgentOrchestrator:
     def reports(self) -> UsageReports:
         """Reports over the usage ledger; they work on a read-only or missing ledger too."""
         return UsageReports(self.ledger_path, prices=self.prices, open_ledger=self._recorder.opened)
-
-    def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
-        """Ledger rows, optionally since an epoch time or a span like ``"24h"``."""
-        return self.reports.rows(since)
-
-    def usage_summary(self, since: float | str | None = None) -> Report:
-        """Calls, success rate, tokens, cost, savings, latency and hit rate."""
-        return self.reports.summary(since)
-
-    def usage_by_agent(self, since: float | str | None = None) -> dict[str, Report]:
-        return self.reports.by_agent(since)
-
-    def usage_by_model(self, since: float | str | None = None) -> dict[str, Report]:
-        return self.reports.by_model(since)
-
-    def usage_by_run(self, since: float | str | None = None) -> dict[str, Report]:
-        """One report per workflow run, oldest first."""
-        return self.reports.by_run(since)
-
-    def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
-        """The ledger rows as ``csv`` or ``json`` text."""
-        return self.reports.export(fmt, since)

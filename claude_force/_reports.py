@@ -17,6 +17,7 @@ and the ``metrics`` command show.
 
 from __future__ import annotations
 
+import abc
 import csv
 import io
 import json
@@ -38,6 +39,7 @@ from ._usage import Usage
 __all__ = [
     "EMPTY_MESSAGE",
     "Report",
+    "UsageReportMethods",
     "UsageReports",
     "by_agent",
     "by_model",
@@ -421,3 +423,36 @@ class UsageReports:
                 f"export format must be one of {sorted(_EXPORTS)}, got {fmt!r}"
             )
         return render(self.rows(since))
+
+
+class UsageReportMethods(abc.ABC):
+    """The orchestrators' report methods, one implementation for both doors.
+
+    A class using it provides ``reports``; each method reads the ledger through it.
+    """
+
+    @property
+    @abc.abstractmethod
+    def reports(self) -> UsageReports: ...
+
+    def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
+        """Ledger rows, optionally since an epoch time or a span like ``"24h"``."""
+        return self.reports.rows(since)
+
+    def usage_summary(self, since: float | str | None = None) -> Report:
+        """Calls, success rate, tokens, cost, savings, latency and hit rate."""
+        return self.reports.summary(since)
+
+    def usage_by_agent(self, since: float | str | None = None) -> dict[str, Report]:
+        return self.reports.by_agent(since)
+
+    def usage_by_model(self, since: float | str | None = None) -> dict[str, Report]:
+        return self.reports.by_model(since)
+
+    def usage_by_run(self, since: float | str | None = None) -> dict[str, Report]:
+        """One report per workflow run, oldest first."""
+        return self.reports.by_run(since)
+
+    def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
+        """The ledger rows as ``csv`` or ``json`` text."""
+        return self.reports.export(fmt, since)

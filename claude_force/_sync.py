@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
-from ._ledger import Ledger, LedgerRow
+from ._ledger import Ledger
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator, TaskLike
 from ._pricing import PriceTable
-from ._reports import Report, UsageReports
+from ._reports import UsageReportMethods, UsageReports
 from ._request import NOT_GIVEN, CacheTTL, NotGiven
 from ._results import AgentResult, WorkflowResult
 from ._workflow import StepEvent
@@ -33,7 +33,7 @@ __all__ = ["AgentOrchestrator"]
 T = TypeVar("T")
 
 
-class AgentOrchestrator:
+class AgentOrchestrator(UsageReportMethods):
     """Synchronous front door over :class:`AsyncAgentOrchestrator`.
 
     Takes the same arguments and offers every public method of the async core under the same
@@ -210,24 +210,6 @@ class AgentOrchestrator:
                 refresh=refresh,
             )
         )
-
-    def usage_rows(self, since: float | str | None = None) -> list[LedgerRow]:
-        return self._core.usage_rows(since)
-
-    def usage_summary(self, since: float | str | None = None) -> Report:
-        return self._core.usage_summary(since)
-
-    def usage_by_agent(self, since: float | str | None = None) -> dict[str, Report]:
-        return self._core.usage_by_agent(since)
-
-    def usage_by_model(self, since: float | str | None = None) -> dict[str, Report]:
-        return self._core.usage_by_model(since)
-
-    def usage_by_run(self, since: float | str | None = None) -> dict[str, Report]:
-        return self._core.usage_by_run(since)
-
-    def export_usage(self, fmt: str = "csv", since: float | str | None = None) -> str:
-        return self._core.export_usage(fmt, since)
 
 
 def _stop_loop(
