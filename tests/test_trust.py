@@ -8,6 +8,7 @@ the next identical call is answered from the cache wherever the cache still work
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import subprocess
@@ -137,9 +138,12 @@ def test_many_orchestrators_leak_no_threads_or_files(project: Path, sim: Simulat
 
     one_async_run()
     one_sync()  # warm up: imports, the SDK, the first cache and ledger files
-    threads, fds = threading.active_count(), _open_fds()
+    gc.collect()
+    threads, fds = set(threading.enumerate()), _open_fds()
     for _ in range(25):
         one_async_run()
         one_sync()
-    assert threading.active_count() <= threads
+    gc.collect()
+    left = [t.name for t in set(threading.enumerate()) - threads]
+    assert left == [], f"threads left running: {left}"
     assert _open_fds() <= fds + 2, "open file descriptors grew"
