@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,10 +325,8 @@ db.execute("COMMIT")
 """
 
 
-async def _worst_stall(
-    cache: ResponseCache, values: list[dict[str, Any]], async_set: bool
-) -> float:
-    """Worst event-loop lag (ms) while 20 tasks each miss, store and hit, until stored."""
+async def _loop_lag(work: Callable[[], Awaitable[object]]) -> float:
+    """Worst event-loop lag (ms) seen by a 1 ms ticker while ``work`` runs."""
     worst = 0.0
     done = asyncio.Event()
 
@@ -339,6 +337,19 @@ async def _worst_stall(
             await asyncio.sleep(0.001)
             worst = max(worst, time.perf_counter() - start - 0.001)
 
+    watcher = asyncio.create_task(monitor())
+    await asyncio.sleep(0.01)
+    await work()
+    done.set()
+    await watcher
+    return worst * 1000
+
+
+async def _worst_stall(
+    cache: ResponseCache, values: list[dict[str, Any]], async_set: bool
+) -> float:
+    """Worst event-loop lag (ms) while 20 tasks each miss, store and hit, until stored."""
+
     async def call(i: int) -> None:
         k = key_of(40_000_000 + i + (100 if async_set else 0))
         assert await cache.aget(k) is None
@@ -348,13 +359,72 @@ async def _worst_stall(
             cache.set(k, values[i % len(values)])
         assert await cache.aget(k) is not None
 
-    watcher = asyncio.create_task(monitor())
-    await asyncio.sleep(0.01)
-    await asyncio.gather(*(call(i) for i in range(20)))
-    await cache.aflush()  # off the loop: returns once the other process lets go
-    done.set()
-    await watcher
-    return worst * 1000
+    async def work() -> None:
+        await asyncio.gather(*(call(i) for i in range(20)))
+        await cache.aflush()  # off the loop: returns once the other process lets go
+
+    return await _loop_lag(work)
+
+
+def _hold_lock(database: Path, seconds: str) -> subprocess.Popen[str]:
+    locker = subprocess.Popen(
+        [sys.executable, "-c", _LOCKER, str(database), seconds], stdout=subprocess.PIPE, text=True
+    )
+    assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+    return locker
+
+
+def rows_stall_orchestrator(b: Bench) -> list[Row]:
+    """20 concurrent ``execute_agent`` misses (cache on) while another process holds the
+    cache's write lock: the answers are stored by the writer thread, never on the loop."""
+    from claude_force import AsyncAgentOrchestrator, init_project
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import simulator_process
+
+    init_project(b.workdir / "stall-project")
+    config = b.workdir / "stall-project" / ".claude" / "claude.json"
+    folder = b.workdir / "stall-orch"
+    hold = "0.5" if b.repeats < 7 else "1.0"
+
+    async def run(base_url: str, locked: bool) -> float:
+        async with AsyncAgentOrchestrator(
+            config,
+            api_key="bench",
+            base_url=base_url,
+            cache_dir=folder,
+            cache_secret=SECRET.decode(),
+        ) as orch:
+            await orch.execute_agent("code-reviewer", "warm up")  # SDK import, files open
+            locker = _hold_lock(folder / "cache.db", hold) if locked else None
+            run_id = time.perf_counter_ns()  # every run misses
+
+            async def work() -> None:
+                tasks = [
+                    orch.execute_agent("code-reviewer", f"stall {run_id} {i}") for i in range(20)
+                ]
+                results = await asyncio.gather(*tasks)
+                assert all(r.success and not r.cached for r in results)
+
+            lag = await _loop_lag(work)
+        assert locker is None or locker.wait(30) == 0
+        return lag
+
+    with simulator_process(latency_ms=20) as base_url:
+        free = statistics.median(asyncio.run(run(base_url, False)) for _ in range(3))
+        held = statistics.median(asyncio.run(run(base_url, True)) for _ in range(3))
+    return [
+        Row("loop stall, 20 execute_agent, no lock", free, "ms"),
+        Row(
+            f"loop stall, 20 execute_agent, lock held {hold} s",
+            held,
+            "ms",
+            "no lock",
+            free,
+            goal="<= 50 ms",
+            goal_abs=50,
+        ),
+    ]
 
 
 def rows_stall(b: Bench) -> list[Row]:
@@ -363,12 +433,7 @@ def rows_stall(b: Bench) -> list[Row]:
     stalls = {}
     for async_set in (False, True):
         cache = ResponseCache(cache_dir=folder, cache_secret=SECRET)
-        locker = subprocess.Popen(
-            [sys.executable, "-c", _LOCKER, str(folder / "cache.db"), hold],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+        locker = _hold_lock(folder / "cache.db", hold)
         stalls[async_set] = asyncio.run(_worst_stall(cache, b.values, async_set))
         assert locker.wait(30) == 0
         locker.stdout.close()
@@ -395,6 +460,7 @@ ROW_BUILDERS: list[Callable[[Bench], list[Row]]] = [
     rows_big,
     rows_async_hits,
     rows_stall,
+    rows_stall_orchestrator,
     rows_end_to_end,
 ]
 
@@ -417,6 +483,7 @@ def render(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", default="", help="run only row builders whose name has this")
     args = parser.parse_args(argv)
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp:
@@ -430,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.values = [make_value(rng) for _ in range(bench.hit_entries)]
         rows: list[Row] = []
         for build in ROW_BUILDERS:
-            rows.extend(build(bench))
+            if args.only in build.__name__:
+                rows.extend(build(bench))
     print(f"python {sys.version.split()[0]}, medians of {bench.repeats} repetitions")
     print(render(rows))
     return 0
