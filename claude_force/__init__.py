@@ -18,6 +18,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._ledger import Ledger, LedgerRow
+from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
 from ._pricing import PriceTable
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidArgumentError",
     "Ledger",
     "LedgerRow",
+    "Metrics",
     "OrchestratorOptions",
     "PriceTable",
     "ProjectConfig",

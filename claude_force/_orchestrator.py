@@ -18,6 +18,7 @@ from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
+from ._metrics import Metrics
 from ._options import OPTION_NAMES, OrchestratorOptions
 from ._outcomes import (
     budget_result,
@@ -353,6 +354,11 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             self._cache = self.options.open_cache(self._log)
             self._cache_failed = self._cache is None
         return self._cache if self.options.enable_cache else None
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """Live Prometheus counters of this orchestrator's calls (None with metrics off)."""
+        return self._recorder.metrics
 
     @property
     def ledger(self) -> Ledger:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
 from ._ledger import Ledger
+from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator, TaskLike
 from ._pricing import PriceTable
@@ -121,6 +122,10 @@ class AgentOrchestrator(UsageReportMethods):
     @property
     def ledger(self) -> Ledger:
         return self._core.ledger
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self._core.metrics
 
     @property
     def reports(self) -> UsageReports:
