@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 import weakref
@@ -127,6 +128,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         )
         self._cache = response_cache
         self._cache_failed = False
+        self._cache_lock = threading.Lock()
         self._log = OnceLog(logging.getLogger("claude_force"))
         self._flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight] = (
             weakref.WeakKeyDictionary()
@@ -236,9 +238,10 @@ class AsyncAgentOrchestrator(UsageReportMethods):
 
         Returns counts: ``already_cached``, ``stored`` and ``failed``.
         """
-        if not self.options.enable_cache:
+        if await asyncio.to_thread(lambda: self.response_cache) is None:
             raise InvalidArgumentError(
-                "the response cache is off (enable_cache=False); warming needs it on"
+                "the response cache is off or unusable (enable_cache=False, or a warning "
+                "said why); warming needs it on"
             )
         results = await self.execute_multiple(tasks)
         cached = sum(1 for r in results if r.success and r.cached)
@@ -291,8 +294,11 @@ class AsyncAgentOrchestrator(UsageReportMethods):
 
     async def _run(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
         """Answer from the cache when allowed, else upstream; identical misses share a call."""
-        cache = self.response_cache if ctx.use_cache else None
-        if cache is None or cache.is_excluded(agent):
+        cache = self._cache if self.options.enable_cache else None
+        if cache is None and ctx.use_cache and self.options.enable_cache:
+            # Opening may wait for another process's lock on the database: not on the loop.
+            cache = await asyncio.to_thread(lambda: self.response_cache)
+        if cache is None or not ctx.use_cache or cache.is_excluded(agent):
             return await self._send(agent, request, ctx, None)
         started = time.perf_counter()
         key = cache_key(request)
@@ -349,11 +355,14 @@ class AsyncAgentOrchestrator(UsageReportMethods):
 
     @property
     def response_cache(self) -> ResponseCache | None:
-        """The response cache, or None when disabled or unusable (a warning says why)."""
-        if self._cache is None and self.options.enable_cache and not self._cache_failed:
-            self._cache = self.options.open_cache(self._log)
-            self._cache_failed = self._cache is None
-        return self._cache if self.options.enable_cache else None
+        """The response cache (opened on first use), or None when disabled or unusable."""
+        if not self.options.enable_cache:
+            return None
+        with self._cache_lock:  # one opener, even from many threads
+            if self._cache is None and not self._cache_failed:
+                self._cache = self.options.open_cache(self._log)
+                self._cache_failed = self._cache is None
+        return self._cache
 
     @property
     def metrics(self) -> Metrics | None:

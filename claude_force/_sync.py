@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
+from ._errors import UsageError
 from ._ledger import Ledger
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
@@ -84,6 +85,14 @@ class AgentOrchestrator(UsageReportMethods):
             finalizer()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            # Waiting here would block the very loop that must run the call.
+            raise UsageError(
+                "AgentOrchestrator was called from its own event loop (from an on_step "
+                "callback?); call it from another thread, or use orch.core (the async "
+                "orchestrator) and await"
+            )
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import importlib
 import logging
 import random
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -184,6 +182,7 @@ class Transport:
         self._wall_clock = wall_clock
         self._rand = rand
         self._session: Session | None = None
+        self._starting: asyncio.Task[Session] | None = None
         self.last_rate_limits: Mapping[str, str] = {}
 
     def __repr__(self) -> str:  # never show the key
@@ -205,12 +204,19 @@ class Transport:
                 "no API key: set the ANTHROPIC_API_KEY environment variable or pass "
                 "api_key=...; to try claude-force without a key, run `claude-force demo`"
             )
-        if "anthropic" not in sys.modules:
-            await asyncio.to_thread(importlib.import_module, "anthropic")
-        session = self._session
-        if session is not None and session.loop is loop:  # another task finished first
-            return session
-        client = self.make_client()
+        starting = self._starting
+        if starting is None or starting.get_loop() is not loop:
+            # One task builds the loop's client and every first call waits for it: the
+            # client is made in a thread, as importing the SDK takes about a second and its
+            # SSL context reads the CA bundle from disk.
+            starting = self._starting = loop.create_task(self._start(loop))
+        return await asyncio.shield(starting)
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> Session:
+        try:
+            client = await asyncio.to_thread(self.make_client)
+        finally:
+            self._starting = None
         gate = ConcurrencyGate(self.max_concurrent, adaptive=self.adaptive)
         keeper = loop.create_task(_close_when_loop_ends(client))
         self._session = Session(loop, client, gate, keeper)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, StepEvent
+from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, StepEvent, UsageError
 from claude_force.testing import Fault, Simulator
 
 from .conftest import API_KEY, production_orchestrator
@@ -167,3 +167,17 @@ def test_unclosed_orchestrators_exit_cleanly(project: Path, sim: Simulator, tmp_
     # Neither was closed, yet both calls reached the ledger before the process ended.
     rows = AgentOrchestrator(project).core.usage_rows()
     assert sorted(r.agent for r in rows) == ["code-reviewer", "doc-writer"]
+
+
+def test_the_sync_door_refuses_calls_from_its_own_loop(project: Path, sim: Simulator) -> None:
+    seen: list[str] = []
+    with AgentOrchestrator(project, api_key=API_KEY, base_url=sim.base_url) as orch:
+
+        def on_step(event: StepEvent) -> None:
+            if event.status == "started":
+                with pytest.raises(UsageError, match="its own event loop"):
+                    orch.execute_agent("code-reviewer", "nested")
+                seen.append(event.agent)
+
+        flow = orch.run_workflow("review", "Review a.py", on_step=on_step)
+    assert flow.success and seen
