@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ._budget import Budget, BudgetTracker
+import inspect
+import typing
+
+from ._budget import Budget, BudgetTracker, Reservation
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
 from ._errors import (
     AgentNotFoundError,
@@ -21,9 +24,9 @@ from ._ledger import Ledger, LedgerRow
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
-from ._pricing import PriceTable
+from ._pricing import CostBreakdown, ModelPrice, PriceTable
 from ._reports import Report, UsageReports
-from ._request import CacheTTL, TaskSpec, cache_key
+from ._request import NOT_GIVEN, CacheTTL, NotGiven, TaskSpec
 from ._results import AgentResult, CacheTier, WorkflowResult
 from ._scaffold import init_project
 from ._serve import serve_ledger_metrics
@@ -34,6 +37,7 @@ from .cache import CacheHit, ResponseCache
 
 __all__ = [
     "DEFAULT_MODEL",
+    "NOT_GIVEN",
     "APIError",
     "AgentNotFoundError",
     "AgentOrchestrator",
@@ -50,14 +54,18 @@ __all__ = [
     "CacheTier",
     "ClaudeForceError",
     "ConfigError",
+    "CostBreakdown",
     "InvalidArgumentError",
     "Ledger",
     "LedgerRow",
     "Metrics",
+    "ModelPrice",
+    "NotGiven",
     "OrchestratorOptions",
     "PriceTable",
     "ProjectConfig",
     "Report",
+    "Reservation",
     "ResponseCache",
     "RunError",
     "StepEvent",
@@ -67,16 +75,31 @@ __all__ = [
     "UsageReports",
     "WorkflowNotFoundError",
     "WorkflowResult",
-    "cache_key",
     "find_config",
     "init_project",
     "load_config",
     "serve_ledger_metrics",
 ]
 
-# Public classes say where users import them from, in reprs, docs and tracebacks.
+
+def _rehome(cls: type) -> None:
+    """Report ``cls`` as ``claude_force.<name>``, in reprs, docs and tracebacks.
+
+    Its string annotations are resolved first, in the module that defined them, so that
+    ``typing.get_type_hints`` still works once the class says it lives here.
+    """
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError:  # a name imported only for type checkers: leave the strings
+        hints = None
+    own = inspect.get_annotations(cls)
+    if hints is not None and own:
+        cls.__annotations__ = {name: hints.get(name, own[name]) for name in own}
+    cls.__module__ = __name__
+
+
 for _name in __all__:
     _value = globals()[_name]
     if isinstance(_value, type):
-        _value.__module__ = __name__
+        _rehome(_value)
 del _name, _value

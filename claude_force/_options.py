@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
+import math
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
@@ -15,7 +17,7 @@ from ._request import DEFAULT_MAX_TASK_CHARS, CacheTTL
 from ._warnings import OnceLog
 from .cache import ResponseCache
 
-__all__ = ["OPTION_NAMES", "OrchestratorOptions"]
+__all__ = ["OPTION_NAMES", "OrchestratorOptions", "check_option_names", "check_path"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,17 +65,28 @@ class OrchestratorOptions:
         retries = self.max_retries
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidArgumentError(f"max_retries must be an integer >= 0, got {retries!r}")
-        positive = (
-            ("timeout_seconds", self.timeout_seconds, "a number of seconds"),
-            ("deadline_seconds", self.deadline_seconds, "a number of seconds"),
-            ("cache_ttl_hours", self.cache_ttl_hours, "a number of hours"),
-            ("cache_max_size_mb", self.cache_max_size_mb, "a number of megabytes"),
-        )
-        for name, value, what in positive:
+        for name, what in _POSITIVE:
+            value = getattr(self, name)
             if value is None and name == "deadline_seconds":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InvalidArgumentError(f"{name} must be {what} > 0, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value < math.inf
+            ):
+                raise InvalidArgumentError(f"{name} must be a finite {what} > 0, got {value!r}")
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgumentError(
+                    f"{name} must be True or False, got {getattr(self, name)!r}"
+                )
+        for name in _TEXTS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
+        for name in _PATHS:
+            check_path(name, getattr(self, name))
+        self._check_cache_options()
         if self.prompt_cache_ttl not in ("5m", "1h", None):
             raise InvalidArgumentError(
                 f"prompt_cache_ttl must be '5m', '1h' or None (off), got {self.prompt_cache_ttl!r}"
@@ -82,6 +95,40 @@ class OrchestratorOptions:
             raise InvalidArgumentError(
                 f"budget must be a claude_force.Budget, got {type(self.budget).__name__}"
             )
+        if not callable(self.sleep):
+            raise InvalidArgumentError(f"sleep must be an async function, got {self.sleep!r}")
+
+    def _check_cache_options(self) -> None:
+        url = self.cache_redis_url
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidArgumentError(
+                "cache_redis_url must be a Redis URL such as redis://localhost:6379/0 "
+                "(schemes redis://, rediss:// or unix://)"
+            )
+        secret = self.cache_secret
+        if secret is not None and (not isinstance(secret, (str, bytes)) or not secret):
+            raise InvalidArgumentError(
+                "cache_secret must be a non-empty string or bytes; leave it out to use "
+                "CLAUDE_CACHE_SECRET or the generated secret file"
+            )
+        if self.response_cache is not None and not isinstance(self.response_cache, ResponseCache):
+            raise InvalidArgumentError(
+                "response_cache must be a claude_force.ResponseCache, got "
+                f"{type(self.response_cache).__name__}"
+            )
+        agents = self.cache_exclude_agents
+        if agents is None:
+            return
+        if isinstance(agents, (str, bytes)) or not isinstance(agents, Iterable):
+            raise InvalidArgumentError(
+                f"cache_exclude_agents must be a list of agent names, got {agents!r}"
+            )
+        names = tuple(agents)  # a generator is read once, here
+        if not all(isinstance(n, str) for n in names):
+            raise InvalidArgumentError(
+                f"cache_exclude_agents must hold agent names (strings), got {names!r}"
+            )
+        object.__setattr__(self, "cache_exclude_agents", names)
 
     def open_cache(self, log: OnceLog) -> ResponseCache | None:
         """The response cache these options describe (the given one, else a new one).
@@ -105,6 +152,45 @@ class OrchestratorOptions:
 
 
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(OrchestratorOptions))
+
+
+def check_option_names(given: Iterable[str]) -> None:
+    """Refuse option names that do not exist, suggesting the nearest real one."""
+    for name in given:
+        if name not in OPTION_NAMES:
+            near = difflib.get_close_matches(name, sorted(OPTION_NAMES), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise InvalidArgumentError(
+                f"{name!r} is not an orchestrator option{hint} "
+                "(the options are the fields of claude_force.OrchestratorOptions)"
+            )
+
+
+def check_path(name: str, value: object) -> None:
+    """A path option is a string or a path-like object (or None)."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"{name} must be a path (str or pathlib.Path), got {type(value).__name__}"
+        )
+    if isinstance(value, str) and ("\0" in value or not value.strip()):
+        raise InvalidArgumentError(f"{name} must be a usable path, got {value!r}")
+
+
+_POSITIVE = (
+    ("timeout_seconds", "number of seconds"),
+    ("deadline_seconds", "number of seconds"),
+    ("cache_ttl_hours", "number of hours"),
+    ("cache_max_size_mb", "number of megabytes"),
+)
+_FLAGS = (
+    "enable_tracking",
+    "enable_memory",
+    "enable_cache",
+    "adaptive_concurrency",
+    "enable_metrics",
+)
+_TEXTS = ("default_model", "base_url", "cache_redis_url")
+_PATHS = ("cache_dir", "ledger_path", "pricing_path")
 
 
 def _positive_int(name: str, value: object) -> None:

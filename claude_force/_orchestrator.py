@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from ._aio import off_loop
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
@@ -20,7 +20,7 @@ from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
 from ._metrics import Metrics
-from ._options import OPTION_NAMES, OrchestratorOptions
+from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
 from ._outcomes import (
     budget_result,
     cache_value,
@@ -95,7 +95,12 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         pricing_path: str | os.PathLike[str] | None = None,
         enable_metrics: bool = True,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        **unknown: NoReturn,  # a type checker flags any other name; at run time: a clear error
     ) -> None:
+        check_option_names(unknown)
+        check_path("config_path", config_path)
+        if api_key is not None and not isinstance(api_key, str):
+            raise InvalidArgumentError(f"api_key must be a string, got {type(api_key).__name__}")
         # The keyword parameters are exactly the option fields (a test pins that).
         given = {name: value for name, value in locals().items() if name in OPTION_NAMES}
         self.options = opts = OrchestratorOptions(**given)

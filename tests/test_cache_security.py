@@ -214,8 +214,8 @@ def test_a_cache_dir_under_a_regular_file_is_a_typed_error_with_the_fix(tmp_path
         ResponseCache(cache_dir=tmp_path / "file" / "cache", cache_secret=SECRET)
     message = str(caught.value)
     assert str(tmp_path / "file" / "cache") in message
-    assert "--cache-dir" in message and "CLAUDE_FORCE_CACHE_DIR" in message
-    assert "--no-cache" in message
+    assert "cache_dir" in message and "CLAUDE_FORCE_CACHE_DIR" in message
+    assert "enable_cache=False" in message
 
 
 def test_a_regular_file_as_the_cache_dir_is_a_typed_error(tmp_path: Path) -> None:

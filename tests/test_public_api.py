@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import inspect
 import types
+import typing
 from typing import Any
 
 import pytest
@@ -131,3 +132,10 @@ def test_seed_module_paths_reexport_the_public_names(module: str, names: set[str
     for name in names:
         public = name.replace("AsyncAgentResult", "AgentResult")
         assert getattr(mod, name) is getattr(claude_force, public)
+
+
+def test_type_hints_of_public_classes_resolve() -> None:
+    for name in claude_force.__all__:
+        value = getattr(claude_force, name)
+        if isinstance(value, type):
+            assert isinstance(typing.get_type_hints(value), dict), name

@@ -8,8 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claude_force import cache_key
-from claude_force._request import Request, SystemPrompt, build_user_content
+from claude_force._request import Request, SystemPrompt, build_user_content, cache_key
 
 text = st.text(max_size=40)
 

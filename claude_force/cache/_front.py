@@ -51,9 +51,11 @@ def _hit(found: Found, tier: Tier, now: float) -> CacheHit:
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError(f"{name}={value!r} is not allowed; use {allowed}")
     number = float(value)
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
         raise InvalidArgumentError(f"{name}={value!r} is not allowed; use {allowed}")
     return number
 
@@ -122,7 +124,13 @@ class ResponseCache:
             raise InvalidArgumentError(
                 f"namespace={namespace!r} is not allowed; use a non-empty name without spaces"
             )
-        self.enabled = bool(enabled)
+        if not isinstance(enabled, bool):
+            raise InvalidArgumentError(f"enabled={enabled!r} is not allowed; use True or False")
+        if redis_url is not None and not isinstance(redis_url, str):
+            raise InvalidArgumentError(
+                f"redis_url={redis_url!r} is not allowed; use a URL like redis://localhost:6379/0"
+            )
+        self.enabled = enabled
         self.namespace = namespace
         self.exclude_agents = _agents(exclude_agents)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

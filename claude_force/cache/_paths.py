@@ -24,8 +24,8 @@ _APP = "claude-force"
 CACHE_DIR_ENV = "CLAUDE_FORCE_CACHE_DIR"
 # The fix offered when a cache directory cannot be used: every way to name another one.
 OTHER_DIR = (
-    f"choose another cache_dir (--cache-dir, or {CACHE_DIR_ENV} in the environment), "
-    "or run without the cache (--no-cache)"
+    f"choose another cache_dir (or set {CACHE_DIR_ENV} in the environment), "
+    "or run without the cache (enable_cache=False)"
 )
 
 

@@ -1,0 +1,86 @@
+"""Orchestrator options: every bad value is refused at construction, naming the option."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claude_force import (
+    AgentOrchestrator,
+    AsyncAgentOrchestrator,
+    InvalidArgumentError,
+    OrchestratorOptions,
+    ResponseCache,
+)
+
+BAD = [
+    ({"max_concurent": 3}, "did you mean 'max_concurrent'"),
+    ({"timeout_seconds": math.inf}, "timeout_seconds must be a finite"),
+    ({"cache_ttl_hours": math.nan}, "cache_ttl_hours must be a finite"),
+    ({"deadline_seconds": 0}, "deadline_seconds"),
+    ({"max_retries": -1}, "max_retries"),
+    ({"max_concurrent": True}, "max_concurrent"),
+    ({"enable_cache": "no"}, "enable_cache must be True or False"),
+    ({"enable_tracking": None}, "enable_tracking must be True or False"),
+    ({"cache_exclude_agents": 5}, "cache_exclude_agents must be a list"),
+    ({"cache_exclude_agents": "code-reviewer"}, "cache_exclude_agents must be a list"),
+    ({"cache_exclude_agents": [1]}, "agent names"),
+    ({"cache_dir": 5}, "cache_dir must be a path"),
+    ({"ledger_path": ""}, "ledger_path must be a usable path"),
+    ({"cache_redis_url": "http://localhost"}, "cache_redis_url must be a Redis URL"),
+    ({"cache_redis_url": 5}, "cache_redis_url must be a non-empty string"),
+    ({"response_cache": "x"}, "response_cache must be a claude_force.ResponseCache"),
+    ({"cache_secret": 5}, "cache_secret must be a non-empty"),
+    ({"cache_secret": ""}, "cache_secret must be a non-empty"),
+    ({"default_model": 5}, "default_model must be a non-empty string"),
+    ({"base_url": " "}, "base_url must be a non-empty string"),
+    ({"prompt_cache_ttl": "2h"}, "prompt_cache_ttl"),
+    ({"sleep": 5}, "sleep must be"),
+    ({"budget": {"max_cost_usd": 1}}, "budget must be a claude_force.Budget"),
+    ({"api_key": 5}, "api_key must be a string"),
+]
+
+
+@pytest.mark.parametrize("door", [AsyncAgentOrchestrator, AgentOrchestrator])
+@pytest.mark.parametrize(("options", "message"), BAD)
+def test_bad_options_are_refused_at_construction(
+    project: Path, door: Any, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        door(project, **options)
+
+
+def test_a_bad_config_path_type_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="config_path must be a path"):
+        AsyncAgentOrchestrator(5)  # type: ignore[arg-type]
+
+
+def test_exclusions_given_as_a_generator_are_kept(project: Path) -> None:
+    orch = AsyncAgentOrchestrator(
+        project, api_key="k", cache_exclude_agents=(n for n in ["doc-writer"])
+    )
+    assert orch.options.cache_exclude_agents == ("doc-writer",)
+
+
+def test_options_hide_secrets_in_repr() -> None:
+    text = repr(OrchestratorOptions(cache_secret="hunter2-secret"))
+    assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_size_mb": "big"}, "max_size_mb='big' is not allowed"),
+        ({"redis_url": 5}, "redis_url=5 is not allowed"),
+        ({"enabled": "no"}, "enabled='no' is not allowed"),
+        ({"ttl_hours": True}, "ttl_hours=True is not allowed"),
+    ],
+)
+def test_bad_cache_arguments_are_refused(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        ResponseCache(cache_dir=tmp_path, cache_secret="s" * 32, **options)
