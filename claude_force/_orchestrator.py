@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +14,7 @@ from typing import Any, NoReturn
 
 from ._aio import off_loop
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
+from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
@@ -47,7 +46,7 @@ from ._transport import Transport
 from ._usage import Usage
 from ._warnings import OnceLog
 from ._workflow import StepEvent, run_stages
-from .cache import ResponseCache, SingleFlight
+from .cache import ResponseCache
 
 __all__ = ["AsyncAgentOrchestrator"]
 
@@ -131,13 +130,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         self._recorder = Recorder(
             self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
-        self._cache = response_cache
-        self._cache_failed = False
-        self._cache_lock = threading.Lock()
-        self._log = OnceLog(logging.getLogger("claude_force"))
-        self._flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
 
     def __repr__(self) -> str:
         return f"AsyncAgentOrchestrator(config_path={str(self.config.path)!r}, api_key='***')"
@@ -159,12 +152,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         Safe to call twice; the orchestrator can still be used afterwards (it reopens).
         """
         await off_loop(self._recorder.close)
-        cache = self._cache
-        if cache is not None and self.options.response_cache is None:
-            self._cache = None  # ours: release it; a later call reopens
-            await cache.aclose()
-        elif cache is not None:
-            await cache.aflush()
+        await self._cache.close()
         await self._transport.aclose()
 
     @property
@@ -243,7 +231,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
 
         Returns counts: ``already_cached``, ``stored`` and ``failed``.
         """
-        if await asyncio.to_thread(lambda: self.response_cache) is None:
+        if await self._cache.aget() is None:
             raise InvalidArgumentError(
                 "the response cache is off or unusable (enable_cache=False, or a warning "
                 "said why); warming needs it on"
@@ -299,11 +287,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
 
     async def _run(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
         """Answer from the cache when allowed, else upstream; identical misses share a call."""
-        cache = self._cache if self.options.enable_cache else None
-        if cache is None and ctx.use_cache and self.options.enable_cache:
-            # Opening may wait for another process's lock on the database: not on the loop.
-            cache = await asyncio.to_thread(lambda: self.response_cache)
-        if cache is None or not ctx.use_cache or cache.is_excluded(agent):
+        cache = await self._cache.aget() if ctx.use_cache else None
+        if cache is None or cache.is_excluded(agent):
             return await self._send(agent, request, ctx, None)
         started = time.perf_counter()
         key = cache_key(request)
@@ -314,8 +299,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             if result is not None:
                 self._recorder.record(result, ctx)
                 return result
-        flights = self._flights.setdefault(asyncio.get_running_loop(), SingleFlight())
-        leader, shared = await flights.run(
+        leader, shared = await self._cache.flights().run(
             key, lambda: self._send(agent, request, ctx, (cache, key))
         )
         if not shared:
@@ -361,13 +345,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
     @property
     def response_cache(self) -> ResponseCache | None:
         """The response cache (opened on first use), or None when disabled or unusable."""
-        if not self.options.enable_cache:
-            return None
-        with self._cache_lock:  # one opener, even from many threads
-            if self._cache is None and not self._cache_failed:
-                self._cache = self.options.open_cache(self._log)
-                self._cache_failed = self._cache is None
-        return self._cache
+        return self._cache.get()
 
     @property
     def metrics(self) -> Metrics | None:
