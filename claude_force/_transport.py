@@ -105,16 +105,17 @@ def retry_delay(
 ) -> float:
     """Seconds to wait before the next attempt.
 
-    The server's ``retry-after-ms`` / ``retry-after`` is obeyed, capped at 60 s and
-    lengthened by up to 25% by ``jitter`` (a number in [0, 1)). Otherwise
+    The server's ``retry-after-ms`` / ``retry-after`` is obeyed, lengthened by up to 25% by
+    ``jitter`` (a number in [0, 1)); waits are capped at 60 s, spread down to 45 s by jitter. Otherwise
     exponential backoff ``initial * 2**retries_done`` capped at ``cap``, reduced by up to
     25% by ``jitter`` (a number in [0, 1)) so that clients spread out.
     """
     asked = parse_retry_after(headers, now=now)
     if asked is not None:
-        # Capped as the SDK caps it; up to 25% more so that requests bounced together
-        # do not all come back in the same instant.
-        return min(asked, MAX_RETRY_AFTER) * (1.0 + 0.25 * jitter)
+        # Up to 25% more, so requests bounced together do not all come back in the same
+        # instant; capped at a minute as the SDK caps it (spread below the cap when hit).
+        spread = asked * (1.0 + 0.25 * jitter)
+        return spread if spread <= MAX_RETRY_AFTER else MAX_RETRY_AFTER * (1.0 - 0.25 * jitter)
     backoff = min(initial * 2.0 ** min(retries_done, 60), cap)
     return backoff * (1.0 - 0.25 * jitter)
 
