@@ -106,8 +106,8 @@ def retry_delay(
     """Seconds to wait before the next attempt.
 
     The server's ``retry-after-ms`` / ``retry-after`` is obeyed, lengthened by up to 25% by
-    ``jitter`` (a number in [0, 1)); waits are capped at 60 s, spread down to 45 s by jitter. Otherwise
-    exponential backoff ``initial * 2**retries_done`` capped at ``cap``, reduced by up to
+    ``jitter`` (a number in [0, 1)); waits are capped at 60 s, spread down to 45 s by
+    jitter. Otherwise exponential backoff ``initial * 2**retries_done`` capped at ``cap``, reduced by up to
     25% by ``jitter`` (a number in [0, 1)) so that clients spread out.
     """
     asked = parse_retry_after(headers, now=now)
