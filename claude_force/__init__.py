@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._admission import Limits
 from ._budget import Budget, BudgetTracker
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
 from ._errors import (
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidArgumentError",
     "Ledger",
     "LedgerRow",
+    "Limits",
     "OrchestratorOptions",
     "PriceTable",
     "ProjectConfig",

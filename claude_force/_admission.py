@@ -215,12 +215,18 @@ class _Bucket:
         """The refill speed now: the slowed factor, back to 1 linearly over ``recovery``."""
         return min(1.0, self.slow_factor + (now - self.slowed_at) / recovery)
 
+    def level_at(self, now: float, recovery: float) -> float:
+        """The level at ``now``, refilled since the last update (changes nothing)."""
+        if now <= self.updated:
+            return self.level
+        # The average speed over the interval (the factor rises linearly).
+        speed = (self.factor(self.updated, recovery) + self.factor(now, recovery)) / 2
+        gained = (now - self.updated) * self.capacity / 60.0 * speed
+        return min(self.capacity, self.level + gained)
+
     def refill(self, now: float, recovery: float) -> None:
         if now > self.updated:
-            # The average speed over the interval (the factor rises linearly).
-            speed = (self.factor(self.updated, recovery) + self.factor(now, recovery)) / 2
-            gained = (now - self.updated) * self.capacity / 60.0 * speed
-            self.level = min(self.capacity, self.level + gained)
+            self.level = self.level_at(now, recovery)
             self.updated = now
 
     def seconds_until(self, cost: float, now: float, recovery: float) -> float:
@@ -258,7 +264,8 @@ class TokenBuckets:
     """Client-side rate-limit buckets for every model class. Bound to one event loop.
 
     Use per attempt: ``ticket = await admit(...)`` before sending, then exactly one of
-    :meth:`settle` (an answer, or a failure other than 429) or :meth:`on_rate_limited`.
+    :meth:`settle` (an answer, or a failure other than 429), :meth:`on_rate_limited` or
+    :meth:`refund` (never sent).
     """
 
     def __init__(
@@ -388,13 +395,27 @@ class TokenBuckets:
                 named.slowed_at = now
         self._notify(cls)
 
+    def refund(self, ticket: Ticket) -> None:
+        """The attempt was never sent (cancelled while waiting for a slot): give back all
+        it was charged. Does nothing for a ticket already settled."""
+        if ticket.done:
+            return
+        ticket.done = True
+        cls = self._classes[ticket.model_class]
+        cls.in_flight -= 1
+        for kind in ticket.charged:
+            bucket = cls.buckets[kind]
+            bucket.level = min(bucket.capacity, bucket.level + ticket.costs[kind])
+        self._notify(cls)
+
     def snapshot(self) -> dict[str, object]:
         """Levels for stats and metrics: per model class, its state, requests in flight and
-        waiting, the learned input ratio and each bucket's limit, level and refill factor."""
+        waiting, the learned input ratio and each bucket's limit, level and refill factor.
+
+        Changes nothing, so another thread may read it (the sync door's callers do)."""
         now = self._clock()
         out: dict[str, object] = {}
-        for name, cls in sorted(self._classes.items()):
-            self._refill(cls, now)
+        for name, cls in sorted(list(self._classes.items())):
             out[name] = {
                 "state": cls.state,
                 "in_flight": cls.in_flight,
@@ -403,10 +424,10 @@ class TokenBuckets:
                 "buckets": {
                     kind: {
                         "limit": b.capacity,
-                        "level": b.level,
+                        "level": b.level_at(now, self._recovery),
                         "refill_factor": b.factor(now, self._recovery),
                     }
-                    for kind, b in cls.buckets.items()
+                    for kind, b in list(cls.buckets.items())
                 },
             }
         return out
