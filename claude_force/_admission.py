@@ -50,6 +50,7 @@ __all__ = [
 
 KINDS = ("requests", "input-tokens", "output-tokens")
 CHARS_PER_TOKEN = 4.0  # the first guess for English text, before any usage calibrates it
+_MAX_HEADROOM = 0.5  # of the input estimate, however poorly the ratio predicts
 _SLOW_COOLDOWN = 2.0  # seconds during which further 429s do not slow a bucket again
 _FAMILIES = ("opus", "sonnet", "haiku")
 _UNITS = {"requests": "requests", "input-tokens": "input tokens", "output-tokens": "output tokens"}
@@ -254,6 +255,7 @@ class _Class:
     caps: dict[str, int]
     buckets: dict[str, _Bucket] = field(default_factory=dict)
     ratio: float | None = None  # real / estimated input tokens, learned
+    spread: float = 0.0  # mean relative error of that ratio on single requests, learned
     in_flight: int = 0
     queue: deque[_Waiter] = field(default_factory=deque)
     queued: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KINDS, 0.0))
@@ -330,7 +332,7 @@ class TokenBuckets:
             while True:
                 now = self._clock()
                 costs = _priced(cls, raw_costs)
-                wait = self._wait_for(cls, costs, now)
+                wait = self._wait_for(cls, _with_headroom(cls, costs), now)
                 if wait <= 0:
                     charged = self._charge(cls, costs)
                     return Ticket(cls_name, costs, raw, charged)
@@ -421,6 +423,7 @@ class TokenBuckets:
                 "in_flight": cls.in_flight,
                 "waiting": len(cls.queue),
                 "input_ratio": cls.ratio,
+                "input_ratio_spread": cls.spread,
                 "buckets": {
                     kind: {
                         "limit": b.capacity,
@@ -511,6 +514,8 @@ class TokenBuckets:
         if cls.ratio is None:
             cls.ratio = seen
         else:
+            error = abs(seen - cls.ratio) / cls.ratio
+            cls.spread += self._weight * (error - cls.spread)
             cls.ratio += self._weight * (seen - cls.ratio)
 
     def _learn(
@@ -575,6 +580,18 @@ class TokenBuckets:
     def _notify(cls: _Class) -> None:
         if cls.changed is not None and not cls.changed.done():
             cls.changed.set_result(None)
+
+
+def _with_headroom(cls: _Class, costs: Mapping[str, float]) -> dict[str, float]:
+    """Costs to wait for: the input estimate plus twice its usual error.
+
+    Only the estimate is charged; the headroom stays in the bucket for the next request,
+    so it delays a request slightly without lowering throughput, and keeps a request whose
+    estimate is low from reaching the service before its tokens are there (a 429).
+    """
+    padded = dict(costs)
+    padded["input-tokens"] *= 1.0 + min(_MAX_HEADROOM, 2.0 * cls.spread)
+    return padded
 
 
 def _priced(cls: _Class, raw_costs: Mapping[str, float]) -> dict[str, float]:

@@ -43,6 +43,8 @@ __all__ = [
     "Sent",
     "Session",
     "Transport",
+    "has_rate_limit_headers",
+    "input_chars",
     "parse_retry_after",
     "retry_delay",
     "should_retry",
@@ -54,8 +56,6 @@ T = TypeVar("T")
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 OVERLOAD_STATUSES = frozenset({429, 529})
-# With the token buckets on, they handle 429s; the gate only sees the service overloaded.
-BUCKETED_OVERLOAD_STATUSES = frozenset({529})
 
 INITIAL_DELAY = 0.5
 MAX_DELAY = 8.0
@@ -387,7 +387,6 @@ class Transport:
         """
         start = self._monotonic()
         bucketed = buckets is not None and metered is not None
-        overload = BUCKETED_OVERLOAD_STATUSES if bucketed else OVERLOAD_STATUSES
         retries = 0
         while True:
             ticket = None
@@ -426,7 +425,7 @@ class Transport:
                 if gate is not None:
                     gate.on_success()
                 return outcome, retries + 1
-            if gate is not None and outcome.status in overload:
+            if gate is not None and self._overloaded(outcome, bucketed=bucketed):
                 gate.on_overload()
             if retries >= self.max_retries or not should_retry(outcome.status, outcome.headers):
                 raise outcome.error
@@ -455,6 +454,15 @@ class Transport:
         except AdmissionDeadlineError as exc:
             exc.attempts = retries  # the attempts actually sent before this one was refused
             raise
+
+    @staticmethod
+    def _overloaded(outcome: _Failure, *, bucketed: bool) -> bool:
+        """Whether the failure should halve the concurrency gate."""
+        if outcome.status not in OVERLOAD_STATUSES:
+            return False
+        # A 429 stating the service's buckets is the token buckets' business; one without
+        # them (a proxy, another provider) leaves only the gate to slow down.
+        return not (bucketed and outcome.status == 429 and has_rate_limit_headers(outcome.headers))
 
     def _retry_delay(self, retries: int, outcome: _Failure, *, bucketed: bool) -> float:
         if bucketed and outcome.status == 429 and has_rate_limit_headers(outcome.headers):
