@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 
+from ._admission import Limits
 from ._budget import Budget, BudgetTracker, Reservation
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
 from ._errors import (
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidArgumentError",
     "Ledger",
     "LedgerRow",
+    "Limits",
     "Metrics",
     "ModelPrice",
     "NotGiven",

@@ -50,6 +50,7 @@ __all__ = [
 
 KINDS = ("requests", "input-tokens", "output-tokens")
 CHARS_PER_TOKEN = 4.0  # the first guess for English text, before any usage calibrates it
+_MAX_HEADROOM = 0.5  # of the input estimate, however poorly the ratio predicts
 _SLOW_COOLDOWN = 2.0  # seconds during which further 429s do not slow a bucket again
 _FAMILIES = ("opus", "sonnet", "haiku")
 _UNITS = {"requests": "requests", "input-tokens": "input tokens", "output-tokens": "output tokens"}
@@ -215,12 +216,18 @@ class _Bucket:
         """The refill speed now: the slowed factor, back to 1 linearly over ``recovery``."""
         return min(1.0, self.slow_factor + (now - self.slowed_at) / recovery)
 
+    def level_at(self, now: float, recovery: float) -> float:
+        """The level at ``now``, refilled since the last update (changes nothing)."""
+        if now <= self.updated:
+            return self.level
+        # The average speed over the interval (the factor rises linearly).
+        speed = (self.factor(self.updated, recovery) + self.factor(now, recovery)) / 2
+        gained = (now - self.updated) * self.capacity / 60.0 * speed
+        return min(self.capacity, self.level + gained)
+
     def refill(self, now: float, recovery: float) -> None:
         if now > self.updated:
-            # The average speed over the interval (the factor rises linearly).
-            speed = (self.factor(self.updated, recovery) + self.factor(now, recovery)) / 2
-            gained = (now - self.updated) * self.capacity / 60.0 * speed
-            self.level = min(self.capacity, self.level + gained)
+            self.level = self.level_at(now, recovery)
             self.updated = now
 
     def seconds_until(self, cost: float, now: float, recovery: float) -> float:
@@ -248,6 +255,7 @@ class _Class:
     caps: dict[str, int]
     buckets: dict[str, _Bucket] = field(default_factory=dict)
     ratio: float | None = None  # real / estimated input tokens, learned
+    spread: float = 0.0  # mean relative error of that ratio on single requests, learned
     in_flight: int = 0
     queue: deque[_Waiter] = field(default_factory=deque)
     queued: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KINDS, 0.0))
@@ -258,7 +266,8 @@ class TokenBuckets:
     """Client-side rate-limit buckets for every model class. Bound to one event loop.
 
     Use per attempt: ``ticket = await admit(...)`` before sending, then exactly one of
-    :meth:`settle` (an answer, or a failure other than 429) or :meth:`on_rate_limited`.
+    :meth:`settle` (an answer, or a failure other than 429), :meth:`on_rate_limited` or
+    :meth:`refund` (never sent).
     """
 
     def __init__(
@@ -323,7 +332,7 @@ class TokenBuckets:
             while True:
                 now = self._clock()
                 costs = _priced(cls, raw_costs)
-                wait = self._wait_for(cls, costs, now)
+                wait = self._wait_for(cls, _with_headroom(cls, costs), now)
                 if wait <= 0:
                     charged = self._charge(cls, costs)
                     return Ticket(cls_name, costs, raw, charged)
@@ -388,25 +397,40 @@ class TokenBuckets:
                 named.slowed_at = now
         self._notify(cls)
 
+    def refund(self, ticket: Ticket) -> None:
+        """The attempt was never sent (cancelled while waiting for a slot): give back all
+        it was charged. Does nothing for a ticket already settled."""
+        if ticket.done:
+            return
+        ticket.done = True
+        cls = self._classes[ticket.model_class]
+        cls.in_flight -= 1
+        for kind in ticket.charged:
+            bucket = cls.buckets[kind]
+            bucket.level = min(bucket.capacity, bucket.level + ticket.costs[kind])
+        self._notify(cls)
+
     def snapshot(self) -> dict[str, object]:
         """Levels for stats and metrics: per model class, its state, requests in flight and
-        waiting, the learned input ratio and each bucket's limit, level and refill factor."""
+        waiting, the learned input ratio and each bucket's limit, level and refill factor.
+
+        Changes nothing, so another thread may read it (the sync door's callers do)."""
         now = self._clock()
         out: dict[str, object] = {}
-        for name, cls in sorted(self._classes.items()):
-            self._refill(cls, now)
+        for name, cls in sorted(list(self._classes.items())):
             out[name] = {
                 "state": cls.state,
                 "in_flight": cls.in_flight,
                 "waiting": len(cls.queue),
                 "input_ratio": cls.ratio,
+                "input_ratio_spread": cls.spread,
                 "buckets": {
                     kind: {
                         "limit": b.capacity,
-                        "level": b.level,
+                        "level": b.level_at(now, self._recovery),
                         "refill_factor": b.factor(now, self._recovery),
                     }
-                    for kind, b in cls.buckets.items()
+                    for kind, b in list(cls.buckets.items())
                 },
             }
         return out
@@ -490,6 +514,8 @@ class TokenBuckets:
         if cls.ratio is None:
             cls.ratio = seen
         else:
+            error = abs(seen - cls.ratio) / cls.ratio
+            cls.spread += self._weight * (error - cls.spread)
             cls.ratio += self._weight * (seen - cls.ratio)
 
     def _learn(
@@ -554,6 +580,18 @@ class TokenBuckets:
     def _notify(cls: _Class) -> None:
         if cls.changed is not None and not cls.changed.done():
             cls.changed.set_result(None)
+
+
+def _with_headroom(cls: _Class, costs: Mapping[str, float]) -> dict[str, float]:
+    """Costs to wait for: the input estimate plus twice its usual error.
+
+    Only the estimate is charged; the headroom stays in the bucket for the next request,
+    so it delays a request slightly without lowering throughput, and keeps a request whose
+    estimate is low from reaching the service before its tokens are there (a 429).
+    """
+    padded = dict(costs)
+    padded["input-tokens"] *= 1.0 + min(_MAX_HEADROOM, 2.0 * cls.spread)
+    return padded
 
 
 def _priced(cls: _Class, raw_costs: Mapping[str, float]) -> dict[str, float]:

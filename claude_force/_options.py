@@ -7,10 +7,11 @@ import difflib
 import math
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ._admission import Limits
 from ._budget import Budget
 from ._errors import CacheDirectoryError, InvalidArgumentError
 from ._request import DEFAULT_MAX_TASK_CHARS, CacheTTL
@@ -30,6 +31,10 @@ class OrchestratorOptions:
     options), ``enable_tracking`` the usage ledger, ``enable_metrics`` Prometheus counters.
     ``prompt_cache_ttl`` marks system prompts for prompt caching (None = off).
     ``enable_memory`` is accepted; per-agent memory is not built yet, so it is off.
+    ``adaptive_rate_limits`` keeps every attempt within the service's per-minute limits
+    (learned from its ``anthropic-ratelimit-*`` headers); ``rate_limits`` sets or caps them,
+    one :class:`Limits` for every model class or a mapping of model (or family) to
+    :class:`Limits`, e.g. to leave room for other tools of the same organisation.
     ``sleep`` is how retries wait (tests inject one).
     """
 
@@ -47,6 +52,8 @@ class OrchestratorOptions:
     prompt_cache_ttl: CacheTTL | None = "5m"
     max_task_chars: int = DEFAULT_MAX_TASK_CHARS
     adaptive_concurrency: bool = True
+    adaptive_rate_limits: bool = True
+    rate_limits: Limits | Mapping[str, Limits] | None = None
     cache_dir: str | os.PathLike[str] | None = None
     cache_exclude_agents: Iterable[str] | None = None
     cache_redis_url: str | None = field(default=None, repr=False)
@@ -91,6 +98,7 @@ class OrchestratorOptions:
             raise InvalidArgumentError(
                 f"prompt_cache_ttl must be '5m', '1h' or None (off), got {self.prompt_cache_ttl!r}"
             )
+        _check_rate_limits(self.rate_limits, adaptive=self.adaptive_rate_limits)
         if self.budget is not None and not isinstance(self.budget, Budget):
             raise InvalidArgumentError(
                 f"budget must be a claude_force.Budget, got {type(self.budget).__name__}"
@@ -196,3 +204,31 @@ _PATHS = ("cache_dir", "ledger_path", "pricing_path")
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_rate_limits(limits: object, *, adaptive: object) -> None:
+    if not isinstance(adaptive, bool):
+        raise InvalidArgumentError(f"adaptive_rate_limits must be True or False, got {adaptive!r}")
+    if limits is None:
+        return
+    if isinstance(limits, Mapping):
+        bad = [
+            (k, v) for k, v in limits.items() if not isinstance(k, str) or not isinstance(v, Limits)
+        ]
+        if bad:
+            key, value = bad[0]
+            raise InvalidArgumentError(
+                f"rate_limits maps a model or family name to claude_force.Limits(...), got "
+                f"{key!r}: {value!r}; e.g. rate_limits={{'sonnet': Limits(input_tokens_per_minute"
+                "=400_000)}"
+            )
+    elif not isinstance(limits, Limits):
+        raise InvalidArgumentError(
+            f"rate_limits must be claude_force.Limits(...), a mapping of model name to Limits, "
+            f"or None (learn them from the service), got {limits!r}"
+        )
+    if not adaptive:
+        raise InvalidArgumentError(
+            "rate_limits needs adaptive_rate_limits=True (the client-side buckets that "
+            "enforce them); drop rate_limits or set adaptive_rate_limits=True"
+        )

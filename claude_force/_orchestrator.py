@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
+from ._admission import Limits
 from ._aio import off_loop
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._cache_use import CacheUse
@@ -84,6 +85,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         prompt_cache_ttl: CacheTTL | None = "5m",
         max_task_chars: int = DEFAULT_MAX_TASK_CHARS,
         adaptive_concurrency: bool = True,
+        adaptive_rate_limits: bool = True,
+        rate_limits: Limits | Mapping[str, Limits] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_exclude_agents: Iterable[str] | None = None,
         cache_redis_url: str | None = None,
@@ -122,6 +125,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             max_concurrent=max_concurrent,
             adaptive=adaptive_concurrency,
             deadline_seconds=deadline_seconds,
+            rate_limits=rate_limits,
+            adaptive_rate_limits=adaptive_rate_limits,
             sleep=sleep,
         )
         self.prices = PriceTable.load(Path(pricing_path) if pricing_path is not None else None)
@@ -159,6 +164,14 @@ class AsyncAgentOrchestrator(UsageReportMethods):
     def peak_concurrency(self) -> int:
         """Most requests this orchestrator had in flight at once (current event loop)."""
         return self._transport.peak_concurrency
+
+    @property
+    def rate_limit_state(self) -> dict[str, object]:
+        """The concurrency gate and, per model class, the client-side rate-limit buckets
+        (current event loop): ``concurrency_limit``, ``in_flight`` and ``classes`` mapping
+        ``sonnet``, ``haiku``... to their state, input-token ratio and buckets' limit, level
+        and refill factor. Empty ``classes`` before the first request."""
+        return self._transport.rate_limit_state()
 
     # -- discovery ------------------------------------------------------------------
 

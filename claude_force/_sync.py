@@ -149,6 +149,10 @@ class AgentOrchestrator(UsageReportMethods):
         return self._core.peak_concurrency
 
     @property
+    def rate_limit_state(self) -> dict[str, object]:
+        return self._core.rate_limit_state
+
+    @property
     def default_model(self) -> str:
         return self._core.default_model
 

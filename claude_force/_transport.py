@@ -3,6 +3,13 @@
 The SDK client is created with ``max_retries=0``; the loop below is the only retry layer.
 Unlike a retry inside the SDK, it hands the concurrency slot back while it waits.
 
+With client-side rate limiting on (the default), every attempt of :meth:`Transport.send`,
+retries included, first passes the session's :class:`TokenBuckets` and then the concurrency
+gate. Each attempt's answer (its usage and its own ``anthropic-ratelimit-*`` headers) settles
+its ticket; a 429 that carries those headers hands the wait to the buckets (a short jittered
+pause, then the buckets hold the retry until it fits) instead of sleeping the server's
+whole-second ``retry-after``, and the gate then reacts only to 529 (overload).
+
 ``max_retries`` counts retries after the first attempt, as in the SDK: ``max_retries=3``
 allows up to four attempts.
 """
@@ -10,6 +17,7 @@ allows up to four attempts.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import logging
 import random
@@ -18,9 +26,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._admission import ConcurrencyGate
+from ._admission import AdmissionDeadlineError, ConcurrencyGate, Limits, Ticket, TokenBuckets
 from ._errors import APIError, UsageError
-from ._request import Request
+from ._request import Request, canonical_json
+from ._usage import Usage
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -32,6 +41,8 @@ __all__ = [
     "Sent",
     "Session",
     "Transport",
+    "has_rate_limit_headers",
+    "input_chars",
     "parse_retry_after",
     "retry_delay",
     "should_retry",
@@ -47,6 +58,17 @@ OVERLOAD_STATUSES = frozenset({429, 529})
 INITIAL_DELAY = 0.5
 MAX_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
+# After a 429 the buckets decide when to retry; this short pause, jittered, only keeps
+# requests bounced together from queueing again in the same instant.
+RATE_LIMITED_PAUSE = 0.05
+RATELIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
+
+# Each attempt's own response headers: the response hook runs in the task that made the call,
+# so a box set in the attempt's context receives exactly that attempt's headers, whatever
+# other requests answer meanwhile.
+_ATTEMPT_HEADERS: contextvars.ContextVar[list[Mapping[str, str]] | None] = contextvars.ContextVar(
+    "claude_force_attempt_headers", default=None
+)
 
 
 def should_retry(status: int | None, headers: Mapping[str, str] | None = None) -> bool:
@@ -107,8 +129,8 @@ def retry_delay(
 
     The server's ``retry-after-ms`` / ``retry-after`` is obeyed, lengthened by up to 25% by
     ``jitter`` (a number in [0, 1)); waits are capped at 60 s, spread down to 45 s by
-    jitter. Otherwise exponential backoff ``initial * 2**retries_done`` capped at ``cap``, reduced by up to
-    25% by ``jitter`` (a number in [0, 1)) so that clients spread out.
+    jitter. Otherwise exponential backoff ``initial * 2**retries_done`` capped at ``cap``,
+    reduced by up to 25% by ``jitter`` so that clients spread out.
     """
     asked = parse_retry_after(headers, now=now)
     if asked is not None:
@@ -129,6 +151,47 @@ class Sent:
     request_id: str | None
 
 
+def has_rate_limit_headers(headers: Mapping[str, str] | None) -> bool:
+    """Whether a response states the service's rate-limit buckets."""
+    return bool(headers) and any(
+        name.lower().startswith(RATELIMIT_HEADER_PREFIX) for name in (headers or {})
+    )
+
+
+def input_chars(request: Request) -> int:
+    """Characters of what the service counts as input: system prompt, messages and tools.
+
+    The buckets turn characters into tokens with a ratio learned from usage, so a close
+    count matters more than an exact one.
+    """
+    chars = len(request.system.text) + sum(_text_chars(m.get("content")) for m in request.messages)
+    if request.tools:
+        chars += len(canonical_json(list(request.tools)))
+    return chars
+
+
+def _text_chars(content: object) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, (list, tuple)):
+        return sum(_text_chars(block) for block in content)
+    if isinstance(content, Mapping):
+        text = content.get("text")
+        if isinstance(text, str):
+            return len(text)
+        return len(canonical_json(content))  # tool results, images: a rough size
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Metered:
+    """What the token buckets need to know about a request, and how to read its usage."""
+
+    model: str
+    chars: int
+    max_tokens: int
+
+
 @dataclass(slots=True)
 class _Failure:
     status: int | None
@@ -147,13 +210,16 @@ class Session:
     client: AsyncAnthropic
     gate: ConcurrencyGate
     keeper: asyncio.Task[None]
+    buckets: TokenBuckets | None = None
 
 
 class Transport:
     """Sends canonical requests through the SDK with our retry loop.
 
-    :meth:`session` gives the current event loop's client and gate, made on first use; the
-    SDK is imported then, in a thread, because importing it takes about a second.
+    :meth:`session` gives the current event loop's client, gate and token buckets, made on
+    first use; the SDK is imported then, in a thread, because importing it takes about a
+    second. ``rate_limits`` caps the buckets' limits; ``adaptive_rate_limits=False`` turns the
+    buckets off (429s then halve the gate and wait the server's ``retry-after``).
     """
 
     def __init__(
@@ -166,6 +232,8 @@ class Transport:
         max_concurrent: int = 10,
         adaptive: bool = True,
         deadline_seconds: float | None = None,
+        rate_limits: Limits | Mapping[str, Limits] | None = None,
+        adaptive_rate_limits: bool = True,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -178,6 +246,8 @@ class Transport:
         self.max_concurrent = max_concurrent
         self.adaptive = adaptive
         self.deadline_seconds = deadline_seconds
+        self.rate_limits = rate_limits
+        self.adaptive_rate_limits = adaptive_rate_limits
         self._sleep = sleep
         self._monotonic = monotonic
         self._wall_clock = wall_clock
@@ -193,6 +263,23 @@ class Transport:
     def peak_concurrency(self) -> int:
         """Most requests in flight at once on the current session's loop."""
         return self._session.gate.peak if self._session is not None else 0
+
+    def rate_limit_state(self) -> dict[str, object]:
+        """The current session's concurrency gate and token-bucket levels per model class.
+
+        Before the first request (or with no session on this loop yet) the gate shows its
+        configured maximum and ``classes`` is empty.
+        """
+        session = self._session
+        gate = session.gate if session is not None else None
+        buckets = session.buckets if session is not None else None
+        return {
+            "adaptive_rate_limits": self.adaptive_rate_limits,
+            "max_concurrent": self.max_concurrent,
+            "concurrency_limit": gate.limit if gate is not None else self.max_concurrent,
+            "in_flight": gate.active if gate is not None else 0,
+            "classes": buckets.snapshot() if buckets is not None else {},
+        }
 
     async def session(self) -> Session:
         """The current loop's client and gate; raises :class:`UsageError` without a key."""
@@ -218,9 +305,14 @@ class Transport:
             client = await asyncio.to_thread(self.make_client)
         finally:
             self._starting = None
-        gate = ConcurrencyGate(self.max_concurrent, adaptive=self.adaptive)
+        gate = ConcurrencyGate(self.max_concurrent, adaptive=self.adaptive, clock=self._monotonic)
+        buckets = None
+        if self.adaptive_rate_limits:
+            buckets = TokenBuckets(
+                limits=self.rate_limits, clock=self._monotonic, sleep=self._sleep, rand=self._rand
+            )
         keeper = loop.create_task(_close_when_loop_ends(client))
-        self._session = Session(loop, client, gate, keeper)
+        self._session = Session(loop, client, gate, keeper, buckets)
         return self._session
 
     async def aclose(self) -> None:
@@ -248,6 +340,9 @@ class Transport:
 
     async def _observe(self, response: Any) -> None:
         self.last_rate_limits = response.headers
+        box = _ATTEMPT_HEADERS.get()
+        if box is not None:
+            box.append(response.headers)
 
     async def send(self, request: Request) -> Sent:
         """Send with retries; raises :class:`APIError` once retries are spent."""
@@ -258,15 +353,18 @@ class Transport:
             message: Message = await session.client.messages.create(**kwargs, timeout=timeout)
             return message
 
-        message, attempts = await self._retrying(create, session.gate)
+        metered = _Metered(request.model, input_chars(request), request.max_tokens)
+        message, attempts = await self._retrying(
+            create, session.gate, session.buckets, metered, _message_usage
+        )
         return Sent(message, attempts, message._request_id)
 
     async def count_tokens(self, request: Request) -> int:
         """The service's exact input-token count for ``request`` (the free count endpoint).
 
-        Retried like :meth:`send`, but outside the concurrency gate: counting has its own
-        rate limit and never produces an answer. Raises :class:`APIError` once retries are
-        spent.
+        Retried like :meth:`send`, but outside the concurrency gate and the token buckets:
+        counting has its own rate limit and never produces an answer. Raises
+        :class:`APIError` once retries are spent.
         """
         session = await self.session()
         wanted = ("model", "system", "messages", "tools")
@@ -280,35 +378,65 @@ class Transport:
         return tokens
 
     async def _retrying(
-        self, call: Callable[[float], Awaitable[T]], gate: ConcurrencyGate | None
+        self,
+        call: Callable[[float], Awaitable[T]],
+        gate: ConcurrencyGate | None,
+        buckets: TokenBuckets | None = None,
+        metered: _Metered | None = None,
+        usage_of: Callable[[T], Usage] | None = None,
     ) -> tuple[T, int]:
         """The one retry loop: ``call(timeout)`` until it succeeds or retries are spent.
 
-        With a ``gate``, each attempt holds a concurrency slot, given back while waiting.
-        Returns the value and the number of attempts made.
+        With ``buckets`` (and ``metered``, what to charge), each attempt is first admitted by
+        the token buckets and settled with its own usage (``usage_of`` its value) and
+        headers. With a ``gate``, each attempt holds a concurrency slot, given back while
+        waiting. Returns the value and the number of attempts made.
         """
         start = self._monotonic()
+        bucketed = buckets is not None and metered is not None
         retries = 0
         while True:
-            timeout = self._attempt_timeout(start)
-            if gate is not None:
-                await gate.acquire()
+            ticket = None
+            if buckets is not None and metered is not None:
+                ticket = await self._admit(buckets, metered, start, retries)
+            box: list[Mapping[str, str]] = []
+            sent = False
             try:
-                outcome = await self._attempt(call, timeout, retries + 1)
-            finally:
+                timeout = self._attempt_timeout(start)
                 if gate is not None:
-                    gate.release()
+                    await gate.acquire()
+                sent = True
+                token = _ATTEMPT_HEADERS.set(box)
+                try:
+                    outcome = await self._attempt(call, timeout, retries + 1)
+                finally:
+                    _ATTEMPT_HEADERS.reset(token)
+                    if gate is not None:
+                        gate.release()
+                if buckets is not None and ticket is not None:
+                    if not isinstance(outcome, _Failure):
+                        usage = usage_of(outcome) if usage_of is not None else None
+                        buckets.settle(ticket, usage, box[-1] if box else None)
+                    elif outcome.status == 429:
+                        buckets.on_rate_limited(ticket, outcome.headers)
+                    else:
+                        buckets.settle(ticket, None, outcome.headers)
+            finally:
+                # Cancelled or raised: a ticket not yet settled is settled here.
+                if buckets is not None and ticket is not None:
+                    if sent:
+                        buckets.settle(ticket, None, None)
+                    else:
+                        buckets.refund(ticket)
             if not isinstance(outcome, _Failure):
                 if gate is not None:
                     gate.on_success()
                 return outcome, retries + 1
-            if gate is not None and outcome.status in OVERLOAD_STATUSES:
+            if gate is not None and self._overloaded(outcome, bucketed=bucketed):
                 gate.on_overload()
             if retries >= self.max_retries or not should_retry(outcome.status, outcome.headers):
                 raise outcome.error
-            delay = retry_delay(
-                retries, outcome.headers, now=self._wall_clock(), jitter=self._rand()
-            )
+            delay = self._retry_delay(retries, outcome, bucketed=bucketed)
             if self._deadline_passed_by(start, delay):
                 raise outcome.error
             log.info(
@@ -320,6 +448,35 @@ class Transport:
             )
             await self._sleep(delay)
             retries += 1
+
+    async def _admit(
+        self, buckets: TokenBuckets, metered: _Metered, start: float, retries: int
+    ) -> Ticket:
+        """Wait for the buckets to admit this attempt; past the deadline, fail at once."""
+        deadline = None if self.deadline_seconds is None else start + self.deadline_seconds
+        try:
+            return await buckets.admit(
+                metered.model, metered.chars, metered.max_tokens, deadline=deadline
+            )
+        except AdmissionDeadlineError as exc:
+            exc.attempts = retries  # the attempts actually sent before this one was refused
+            raise
+
+    @staticmethod
+    def _overloaded(outcome: _Failure, *, bucketed: bool) -> bool:
+        """Whether the failure should halve the concurrency gate."""
+        if outcome.status not in OVERLOAD_STATUSES:
+            return False
+        # A 429 stating the service's buckets is the token buckets' business; one without
+        # them (a proxy, another provider) leaves only the gate to slow down.
+        return not (bucketed and outcome.status == 429 and has_rate_limit_headers(outcome.headers))
+
+    def _retry_delay(self, retries: int, outcome: _Failure, *, bucketed: bool) -> float:
+        if bucketed and outcome.status == 429 and has_rate_limit_headers(outcome.headers):
+            # The buckets now hold the server's levels and will hold the retry until it
+            # fits; the server's whole-second retry-after would only waste allowance.
+            return RATE_LIMITED_PAUSE * (1.0 + self._rand())
+        return retry_delay(retries, outcome.headers, now=self._wall_clock(), jitter=self._rand())
 
     def _attempt_timeout(self, start: float) -> float:
         if self.deadline_seconds is None:
@@ -371,6 +528,10 @@ class Transport:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _message_usage(message: Message) -> Usage:
+    return Usage.from_api(message.usage)
 
 
 async def _close_when_loop_ends(client: AsyncAnthropic) -> None:

@@ -130,6 +130,32 @@ async def test_input_estimate_learns_the_ratio_and_is_corrected_from_usage() -> 
     assert snap["sonnet"]["input_ratio"] == pytest.approx(1.5 + 0.2 * (1.2 - 1.5))
 
 
+async def test_a_request_waits_for_headroom_as_wide_as_the_estimates_usual_error() -> None:
+    t = FakeTime()
+    b = await learned(t, input_tokens=(60_000, 60_000))  # ratio 1.0
+    ticket = await b.admit(SONNET, 4000, 10)
+    b.settle(ticket, Usage(input_tokens=1500, output_tokens=1), {})  # 50% off: spread 0.1
+    snap: Any = b.snapshot()
+    assert snap["sonnet"]["input_ratio_spread"] == pytest.approx(0.1)
+    ticket = await b.admit(SONNET, 400, 10)
+    b.settle(ticket, None, headers(input_tokens=(60_000, 1100)))
+    ticket = await b.admit(SONNET, 4000, 10)  # 1,100 tokens: fits, but not with headroom
+    assert ticket.costs["input-tokens"] == pytest.approx(1100)  # only the estimate is charged
+    assert t.sleeps == [pytest.approx(0.22)]  # 20% headroom: 220 tokens at 1,000 a second
+
+
+async def test_a_refund_gives_back_everything_an_unsent_attempt_was_charged() -> None:
+    t = FakeTime()
+    b = await learned(t, input_tokens=(60_000, 60_000), output_tokens=(10_000, 10_000))
+    ticket = await b.admit(SONNET, 4000, 4000)
+    b.refund(ticket)
+    b.refund(ticket)  # counted once
+    assert level(b, "input-tokens") == pytest.approx(60_000)
+    assert level(b, "output-tokens") == pytest.approx(10_000)
+    snap: Any = b.snapshot()
+    assert snap["sonnet"]["in_flight"] == 0
+
+
 async def test_cache_reads_are_not_charged() -> None:
     t = FakeTime()
     b = await learned(t, input_tokens=(100_000, 100_000))

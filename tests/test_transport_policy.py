@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 
 import pytest
 
+from claude_force._request import Request, SystemPrompt
 from claude_force._transport import (
     MAX_DELAY,
     MAX_RETRY_AFTER,
+    has_rate_limit_headers,
+    input_chars,
     parse_retry_after,
     retry_delay,
     should_retry,
@@ -101,3 +105,31 @@ def test_server_waits_are_capped_at_a_minute(asked: str, jitter: float) -> None:
 def test_server_waits_spread_with_jitter() -> None:
     delays = {retry_delay(0, {"retry-after": "2"}, now=NOW, jitter=j / 10) for j in range(10)}
     assert len(delays) == 10 and min(delays) == 2.0 and max(delays) < 2.5
+
+
+def test_input_chars_counts_system_messages_and_tools() -> None:
+    request = Request(
+        model="claude-sonnet-4-6",
+        system=SystemPrompt("s" * 100),
+        messages=(
+            {"role": "user", "content": [{"type": "text", "text": "u" * 40}]},
+            {"role": "assistant", "content": "a" * 10},
+        ),
+        max_tokens=10,
+    )
+    assert input_chars(request) == 150
+    with_tools = dataclasses.replace(request, tools=({"name": "t", "input_schema": {}},))
+    assert input_chars(with_tools) > 150
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"anthropic-ratelimit-input-tokens-remaining": "5"}, True),
+        ({"Anthropic-RateLimit-Requests-Limit": "50"}, True),
+        ({"retry-after": "3"}, False),
+        (None, False),
+    ],
+)
+def test_has_rate_limit_headers(headers: dict[str, str] | None, expected: bool) -> None:
+    assert has_rate_limit_headers(headers) is expected

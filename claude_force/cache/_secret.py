@@ -50,12 +50,26 @@ def _read_secret_file(path: Path) -> bytes | None:
     """
     try:
         data, info = read_regular(path, limit=_MAX_FILE_BYTES, follow_links=False)
-    except FileProblem as problem:
-        if problem.kind == "missing" and not os.path.lexists(path):
+    except FileProblem as missing:
+        if missing.kind != "missing":
+            raise _refuse_problem(missing) from None
+        if not os.path.lexists(path):
             return None
-        if problem.kind == "unreadable":
-            raise _refuse(problem.summary, f"{problem.fix}, or set {ENV_VAR}") from None
-        raise _refuse(problem.summary, _REPLACE) from None
+        try:  # another process published the file between our open and our check
+            data, info = read_regular(path, limit=_MAX_FILE_BYTES, follow_links=False)
+        except FileProblem as problem:
+            raise _refuse_problem(problem) from None
+    return _check_secret(path, data, info)
+
+
+def _refuse_problem(problem: FileProblem) -> CacheDirectoryError:
+    if problem.kind == "unreadable":
+        return _refuse(problem.summary, f"{problem.fix}, or set {ENV_VAR}")
+    return _refuse(problem.summary, _REPLACE)
+
+
+def _check_secret(path: Path, data: bytes, info: os.stat_result) -> bytes:
+    """The secret in the file's bytes, if the file is private to us and well formed."""
     fix = f"run `chmod 600 {shown(path)}`, or delete it to generate a new secret"
     if info.st_uid != os.getuid():
         raise _refuse(f"{shown(path)} is owned by uid {info.st_uid}", fix)

@@ -1,0 +1,202 @@
+"""Rate limits: many requests against a server with per-minute token buckets, side by side.
+
+The simulator runs in its own process with an input-tokens-per-minute limit (the binding
+one) and 300 ms service time; 1,000 requests with prompts of 400-6,000 tokens, scaled so a
+run lasts about a minute. Each client sends the same request bodies (the orchestrator's own):
+
+- the raw SDK under an ``asyncio.Semaphore(10)`` with its own retries (``max_retries=2``, its
+  default, then 10): it waits the server's whole-second ``retry-after`` inside the semaphore;
+- claude-force with default options (``max_concurrent=10``, ``max_retries=3``), whose token
+  buckets learn the limits from the response headers and hold every attempt until it fits
+  (its response cache in a fresh folder, so that no answer comes from an earlier run).
+
+Then the same again while an unseen neighbour takes 30% of every refill. Printed per run:
+requests failed, share of HTTP attempts answered 429 (counted by the server), wall time,
+input tokens per minute achieved, the limit, and the share of the allowance used (what the
+server charged divided by what it made available: the full bucket at the start plus the
+refill over the run, less the neighbour's share).
+
+Run: python benchmarks/bench_ratelimit.py [--requests N] [--limit TOKENS_PER_MINUTE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import anthropic
+from _common import demo_project, simulator_process
+
+from claude_force import AsyncAgentOrchestrator, TaskSpec
+from claude_force.testing import RateLimits
+
+LATENCY_MS = 300.0
+CONCURRENCY = 10
+WORDS = [
+    "review",
+    "the",
+    "module",
+    "for",
+    "thread",
+    "safety",
+    "and",
+    "explain",
+    "each",
+    "finding",
+    "with",
+    "a",
+    "short",
+    "patch",
+    "covering",
+    "error",
+    "paths",
+    "tests",
+    "naming",
+    "style",
+    "performance",
+    "and",
+    "the",
+    "public",
+    "interface",
+]
+
+
+@dataclass
+class Run:
+    name: str
+    requests: int
+    failed: int
+    wall: float
+    stats: dict[str, Any]
+    limit: int
+    share: float
+
+    def row(self) -> str:
+        admitted = int(self.stats.get("admitted", 0))
+        rejected = int(self.stats.get("rejected", 0))
+        attempts = admitted + rejected
+        tokens = int(self.stats.get("input_tokens", 0))
+        minutes = self.wall / 60.0
+        available = self.limit + self.limit * (1.0 - self.share) * minutes
+        return (
+            f"{self.name:<28} {self.failed:>6} {100.0 * rejected / max(1, attempts):>8.1f}% "
+            f"{self.wall:>8.1f} {tokens / minutes:>12,.0f} {self.limit:>11,} "
+            f"{100.0 * tokens / available:>8.1f}%"
+        )
+
+
+HEADER = (
+    f"{'client':<28} {'failed':>6} {'429s':>9} {'wall s':>8} {'tokens/min':>12} "
+    f"{'limit/min':>11} {'used':>9}"
+)
+
+
+def prompts(n: int, seed: int) -> list[str]:
+    """``n`` prompts of 400 to 6,000 tokens (the simulator counts 4 ASCII chars a token)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        chars = rng.randint(400, 6000) * 4
+        words: list[str] = [f"request {i}:"]
+        size = len(words[0])
+        while size < chars:
+            word = rng.choice(WORDS)
+            words.append(word)
+            size += len(word) + 1
+        out.append(" ".join(words)[:chars])
+    return out
+
+
+def bodies(config: Path, texts: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """The orchestrator's agent and the exact request bodies it sends for ``texts``."""
+    orch = AsyncAgentOrchestrator(config, api_key="bench", enable_tracking=False)
+    agent = orch.list_agents()[0]
+    built = [orch._requests.build(TaskSpec(agent, t)).create_kwargs() for t in texts]
+    return agent, built
+
+
+async def raw_sdk(base_url: str, requests: list[dict[str, Any]], max_retries: int) -> int:
+    """Failed requests of the raw SDK under a semaphore, with its own retries."""
+    sem = asyncio.Semaphore(CONCURRENCY)
+    async with anthropic.AsyncAnthropic(
+        api_key="bench", base_url=base_url, max_retries=max_retries
+    ) as client:
+
+        async def one(kwargs: dict[str, Any]) -> bool:
+            async with sem:
+                try:
+                    await client.messages.create(**kwargs)
+                except anthropic.APIError:
+                    return False
+                return True
+
+        results = await asyncio.gather(*(one(kw) for kw in requests))
+    return sum(1 for ok in results if not ok)
+
+
+async def claude_force(base_url: str, agent: str, texts: list[str]) -> int:
+    """Failed requests of claude-force with default options, in a fresh project and with
+    its response cache in a fresh folder, so that no answer comes from an earlier run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = demo_project(Path(tmp))
+        async with AsyncAgentOrchestrator(
+            config, api_key="bench", base_url=base_url, cache_dir=Path(tmp) / "cache"
+        ) as orch:
+            results = await orch.execute_multiple([(agent, t) for t in texts])
+    return sum(1 for r in results if not r.success)
+
+
+def run(name: str, limits: RateLimits, go: Any) -> Run:
+    stats: dict[str, Any] = {}
+    with simulator_process(latency_ms=LATENCY_MS, rate_limits=limits, stats_out=stats) as url:
+        start = time.perf_counter()
+        failed = asyncio.run(go(url))
+        wall = time.perf_counter() - start
+    limit = limits.input_tokens_per_minute or 0
+    share = limits.neighbour_share
+    result = Run(name, 0, failed, wall, stats, limit, share)
+    print(result.row(), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--limit", type=int, default=2_000_000, help="input tokens per minute")
+    args = parser.parse_args()
+    texts = prompts(args.requests, seed=9)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = demo_project(Path(tmp))
+        agent, requests = bodies(config, texts)
+        for share in (0.0, 0.3):
+            limits = RateLimits(
+                input_tokens_per_minute=args.limit,
+                requests_per_minute=20_000,  # generous: input tokens bind
+                neighbour_share=share,
+            )
+            print(f"\n{args.requests} requests, neighbour_share={share}, {LATENCY_MS:.0f} ms")
+            print(HEADER)
+            for retries in (2, 10):
+
+                async def sdk(url: str, retries: int = retries) -> int:
+                    return await raw_sdk(url, requests, retries)
+
+                run(f"raw SDK, max_retries={retries}", limits, sdk)
+
+            async def ours(url: str) -> int:
+                return await claude_force(url, agent, texts)
+
+            run("claude-force defaults", limits, ours)
+
+
+if __name__ == "__main__":
+    main()
