@@ -9,9 +9,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NoReturn
 
+from . import _outcomes as outcome
 from ._admission import Limits
 from ._aio import off_loop
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
@@ -21,14 +21,6 @@ from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
 from ._metrics import Metrics
 from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
-from ._outcomes import (
-    budget_result,
-    cache_value,
-    failure_result,
-    hit_result,
-    shared_result,
-    success_result,
-)
 from ._pricing import PriceTable
 from ._record import CallContext, Recorder
 from ._reports import UsageReportMethods, UsageReports
@@ -143,12 +135,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
     async def __aenter__(self) -> AsyncAgentOrchestrator:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -296,7 +283,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         try:
             return await self._run(agent, request, ctx)
         except BudgetExceeded as exc:
-            return budget_result(agent, request, exc)
+            return outcome.budget_result(agent, request, exc)
 
     async def _run(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
         """Answer from the cache when allowed, else upstream; identical misses share a call."""
@@ -308,7 +295,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         if not ctx.refresh:
             # Checked before admission: a hit never waits for a concurrency slot.
             hit = await cache.aget(key)
-            result = hit_result(agent, request, hit, started) if hit is not None else None
+            result = outcome.hit_result(agent, request, hit, started) if hit is not None else None
             if result is not None:
                 self._recorder.record(result, ctx)
                 return result
@@ -317,7 +304,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         )
         if not shared:
             return leader
-        result = shared_result(agent, request, leader, started)
+        result = outcome.shared_result(agent, request, leader, started)
         if result.success:
             self._recorder.record(result, ctx)
         return result
@@ -336,7 +323,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             sent = await self._transport.send(request)
         except APIError as err:
             release_all(reservations)
-            result = failure_result(agent, request, err, started)
+            result = outcome.failure_result(agent, request, err, started)
             self._recorder.record(result, ctx)
             return result
         except BaseException:
@@ -347,9 +334,9 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         cost = self.prices.cost(sent.message.model, usage)
         for tracker, reservation in reservations:
             tracker.commit(reservation, usage, cost)
-        result = success_result(agent, request, sent, started, usage, cost)
+        result = outcome.success_result(agent, request, sent, started, usage, cost)
         if store is not None:
-            await store[0].aset(store[1], cache_value(sent, usage, cost))
+            await store[0].aset(store[1], outcome.cache_value(sent, usage, cost))
         self._recorder.record(result, ctx)
         return result
 
