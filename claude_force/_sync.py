@@ -233,8 +233,10 @@ class AgentOrchestrator(UsageReportMethods):
 def _stop_loop(
     core: AsyncAgentOrchestrator, loop: asyncio.AbstractEventLoop, thread: threading.Thread
 ) -> None:
-    """Close the core's client on its loop, then stop the loop and its thread."""
+    """Close the core's client on its loop, then stop the loop and its threads."""
     asyncio.run_coroutine_threadsafe(core.close(), loop).result()
+    # loop.close() would not wait for the executor's threads: join them first.
+    asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result()
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
     loop.close()
