@@ -40,7 +40,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from ._errors import AgentNotFoundError, ConfigError, InvalidArgumentError, WorkflowNotFoundError
-from ._files import FileProblem, read_beneath, read_regular, shown
+from ._files import FileProblem, describe_mode, read_beneath, read_regular, shown
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -223,7 +223,12 @@ def _config_error(message: str, problems: list[str] | None = None) -> ConfigErro
 
 
 def find_config(start: Path | None = None) -> Path:
-    """Return ``.claude/claude.json`` in ``start`` (default: cwd) or its nearest parent."""
+    """Return ``.claude/claude.json`` in ``start`` (default: cwd) or its nearest parent.
+
+    A ``claude.json`` that is there but is not a regular file (a folder, a FIFO, a device, a
+    link to nothing) stops the search with a ConfigError saying so: reporting it as missing
+    would send the user to ``claude-force init``, which then refuses because it exists.
+    """
     try:
         origin = Path(os.path.abspath(start if start is not None else os.getcwd()))
     except OSError as exc:  # the current folder was deleted under us
@@ -232,18 +237,32 @@ def find_config(start: Path | None = None) -> Path:
         ) from None
     for folder in (origin, *origin.parents):
         candidate = folder / CONFIG_DIR / CONFIG_FILE
-        if _is_regular(candidate):
+        kind = _file_kind(candidate)
+        if kind == "regular":
             return candidate
+        if kind is not None:
+            raise _config_error(
+                f"{candidate} is {kind}, not a regular file; replace it with your "
+                f"{CONFIG_FILE}, or move it away and run `claude-force init` to create one"
+            )
     raise _config_error(
         f"no {CONFIG_DIR}/{CONFIG_FILE} found in {origin} or any parent folder; {_INIT_HINT}"
     )
 
 
-def _is_regular(path: Path) -> bool:
+def _file_kind(path: Path) -> str | None:
+    """``"regular"``, what else stands at ``path`` (``"a FIFO (named pipe)"``...), or None."""
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        try:  # a symlink whose target is gone is there, and cannot be used
+            target = os.readlink(path)
+        except (OSError, ValueError):
+            return None
+        return f"a symbolic link to {shown(target)}, which does not exist"
     except (OSError, ValueError):  # an unreadable folder or an impossible name: not here
-        return False
+        return None
+    return "regular" if stat.S_ISREG(mode) else describe_mode(mode)
 
 
 class _JsonObject(dict[str, Any]):
@@ -285,6 +304,13 @@ def _read_json(path: Path) -> object:
     except FileProblem as problem:
         raise _file_error(path, problem) from None
     text = _decode(data, path)
+    if not text.strip():  # json would say "Expecting value", which reads as a syntax error
+        raise _config_error(
+            f"{path}: the file is empty; a {CONFIG_FILE} holds a JSON object with your agents: "
+            "restore it (e.g. from version control), or move it away and run "
+            "`claude-force init` to create one",
+            problems=["(top level): the file is empty"],
+        )
     try:
         return json.loads(text, object_pairs_hook=_object_hook, parse_int=_parse_int)
     except json.JSONDecodeError as exc:

@@ -52,6 +52,7 @@ _CLOSE_JOIN_SECONDS = 30.0
 _MAX_PENDING = 100_000
 _GITIGNORE = "# the usage ledger and caches of claude-force\n*\n"
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH = 3, 8, 14, 23
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _INT64 = range(-(2**63), 2**63)
 
 # message_id is unique among *upstream* calls only: a response-cache hit replays the original
@@ -236,6 +237,28 @@ def _cannot_write(exc: sqlite3.Error) -> bool:
         return code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH)
     text = str(exc)
     return "readonly" in text or "unable to open" in text
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    code = _code(exc)
+    if code is not None:
+        return code in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc)
+
+
+def _retry_message(path: Path, exc: sqlite3.Error, rows: int) -> str:
+    """The warning for a write that will be tried again: what happened, what comes next."""
+    what = "1 row" if rows == 1 else f"{rows} rows"
+    then = f"retrying up to {_MAX_WRITE_ATTEMPTS} times, then dropping {what} from the record"
+    if _is_locked(exc):  # another process holds the file: nothing is wrong with the disk
+        return (
+            f"usage ledger {path} is locked by another process ({exc}); {then}. If this "
+            "persists, look for a stuck program holding the file open"
+        )
+    return (
+        f"usage ledger {path}: writing {what} failed ({exc}); {then}. Check free disk space "
+        "and the file"
+    )
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -572,11 +595,7 @@ class _Writer:
                 "a writable file",
             )
             return False
-        _log.warn(
-            f"write:{self.path}",
-            f"usage ledger {self.path}: writing {rows} rows failed ({exc}); retrying up to "
-            f"{_MAX_WRITE_ATTEMPTS} times, then dropping them. Check free disk space and the file",
-        )
+        _log.warn(f"write:{self.path}", _retry_message(self.path, exc, rows))
         if attempt < _MAX_WRITE_ATTEMPTS:
             with self.cond:  # back off, cut short by flush() and close()
                 self.cond.wait_for(

@@ -35,6 +35,8 @@ def init_project(dest: Path, *, force: bool = False) -> list[Path]:
     dest = Path(dest)
     try:
         return _init(dest, force)
+    except InvalidArgumentError:  # already says what is wrong and how to fix it
+        raise
     except (OSError, ValueError) as exc:
         raise _init_error(dest, exc) from None
 

@@ -282,7 +282,9 @@ def test_workflow_no_cache_and_refresh(
     assert len(env.message_requests) == 9
     capsys.readouterr()
     assert run(*args) == 0
-    assert capsys.readouterr().err.count("cached, saved") == 3
+    err = capsys.readouterr().err
+    assert err.count("cached, saved") == 4  # three table rows and the summary line
+    assert "; 3 steps, all cached, saved $0.0" in err
 
 
 def test_failed_workflow_costs_its_finished_steps(

@@ -288,7 +288,7 @@ def test_cached_steps_show_the_cost_saved(
     in_process(*argv, env=env)  # fills the cache
     again = cli(*argv, env=env)
     assert again.returncode == 0
-    assert again.stderr.decode().count("cached, saved $0.0") == 3
+    assert again.stderr.decode().count("cached, saved $0.0") == 4  # 3 rows, the summary
     assert again.stdout.decode().startswith("Simulated reply")  # the final output
     assert len(sim.message_requests) == 3
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import doctest
 import json
+import os
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +401,39 @@ def test_find_config_defaults_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = make_project(tmp_path, one_agent())
     monkeypatch.chdir(tmp_path)
     assert find_config() == path
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (os.mkfifo, "a FIFO (named pipe)"),
+        (os.mkdir, "a folder"),
+        (lambda path: os.symlink("gone.json", path), "a symbolic link to gone.json, which does"),
+        (lambda path: os.symlink("/dev/null", path), "a character device"),
+    ],
+)
+def test_find_config_reports_a_claude_json_that_is_not_a_regular_file(
+    tmp_path: Path, make: Callable[[Path], object], kind: str
+) -> None:
+    # Reporting it as missing would send the user to `init`, which then refuses: it exists.
+    (tmp_path / ".claude").mkdir()
+    candidate = tmp_path / ".claude" / "claude.json"
+    make(candidate)
+    deep = tmp_path / "src"
+    deep.mkdir()
+    with pytest.raises(ConfigError) as info:
+        find_config(deep)
+    assert str(info.value).startswith(f"{candidate} is {kind}")
+    assert "not a regular file; replace it with your claude.json" in str(info.value)
+
+
+def test_an_empty_config_says_the_file_is_empty(tmp_path: Path) -> None:
+    path = make_project(tmp_path, one_agent())
+    path.write_text(" \n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: the file is empty; a claude.json holds a JSON")
+    assert info.value.problems == ["(top level): the file is empty"]
 
 
 def test_find_config_without_a_project_suggests_init(tmp_path: Path) -> None:

@@ -401,10 +401,10 @@ def test_a_config_over_10_mib_is_refused(tmp_path: Path) -> None:
     assert "is larger than 10 MiB" in file_error(path)
 
 
-def test_an_empty_config_is_a_json_error(tmp_path: Path) -> None:
+def test_an_empty_config_says_it_is_empty(tmp_path: Path) -> None:
     path = tmp_path / "claude.json"
     path.write_bytes(b"")
-    assert "line 1, column 1: Expecting value" in file_error(path)
+    assert f"{path}: the file is empty;" in file_error(path)
 
 
 def test_a_utf16_config_is_refused_with_the_fix(tmp_path: Path) -> None:

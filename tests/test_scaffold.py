@@ -83,6 +83,20 @@ def test_init_refuses_to_overwrite_an_existing_project(tmp_path: Path) -> None:
     assert config.read_text(encoding="utf-8") == '{"agents": {}}'
 
 
+def test_init_into_an_existing_project_says_so_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refusal is already an InvalidArgumentError: passed through, not re-wrapped as a
+    # "not a valid file name" error (as `claude-force init` in a project once said).
+    monkeypatch.chdir(tmp_path)
+    init_project(Path("."))
+    with pytest.raises(InvalidArgumentError) as info:
+        init_project(Path("."))
+    message = str(info.value)
+    assert message.startswith(".claude already has a Claude Force project (.claude/claude.json, ")
+    assert "cannot initialise" not in message and "not a valid file name" not in message
+
+
 def test_init_refuses_when_only_an_agent_file_would_be_overwritten(tmp_path: Path) -> None:
     mine = tmp_path / ".claude" / "agents" / "code-reviewer.md"
     mine.parent.mkdir(parents=True)

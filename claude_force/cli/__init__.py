@@ -10,7 +10,13 @@ import sys
 
 import click
 
-from ._common import EXIT_CODES_HELP, configure_logging, run_guarded
+from ._common import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    configure_logging,
+    run_guarded,
+    show_error,
+)
 
 __all__ = ["cli", "main"]
 
@@ -41,6 +47,15 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point. Exit codes: 0 ok, 1 run failed, 2 usage error, 130 Ctrl-C."""
-    configure_logging()
-    sys.exit(run_guarded(cli, argv))
+    """Run the CLI and exit. Exit codes: 0 ok, 1 run failed, 2 usage error, 130 Ctrl-C.
+
+    The console script enters through ``claude_force_entry.main``, which also covers a Ctrl-C
+    while this package is still being imported.
+    """
+    try:
+        configure_logging()
+        code = run_guarded(cli, argv)
+    except KeyboardInterrupt:  # in the moments outside run_guarded's own handling
+        show_error("interrupted", label="stopped")
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -12,19 +11,22 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .. import AgentResult, AsyncAgentOrchestrator, InvalidArgumentError
+from .. import AgentResult, APIError, AsyncAgentOrchestrator, InvalidArgumentError
 from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
     cache_dir_option,
     config_option,
     console,
+    deliver,
     print_json,
+    require_stdout,
     result_line,
     say,
     show_error,
     write_text,
 )
+from ._task import read_task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,24 +71,6 @@ def workflows_cmd(config_path: Path | None, as_json: bool) -> None:
         shown = " -> ".join(s[0] if len(s) == 1 else "[" + ", ".join(s) + "]" for s in stages)
         table.add_row(name, escape(shown))
     console.print(table)
-
-
-def read_task(task: str | None, task_file: Path | None) -> str:
-    """The task from the argument, -f FILE, or standard input ('-' or piped)."""
-    if task is not None and task_file is not None:
-        raise InvalidArgumentError("give the task either as an argument or with -f FILE, not both")
-    if task_file is not None:
-        try:
-            return task_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidArgumentError(f"cannot read task file {task_file}: {exc}") from exc
-    if task == "-" or (task is None and not sys.stdin.isatty()):
-        return sys.stdin.read()
-    if task is None:
-        raise InvalidArgumentError(
-            "no task: pass TASK, -f FILE, or pipe the task on standard input"
-        )
-    return task
 
 
 def cache_options(fn: Callable[P, R]) -> Callable[P, R]:
@@ -148,22 +132,32 @@ def run_cmd(
     has none); model, tokens, time and cost go to standard error.
     """
     text = read_task(task, task_file)
+    require_stdout()
     orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
+    in_cache = False
 
     async def go() -> AgentResult:
+        nonlocal in_cache
         async with orch:
-            return await orch.execute_agent(
+            result = await orch.execute_agent(
                 agent, text, model=model, max_tokens=max_tokens, refresh=refresh
             )
+            cache = orch.response_cache
+            in_cache = result.success and cache is not None and not cache.is_excluded(agent)
+            return result
 
     result = asyncio.run(go())
     if as_json:
-        print_json(result.to_dict())
+        deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
     elif result.success:
-        write_text(result.output)
+        deliver(lambda: write_text(result.output), in_cache=in_cache)
         say(result_line(result))
     if not result.success:
-        show_error(f"agent '{agent}' failed: {'; '.join(result.errors)}")
+        # An API error's text is the service's: shown as it came, never reworded.
+        show_error(
+            f"agent '{agent}' failed: {'; '.join(result.errors)}",
+            rewrite=not isinstance(result.error, APIError),
+        )
         raise RunFailed
 
 

@@ -8,6 +8,7 @@ for developers (``CLAUDE_FORCE_DEBUG=1`` prints them, and debug logging).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import re
 import sqlite3
 import sys
 import traceback
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,15 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .. import AgentResult, ClaudeForceError, RunError, UsageError
+from .. import (
+    AgentResult,
+    APIError,
+    ClaudeForceError,
+    ConfigError,
+    InvalidArgumentError,
+    RunError,
+    UsageError,
+)
 
 EXIT_OK = 0
 EXIT_RUN_FAILURE = 1
@@ -50,14 +60,17 @@ config_option = click.option(
 
 CACHE_DIR_HELP = (
     "Response cache folder (default: $CLAUDE_FORCE_CACHE_DIR, else "
-    "$XDG_CACHE_HOME/claude-force or ~/.cache/claude-force)."
+    "$XDG_CACHE_HOME/claude-force or ~/.cache/claude-force). A --cache-dir naming a file is a "
+    "usage error; a folder the cache cannot use (from here, the environment or the default) is "
+    "a warning, and the run goes on uncached."
 )
 
+# No envvar= here: the library reads CLAUDE_FORCE_CACHE_DIR itself, and an unusable folder
+# from the environment must be a warning (run uncached), not a usage error from click.
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    envvar="CLAUDE_FORCE_CACHE_DIR",
     help=CACHE_DIR_HELP,
 )
 
@@ -70,17 +83,56 @@ def write_text(text: str) -> None:
     """Write ``text`` to standard output exactly, as UTF-8, plus a final newline if it lacks one.
 
     Nothing wraps, pads or re-encodes it, whether stdout is a terminal, a pipe or a file.
+    A closed standard output raises OSError(EBADF) (see :func:`deliver`).
     """
     data = text if text.endswith("\n") else text + "\n"
-    sys.stdout.flush()  # anything rich or click wrote before comes first
-    buffer = getattr(sys.stdout, "buffer", None)
+    stream = sys.stdout
+    if stream is None:  # started with fd 1 closed (`>&-`)
+        raise OSError(errno.EBADF, "standard output is closed")
+    stream.flush()  # anything rich or click wrote before comes first
+    buffer = getattr(stream, "buffer", None)
     if buffer is None:  # a text-only stream (some embedding hosts)
-        sys.stdout.write(data)
-        sys.stdout.flush()
+        stream.write(data)
+        stream.flush()
         return
     # A lone surrogate cannot be UTF-8; everything else goes out unchanged.
     buffer.write(data.encode("utf-8", errors="replace"))
     buffer.flush()
+
+
+def require_stdout() -> None:
+    """Refuse before a request is paid for when its answer would have nowhere to go.
+
+    Python sets ``sys.stdout`` to None when fd 1 was closed at start; writing to fd 1 anyway
+    is not safe, as a file opened since (the cache or the ledger) may have taken that number.
+    """
+    if sys.stdout is None or getattr(sys.stdout, "closed", False):
+        raise InvalidArgumentError(
+            "standard output is closed, so the answer would be lost; nothing was sent. "
+            "Run the command with standard output open, e.g. `> answer.txt` "
+            "(or `> /dev/null` to discard the answer)"
+        )
+
+
+def deliver(write: Callable[[], None], *, in_cache: bool) -> None:
+    """Run ``write`` (which puts a paid answer on stdout); a failure says whether a rerun is free.
+
+    A reader that went away (BrokenPipeError, `| head`) is left to the top level.
+    """
+    try:
+        write()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: "I/O operation on closed file"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        again = (
+            "the answer is in the response cache: run the same command again to get it at no cost"
+            if in_cache
+            else "the answer was not cached, so running again sends (and pays for) a new request"
+        )
+        show_error(f"cannot write the answer to standard output ({reason}); {again}")
+        _silence_stdout()  # or Python's flush at exit fails again, with a traceback
+        raise RunFailed from None
 
 
 def print_json(data: Any) -> None:
@@ -95,14 +147,18 @@ def say(message: str) -> None:
 _LABEL_COLOURS = {"error": "red", "critical": "red", "warning": "yellow"}
 
 
-def error_line(message: str, *, label: str = "error") -> str:
-    """``label: message`` on one line, the label coloured (click drops colour off a terminal)."""
+def error_line(message: str, *, label: str = "error", rewrite: bool = True) -> str:
+    """``label: message`` on one line, the label coloured (click drops colour off a terminal).
+
+    ``rewrite=False`` for text the library did not write (API errors, JSON paths of a config
+    file): it is joined onto one line but never reworded.
+    """
     styled = click.style(label + ":", fg=_LABEL_COLOURS.get(label), bold=True)
-    return f"{styled} {cli_message(message)}"
+    return f"{styled} {cli_message(message) if rewrite else one_line(message)}"
 
 
-def show_error(message: str, *, label: str = "error") -> None:
-    click.echo(error_line(message, label=label), err=True)
+def show_error(message: str, *, label: str = "error", rewrite: bool = True) -> None:
+    click.echo(error_line(message, label=label, rewrite=rewrite), err=True)
 
 
 def one_line(text: str) -> str:
@@ -111,24 +167,30 @@ def one_line(text: str) -> str:
     if len(lines) <= 1:
         return lines[0] if lines else ""
     rest = [line[2:] if line.startswith("- ") else line for line in lines[1:]]
-    return f"{lines[0]} {'; '.join(rest)}"
+    head = lines[0] if lines[0].endswith(":") else lines[0] + ":"
+    return f"{head} {'; '.join(rest)}"
 
 
-# The library speaks Python (keyword arguments); the command line speaks options.
+# The library speaks Python (keyword arguments); the command line speaks options. Only whole
+# phrases the library writes are replaced, never a bare word: a JSON path such as
+# `agents.a.max_tokens` or an API error must reach the user unchanged.
 _CLI_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), replacement)
     for pattern, replacement in (
         (r"\s*\((?:force=True|use force=True)\)", ""),
         (r"\bforce=True\b", "--force"),
         (r"\bport=(\d+)", r"--port \1"),
-        (r"\bport=", "--port "),
-        (r"\bmax_tokens\b", "--max-tokens"),
-        (r"\bcache_dir\b", "--cache-dir"),
+        (r"^max_tokens must be an integer\b", "--max-tokens must be an integer"),
+        (r"\bchoose another cache_dir\b", "choose another --cache-dir"),
         (r"\benable_cache=False\b", "--no-cache"),
         (r"\buse_cache=False\b", "--no-cache"),
         (r"\brefresh=True\b", "--refresh"),
         (r" or pass api_key=\.\.\.", ""),
         (r"\bapi_key=\.\.\.", "ANTHROPIC_API_KEY"),
+        # Python-only ways out that the command line has no option for.
+        (r",? or pass ledger_path= naming (?:a file in one|a writable file)\b", ""),
+        (r", or raise max_task_chars= on the orchestrator\b", ""),
+        (r" or pass cache_secret\b", ""),
     )
 )
 
@@ -223,13 +285,20 @@ def _report(exc: Exception) -> int:
         _silence_stdout()  # the reader went away (| head): nothing left to say
         return EXIT_RUN_FAILURE
     code, message = _describe(exc)
-    show_error(message)
+    # Only the library's own advice is reworded; API text and config paths stay verbatim.
+    show_error(message, rewrite=_library_worded(exc))
     return code
+
+
+def _library_worded(exc: Exception) -> bool:
+    return isinstance(exc, ClaudeForceError) and not isinstance(exc, (ConfigError, APIError))
 
 
 def _describe(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, click.ClickException):
         return EXIT_USAGE, _click_message(exc)
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, config_message(exc)
     if isinstance(exc, UsageError):
         return EXIT_USAGE, str(exc)
     if isinstance(exc, (RunError, ClaudeForceError)):
@@ -242,6 +311,16 @@ def _describe(exc: Exception) -> tuple[int, str]:
             "the cache folder's cache.db is damaged, move it aside and run again"
         )
     return EXIT_RUN_FAILURE, f"{type(exc).__name__}: {exc}; {_DEBUG_HINT}"
+
+
+def config_message(exc: ConfigError) -> str:
+    """The config error on one line, without a lone problem its first line already states."""
+    head = str(exc).split("\n", 1)[0]
+    if len(exc.problems) == 1:
+        _where, _, what = exc.problems[0].partition(": ")
+        if (what or exc.problems[0]) in head:
+            return head
+    return str(exc)
 
 
 def _click_message(exc: click.ClickException) -> str:
@@ -260,6 +339,8 @@ def _os_message(exc: OSError) -> str:
 
 def _silence_stdout() -> None:
     # Python flushes stdout at exit; a closed pipe would raise again there.
+    if sys.stdout is None:
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, sys.stdout.fileno())

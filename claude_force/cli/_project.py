@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from .. import InvalidArgumentError, init_project
-from ._common import console
 
 
 @click.command("init")
@@ -25,12 +24,11 @@ def init_cmd(directory: Path, force: bool) -> None:
             f"cannot create the project in {where}: {exc.strerror or exc}; "
             "choose a folder you can write to, or fix its permissions"
         ) from exc
+    # click.echo, not rich: a path or a command is never wrapped at the terminal's width.
     for path in written:
-        console.print(f"wrote {path}", highlight=False)
-    console.print(
-        "next: claude-force agents   |   claude-force run code-reviewer 'Review this diff'",
-        highlight=False,
-    )
+        click.echo(f"wrote {path}")
+    click.echo("next: claude-force agents")
+    click.echo("      claude-force run code-reviewer 'Review this diff'")
 
 
 COMMANDS = [init_cmd]

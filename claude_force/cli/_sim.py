@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import tempfile
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,18 +41,23 @@ DEMO_TASK = (
     help="Extra latency per output token.",
 )
 def simulate_cmd(host: str, port: int, latency_ms: float, per_token_ms: float) -> None:
-    """Serve the Anthropic-compatible simulator until Ctrl-C.
+    """Serve the Anthropic-compatible simulator until Ctrl-C (exit code 130, like every
+    command stopped by Ctrl-C).
 
     Point any client at it with ANTHROPIC_BASE_URL=http://HOST:PORT (any API key works).
     """
-    from ..testing import Simulator, serve
+    from ..testing import Simulator
 
-    def ready(sim: Simulator) -> None:
+    # Not testing.serve(): it treats Ctrl-C as a normal end, and the CLI reports it as 130.
+    with Simulator(
+        host=host, port=port, latency_ms=latency_ms, per_token_latency_ms=per_token_ms
+    ) as sim:
         console.print(
             f"simulator on {sim.base_url}  (Ctrl-C to stop)", highlight=False, soft_wrap=True
         )
-
-    serve(host, port, latency_ms=latency_ms, per_token_latency_ms=per_token_ms, on_ready=ready)
+        never = threading.Event()
+        while not never.wait(0.5):  # a timed wait keeps Ctrl-C prompt on every platform
+            pass
 
 
 @click.command("demo")

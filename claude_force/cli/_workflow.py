@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -13,22 +14,26 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from .. import AsyncAgentOrchestrator, StepEvent, WorkflowResult
-from ._agents import cache_options, make_orchestrator, read_task
+from .. import APIError, AsyncAgentOrchestrator, StepEvent, WorkflowResult
+from ._agents import cache_options, make_orchestrator
 from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
     config_option,
     console,
     cost_text,
+    deliver,
     err_console,
     one_line,
     print_json,
+    require_stdout,
     result_line,
     say,
     show_error,
+    usd,
     write_text,
 )
+from ._task import read_task
 
 Outcome = Literal["done", "cancelled", "error"]
 
@@ -159,13 +164,35 @@ def print_workflow_result(result: WorkflowResult, *, all_steps: bool) -> None:
     elif result.success:
         write_text(result.final_output)
     if not result.success:
-        show_error(f"workflow {result.workflow_name} failed: {result.error}")
+        show_failure(result)
+    say(summary_line(result))
+
+
+def show_failure(result: WorkflowResult) -> None:
+    # A step's API error is the service's text: shown as it came, never reworded.
+    api_error = any(isinstance(step.error, APIError) for step in result.steps)
+    show_error(f"workflow {result.workflow_name} failed: {result.error}", rewrite=not api_error)
+
+
+def summary_line(result: WorkflowResult) -> str:
+    """Status, time, tokens and cost; steps answered from the cache say what they saved."""
     status = "succeeded" if result.success else "failed"
-    say(
+    head = (
         f"workflow {result.workflow_name} {status} in {result.execution_time_ms / 1000:.2f} s; "
-        f"{len(result.steps)} steps, {result.total_input_tokens} input + "
-        f"{result.total_output_tokens} output tokens, {cost_text(result.total_cost)}"
+        f"{len(result.steps)} step{'' if len(result.steps) == 1 else 's'}"
     )
+    hits = [step for step in result.steps if step.cached]
+    saved_known = [step.cost_saved for step in hits if step.cost_saved is not None]
+    saved = f"saved {usd(sum(saved_known, Decimal(0)))}" if saved_known else "cost unknown"
+    if hits and len(hits) == len(result.steps):
+        return f"{head}, all cached, {saved}"
+    paid = (
+        f"{result.total_input_tokens} input + {result.total_output_tokens} output tokens, "
+        f"{cost_text(result.total_cost)}"
+    )
+    if hits:
+        return f"{head}, {paid} ({len(hits)} cached, {saved})"
+    return f"{head}, {paid}"
 
 
 @click.command("workflow", epilog=EXIT_CODES_HELP)
@@ -197,8 +224,10 @@ def workflow_cmd(
     output gets only the workflow's final output, byte for byte (--json gives every step).
     """
     text = read_task(task, task_file)
+    require_stdout()
     orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
-    _ = orch.response_cache  # opened now: a cache problem is reported before any table
+    # Opened now: a cache problem is reported before any table.
+    in_cache = orch.response_cache is not None
 
     async def go() -> WorkflowResult:
         async with orch:
@@ -208,11 +237,12 @@ def workflow_cmd(
 
     result = asyncio.run(go())
     if as_json:
-        print_json(result.to_dict())
+        deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
         if not result.success:
-            show_error(f"workflow {result.workflow_name} failed: {result.error}")
+            show_failure(result)
     else:
-        print_workflow_result(result, all_steps=sys.stdout.isatty())
+        all_steps = sys.stdout is not None and sys.stdout.isatty()
+        deliver(lambda: print_workflow_result(result, all_steps=all_steps), in_cache=in_cache)
     if not result.success:
         raise RunFailed
 
