@@ -8,6 +8,7 @@ between calls and the sync API also works where an event loop is already running
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import weakref
@@ -96,12 +97,16 @@ class AgentOrchestrator(UsageReportMethods):
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
+                # Our own executor, so that closing can join its threads (loop.close() does
+                # not wait for them, and at interpreter exit no thread can be started to).
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="claude-force")
+                self._loop.set_default_executor(executor)
                 self._thread = threading.Thread(
                     target=self._loop.run_forever, name="claude-force-loop", daemon=True
                 )
                 self._thread.start()
                 self._finalizer = weakref.finalize(
-                    self, _stop_loop, self._core, self._loop, self._thread
+                    self, _stop_loop, self._core, self._loop, self._thread, executor
                 )
             loop = self._loop
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -231,12 +236,14 @@ class AgentOrchestrator(UsageReportMethods):
 
 
 def _stop_loop(
-    core: AsyncAgentOrchestrator, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+    core: AsyncAgentOrchestrator,
+    loop: asyncio.AbstractEventLoop,
+    thread: threading.Thread,
+    executor: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
     """Close the core's client on its loop, then stop the loop and its threads."""
     asyncio.run_coroutine_threadsafe(core.close(), loop).result()
-    # loop.close() would not wait for the executor's threads: join them first.
-    asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result()
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
+    executor.shutdown(wait=True)
     loop.close()

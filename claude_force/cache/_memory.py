@@ -13,6 +13,7 @@ not re-check a signature: the memory is our own.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,8 +26,9 @@ __all__ = ["ENTRY_OVERHEAD", "MemoryTier"]
 
 # Bytes held per entry besides its text: tracemalloc on CPython 3.11 measured 240-330 for
 # the record, the LRU dict slots (tables grow in powers of two) and the access note, plus
-# 113 for a 64-hex key.
-ENTRY_OVERHEAD = 480
+# 113 for a 64-hex key; CPython 3.10's objects and dict tables are larger (about 80 more
+# per entry, measured the same way).
+ENTRY_OVERHEAD = 480 if sys.version_info >= (3, 11) else 560
 
 
 class _Held(NamedTuple):
