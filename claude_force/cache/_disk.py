@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ _QUEUE_MAX_BYTES = 64 * 1024 * 1024
 _WRITE_ATTEMPTS = 4
 _EVICT_BATCH = 8
 _VERIFY_BATCH = 256
+# A checkpoint that found another one running is retried after this pause, doubling.
+_CHECKPOINT_PAUSE_S = 0.001
+_CHECKPOINT_PAUSE_MAX_S = 0.05
 # Connections inherited through fork() must never be used or closed by the child; they are
 # parked here so garbage collection does not close them either.
 _ABANDONED: list[sqlite3.Connection] = []
@@ -106,9 +110,10 @@ class _Batch:
 
 
 def _file_size(path: Path) -> int:
+    """The file's size; 0 when it is gone, or its folder was removed or replaced."""
     try:
         return path.stat().st_size
-    except FileNotFoundError:
+    except OSError:
         return 0
 
 
@@ -250,7 +255,9 @@ class DiskTier:
                 return failed
             conn = self._db()
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if not self._begin(conn):
+                    self._wal_stuck(action)
+                    return failed
                 try:
                     self._keep = ""
                     self._apply(conn, batch)
@@ -274,13 +281,58 @@ class DiskTier:
             return result
         return failed
 
+    def _begin(self, conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE once the WAL is within its budget; False (no transaction open)
+        when it stays over it for ``BUSY_TIMEOUT_S``."""
+        deadline: float | None = None
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            # Checked holding the write lock, so no other process adds to the WAL before we
+            # commit: it passes its budget by at most one transaction, however many write.
+            if _file_size(self._wal) <= self.limits.wal_bytes:
+                return True
+            conn.execute("ROLLBACK")
+            if deadline is None:
+                deadline = time.monotonic() + BUSY_TIMEOUT_S
+            if not self._shrink_wal(conn, deadline):
+                return False
+
+    def _shrink_wal(self, conn: sqlite3.Connection, deadline: float) -> bool:
+        """Checkpoint until the WAL is within its budget or ``deadline`` passes.
+
+        While other processes keep writing, SQLite's own checkpoints never catch up with
+        the WAL's end, so it is never rewound and grows. A TRUNCATE checkpoint waits for
+        the writers and readers (busy timeout) and empties it; it fails at once while
+        another connection checkpoints, hence the retries."""
+        pause = _CHECKPOINT_PAUSE_S
+        while True:
+            self._checkpoint(conn)
+            if _file_size(self._wal) <= self.limits.wal_bytes:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, _CHECKPOINT_PAUSE_MAX_S)
+
+    def _wal_stuck(self, action: str) -> None:
+        self.stats.errors += 1
+        self._failing.add("wal")
+        self._log.warn(
+            "disk:wal",
+            f"disk cache {action} skipped in {self.path}: its write-ahead log is over its "
+            f"{self.limits.wal_bytes} byte budget and could not be checkpointed for "
+            f"{BUSY_TIMEOUT_S:g} s (another process holds a long read on it); the entry is "
+            "not stored, the run goes on",
+        )
+
     def _committed(self, conn: sqlite3.Connection) -> None:
         if self._failing:
             for cause in self._failing:
                 self._log.clear(f"disk:{cause}")
             self._failing.clear()
         # The checkpoint SQLite runs after a commit cannot finish while another process
-        # reads an older snapshot, and then the WAL keeps growing: truncate it here.
+        # reads an older snapshot or writes, and then the WAL keeps growing: truncate it
+        # here (once; the next write waits for it if this one does not succeed).
         if _file_size(self._wal) > self.limits.wal_bytes:
             self._checkpoint(conn)
 
