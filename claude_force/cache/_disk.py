@@ -35,9 +35,11 @@ from ._sqlite import (
     connect,
     connect_reader,
     error_cause,
+    file_identity,
     is_busy,
     is_corruption,
     set_aside,
+    write_problem,
 )
 from ._types import MISS, Found, Miss, TierStats, check_key
 from ._worker import Worker
@@ -152,6 +154,9 @@ class DiskTier:
         self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
         self._generation = self._read_generation = _fork_generation
         self._closed = False
+        # The database file or its folder was removed or replaced while open: writes would
+        # go to a deleted file. Each write tries to reopen; until then lookups are misses.
+        self._gone = False
         with self._write_lock:
             self._reclaim()
 
@@ -198,10 +203,15 @@ class DiskTier:
             return
         cause = error_cause(exc)
         self._failing.add(cause)
+        if cause == "locked":
+            problem = f"another process held its write lock for over {BUSY_TIMEOUT_S:g} s ({exc})"
+            fix = "give each busy job its own cache_dir if this repeats"
+        else:
+            problem, fix = write_problem(self.path.parent, exc)
         self._log.warn(
             f"disk:{cause}",
-            f"disk cache {action} failed in {self.path} ({exc}); the entry is not stored, "
-            "the run goes on",
+            f"disk cache {action} failed in {self.path}: {problem}; the entry is not stored, "
+            f"the run goes on; {fix}",
         )
 
     def _recover(self, exc: sqlite3.Error) -> None:
@@ -250,6 +260,8 @@ class DiskTier:
         if self._damaged is not None:
             self._recover(self._damaged)
         batch = self._take(take_queued)
+        if not self._in_place(action):
+            return failed
         for attempt in range(_WRITE_ATTEMPTS):
             if self._closed:
                 return failed
@@ -280,6 +292,31 @@ class DiskTier:
             self._committed(conn)
             return result
         return failed
+
+    def _in_place(self, action: str) -> bool:
+        """True when the file we write is still the one at ``self.path``, reopening it
+        if it was removed or replaced; caller holds the write lock."""
+        if self._closed or self._generation != _fork_generation:
+            return True  # nothing to check, or ``_db()`` reconnects anyway
+        if not self._gone and file_identity(self.path) == self._identity:
+            return True
+        if not self._gone:
+            self._gone = True
+            self._close_reader()
+            self._writer.close()
+        try:
+            self._writer, self._identity = connect(self.path, limits=self.limits)
+        except CacheDirectoryError as exc:
+            self.stats.errors += 1
+            self._failing.add("gone")
+            self._log.warn(
+                "disk:gone",
+                f"disk cache {action} failed, the entry is not stored and the run goes on: {exc}",
+            )
+            return False
+        self._gone = False
+        logger.warning("cache database %s was removed while in use; started a fresh one", self.path)
+        return True
 
     def _begin(self, conn: sqlite3.Connection) -> bool:
         """BEGIN IMMEDIATE once the WAL is within its budget; False (no transaction open)
@@ -529,7 +566,7 @@ class DiskTier:
         with self._write_lock:
             if not self._closed:
                 self._write("clear", lambda conn: conn.execute("DELETE FROM entries"), None)
-                if not self._closed:
+                if not (self._closed or self._gone):
                     self._vacuum(self._db(), "clear")
 
     def prune(self, now: float) -> int:
@@ -562,7 +599,7 @@ class DiskTier:
                 return
             self._closed = True
             self._close_reader()
-            if self._generation == _fork_generation:
+            if self._generation == _fork_generation and not self._gone:
                 self._checkpoint(self._writer)
                 self._writer.close()
 
@@ -581,7 +618,7 @@ class DiskTier:
 
     def get(self, key: str, now: float) -> Found | Miss:
         with self._read_lock:
-            if self._closed:
+            if self._closed or self._gone:
                 self.stats.misses += 1
                 return MISS
             with self._state:
@@ -665,7 +702,7 @@ class DiskTier:
         return {"checked": checked, "ok": checked - bad, "bad": bad}
 
     def _read_batch(self, after: int) -> list[tuple[Any, ...]]:
-        if self._closed:
+        if self._closed or self._gone:
             return []
         try:
             cursor = self._read_db().execute(
@@ -692,7 +729,7 @@ class DiskTier:
     def snapshot(self) -> dict[str, Any]:
         entries = size = 0
         with self._read_lock:
-            if not self._closed:
+            if not (self._closed or self._gone):
                 try:
                     size, entries = self._read_db().execute(_TOTAL).fetchone()
                 except sqlite3.Error as exc:
