@@ -29,6 +29,7 @@ from .._errors import CacheDirectoryError, CacheIntegrityError, InvalidArgumentE
 from .._warnings import OnceLog
 from ._envelope import decode_payload, open_envelope
 from ._limits import DiskLimits
+from ._rows import COLUMNS, RECOUNT, REPAIR, column_problem, plausible
 from ._sqlite import (
     BUSY_TIMEOUT_S,
     DB_NAME,
@@ -78,7 +79,7 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_GET = "SELECT rowid, envelope, created_at, last_access FROM entries WHERE key = ?"
+_GET = f"SELECT rowid, {COLUMNS} FROM entries WHERE key = ?"
 _UPSERT = (
     "INSERT INTO entries (key, envelope, size, created_at, expires_at, last_access) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET envelope = excluded.envelope, "
@@ -88,14 +89,14 @@ _UPSERT = (
 _TOTAL = "SELECT total_bytes, entries FROM meta WHERE id = 0"
 # The stored bytes and the pages in use, in one statement: it runs in every write.
 _USAGE = (
-    "SELECT total_bytes, (SELECT page_count FROM pragma_page_count()) - "
+    "SELECT total_bytes, entries, (SELECT page_count FROM pragma_page_count()) - "
     "(SELECT freelist_count FROM pragma_freelist_count()) FROM meta WHERE id = 0"
 )
 _LRU = "SELECT rowid, size FROM entries WHERE key != ? ORDER BY last_access, rowid LIMIT ?"
 _TOUCH = "UPDATE entries SET last_access = ? WHERE key = ? AND last_access < ?"
 _DELETE_IF = "DELETE FROM entries WHERE key = ? AND created_at = ?"
 # Delete only the bad bytes we read: another process may have rewritten the row since.
-_DELETE_BAD = "DELETE FROM entries WHERE rowid = ? AND key = ? AND envelope IS ?"
+_DELETE_BAD = "DELETE FROM entries WHERE rowid = ? AND key = ? AND CAST(envelope AS BLOB) IS ?"
 
 Row = tuple[str, bytes, float]  # key, envelope, created_at
 
@@ -109,6 +110,7 @@ class _Batch:
     touches: list[tuple[float, str, float]] = field(default_factory=list)
     expired: list[tuple[str, float]] = field(default_factory=list)
     bad: list[tuple[int, str, object]] = field(default_factory=list)
+    recount: bool = False
 
 
 def _file_size(path: Path) -> int:
@@ -146,6 +148,9 @@ class DiskTier:
         self._pending: dict[str, float] = {}  # key -> last access to record
         self._expired: dict[str, float] = {}  # key -> created_at seen expired
         self._bad: dict[tuple[int, str], object] = {}  # (rowid, key) -> envelope read
+        # A row with a wrong size was seen: deleting it would subtract that size from the
+        # running totals, so the next write deletes such rows and recounts instead.
+        self._recount = False
         self._damaged: sqlite3.Error | None = None
         self._keep = ""  # the key a running transaction wrote last: never its own victim
         self._writer, self._identity = connect(self.path, limits=self.limits)
@@ -401,6 +406,7 @@ class DiskTier:
             self._expired.clear()
             batch.bad = [(rowid, key, env) for (rowid, key), env in self._bad.items()]
             self._bad.clear()
+            batch.recount, self._recount = self._recount, False
         return batch
 
     def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> None:
@@ -412,11 +418,18 @@ class DiskTier:
             conn.executemany(_DELETE_IF, batch.expired)
         if batch.bad:
             conn.executemany(_DELETE_BAD, batch.bad)
+        if batch.recount:
+            self._repair(conn, "held rows whose size is not their envelope's")
 
     def _has_work(self) -> bool:
         with self._state:
             return bool(
-                self._queued or self._pending or self._expired or self._bad or self._damaged
+                self._queued
+                or self._pending
+                or self._expired
+                or self._bad
+                or self._recount
+                or self._damaged
             )
 
     def _drain(self) -> None:
@@ -443,9 +456,29 @@ class DiskTier:
         return stored
 
     def _usage(self, conn: sqlite3.Connection) -> tuple[int, int]:
-        """Stored envelope bytes, and bytes of the database file's pages in use."""
-        total, pages = conn.execute(_USAGE).fetchone()
-        return total, pages * self._page_size
+        """Stored envelope bytes, and bytes of the database file's pages in use; repairs
+        the totals first when they cannot be right."""
+        row = conn.execute(_USAGE).fetchone()
+        if row is None or not plausible(row[0], row[1]):
+            shown = "no totals" if row is None else f"{row[0]!r} bytes in {row[1]!r} entries"
+            self._repair(conn, f"counted {shown}, which cannot be right")
+            row = conn.execute(_USAGE).fetchone()
+        total, _, pages = row
+        return int(total), int(pages) * self._page_size
+
+    def _repair(self, conn: sqlite3.Connection, why: str) -> None:
+        """Delete rows whose size is not their envelope's and recount ``meta``: a full scan,
+        only after someone changed the file. Caller is in a write transaction."""
+        removed = conn.execute(REPAIR[0]).rowcount
+        for statement in REPAIR[1:]:
+            conn.execute(statement)
+        # Not counted in integrity_failures: a lookup may have counted them already.
+        logger.warning(
+            "cache database %s %s; deleted %d rows with a wrong size and recounted the rest",
+            self.path,
+            why,
+            removed,
+        )
 
     def _fit(self, conn: sqlite3.Connection) -> int:
         """Evict least-recently-accessed rows until both budgets hold; returns how many."""
@@ -624,7 +657,16 @@ class DiskTier:
             with self._state:
                 queued = self._queued.get(key)
             if queued is not None:
-                row: tuple[Any, ...] | None = (None, queued[0], queued[1], now)
+                envelope, created = queued[0], queued[1]
+                row: tuple[Any, ...] | None = (
+                    None,
+                    envelope,
+                    "blob",
+                    len(envelope),
+                    created,
+                    created + self.ttl,
+                    now,
+                )
             else:
                 try:
                     row = self._read_db().execute(_GET, (key,)).fetchone()
@@ -638,17 +680,18 @@ class DiskTier:
 
     def _found(self, key: str, row: tuple[Any, ...], now: float) -> Found | Miss:
         """Check a row read for ``key``; any malformed row is a counted miss, deleted."""
-        rowid, envelope, created_col, last_access = row
+        rowid, envelope, *columns = row
+        created_col, last_access = columns[2], columns[4]
         try:
-            if type(envelope) is not bytes:
-                raise CacheIntegrityError(
-                    f"cache entry {key[:16]}... holds {type(envelope).__name__}, not bytes"
-                )
+            problem = column_problem(envelope, *columns)
+            if problem is not None:
+                with self._state:
+                    self._recount = True
+                raise CacheIntegrityError(f"cache entry {key[:16]}... {problem}")
             opened = open_envelope(self._secret, key, envelope)
-            if opened.created_at != created_col or type(last_access) is not float:
+            if opened.created_at != created_col:
                 raise CacheIntegrityError(
-                    f"cache entry {key[:16]}... has a created_at that does not match its "
-                    "signed one, or a last_access that is not a time"
+                    f"cache entry {key[:16]}... has a created_at that does not match its signed one"
                 )
             value = decode_payload(key, opened.payload)
         except CacheIntegrityError as exc:
@@ -692,13 +735,19 @@ class DiskTier:
                 break
             last = rows[-1][0]
             checked += len(rows)
-            bad_rows = [(r[0], r[2]) for r in rows if not self._row_ok(r[1], r[2], r[3])]
+            bad_rows = [(r[0], r[2]) for r in rows if not self._row_ok(r)]
             if bad_rows:
                 bad += len(bad_rows)
                 self.stats.integrity_failures += len(bad_rows)
                 logger.warning("deleted %d cache entries that failed verification", len(bad_rows))
                 with self._write_lock:
                     self._write("verify", functools.partial(_delete_rows, rows=bad_rows), None)
+        if bad:
+            # Once all are checked: a recount deletes every mis-sized row at once.
+            with self._state:
+                self._recount = True
+            with self._write_lock:
+                self._write("verify", _nothing, None)
         return {"checked": checked, "ok": checked - bad, "bad": bad}
 
     def _read_batch(self, after: int) -> list[tuple[Any, ...]]:
@@ -706,7 +755,7 @@ class DiskTier:
             return []
         try:
             cursor = self._read_db().execute(
-                "SELECT rowid, key, envelope, created_at FROM entries "
+                f"SELECT rowid, CAST(key AS BLOB), {COLUMNS} FROM entries "
                 "WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (after, _VERIFY_BATCH),
             )
@@ -715,28 +764,39 @@ class DiskTier:
             self._read_failed(exc)
             return []
 
-    def _row_ok(self, key: object, envelope: object, created_col: object) -> bool:
-        if not isinstance(key, str) or not isinstance(envelope, bytes):
+    def _row_ok(self, row: tuple[Any, ...]) -> bool:
+        _, raw_key, envelope, *columns = row
+        if type(raw_key) is not bytes or column_problem(envelope, *columns) is not None:
             return False
         try:
+            key = raw_key.decode()
             check_key(key)
             opened = open_envelope(self._secret, key, envelope)
             decode_payload(key, opened.payload)
-        except (CacheIntegrityError, InvalidArgumentError):
+        except (UnicodeDecodeError, CacheIntegrityError, InvalidArgumentError):
             return False
-        return opened.created_at == created_col
+        return bool(opened.created_at == columns[2])
 
     def snapshot(self) -> dict[str, Any]:
         entries = size = 0
         with self._read_lock:
             if not (self._closed or self._gone):
                 try:
-                    size, entries = self._read_db().execute(_TOTAL).fetchone()
+                    size, entries = self._totals(self._read_db())
                 except sqlite3.Error as exc:
                     self._read_failed(exc)
         return self.stats.as_dict(entries=entries, size_bytes=size, max_size_bytes=self.max_bytes)
 
+    def _totals(self, reader: sqlite3.Connection) -> tuple[int, int]:
+        """Stored bytes and entries: the running totals, or counted from the valid rows
+        while they cannot be right (the next write repairs them)."""
+        row = reader.execute(_TOTAL).fetchone()
+        if row is not None and plausible(row[0], row[1]):
+            return int(row[0]), int(row[1])
+        size, entries = reader.execute(RECOUNT).fetchone()
+        return int(size), int(entries)
+
 
 def _delete_rows(conn: sqlite3.Connection, *, rows: list[tuple[int, object]]) -> None:
     # Delete only the bad bytes we read: another process may have rewritten the row since.
-    conn.executemany("DELETE FROM entries WHERE rowid = ? AND envelope IS ?", rows)
+    conn.executemany("DELETE FROM entries WHERE rowid = ? AND CAST(envelope AS BLOB) IS ?", rows)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PAGE_SIZE", "DiskLimits"]
+__all__ = ["LARGEST_ENTRY", "PAGE_SIZE", "DiskLimits"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -34,6 +34,9 @@ MIN_EFFECTIVE = 512 * KIB
 SLACK = 64 * KIB
 SHM_BYTES = 32 * KIB
 _FRAME = PAGE_SIZE + 24  # a WAL frame: one page and its header
+_MAX_WAL = 8 * MIB
+# No limit stores a larger envelope on disk (``max_entry_bytes`` is at most a quarter WAL).
+LARGEST_ENTRY = _MAX_WAL // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,7 @@ class DiskLimits:
     @classmethod
     def for_limit(cls, max_bytes: int) -> DiskLimits:
         effective = max(max_bytes, MIN_EFFECTIVE)
-        wal = min(max(effective // 16, 128 * KIB), 8 * MIB)
+        wal = min(max(effective // 16, 128 * KIB), _MAX_WAL)
         return cls(
             max_bytes=max_bytes,
             folder_bytes=effective + SLACK,
