@@ -317,6 +317,7 @@ async def test_a_wrong_password_on_a_live_server_is_not_shown(
     assert cache.get_stats()["tiers"]["redis"]["errors"] == 2
     assert "redis://***@127.0.0.1:6379/0" in caplog.text
     assert PASSWORD not in caplog.text and "someone" not in caplog.text
+    assert "***name" not in caplog.text  # the server's own words are left whole
 
 
 @pytest.mark.parametrize(
@@ -330,3 +331,19 @@ def test_a_bad_url_error_hides_the_password(tmp_path: Path, url: object) -> None
     )
     assert PASSWORD not in shown
     assert "redis_url=" in str(caught.value)
+
+
+def test_a_password_echoed_in_an_error_message_is_hidden(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{closed_port()}/0"
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, redis_url=url, clock=clock
+    ) as cache:
+        tier = cache._redis
+        assert tier is not None
+        with caplog.at_level(logging.WARNING, "claude_force.cache"):
+            # The fault: a client library that quotes the URL in its message.
+            tier._failed("get", redis.ConnectionError(f"cannot reach {url}"))
+    assert PASSWORD not in caplog.text
+    assert "cannot reach redis://:***@127.0.0.1" in caplog.text

@@ -150,19 +150,20 @@ class RedisTier:
         return text
 
     def _secrets(self) -> list[str]:
+        """The URL's passwords, as typed and decoded. Only passwords: a user name such as
+        "user" also occurs in ordinary server messages, which hiding it would garble."""
         try:
             parts = urllib.parse.urlsplit(self._url)
-            found = [parts.password or "", parts.username or ""]
+            found = [parts.password or ""]
             found += [
                 value
                 for name, value in urllib.parse.parse_qsl(parts.query)
-                if name.lower() in _SECRET_PARAMS
+                if name.lower() in ("password", "pass")
             ]
         except ValueError:
             return []
         found += [urllib.parse.unquote(s) for s in found]
-        # Longest first, so a password is hidden whole before a user name inside it.
-        return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+        return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
     def _succeeded(self) -> None:
         if self._down_until != -math.inf:
