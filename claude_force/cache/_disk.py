@@ -2,9 +2,10 @@
 
 Every write is one ``BEGIN IMMEDIATE`` transaction that stores the rows and then evicts
 least-recently-accessed rows until both budgets of ``DiskLimits`` hold: the sum of envelope
-sizes, and the pages the database file has in use. The WAL is checkpointed by the writing
-connection and truncated when it passes its budget, on close and on open (after a crash),
-so the whole folder stays within ``DiskLimits.folder_bytes``.
+sizes, and the pages the database file has in use. A transaction begins only while the WAL
+is within its budget (holding the write lock, so other processes cannot add to it); past
+it, the writer first waits for a truncating checkpoint. The WAL is also truncated on close
+and on open (after a crash), so the whole folder stays within ``DiskLimits.folder_bytes``.
 
 Two connections: lookups use a reader that never waits for a write (WAL readers take no
 lock), writes use a writer. Nothing on a lookup path writes: access times, expired and

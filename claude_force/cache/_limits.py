@@ -13,7 +13,9 @@ up to 0.5 MiB. The 64 KiB is slack for B-tree page splits that no estimate fores
 How the ``effective`` limit is shared out:
 
 * WAL: a sixteenth of it (128 KiB to 8 MiB). SQLite checkpoints once the WAL passes half of
-  that, and a writer truncates it when it passes the whole (see ``_disk``).
+  that; a writer begins a transaction only while the WAL is within the whole, truncating it
+  first otherwise, so with any number of writer processes it passes the budget by at most
+  one transaction (see ``_disk``).
 * one transaction's new pages: at most half the WAL budget, so the database file, whose
   free pages are reused but never returned, overshoots its budget by no more than that.
 * the WAL index (-shm): 32 KiB, its size while the WAL has fewer than 4096 frames.
