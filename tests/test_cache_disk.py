@@ -413,6 +413,13 @@ def test_hits_never_write_on_the_callers_thread(
         ("created_at", None),
         ("last_access", "often"),
         ("last_access", None),
+        ("size", "abc"),
+        ("size", -5),
+        ("size", 2**63 - 1),
+        ("size", 12.5),
+        ("expires_at", "never"),
+        ("expires_at", None),
+        ("expires_at", T0 - 1),  # before its created_at
     ],
 )
 def test_a_malformed_row_is_a_counted_miss_and_deleted(
@@ -434,3 +441,73 @@ def test_a_malformed_row_is_a_counted_miss_and_deleted(
     cache.set(key(1), value(1))  # the key works again
     hit = cache.get(key(1))
     assert hit is not None and hit.value == value(1)
+
+
+def test_a_text_envelope_that_is_not_utf8_is_a_bad_row(
+    cache: ResponseCache, db: sqlite3.Connection
+) -> None:
+    cache.set(key(1), value(1))
+    db.execute("UPDATE entries SET envelope = CAST(envelope || x'ff00' AS TEXT)")
+    assert cache.get(key(1)) is None  # not a read error: a bad row
+    stats = cache.get_stats()
+    assert stats["integrity_failures"] == 1 and stats["errors"] == 0
+    cache.flush()
+    assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
+
+
+def meta(db: sqlite3.Connection) -> tuple[int, int]:
+    total, entries = db.execute("SELECT total_bytes, entries FROM meta").fetchone()
+    return int(total), int(entries)
+
+
+def valid_totals(db: sqlite3.Connection) -> tuple[int, int]:
+    total, entries = db.execute(
+        "SELECT coalesce(sum(length(envelope)), 0), count(*) FROM entries"
+    ).fetchone()
+    return int(total), int(entries)
+
+
+@pytest.mark.parametrize("bad", [2**62, 2**63 - 1, -(10**12), -5, "abc"])
+def test_a_tampered_size_never_shows_negative_stats_nor_empties_the_cache(
+    tmp_path: Path, clock: Clock, db: sqlite3.Connection, bad: object
+) -> None:
+    with open_cache(tmp_path, clock, max_size_mb=1) as c:
+        c.warm((key(n), value(n, 200)) for n in range(50))
+    intact = valid_totals(db)
+    # The triggers carry the tampered size into the running totals, as an attacker's
+    # UPDATE would.
+    db.execute("UPDATE entries SET size = ? WHERE key = ?", (bad, key(0)))
+    with open_cache(tmp_path, clock, max_size_mb=1) as c:
+        stats = c.get_stats()
+        assert 0 <= stats["size_bytes"] <= intact[0] and 0 <= stats["entries"] <= 50
+        assert all(c.get(key(n)) is not None for n in range(1, 50))  # nothing evicted
+        assert c.get(key(0)) is None
+        assert c.get_stats()["integrity_failures"] == 1
+        c.set(key(99), value(99, 200))
+        c.flush()
+        stats = c.get_stats()
+    assert stats["evictions"] == 0
+    assert meta(db) == valid_totals(db) == (stats["size_bytes"], stats["entries"])
+    assert stats["entries"] == 50
+
+
+def test_a_tampered_meta_row_is_recounted(
+    tmp_path: Path, clock: Clock, db: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_cache(tmp_path, clock) as c:
+        c.warm((key(n), value(n, 200)) for n in range(20))
+    intact = valid_totals(db)
+    db.execute("UPDATE meta SET total_bytes = -999999889497, entries = -3")
+    with caplog.at_level(logging.WARNING, "claude_force.cache"), open_cache(tmp_path, clock) as c:
+        stats = c.get_stats()
+        assert (stats["size_bytes"], stats["entries"]) == intact  # counted from the rows
+        c.set(key(99), value(99, 200))  # the next write repairs the totals
+    assert meta(db) == valid_totals(db)
+    assert "cannot be right" in caplog.text
+
+
+def test_verify_finds_a_tampered_size(cache: ResponseCache, db: sqlite3.Connection) -> None:
+    cache.warm((key(n), value(n)) for n in range(3))
+    db.execute("UPDATE entries SET size = size + 1 WHERE key = ?", (key(1),))
+    assert cache.verify() == {"checked": 3, "ok": 2, "bad": 1}
+    assert cache.get(key(1)) is None and cache.get(key(2)) is not None

@@ -7,6 +7,7 @@ a run, after close() and after a crash.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -27,7 +28,14 @@ MIB = 1024 * 1024
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("cache.db"))
+    total = 0
+    for path in folder.iterdir():
+        if path.name.startswith("cache.db"):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                continue  # the last connection to close deleted the WAL meanwhile
+    return total
 
 
 def text(rng: random.Random, size: int) -> str:
@@ -96,6 +104,59 @@ for n in range(1_000_000):
     if n == 600:
         print("filled", flush=True)
 """
+
+
+SETTER = """
+import hashlib, json, random, sys, types
+package = types.ModuleType("claude_force")
+package.__path__ = [{package!r}]
+sys.modules["claude_force"] = package
+from claude_force.cache import ResponseCache
+tag = sys.argv[2]
+rng = random.Random(tag)
+with ResponseCache(cache_dir=sys.argv[1], cache_secret={secret!r}, max_size_mb=1,
+                   memory_max_mb=0) as cache:
+    for n in range(int(sys.argv[3])):
+        cache.set(hashlib.sha256(f"{{tag}}-{{n}}".encode()).hexdigest(),
+                  {{"v": "".join(rng.choices("abcdefghij", k=1200))}})
+        if n % 50 == 0:
+            cache.get(hashlib.sha256(f"{{tag}}-{{n // 2}}".encode()).hexdigest())
+    print(json.dumps(cache.get_stats()))
+"""
+
+
+@pytest.mark.parametrize("writers", [2, 4])
+def test_several_writer_processes_hold_the_limit_together(tmp_path: Path, writers: int) -> None:
+    # SQLite's own checkpoints never catch up while other processes keep writing, so
+    # without the writers' truncating checkpoints the WAL grows without bound.
+    package = str(Path(__file__).resolve().parent.parent / "claude_force")
+    script = SETTER.format(package=package, secret=SECRET)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), f"w{n}", str(4000 // writers)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(writers)
+    ]
+    samples = []
+    for child in children:
+        while True:
+            samples.append(folder_bytes(tmp_path))
+            try:
+                child.wait(timeout=0.005)  # also paces the sampling
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    outputs = [child.communicate()[0] for child in children]
+    assert [child.returncode for child in children] == [0] * writers
+    stats = [json.loads(out) for out in outputs]
+    assert all(s["errors"] == 0 for s in stats), stats
+    assert sum(s["evictions"] for s in stats) > 0
+    bound = DiskLimits.for_limit(MIB).folder_bytes
+    assert len(samples) > 20
+    assert max(samples) <= bound, (max(samples), bound)
+    assert folder_bytes(tmp_path) <= bound
 
 
 def test_a_sigkilled_writer_leaves_the_folder_within_bound_and_reopen_reclaims(

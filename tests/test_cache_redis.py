@@ -13,6 +13,7 @@ import redis
 
 from claude_force._errors import InvalidArgumentError
 from claude_force.cache import ResponseCache
+from claude_force.cache._redis import redact_url
 
 from ._cache_support import Clock, key
 
@@ -261,3 +262,88 @@ async def test_async_door_with_redis_down_is_one_warning_then_rest(
     assert cache.get_stats()["tiers"]["redis"]["errors"] == 1
     assert caplog.text.count("redis cache get failed") == 1
     await cache.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@127.0.0.1:6390/0", "redis://***@127.0.0.1:6390/0"),
+        ("redis://alice:hunter2@h/0", "redis://***@h/0"),
+        ("redis://alice@h", "redis://***@h"),
+        ("redis://:p@ss@h/0", "redis://***@h/0"),  # an "@" inside the password
+        ("rediss://u:p%40w@h:1/0?password=pw2&db=2", "rediss://***@h:1/0?password=***&db=2"),
+        ("redis://h/0?username=bob&password=pw3", "redis://h/0?username=***&password=***"),
+        ("unix://:pw@/run/redis.sock?db=1", "unix://***@/run/redis.sock?db=1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_redact_url_hides_user_and_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+PASSWORD = "hunter2-PASSWORD"
+
+
+def test_a_password_in_the_url_never_reaches_a_warning(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{closed_port()}/0"
+    with (
+        caplog.at_level(logging.INFO, "claude_force.cache"),
+        ResponseCache(
+            cache_dir=tmp_path, cache_secret=SECRET, redis_url=url, clock=clock, memory_max_mb=0
+        ) as cache,
+    ):
+        assert cache.get(key(1)) is None
+        cache.set(key(1), {"a": 1})
+        assert cache._redis is not None and PASSWORD not in cache._redis.url
+        assert PASSWORD not in repr(cache.get_stats())
+    assert "redis cache get failed at redis://***@127.0.0.1:" in caplog.text
+    assert PASSWORD not in caplog.text
+
+
+async def test_a_wrong_password_on_a_live_server_is_not_shown(
+    tmp_path: Path, server: redis.Redis, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://someone:{PASSWORD}@127.0.0.1:6379/0"
+    cache = ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, redis_url=url, clock=clock, memory_max_mb=0
+    )
+    with caplog.at_level(logging.INFO, "claude_force.cache"):
+        assert cache.get(key(1)) is None
+        clock.now += 10
+        assert await cache.aget(key(2)) is None  # the asyncio client too
+        await cache.aclose()
+    assert cache.get_stats()["tiers"]["redis"]["errors"] == 2
+    assert "redis://***@127.0.0.1:6379/0" in caplog.text
+    assert PASSWORD not in caplog.text and "someone" not in caplog.text
+    assert "***name" not in caplog.text  # the server's own words are left whole
+
+
+@pytest.mark.parametrize(
+    "url", [f"http://u:{PASSWORD}@x", f"redis://:{PASSWORD}@h:port/0", PASSWORD.encode()]
+)
+def test_a_bad_url_error_hides_the_password(tmp_path: Path, url: object) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, redis_url=url)  # type: ignore[arg-type]
+    shown = "".join(
+        str(e) for e in (caught.value, caught.value.__cause__, caught.value.__context__)
+    )
+    assert PASSWORD not in shown
+    assert "redis_url=" in str(caught.value)
+
+
+def test_a_password_echoed_in_an_error_message_is_hidden(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{closed_port()}/0"
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, redis_url=url, clock=clock
+    ) as cache:
+        tier = cache._redis
+        assert tier is not None
+        with caplog.at_level(logging.WARNING, "claude_force.cache"):
+            # The fault: a client library that quotes the URL in its message.
+            tier._failed("get", redis.ConnectionError(f"cannot reach {url}"))
+    assert PASSWORD not in caplog.text
+    assert "cannot reach redis://:***@127.0.0.1" in caplog.text

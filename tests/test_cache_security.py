@@ -232,7 +232,9 @@ if os.getuid() != 0:  # permission bits do not stop root: the case exists for ot
         folder.mkdir()
         folder.chmod(mode)
         try:
-            with pytest.raises(CacheDirectoryError, match="make the directory writable"):
+            with pytest.raises(
+                CacheDirectoryError, match=r"is not writable .*; make .*locked writable"
+            ):
                 ResponseCache(cache_dir=folder, cache_secret=SECRET)
         finally:
             folder.chmod(0o700)

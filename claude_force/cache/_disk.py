@@ -2,9 +2,10 @@
 
 Every write is one ``BEGIN IMMEDIATE`` transaction that stores the rows and then evicts
 least-recently-accessed rows until both budgets of ``DiskLimits`` hold: the sum of envelope
-sizes, and the pages the database file has in use. The WAL is checkpointed by the writing
-connection and truncated when it passes its budget, on close and on open (after a crash),
-so the whole folder stays within ``DiskLimits.folder_bytes``.
+sizes, and the pages the database file has in use. A transaction begins only while the WAL
+is within its budget (holding the write lock, so other processes cannot add to it); past
+it, the writer first waits for a truncating checkpoint. The WAL is also truncated on close
+and on open (after a crash), so the whole folder stays within ``DiskLimits.folder_bytes``.
 
 Two connections: lookups use a reader that never waits for a write (WAL readers take no
 lock), writes use a writer. Nothing on a lookup path writes: access times, expired and
@@ -19,6 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +30,18 @@ from .._errors import CacheDirectoryError, CacheIntegrityError, InvalidArgumentE
 from .._warnings import OnceLog
 from ._envelope import decode_payload, open_envelope
 from ._limits import DiskLimits
+from ._rows import COLUMNS, RECOUNT, REPAIR, column_problem, plausible
 from ._sqlite import (
     BUSY_TIMEOUT_S,
     DB_NAME,
     connect,
     connect_reader,
     error_cause,
+    file_identity,
     is_busy,
     is_corruption,
     set_aside,
+    write_problem,
 )
 from ._types import MISS, Found, Miss, TierStats, check_key
 from ._worker import Worker
@@ -57,6 +62,9 @@ _QUEUE_MAX_BYTES = 64 * 1024 * 1024
 _WRITE_ATTEMPTS = 4
 _EVICT_BATCH = 8
 _VERIFY_BATCH = 256
+# A checkpoint that found another one running is retried after this pause, doubling.
+_CHECKPOINT_PAUSE_S = 0.001
+_CHECKPOINT_PAUSE_MAX_S = 0.05
 # Connections inherited through fork() must never be used or closed by the child; they are
 # parked here so garbage collection does not close them either.
 _ABANDONED: list[sqlite3.Connection] = []
@@ -72,7 +80,7 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_GET = "SELECT rowid, envelope, created_at, last_access FROM entries WHERE key = ?"
+_GET = f"SELECT rowid, {COLUMNS} FROM entries WHERE key = ?"
 _UPSERT = (
     "INSERT INTO entries (key, envelope, size, created_at, expires_at, last_access) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET envelope = excluded.envelope, "
@@ -82,14 +90,14 @@ _UPSERT = (
 _TOTAL = "SELECT total_bytes, entries FROM meta WHERE id = 0"
 # The stored bytes and the pages in use, in one statement: it runs in every write.
 _USAGE = (
-    "SELECT total_bytes, (SELECT page_count FROM pragma_page_count()) - "
+    "SELECT total_bytes, entries, (SELECT page_count FROM pragma_page_count()) - "
     "(SELECT freelist_count FROM pragma_freelist_count()) FROM meta WHERE id = 0"
 )
 _LRU = "SELECT rowid, size FROM entries WHERE key != ? ORDER BY last_access, rowid LIMIT ?"
 _TOUCH = "UPDATE entries SET last_access = ? WHERE key = ? AND last_access < ?"
 _DELETE_IF = "DELETE FROM entries WHERE key = ? AND created_at = ?"
 # Delete only the bad bytes we read: another process may have rewritten the row since.
-_DELETE_BAD = "DELETE FROM entries WHERE rowid = ? AND key = ? AND envelope IS ?"
+_DELETE_BAD = "DELETE FROM entries WHERE rowid = ? AND key = ? AND CAST(envelope AS BLOB) IS ?"
 
 Row = tuple[str, bytes, float]  # key, envelope, created_at
 
@@ -103,12 +111,14 @@ class _Batch:
     touches: list[tuple[float, str, float]] = field(default_factory=list)
     expired: list[tuple[str, float]] = field(default_factory=list)
     bad: list[tuple[int, str, object]] = field(default_factory=list)
+    recount: bool = False
 
 
 def _file_size(path: Path) -> int:
+    """The file's size; 0 when it is gone, or its folder was removed or replaced."""
     try:
         return path.stat().st_size
-    except FileNotFoundError:
+    except OSError:
         return 0
 
 
@@ -139,6 +149,9 @@ class DiskTier:
         self._pending: dict[str, float] = {}  # key -> last access to record
         self._expired: dict[str, float] = {}  # key -> created_at seen expired
         self._bad: dict[tuple[int, str], object] = {}  # (rowid, key) -> envelope read
+        # A row with a wrong size was seen: deleting it would subtract that size from the
+        # running totals, so the next write deletes such rows and recounts instead.
+        self._recount = False
         self._damaged: sqlite3.Error | None = None
         self._keep = ""  # the key a running transaction wrote last: never its own victim
         self._writer, self._identity = connect(self.path, limits=self.limits)
@@ -147,6 +160,9 @@ class DiskTier:
         self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
         self._generation = self._read_generation = _fork_generation
         self._closed = False
+        # The database file or its folder was removed or replaced while open: writes would
+        # go to a deleted file. Each write tries to reopen; until then lookups are misses.
+        self._gone = False
         with self._write_lock:
             self._reclaim()
 
@@ -193,10 +209,15 @@ class DiskTier:
             return
         cause = error_cause(exc)
         self._failing.add(cause)
+        if cause == "locked":
+            problem = f"another process held its write lock for over {BUSY_TIMEOUT_S:g} s ({exc})"
+            fix = "give each busy job its own cache_dir if this repeats"
+        else:
+            problem, fix = write_problem(self.path.parent, exc)
         self._log.warn(
             f"disk:{cause}",
-            f"disk cache {action} failed in {self.path} ({exc}); the entry is not stored, "
-            "the run goes on",
+            f"disk cache {action} failed in {self.path}: {problem}; the entry is not stored, "
+            f"the run goes on; {fix}",
         )
 
     def _recover(self, exc: sqlite3.Error) -> None:
@@ -245,12 +266,16 @@ class DiskTier:
         if self._damaged is not None:
             self._recover(self._damaged)
         batch = self._take(take_queued)
+        if not self._in_place(action):
+            return failed
         for attempt in range(_WRITE_ATTEMPTS):
             if self._closed:
                 return failed
             conn = self._db()
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if not self._begin(conn):
+                    self._wal_stuck(action)
+                    return failed
                 try:
                     self._keep = ""
                     self._apply(conn, batch)
@@ -274,13 +299,83 @@ class DiskTier:
             return result
         return failed
 
+    def _in_place(self, action: str) -> bool:
+        """True when the file we write is still the one at ``self.path``, reopening it
+        if it was removed or replaced; caller holds the write lock."""
+        if self._closed or self._generation != _fork_generation:
+            return True  # nothing to check, or ``_db()`` reconnects anyway
+        if not self._gone and file_identity(self.path) == self._identity:
+            return True
+        if not self._gone:
+            self._gone = True
+            self._close_reader()
+            self._writer.close()
+        try:
+            self._writer, self._identity = connect(self.path, limits=self.limits)
+        except CacheDirectoryError as exc:
+            self.stats.errors += 1
+            self._failing.add("gone")
+            self._log.warn(
+                "disk:gone",
+                f"disk cache {action} failed, the entry is not stored and the run goes on: {exc}",
+            )
+            return False
+        self._gone = False
+        logger.warning("cache database %s was removed while in use; started a fresh one", self.path)
+        return True
+
+    def _begin(self, conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE once the WAL is within its budget; False (no transaction open)
+        when it stays over it for ``BUSY_TIMEOUT_S``."""
+        deadline: float | None = None
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            # Checked holding the write lock, so no other process adds to the WAL before we
+            # commit: it passes its budget by at most one transaction, however many write.
+            if _file_size(self._wal) <= self.limits.wal_bytes:
+                return True
+            conn.execute("ROLLBACK")
+            if deadline is None:
+                deadline = time.monotonic() + BUSY_TIMEOUT_S
+            if not self._shrink_wal(conn, deadline):
+                return False
+
+    def _shrink_wal(self, conn: sqlite3.Connection, deadline: float) -> bool:
+        """Checkpoint until the WAL is within its budget or ``deadline`` passes.
+
+        While other processes keep writing, SQLite's own checkpoints never catch up with
+        the WAL's end, so it is never rewound and grows. A TRUNCATE checkpoint waits for
+        the writers and readers (busy timeout) and empties it; it fails at once while
+        another connection checkpoints, hence the retries."""
+        pause = _CHECKPOINT_PAUSE_S
+        while True:
+            self._checkpoint(conn)
+            if _file_size(self._wal) <= self.limits.wal_bytes:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, _CHECKPOINT_PAUSE_MAX_S)
+
+    def _wal_stuck(self, action: str) -> None:
+        self.stats.errors += 1
+        self._failing.add("wal")
+        self._log.warn(
+            "disk:wal",
+            f"disk cache {action} skipped in {self.path}: its write-ahead log is over its "
+            f"{self.limits.wal_bytes} byte budget and could not be checkpointed for "
+            f"{BUSY_TIMEOUT_S:g} s (another process holds a long read on it); the entry is "
+            "not stored, the run goes on",
+        )
+
     def _committed(self, conn: sqlite3.Connection) -> None:
         if self._failing:
             for cause in self._failing:
                 self._log.clear(f"disk:{cause}")
             self._failing.clear()
         # The checkpoint SQLite runs after a commit cannot finish while another process
-        # reads an older snapshot, and then the WAL keeps growing: truncate it here.
+        # reads an older snapshot or writes, and then the WAL keeps growing: truncate it
+        # here (once; the next write waits for it if this one does not succeed).
         if _file_size(self._wal) > self.limits.wal_bytes:
             self._checkpoint(conn)
 
@@ -312,6 +407,7 @@ class DiskTier:
             self._expired.clear()
             batch.bad = [(rowid, key, env) for (rowid, key), env in self._bad.items()]
             self._bad.clear()
+            batch.recount, self._recount = self._recount, False
         return batch
 
     def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> None:
@@ -323,11 +419,18 @@ class DiskTier:
             conn.executemany(_DELETE_IF, batch.expired)
         if batch.bad:
             conn.executemany(_DELETE_BAD, batch.bad)
+        if batch.recount:
+            self._repair(conn, "held rows whose size is not their envelope's")
 
     def _has_work(self) -> bool:
         with self._state:
             return bool(
-                self._queued or self._pending or self._expired or self._bad or self._damaged
+                self._queued
+                or self._pending
+                or self._expired
+                or self._bad
+                or self._recount
+                or self._damaged
             )
 
     def _drain(self) -> None:
@@ -354,9 +457,29 @@ class DiskTier:
         return stored
 
     def _usage(self, conn: sqlite3.Connection) -> tuple[int, int]:
-        """Stored envelope bytes, and bytes of the database file's pages in use."""
-        total, pages = conn.execute(_USAGE).fetchone()
-        return total, pages * self._page_size
+        """Stored envelope bytes, and bytes of the database file's pages in use; repairs
+        the totals first when they cannot be right."""
+        row = conn.execute(_USAGE).fetchone()
+        if row is None or not plausible(row[0], row[1]):
+            shown = "no totals" if row is None else f"{row[0]!r} bytes in {row[1]!r} entries"
+            self._repair(conn, f"counted {shown}, which cannot be right")
+            row = conn.execute(_USAGE).fetchone()
+        total, _, pages = row
+        return int(total), int(pages) * self._page_size
+
+    def _repair(self, conn: sqlite3.Connection, why: str) -> None:
+        """Delete rows whose size is not their envelope's and recount ``meta``: a full scan,
+        only after someone changed the file. Caller is in a write transaction."""
+        removed = conn.execute(REPAIR[0]).rowcount
+        for statement in REPAIR[1:]:
+            conn.execute(statement)
+        # Not counted in integrity_failures: a lookup may have counted them already.
+        logger.warning(
+            "cache database %s %s; deleted %d rows with a wrong size and recounted the rest",
+            self.path,
+            why,
+            removed,
+        )
 
     def _fit(self, conn: sqlite3.Connection) -> int:
         """Evict least-recently-accessed rows until both budgets hold; returns how many."""
@@ -477,7 +600,7 @@ class DiskTier:
         with self._write_lock:
             if not self._closed:
                 self._write("clear", lambda conn: conn.execute("DELETE FROM entries"), None)
-                if not self._closed:
+                if not (self._closed or self._gone):
                     self._vacuum(self._db(), "clear")
 
     def prune(self, now: float) -> int:
@@ -510,7 +633,7 @@ class DiskTier:
                 return
             self._closed = True
             self._close_reader()
-            if self._generation == _fork_generation:
+            if self._generation == _fork_generation and not self._gone:
                 self._checkpoint(self._writer)
                 self._writer.close()
 
@@ -529,13 +652,22 @@ class DiskTier:
 
     def get(self, key: str, now: float) -> Found | Miss:
         with self._read_lock:
-            if self._closed:
+            if self._closed or self._gone:
                 self.stats.misses += 1
                 return MISS
             with self._state:
                 queued = self._queued.get(key)
             if queued is not None:
-                row: tuple[Any, ...] | None = (None, queued[0], queued[1], now)
+                envelope, created = queued[0], queued[1]
+                row: tuple[Any, ...] | None = (
+                    None,
+                    envelope,
+                    "blob",
+                    len(envelope),
+                    created,
+                    created + self.ttl,
+                    now,
+                )
             else:
                 try:
                     row = self._read_db().execute(_GET, (key,)).fetchone()
@@ -549,17 +681,18 @@ class DiskTier:
 
     def _found(self, key: str, row: tuple[Any, ...], now: float) -> Found | Miss:
         """Check a row read for ``key``; any malformed row is a counted miss, deleted."""
-        rowid, envelope, created_col, last_access = row
+        rowid, envelope, *columns = row
+        created_col, last_access = columns[2], columns[4]
         try:
-            if type(envelope) is not bytes:
-                raise CacheIntegrityError(
-                    f"cache entry {key[:16]}... holds {type(envelope).__name__}, not bytes"
-                )
+            problem = column_problem(envelope, *columns)
+            if problem is not None:
+                with self._state:
+                    self._recount = True
+                raise CacheIntegrityError(f"cache entry {key[:16]}... {problem}")
             opened = open_envelope(self._secret, key, envelope)
-            if opened.created_at != created_col or type(last_access) is not float:
+            if opened.created_at != created_col:
                 raise CacheIntegrityError(
-                    f"cache entry {key[:16]}... has a created_at that does not match its "
-                    "signed one, or a last_access that is not a time"
+                    f"cache entry {key[:16]}... has a created_at that does not match its signed one"
                 )
             value = decode_payload(key, opened.payload)
         except CacheIntegrityError as exc:
@@ -603,21 +736,27 @@ class DiskTier:
                 break
             last = rows[-1][0]
             checked += len(rows)
-            bad_rows = [(r[0], r[2]) for r in rows if not self._row_ok(r[1], r[2], r[3])]
+            bad_rows = [(r[0], r[2]) for r in rows if not self._row_ok(r)]
             if bad_rows:
                 bad += len(bad_rows)
                 self.stats.integrity_failures += len(bad_rows)
                 logger.warning("deleted %d cache entries that failed verification", len(bad_rows))
                 with self._write_lock:
                     self._write("verify", functools.partial(_delete_rows, rows=bad_rows), None)
+        if bad:
+            # Once all are checked: a recount deletes every mis-sized row at once.
+            with self._state:
+                self._recount = True
+            with self._write_lock:
+                self._write("verify", _nothing, None)
         return {"checked": checked, "ok": checked - bad, "bad": bad}
 
     def _read_batch(self, after: int) -> list[tuple[Any, ...]]:
-        if self._closed:
+        if self._closed or self._gone:
             return []
         try:
             cursor = self._read_db().execute(
-                "SELECT rowid, key, envelope, created_at FROM entries "
+                f"SELECT rowid, CAST(key AS BLOB), {COLUMNS} FROM entries "
                 "WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (after, _VERIFY_BATCH),
             )
@@ -626,28 +765,39 @@ class DiskTier:
             self._read_failed(exc)
             return []
 
-    def _row_ok(self, key: object, envelope: object, created_col: object) -> bool:
-        if not isinstance(key, str) or not isinstance(envelope, bytes):
+    def _row_ok(self, row: tuple[Any, ...]) -> bool:
+        _, raw_key, envelope, *columns = row
+        if type(raw_key) is not bytes or column_problem(envelope, *columns) is not None:
             return False
         try:
+            key = raw_key.decode()
             check_key(key)
             opened = open_envelope(self._secret, key, envelope)
             decode_payload(key, opened.payload)
-        except (CacheIntegrityError, InvalidArgumentError):
+        except (UnicodeDecodeError, CacheIntegrityError, InvalidArgumentError):
             return False
-        return opened.created_at == created_col
+        return bool(opened.created_at == columns[2])
 
     def snapshot(self) -> dict[str, Any]:
         entries = size = 0
         with self._read_lock:
-            if not self._closed:
+            if not (self._closed or self._gone):
                 try:
-                    size, entries = self._read_db().execute(_TOTAL).fetchone()
+                    size, entries = self._totals(self._read_db())
                 except sqlite3.Error as exc:
                     self._read_failed(exc)
         return self.stats.as_dict(entries=entries, size_bytes=size, max_size_bytes=self.max_bytes)
 
+    def _totals(self, reader: sqlite3.Connection) -> tuple[int, int]:
+        """Stored bytes and entries: the running totals, or counted from the valid rows
+        while they cannot be right (the next write repairs them)."""
+        row = reader.execute(_TOTAL).fetchone()
+        if row is not None and plausible(row[0], row[1]):
+            return int(row[0]), int(row[1])
+        size, entries = reader.execute(RECOUNT).fetchone()
+        return int(size), int(entries)
+
 
 def _delete_rows(conn: sqlite3.Connection, *, rows: list[tuple[int, object]]) -> None:
     # Delete only the bad bytes we read: another process may have rewritten the row since.
-    conn.executemany("DELETE FROM entries WHERE rowid = ? AND envelope IS ?", rows)
+    conn.executemany("DELETE FROM entries WHERE rowid = ? AND CAST(envelope AS BLOB) IS ?", rows)

@@ -127,8 +127,10 @@ class ResponseCache:
         if not isinstance(enabled, bool):
             raise InvalidArgumentError(f"enabled={enabled!r} is not allowed; use True or False")
         if redis_url is not None and not isinstance(redis_url, str):
+            # Bytes could hold a password: name their type, never their content.
+            shown = "a bytes value" if isinstance(redis_url, bytes | bytearray) else repr(redis_url)
             raise InvalidArgumentError(
-                f"redis_url={redis_url!r} is not allowed; use a URL like redis://localhost:6379/0"
+                f"redis_url={shown} is not allowed; use a URL string like redis://localhost:6379/0"
             )
         self.enabled = enabled
         self.namespace = namespace

@@ -13,7 +13,9 @@ up to 0.5 MiB. The 64 KiB is slack for B-tree page splits that no estimate fores
 How the ``effective`` limit is shared out:
 
 * WAL: a sixteenth of it (128 KiB to 8 MiB). SQLite checkpoints once the WAL passes half of
-  that, and a writer truncates it when it passes the whole (see ``_disk``).
+  that; a writer begins a transaction only while the WAL is within the whole, truncating it
+  first otherwise, so with any number of writer processes it passes the budget by at most
+  one transaction (see ``_disk``).
 * one transaction's new pages: at most half the WAL budget, so the database file, whose
   free pages are reused but never returned, overshoots its budget by no more than that.
 * the WAL index (-shm): 32 KiB, its size while the WAL has fewer than 4096 frames.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PAGE_SIZE", "DiskLimits"]
+__all__ = ["LARGEST_ENTRY", "PAGE_SIZE", "DiskLimits"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -34,6 +36,9 @@ MIN_EFFECTIVE = 512 * KIB
 SLACK = 64 * KIB
 SHM_BYTES = 32 * KIB
 _FRAME = PAGE_SIZE + 24  # a WAL frame: one page and its header
+_MAX_WAL = 8 * MIB
+# No limit stores a larger envelope on disk (``max_entry_bytes`` is at most a quarter WAL).
+LARGEST_ENTRY = _MAX_WAL // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,7 @@ class DiskLimits:
     @classmethod
     def for_limit(cls, max_bytes: int) -> DiskLimits:
         effective = max(max_bytes, MIN_EFFECTIVE)
-        wal = min(max(effective // 16, 128 * KIB), 8 * MIB)
+        wal = min(max(effective // 16, 128 * KIB), _MAX_WAL)
         return cls(
             max_bytes=max_bytes,
             folder_bytes=effective + SLACK,

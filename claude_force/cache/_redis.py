@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -29,7 +30,7 @@ from ._types import MISS, Found, Miss, TierStats
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["RedisTier"]
+__all__ = ["RedisTier", "redact_url"]
 
 logger = logging.getLogger("claude_force.cache")
 
@@ -38,6 +39,30 @@ _SOCKET_TIMEOUT_S = 0.5
 _REST_AFTER_ERROR_S = 5.0
 _GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
 _WRONG_TYPE: Final = object()  # what a fetch returns when the key holds another type
+_HIDDEN = "***"
+_USERINFO = re.compile(r"(//)[^/?#]*@")
+# Query parameters redis-py reads credentials from.
+_SECRET_PARAMS = frozenset({"password", "username", "user", "pass"})
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user name, password and credential parameters replaced by ``***``,
+    for warnings and errors: ``redis://:pw@host:6379/0`` -> ``redis://***@host:6379/0``."""
+    # Whatever the URL's shape: userinfo is everything between "//" and the last "@"
+    # before the path, so an "@" inside the password is hidden too.
+    text = _USERINFO.sub(rf"\g<1>{_HIDDEN}@", url, count=1)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:
+        return text.split("?", 1)[0] + ("?" + _HIDDEN if "?" in text else "")
+    if not parts.query:
+        return text
+    query = [
+        (name, _HIDDEN if name.lower() in _SECRET_PARAMS else value)
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    shown = urllib.parse.urlencode(query, safe="*")
+    return urllib.parse.urlunsplit(parts._replace(query=shown))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +93,14 @@ class RedisTier:
         ttl: float,
         clock: Callable[[], float],
     ) -> None:
+        self.url = redact_url(url)  # the only form of the URL that messages ever show
+        self._url = url
         try:
             import redis
             import redis.asyncio
         except ImportError as exc:
             raise InvalidArgumentError(
-                f"redis_url={url!r} needs the redis package; install claude-force[redis]"
+                f"redis_url={self.url!r} needs the redis package; install claude-force[redis]"
             ) from exc
         self._redis = redis
         self._options: dict[str, Any] = {
@@ -84,10 +111,10 @@ class RedisTier:
             self._client = redis.Redis.from_url(url, **self._options)
         except ValueError as exc:
             raise InvalidArgumentError(
-                f"redis_url={url!r} is not a Redis URL ({exc}); use redis://host:port/db"
-            ) from exc
+                f"redis_url={self.url!r} is not a Redis URL ({self._scrub(str(exc))}); "
+                "use redis://host:port/db"
+            ) from None  # the cause would show the URL with its password
         self._errors = (redis.RedisError, OSError)
-        self.url = url
         self.prefix = f"{namespace}:resp:"
         self.ttl = ttl
         self.stats = TierStats()
@@ -110,9 +137,33 @@ class RedisTier:
         self.stats.errors += 1
         self._down_until = self._clock() + _REST_AFTER_ERROR_S
         self._log.warn(
-            "unreachable", f"redis cache {action} failed at {self.url} ({exc}); treating as a miss"
+            "unreachable",
+            f"redis cache {action} failed at {self.url} ({self._scrub(str(exc))}); "
+            "treating as a miss",
         )
         return None
+
+    def _scrub(self, text: str) -> str:
+        """``text`` (a server or client message) with the URL's credentials hidden."""
+        for secret in self._secrets():
+            text = text.replace(secret, _HIDDEN)
+        return text
+
+    def _secrets(self) -> list[str]:
+        """The URL's passwords, as typed and decoded. Only passwords: a user name such as
+        "user" also occurs in ordinary server messages, which hiding it would garble."""
+        try:
+            parts = urllib.parse.urlsplit(self._url)
+            found = [parts.password or ""]
+            found += [
+                value
+                for name, value in urllib.parse.parse_qsl(parts.query)
+                if name.lower() in ("password", "pass")
+            ]
+        except ValueError:
+            return []
+        found += [urllib.parse.unquote(s) for s in found]
+        return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
     def _succeeded(self) -> None:
         if self._down_until != -math.inf:
@@ -206,7 +257,7 @@ class RedisTier:
         held = self._async
         if held is not None and held.loop is loop:
             return held.client
-        client = self._redis.asyncio.Redis.from_url(self.url, **self._options)
+        client = self._redis.asyncio.Redis.from_url(self._url, **self._options)
         keeper = loop.create_task(_close_when_loop_ends(client))
         self._async = _LoopClient(loop, client, keeper)
         return client

@@ -6,6 +6,7 @@ file that is not a database, or is malformed, is renamed aside and a fresh one s
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -23,9 +24,11 @@ __all__ = [
     "connect",
     "connect_reader",
     "error_cause",
+    "file_identity",
     "is_busy",
     "is_corruption",
     "set_aside",
+    "write_problem",
 ]
 
 logger = logging.getLogger("claude_force.cache")
@@ -174,17 +177,15 @@ def _create_private_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise CacheDirectoryError(
-            f"cache database {path} cannot be opened ({exc.strerror}); "
-            f"make the directory writable, or {_OTHER_DIR}"
-        ) from exc
+        raise _unusable(path, exc) from exc
     os.close(fd)
 
 
-def _inode(path: Path) -> tuple[int, int] | None:
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file's device and inode; None when it is gone or its folder is unusable."""
     try:
         info = path.stat()
-    except FileNotFoundError:
+    except OSError:
         return None
     return (info.st_dev, info.st_ino)
 
@@ -195,7 +196,7 @@ def set_aside(path: Path, reason: BaseException, *, expected: tuple[int, int] | 
     ``expected`` is the file identity we found damaged: if the path now names another file,
     another process already replaced it and the fresh file is left alone.
     """
-    if expected is not None and _inode(path) != expected:
+    if expected is not None and file_identity(path) != expected:
         return
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
@@ -206,6 +207,15 @@ def set_aside(path: Path, reason: BaseException, *, expected: tuple[int, int] | 
             os.replace(source, target.with_name(target.name + suffix))
         except FileNotFoundError:
             continue
+        except OSError as exc:
+            # Left in place: opening it again fails, and the caller reports that.
+            logger.warning(
+                "cache database %s is damaged (%s) and cannot be moved aside (%s)",
+                path,
+                reason,
+                exc.strerror,
+            )
+            return
     logger.warning(
         "cache database %s is damaged (%s); moved it to %s and started a fresh one",
         path,
@@ -226,11 +236,35 @@ def _open_retrying(path: Path, limits: DiskLimits) -> sqlite3.Connection:
     raise AssertionError("unreachable")
 
 
-def _unusable(path: Path, exc: sqlite3.Error) -> CacheDirectoryError:
-    return CacheDirectoryError(
-        f"cache database {path} cannot be opened ({exc}); "
-        f"make the directory writable, or {_OTHER_DIR}"
-    )
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_FOLDER = (errno.ENOTDIR, errno.ENOENT)
+_NO_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_problem(folder: Path, exc: BaseException) -> tuple[str, str]:
+    """What is wrong when the cache cannot write to ``folder``, and the fix, by cause."""
+    if isinstance(exc, OSError):
+        code, detail = exc.errno, exc.strerror or str(exc)
+        cause = ""
+    else:
+        code, detail = None, str(exc)
+        cause = error_cause(exc) if isinstance(exc, sqlite3.Error) else ""
+    if code in _NO_SPACE or cause == "disk full":
+        said = "" if "full" in detail else f" ({detail})"  # SQLite says it in those words
+        return f"the disk is full{said}", f"free disk space, or {_OTHER_DIR}"
+    if code in _NO_FOLDER:
+        return (
+            f"its folder {folder} was removed or is not a directory ({detail})",
+            f"create the folder again, or {_OTHER_DIR}",
+        )
+    if code in _NO_WRITE or cause in ("read-only", "cannot open"):
+        return f"it is not writable ({detail})", f"make {folder} writable, or {_OTHER_DIR}"
+    return f"it failed ({detail})", _OTHER_DIR
+
+
+def _unusable(path: Path, exc: BaseException) -> CacheDirectoryError:
+    problem, fix = write_problem(path.parent, exc)
+    return CacheDirectoryError(f"cache database {path} cannot be opened: {problem}; {fix}")
 
 
 def connect(path: Path, *, limits: DiskLimits) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
@@ -240,17 +274,19 @@ def connect(path: Path, *, limits: DiskLimits) -> tuple[sqlite3.Connection, tupl
     written raises CacheDirectoryError.
     """
     _create_private_file(path)
-    identity = _inode(path)
+    identity = file_identity(path)
     try:
         return _open_retrying(path, limits), identity
     except sqlite3.DatabaseError as exc:
         if not is_corruption(exc):
             raise _unusable(path, exc) from exc
         set_aside(path, exc, expected=identity)
+    except OSError as exc:  # the folder removed or replaced between the two steps
+        raise _unusable(path, exc) from exc
     _create_private_file(path)
     try:
-        return _open_retrying(path, limits), _inode(path)
-    except sqlite3.DatabaseError as exc:
+        return _open_retrying(path, limits), file_identity(path)
+    except (sqlite3.DatabaseError, OSError) as exc:
         raise _unusable(path, exc) from exc
 
 
