@@ -58,6 +58,8 @@ OVERLOAD_STATUSES = frozenset({429, 529})
 INITIAL_DELAY = 0.5
 MAX_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
+# 429s that the token buckets pace do not use up max_retries; this bounds them all the same.
+MAX_PACED_RETRIES = 20
 # After a 429 the buckets decide when to retry; this short pause, jittered, only keeps
 # requests bounced together from queueing again in the same instant.
 RATE_LIMITED_PAUSE = 0.05
@@ -394,7 +396,7 @@ class Transport:
         """
         start = self._monotonic()
         bucketed = buckets is not None and metered is not None
-        retries = 0
+        retries = bounced = 0
         while True:
             ticket = None
             if buckets is not None and metered is not None:
@@ -432,11 +434,16 @@ class Transport:
                 if gate is not None:
                     gate.on_success()
                 return outcome, retries + 1
-            if gate is not None and self._overloaded(outcome, bucketed=bucketed):
+            paced = bucketed and _paced(outcome)
+            if gate is not None and outcome.status in OVERLOAD_STATUSES and not paced:
                 gate.on_overload()
-            if retries >= self.max_retries or not should_retry(outcome.status, outcome.headers):
+            # A 429 stating the service's buckets is retried when the buckets admit it again:
+            # it does not use up max_retries (nothing was charged), up to a safety bound.
+            bounced += paced
+            spent = bounced > MAX_PACED_RETRIES if paced else retries - bounced >= self.max_retries
+            if spent or not should_retry(outcome.status, outcome.headers):
                 raise outcome.error
-            delay = self._retry_delay(retries, outcome, bucketed=bucketed)
+            delay = self._retry_delay(retries - bounced, outcome, paced=paced)
             if self._deadline_passed_by(start, delay):
                 raise outcome.error
             log.info(
@@ -462,17 +469,8 @@ class Transport:
             exc.attempts = retries  # the attempts actually sent before this one was refused
             raise
 
-    @staticmethod
-    def _overloaded(outcome: _Failure, *, bucketed: bool) -> bool:
-        """Whether the failure should halve the concurrency gate."""
-        if outcome.status not in OVERLOAD_STATUSES:
-            return False
-        # A 429 stating the service's buckets is the token buckets' business; one without
-        # them (a proxy, another provider) leaves only the gate to slow down.
-        return not (bucketed and outcome.status == 429 and has_rate_limit_headers(outcome.headers))
-
-    def _retry_delay(self, retries: int, outcome: _Failure, *, bucketed: bool) -> float:
-        if bucketed and outcome.status == 429 and has_rate_limit_headers(outcome.headers):
+    def _retry_delay(self, retries: int, outcome: _Failure, *, paced: bool) -> float:
+        if paced:
             # The buckets now hold the server's levels and will hold the retry until it
             # fits; the server's whole-second retry-after would only waste allowance.
             return RATE_LIMITED_PAUSE * (1.0 + self._rand())
@@ -532,6 +530,15 @@ class Transport:
 
 def _message_usage(message: Message) -> Usage:
     return Usage.from_api(message.usage)
+
+
+def _paced(outcome: _Failure) -> bool:
+    """A 429 that states the service's buckets: the token buckets pace its retry.
+
+    One without them (a proxy, another provider) leaves the gate and the server's
+    retry-after to slow down.
+    """
+    return outcome.status == 429 and has_rate_limit_headers(outcome.headers)
 
 
 async def _close_when_loop_ends(client: AsyncAnthropic) -> None:

@@ -232,3 +232,25 @@ def test_the_sync_door_shows_the_state(sync_orch: AgentOrchestrator) -> None:
     assert sync_orch.execute_agent(sync_orch.list_agents()[0], "t").success
     after: Any = sync_orch.rate_limit_state
     assert after["classes"]["sonnet"]["buckets"]["requests"]["limit"] == 4_000
+
+
+async def test_paced_429s_do_not_use_up_max_retries(project: Path, t: FakeTime) -> None:
+    # With no retries allowed, a request bounced by a neighbour the client cannot see is
+    # still answered: the retry waits in the buckets and costs nothing.
+    sim = limited(t, input_tokens_per_minute=6_000)
+    async with sim, make(project, sim, t) as other, make(project, sim, t, max_retries=0) as orch:
+        agent = orch.list_agents()[0]
+        assert (await orch.execute_agent(agent, "hello")).success
+        assert (await other.execute_agent(agent, "review this module " * 1000)).success
+        result = await orch.execute_agent(agent, "check this module " * 600)
+    assert result.success, result.errors
+    assert result.attempts == 2 and sim.rate_limit_stats["rejected"] == 1
+
+
+async def test_an_unpaced_429_still_uses_up_max_retries(
+    project: Path, sim: Simulator, t: FakeTime
+) -> None:
+    sim.script(Fault.status(429, retry_after="1"), None)
+    async with make(project, sim, t, max_retries=0) as orch:
+        result = await orch.execute_agent(orch.list_agents()[0], "t")
+    assert not result.success and result.attempts == 1
