@@ -90,7 +90,10 @@ class OrchestratorOptions:
         for name in _TEXTS:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
+                # Only the type is named: a Redis URL may hold a password.
+                raise InvalidArgumentError(
+                    f"{name} must be a non-empty string, got {type(value).__name__}"
+                )
         for name in _PATHS:
             check_path(name, getattr(self, name))
         self._check_cache_options()
