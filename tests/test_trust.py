@@ -147,3 +147,30 @@ def test_many_orchestrators_leak_no_threads_or_files(project: Path, sim: Simulat
     left = [t.name for t in set(threading.enumerate()) - threads]
     assert left == [], f"threads left running: {left}"
     assert _open_fds() <= fds + 2, "open file descriptors grew"
+
+
+async def test_a_read_only_ledger_never_loses_the_answer_and_still_reports(
+    project: Path, sim: Simulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import claude_force._ledger as ledger_mod
+
+    async with make(project, sim) as orch:
+        await orch.execute_agent("code-reviewer", "Review before.py")  # one row, written
+    real_connect = ledger_mod._connect
+
+    def read_only(path: Path) -> sqlite3.Connection:  # the injected fault: SQLITE_READONLY
+        conn = real_connect(path)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    monkeypatch.setattr(ledger_mod, "_connect", read_only)
+    caplog.set_level(logging.WARNING, logger="claude_force")
+    async with make(project, sim) as orch:
+        first, second = await twice(orch)
+        rows = orch.usage_rows()
+    assert first.success and first.output and second.cached
+    assert len(sim.message_requests) == 2  # before.py, then auth.py once
+    assert len(warnings_of(caplog)) == 1, warnings_of(caplog)
+    assert [r.cached for r in rows] == [False], "reports read the read-only ledger"
