@@ -5,21 +5,24 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import sys
 import tracemalloc
 
-from claude_force.cache._memory import ENTRY_OVERHEAD, MemoryTier
+from claude_force.cache._memory import ENTRY_OVERHEAD, MemoryTier, deep_size
 from claude_force.cache._types import MISS
 
 T0 = 1_000.0
-UNIT = 100 + ENTRY_OVERHEAD  # the default entry's charge
+UNIT = 400 + ENTRY_OVERHEAD  # the default entry's charge
 
 
 def payload(n: int, size: int = UNIT) -> bytes:
-    """JSON of ``{"n": n, "p": "x..."}`` that the tier charges exactly ``size`` bytes for."""
-    head = json.dumps({"n": n, "p": ""}, separators=(",", ":")).encode()
-    pad = size - ENTRY_OVERHEAD - len(head)
+    """JSON of ``{"n": n, "p": "x..."}`` that the tier charges exactly ``size`` bytes for.
+
+    An ASCII string's objects grow by one byte per character.
+    """
+    pad = size - ENTRY_OVERHEAD - deep_size({"n": n, "p": ""})
     assert pad >= 0
-    return head[:-2] + b"x" * pad + b'"}'
+    return json.dumps({"n": n, "p": "x" * pad}, separators=(",", ":")).encode()
 
 
 def put(tier: MemoryTier, key: str, n: int, size: int = UNIT) -> None:
@@ -64,14 +67,20 @@ def test_replacing_a_key_adjusts_the_byte_count() -> None:
     assert tier.snapshot()["size_bytes"] == UNIT
 
 
-def test_every_hit_is_a_fresh_value() -> None:
+def test_a_value_is_parsed_once_not_on_every_hit() -> None:
     tier = MemoryTier(max_bytes=10 * UNIT, ttl=3600)
     put(tier, "k", 1)
-    first = tier.get("k", T0)
-    assert first is not MISS
-    first.value["n"] = "changed by a caller"
-    again = tier.get("k", T0)
-    assert again is not MISS and again.value["n"] == 1
+    first, again = tier.get("k", T0), tier.get("k", T0)
+    assert first is not MISS and again is not MISS
+    assert first.value is again.value and first.value["n"] == 1
+
+
+def test_deep_size_counts_every_object_once_per_occurrence() -> None:
+    value = {"a": [1, 2.5, "text", None, True], "b": {"c": 1000}}
+    expected = sum(
+        sys.getsizeof(o) for o in (value, "a", value["a"], 2.5, "text", "b", value["b"], "c", 1000)
+    )
+    assert deep_size(value) == expected
 
 
 def test_ttl_expiry_counts_and_frees() -> None:

@@ -36,7 +36,8 @@ _STAT_SUMS = ("evictions", "expirations", "integrity_failures", "errors")
 class CacheHit:
     """A cached value, when it was stored, which tier served it and how old it was then.
 
-    ``value`` is parsed afresh for every hit: the caller owns it and may change it.
+    ``value`` is a fresh top-level dict, but nested lists and dicts may be shared with the
+    memory tier: read them, do not mutate them in place.
     """
 
     value: dict[str, Any]
@@ -46,8 +47,10 @@ class CacheHit:
 
 
 def _hit(found: Found, tier: Tier, now: float) -> CacheHit:
+    # A new top-level dict, so a caller adding or replacing fields cannot alter the value
+    # that other callers will be served (nested values are shared with the memory tier).
     age = now - found.created_at
-    return CacheHit(found.value, found.created_at, tier, age if age > 0 else 0.0)
+    return CacheHit(dict(found.value), found.created_at, tier, age if age > 0 else 0.0)
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:

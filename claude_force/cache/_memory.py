@@ -1,11 +1,10 @@
 """The in-process tier: an LRU bounded in bytes, with TTL.
 
-It holds the JSON text of each value, not the parsed dict, and parses on every hit: a parsed
-response takes several times its JSON size in Python objects, so a limit counted in JSON
-bytes would not be what the process pays. Each entry is charged its text plus a measured
-fixed overhead (key, record, LRU links), so ``max_bytes`` is close to the memory it really
-uses. A hit costs one JSON parse of the value (about 2 us per KB) and returns a value no
-other caller shares.
+It holds each value parsed once, so a hit costs a dictionary lookup. A parsed response takes
+several times its JSON size in Python objects, so each entry is charged what its objects
+really take (``sys.getsizeof`` over the parsed tree, measured once when it is stored) plus
+a measured fixed overhead (key, record, LRU links): ``max_bytes`` is what the process pays.
+Nested lists and dicts of a hit are shared with the tier: read them, do not mutate them.
 
 It holds values that were already verified (or that this process produced), so a hit does
 not re-check a signature: the memory is our own.
@@ -22,7 +21,7 @@ from typing import Any, NamedTuple
 from ._envelope import parse_own
 from ._types import MISS, Found, Miss, TierStats
 
-__all__ = ["ENTRY_OVERHEAD", "MemoryTier"]
+__all__ = ["ENTRY_OVERHEAD", "MemoryTier", "deep_size"]
 
 # Bytes held per entry besides its text: tracemalloc on CPython 3.11 measured 240-330 for
 # the record, the LRU dict slots (tables grow in powers of two) and the access note, plus
@@ -32,13 +31,32 @@ ENTRY_OVERHEAD = 480 if sys.version_info >= (3, 11) else 560
 
 
 class _Held(NamedTuple):
-    text: str  # ASCII JSON: one byte per character in a str
+    value: dict[str, Any]
     created_at: float
     size: int  # what this entry is charged
 
 
+def deep_size(value: object) -> int:
+    """Bytes the objects of a parsed JSON tree take (small ints and singletons are shared)."""
+    total = 0
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if item is None or item is True or item is False:
+            continue
+        if type(item) is int and -5 <= item <= 256:
+            continue
+        total += sys.getsizeof(item)
+        if type(item) is dict:
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif type(item) is list:
+            todo.extend(item)
+    return total
+
+
 class MemoryTier:
-    """LRU of at most ``max_bytes`` bytes (text + ENTRY_OVERHEAD each); older than ``ttl`` miss.
+    """LRU of at most ``max_bytes`` bytes (objects + ENTRY_OVERHEAD each); older than ``ttl`` miss.
 
     ``on_use(key, now)`` is called on a hit at most once per ``use_every`` seconds per key,
     so a lower tier can keep its own LRU informed without hearing of every hit.
@@ -80,12 +98,12 @@ class MemoryTier:
                 self._reported[key] = now
         if due and self._on_use is not None:
             self._on_use(key, now)
-        # Parsed outside the lock: other threads' hits need not wait for it.
-        return Found(parse_own(held.text), held.created_at, b"")
+        return Found(held.value, held.created_at, b"")
 
     def put(self, key: str, payload: bytes, created_at: float) -> None:
         """Keep verified JSON ``payload`` for ``key``; evict LRU entries to fit."""
-        held = _Held(payload.decode("ascii"), created_at, len(payload) + ENTRY_OVERHEAD)
+        value = parse_own(payload.decode("ascii"))
+        held = _Held(value, created_at, deep_size(value) + ENTRY_OVERHEAD)
         with self._lock:
             old = self._entries.get(key)
             if old is not None:
