@@ -88,9 +88,10 @@ def _mac(secret: bytes, key: str, head: bytes, payload: bytes) -> bytes:
     # The key length is signed too, so (key "ab", payload "c...") and (key "abc", payload
     # "...") can never produce the same message.
     raw_key = key.encode("ascii")
-    mac = hmac.new(secret, head[2:] + len(raw_key).to_bytes(2, "big") + raw_key, "sha256")
-    mac.update(payload)  # no copy of the payload into one message
-    return mac.digest()
+    # The one-shot form is the fastest the standard library has (measured against hmac.new
+    # with update, and a copied pre-keyed object), copy of the payload included.
+    message = head[2:] + len(raw_key).to_bytes(2, "big") + raw_key + payload
+    return hmac.digest(secret, message, "sha256")
 
 
 def seal(secret: bytes, key: str, payload: bytes, created_at: float) -> bytes:
