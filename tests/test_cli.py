@@ -186,10 +186,12 @@ def test_empty_ledger_prints_a_friendly_report(
 def test_write_text_adds_one_newline_only_when_missing(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
-    write_text("a\tb  \r\n中文 😀")
+    write_text("a\tb  \r\n中文 \U0001f600")
     write_text("ends with newline\n")
     write_text("")
-    assert capsysbinary.readouterr().out == "a\tb  \r\n中文 😀\nends with newline\n\n".encode()
+    assert (
+        capsysbinary.readouterr().out == "a\tb  \r\n中文 \U0001f600\nends with newline\n\n".encode()
+    )
 
 
 @pytest.mark.parametrize(

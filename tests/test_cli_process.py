@@ -35,7 +35,7 @@ AWKWARD_TEXT = (
     + "carriage\rreturn and crlf\r\n"
     + "中文的回答很长" * 30
     + "\n"
-    + "emoji 😀👩‍💻 and combining e\u0301 a\u0308 n\u0303  \n"
+    + "emoji \U0001f600\U0001f469‍\U0001f4bb and combining e\u0301 a\u0308 n\u0303  \n"
     + "last line without newline  "
 )
 

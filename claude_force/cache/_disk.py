@@ -38,6 +38,7 @@ from ._sqlite import (
     connect_reader,
     error_cause,
     file_identity,
+    file_size,
     is_busy,
     is_corruption,
     set_aside,
@@ -112,14 +113,6 @@ class _Batch:
     expired: list[tuple[str, float]] = field(default_factory=list)
     bad: list[tuple[int, str, object]] = field(default_factory=list)
     recount: bool = False
-
-
-def _file_size(path: Path) -> int:
-    """The file's size; 0 when it is gone, or its folder was removed or replaced."""
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
@@ -332,7 +325,7 @@ class DiskTier:
             conn.execute("BEGIN IMMEDIATE")
             # Checked holding the write lock, so no other process adds to the WAL before we
             # commit: it passes its budget by at most one transaction, however many write.
-            if _file_size(self._wal) <= self.limits.wal_bytes:
+            if file_size(self._wal) <= self.limits.wal_bytes:
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:
@@ -350,7 +343,7 @@ class DiskTier:
         pause = _CHECKPOINT_PAUSE_S
         while True:
             self._checkpoint(conn)
-            if _file_size(self._wal) <= self.limits.wal_bytes:
+            if file_size(self._wal) <= self.limits.wal_bytes:
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -376,7 +369,7 @@ class DiskTier:
         # The checkpoint SQLite runs after a commit cannot finish while another process
         # reads an older snapshot or writes, and then the WAL keeps growing: truncate it
         # here (once; the next write waits for it if this one does not succeed).
-        if _file_size(self._wal) > self.limits.wal_bytes:
+        if file_size(self._wal) > self.limits.wal_bytes:
             self._checkpoint(conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
@@ -504,12 +497,12 @@ class DiskTier:
     def _reclaim(self) -> None:
         """On open: give back what a crash or a lower limit left; caller holds write lock."""
         conn = self._writer
-        if _file_size(self._wal) > self.limits.journal_limit:
+        if file_size(self._wal) > self.limits.journal_limit:
             # Without waiting: another process writing now will checkpoint it itself.
             conn.execute("PRAGMA busy_timeout=0")
             self._checkpoint(conn)
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        if _file_size(self.path) <= self.limits.file_bytes:
+        if file_size(self.path) <= self.limits.file_bytes:
             return
         self._write("reclaim", _nothing, None)
         self._vacuum(conn, "reclaim")

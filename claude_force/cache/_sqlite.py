@@ -25,6 +25,7 @@ __all__ = [
     "connect_reader",
     "error_cause",
     "file_identity",
+    "file_size",
     "is_busy",
     "is_corruption",
     "set_aside",
@@ -179,6 +180,14 @@ def _create_private_file(path: Path) -> None:
     except OSError as exc:
         raise _unusable(path, exc) from exc
     os.close(fd)
+
+
+def file_size(path: Path) -> int:
+    """The file's size; 0 when it is gone, or its folder was removed or replaced."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
