@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,25 +17,10 @@ from claude_force._config import AgentSpec, load_config, read_agent_prompt
 from claude_force._errors import ConfigError
 from claude_force.testing import Simulator
 
+from ._support import no_hang
 from .conftest import API_KEY
 
 SECRET_TEXT = "PRIVATE KEY MATERIAL"
-
-
-@contextmanager
-def no_hang(seconds: int = 10) -> Iterator[None]:
-    """Fail instead of stalling the suite if an open() or read() blocks."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,8 @@ from hypothesis import strategies as st
 
 from claude_force._config import ProjectConfig, load_config
 from claude_force._errors import ConfigError
+
+from ._support import no_hang
 
 _LONG_RUN = os.environ.get("CLAUDE_FORCE_FUZZ_EXAMPLES")
 FUZZ = settings(
@@ -250,22 +250,6 @@ _JSON_PATH = re.compile(
     r"|(?:[A-Za-z0-9][A-Za-z0-9_-]*|\[\d+\]|\[\"(?:[^\"\\]|\\.)*\"\])"
     r"(?:\.[A-Za-z0-9][A-Za-z0-9_-]*|\[\d+\]|\[\"(?:[^\"\\]|\\.)*\"\])*): "
 )
-
-
-@contextmanager
-def no_hang(seconds: int = 10) -> Iterator[None]:
-    """Turn a blocked open() or read() into a test failure instead of a stalled suite."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"load_config blocked for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def check_outcome(config_path: Path) -> None:

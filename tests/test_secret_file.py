@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from claude_force._errors import CacheDirectoryError
 from claude_force.cache._secret import ENV_VAR, SECRET_FILE_NAME, load_secret
+
+from ._support import no_hang
 
 FIX = "remove it (a new secret is generated"
 
@@ -29,22 +28,6 @@ def secret_path(tmp_path: Path) -> Path:
     folder = tmp_path / "config" / "claude-force"
     folder.mkdir(parents=True, mode=0o700)
     return folder / SECRET_FILE_NAME
-
-
-@contextmanager
-def no_hang(seconds: int = 10) -> Iterator[None]:
-    """Fail instead of stalling the suite if an open() blocks."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"load_secret blocked for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def refused(secret_path: Path) -> str:

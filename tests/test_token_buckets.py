@@ -22,23 +22,9 @@ from claude_force._errors import APIError, InvalidArgumentError
 from claude_force._usage import Usage
 from claude_force.testing import RateLimits, Simulator
 
+from ._support import FakeTime
+
 SONNET = "claude-sonnet-4-6"
-
-
-class FakeTime:
-    """A clock that moves only when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 def headers(**kinds: tuple[int, int]) -> dict[str, str]:

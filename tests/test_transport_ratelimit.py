@@ -17,25 +17,10 @@ import pytest
 from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, InvalidArgumentError, Limits
 from claude_force.testing import Fault, RateLimits, Simulator
 
+from ._support import FakeTime
 from .conftest import API_KEY
 
 WALL = 1_700_000_000.0
-
-
-class FakeTime:
-    """A clock that moves only when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @pytest.fixture

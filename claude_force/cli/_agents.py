@@ -24,6 +24,7 @@ from ._common import (
     result_line,
     say,
     show_error,
+    task_file_option,
     write_text,
 )
 from ._task import read_task
@@ -100,13 +101,7 @@ def make_orchestrator(
 @click.command("run", epilog=EXIT_CODES_HELP)
 @click.argument("agent")
 @click.argument("task", required=False)
-@click.option(
-    "-f",
-    "--file",
-    "task_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the task from FILE.",
-)
+@task_file_option
 @click.option("--model", default=None, help="Model id for this call (overrides config).")
 @click.option(
     "--max-tokens", type=click.IntRange(min=1), default=None, help="Maximum output tokens."

@@ -67,6 +67,14 @@ CACHE_DIR_HELP = (
 
 # No envvar= here: the library reads CLAUDE_FORCE_CACHE_DIR itself, and an unusable folder
 # from the environment must be a warning (run uncached), not a usage error from click.
+task_file_option = click.option(
+    "-f",
+    "--file",
+    "task_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the task from FILE.",
+)
+
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),

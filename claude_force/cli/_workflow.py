@@ -30,6 +30,7 @@ from ._common import (
     result_line,
     say,
     show_error,
+    task_file_option,
     usd,
     write_text,
 )
@@ -198,13 +199,7 @@ def summary_line(result: WorkflowResult) -> str:
 @click.command("workflow", epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @click.argument("task", required=False)
-@click.option(
-    "-f",
-    "--file",
-    "task_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the task from FILE.",
-)
+@task_file_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @cache_options
 @config_option
