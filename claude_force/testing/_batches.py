@@ -34,6 +34,7 @@ MAX_REQUESTS = 100_000
 EXPIRY_SECONDS = 24 * 3600.0
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _DEFAULT_LIMIT, _MAX_LIMIT = 20, 1000
+_ROUTES = frozenset({("GET", ()), ("GET", ("results",)), ("POST", ("cancel",))})
 
 #: Answers one request's params given an optional reply text: the Message JSON, or the
 #: problem that makes the request fail.
@@ -132,7 +133,7 @@ class BatchStore:
             return None
         batch = self._batches.get(parts[0])
         if batch is None:
-            if (method, parts[1:]) in {("GET", []), ("GET", ["results"]), ("POST", ["cancel"])}:
+            if (method, tuple(parts[1:])) in _ROUTES:
                 return _error(404, "not_found_error", f"no message batch with id {parts[0]!r}")
             return None
         if method == "GET" and len(parts) == 1:
@@ -155,7 +156,8 @@ class BatchStore:
         with self._lock:
             self._created += 1
             self._submitted += len(requests)
-        return BatchReply(200, self._view(batch, base_url))
+        # Never ended on creation, as on the service: even a zero delay ends at the next look.
+        return BatchReply(200, self._view(batch, base_url, advance=False))
 
     def _list(self, query: Mapping[str, str], base_url: str) -> BatchReply:
         try:

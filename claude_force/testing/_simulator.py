@@ -187,6 +187,7 @@ class Simulator:
         self._handlers: set[asyncio.Task[Any]] = set()  # touched only on the server thread
         self._port = 0
         self._batch_faults = FaultPlan()
+        self._batch_api_faults = FaultPlan()
         self._batches = BatchStore(
             answer=self._batch_answer,
             clock=clock,
@@ -297,6 +298,7 @@ class Simulator:
         self._faults.clear()
         self._count_faults.clear()
         self._batch_faults.clear()
+        self._batch_api_faults.clear()
 
     # -- message batches -------------------------------------------------------------------
 
@@ -305,6 +307,11 @@ class Simulator:
         makes a request ``errored``, ``Fault.reply(text)`` answers with ``text``, None answers
         normally."""
         self._batch_faults.script(check_batch_fault(f) for f in faults)
+
+    def script_batch_api(self, *faults: Fault | None) -> None:
+        """Queue faults for the next requests to the batch endpoints themselves (create,
+        retrieve, list, results, cancel), one each; None answers normally."""
+        self._batch_api_faults.script(faults)
 
     def set_batch_fault_rate(self, probability: float, fault: Fault, *, seed: int = 0) -> None:
         """After the batch script runs out, give each batch request ``fault`` with
@@ -476,6 +483,11 @@ class Simulator:
         if request.method == "POST" and path == COUNT_TOKENS_PATH:
             return await self._count_tokens(request, body, request_id)
         if path == BATCHES_PATH or path.startswith(BATCHES_PATH + "/"):
+            fault = self._batch_api_faults.next()
+            if fault is not None and fault.kind != "reply":
+                response = await self._inject(fault, request, request_id)
+                if response is not None:
+                    return response
             base = f"{request.scheme}://{request.host}"
             reply = self._batches.handle(request.method, path, request.query, body, base)
             if reply is not None:
