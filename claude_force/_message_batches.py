@@ -34,7 +34,7 @@ import json
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,7 +206,7 @@ async def run_message_batches(
     max_bytes: int = MAX_BATCH_BYTES,
     max_poll_failures: int = 10,
     rand: Callable[[], float] = random.random,
-) -> AsyncIterator[tuple[str, AgentResult]]:
+) -> AsyncGenerator[tuple[str, AgentResult], None]:
     """Answer ``items`` through the Message Batches API; yields ``(item id, result)``.
 
     Cache hits, refused items (budget, invalid agent or task, repeated id) and failed batch
