@@ -20,7 +20,8 @@ __all__ = ["CallContext", "Recorder"]
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Where a call belongs: its task (for the ledger hash), workflow, budgets, cache use."""
+    """Where a call belongs: its task (for the ledger hash), workflow, budgets, cache use;
+    ``batch`` when it was answered through the Message Batches API."""
 
     task: str
     budgets: tuple[BudgetTracker, ...] = ()
@@ -28,6 +29,7 @@ class CallContext:
     workflow_step: int | None = None
     use_cache: bool = True
     refresh: bool = False
+    batch: bool = False
 
 
 class Recorder:
@@ -68,6 +70,7 @@ class Recorder:
                 task=ctx.task,
                 workflow_run=ctx.workflow_run,
                 workflow_step=ctx.workflow_step,
+                batch=ctx.batch,
             )
             self.ledger.record(row)
 
