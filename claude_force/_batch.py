@@ -23,7 +23,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
@@ -34,6 +34,7 @@ from ._batch_io import (
     BatchRecord,
     ResultsFile,
     item_from_fields,
+    open_input,
     read_input,
     scan_results,
 )
@@ -249,7 +250,6 @@ class BatchSummary:
     found_succeeded: int = 0
     found_failed: int = 0
     stopped: str | None = None
-    _pulled: int = field(default=0, repr=False)
 
     @property
     def total(self) -> int:
@@ -314,55 +314,73 @@ async def run_batch_file(
     Cancellation (Ctrl-C) propagates once the calls in flight are cancelled; every record
     finished before it is in the file.
     """
-    source = read_input(input_path)
-    try:
+    with open_input(input_path) as handle:
         results = ResultsFile(output_path)
-    except BaseException:
-        source.close()
-        raise
-    try:
-        found = scan_results(output_path)
-        summary = BatchSummary(
-            Path(output_path),
-            found_succeeded=len(found.succeeded),
-            found_failed=len(found.failed),
-        )
-        skip = found.succeeded if retry_failed else found.succeeded | found.failed
-        report = on_progress or (lambda _summary: None)
-        report(summary)
-
-        def fresh() -> Iterator[BatchItem]:
-            for item in source:
-                if item.id in skip:
-                    summary.skipped += 1
-                    summary.skipped_failed += item.id in found.failed
-                    report(summary)
-                    continue
-                summary._pulled += 1
-                yield item
-
-        lines = fresh()
         try:
-            records = run_batch(
-                orch,
-                lines,
-                concurrency=concurrency,
-                budget=budget,
-                use_cache=use_cache,
-                refresh=refresh,
-            )
-            async for record in records:
-                results.append(record)
-                summary.add(record)
-                report(summary)
-                if results.sync_due:
-                    await off_loop(results.sync)
-        except BudgetExceeded as exc:
-            summary.stopped = str(exc)
-            for _ in lines:  # the rest of the input, counted (and skips noted) unsent
-                pass
-            summary.unsent = summary._pulled - summary.succeeded - summary.failed
-            report(summary)
-    finally:
-        await off_loop(results.close)
-    return summary
+            found = scan_results(output_path)
+            records = _Records(results, BatchSummary(Path(output_path)), on_progress)
+            records.summary.found_succeeded = len(found.succeeded)
+            records.summary.found_failed = len(found.failed)
+            skip = found.succeeded if retry_failed else found.succeeded | found.failed
+            lines = records.unfinished(read_input(handle), skip, found.failed)
+            try:
+                batch = run_batch(
+                    orch,
+                    lines,
+                    concurrency=concurrency,
+                    budget=budget,
+                    use_cache=use_cache,
+                    refresh=refresh,
+                )
+                async for record in batch:
+                    await records.add(record)
+            except BudgetExceeded as exc:
+                records.stop(exc, lines)
+        finally:
+            await off_loop(results.close)
+    return records.summary
+
+
+class _Records:
+    """Where a file batch's records go: the results file, the summary, the progress callback."""
+
+    def __init__(
+        self,
+        results: ResultsFile,
+        summary: BatchSummary,
+        on_progress: Callable[[BatchSummary], None] | None,
+    ) -> None:
+        self.results = results
+        self.summary = summary
+        self._report = on_progress or (lambda _summary: None)
+        self._pulled = 0
+
+    def unfinished(
+        self, items: Iterator[BatchItem], skip: frozenset[str], failed: frozenset[str]
+    ) -> Iterator[BatchItem]:
+        """The items still to run; those with a record to keep are counted as skipped."""
+        self._report(self.summary)
+        for item in items:
+            if item.id in skip:
+                self.summary.skipped += 1
+                self.summary.skipped_failed += item.id in failed
+                self._report(self.summary)
+                continue
+            self._pulled += 1
+            yield item
+
+    async def add(self, record: BatchRecord) -> None:
+        self.results.append(record)
+        self.summary.add(record)
+        self._report(self.summary)
+        if self.results.sync_due:
+            await off_loop(self.results.sync)
+
+    def stop(self, exc: BudgetExceeded, rest: Iterator[BatchItem]) -> None:
+        """A budget stop: what was taken but not recorded and what was never taken is unsent."""
+        for _ in rest:  # counted as it is read (skips noted as such)
+            pass
+        summary = self.summary
+        summary.stopped = str(exc)
+        summary.unsent = self._pulled - summary.succeeded - summary.failed
+        self._report(summary)

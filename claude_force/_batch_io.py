@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +47,7 @@ __all__ = [
     "ResultsIndex",
     "count_input_lines",
     "item_from_fields",
+    "open_input",
     "read_input",
     "scan_results",
 ]
@@ -178,29 +179,26 @@ def item_from_fields(fields: object, default_id: str, where: str) -> BatchItem:
     return BatchItem(item_id, spec, where, None, name)
 
 
-def read_input(path: str | os.PathLike[str]) -> Generator[BatchItem, None, None]:
-    """The items of a JSONL file, one line at a time; blank lines are skipped.
-
-    The file is opened at once (an unreadable one raises :class:`InvalidArgumentError` here),
-    then read as the items are taken. A line without an ``id`` gets its 1-based line number.
-    A line that is not a JSON object of the right shape becomes an item with ``error`` set
-    ("line 7: ...").
-    """
+def open_input(path: str | os.PathLike[str]) -> BinaryIO:
+    """The batch input opened for reading; a problem is an :class:`InvalidArgumentError`."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - the generator below owns it
+        return open(path, "rb")
     except OSError as exc:
         raise InvalidArgumentError(
             f"cannot read the batch input {shown(path)} ({exc.strerror or exc}); "
             "check the path and its permissions"
         ) from None
-    return _items_of(handle)
 
 
-def _items_of(handle: BinaryIO) -> Generator[BatchItem, None, None]:
-    with handle:
-        for number, raw in enumerate(handle, 1):
-            if raw.strip():
-                yield _parse_line(number, raw)
+def read_input(handle: BinaryIO) -> Iterator[BatchItem]:
+    """The items of a JSONL file, one line at a time; blank lines are skipped.
+
+    A line without an ``id`` gets its 1-based line number. A line that is not a JSON object
+    of the right shape becomes an item with ``error`` set ("line 7: ...").
+    """
+    for number, raw in enumerate(handle, 1):
+        if raw.strip():
+            yield _parse_line(number, raw)
 
 
 def _parse_line(number: int, raw: bytes) -> BatchItem:
