@@ -6,6 +6,7 @@ import inspect
 import typing
 
 from ._admission import Limits
+from ._batch import BatchRecord, BatchSummary, run_batch_file
 from ._budget import Budget, BudgetTracker, Reservation
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
 from ._errors import (
@@ -45,6 +46,8 @@ __all__ = [
     "AgentResult",
     "AgentSpec",
     "AsyncAgentOrchestrator",
+    "BatchRecord",
+    "BatchSummary",
     "Budget",
     "BudgetExceeded",
     "BudgetTracker",
@@ -80,6 +83,7 @@ __all__ = [
     "find_config",
     "init_project",
     "load_config",
+    "run_batch_file",
     "serve_ledger_metrics",
 ]
 

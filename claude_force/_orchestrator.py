@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from . import _outcomes as outcome
 from ._admission import Limits
 from ._aio import off_loop
+from ._batch import BatchMethods
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
@@ -46,7 +47,7 @@ __all__ = ["AsyncAgentOrchestrator"]
 TaskLike = TaskSpec | tuple[str, str] | Mapping[str, Any]
 
 
-class AsyncAgentOrchestrator(UsageReportMethods):
+class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
     """Runs agents from ``.claude/claude.json`` against the Claude Messages API.
 
     ::
@@ -54,7 +55,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         async with AsyncAgentOrchestrator(config_path=".claude/claude.json") as orch:
             result = await orch.execute_agent("code-reviewer", "Review utils.py")
 
-    The keyword options are those of :class:`OrchestratorOptions` (kept as ``.options``).
+    The keyword options are those of :class:`OrchestratorOptions` (kept as ``.options``);
+    ``execute_batch`` comes from :class:`BatchMethods` (``_batch.py``).
     Usable with ``async with`` and across separate ``asyncio.run`` calls.
     """
 
