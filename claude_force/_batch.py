@@ -9,39 +9,43 @@ concurrency gate and the rate-limit buckets govern; ``concurrency`` only caps th
 A budget stop is not a failure of the line: a line refused by the budget gets no record, so a
 rerun (with a larger budget) sends it. The first refusal stops pulling new items; calls already
 in flight finish and are recorded, then :class:`BudgetExceeded` is raised.
+
+``mode="batches"`` hands the same items to the Message Batches engine (``_message_batches``),
+which yields the same records at half price; the file side (resume, the results file, the
+summary) is shared by both modes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
     AsyncIterator,
     Callable,
-    Iterable,
     Iterator,
-    Mapping,
 )
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from ._aio import off_loop
 from ._batch_io import (
+    BatchInput,
     BatchItem,
+    BatchItems,
     BatchRecord,
     ResultsFile,
-    item_from_fields,
+    aiter_items,
     open_input,
+    prepare_item,
     read_input,
     scan_results,
 )
 from ._budget import Budget
-from ._errors import BudgetExceeded, InvalidArgumentError, UsageError
+from ._errors import BudgetExceeded, InvalidArgumentError
+from ._message_batches import BatchesSettings, run_message_batches
 from ._record import CallContext
-from ._request import Request, TaskSpec
+from ._request import Request
 
 if TYPE_CHECKING:
     from ._orchestrator import AsyncAgentOrchestrator
@@ -50,16 +54,14 @@ __all__ = [
     "BatchInput",
     "BatchItems",
     "BatchMethods",
+    "BatchMode",
     "BatchRecord",
     "BatchSummary",
     "run_batch",
     "run_batch_file",
+    "start_batch",
+    "state_path_for",
 ]
-
-BatchInput: TypeAlias = "BatchItem | Mapping[str, Any] | TaskSpec | tuple[str, str]"
-"""One item: a dict like a JSONL line (``id`` optional), a TaskSpec or an (agent, task) pair."""
-
-BatchItems: TypeAlias = "Iterable[BatchInput] | AsyncIterable[BatchInput]"
 
 _Outcome: TypeAlias = "BatchRecord | BudgetExceeded"
 
@@ -72,32 +74,6 @@ def _limit(concurrency: int | None, max_concurrent: int) -> int:
             f"concurrency must be a whole number of at least 1, or None, got {concurrency!r}"
         )
     return min(concurrency, max_concurrent)
-
-
-def _coerce(item: object, position: int) -> BatchItem:
-    """Any accepted item as a :class:`BatchItem`; the 1-based position is the default id."""
-    if isinstance(item, BatchItem):
-        return item
-    where = f"item {position}"
-    if isinstance(item, TaskSpec):
-        return BatchItem(str(position), item, where, agent=item.agent)
-    if isinstance(item, tuple) and len(item) == 2:
-        return item_from_fields({"agent": item[0], "task": item[1]}, str(position), where)
-    return item_from_fields(item, str(position), where)
-
-
-async def _items(
-    source: Iterable[object] | AsyncIterable[object],
-) -> AsyncGenerator[BatchItem, None]:
-    position = 0
-    if isinstance(source, AsyncIterable):
-        async for item in source:
-            position += 1
-            yield _coerce(item, position)
-    else:
-        for item in source:
-            position += 1
-            yield _coerce(item, position)
 
 
 async def run_batch(
@@ -135,7 +111,7 @@ async def run_batch(
                 return exc
         return BatchRecord.from_result(item.id, result)
 
-    source = _items(items)
+    source = aiter_items(items)
     pending: set[asyncio.Task[_Outcome]] = set()
     exhausted = False
     try:
@@ -145,7 +121,7 @@ async def run_batch(
                 if item is None:
                     exhausted = True
                     break
-                prepared = _prepare(orch, item, seen)
+                prepared = prepare_item(orch._requests.build, item, seen)
                 if isinstance(prepared, BatchRecord):
                     yield prepared
                 else:
@@ -171,21 +147,48 @@ async def run_batch(
         raise stop[0]
 
 
-def _prepare(
-    orch: AsyncAgentOrchestrator, item: BatchItem, seen: set[str]
-) -> BatchRecord | Request:
-    """The item's request, or the failed record of an item that cannot be sent."""
-    if item.error is not None or item.spec is None:
-        return BatchRecord.rejected(item, item.error or f"{item.where}: nothing to run")
-    if item.id in seen:
-        return BatchRecord.rejected(
-            item, f"{item.where}: id {item.id!r} was used by an earlier item; ids must be unique"
+BatchMode: TypeAlias = Literal["messages", "batches"]
+"""``messages``: one Messages API call per item; ``batches``: the Message Batches API."""
+
+
+def start_batch(
+    orch: AsyncAgentOrchestrator,
+    items: BatchItems,
+    *,
+    mode: BatchMode,
+    concurrency: int | None,
+    budget: Budget | None,
+    use_cache: bool,
+    refresh: bool,
+    state_path: str | Path | None,
+    batches: BatchesSettings | None,
+) -> AsyncIterator[BatchRecord]:
+    """The records of ``items`` run in ``mode``; both modes yield the same kind of record."""
+    if mode == "messages":
+        return run_batch(
+            orch,
+            items,
+            concurrency=concurrency,
+            budget=budget,
+            use_cache=use_cache,
+            refresh=refresh,
         )
-    seen.add(item.id)
-    try:
-        return orch._requests.build(item.spec)
-    except UsageError as exc:
-        return BatchRecord.rejected(item, f"{item.where}: {exc}")
+    if mode != "batches":
+        raise InvalidArgumentError(f"mode must be 'messages' or 'batches', got {mode!r}")
+    if state_path is None:
+        raise InvalidArgumentError(
+            "mode='batches' needs state_path: the file that keeps the ids of the message "
+            "batches made, so a rerun collects them instead of paying for them again"
+        )
+    return run_message_batches(
+        orch,
+        items,
+        state_path=Path(state_path),
+        budget=budget,
+        use_cache=use_cache,
+        refresh=refresh,
+        settings=batches,
+    )
 
 
 class BatchMethods:
@@ -195,10 +198,13 @@ class BatchMethods:
         self,
         items: BatchItems,
         *,
+        mode: BatchMode = "messages",
         concurrency: int | None = None,
         budget: Budget | None = None,
         use_cache: bool = True,
         refresh: bool = False,
+        state_path: str | Path | None = None,
+        batches: BatchesSettings | None = None,
     ) -> AsyncIterator[BatchRecord]:
         """Run many calls, yielding a :class:`BatchRecord` per item in completion order.
 
@@ -211,15 +217,22 @@ class BatchMethods:
         admission (rate limits, overload) may hold them lower. ``budget`` applies to the
         whole batch (with the orchestrator's own): the first request that could cross it
         stops the batch; the calls in flight finish, then :class:`BudgetExceeded` is raised.
+
+        ``mode="batches"`` sends the items through the Message Batches API at half price
+        (answers within 24 hours; ``concurrency`` does not apply). It needs ``state_path``,
+        where the batch ids are kept so that a rerun collects instead of resubmitting;
+        ``batches`` tunes polling and chunk limits (see ``_message_batches``).
         """
-        orch = cast("AsyncAgentOrchestrator", self)
-        return run_batch(
-            orch,
+        return start_batch(
+            cast("AsyncAgentOrchestrator", self),
             items,
+            mode=mode,
             concurrency=concurrency,
             budget=budget,
             use_cache=use_cache,
             refresh=refresh,
+            state_path=state_path,
+            batches=batches,
         )
 
 
@@ -294,6 +307,12 @@ class BatchSummary:
         }
 
 
+def state_path_for(output_path: str | Path) -> Path:
+    """Where ``mode="batches"`` keeps its batch ids: ``RESULTS.jsonl.batches.json``."""
+    path = Path(output_path)
+    return path.with_name(path.name + ".batches.json")
+
+
 async def run_batch_file(
     orch: AsyncAgentOrchestrator,
     input_path: str | Path,
@@ -305,8 +324,14 @@ async def run_batch_file(
     use_cache: bool = True,
     refresh: bool = False,
     on_progress: Callable[[BatchSummary], None] | None = None,
+    mode: BatchMode = "messages",
+    batches: BatchesSettings | None = None,
 ) -> BatchSummary:
     """Run the JSONL ``input_path``, appending each record to ``output_path`` as it finishes.
+
+    Both modes write the same records and resume the same way. In ``mode="batches"`` the
+    batch ids are kept in :func:`state_path_for` ``(output_path)``, so a rerun collects the
+    batches made before instead of submitting their lines again.
 
     Ids that already have a successful record in ``output_path`` are skipped; failed ones are
     skipped too unless ``retry_failed``. ``on_progress`` is called once before the first line
@@ -324,13 +349,16 @@ async def run_batch_file(
             skip = found.succeeded if retry_failed else found.succeeded | found.failed
             lines = records.unfinished(read_input(handle), skip, found.failed)
             try:
-                batch = run_batch(
+                batch = start_batch(
                     orch,
                     lines,
+                    mode=mode,
                     concurrency=concurrency,
                     budget=budget,
                     use_cache=use_cache,
                     refresh=refresh,
+                    state_path=state_path_for(output_path),
+                    batches=batches,
                 )
                 async for record in batch:
                     await records.add(record)

@@ -20,15 +20,22 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, UsageError
 from ._files import shown
-from ._request import TaskSpec
+from ._request import Request, TaskSpec
 from ._results import AgentResult
 from ._usage import Usage
 
@@ -41,13 +48,18 @@ __all__ = [
     "FSYNC_INTERVAL",
     "INPUT_KEYS",
     "RECORD_KEYS",
+    "BatchInput",
     "BatchItem",
+    "BatchItems",
     "BatchRecord",
     "ResultsFile",
     "ResultsIndex",
+    "aiter_items",
+    "coerce_item",
     "count_input_lines",
     "item_from_fields",
     "open_input",
+    "prepare_item",
     "read_input",
     "scan_results",
 ]
@@ -65,6 +77,11 @@ RECORD_KEYS = (
     "error",
 )
 FSYNC_INTERVAL = 1.0
+BatchInput: TypeAlias = "BatchItem | Mapping[str, Any] | TaskSpec | tuple[str, str]"
+"""One item: a dict like a JSONL line (``id`` optional), a TaskSpec or an (agent, task) pair."""
+
+BatchItems: TypeAlias = "Iterable[BatchInput] | AsyncIterable[BatchInput]"
+
 _ZERO = Decimal(0)
 _log = logging.getLogger("claude_force")
 
@@ -177,6 +194,54 @@ def item_from_fields(fields: object, default_id: str, where: str) -> BatchItem:
         return bad(f"'temperature' must be a number from 0 to 1, got {_kind(temperature)}")
     spec = TaskSpec(name, str(fields["task"]), model, max_tokens, temperature)
     return BatchItem(item_id, spec, where, None, name)
+
+
+def coerce_item(item: object, position: int) -> BatchItem:
+    """Any accepted item as a :class:`BatchItem`; the 1-based position is the default id."""
+    if isinstance(item, BatchItem):
+        return item
+    where = f"item {position}"
+    if isinstance(item, TaskSpec):
+        return BatchItem(str(position), item, where, agent=item.agent)
+    if isinstance(item, tuple) and len(item) == 2:
+        return item_from_fields({"agent": item[0], "task": item[1]}, str(position), where)
+    return item_from_fields(item, str(position), where)
+
+
+async def aiter_items(
+    source: Iterable[object] | AsyncIterable[object],
+) -> AsyncGenerator[BatchItem, None]:
+    """The items of a stream (sync or async), each coerced as it is taken."""
+    position = 0
+    if isinstance(source, AsyncIterable):
+        async for item in source:
+            position += 1
+            yield coerce_item(item, position)
+    else:
+        for item in source:
+            position += 1
+            yield coerce_item(item, position)
+
+
+def prepare_item(
+    build: Callable[[TaskSpec], Request], item: BatchItem, seen: set[str]
+) -> BatchRecord | Request:
+    """The item's request, or the failed record of an item that cannot be sent.
+
+    Both modes (one call per item, the Message Batches API) refuse the same items with the
+    same words, so their records for malformed lines are identical.
+    """
+    if item.error is not None or item.spec is None:
+        return BatchRecord.rejected(item, item.error or f"{item.where}: nothing to run")
+    if item.id in seen:
+        return BatchRecord.rejected(
+            item, f"{item.where}: id {item.id!r} was used by an earlier item; ids must be unique"
+        )
+    seen.add(item.id)
+    try:
+        return build(item.spec)
+    except UsageError as exc:
+        return BatchRecord.rejected(item, f"{item.where}: {exc}")
 
 
 def open_input(path: str | os.PathLike[str]) -> BinaryIO:

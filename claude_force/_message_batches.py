@@ -1,29 +1,43 @@
 """Half price: many calls through Anthropic's Message Batches API, resumable.
 
-:func:`run_message_batches` takes :class:`BatchItem` values (an id, an agent, a task) and
-yields ``(id, AgentResult)`` pairs as answers become known:
+:func:`run_message_batches` takes the items of a batch (the same :class:`BatchItem` values,
+dicts, :class:`TaskSpec` values or pairs as ``execute_batch``) and yields one
+:class:`BatchRecord` per item, the same records the one-call-per-item mode yields:
 
 1. Each item's request is built exactly as a direct call builds it, so its params and its
-   response-cache key are the same. A cache hit is answered at once and never submitted.
+   response-cache key are the same; a malformed item is a failed record with the same words.
+   A cache hit is answered at once and never submitted.
 2. The rest go out in batches within the service's limits (100,000 requests or 256 MB of
-   JSON per batch). Before a batch is created, the orchestrator's budget reserves each
-   request's worst case (at full price: a bound that cannot undershoot); an item that could
-   cross it is yielded as a failed budget result and not submitted.
-3. Each created batch is written to the state file (atomically, synced) before anything else
-   happens: its id and, per request, the ``custom_id``, the item's id and a short hash of its
+   JSON per batch). Before a request joins a batch, the budgets reserve its worst case (at
+   full price: a bound that cannot undershoot). The first item that could cross a budget
+   stops the reading of the input: it and the items after it are not submitted (no record),
+   the batches already made are collected, then :class:`BudgetExceeded` is raised.
+3. Creating a batch is never blindly repeated, since a create whose answer was lost may have
+   made a paid batch. Before the create call, the state file records a *pending* entry (a
+   hash of the chunk's ``custom_id`` values, their count, the time). After a failure that
+   may have reached the service (a dropped connection, a timeout, a 5xx), and on a later
+   run that meets the same chunk, recent batches are listed (``created_at`` at or after the
+   pending time, less a minute of clock skew, with the same request count, not already
+   recorded) and a match is adopted; only when none matches is the batch created again.
+4. Each created batch is written to the state file (atomically, synced) the moment it is
+   known: its id and, per request, the ``custom_id``, the item's id and a short hash of its
    cache key. A restarted run with the same state file collects the recorded batches instead
    of submitting the same requests again; an item whose request changed since (another cache
    key) is submitted anew.
-4. The batches are polled with exponential backoff and jitter; ``on_progress`` sees the
+5. The batches are polled with exponential backoff and jitter; ``on_progress`` sees the
    service's request counts summed over them. A failed poll is retried; after
    ``max_poll_failures`` failures in a row the run stops with the error, resumable.
-5. Ended batches are read as a stream. A succeeded request becomes a success priced at the
+6. Ended batches are read as a stream. A succeeded request becomes a success priced at the
    batch rate, stored in the response cache (a later direct call hits it) and recorded in the
    ledger with ``batch=1``; errored, expired and canceled requests become failed results
    whose error type says which (``batch_errored:<type>``, ``batch_expired``,
-   ``batch_canceled``). A batch is marked collected once every result was handed over.
+   ``batch_canceled``). A batch is marked collected once every result was handed over; a
+   stream that breaks off raises :class:`APIError` and leaves the batch to the next run.
 
-The API key never reaches the state file: it holds ids and hashes only.
+Memory: the input is read one item at a time, but every request submitted in this run is
+held (its :class:`Request`, a few hundred bytes plus the task text) until its batch is
+collected, and a chunk's request bodies (up to 100,000 requests or 256 MB) are held while it
+is created. The API key never reaches the state file: it holds ids and hashes only.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import re
 import time
@@ -41,11 +56,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import _outcomes as outcome
 from ._aio import off_loop
-from ._budget import BudgetTracker, Reservation, release_all, reserve_all
-from ._errors import APIError, BudgetExceeded, InvalidArgumentError, UsageError
+from ._batch_io import BatchItem, BatchItems, BatchRecord, aiter_items, prepare_item
+from ._budget import Budget, BudgetTracker, Reservation, release_all, reserve_all
+from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._files import FileProblem, read_regular, replace_file, shown
 from ._record import CallContext
-from ._request import Request, TaskSpec, cache_key
+from ._request import Request, cache_key
 from ._results import AgentResult
 from ._transport import Sent
 from ._usage import Usage
@@ -60,19 +76,26 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_REQUESTS",
-    "BatchItem",
+    "POLL_INITIAL",
+    "POLL_MAX",
     "BatchProgress",
+    "BatchesSettings",
     "custom_id_for",
     "run_message_batches",
 ]
 
 MAX_BATCH_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
+POLL_INITIAL = 30.0
+POLL_MAX = 600.0
 STATE_VERSION = 1
+CLOCK_SKEW = 60.0
+"""Seconds a batch's ``created_at`` may read before the local time of its pending entry."""
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _KEY_CHARS = 16  # enough of the cache key to notice an edited request
 _STATE_LIMIT = 1 << 30
 _BODY_OVERHEAD = len(b'{"requests":[]}')
+_log = logging.getLogger("claude_force")
 
 
 def custom_id_for(item_id: str) -> str:
@@ -87,17 +110,12 @@ def custom_id_for(item_id: str) -> str:
     return "id-" + hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    """One call of a batch: the caller's ``id`` (any string, unique in the run), an agent and
-    a task, and optional per-call overrides as in ``execute_agent``."""
-
-    id: str
-    agent: str
-    task: str
-    model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
+def chunk_digest(custom_ids: Iterable[str]) -> str:
+    """What names a chunk in a pending entry: a hash of its ``custom_id`` values in order."""
+    digest = hashlib.sha256()
+    for custom_id in custom_ids:
+        digest.update(custom_id.encode() + b"\n")
+    return digest.hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +131,43 @@ class BatchProgress:
     expired: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchesSettings:
+    """How the Message Batches mode polls and chunks; the defaults suit the real service.
+
+    ``poll_initial`` seconds pass before the second look at the batches, doubling up to
+    ``poll_max``. Tests make the limits and the waits small, and inject ``sleep``, ``rand``
+    and ``wall`` (the epoch clock of pending entries).
+    """
+
+    poll_initial: float = POLL_INITIAL
+    poll_max: float = POLL_MAX
+    max_requests: int = MAX_BATCH_REQUESTS
+    max_bytes: int = MAX_BATCH_BYTES
+    max_poll_failures: int = 10
+    on_progress: Callable[[BatchProgress], None] | None = None
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+    rand: Callable[[], float] = random.random
+    wall: Callable[[], float] = time.time
+
+    def check(self) -> None:
+        for name in ("max_requests", "max_bytes", "max_poll_failures"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not 0 < self.poll_initial <= self.poll_max:
+            raise InvalidArgumentError(
+                f"poll_initial and poll_max must satisfy 0 < poll_initial <= poll_max, "
+                f"got {self.poll_initial!r} and {self.poll_max!r}"
+            )
+
+
 @dataclass(slots=True)
 class _Pending:
     """An item whose answer will come from a batch, and what turning it into a result needs."""
 
     item: BatchItem
+    task: str
     request: Request
     key: str
     store: ResponseCache | None
@@ -127,13 +177,16 @@ class _Pending:
 
 
 class _State:
-    """The state file: batches submitted and, for those not yet collected, their requests."""
+    """The state file: batches submitted and, for those not yet collected, their requests;
+    and the creates that were under way (pending) when their answer was last awaited."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.batches: dict[str, bool] = {}  # batch id -> collected
         # custom_id -> [item id, cache key prefix, batch id], for batches not yet collected
         self.items: dict[str, list[str]] = {}
+        # chunk digest -> [request count, epoch seconds before its create call]
+        self.pending: dict[str, list[float]] = {}
 
     @classmethod
     def load(cls, path: Path) -> _State:
@@ -152,7 +205,9 @@ class _State:
             state.items = {str(c): [str(v) for v in e] for c, e in doc["items"].items()}
             if any(len(e) != 3 or e[2] not in state.batches for e in state.items.values()):
                 raise ValueError("an item names no recorded batch")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            pending = doc.get("pending", {})
+            state.pending = {str(d): [int(e[0]), float(e[1])] for d, e in pending.items()}
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise InvalidArgumentError(
                 f"batch state file {shown(path)} is not one this version wrote ({exc}); it "
                 "names message batches already paid for, so it is left as it is: move it "
@@ -167,7 +222,8 @@ class _State:
             return None
         return entry[2]
 
-    def add(self, batch_id: str, chunk: Iterable[tuple[str, _Pending]]) -> None:
+    def add(self, batch_id: str, digest: str, chunk: Iterable[tuple[str, _Pending]]) -> None:
+        self.pending.pop(digest, None)
         self.batches[batch_id] = False
         for custom_id, p in chunk:
             self.items[custom_id] = [p.item.id, p.key[:_KEY_CHARS], batch_id]
@@ -181,6 +237,7 @@ class _State:
             "version": STATE_VERSION,
             "batches": [{"id": b, "collected": done} for b, done in self.batches.items()],
             "items": self.items,
+            "pending": self.pending,
         }
         data = json.dumps(doc, separators=(",", ":")).encode()
         await off_loop(lambda: replace_file(self.path, data, durable=True))
@@ -193,158 +250,171 @@ def _batch_params(request: Request) -> dict[str, Any]:
     return params
 
 
+def _ambiguous(err: APIError) -> bool:
+    """Whether a failed create may still have made a batch: no answer, or a server error."""
+    return err.status_code is None or err.status_code >= 500
+
+
 async def run_message_batches(
     orch: AsyncAgentOrchestrator,
-    items: Iterable[BatchItem],
+    items: BatchItems,
     *,
     state_path: Path,
-    poll_initial: float = 30.0,
-    poll_max: float = 600.0,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    on_progress: Callable[[BatchProgress], None] | None = None,
-    max_requests: int = MAX_BATCH_REQUESTS,
-    max_bytes: int = MAX_BATCH_BYTES,
-    max_poll_failures: int = 10,
-    rand: Callable[[], float] = random.random,
-) -> AsyncGenerator[tuple[str, AgentResult], None]:
-    """Answer ``items`` through the Message Batches API; yields ``(item id, result)``.
+    budget: Budget | None = None,
+    use_cache: bool = True,
+    refresh: bool = False,
+    settings: BatchesSettings | None = None,
+) -> AsyncGenerator[BatchRecord, None]:
+    """Answer ``items`` through the Message Batches API; yields one record per item.
 
-    Cache hits, refused items (budget, invalid agent or task, repeated id) and failed batch
-    creations come first, while the input is read; batch answers follow as batches end. See
-    the module docstring for resuming with ``state_path``.
+    Cache hits and refused items come first, while the input is read; batch answers follow as
+    batches end. ``budget`` applies to the whole run (with the orchestrator's own); a budget
+    stop raises :class:`BudgetExceeded` after the last record. See the module docstring for
+    resuming with ``state_path``.
     """
-    for name, value in (("max_requests", max_requests), ("max_bytes", max_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value!r}")
-    if not 0 < poll_initial <= poll_max:
-        raise InvalidArgumentError(
-            f"poll_initial and poll_max must satisfy 0 < poll_initial <= poll_max, "
-            f"got {poll_initial!r} and {poll_max!r}"
-        )
+    settings = settings or BatchesSettings()
+    settings.check()
     state = await asyncio.to_thread(_State.load, Path(state_path))
-    run = _Run(orch, state, max_requests=max_requests, max_bytes=max_bytes)
-    async for pair in run.submit_all(items):
-        yield pair
-    poller = _Poller(poll_initial, poll_max, sleep, rand, max_poll_failures)
-    async for pair in run.collect_all(poller, on_progress):
-        yield pair
+    run = _Run(orch, state, settings, orch._budgets(budget), use_cache=use_cache, refresh=refresh)
+    async for record in run.submit_all(items):
+        yield record
+    poller = _Poller(settings)
+    async for record in run.collect_all(poller, settings.on_progress):
+        yield record
+    if run.stop is not None:
+        raise run.stop
 
 
 @dataclass(slots=True)
 class _Poller:
-    initial: float
-    cap: float
-    sleep: Callable[[float], Awaitable[object]]
-    rand: Callable[[], float]
-    max_failures: int
+    settings: BatchesSettings
     delay: float = 0.0
     failures: int = 0
 
     async def wait(self) -> None:
         """Sleep the next backoff step: doubling up to the cap, up to 25% shorter by jitter."""
-        self.delay = self.initial if self.delay == 0.0 else min(self.delay * 2.0, self.cap)
-        await self.sleep(self.delay * (1.0 - 0.25 * self.rand()))
+        s = self.settings
+        self.delay = s.poll_initial if self.delay == 0.0 else min(self.delay * 2.0, s.poll_max)
+        await s.sleep(self.delay * (1.0 - 0.25 * s.rand()))
 
 
 class _Run:
     def __init__(
-        self, orch: AsyncAgentOrchestrator, state: _State, *, max_requests: int, max_bytes: int
+        self,
+        orch: AsyncAgentOrchestrator,
+        state: _State,
+        settings: BatchesSettings,
+        budgets: tuple[BudgetTracker, ...],
+        *,
+        use_cache: bool,
+        refresh: bool,
     ) -> None:
         self.orch = orch
         self.state = state
-        self.max_requests = max_requests
-        self.max_bytes = max_bytes
-        self.budgets = tuple(b for b in (orch.budget,) if b is not None)
+        self.settings = settings
+        self.budgets = budgets
+        self.use_cache = use_cache
+        self.refresh = refresh
+        self.stop: BudgetExceeded | None = None
         self.pending: dict[str, _Pending] = {}  # custom_id -> item waiting for its batch
         self.waiting: dict[str, None] = {}  # batches holding items of this run, in order
         self.views: dict[str, MessageBatch] = {}  # the latest look at each of them
 
-    def _call(self, fn: Callable[[AsyncAnthropic, float], Awaitable[Any]]) -> Awaitable[Any]:
-        return self.orch._transport.call(fn)
+    def _call(
+        self,
+        fn: Callable[[AsyncAnthropic, float], Awaitable[Any]],
+        before_retry: Callable[[APIError], Awaitable[Any]] | None = None,
+    ) -> Awaitable[Any]:
+        return self.orch._transport.call(fn, before_retry=before_retry)
 
-    def _record(self, item: BatchItem, result: AgentResult, *, batch: bool) -> None:
-        self.orch._recorder.record(result, CallContext(item.task, batch=batch))
+    def _record(self, p: _Pending, result: AgentResult, *, batch: bool) -> BatchRecord:
+        self.orch._recorder.record(result, CallContext(p.task, batch=batch))
+        return BatchRecord.from_result(p.item.id, result)
 
     # -- reading the input and submitting ----------------------------------------------------
 
-    async def submit_all(
-        self, items: Iterable[BatchItem]
-    ) -> AsyncIterator[tuple[str, AgentResult]]:
-        cache = await self.orch._cache.aget()
+    async def submit_all(self, items: BatchItems) -> AsyncIterator[BatchRecord]:
+        cache = await self.orch._cache.aget() if self.use_cache else None
         seen: set[str] = set()
+        custom_ids: set[str] = set()
         chunk: list[tuple[str, _Pending]] = []
         size = _BODY_OVERHEAD
-        for item in items:
-            custom_id = custom_id_for(item.id)
-            if custom_id in seen:
-                yield (
-                    item.id,
-                    _refused(
-                        item,
-                        f"id {item.id!r} is used twice in this run; ids "
-                        "must be unique (its first use runs)",
-                    ),
-                )
-                continue
-            seen.add(custom_id)
-            try:
-                request = self.orch._requests.build(
-                    TaskSpec(item.agent, item.task, item.model, item.max_tokens, item.temperature)
-                )
-            except UsageError as exc:
-                yield item.id, _refused(item, str(exc))
-                continue
-            key = cache_key(request)
-            store = cache if cache is not None and not cache.is_excluded(item.agent) else None
-            started = time.perf_counter()
-            if store is not None:
-                hit = await store.aget(key)
-                result = None
-                if hit is not None:
-                    result = outcome.hit_result(item.agent, request, hit, started)
-                if result is not None:
-                    self._record(item, result, batch=False)
-                    yield item.id, result
+        source = aiter_items(items)
+        try:
+            async for item in source:
+                prepared = prepare_item(self.orch._requests.build, item, seen)
+                if isinstance(prepared, BatchRecord):
+                    yield prepared
                     continue
-            pending = _Pending(item, request, key, store, started)
-            batch_id = self.state.recorded(custom_id, key)
-            if batch_id is not None:  # submitted by an earlier run: collect, never resubmit
-                self._wait_for(batch_id, custom_id, pending)
-                continue
-            try:
-                pending.reservations = await reserve_all(
-                    self.budgets, request, self.orch.prices, self.orch._transport.count_tokens
-                )
-            except BudgetExceeded as exc:
-                yield item.id, outcome.budget_result(item.agent, request, exc)
-                continue
-            line = len(json.dumps({"custom_id": custom_id, "params": _batch_params(request)}))
-            if chunk and (len(chunk) >= self.max_requests or size + line + 1 > self.max_bytes):
-                async for pair in self._submit(chunk):
-                    yield pair
-                chunk, size = [], _BODY_OVERHEAD
-            chunk.append((custom_id, pending))
-            size += line + 1
+                custom_id = custom_id_for(item.id)
+                if custom_id in custom_ids:  # two ids hashed alike: practically never
+                    yield BatchRecord.rejected(
+                        item,
+                        f"{item.where}: id {item.id!r} maps to the custom_id of an "
+                        "earlier item; use another id",
+                    )
+                    continue
+                custom_ids.add(custom_id)
+                assert item.spec is not None
+                key = cache_key(prepared)
+                store = cache if cache is not None and not cache.is_excluded(item.agent) else None
+                p = _Pending(item, item.spec.task, prepared, key, store, time.perf_counter())
+                hit = await self._hit(p)
+                if hit is not None:
+                    yield hit
+                    continue
+                batch_id = self.state.recorded(custom_id, key)
+                if batch_id is not None:  # submitted by an earlier run: collect, never resubmit
+                    self._wait_for(batch_id, custom_id, p)
+                    continue
+                try:
+                    p.reservations = await reserve_all(
+                        self.budgets, prepared, self.orch.prices, self.orch._transport.count_tokens
+                    )
+                except BudgetExceeded as exc:  # this item and the rest stay unsent
+                    self.stop = exc
+                    break
+                params = _batch_params(prepared)
+                line = len(json.dumps({"custom_id": custom_id, "params": params}))
+                if chunk and (
+                    len(chunk) >= self.settings.max_requests
+                    or size + line + 1 > self.settings.max_bytes
+                ):
+                    async for record in self._submit(chunk):
+                        yield record
+                    chunk, size = [], _BODY_OVERHEAD
+                chunk.append((custom_id, p))
+                size += line + 1
+        finally:
+            await source.aclose()
         if chunk:
-            async for pair in self._submit(chunk):
-                yield pair
+            async for record in self._submit(chunk):
+                yield record
+
+    async def _hit(self, p: _Pending) -> BatchRecord | None:
+        """The cached answer's record, when the cache may be read and holds one."""
+        if p.store is None or self.refresh:
+            return None
+        hit = await p.store.aget(p.key)
+        if hit is None:
+            return None
+        result = outcome.hit_result(p.item.agent, p.request, hit, p.started)
+        return None if result is None else self._record(p, result, batch=False)
 
     def _wait_for(self, batch_id: str, custom_id: str, pending: _Pending) -> None:
         pending.batch_id = batch_id
         self.pending[custom_id] = pending
         self.waiting[batch_id] = None
 
-    async def _submit(
-        self, chunk: list[tuple[str, _Pending]]
-    ) -> AsyncIterator[tuple[str, AgentResult]]:
-        requests = [{"custom_id": c, "params": _batch_params(p.request)} for c, p in chunk]
-
-        async def create(client: AsyncAnthropic, timeout: float) -> MessageBatch:
-            return await client.messages.batches.create(requests=requests, timeout=timeout)  # type: ignore[arg-type]
-
+    async def _submit(self, chunk: list[tuple[str, _Pending]]) -> AsyncIterator[BatchRecord]:
+        digest = chunk_digest(c for c, _ in chunk)
         try:
-            batch: MessageBatch = await self._call(create)
+            batch = await self._adopt_or_create(chunk, digest)
         except APIError as err:
+            for _, p in chunk:
+                release_all(p.reservations)
+            if _ambiguous(err):
+                raise
             refused = APIError(
                 f"the Message Batches API refused a batch of {len(chunk)} requests: {err}",
                 status_code=err.status_code,
@@ -352,27 +422,105 @@ class _Run:
                 error_type=err.error_type,
                 attempts=err.attempts,
             )
+            self.state.pending.pop(digest, None)
+            await self.state.save()
             for _, p in chunk:
-                release_all(p.reservations)
                 result = outcome.failure_result(p.item.agent, p.request, refused, p.started)
-                self._record(p.item, result, batch=True)
-                yield p.item.id, result
+                yield self._record(p, result, batch=True)
             return
         except BaseException:
             for _, p in chunk:
                 release_all(p.reservations)
             raise
-        # Recorded before anything else: from here on a restart collects this batch.
-        self.state.add(batch.id, chunk)
+        self.state.add(batch.id, digest, chunk)
         await self.state.save()
         for custom_id, p in chunk:
             self._wait_for(batch.id, custom_id, p)
+
+    async def _adopt_or_create(
+        self, chunk: list[tuple[str, _Pending]], digest: str
+    ) -> MessageBatch:
+        """The chunk's batch: one an earlier attempt made (found by listing), else a new one.
+
+        Raises :class:`APIError`; an ambiguous one (the batch may exist) keeps the pending
+        entry, so the next run looks for it before creating another.
+        """
+        count = len(chunk)
+        earlier = self.state.pending.get(digest)
+        if earlier is not None:  # a run that died with this create under way
+            found = await self._find(count, earlier[1])
+            if found is not None:
+                return found
+        since = self.settings.wall()
+        self.state.pending[digest] = [count, since]
+        await self.state.save()  # on disk before the service can hear of the batch
+        requests = [{"custom_id": c, "params": _batch_params(p.request)} for c, p in chunk]
+        unsure = False
+
+        async def create(client: AsyncAnthropic, timeout: float) -> MessageBatch:
+            return await client.messages.batches.create(requests=requests, timeout=timeout)  # type: ignore[arg-type]
+
+        async def look(err: APIError) -> MessageBatch | None:
+            nonlocal unsure
+            if not _ambiguous(err):
+                return None
+            unsure = True
+            return await self._find(count, since)
+
+        try:
+            batch: MessageBatch = await self._call(create, look)
+            return batch
+        except APIError as err:
+            if not (unsure or _ambiguous(err)):
+                raise
+            cause = err
+        # The last attempt (or an earlier one) may have made the batch: one more look.
+        try:
+            found = await self._find(count, since)
+        except APIError as err:
+            found, cause = None, err
+        if found is not None:
+            return found
+        raise APIError(
+            f"creating a message batch of {count} requests failed ({cause}); the service may "
+            f"have made it: {shown(self.state.path)} records the attempt, and running the same "
+            "command again looks for that batch before creating another",
+            status_code=cause.status_code,
+            request_id=cause.request_id,
+            error_type=cause.error_type,
+            attempts=cause.attempts,
+        ) from cause
+
+    async def _find(self, count: int, since: float) -> MessageBatch | None:
+        """The oldest batch created since ``since`` with ``count`` requests, not recorded."""
+
+        async def scan(client: AsyncAnthropic, timeout: float) -> list[MessageBatch]:
+            found: list[MessageBatch] = []
+            async for view in client.messages.batches.list(limit=100, timeout=timeout):
+                if view.created_at.timestamp() < since - CLOCK_SKEW:
+                    break  # newest first: the rest are older still
+                if view.id not in self.state.batches and _total(view) == count:
+                    found.append(view)
+            return found
+
+        matches: list[MessageBatch] = await self._call(scan)
+        if not matches:
+            return None
+        if len(matches) > 1:
+            _log.warning(
+                "%d recent message batches of %d requests could be the one a failed create "
+                "made; adopting the oldest, %s",
+                len(matches),
+                count,
+                matches[-1].id,
+            )
+        return matches[-1]
 
     # -- polling and collecting ----------------------------------------------------------
 
     async def collect_all(
         self, poller: _Poller, on_progress: Callable[[BatchProgress], None] | None
-    ) -> AsyncIterator[tuple[str, AgentResult]]:
+    ) -> AsyncIterator[BatchRecord]:
         while self.waiting:
             views = await self._poll(poller)
             self.views.update((v.id, v) for v in views)
@@ -380,8 +528,8 @@ class _Run:
                 on_progress(_progress(list(self.views.values())))
             for view in views:
                 if view.processing_status == "ended":
-                    async for pair in self._collect(view.id):
-                        yield pair
+                    async for record in self._collect(view.id):
+                        yield record
             if self.waiting:
                 await poller.wait()
 
@@ -393,7 +541,7 @@ class _Run:
                 poller.failures = 0
             except APIError as err:
                 poller.failures += 1
-                if poller.failures >= poller.max_failures:
+                if poller.failures >= self.settings.max_poll_failures:
                     raise APIError(
                         f"polling message batch {batch_id} failed {poller.failures} times in a "
                         f"row ({err}); the batches are recorded in {shown(self.state.path)}: "
@@ -412,19 +560,27 @@ class _Run:
         view: MessageBatch = await self._call(retrieve)
         return view
 
-    async def _collect(self, batch_id: str) -> AsyncIterator[tuple[str, AgentResult]]:
+    async def _collect(self, batch_id: str) -> AsyncIterator[BatchRecord]:
         async def open_results(client: AsyncAnthropic, timeout: float) -> Any:
             return await client.messages.batches.results(batch_id, timeout=timeout)
 
         stream = await self._call(open_results)
         try:
-            async for line in stream:
-                pending = self.pending.pop(line.custom_id, None)
-                if pending is None:
-                    continue  # not asked for in this run (an earlier run handed it over)
-                yield pending.item.id, await self._result(pending, line, batch_id)
-        finally:
-            await stream.close()
+            with self.orch._transport.reading(f"reading the results of message batch {batch_id}"):
+                try:
+                    async for line in stream:
+                        pending = self.pending.pop(line.custom_id, None)
+                        if pending is None:
+                            continue  # not asked for in this run (an earlier run handed it over)
+                        yield await self._result(pending, line, batch_id)
+                finally:
+                    await stream.close()
+        except APIError as broken:
+            raise APIError(
+                f"{broken}; the batch stays recorded in {shown(self.state.path)}: run the same "
+                "command again to collect the rest (records already written are kept)",
+                error_type=broken.error_type,
+            ) from None
         missing = [(c, p) for c, p in self.pending.items() if p.batch_id == batch_id]
         for custom_id, p in missing:  # the service owes these an answer: say so
             del self.pending[custom_id]
@@ -434,8 +590,9 @@ class _Run:
                 "again to submit it anew",
                 error_type="batch_missing_result",
             )
-            result = outcome.failure_result(p.item.agent, p.request, err, p.started)
-            yield p.item.id, result
+            yield BatchRecord.from_result(
+                p.item.id, outcome.failure_result(p.item.agent, p.request, err, p.started)
+            )
         # Every result was handed over: the batch never needs reading again.
         del self.waiting[batch_id]
         self.state.collected(batch_id)
@@ -443,7 +600,7 @@ class _Run:
 
     async def _result(
         self, p: _Pending, line: MessageBatchIndividualResponse, batch_id: str
-    ) -> AgentResult:
+    ) -> BatchRecord:
         res = line.result
         if res.type == "succeeded":
             message = res.message
@@ -460,8 +617,12 @@ class _Run:
             err = _batch_error(res, batch_id)
             result = outcome.failure_result(p.item.agent, p.request, err, p.started)
         result = replace(result, extra={"batch_id": batch_id})
-        self._record(p.item, result, batch=True)
-        return result
+        return self._record(p, result, batch=True)
+
+
+def _total(view: MessageBatch) -> int:
+    c = view.request_counts
+    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
 
 
 def _batch_error(res: Any, batch_id: str) -> APIError:
@@ -484,11 +645,6 @@ def _batch_error(res: Any, batch_id: str) -> APIError:
         "it anew",
         error_type="batch_canceled",
     )
-
-
-def _refused(item: BatchItem, reason: str) -> AgentResult:
-    """An item that was not sent because it is not a valid call."""
-    return AgentResult(agent_name=item.agent, success=False, output="", errors=[reason])
 
 
 def _progress(views: list[MessageBatch]) -> BatchProgress:

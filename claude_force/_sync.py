@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._batch import BatchItems, BatchRecord
+from ._batch import BatchItems, BatchMode, BatchRecord
 from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
 from ._errors import UsageError
@@ -215,14 +215,22 @@ class AgentOrchestrator(UsageReportMethods):
         self,
         items: BatchItems,
         *,
+        mode: BatchMode = "messages",
         concurrency: int | None = None,
         budget: Budget | None = None,
         use_cache: bool = True,
         refresh: bool = False,
+        state_path: str | Path | None = None,
     ) -> Iterator[BatchRecord]:
         """The records as a plain iterator, in completion order; each step runs on the loop."""
         records = self._core.execute_batch(
-            items, concurrency=concurrency, budget=budget, use_cache=use_cache, refresh=refresh
+            items,
+            mode=mode,
+            concurrency=concurrency,
+            budget=budget,
+            use_cache=use_cache,
+            refresh=refresh,
+            state_path=state_path,
         )
         try:
             while (record := self._call(_next(records))) is not None:

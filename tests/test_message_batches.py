@@ -6,13 +6,15 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from claude_force import AsyncAgentOrchestrator, Budget
-from claude_force._errors import APIError, InvalidArgumentError
+from claude_force._batch_io import BatchRecord
+from claude_force._errors import APIError, BudgetExceeded, InvalidArgumentError
 from claude_force._message_batches import (
-    BatchItem,
+    BatchesSettings,
     BatchProgress,
     custom_id_for,
     run_message_batches,
@@ -26,8 +28,21 @@ from .conftest import API_KEY
 DAY = 24 * 3600.0
 
 
-def items(n: int, agent: str = "code-reviewer") -> list[BatchItem]:
-    return [BatchItem(f"line-{i}", agent, f"Review module number {i}") for i in range(n)]
+Item = dict[str, Any]
+
+
+def item(item_id: str, agent: str, task: str) -> Item:
+    return {"id": item_id, "agent": agent, "task": task}
+
+
+def items(n: int, agent: str = "code-reviewer") -> list[Item]:
+    return [item(f"line-{i}", agent, f"Review module number {i}") for i in range(n)]
+
+
+def res(record: BatchRecord) -> AgentResult:
+    """The call's result behind a record (a sent item has one)."""
+    assert record.result is not None
+    return record.result
 
 
 @pytest.fixture
@@ -55,18 +70,18 @@ def make(project: Path, sim: Simulator, time_: FakeTime, **kw: object) -> AsyncA
 
 async def run(
     orch: AsyncAgentOrchestrator,
-    todo: list[BatchItem],
+    todo: list[Item],
     state: Path,
     time_: FakeTime,
-    **kw: object,
-) -> dict[str, AgentResult]:
-    got: dict[str, AgentResult] = {}
+    **kw: Any,
+) -> dict[str, BatchRecord]:
+    got: dict[str, BatchRecord] = {}
     kw.setdefault("poll_initial", 60.0)
     kw.setdefault("poll_max", 600.0)
-    agen = run_message_batches(orch, todo, state_path=state, sleep=time_.sleep, **kw)  # type: ignore[arg-type]
-    async for item_id, result in agen:
-        assert item_id not in got
-        got[item_id] = result
+    settings = BatchesSettings(sleep=time_.sleep, **kw)
+    async for record in run_message_batches(orch, todo, state_path=state, settings=settings):
+        assert record.id not in got
+        got[record.id] = record
     return got
 
 
@@ -75,22 +90,23 @@ async def test_same_records_as_direct_calls_at_half_price(
 ) -> None:
     todo = items(4)
     async with make(project, bsim, time_) as orch:
-        direct = [await orch.execute_agent(i.agent, i.task) for i in todo]
+        direct = [await orch.execute_agent(i["agent"], i["task"]) for i in todo]
         progress: list[BatchProgress] = []
         got = await run(orch, todo, tmp_path / "s.json", time_, on_progress=progress.append)
         rows = orch.usage_rows()
     assert bsim.batches_created == 1 and bsim.batch_requests_submitted == 4
     assert len(bsim.message_requests) == 4  # the direct calls only
-    for item, d in zip(todo, direct, strict=True):
-        b = got[item.id]
-        assert b.success and not b.cached
+    for one, d in zip(todo, direct, strict=True):
+        record = got[one["id"]]
+        b = res(record)
+        assert record.success and not record.cached and record.output == d.output
         assert (b.output, b.usage, b.model, b.stop_reason) == (
             d.output,
             d.usage,
             d.model,
             d.stop_reason,
         )
-        assert d.cost is not None and b.cost == d.cost / 2
+        assert d.cost is not None and b.cost == d.cost / 2 and record.cost == b.cost
         assert b.metadata["batch_id"].startswith("msgbatch_")
     # Polled with backoff until the hour passed: 60, 120, 240, 480, 600... (jittered down).
     assert time_.sleeps[0] <= 60.0 and max(time_.sleeps) <= 600.0 and len(time_.sleeps) >= 4
@@ -106,12 +122,12 @@ async def test_cache_hits_are_not_submitted_and_answers_are_cached(
 ) -> None:
     todo = items(3)
     async with make(project, bsim, time_, enable_cache=True) as orch:
-        warm = await orch.execute_agent(todo[0].agent, todo[0].task)
+        warm = await orch.execute_agent(todo[0]["agent"], todo[0]["task"])
         got = await run(orch, todo, tmp_path / "s.json", time_)
         assert got["line-0"].cached and got["line-0"].output == warm.output
         assert bsim.batch_requests_submitted == 2
         calls = len(bsim.message_requests)
-        later = await orch.execute_agent(todo[2].agent, todo[2].task)
+        later = await orch.execute_agent(todo[2]["agent"], todo[2]["task"])
         assert later.cached and later.output == got["line-2"].output
         # What the cache remembers as saved is what the batch cost.
         assert later.cost_saved == got["line-2"].cost
@@ -136,7 +152,7 @@ async def test_restart_during_polling_collects_instead_of_resubmitting(
     project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
 ) -> None:
     state = tmp_path / "RESULTS.jsonl.batches.json"
-    todo = [*items(3), BatchItem("docs/a b.md", "code-reviewer", "Review the docs")]
+    todo = [*items(3), item("docs/a b.md", "code-reviewer", "Review the docs")]
     async with make(project, bsim, time_) as orch:
         polls: list[BatchProgress] = []
 
@@ -158,7 +174,7 @@ async def test_restart_during_polling_collects_instead_of_resubmitting(
 
         got = await run(orch, todo, state, time_)
         assert bsim.batches_created == 1 and bsim.batch_requests_submitted == 4
-        assert sorted(got) == sorted(i.id for i in todo)
+        assert sorted(got) == sorted(i["id"] for i in todo)
         assert all(r.success for r in got.values())
         saved = json.loads(state.read_text(encoding="utf-8"))
         assert saved["items"] == {} and list(saved["batches"][0].values())[1] is True
@@ -173,7 +189,7 @@ async def test_an_edited_request_is_submitted_anew(
 ) -> None:
     state = tmp_path / "s.json"
     async with make(project, bsim, time_) as orch:
-        agen = run_message_batches(orch, items(2), state_path=state, sleep=time_.sleep)
+        agen = run_message_batches(orch, items(2), state_path=state)
         await agen.aclose()  # nothing submitted before the first step
         assert bsim.batches_created == 0
 
@@ -182,7 +198,7 @@ async def test_an_edited_request_is_submitted_anew(
 
         with pytest.raises(KeyboardInterrupt):
             await run(orch, items(2), state, time_, on_progress=stop)
-        edited = [items(2)[0], BatchItem("line-1", "code-reviewer", "Something else")]
+        edited = [items(2)[0], item("line-1", "code-reviewer", "Something else")]
         got = await run(orch, edited, state, time_)
     assert bsim.batches_created == 2 and bsim.batch_requests_submitted == 3
     assert got["line-1"].success and got["line-0"].success
@@ -199,13 +215,13 @@ async def test_errored_expired_and_canceled_requests_fail_clearly(
             )
             rows = orch.usage_rows()
     assert got["line-0"].success
-    failed = got["line-1"]
-    assert not failed.success and failed.cost == 0
+    failed = res(got["line-1"])
+    assert not failed.success and failed.cost == 0 and got["line-1"].cost == 0
     assert isinstance(failed.error, APIError)
     assert failed.error.error_type == "batch_errored:api_error"
     assert "disk on fire" in str(failed.error)
     for late in ("line-2", "line-3"):
-        err = got[late].error
+        err = res(got[late]).error
         assert isinstance(err, APIError) and err.error_type == "batch_expired"
         assert "24 hours" in str(err)
     assert sorted(r.error_type or "" for r in rows) == [
@@ -219,30 +235,45 @@ async def test_errored_expired_and_canceled_requests_fail_clearly(
 async def test_budget_refuses_items_that_could_cross_it(
     project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
 ) -> None:
+    got: list[BatchRecord] = []
     async with make(project, bsim, time_, budget=Budget(max_requests=2)) as orch:
-        got = await run(orch, items(3), tmp_path / "s.json", time_)
+        settings = BatchesSettings(sleep=time_.sleep)
+        agen = run_message_batches(
+            orch, items(4), state_path=tmp_path / "s.json", settings=settings
+        )
+        with pytest.raises(BudgetExceeded, match="max_requests"):
+            async for record in agen:
+                got.append(record)
         assert orch.budget is not None
         spent = orch.budget.spent
+    # As in the one-call mode: what could cross the budget is not sent and has no record (a
+    # rerun sends it); what was submitted before the stop is collected first.
     assert bsim.batch_requests_submitted == 2
-    assert not got["line-2"].success and "max_requests" in got["line-2"].errors[0]
+    assert [r.id for r in got] == ["line-0", "line-1"] and all(r.success for r in got)
     assert spent["requests"] == 2
-    assert spent["cost_usd"] == got["line-0"].cost + got["line-1"].cost  # type: ignore[operator]
+    assert spent["cost_usd"] == got[0].cost + got[1].cost  # type: ignore[operator]
 
 
 async def test_invalid_and_repeated_items_are_failed_results(
     project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
 ) -> None:
-    todo = [*items(1), BatchItem("line-0", "code-reviewer", "x"), BatchItem("b", "nobody", "x")]
+    todo = [*items(1), item("line-0", "code-reviewer", "x"), item("b", "nobody", "x")]
     async with make(project, bsim, time_) as orch:
-        pairs = [
-            p
-            async for p in run_message_batches(
-                orch, todo, state_path=tmp_path / "s.json", sleep=time_.sleep
+        settings = BatchesSettings(sleep=time_.sleep)
+        records = [
+            r
+            async for r in run_message_batches(
+                orch, todo, state_path=tmp_path / "s.json", settings=settings
             )
         ]
-    assert [(i, r.success) for i, r in pairs][:2] == [("line-0", False), ("b", False)]
-    assert "used twice" in pairs[0][1].errors[0] and "nobody" in pairs[1][1].errors[0]
-    assert pairs[2][0] == "line-0" and pairs[2][1].success
+    # Refused as the one-call-per-item mode refuses them: malformed records, nothing sent.
+    assert [(r.id, r.success, r.malformed) for r in records][:2] == [
+        ("line-0", False, True),
+        ("b", False, True),
+    ]
+    assert records[0].error == "item 2: id 'line-0' was used by an earlier item; ids must be unique"
+    assert records[1].error is not None and "nobody" in records[1].error
+    assert records[2].id == "line-0" and records[2].success
     assert bsim.batch_requests_submitted == 1
 
 
@@ -253,8 +284,10 @@ async def test_refused_batch_creation_fails_its_items_and_keeps_state(
     bsim.script_batch_api(Fault.status(401))
     async with make(project, bsim, time_) as orch:
         got = await run(orch, items(2), state, time_)
-    assert not state.exists() and bsim.batches_created == 0
-    err = got["line-0"].error
+    # The attempt was recorded before the call and dropped once the refusal was certain.
+    saved = json.loads(state.read_text(encoding="utf-8"))
+    assert saved["batches"] == [] and saved["pending"] == {} and bsim.batches_created == 0
+    err = res(got["line-0"]).error
     assert isinstance(err, APIError) and err.status_code == 401
     assert "refused a batch of 2 requests" in str(err) and API_KEY not in str(err)
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import click
 from rich.progress import (
@@ -26,11 +23,12 @@ from .. import (
     Budget,
     InvalidArgumentError,
     OrchestratorOptions,
-    UsageError,
     run_batch_file,
 )
 from .._batch_io import count_input_lines
 from .._files import shown
+from .._message_batches import POLL_INITIAL, POLL_MAX, BatchesSettings
+from .._message_batches import BatchProgress as ServiceCounts
 from ._agents import cache_options, make_orchestrator
 from ._common import (
     EXIT_INTERRUPTED,
@@ -50,8 +48,6 @@ BATCH_EXIT_CODES = (
     "RESULTS not a results file or in use, a bad option, invalid claude.json); 130 interrupted "
     "(Ctrl-C): finished records are kept, run the same command again to resume."
 )
-
-BatchRunner = Callable[..., Awaitable[BatchSummary]]
 
 
 class _Rate(ProgressColumn):
@@ -78,11 +74,21 @@ class BatchProgress:
             TextColumn("{task.fields[failed]} failed"),
             TextColumn("{task.fields[cost]}"),
             TextColumn("{task.fields[cached]} cached"),
+            TextColumn("{task.fields[service]}"),
             console=err_console,
             disable=quiet,
         )
         self.task = self.bar.add_task(
-            "batch", total=total or None, failed=0, cost="$0.00", cached=0
+            "batch", total=total or None, failed=0, cost="$0.00", cached=0, service=""
+        )
+
+    def service(self, counts: ServiceCounts) -> None:
+        """``--mode batches``: the service's request counts over the batches waited for."""
+        self.bar.update(
+            self.task,
+            service=f"| {counts.batches} batches: {counts.processing} processing, "
+            f"{counts.succeeded} succeeded, {counts.errored} errored, {counts.expired} expired"
+            + (f", {counts.canceled} canceled" if counts.canceled else ""),
         )
 
     def __call__(self, summary: BatchSummary) -> None:
@@ -110,18 +116,6 @@ class BatchProgress:
             f"resuming {shown(summary.output)}: skipping {summary.found_succeeded} finished"
             + (f"; {what}" if failed else "")
         )
-
-
-def _runner(mode: str) -> BatchRunner:
-    if mode == "messages":
-        return run_batch_file
-    name = "claude_force._message_batches"
-    if importlib.util.find_spec(name) is None:
-        raise UsageError(
-            "--mode batches (the Message Batches API) is not available yet in this version; "
-            "run with --mode messages (the default)"
-        )
-    return cast(BatchRunner, importlib.import_module(name).run_batch_file)
 
 
 def _budget(max_cost: str | None) -> Budget | None:
@@ -169,7 +163,17 @@ def _budget(max_cost: str | None) -> Budget | None:
     type=click.Choice(["messages", "batches"]),
     default="messages",
     show_default=True,
-    help="messages: one Messages API call per line; batches: the Message Batches API.",
+    help="messages: one Messages API call per line; batches: the Message Batches API at half "
+    "price (answers within 24 hours; batch ids kept in RESULTS.batches.json).",
+)
+@click.option(
+    "--poll-interval",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0.01),
+    default=POLL_INITIAL,
+    show_default=True,
+    help="--mode batches: the first wait between looks at the batches; it doubles up to "
+    "10 minutes.",
 )
 @cache_options
 @config_option
@@ -182,6 +186,7 @@ def batch_cmd(
     quiet: bool,
     as_json: bool,
     mode: str,
+    poll_interval: float,
     no_cache: bool,
     refresh: bool,
     cache_dir: Path | None,
@@ -193,7 +198,6 @@ def batch_cmd(
     without an id the line number is the id. A record has the keys id, agent, success, output,
     usage, cost, cached, attempts and error. Stopped or killed, the same command resumes.
     """
-    runner = _runner(mode)
     budget = _budget(max_cost)
     orch = make_orchestrator(
         config_path,
@@ -210,11 +214,16 @@ def batch_cmd(
         "use_cache": not no_cache,
         "refresh": refresh,
         "on_progress": progress,
+        "mode": mode,
+        "batches": BatchesSettings(
+            poll_initial=min(poll_interval, POLL_MAX),
+            on_progress=progress.service,
+        ),
     }
 
     async def go() -> BatchSummary:
         async with orch:
-            return await runner(orch, input_path, output_path, **options)
+            return await run_batch_file(orch, input_path, output_path, **options)
 
     try:
         with progress.bar:

@@ -484,14 +484,15 @@ class Simulator:
             return await self._count_tokens(request, body, request_id)
         if path == BATCHES_PATH or path.startswith(BATCHES_PATH + "/"):
             fault = self._batch_api_faults.next()
-            if fault is not None and fault.kind != "reply":
+            if fault is not None and fault.kind not in ("reply", "lost"):
                 response = await self._inject(fault, request, request_id)
                 if response is not None:
                     return response
             base = f"{request.scheme}://{request.host}"
             reply = self._batches.handle(request.method, path, request.query, body, base)
             if reply is not None:
-                return await _batch_response(request, reply, request_id)
+                lost = fault if fault is not None and fault.kind == "lost" else None
+                return await _batch_response(request, reply, request_id, lost)
         return _error_response(
             404,
             "not_found_error",
@@ -504,7 +505,7 @@ class Simulator:
         self._enter_flight()
         try:
             fault = self._faults.next()
-            if fault is not None and fault.kind != "reply":
+            if fault is not None and fault.kind not in ("reply", "lost"):
                 response = await self._inject(fault, request, request_id)
                 if response is not None:
                     return response
@@ -512,8 +513,11 @@ class Simulator:
             shape = prompt_shape(body) if problem is None else problem
             if isinstance(shape, str):
                 return _error_response(400, "invalid_request_error", shape, request_id)
-            text = fault.text if fault is not None else None
-            return await self._answer(body, shape, request_id, text=text)
+            text = fault.text if fault is not None and fault.kind == "reply" else None
+            response = await self._answer(body, shape, request_id, text=text)
+            if fault is not None and fault.kind == "lost":
+                return _lose(fault, request, request_id)
+            return response
         finally:
             self._leave_flight()
 
@@ -625,9 +629,22 @@ def _message(model: str, shape: PromptShape, reply: Reply, usage: CacheUsage) ->
     return message_body(model=model, reply=reply, input_tokens=uncached, cache=usage)
 
 
+def _lose(fault: Fault, request: web.Request, request_id: str) -> web.Response:
+    """``Fault.lost``: the work is done; its answer becomes an error status or a drop."""
+    if fault.status_code:
+        return _error_response(
+            fault.status_code, fault.error_type, fault.error_message(), request_id
+        )
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError  # nothing can be sent on an aborted connection
+
+
 async def _batch_response(
-    request: web.Request, reply: BatchReply, request_id: str
+    request: web.Request, reply: BatchReply, request_id: str, lost: Fault | None = None
 ) -> web.StreamResponse:
+    if lost is not None and (lost.status_code or reply.lines is None):
+        return _lose(lost, request, request_id)
     if reply.lines is None:
         payload = reply.payload or {}
         if reply.status >= 400:
@@ -641,13 +658,19 @@ async def _batch_response(
     )
     await response.prepare(request)
     piece: list[bytes] = []
-    for line in reply.lines:
+    lines = reply.lines
+    if lost is not None:  # half of the body, then the connection drops
+        lines = lines[: len(lines) // 2]
+    for line in lines:
         piece.append(line)
         if len(piece) >= 256:
             await response.write(b"".join(piece))
             piece.clear()
     if piece:
         await response.write(b"".join(piece))
+    if lost is not None:
+        await response.drain()
+        _lose(lost, request, request_id)
     await response.write_eof()
     return response
 
