@@ -3,7 +3,6 @@ run again, against the shared simulator, whose request count shows what was sent
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -227,21 +226,71 @@ def test_json_summary_and_max_cost(
     assert finished["succeeded"] == summary["unsent"]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("claude_force._message_batches") is not None,
-    reason="the Message Batches mode is built",
-)
-def test_mode_batches_says_it_is_not_available_yet(
+def wait_for_batch(state: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Poll the state file (bounded) until it names a created batch."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if state.exists() and json.loads(state.read_bytes())["batches"]:
+            return
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        time.sleep(0.005)
+    raise AssertionError(f"{state} names no batch")
+
+
+def test_mode_batches_same_records_at_half_price_and_a_restart_collects(
     project: Path, env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src = tmp_path / "in.jsonl"
-    src.write_text("{}\n")
-    code = in_process(batch_argv(project, src, tmp_path / "o.jsonl", "--mode", "batches"), env)
-    assert code == 2
-    assert (
-        "--mode batches (the Message Batches API) is not available yet" in capsys.readouterr().err
-    )
-    assert not (tmp_path / "o.jsonl").exists()
+    src, malformed = thousand_lines(tmp_path / "tickets.jsonl")
+    # A 400 for every 41st request sent, in input order in both modes (one call at a time).
+    errors = [Fault.status(400) if n % 41 == 0 else None for n in range(1, 991)]
+    # The batch takes 1.5 s of real time, so the kill below lands while it is processing.
+    with Simulator(batch_delay=1.5) as bsim:
+        benv = {**env, "ANTHROPIC_BASE_URL": bsim.base_url}
+        bsim.script(*errors)
+        direct_out = tmp_path / "messages.jsonl"
+        argv = batch_argv(project, src, direct_out, "--no-cache", "--concurrency", "1")
+        assert in_process(argv, benv) == 1
+        capsys.readouterr()
+        assert len(bsim.message_requests) == 990
+
+        bsim.script_batch(*errors)
+        out = tmp_path / "batches.jsonl"
+        batches = ("--no-cache", "--mode", "batches", "--poll-interval", "0.2")
+        with running(batch_argv(project, src, out, *batches), benv) as proc:
+            wait_for_batch(out.with_name("batches.jsonl.batches.json"), proc)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert bsim.batches_created == 1
+        # Only the malformed lines were answered before the kill: the batch was still out.
+        assert {r["id"] for r in read_records(out)} == malformed
+        json_out = (*batches, "--json")
+        again = subprocess.run(
+            [sys.executable, "-m", "claude_force.cli", *batch_argv(project, src, out, *json_out)],
+            env=benv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+        )
+        # Collected, not created again; no request went out one call at a time.
+        assert (bsim.batches_created, bsim.batch_requests_submitted) == (1, 990)
+        assert len(bsim.message_requests) == 990
+    assert again.returncode == 1, again.stderr.decode()
+    summary = json.loads(again.stdout)
+    assert (summary["total"], summary["skipped"], summary["failed"]) == (1000, 10, 24)
+    direct = {r["id"]: r for r in read_records(direct_out)}
+    batched = {r["id"]: r for r in read_records(out)}
+    assert len(read_records(out)) == 1000 and set(batched) == set(direct)
+    for item_id, d in direct.items():
+        b = batched[item_id]
+        assert b["success"] == d["success"], item_id
+        if item_id in malformed:
+            assert b == d  # the same failed record, word for word
+        elif d["success"]:
+            assert (b["output"], b["usage"], b["cached"]) == (d["output"], d["usage"], False)
+            assert Decimal(b["cost"]) == Decimal(d["cost"]) / 2
+        else:
+            assert "invalid_request_error" in b["error"] and b["cost"] == "0"
+    assert sum(not r["success"] for r in batched.values()) == 10 + 24
 
 
 def test_bad_options_are_usage_errors(

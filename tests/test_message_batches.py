@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from claude_force import AsyncAgentOrchestrator, Budget
+from claude_force import AsyncAgentOrchestrator, Budget, run_batch_file
 from claude_force._batch_io import BatchRecord
 from claude_force._errors import APIError, BudgetExceeded, InvalidArgumentError
 from claude_force._message_batches import (
@@ -324,3 +324,102 @@ def test_custom_ids_are_valid_and_stable() -> None:
     mapped = custom_id_for("x" * 65)
     assert mapped == custom_id_for("x" * 65) and len(mapped) <= 64
     assert custom_id_for("a b") != custom_id_for("a  b")
+
+
+# -- a create whose answer is lost must not make a second paid batch ---------------------------
+
+
+async def test_a_create_that_reached_the_service_is_adopted_not_repeated(
+    project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
+) -> None:
+    state = tmp_path / "s.json"
+    async with make(project, bsim, time_) as orch:
+        # An unrelated batch of another size, made just before: never mistaken for ours.
+        await run(orch, items(3, "test-writer"), tmp_path / "other.json", time_)
+        assert bsim.batches_created == 1
+        # The service makes the batch, then answers 500: the transport would retry it.
+        bsim.script_batch_api(Fault.lost(500))
+        got = await run(orch, items(2), state, time_)
+        assert bsim.batches_created == 2 and bsim.batch_requests_submitted == 5
+        assert all(r.success for r in got.values()) and len(got) == 2
+        # The connection drops after the service made it, and no retry is left: the last
+        # look before giving up finds it.
+        bsim.script_batch_api(Fault.lost())
+        async with make(project, bsim, time_, max_retries=0) as strict:
+            again = await run(strict, items(2, "doc-writer"), state, time_)
+        assert bsim.batches_created == 3 and all(r.success for r in again.values())
+    saved = json.loads(state.read_text(encoding="utf-8"))
+    assert saved["pending"] == {} and len(saved["batches"]) == 2
+
+
+async def test_a_create_that_never_reached_the_service_is_made_once(
+    project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
+) -> None:
+    async with make(project, bsim, time_) as orch:
+        bsim.script_batch_api(Fault.status(500), Fault.reset())
+        got = await run(orch, items(2), tmp_path / "s.json", time_)
+    assert bsim.batches_created == 1 and all(r.success for r in got.values())
+    # Each failure was followed by a look at the recent batches before the next create.
+    lists = [r for r in bsim.requests if r.path == "/v1/messages/batches" and not r.body]
+    assert len(lists) == 2
+
+
+async def test_killed_between_accept_and_record_the_rerun_adopts_the_batch(
+    project: Path,
+    bsim: Simulator,
+    time_: FakeTime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from claude_force import _message_batches as engine
+
+    state = tmp_path / "s.json"
+    real_save = engine._State.save
+    saves: list[int] = []
+
+    async def dies_on_the_second_save(self: Any) -> None:
+        saves.append(1)
+        if len(saves) == 2:  # the save that would name the accepted batch
+            raise KeyboardInterrupt
+        await real_save(self)
+
+    async with make(project, bsim, time_) as orch:
+        with monkeypatch.context() as patch:
+            patch.setattr(engine._State, "save", dies_on_the_second_save)
+            with pytest.raises(KeyboardInterrupt):
+                await run(orch, items(3), state, time_)
+        assert bsim.batches_created == 1
+        saved = json.loads(state.read_text(encoding="utf-8"))
+        assert saved["batches"] == [] and len(saved["pending"]) == 1
+        got = await run(orch, items(3), state, time_)
+    assert bsim.batches_created == 1 and bsim.batch_requests_submitted == 3
+    assert sorted(got) == ["line-0", "line-1", "line-2"] and all(r.success for r in got.values())
+    saved = json.loads(state.read_text(encoding="utf-8"))
+    assert saved["pending"] == {} and saved["batches"][0]["collected"] is True
+
+
+async def test_a_broken_results_stream_is_a_clear_error_and_a_rerun_finishes(
+    project: Path, time_: FakeTime, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(i) + "\n" for i in items(6)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    settings = BatchesSettings(sleep=time_.sleep, poll_initial=60.0)
+    with Simulator(clock=time_.clock) as sim:
+        # create, the poll, the look the SDK takes before the results; then half the stream.
+        sim.script_batch_api(None, None, None, Fault.lost())
+        async with make(project, sim, time_) as orch:
+            with pytest.raises(APIError) as caught:
+                await run_batch_file(orch, src, out, mode="batches", batches=settings)
+            message = str(caught.value)
+            assert message.startswith("reading the results of message batch msgbatch_")
+            assert "broke off" in message and "run the same command again" in message
+            assert API_KEY not in message
+            first = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+            assert 0 < len(first) < 6, message  # the records read before the break are kept
+            summary = await run_batch_file(orch, src, out, mode="batches", batches=settings)
+        assert sim.batches_created == 1
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(i["id"] for i in items(6)) and ids[: len(first)] == first
+    assert summary.skipped == len(first) and summary.succeeded == 6 - len(first)
+    assert summary.complete

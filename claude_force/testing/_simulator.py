@@ -668,9 +668,10 @@ async def _batch_response(
             piece.clear()
     if piece:
         await response.write(b"".join(piece))
-    if lost is not None:
-        await response.drain()
-        _lose(lost, request, request_id)
+    if lost is not None and request.transport is not None:
+        # Closed, not aborted: what was written reaches the client, the body's end never does.
+        request.transport.close()
+        raise asyncio.CancelledError
     await response.write_eof()
     return response
 
