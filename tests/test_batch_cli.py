@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from claude_force import BatchSummary
 from claude_force._batch_io import RECORD_KEYS
 from claude_force.cli import cli as cli_group
 from claude_force.cli._common import run_guarded
@@ -291,6 +292,36 @@ def test_mode_batches_same_records_at_half_price_and_a_restart_collects(
         else:
             assert "invalid_request_error" in b["error"] and b["cost"] == "0"
     assert sum(not r["success"] for r in batched.values()) == 10 + 24
+
+
+def test_mode_batches_max_cost_leaves_the_rest_unsent_and_json_has_one_shape(
+    project: Path,
+    env: dict[str, str],
+    sim: Simulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"agent": AGENT, "task": f"T{i}"}) + "\n" for i in range(20)))
+    out = tmp_path / "out.jsonl"
+    argv = [
+        *batch_argv(project, src, out, "--json", "--mode", "batches", "--poll-interval", "0.01")
+    ]
+    assert in_process([*argv, "--max-cost", "0.08"], env) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert set(summary) == set(BatchSummary(out).to_dict())
+    # Worst cases are reserved at full price for the whole batch, so fewer fit than cost.
+    assert 0 < summary["succeeded"] < 20 and summary["unsent"] == 20 - summary["succeeded"]
+    assert Decimal(summary["cost"]) <= Decimal("0.08") and summary["failed"] == 0
+    assert "--max-cost stopped the run" in captured.err
+    assert sim.batch_requests_submitted == summary["succeeded"] and sim.batches_created == 1
+    assert in_process(argv, env) == 0
+    finished = json.loads(capsys.readouterr().out)
+    assert (
+        finished["skipped"] == summary["succeeded"] and finished["succeeded"] == summary["unsent"]
+    )
+    assert sim.batch_requests_submitted == 20 and len(sim.message_requests) == 0
 
 
 def test_bad_options_are_usage_errors(
