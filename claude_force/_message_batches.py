@@ -565,22 +565,15 @@ class _Run:
             return await client.messages.batches.results(batch_id, timeout=timeout)
 
         stream = await self._call(open_results)
+        lines = aiter(stream)
         try:
-            with self.orch._transport.reading(f"reading the results of message batch {batch_id}"):
-                try:
-                    async for line in stream:
-                        pending = self.pending.pop(line.custom_id, None)
-                        if pending is None:
-                            continue  # not asked for in this run (an earlier run handed it over)
-                        yield await self._result(pending, line, batch_id)
-                finally:
-                    await stream.close()
-        except APIError as broken:
-            raise APIError(
-                f"{broken}; the batch stays recorded in {shown(self.state.path)}: run the same "
-                "command again to collect the rest (records already written are kept)",
-                error_type=broken.error_type,
-            ) from None
+            while (line := await self._next_line(lines, batch_id)) is not None:
+                pending = self.pending.pop(line.custom_id, None)
+                if pending is None:
+                    continue  # not asked for in this run (an earlier run handed it over)
+                yield await self._result(pending, line, batch_id)
+        finally:
+            await stream.close()
         missing = [(c, p) for c, p in self.pending.items() if p.batch_id == batch_id]
         for custom_id, p in missing:  # the service owes these an answer: say so
             del self.pending[custom_id]
@@ -597,6 +590,20 @@ class _Run:
         del self.waiting[batch_id]
         self.state.collected(batch_id)
         await self.state.save()
+
+    async def _next_line(
+        self, lines: AsyncIterator[MessageBatchIndividualResponse], batch_id: str
+    ) -> MessageBatchIndividualResponse | None:
+        """The next result of the stream; a stream that breaks off is an :class:`APIError`."""
+        try:
+            with self.orch._transport.reading(f"reading the results of message batch {batch_id}"):
+                return await anext(lines, None)
+        except APIError as broken:
+            raise APIError(
+                f"{broken}; the batch stays recorded in {shown(self.state.path)}: run the same "
+                "command again to collect the rest (records already written are kept)",
+                error_type=broken.error_type,
+            ) from None
 
     async def _result(
         self, p: _Pending, line: MessageBatchIndividualResponse, batch_id: str

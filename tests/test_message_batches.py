@@ -423,3 +423,17 @@ async def test_a_broken_results_stream_is_a_clear_error_and_a_rerun_finishes(
     assert sorted(ids) == sorted(i["id"] for i in items(6)) and ids[: len(first)] == first
     assert summary.skipped == len(first) and summary.succeeded == 6 - len(first)
     assert summary.complete
+
+
+async def test_execute_batch_in_batches_mode(
+    project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
+) -> None:
+    async with make(project, bsim, time_) as orch:
+        with pytest.raises(InvalidArgumentError, match="needs state_path"):
+            orch.execute_batch(items(1), mode="batches")
+        settings = BatchesSettings(sleep=time_.sleep)
+        state = tmp_path / "s.json"
+        batch = orch.execute_batch(items(2), mode="batches", state_path=state, batches=settings)
+        got = [r async for r in batch]
+    assert sorted(r.id for r in got) == ["line-0", "line-1"] and all(r.success for r in got)
+    assert bsim.batches_created == 1 and len(bsim.message_requests) == 0
