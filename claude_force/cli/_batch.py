@@ -86,7 +86,8 @@ class BatchProgress:
         """``--mode batches``: the service's request counts over the batches waited for."""
         self.bar.update(
             self.task,
-            service=f"| {counts.batches} batches: {counts.processing} processing, "
+            service=f"| {counts.batches} batch{'es' if counts.batches != 1 else ''}: "
+            f"{counts.processing} processing, "
             f"{counts.succeeded} succeeded, {counts.errored} errored, {counts.expired} expired"
             + (f", {counts.canceled} canceled" if counts.canceled else ""),
         )
