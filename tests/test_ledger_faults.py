@@ -221,10 +221,13 @@ def test_rows_that_are_not_ledger_rows_are_skipped_with_a_warning(
 
 # -- an older ledger ---------------------------------------------------------------------------
 
-# The first release's table: before web_search_requests and injection_flags were added.
+# The first release's table: before web_search_requests, batch and injection_flags were added.
 OLD_SCHEMA = ledger_mod._SCHEMA.replace(
     "    web_search_requests INTEGER NOT NULL DEFAULT 0,\n", ""
-).replace("    task_text TEXT,\n    injection_flags TEXT\n", "    task_text TEXT\n")
+).replace(
+    "    task_text TEXT,\n    batch INTEGER NOT NULL DEFAULT 0,\n    injection_flags TEXT\n",
+    "    task_text TEXT\n",
+)
 
 
 def old_ledger(path: Path) -> None:
@@ -241,7 +244,8 @@ def old_ledger(path: Path) -> None:
 def test_an_older_ledger_reads_and_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "usage.db"
     old_ledger(path)
-    assert "injection_flags" not in OLD_SCHEMA and "web_search" not in OLD_SCHEMA
+    for added in ("web_search_requests", "batch", "injection_flags"):
+        assert added not in OLD_SCHEMA
     (old,) = read_rows(path)  # read-only: no migration, defaults fill the gap
     assert (old.agent, old.web_search_requests, old.cost_usd) == ("old", 0, Decimal("0.5"))
     assert old.injection_flags is None
