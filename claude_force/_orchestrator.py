@@ -6,8 +6,7 @@ import asyncio
 import logging
 import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,10 +35,11 @@ from ._request import (
     cache_key,
 )
 from ._results import AgentResult, WorkflowResult
+from ._runs import RunStore
 from ._transport import Transport
 from ._usage import Usage
 from ._warnings import OnceLog
-from ._workflow import StepEvent, run_stages
+from ._workflow import StepEvent, WorkflowRunner
 from .cache import ResponseCache
 
 __all__ = ["AsyncAgentOrchestrator"]
@@ -130,6 +130,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
         self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
+        self._runs = RunStore(self.config.root / "data" / "runs.db")
 
     def __repr__(self) -> str:
         return f"AsyncAgentOrchestrator(config_path={str(self.config.path)!r}, api_key='***')"
@@ -253,26 +254,26 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
         budget: Budget | None = None,
         use_cache: bool = True,
         refresh: bool = False,
+        resume: bool = False,
     ) -> WorkflowResult:
         """Run a workflow's stages in order, each stage's agents concurrently.
 
-        Each step sees the original task and the outputs of all earlier steps. A failed
-        step stops the workflow after its stage completes; so does a step whose request
-        could cross ``budget`` (for this run) or the orchestrator's budget: it is not sent,
-        and the result's ``error`` says which limit stopped the run.
+        Each step sees the task and earlier outputs (``handoff``); a failed step stops the run
+        after its stage or is handed on as data (``on_failure``); a step whose request could
+        cross ``budget`` or the orchestrator's budget is not sent and fails. ``resume=True``
+        reuses the latest run's unchanged successful steps (``WorkflowResult.reused``).
         """
-        stages = self.config.workflow(workflow_name)
+        spec = self.config.workflow_spec(workflow_name)
         self._requests.check_task(task)
-        run_id = uuid.uuid4().hex[:12]
         await self._transport.session()  # client set-up is not part of the run's timing
         budgets = self._budgets(budget)
 
-        async def call(agent: str, previous: Sequence[tuple[str, str]], step: int) -> AgentResult:
-            request = self._requests.build(TaskSpec(agent, task), previous=previous)
+        async def send(agent: str, request: Request, run_id: str, step: int) -> AgentResult:
             ctx = CallContext(task, budgets, run_id, step, use_cache, refresh)
             return await self._run_isolated(agent, request, ctx)
 
-        return await run_stages(workflow_name, stages, call, run_id=run_id, on_step=on_step)
+        runner = WorkflowRunner(spec, task, self._requests, send, runs=self._runs)
+        return await runner.run(resume=resume, on_step=on_step)
 
     # -- one call: build → cache → admission → transport → record ----------------------
 
