@@ -22,6 +22,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._ledger import Ledger, LedgerRow
+from ._memory import AgentMemory, MemoryEntry
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "NOT_GIVEN",
     "APIError",
+    "AgentMemory",
     "AgentNotFoundError",
     "AgentOrchestrator",
     "AgentResult",
@@ -60,6 +62,7 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "Limits",
+    "MemoryEntry",
     "Metrics",
     "ModelPrice",
     "NotGiven",

@@ -19,6 +19,7 @@ from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
+from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
 from ._pricing import PriceTable
@@ -102,11 +103,13 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             Path(config_path) if config_path is not None else find_config()
         )
         self.default_model = default_model or self.config.default_model or DEFAULT_MODEL
+        memory = AgentMemory.of_project(self.config) if opts.enable_memory else None
         self._requests = RequestBuilder(
             self.config,
             default_model=self.default_model,
             prompt_cache_ttl=prompt_cache_ttl,
             max_task_chars=max_task_chars,
+            memory=memory,
         )
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self._transport = Transport(
@@ -125,7 +128,10 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         self.budget = BudgetTracker(budget) if budget is not None else None
         self.ledger_path = Path(ledger_path) if ledger_path else self.config.root / "data/usage.db"
         self._recorder = Recorder(
-            self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
+            self.ledger_path,
+            tracking=opts.enable_tracking,
+            metrics=opts.enable_metrics,
+            memory=memory,
         )
         self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
 
@@ -202,8 +208,9 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         item = TaskSpec(
             agent_name, task, model, max_tokens, temperature, use_memory, use_cache, ttl
         )
-        ctx = CallContext(task, self._budgets(budget), use_cache=use_cache, refresh=refresh)
-        return await self._run(agent_name, self._requests.build(item), ctx)
+        ctx = CallContext(task, self._budgets(budget), None, None, use_cache, refresh, use_memory)
+        (request,) = await self._requests.abuild([item])
+        return await self._run(agent_name, request, ctx)
 
     async def execute_multiple(
         self, tasks: Iterable[TaskLike], *, refresh: bool = False
@@ -214,13 +221,15 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         the others.
         """
         items = [TaskSpec.coerce(t, i) for i, t in enumerate(tasks)]
-        requests = [self._requests.build(item) for item in items]
+        requests = await self._requests.abuild(items)
         budgets = self._budgets(None)
         calls = [
             self._run_isolated(
                 item.agent,
                 request,
-                CallContext(item.task, budgets, None, None, item.use_cache, refresh),
+                CallContext(
+                    item.task, budgets, None, None, item.use_cache, refresh, item.use_memory
+                ),
             )
             for item, request in zip(items, requests, strict=True)
         ]
@@ -266,7 +275,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         budgets = self._budgets(budget)
 
         async def call(agent: str, previous: Sequence[tuple[str, str]], step: int) -> AgentResult:
-            request = self._requests.build(TaskSpec(agent, task), previous=previous)
+            (request,) = await self._requests.abuild([TaskSpec(agent, task)], previous=previous)
             ctx = CallContext(task, budgets, run_id, step, use_cache, refresh)
             return await self._run_isolated(agent, request, ctx)
 

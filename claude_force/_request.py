@@ -15,10 +15,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._config import AgentSpec, ProjectConfig, read_agent_prompt, validate_agent_name
 from ._errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from ._memory import AgentMemory
 
 __all__ = [
     "DEFAULT_MAX_TASK_CHARS",
@@ -250,8 +253,10 @@ class RequestBuilder:
         default_model: str,
         prompt_cache_ttl: CacheTTL | None,
         max_task_chars: int,
+        memory: AgentMemory | None = None,
     ) -> None:
         self.config = config
+        self.memory = memory
         self.default_model = default_model
         self.prompt_cache_ttl = prompt_cache_ttl
         self.max_task_chars = max_task_chars
@@ -284,10 +289,19 @@ class RequestBuilder:
             "description": spec.description,
         }
 
-    def build(self, item: TaskSpec, *, previous: Sequence[tuple[str, str]] = ()) -> Request:
-        """The request for ``item``; ``previous`` are earlier workflow steps' outputs."""
+    def build(
+        self,
+        item: TaskSpec,
+        *,
+        previous: Sequence[tuple[str, str]] = (),
+        memory: Sequence[str] = (),
+    ) -> Request:
+        """The request for ``item``; ``previous`` are earlier workflow steps' outputs,
+        ``memory`` blocks of the agent's earlier work (see :meth:`abuild`)."""
         spec = self.config.agent(validate_agent_name(item.agent))
         task = self.check_task(item.task)
+        if not isinstance(item.use_memory, bool):
+            raise InvalidArgumentError(f"use_memory must be True or False, got {item.use_memory!r}")
         given = item.max_tokens if item.max_tokens is not None else spec.max_tokens
         max_tokens = check_max_tokens(given if given is not None else DEFAULT_MAX_TOKENS)
         temperature = item.temperature if item.temperature is not None else spec.temperature
@@ -310,10 +324,32 @@ class RequestBuilder:
         return Request(
             model=model,
             system=self._system_prompt(spec, ttl),
-            messages=({"role": "user", "content": build_user_content(task, previous=previous)},),
+            messages=(
+                {
+                    "role": "user",
+                    "content": build_user_content(task, previous=previous, memory=memory),
+                },
+            ),
             max_tokens=max_tokens,
             temperature=temperature,
         )
+
+    async def abuild(
+        self, items: Sequence[TaskSpec], *, previous: Sequence[tuple[str, str]] = ()
+    ) -> list[Request]:
+        """Requests for ``items``, each with its agent's relevant earlier work when memory
+        is on for it. Every item is validated before the memory store is read; the reads
+        run off the event loop, in one trip."""
+        requests = [self.build(item, previous=previous) for item in items]
+        memory = self.memory
+        wanted = [i for i, item in enumerate(items) if item.use_memory] if memory else []
+        if memory is None or not wanted:
+            return requests
+        blocks = await memory.acontexts([(items[i].agent, items[i].task) for i in wanted])
+        for i, block in zip(wanted, blocks, strict=True):
+            if block is not None:
+                requests[i] = self.build(items[i], previous=previous, memory=(block,))
+        return requests
 
     def _system_prompt(self, spec: AgentSpec, ttl: CacheTTL | None) -> SystemPrompt:
         stamp = _stamp(spec.file) + (_stamp(spec.contract) if spec.contract else ())
