@@ -87,6 +87,7 @@ MIN_SHARED_FRACTION = 0.3
 COMMON_TERM_FRACTION = 0.5
 COMMON_TERM_MIN_ENTRIES = 8
 _CANDIDATES = 20
+_QUERY_WORDS = 8
 _MAX_PENDING = 10_000
 _BUSY_TIMEOUT_S = 10.0
 _WRITE_ATTEMPTS = 3
@@ -181,15 +182,13 @@ def akey(agent: str) -> str:
 
 
 def needed_shared(meaningful: int) -> int:
-    """How many meaningful words an earlier task must share with a new one to be recalled.
-
-    All of them when the new task has one or two; else at least two and at least 30 %.
+    """How many meaningful words an earlier task must share with a new one to be recalled:
+    at least two, and at least 30 % of the new task's. A task with fewer than two
+    meaningful words recalls nothing: one shared word is too weak a sign.
 
     >>> [needed_shared(n) for n in (1, 2, 3, 6, 7, 10, 20)]
-    [1, 2, 2, 2, 3, 3, 6]
+    [2, 2, 2, 2, 3, 3, 6]
     """
-    if meaningful <= MIN_SHARED_TERMS:
-        return meaningful
     return max(MIN_SHARED_TERMS, math.ceil(MIN_SHARED_FRACTION * meaningful))
 
 
@@ -518,17 +517,15 @@ def _entry(row: Sequence[Any]) -> MemoryEntry:
     )
 
 
-def _common_terms(conn: sqlite3.Connection, words: Sequence[str]) -> set[str]:
-    """Words found in more than half of all entries (once there are a few): they relate
-    nothing to anything, like the agent's own name or its usual verb."""
+def _document_counts(conn: sqlite3.Connection, words: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """How many entries there are, and how many hold each word (one index lookup each:
+    fts5vocab reads its whole index for ``IN (...)``)."""
     total = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
-    if total < COMMON_TERM_MIN_ENTRIES:
-        return set()
-    marks = ", ".join("?" for _ in words)
-    found = conn.execute(
-        f"SELECT term, doc FROM entries_terms WHERE term IN ({marks})", tuple(words)
-    ).fetchall()
-    return {term for term, docs in found if docs > COMMON_TERM_FRACTION * total}
+    counts = {}
+    for word in words:
+        found = conn.execute("SELECT doc FROM entries_terms WHERE term = ?", (word,)).fetchone()
+        counts[word] = 0 if found is None else int(found[0])
+    return total, counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,9 +542,17 @@ def _search(
     """Entries ranked by BM25 over their task text, each with the words it shares and whether
     it passes the threshold."""
     words = terms(text)
-    if not words:
+    total, counts = _document_counts(conn, words)
+    # Words in more than half of the entries (once there are a few) relate nothing to
+    # anything, like an agent's usual verb; BM25 gives them next to no weight either.
+    limit_count = total * COMMON_TERM_FRACTION if total >= COMMON_TERM_MIN_ENTRIES else total
+    meaningful = [w for w in words if counts[w] <= limit_count]
+    if not meaningful:
         return []
-    query = _any_of(words) if agent is None else fts_query(agent, words)
+    # Candidates come from the rarest words only: the long lists of frequent words cost
+    # the most to rank and add the least; the threshold still counts every shared word.
+    rarest = sorted(meaningful, key=counts.__getitem__)[:_QUERY_WORDS]
+    query = _any_of(rarest) if agent is None else fts_query(agent, rarest)
     where, args = "entries_fts MATCH ?", [query]
     if skip_hash is not None:
         where += " AND e.task_hash != ?"
@@ -558,14 +563,13 @@ def _search(
         "LIMIT ?",
         (*args, limit),
     ).fetchall()
-    meaningful = [w for w in words if w not in _common_terms(conn, words)]
     need = needed_shared(len(meaningful))
     out = []
     for row in rows:
         entry = _entry(row)
         have = set(terms(entry.task[:TASK_CHARS]))
         shared = tuple(w for w in meaningful if w in have)
-        out.append(_Scored(entry, float(row[6]), shared, bool(meaningful) and len(shared) >= need))
+        out.append(_Scored(entry, float(row[6]), shared, len(shared) >= need))
     return out
 
 

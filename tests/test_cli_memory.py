@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def run(*argv: str) -> int:
     return run_guarded(cli, list(argv))
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     assert run(*argv, "--json") == 0
     return json.loads(capsys.readouterr().out)
 
@@ -46,7 +47,7 @@ def test_list_newest_first_and_by_agent(
     assert [r["id"] for r in rows] == [3, 2, 1]
     assert set(rows[0]) == {"id", "agent", "task", "excerpt", "ts", "model"}
     rows = run_json(capsys, "memory", "list", "--agent", "test-writer", "-c", str(remembered))
-    assert [r["task"] for r in rows] == TASKS["test-writer"]  # type: ignore[index]
+    assert [r["task"] for r in rows] == TASKS["test-writer"]
     assert run("memory", "list", "-c", str(remembered)) == 0
     out = capsys.readouterr().out
     assert "Review the login form" in out and "test-writer" in out
@@ -64,13 +65,13 @@ def test_search_marks_what_recall_would_use(
     scoped = run_json(
         capsys, "memory", "search", query, "-a", "code-reviewer", "-c", str(remembered)
     )
-    assert [r["id"] for r in scoped] == [1]  # type: ignore[union-attr]
+    assert [r["id"] for r in scoped] == [1]
     assert run_json(capsys, "memory", "search", 'NEAR("x" *', "-c", str(remembered)) == []
 
 
 def test_show_and_forget(remembered: Path, capsys: pytest.CaptureFixture[str]) -> None:
     entry = run_json(capsys, "memory", "show", "2", "-c", str(remembered))
-    assert entry == {**entry, "id": 2, "task": "Review the login form"}  # type: ignore[dict-item]
+    assert entry == {**entry, "id": 2, "task": "Review the login form"}
     assert run("memory", "show", "2", "-c", str(remembered)) == 0
     assert "on Review the login form" in capsys.readouterr().out
     assert run_json(capsys, "memory", "forget", "2", "-c", str(remembered)) == {
