@@ -42,6 +42,7 @@ from ._ledger import _cannot_write, _keep_out_of_git, _move_aside, task_hash
 from ._ledger import _log as _data_folder_log
 from ._results import AgentResult
 from ._warnings import OnceLog
+from .cache._sqlite import file_identity as _identity
 from .cache._sqlite import is_corruption
 from .cache._worker import Worker
 
@@ -462,14 +463,6 @@ def _warn_unusable(path: Path, exc: OSError) -> None:
             f"memory store {path} cannot be used ({exc.strerror or exc}); agent memory is "
             "off. Make the file and its folder writable",
         )
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def _apply(conn: sqlite3.Connection, batch: list[_Pending], per_agent: int, max_bytes: int) -> None:

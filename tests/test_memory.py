@@ -23,6 +23,7 @@ from claude_force._memory import (
     render_block,
     terms,
 )
+from claude_force._warnings import OnceLog
 from claude_force.testing import Fault, Simulator
 
 from .conftest import API_KEY
@@ -389,3 +390,18 @@ def test_the_store_is_a_plain_sqlite_file(tmp_path: Path) -> None:
         assert conn.execute("SELECT agent, task, excerpt FROM entries").fetchall() == [
             ("a", "a task", "kept")
         ]
+
+
+def test_without_fts5_memory_is_off_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(memory_mod, "fts5_available", lambda: False)
+    monkeypatch.setattr(memory_mod, "_log", OnceLog(memory_mod.logger))
+    caplog.set_level(logging.WARNING, logger="claude_force")
+    for _ in range(2):
+        with AgentMemory(tmp_path / "m.db") as memory:
+            memory.remember(success("a", "kept?"), "parser tokens grammar")
+            assert memory.recall("a", "parser tokens grammar errors") == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "FTS5" in warnings[0], warnings
+    assert not (tmp_path / "m.db").exists()
