@@ -7,6 +7,7 @@ import difflib
 import math
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -97,6 +98,7 @@ class OrchestratorOptions:
                 )
         for name in _PATHS:
             check_path(name, getattr(self, name))
+        _check_base_url(self.base_url)
         self._check_cache_options()
         if self.prompt_cache_ttl not in ("5m", "1h", None):
             raise InvalidArgumentError(
@@ -203,6 +205,18 @@ _FLAGS = (
 )
 _TEXTS = ("default_model", "base_url", "cache_redis_url")
 _PATHS = ("cache_dir", "ledger_path", "pricing_path")
+
+
+def _check_base_url(url: str | None) -> None:
+    """The service's address: http(s) with a host, so a typo fails here, not at the first call."""
+    if url is None:
+        return
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgumentError(
+            f"base_url must be an http:// or https:// URL with a host, such as "
+            f"https://api.anthropic.com, got {url!r}"
+        )
 
 
 def _positive_int(name: str, value: object) -> None:

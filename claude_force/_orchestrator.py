@@ -128,11 +128,9 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         self.budget = BudgetTracker(budget) if budget is not None else None
         self.ledger_path = Path(ledger_path) if ledger_path else self.config.root / "data/usage.db"
         self._recorder = Recorder(
-            self.ledger_path,
-            tracking=opts.enable_tracking,
-            metrics=opts.enable_metrics,
-            memory=memory,
+            self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
+        self._recorder.memory = memory
         self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
 
     def __repr__(self) -> str:
@@ -208,7 +206,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         item = TaskSpec(
             agent_name, task, model, max_tokens, temperature, use_memory, use_cache, ttl
         )
-        ctx = CallContext(task, self._budgets(budget), None, None, use_cache, refresh, use_memory)
+        ctx = CallContext(task, self._budgets(budget), use_cache=use_cache, refresh=refresh)
+        ctx = ctx.with_memory(use_memory)
         (request,) = await self._requests.abuild([item])
         return await self._run(agent_name, request, ctx)
 
@@ -227,8 +226,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             self._run_isolated(
                 item.agent,
                 request,
-                CallContext(
-                    item.task, budgets, None, None, item.use_cache, refresh, item.use_memory
+                CallContext(item.task, budgets, None, None, item.use_cache, refresh).with_memory(
+                    item.use_memory
                 ),
             )
             for item, request in zip(items, requests, strict=True)

@@ -153,6 +153,7 @@ def ledger_row(
     task: str,
     workflow_run: str | None,
     workflow_step: int | None,
+    batch: bool = False,
 ) -> LedgerRow:
     """The ledger row for one completed call; the task is stored only as a hash."""
     usage = result.usage
@@ -181,4 +182,5 @@ def ledger_row(
         cached=result.cached,
         error_type=error_type,
         task_hash=task_hash(task),
+        batch=batch,
     )

@@ -6,7 +6,7 @@ so a call's answer is returned whatever happens to the data folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._budget import BudgetTracker
@@ -22,7 +22,7 @@ __all__ = ["CallContext", "Recorder"]
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Where a call belongs: its task (for the ledger hash and memory), workflow, budgets,
-    cache and memory use."""
+    cache and memory use; ``batch`` when it was answered through the Message Batches API."""
 
     task: str
     budgets: tuple[BudgetTracker, ...] = ()
@@ -30,7 +30,11 @@ class CallContext:
     workflow_step: int | None = None
     use_cache: bool = True
     refresh: bool = False
+    batch: bool = False
     use_memory: bool = True
+
+    def with_memory(self, use_memory: bool) -> CallContext:
+        return self if use_memory else replace(self, use_memory=False)
 
 
 class Recorder:
@@ -80,6 +84,7 @@ class Recorder:
                 task=ctx.task,
                 workflow_run=ctx.workflow_run,
                 workflow_step=ctx.workflow_step,
+                batch=ctx.batch,
             )
             self.ledger.record(row)
         if self.memory is not None and ctx.use_memory:
