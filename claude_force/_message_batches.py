@@ -263,7 +263,9 @@ class _Run:
         return self.orch._transport.call(fn)
 
     def _record(self, item: BatchItem, result: AgentResult, *, batch: bool) -> None:
-        self.orch._recorder.record(result, CallContext(item.task, batch=batch))
+        # Batch requests are built without memory, and thousands of offline answers would
+        # crowd out an agent's memory: batches neither read nor write it.
+        self.orch._recorder.record(result, CallContext(item.task, batch=batch, use_memory=False))
 
     # -- reading the input and submitting ----------------------------------------------------
 

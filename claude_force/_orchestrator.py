@@ -19,6 +19,7 @@ from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
+from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
 from ._pricing import PriceTable
@@ -104,11 +105,13 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             Path(config_path) if config_path is not None else find_config()
         )
         self.default_model = default_model or self.config.default_model or DEFAULT_MODEL
+        memory = AgentMemory.of_project(self.config) if opts.enable_memory else None
         self._requests = RequestBuilder(
             self.config,
             default_model=self.default_model,
             prompt_cache_ttl=prompt_cache_ttl,
             max_task_chars=max_task_chars,
+            memory=memory,
         )
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self._transport = Transport(
@@ -129,6 +132,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
         self._recorder = Recorder(
             self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
+        self._recorder.memory = memory
         self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
         self._runs = RunStore(self.config.root / "data" / "runs.db")
 
@@ -206,7 +210,9 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             agent_name, task, model, max_tokens, temperature, use_memory, use_cache, ttl
         )
         ctx = CallContext(task, self._budgets(budget), use_cache=use_cache, refresh=refresh)
-        return await self._run(agent_name, self._requests.build(item), ctx)
+        ctx = ctx.with_memory(use_memory)
+        (request,) = await self._requests.abuild([item])
+        return await self._run(agent_name, request, ctx)
 
     async def execute_multiple(
         self, tasks: Iterable[TaskLike], *, refresh: bool = False
@@ -217,13 +223,15 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
         the others.
         """
         items = [TaskSpec.coerce(t, i) for i, t in enumerate(tasks)]
-        requests = [self._requests.build(item) for item in items]
+        requests = await self._requests.abuild(items)
         budgets = self._budgets(None)
         calls = [
             self._run_isolated(
                 item.agent,
                 request,
-                CallContext(item.task, budgets, None, None, item.use_cache, refresh),
+                CallContext(item.task, budgets, None, None, item.use_cache, refresh).with_memory(
+                    item.use_memory
+                ),
             )
             for item, request in zip(items, requests, strict=True)
         ]

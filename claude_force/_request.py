@@ -15,11 +15,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._config import AgentSpec, ProjectConfig, read_agent_prompt, validate_agent_name
 from ._errors import InvalidArgumentError
 from ._injection import flag_injection
+
+if TYPE_CHECKING:
+    from ._memory import AgentMemory
 
 __all__ = [
     "DEFAULT_MAX_TASK_CHARS",
@@ -209,11 +212,16 @@ def earlier_output_block(item: EarlierOutput) -> str:
     )
 
 
-def content_flags(task: str, previous: Sequence[EarlierOutput]) -> tuple[str, ...]:
-    """Injection signals in a request's task and hand-off, labelled with where they were."""
+def content_flags(
+    task: str, previous: Sequence[EarlierOutput], memory: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """Injection signals in a request's task, hand-off and recalled memory, labelled with
+    where they were."""
     flags = list(flag_injection(task, "task"))
     for item in previous:
         flags.extend(flag_injection(item.text, f"handoff:{item.agent}"))
+    for block in memory:
+        flags.extend(flag_injection(block, "memory"))
     return tuple(dict.fromkeys(flags))
 
 
@@ -300,8 +308,10 @@ class RequestBuilder:
         default_model: str,
         prompt_cache_ttl: CacheTTL | None,
         max_task_chars: int,
+        memory: AgentMemory | None = None,
     ) -> None:
         self.config = config
+        self.memory = memory
         self.default_model = default_model
         self.prompt_cache_ttl = prompt_cache_ttl
         self.max_task_chars = max_task_chars
@@ -335,11 +345,18 @@ class RequestBuilder:
         }
 
     def build(
-        self, item: TaskSpec, *, previous: Sequence[EarlierOutput | tuple[str, str]] = ()
+        self,
+        item: TaskSpec,
+        *,
+        previous: Sequence[EarlierOutput | tuple[str, str]] = (),
+        memory: Sequence[str] = (),
     ) -> Request:
-        """The request for ``item``; ``previous`` are earlier workflow steps' outputs."""
+        """The request for ``item``; ``previous`` are earlier workflow steps' outputs,
+        ``memory`` blocks of the agent's earlier work (see :meth:`abuild`)."""
         spec = self.config.agent(validate_agent_name(item.agent))
         task = self.check_task(item.task)
+        if not isinstance(item.use_memory, bool):
+            raise InvalidArgumentError(f"use_memory must be True or False, got {item.use_memory!r}")
         given = item.max_tokens if item.max_tokens is not None else spec.max_tokens
         max_tokens = check_max_tokens(given if given is not None else DEFAULT_MAX_TOKENS)
         temperature = item.temperature if item.temperature is not None else spec.temperature
@@ -363,11 +380,36 @@ class RequestBuilder:
         return Request(
             model=model,
             system=self._system_prompt(spec, ttl),
-            messages=({"role": "user", "content": build_user_content(task, previous=earlier)},),
+            messages=(
+                {
+                    "role": "user",
+                    "content": build_user_content(task, previous=earlier, memory=memory),
+                },
+            ),
             max_tokens=max_tokens,
             temperature=temperature,
-            injection_flags=content_flags(task, earlier),
+            injection_flags=content_flags(task, earlier, memory),
         )
+
+    async def abuild(
+        self,
+        items: Sequence[TaskSpec],
+        *,
+        previous: Sequence[EarlierOutput | tuple[str, str]] = (),
+    ) -> list[Request]:
+        """Requests for ``items``, each with its agent's relevant earlier work when memory
+        is on for it. Every item is validated before the memory store is read; the reads
+        run off the event loop, in one trip."""
+        requests = [self.build(item, previous=previous) for item in items]
+        memory = self.memory
+        wanted = [i for i, item in enumerate(items) if item.use_memory] if memory else []
+        if memory is None or not wanted:
+            return requests
+        blocks = await memory.acontexts([(items[i].agent, items[i].task) for i in wanted])
+        for i, block in zip(wanted, blocks, strict=True):
+            if block is not None:
+                requests[i] = self.build(items[i], previous=previous, memory=(block,))
+        return requests
 
     def _system_prompt(self, spec: AgentSpec, ttl: CacheTTL | None) -> SystemPrompt:
         stamp = _stamp(spec.file) + (_stamp(spec.contract) if spec.contract else ())

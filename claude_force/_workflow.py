@@ -120,7 +120,7 @@ class WorkflowRunner:
         self, stage_no: int, index: int, step: StepSpec, seen: Sequence[EarlierOutput]
     ) -> AgentResult:
         item = TaskSpec(step.agent, self.task, step.model, step.max_tokens, step.temperature)
-        request = self.requests.build(item, previous=seen)
+        (request,) = await self.requests.abuild([item], previous=seen)
         self._emit(stage_no, step.agent, "started")
         key = cache_key(request)
         kept = self._kept.get(index)
