@@ -23,6 +23,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._ledger import Ledger, LedgerRow
+from ._memory import AgentMemory, MemoryEntry
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "NOT_GIVEN",
     "APIError",
+    "AgentMemory",
     "AgentNotFoundError",
     "AgentOrchestrator",
     "AgentResult",
@@ -63,6 +65,7 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "Limits",
+    "MemoryEntry",
     "Metrics",
     "ModelPrice",
     "NotGiven",

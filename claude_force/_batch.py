@@ -103,7 +103,9 @@ async def run_batch(
         async with gate:
             if stop:  # queued behind the gate when the budget ran out: stays unsent
                 return stop[0]
+            # Batch lines stand alone: agent memory is neither read nor written for them.
             ctx = CallContext(item.spec.task, budgets, None, None, use_cache, refresh)
+            ctx = ctx.with_memory(False)
             try:
                 result = await orch._run(item.spec.agent, request, ctx)
             except BudgetExceeded as exc:

@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS calls (
     error_type TEXT,
     task_hash TEXT,
     task_text TEXT,
-    batch INTEGER NOT NULL DEFAULT 0
+    batch INTEGER NOT NULL DEFAULT 0,
+    injection_flags TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS calls_message_id ON calls(message_id) WHERE cached = 0;
 CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
@@ -92,6 +93,7 @@ CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
 _ADDED_COLUMNS = {
     "web_search_requests": "INTEGER NOT NULL DEFAULT 0",
     "batch": "INTEGER NOT NULL DEFAULT 0",
+    "injection_flags": "TEXT",
 }
 
 
@@ -111,6 +113,8 @@ class LedgerRow:
     Message Batches API (billed at the batch discount). ``task_text`` is kept only when the
     ledger was opened with ``store_task_text=True``; ``task_hash`` is filled from it when
     missing.
+    ``injection_flags``: the call's injection signals joined by commas (``"task:role-tag"``),
+    None when nothing was flagged.
     """
 
     agent: str
@@ -136,6 +140,7 @@ class LedgerRow:
     task_hash: str | None = None
     task_text: str | None = None
     batch: bool = False
+    injection_flags: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

@@ -328,7 +328,9 @@ class _Run:
         return self.orch._transport.call(fn, before_retry=before_retry)
 
     def _record(self, p: _Pending, result: AgentResult, *, batch: bool) -> BatchRecord:
-        self.orch._recorder.record(result, CallContext(p.task, batch=batch))
+        # Batch requests are built without memory, and thousands of offline answers would
+        # crowd out an agent's memory: batches neither read nor write it.
+        self.orch._recorder.record(result, CallContext(p.task, batch=batch, use_memory=False))
         return BatchRecord.from_result(p.item.id, result)
 
     # -- reading the input and submitting ----------------------------------------------------

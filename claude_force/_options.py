@@ -31,7 +31,8 @@ class OrchestratorOptions:
     call including retries. ``enable_cache`` turns on the response cache (``cache_*``
     options), ``enable_tracking`` the usage ledger, ``enable_metrics`` Prometheus counters.
     ``prompt_cache_ttl`` marks system prompts for prompt caching (None = off).
-    ``enable_memory`` is accepted; per-agent memory is not built yet, so it is off.
+    ``enable_memory`` keeps per-agent memory in the project's data folder and injects an
+    agent's relevant earlier answers into its requests (see :class:`AgentMemory`).
     ``adaptive_rate_limits`` keeps every attempt within the service's per-minute limits
     (learned from its ``anthropic-ratelimit-*`` headers); ``rate_limits`` sets or caps them,
     one :class:`Limits` for every model class or a mapping of model (or family) to

@@ -250,6 +250,7 @@ class AgentOrchestrator(UsageReportMethods):
         budget: Budget | None = None,
         use_cache: bool = True,
         refresh: bool = False,
+        resume: bool = False,
     ) -> WorkflowResult:
         return self._call(
             self._core.run_workflow(
@@ -259,6 +260,7 @@ class AgentOrchestrator(UsageReportMethods):
                 budget=budget,
                 use_cache=use_cache,
                 refresh=refresh,
+                resume=resume,
             )
         )
 

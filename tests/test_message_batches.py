@@ -59,6 +59,8 @@ def bsim(time_: FakeTime) -> Iterator[Simulator]:
 
 def make(project: Path, sim: Simulator, time_: FakeTime, **kw: object) -> AsyncAgentOrchestrator:
     kw.setdefault("enable_cache", False)
+    # Batch requests are built without memory; direct calls compared with them must be too.
+    kw.setdefault("enable_memory", False)
     return AsyncAgentOrchestrator(
         project,
         api_key=API_KEY,

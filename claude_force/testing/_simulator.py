@@ -185,6 +185,7 @@ class Simulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._handlers: set[asyncio.Task[Any]] = set()  # touched only on the server thread
+        self._release = asyncio.Event()  # set (and replaced) on the server thread
         self._port = 0
         self._batch_faults = FaultPlan()
         self._batch_api_faults = FaultPlan()
@@ -292,6 +293,21 @@ class Simulator:
     def set_fault_rate(self, probability: float, fault: Fault, *, seed: int = 0) -> None:
         """After the script runs out, give each request ``fault`` with ``probability``."""
         self._faults.set_rate(probability, fault, seed=seed)
+
+    def release_hangs(self) -> None:
+        """Answer every request a :meth:`Fault.hang` holds now; later hangs wait as scripted.
+
+        With ``sim.wait_for_in_flight(n)`` first, a test sees ``n`` requests in flight
+        together whatever the machine's speed, then lets them finish at once.
+        """
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed between the check and the call
+                loop.call_soon_threadsafe(self._release_now)
+
+    def _release_now(self) -> None:
+        event, self._release = self._release, asyncio.Event()
+        event.set()
 
     def clear_faults(self) -> None:
         """Drop the scripted faults (of every endpoint and of batch requests) and fault rates."""
@@ -534,7 +550,9 @@ class Simulator:
                 fault.headers(),
             )
         if fault.kind == "hang":
-            await asyncio.sleep(fault.seconds)
+            release = self._release  # taken before waiting: a release from now on ends it
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(release.wait(), fault.seconds)
             return None
         transport = request.transport
         if transport is not None:
