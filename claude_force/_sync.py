@@ -22,6 +22,7 @@ from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
 from ._errors import UsageError
 from ._ledger import Ledger
+from ._message_batches import BatchesSettings
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator, TaskLike
@@ -221,6 +222,7 @@ class AgentOrchestrator(UsageReportMethods):
         use_cache: bool = True,
         refresh: bool = False,
         state_path: str | Path | None = None,
+        batches: BatchesSettings | None = None,
     ) -> Iterator[BatchRecord]:
         """The records as a plain iterator, in completion order; each step runs on the loop."""
         records = self._core.execute_batch(
@@ -231,6 +233,7 @@ class AgentOrchestrator(UsageReportMethods):
             use_cache=use_cache,
             refresh=refresh,
             state_path=state_path,
+            batches=batches,
         )
         try:
             while (record := self._call(_next(records))) is not None:
