@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,14 @@ KEY_SCHEMA_VERSION = 1
 CacheTTL = Literal["5m", "1h"]
 
 
+# One encoder, built once: ``json.dumps`` with these options builds a new one per call,
+# which costs more than encoding a small request.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace: equal values, equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical(value)
 
 
 def _sha256(text: str) -> str:
@@ -339,7 +345,7 @@ def check_max_tokens(value: object) -> int:
 
 def _stamp(path: Path) -> tuple[int, ...]:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return (-1,)
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
