@@ -132,21 +132,22 @@ class Request:
 
 def cache_key(request: Request) -> str:
     """Hex SHA-256 of the whole canonical request; equal requests give equal keys."""
-    material = canonical_json(
-        [
+    # Tuples encode as the same JSON arrays as lists: no copies on this per-call path.
+    material = _canonical(
+        (
             KEY_SCHEMA_VERSION,
             request.namespace,
             request.model,
             request.system.digest,
-            list(request.messages),
+            request.messages,
             request.max_tokens,
             request.sampling_params(),
-            list(request.stop_sequences),
-            list(request.tools),
+            request.stop_sequences,
+            request.tools,
             request.sample_index,
-        ]
+        )
     )
-    return _sha256(material)
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 def build_user_content(

@@ -377,9 +377,10 @@ class DiskTier:
             self._failing.clear()
         # The checkpoint SQLite runs after a commit cannot finish while another process
         # reads an older snapshot or writes, and then the WAL keeps growing: truncate it
-        # here (once; the next write waits for it if this one does not succeed). A WAL
-        # within half its budget when we began cannot have passed it: one transaction adds
-        # at most half (see ``_limits``), so the stat is saved on most writes.
+        # here (once; the next write waits for it if this one does not succeed). Skipped,
+        # with its stat, when the WAL was within half its budget as we began: a transaction
+        # holds at most an eighth of it in entries (``txn_bytes``), so it can hardly pass
+        # the budget, and if it did, the next write's ``_begin`` truncates it first.
         limit = self.limits.wal_bytes
         if self._wal_seen > limit // 2 and file_size(self._wal) > limit:
             self._checkpoint(conn)
