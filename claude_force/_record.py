@@ -6,11 +6,12 @@ so a call's answer is returned whatever happens to the data folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._budget import BudgetTracker
 from ._ledger import Ledger, RowTemplate, task_hash
+from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._outcomes import NO_USAGE, ZERO_COST, ledger_row
 from ._results import AgentResult
@@ -23,6 +24,8 @@ _HIT_FIELDS = (
     "task_hash",
     "workflow_run",
     "workflow_step",
+    "batch",
+    "injection_flags",
 )
 # The objects ``hit_result`` puts in every hit: compared by identity first.
 _ZERO = ZERO_COST
@@ -33,7 +36,8 @@ __all__ = ["CallContext", "Recorder"]
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Where a call belongs: its task (for the ledger hash), workflow, budgets, cache use."""
+    """Where a call belongs: its task (for the ledger hash and memory), workflow, budgets,
+    cache and memory use; ``batch`` when it was answered through the Message Batches API."""
 
     task: str
     budgets: tuple[BudgetTracker, ...] = ()
@@ -41,13 +45,27 @@ class CallContext:
     workflow_step: int | None = None
     use_cache: bool = True
     refresh: bool = False
+    batch: bool = False
+    use_memory: bool = True
+
+    def with_memory(self, use_memory: bool) -> CallContext:
+        return self if use_memory else replace(self, use_memory=False)
 
 
 class Recorder:
-    """Counts each completed call and writes its ledger row (opened on first use)."""
+    """Counts each completed call, writes its ledger row (opened on first use) and hands
+    it to agent memory (both written by background threads)."""
 
-    def __init__(self, ledger_path: Path, *, tracking: bool, metrics: bool) -> None:
+    def __init__(
+        self,
+        ledger_path: Path,
+        *,
+        tracking: bool,
+        metrics: bool,
+        memory: AgentMemory | None = None,
+    ) -> None:
         self.ledger_path = ledger_path
+        self.memory = memory
         self.tracking = tracking
         self.metrics = Metrics() if metrics else None
         self._ledger: Ledger | None = None
@@ -82,13 +100,16 @@ class Recorder:
                 task=ctx.task,
                 workflow_run=ctx.workflow_run,
                 workflow_step=ctx.workflow_step,
+                batch=ctx.batch,
             )
             self.ledger.record(row)
+        if self.memory is not None and ctx.use_memory:
+            self.memory.remember(result, ctx.task)
 
     def record_hit(self, result: AgentResult, ctx: CallContext) -> None:
         """``record`` for a response-cache hit (what ``hit_result`` makes), at a fraction of
         its cost: it runs on every hit, so the counters that a hit changes are bumped
-        directly and the ledger row is a copy of a per-agent template with six fields set.
+        directly and the ledger row is a copy of a per-agent template with eight fields set.
         Anything unusual takes the general path."""
         message_id = result.message_id
         saved = result.cost_saved
@@ -126,11 +147,17 @@ class Recorder:
                     task_hash(ctx.task),
                     ctx.workflow_run,
                     ctx.workflow_step,
+                    int(ctx.batch),
+                    ",".join(result.injection_flags) or None,
                 )
             )
+        if self.memory is not None and ctx.use_memory:
+            self.memory.remember(result, ctx.task)
 
     def close(self) -> None:
-        """Write pending rows and release the ledger's thread and files; reopens on use."""
+        """Write pending rows and memory entries; release threads and files; reopens on use."""
+        if self.memory is not None:
+            self.memory.close()
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             ledger.close()

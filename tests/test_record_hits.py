@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -50,14 +51,17 @@ def _samples(metrics: Metrics) -> list[str]:
 def _contexts() -> list[CallContext]:
     return [
         CallContext("task one"),
-        CallContext("task two", workflow_run="run1", workflow_step=2),
+        CallContext("task two", workflow_run="run1", workflow_step=2, batch=True),
         CallContext("task three"),
+        CallContext("task four"),
     ]
 
 
 def _results() -> list[AgentResult]:
-    # Another message id, no cost recorded, and a message id of the wrong type (general path).
-    return [_hit(), _hit("msg_2", None), _hit(17)]
+    # Another message id, no cost recorded, injection flags, and a message id of the wrong
+    # type (general path).
+    flagged = replace(_hit("msg_3"), injection_flags=("task:role-tag", "task:ignore"))
+    return [_hit(), _hit("msg_2", None), flagged, _hit(17)]
 
 
 def test_hit_rows_and_counters_equal_the_general_path(tmp_path: Path) -> None:
@@ -71,10 +75,11 @@ def test_hit_rows_and_counters_equal_the_general_path(tmp_path: Path) -> None:
     general.close()
     fast.close()
     expected = read_rows(tmp_path / "a.db")
-    assert len(expected) == 6
+    assert len(expected) == 8
     got = read_rows(tmp_path / "b.db")
     assert [r.to_dict() for r in got] == [r.to_dict() for r in expected]
-    assert got[1].workflow_run == "run1" and got[1].cost_saved_usd is None
+    assert got[1].workflow_run == "run1" and got[1].cost_saved_usd is None and got[1].batch
+    assert got[2].injection_flags == "task:role-tag,task:ignore"
     assert got[0].cost_saved_usd == Decimal("0.0125") and got[0].cached
 
 
