@@ -39,7 +39,7 @@ from ._usage import Usage
 from ._warnings import OnceLog
 from .cache._sqlite import is_corruption
 
-__all__ = ["OUTCOMES", "Ledger", "LedgerRow", "read_rows", "task_hash"]
+__all__ = ["OUTCOMES", "Ledger", "LedgerRow", "RowTemplate", "read_rows", "task_hash"]
 
 logger = logging.getLogger("claude_force.ledger")
 _log = OnceLog(logger)
@@ -215,6 +215,24 @@ def _to_params(row: LedgerRow, ts: float | None = None) -> _Params:
                 f"{value!r}; convert it before recording"
             )
     return tuple(params)
+
+
+class RowTemplate:
+    """Rows that differ from one fixed row only in a few fields given as plain values (str,
+    int, float or None): their SQL parameters are a copy of the fixed row's with those set,
+    so nothing is converted or validated per row. For response-cache hits, recorded on
+    every call's fast path."""
+
+    def __init__(self, row: LedgerRow, fields: Sequence[str]) -> None:
+        self._base = list(_to_params(row, 0.0))
+        self._at = (_TS_INDEX, *(_COLUMNS.index(name) for name in fields))
+
+    def params(self, ts: float, *values: str | int | float | None) -> _Params:
+        """The parameters with ``ts`` and ``values`` (in the order of ``fields``) set."""
+        params = self._base.copy()
+        for i, value in zip(self._at, (ts, *values), strict=True):
+            params[i] = value
+        return tuple(params)
 
 
 def _from_record(names: Sequence[str], record: Sequence[Any]) -> LedgerRow:
@@ -677,6 +695,15 @@ class Ledger:
         if not self._writer.put(params):
             # After close (e.g. a late call during interpreter shutdown) write directly.
             self._writer.write_now(params)
+
+    def record_params(self, params: _Params) -> None:
+        """Queue parameters made by a :class:`RowTemplate` (``ts`` from :meth:`now`)."""
+        if not self._writer.put(params):
+            self._writer.write_now(params)
+
+    def now(self) -> float:
+        """The ledger's clock, which stamps rows recorded without a ``ts``."""
+        return self._clock()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every row recorded so far is written; False if ``timeout`` ran out.

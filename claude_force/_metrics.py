@@ -41,6 +41,8 @@ __all__ = [
 # Model calls take from a fraction of a second to minutes; default Prometheus buckets stop at 10 s.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
+_NO_USAGE = Usage()
+_ZERO = Decimal(0)
 _TOKEN_KINDS = (
     ("input", "input_tokens"),
     ("output", "output_tokens"),
@@ -106,6 +108,7 @@ class Metrics:
             registry=reg,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._hits: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     def observe_call(
         self,
@@ -135,6 +138,37 @@ class Metrics:
         child(self.cache, "hit" if cached else "miss").inc()
         if retries > 0:
             child(self.retries, agent, model).inc(retries)
+
+    def observe_hit(self, *, agent: str, model: str, latency_s: float) -> None:
+        """Record one response-cache hit: what ``observe_call`` records for a call that used
+        no tokens and cost $0, at a third of its cost.
+
+        The first hit per agent and model goes through ``observe_call`` (creating every
+        series it would); later ones touch only the three that a hit changes, since adding
+        zero tokens and $0 changes nothing.
+        """
+        children = self._hits.get((agent, model))
+        if children is None:
+            self.observe_call(
+                agent=agent,
+                model=model,
+                outcome="success",
+                usage=_NO_USAGE,
+                cost=_ZERO,
+                latency_s=latency_s,
+                cached=True,
+            )
+            child = self._child
+            self._hits[(agent, model)] = (
+                child(self.requests, agent, model, "success"),
+                child(self.latency, agent, model),
+                child(self.cache, "hit"),
+            )
+            return
+        requests, latency, cache = children
+        requests.inc()
+        latency.observe(latency_s)
+        cache.inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # Looking up a labelled child costs more than the update itself: remember each one.

@@ -308,7 +308,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             hit = await cache.aget(key)
             result = outcome.hit_result(agent, request, hit, started) if hit is not None else None
             if result is not None:
-                self._recorder.record(result, ctx)
+                self._recorder.record_hit(result, ctx)
                 return result
         leader, shared = await self._cache.flights().run(
             key, lambda: self._send(agent, request, ctx, (cache, key))

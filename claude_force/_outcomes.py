@@ -20,6 +20,8 @@ from ._usage import Usage
 from .cache import CacheHit
 
 __all__ = [
+    "NO_USAGE",
+    "ZERO_COST",
     "budget_result",
     "cache_value",
     "failure_result",
@@ -29,7 +31,8 @@ __all__ = [
     "success_result",
 ]
 
-_ZERO = Decimal(0)
+_ZERO = ZERO_COST = Decimal(0)
+NO_USAGE = Usage()
 
 
 def _elapsed_ms(started: float) -> float:
@@ -118,6 +121,7 @@ def hit_result(agent: str, request: Request, hit: CacheHit, started: float) -> A
             success=True,
             output=text,
             model=str(message["model"]),
+            usage=NO_USAGE,
             cost=_ZERO,
             cost_saved=saved,
             latency_ms=_elapsed_ms(started),

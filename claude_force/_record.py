@@ -10,11 +10,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._budget import BudgetTracker
-from ._ledger import Ledger
+from ._ledger import Ledger, RowTemplate, task_hash
 from ._memory import AgentMemory
 from ._metrics import Metrics
-from ._outcomes import ledger_row
+from ._outcomes import NO_USAGE, ZERO_COST, ledger_row
 from ._results import AgentResult
+
+# What differs between the ledger rows of two cache hits of one agent and model.
+_HIT_FIELDS = (
+    "message_id",
+    "cost_saved_usd",
+    "latency_ms",
+    "task_hash",
+    "workflow_run",
+    "workflow_step",
+    "batch",
+    "injection_flags",
+)
+# The objects ``hit_result`` puts in every hit: compared by identity first.
+_ZERO = ZERO_COST
+_NO_USAGE = NO_USAGE
 
 __all__ = ["CallContext", "Recorder"]
 
@@ -54,6 +69,7 @@ class Recorder:
         self.tracking = tracking
         self.metrics = Metrics() if metrics else None
         self._ledger: Ledger | None = None
+        self._hit_rows: dict[tuple[str, str], RowTemplate] = {}
 
     @property
     def ledger(self) -> Ledger:
@@ -87,6 +103,54 @@ class Recorder:
                 batch=ctx.batch,
             )
             self.ledger.record(row)
+        if self.memory is not None and ctx.use_memory:
+            self.memory.remember(result, ctx.task)
+
+    def record_hit(self, result: AgentResult, ctx: CallContext) -> None:
+        """``record`` for a response-cache hit (what ``hit_result`` makes), at a fraction of
+        its cost: it runs on every hit, so the counters that a hit changes are bumped
+        directly and the ledger row is a copy of a per-agent template with eight fields set.
+        Anything unusual takes the general path."""
+        message_id = result.message_id
+        saved = result.cost_saved
+        usage, cost = result.usage, result.cost
+        if not (
+            result.cached
+            and result.success
+            and (usage is _NO_USAGE or usage == _NO_USAGE)
+            and cost is _ZERO
+            and result.attempts == 0
+            and result.request_id is None
+            and result.error is None
+            and (message_id is None or type(message_id) is str)
+        ):
+            self.record(result, ctx)
+            return
+        if self.metrics is not None:
+            self.metrics.observe_hit(
+                agent=result.agent_name, model=result.model, latency_s=result.latency_ms / 1000
+            )
+        if self.tracking:
+            ledger = self.ledger
+            template = self._hit_rows.get((result.agent_name, result.model))
+            if template is None:
+                # Every other field is the same for each hit the guard above lets through.
+                row = ledger_row(result, task=ctx.task, workflow_run=None, workflow_step=None)
+                template = RowTemplate(row, _HIT_FIELDS)
+                self._hit_rows[(result.agent_name, result.model)] = template
+            ledger.record_params(
+                template.params(
+                    ledger.now(),
+                    message_id,
+                    None if saved is None else str(saved),
+                    result.latency_ms,
+                    task_hash(ctx.task),
+                    ctx.workflow_run,
+                    ctx.workflow_step,
+                    int(ctx.batch),
+                    ",".join(result.injection_flags) or None,
+                )
+            )
         if self.memory is not None and ctx.use_memory:
             self.memory.remember(result, ctx.task)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,14 @@ KEY_SCHEMA_VERSION = 1
 CacheTTL = Literal["5m", "1h"]
 
 
+# One encoder, built once: ``json.dumps`` with these options builds a new one per call,
+# which costs more than encoding a small request.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace: equal values, equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical(value)
 
 
 def _sha256(text: str) -> str:
@@ -133,21 +139,22 @@ class Request:
 
 def cache_key(request: Request) -> str:
     """Hex SHA-256 of the whole canonical request; equal requests give equal keys."""
-    material = canonical_json(
-        [
+    # Tuples encode as the same JSON arrays as lists: no copies on this per-call path.
+    material = _canonical(
+        (
             KEY_SCHEMA_VERSION,
             request.namespace,
             request.model,
             request.system.digest,
-            list(request.messages),
+            request.messages,
             request.max_tokens,
             request.sampling_params(),
-            list(request.stop_sequences),
-            list(request.tools),
+            request.stop_sequences,
+            request.tools,
             request.sample_index,
-        ]
+        )
     )
-    return _sha256(material)
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +442,7 @@ def check_max_tokens(value: object) -> int:
 
 def _stamp(path: Path) -> tuple[int, ...]:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return (-1,)
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)

@@ -511,3 +511,29 @@ def test_verify_finds_a_tampered_size(cache: ResponseCache, db: sqlite3.Connecti
     db.execute("UPDATE entries SET size = size + 1 WHERE key = ?", (key(1),))
     assert cache.verify() == {"checked": 3, "ok": 2, "bad": 1}
     assert cache.get(key(1)) is None and cache.get(key(2)) is not None
+
+
+def test_the_first_write_drops_the_unused_expires_at_index(tmp_path: Path, clock: Clock) -> None:
+    # A file made before the index was dropped from the schema: the index costs every
+    # write a page and no query uses it.
+    open_cache(tmp_path, clock).close()
+    raw = sqlite3.connect(tmp_path / "cache.db")
+    raw.execute("CREATE INDEX entries_expires_at ON entries (expires_at)")
+    raw.commit()
+    raw.close()
+
+    def indexes() -> set[str]:
+        db = sqlite3.connect(tmp_path / "cache.db")
+        try:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        finally:
+            db.close()
+
+    assert "entries_expires_at" in indexes()
+    with open_cache(tmp_path, clock) as cache:
+        cache.set(key(1), value(1))
+        assert cache.get(key(1)) is not None
+        clock.now += 25 * 3600
+        assert cache.prune() == 1  # expiry still works without it
+    assert "entries_expires_at" not in indexes()
+    assert "entries_last_access" in indexes()

@@ -34,6 +34,7 @@ from ._rows import COLUMNS, RECOUNT, REPAIR, column_problem, plausible
 from ._sqlite import (
     BUSY_TIMEOUT_S,
     DB_NAME,
+    UNUSED_INDEX,
     connect,
     connect_reader,
     error_cause,
@@ -129,7 +130,11 @@ class DiskTier:
         self.ttl = ttl
         self.stats = TierStats()
         self._secret = secret
-        self._wal = self.path.with_name(DB_NAME + "-wal")
+        # Strings, not Paths: they are stat()ed on every write.
+        self._db_file = str(self.path)
+        self._wal = str(self.path.with_name(DB_NAME + "-wal"))
+        self._wal_seen = 0  # the WAL's size when the running transaction began
+        self._tidied = False  # UNUSED_INDEX ran in this process's first write
         self._log = OnceLog(logger)
         self._failing: set[str] = set()
         # Lock order: write -> read -> state. Only the write lock is ever held while
@@ -271,6 +276,9 @@ class DiskTier:
                     return failed
                 try:
                     self._keep = ""
+                    if not self._tidied:
+                        conn.execute(UNUSED_INDEX)
+                        self._tidied = True
                     self._apply(conn, batch)
                     result = body(conn)
                     self.stats.evictions += self._fit(conn)
@@ -297,7 +305,7 @@ class DiskTier:
         if it was removed or replaced; caller holds the write lock."""
         if self._closed or self._generation != _fork_generation:
             return True  # nothing to check, or ``_db()`` reconnects anyway
-        if not self._gone and file_identity(self.path) == self._identity:
+        if not self._gone and file_identity(self._db_file) == self._identity:
             return True
         if not self._gone:
             self._gone = True
@@ -325,7 +333,8 @@ class DiskTier:
             conn.execute("BEGIN IMMEDIATE")
             # Checked holding the write lock, so no other process adds to the WAL before we
             # commit: it passes its budget by at most one transaction, however many write.
-            if file_size(self._wal) <= self.limits.wal_bytes:
+            self._wal_seen = file_size(self._wal)
+            if self._wal_seen <= self.limits.wal_bytes:
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:
@@ -368,8 +377,12 @@ class DiskTier:
             self._failing.clear()
         # The checkpoint SQLite runs after a commit cannot finish while another process
         # reads an older snapshot or writes, and then the WAL keeps growing: truncate it
-        # here (once; the next write waits for it if this one does not succeed).
-        if file_size(self._wal) > self.limits.wal_bytes:
+        # here (once; the next write waits for it if this one does not succeed). Skipped,
+        # with its stat, when the WAL was within half its budget as we began: a transaction
+        # holds at most an eighth of it in entries (``txn_bytes``), so it can hardly pass
+        # the budget, and if it did, the next write's ``_begin`` truncates it first.
+        limit = self.limits.wal_bytes
+        if self._wal_seen > limit // 2 and file_size(self._wal) > limit:
             self._checkpoint(conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
@@ -393,13 +406,16 @@ class DiskTier:
                     budget -= len(envelope)
                     if budget <= 0:
                         break
-            for key in list(self._pending)[: self.limits.touches_per_txn]:
-                seen = self._pending.pop(key)
-                batch.touches.append((seen, key, seen))
-            batch.expired = list(self._expired.items())
-            self._expired.clear()
-            batch.bad = [(rowid, key, env) for (rowid, key), env in self._bad.items()]
-            self._bad.clear()
+            if self._pending:  # each check is cheap; most writes find nothing waiting
+                for key in list(self._pending)[: self.limits.touches_per_txn]:
+                    seen = self._pending.pop(key)
+                    batch.touches.append((seen, key, seen))
+            if self._expired:
+                batch.expired = list(self._expired.items())
+                self._expired.clear()
+            if self._bad:
+                batch.bad = [(rowid, key, env) for (rowid, key), env in self._bad.items()]
+                self._bad.clear()
             batch.recount, self._recount = self._recount, False
         return batch
 
@@ -648,8 +664,8 @@ class DiskTier:
             if self._closed or self._gone:
                 self.stats.misses += 1
                 return MISS
-            with self._state:
-                queued = self._queued.get(key)
+            # No lock: one dict lookup is atomic, and most lookups find nothing queued.
+            queued = self._queued.get(key) if self._queued else None
             if queued is not None:
                 envelope, created = queued[0], queued[1]
                 row: tuple[Any, ...] | None = (
@@ -674,10 +690,9 @@ class DiskTier:
 
     def _found(self, key: str, row: tuple[Any, ...], now: float) -> Found | Miss:
         """Check a row read for ``key``; any malformed row is a counted miss, deleted."""
-        rowid, envelope, *columns = row
-        created_col, last_access = columns[2], columns[4]
+        rowid, envelope, kind, size, created_col, expires_at, last_access = row
         try:
-            problem = column_problem(envelope, *columns)
+            problem = column_problem(envelope, kind, size, created_col, expires_at, last_access)
             if problem is not None:
                 with self._state:
                     self._recount = True

@@ -12,10 +12,10 @@ up to 0.5 MiB. The 64 KiB is slack for B-tree page splits that no estimate fores
 
 How the ``effective`` limit is shared out:
 
-* WAL: a sixteenth of it (128 KiB to 8 MiB). SQLite checkpoints once the WAL passes half of
-  that; a writer begins a transaction only while the WAL is within the whole, truncating it
-  first otherwise, so with any number of writer processes it passes the budget by at most
-  one transaction (see ``_disk``).
+* WAL: a sixteenth of it (128 KiB to 8 MiB). SQLite checkpoints once the WAL passes seven
+  eighths of that; a writer begins a transaction only while the WAL is within the whole,
+  truncating it first otherwise, so with any number of writer processes it passes the
+  budget by at most one transaction (see ``_disk``).
 * one transaction's new pages: at most half the WAL budget, so the database file, whose
   free pages are reused but never returned, overshoots its budget by no more than that.
 * the WAL index (-shm): 32 KiB, its size while the WAL has fewer than 4096 frames.
@@ -67,8 +67,12 @@ class DiskLimits:
 
     @property
     def autocheckpoint_pages(self) -> int:
-        """SQLite checkpoints (PASSIVE, in the committing connection) past this many frames."""
-        return max(1, self.wal_bytes // 2 // _FRAME)
+        """SQLite checkpoints (PASSIVE, in the committing connection) past this many frames.
+
+        Seven eighths of the budget: each checkpoint costs two fsyncs whatever it copies,
+        and pages written again and again (the header, the totals, index roots) are copied
+        once, so fewer, larger checkpoints cost less per write, and fewer writes wait."""
+        return max(1, self.wal_bytes * 7 // 8 // _FRAME)
 
     @property
     def journal_limit(self) -> int:

@@ -21,6 +21,7 @@ from ._paths import OTHER_DIR as _OTHER_DIR
 __all__ = [
     "DB_NAME",
     "SCHEMA_VERSION",
+    "UNUSED_INDEX",
     "connect",
     "connect_reader",
     "error_cause",
@@ -60,6 +61,10 @@ _CAUSES = {
     _SQLITE_CANTOPEN: "cannot open",
 }
 
+# No index on expires_at: ``prune`` also matches on created_at (unindexed), so it scans
+# anyway, and each index costs every write a page. Files made by 0.x before this have one;
+# the first write drops it (``UNUSED_INDEX``).
+UNUSED_INDEX = "DROP INDEX IF EXISTS entries_expires_at"
 # The running byte total and entry count live in a one-row table that triggers keep in step
 # with every insert, update and delete, so they change in the same transaction as the rows.
 # Upserts (not INSERT OR REPLACE) are used for writes: REPLACE deletes without firing the
@@ -75,7 +80,6 @@ CREATE TABLE IF NOT EXISTS entries (
     last_access REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_last_access ON entries (last_access);
-CREATE INDEX IF NOT EXISTS entries_expires_at ON entries (expires_at);
 CREATE TABLE IF NOT EXISTS meta (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     total_bytes INTEGER NOT NULL,
@@ -182,18 +186,18 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def file_size(path: Path) -> int:
+def file_size(path: Path | str) -> int:
     """The file's size; 0 when it is gone, or its folder was removed or replaced."""
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except OSError:
         return 0
 
 
-def file_identity(path: Path) -> tuple[int, int] | None:
+def file_identity(path: Path | str) -> tuple[int, int] | None:
     """The file's device and inode; None when it is gone or its folder is unusable."""
     try:
-        info = path.stat()
+        info = os.stat(path)
     except OSError:
         return None
     return (info.st_dev, info.st_ino)

@@ -1,0 +1,92 @@
+"""The fast path that records response-cache hits writes exactly what the general one does."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+from claude_force import _outcomes as outcome
+from claude_force._ledger import Ledger, read_rows
+from claude_force._metrics import Metrics
+from claude_force._record import CallContext, Recorder
+from claude_force._request import Request, SystemPrompt
+from claude_force._results import AgentResult
+from claude_force.cache import CacheHit
+
+_REQUEST = Request("claude-haiku-4-5", SystemPrompt("You review."), (), 100)
+
+
+def _hit(message_id: object = "msg_1", cost: str | None = "0.0125") -> AgentResult:
+    value = {
+        "message": {
+            "id": message_id,
+            "model": "claude-haiku-4-5",
+            "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "fine"}],
+        },
+        "usage": {},
+        "cost": cost,
+    }
+    result = outcome.hit_result(
+        "reviewer", _REQUEST, CacheHit(value, 1.0, "memory", 2.0), time.perf_counter()
+    )
+    assert result is not None
+    return result
+
+
+def _recorder(path: Path) -> Recorder:
+    recorder = Recorder(path, tracking=True, metrics=True)
+    recorder._ledger = Ledger(path, clock=lambda: 1234.5)
+    return recorder
+
+
+def _samples(metrics: Metrics) -> list[str]:
+    """The exposition without ``_created`` lines (when each series was first made)."""
+    lines = metrics.render().decode().splitlines()
+    return [line for line in lines if "_created{" not in line]
+
+
+def _contexts() -> list[CallContext]:
+    return [
+        CallContext("task one"),
+        CallContext("task two", workflow_run="run1", workflow_step=2, batch=True),
+        CallContext("task three"),
+        CallContext("task four"),
+    ]
+
+
+def _results() -> list[AgentResult]:
+    # Another message id, no cost recorded, injection flags, and a message id of the wrong
+    # type (general path).
+    flagged = replace(_hit("msg_3"), injection_flags=("task:role-tag", "task:ignore"))
+    return [_hit(), _hit("msg_2", None), flagged, _hit(17)]
+
+
+def test_hit_rows_and_counters_equal_the_general_path(tmp_path: Path) -> None:
+    general, fast = _recorder(tmp_path / "a.db"), _recorder(tmp_path / "b.db")
+    for _ in range(2):  # the second round runs on the per-agent templates
+        for result, ctx in zip(_results(), _contexts(), strict=True):
+            general.record(result, ctx)
+            fast.record_hit(result, ctx)
+    assert general.metrics is not None and fast.metrics is not None
+    assert _samples(fast.metrics) == _samples(general.metrics)
+    general.close()
+    fast.close()
+    expected = read_rows(tmp_path / "a.db")
+    assert len(expected) == 8
+    got = read_rows(tmp_path / "b.db")
+    assert [r.to_dict() for r in got] == [r.to_dict() for r in expected]
+    assert got[1].workflow_run == "run1" and got[1].cost_saved_usd is None and got[1].batch
+    assert got[2].injection_flags == "task:role-tag,task:ignore"
+    assert got[0].cost_saved_usd == Decimal("0.0125") and got[0].cached
+
+
+def test_a_result_that_is_not_a_plain_hit_takes_the_general_path(tmp_path: Path) -> None:
+    recorder = _recorder(tmp_path / "c.db")
+    paid = AgentResult("reviewer", True, "x", model="claude-haiku-4-5", cost=Decimal("0.5"))
+    recorder.record_hit(paid, CallContext("t"))
+    recorder.close()
+    [row] = read_rows(tmp_path / "c.db")
+    assert row.cost_usd == Decimal("0.5") and not row.cached
