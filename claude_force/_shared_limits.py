@@ -1,0 +1,637 @@
+"""Rate limits shared by every process pointed at one Redis (``redis_url``).
+
+The service's limits belong to the organisation, not to a process: N processes each pacing
+itself to the full limit send N times too much. With ``redis_url`` set, the token buckets of a
+model class live in one Redis hash, and one Lua script (:data:`BUCKETS_LUA`) does all the
+arithmetic on the server, atomically:
+
+- it refills continuously from the server's ``TIME`` (clients' clocks never meet), with the
+  refill slowed after a 429 and recovering linearly, as in :mod:`._admission`;
+- ``take`` charges requests, input and output tokens in one step or not at all. When the
+  tokens are there within :data:`BOOK_AHEAD` seconds it books them at once and returns the wait
+  (the caller sleeps it, then sends): processes are served in the order they asked, so a
+  large prompt is not overtaken for ever by small ones. Otherwise it charges nothing and
+  returns the wait;
+- ``update`` corrects a charge from usage, gives back what a 429 or a cancelled attempt never
+  spent, writes the limits learned from ``anthropic-ratelimit-*`` headers (so every process
+  shares one calibration), lowers the level to the ``remaining`` the service reports and
+  slows the refill of a bucket a 429 named.
+
+Keys are ``claude-force:limits:<organisation>:<class>``, where the organisation is a hash of
+the API key and base URL (never the key itself): two organisations never share buckets.
+Each write renews a TTL (:data:`KEY_TTL_MS`), so nothing stays after the last process stops.
+
+:class:`SharedTokenBuckets` is :class:`TokenBuckets` with its levels in Redis; the local
+buckets keep learning from every answer, so when Redis cannot be reached (at start or
+mid-run) the same object carries on with local buckets: one warning, a metric, and no
+request fails because of Redis. It tries Redis again after :data:`REST_AFTER_ERROR_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._admission import (
+    CHARS_PER_TOKEN,
+    KINDS,
+    AdmissionDeadlineError,
+    Limits,
+    Ticket,
+    TokenBuckets,
+    _header_int,
+    _priced,
+    _Waiter,
+    _with_headroom,
+    model_class,
+)
+from ._errors import InvalidArgumentError
+from ._usage import Usage
+from ._warnings import OnceLog
+from .cache._redis import _close_when_loop_ends, _LoopClient, redact_url
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = [
+    "BOOK_AHEAD",
+    "BUCKETS_LUA",
+    "KEY_TTL_MS",
+    "RedisBuckets",
+    "SharedRedis",
+    "SharedTicket",
+    "SharedTokenBuckets",
+    "learned",
+    "organisation",
+]
+
+logger = logging.getLogger("claude_force")
+
+BOOK_AHEAD = 1.0  # seconds: tokens this close are booked at once, the caller sleeps the rest
+KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
+REST_AFTER_ERROR_S = 5.0
+UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
+_SOCKET_TIMEOUT_S = 0.5
+_SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
+Arg = str | int | float  # what a script argument may be
+_SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
+_LONG = {v: k for k, v in _SHORT.items()}
+
+# KEYS[1]: the class's hash. ARGV[1]: op, ARGV[2]: TTL in ms, ARGV[3]: recovery seconds.
+# take:   ARGV[4]: most seconds to book ahead; then per kind (r, i, o): cost, cost to wait
+#         for, configured cap (0: none), capacity to create a missing bucket with (0: none).
+#         Returns {verdict, wait, kinds charged, levels}: verdict "ok" (charged, sleep wait),
+#         "wait" (nothing charged) or "unknown" (no limit known for any kind).
+# update: ARGV[4]: cooldown seconds; then per kind: delta to add to the level, limit learned
+#         (0: none), remaining share reported (-1: none), 1 to slow the refill. Returns levels.
+# Numbers travel as strings: Redis would truncate a Lua number returned to an integer.
+BUCKETS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local key = KEYS[1]
+local op = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local recovery = tonumber(ARGV[3])
+local kinds = {'r', 'i', 'o'}
+
+local function fmt(x) return string.format('%.17g', x) end
+local function factor(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
+
+local function load(k)
+  local v = redis.call('HMGET', key, k..'.cap', k..'.lvl', k..'.t', k..'.sf', k..'.sa')
+  if not v[1] then return nil end
+  local b = {cap = tonumber(v[1]), lvl = tonumber(v[2]), t = tonumber(v[3]),
+             sf = tonumber(v[4]), sa = tonumber(v[5])}
+  if now > b.t then
+    local speed = (factor(b, b.t) + factor(b, now)) / 2
+    b.lvl = math.min(b.cap, b.lvl + (now - b.t) * b.cap / 60 * speed)
+    b.t = now
+  end
+  return b
+end
+
+local function new(cap, lvl)
+  return {cap = cap, lvl = math.min(lvl, cap), t = now, sf = 1, sa = 0}
+end
+
+local function save(k, b)
+  redis.call('HSET', key, k..'.cap', fmt(b.cap), k..'.lvl', fmt(b.lvl), k..'.t', fmt(b.t),
+             k..'.sf', fmt(b.sf), k..'.sa', fmt(b.sa))
+end
+
+local function levels(bs)
+  local out = {}
+  for _, k in ipairs(kinds) do
+    local b = bs[k]
+    if b then out[#out + 1] = k..':'..fmt(b.cap)..':'..fmt(b.lvl)..':'..fmt(factor(b, now)) end
+  end
+  return table.concat(out, ';')
+end
+
+local bs = {}
+if op == 'take' then
+  local ahead = tonumber(ARGV[4])
+  local wait, known, costs = 0, false, {}
+  for n, k in ipairs(kinds) do
+    local base = 4 + (n - 1) * 4
+    local cost, want = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local cap, init = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
+    local b = load(k)
+    if not b and init > 0 then b = new(init, init) end
+    if b then
+      if cap > 0 and cap < b.cap then b.cap = cap; b.lvl = math.min(b.lvl, cap) end
+      known = true
+      bs[k] = b
+      costs[k] = cost
+      local missing = math.min(want, b.cap) - b.lvl
+      if missing > 0.000001 then
+        wait = math.max(wait, missing / (b.cap / 60 * factor(b, now)))
+      end
+    end
+  end
+  if not known then return {'unknown', '0', '', ''} end
+  if wait > ahead then return {'wait', fmt(wait), '', levels(bs)} end
+  local charged = ''
+  for _, k in ipairs(kinds) do
+    local b = bs[k]
+    if b then
+      b.lvl = b.lvl - costs[k]
+      save(k, b)
+      charged = charged..k
+    end
+  end
+  redis.call('PEXPIRE', key, ttl)
+  return {'ok', fmt(wait), charged, levels(bs)}
+elseif op == 'update' then
+  local cooldown = tonumber(ARGV[4])
+  for n, k in ipairs(kinds) do
+    local base = 4 + (n - 1) * 4
+    local delta, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local left, slow = tonumber(ARGV[base + 3]), ARGV[base + 4] == '1'
+    local b = load(k)
+    if limit > 0 then
+      if b then b.cap = limit; b.lvl = math.min(b.lvl, limit)
+      else b = new(limit, left >= 0 and left or limit) end
+    end
+    if b then
+      b.lvl = math.min(b.cap, b.lvl + delta)
+      if left >= 0 and left < b.lvl then b.lvl = left end
+      if slow and now - b.sa >= cooldown then
+        b.sf = math.max(0.1, factor(b, now) / 2)
+        b.sa = now
+      end
+      save(k, b)
+      bs[k] = b
+    end
+  end
+  if next(bs) then redis.call('PEXPIRE', key, ttl) end
+  return {'ok', '0', '', levels(bs)}
+end
+return redis.error_reply('unknown op '..tostring(op))
+"""
+
+
+def organisation(api_key: str, base_url: str | None) -> str:
+    """A short, stable name for the allowance an API key draws on at an endpoint.
+
+    A hash: the key itself never reaches Redis, logs or errors.
+    """
+    digest = hashlib.sha256(f"{base_url or ''}\n{api_key}".encode()).hexdigest()
+    return digest[:16]
+
+
+class SharedRedis:
+    """One Redis for an orchestrator's shared limits and cross-process single-flight.
+
+    Holds the asyncio client of each event loop and the health policy: an error marks Redis
+    down for :data:`REST_AFTER_ERROR_S` (callers then use their local fallback), warns once,
+    and counts a fallback (``fallbacks``, and ``on_fallback(part)`` for the metric).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "claude-force",
+        clock: Callable[[], float] = time.monotonic,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = redact_url(url)  # the only form of the URL that messages ever show
+        self._url = url
+        try:
+            import redis
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError as exc:
+            raise InvalidArgumentError(
+                f"redis_url={self.url!r} needs the redis package; install claude-force[redis]"
+            ) from exc
+        self._redis = redis
+        # Fail fast: a slow or absent server must cost one timeout, never a retry ladder.
+        self._options: dict[str, Any] = {
+            "socket_timeout": _SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": _SOCKET_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        try:
+            redis.asyncio.Redis.from_url(url, **self._options)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"redis_url={self.url!r} is not a Redis URL; use redis://host:port/db"
+            ) from None  # the cause would show the URL with its password
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.namespace = namespace
+        self.fallbacks = 0
+        self.on_fallback = on_fallback
+        self._clock = clock
+        self._down_until = -math.inf
+        self._log = OnceLog(logger)
+        self._async: _LoopClient | None = None
+        self._shas: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SharedRedis({self.url!r})"
+
+    def client(self) -> redis.asyncio.Redis:
+        """The running loop's asyncio client (its connections belong to that loop)."""
+        loop = asyncio.get_running_loop()
+        held = self._async
+        if held is not None and held.loop is loop:
+            return held.client
+        client = self._redis.asyncio.Redis.from_url(self._url, **self._options)
+        keeper = loop.create_task(_close_when_loop_ends(client))
+        self._async = _LoopClient(loop, client, keeper)
+        return client
+
+    def usable(self) -> bool:
+        """False while resting after an error: callers use their local fallback."""
+        return self._clock() >= self._down_until
+
+    def failed(self, part: str, exc: BaseException) -> None:
+        """Redis could not be used for ``part`` (``limits``, ``single_flight``)."""
+        self._down_until = self._clock() + REST_AFTER_ERROR_S
+        self.fallbacks += 1
+        if self.on_fallback is not None:
+            self.on_fallback(part)
+        self._log.warn(
+            "redis-down",
+            f"redis at {self.url} cannot be used ({type(exc).__name__}: {self._scrub(exc)}); "
+            "rate limits and single-flight are per process until it answers again",
+        )
+
+    def succeeded(self) -> None:
+        if self._down_until != -math.inf:
+            self._down_until = -math.inf
+            self._log.clear("redis-down")
+            logger.info("redis at %s answers again; limits are shared again", self.url)
+
+    async def script(self, source: str, keys: list[str], args: list[Arg]) -> Any:
+        """EVALSHA ``source``; on NOSCRIPT (a restarted or flushed server) load it and retry."""
+        client = self.client()
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
+        try:
+            return await client.evalsha(sha, len(keys), *keys, *args)
+        except self._redis.exceptions.NoScriptError:
+            sha = self._shas[source] = await client.script_load(source)
+            return await client.evalsha(sha, len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        """Close the running loop's client now (another loop's closes when that loop ends)."""
+        held = self._async
+        if held is not None and held.loop is asyncio.get_running_loop():
+            self._async = None
+            held.keeper.cancel()
+            await asyncio.gather(held.keeper, return_exceptions=True)
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc)
+        return text.replace(self._url, self.url) if self._url != self.url else text
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What ``take`` answered: ``ok`` (charged; sleep ``wait``), ``wait`` or ``unknown``."""
+
+    verdict: str
+    wait: float
+    charged: frozenset[str]
+    levels: dict[str, dict[str, float]]
+
+
+class RedisBuckets:
+    """The Lua script's two operations for one organisation, as Python calls."""
+
+    def __init__(self, shared: SharedRedis, org: str, *, recovery_seconds: float = 30.0) -> None:
+        self.shared = shared
+        self.prefix = f"{shared.namespace}:limits:{org}:"
+        self.recovery = recovery_seconds
+
+    def key(self, cls: str) -> str:
+        return self.prefix + cls
+
+    async def take(
+        self,
+        cls: str,
+        costs: Mapping[str, float],
+        wait_for: Mapping[str, float],
+        *,
+        caps: Mapping[str, float],
+        init: Mapping[str, float],
+        ahead: float,
+    ) -> Verdict:
+        args: list[Arg] = ["take", KEY_TTL_MS, self.recovery, ahead]
+        for kind in KINDS:
+            args += [costs[kind], wait_for[kind], caps.get(kind, 0), init.get(kind, 0)]
+        verdict, wait, charged, levels = await self.shared.script(
+            BUCKETS_LUA, [self.key(cls)], args
+        )
+        return Verdict(
+            verdict.decode(),
+            float(wait),
+            frozenset(_LONG[c] for c in charged.decode()),
+            _levels(levels.decode()),
+        )
+
+    async def update(
+        self,
+        cls: str,
+        *,
+        deltas: Mapping[str, float] | None = None,
+        limits: Mapping[str, float] | None = None,
+        left: Mapping[str, float] | None = None,
+        slow: frozenset[str] = frozenset(),
+    ) -> dict[str, dict[str, float]]:
+        deltas, limits, left = deltas or {}, limits or {}, left or {}
+        args: list[Arg] = ["update", KEY_TTL_MS, self.recovery, _SLOW_COOLDOWN]
+        for kind in KINDS:
+            args += [
+                deltas.get(kind, 0),
+                limits.get(kind, 0),
+                left.get(kind, -1),
+                int(kind in slow),
+            ]
+        reply = await self.shared.script(BUCKETS_LUA, [self.key(cls)], args)
+        return _levels(reply[3].decode())
+
+
+def _levels(text: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for part in filter(None, text.split(";")):
+        short, cap, level, factor = part.split(":")
+        out[_LONG[short]] = {
+            "limit": float(cap),
+            "level": float(level),
+            "refill_factor": float(factor),
+        }
+    return out
+
+
+@dataclass(slots=True, eq=False)
+class SharedTicket(Ticket):
+    """A ticket whose charge (``shared``: the kinds) was booked in Redis, not locally."""
+
+    shared: frozenset[str] = frozenset()
+
+
+class _Fallback(Exception):
+    """Redis failed while admitting: admit with the local buckets instead."""
+
+
+def learned(
+    headers: Mapping[str, str] | None, caps: Mapping[str, int]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Limits and remaining levels stated by ``anthropic-ratelimit-*`` headers, capped.
+
+    A cap below the service's limit leaves the rest to others, so the remaining share is
+    in proportion (as the local buckets do).
+    """
+    limits: dict[str, float] = {}
+    left: dict[str, float] = {}
+    for kind in KINDS:
+        limit = _header_int(headers or {}, f"anthropic-ratelimit-{kind}-limit")
+        if limit is None or limit < 1:
+            continue
+        cap = min(limit, caps.get(kind, limit))
+        limits[kind] = cap
+        remaining = _header_int(headers or {}, f"anthropic-ratelimit-{kind}-remaining")
+        if remaining is not None:
+            left[kind] = remaining * cap / limit
+    return limits, left
+
+
+class SharedTokenBuckets(TokenBuckets):
+    """:class:`TokenBuckets` whose levels live in Redis, shared by every process using it.
+
+    Same four calls and the same meaning; the local buckets underneath keep learning from
+    every answer and take over whenever Redis cannot be used. Corrections are sent to Redis
+    in the background (they never delay an answer); :meth:`drain` waits for them.
+    """
+
+    def __init__(
+        self,
+        shared: SharedRedis,
+        org: str,
+        *,
+        limits: Limits | Mapping[str, Limits] | None = None,
+        recovery_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            limits=limits, recovery_seconds=recovery_seconds, clock=clock, sleep=sleep, **kwargs
+        )
+        self.store = RedisBuckets(shared, org, recovery_seconds=recovery_seconds)
+        self._seen: dict[str, dict[str, dict[str, float]]] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def shared(self) -> SharedRedis:
+        return self.store.shared
+
+    async def admit(
+        self,
+        model: str,
+        input_estimate_chars: int,
+        max_tokens: int,
+        *,
+        deadline: float | None = None,
+    ) -> Ticket:
+        cls_name = model_class(model)
+        if not self.shared.usable() or self._class(cls_name).state == "absent":
+            return await super().admit(model, input_estimate_chars, max_tokens, deadline=deadline)
+        try:
+            ticket, wait = await self._admit_shared(
+                cls_name, input_estimate_chars, max_tokens, deadline
+            )
+        except _Fallback:
+            return await super().admit(model, input_estimate_chars, max_tokens, deadline=deadline)
+        if wait > 0:
+            try:
+                await self._sleep(wait)  # booked: the tokens are ours at the end of it
+            except BaseException:
+                self.refund(ticket)
+                raise
+        return ticket
+
+    async def _admit_shared(
+        self, cls_name: str, chars: int, max_tokens: int, deadline: float | None
+    ) -> tuple[Ticket, float]:
+        """Queue first come, first served in this process; the head asks Redis."""
+        cls = self._class(cls_name)
+        raw = chars / CHARS_PER_TOKEN
+        raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
+        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future())
+        self._enqueue(cls, waiter)
+        try:
+            if cls.queue[0] is not waiter:
+                await waiter.turn
+            while True:
+                now = self._clock()
+                costs = _priced(cls, raw_costs)
+                ahead = BOOK_AHEAD if deadline is None else min(BOOK_AHEAD, deadline - now)
+                init = {kind: b.capacity for kind, b in cls.buckets.items()}
+                try:
+                    verdict = await self.store.take(
+                        cls_name,
+                        costs,
+                        _with_headroom(cls, costs),
+                        caps=cls.caps,
+                        init=init,
+                        ahead=max(0.0, ahead),
+                    )
+                    self.shared.succeeded()
+                except self.shared.errors as exc:
+                    self.shared.failed("limits", exc)
+                    raise _Fallback from exc
+                if verdict.levels:
+                    self._seen[cls_name] = verdict.levels
+                if verdict.verdict == "ok":
+                    cls.in_flight += 1
+                    ticket = SharedTicket(cls_name, costs, raw, frozenset(), shared=verdict.charged)
+                    return ticket, verdict.wait
+                if verdict.verdict == "unknown":
+                    if cls.in_flight < self._unknown_in_flight:
+                        cls.in_flight += 1  # no limit known anywhere yet: a few at a time
+                        return SharedTicket(cls_name, costs, raw, frozenset()), 0.0
+                    await self._pause(cls, UNKNOWN_POLL_S)
+                    continue
+                if deadline is not None and now + verdict.wait > deadline:
+                    self._deadline_error(cls_name, verdict, deadline - now)
+                pause = (verdict.wait - BOOK_AHEAD) * (1.0 + self._jitter * self._rand())
+                await self._pause(cls, max(0.001, pause))
+        finally:
+            self._dequeue(cls, waiter)
+
+    @staticmethod
+    def _deadline_error(cls_name: str, verdict: Verdict, left: float) -> None:
+        kind = min(verdict.levels, key=lambda k: verdict.levels[k]["level"], default="requests")
+        limit = verdict.levels.get(kind, {}).get("limit", 0.0)
+        raise AdmissionDeadlineError(
+            f"rate limited: this request would wait about {verdict.wait:.1f}s for the shared "
+            f"{cls_name} limit of {limit:,.0f} {kind.replace('-', ' ')} per minute, past its "
+            f"deadline ({max(0.0, left):.1f}s left); raise deadline_seconds, send fewer or "
+            "smaller requests, or ask Anthropic for higher limits"
+        )
+
+    def settle(
+        self, ticket: Ticket, usage: Usage | None, headers: Mapping[str, str] | None
+    ) -> None:
+        if ticket.done:
+            return
+        super().settle(ticket, usage, headers)
+        deltas: dict[str, float] = {}
+        shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
+        if "output-tokens" in shared:
+            used = usage.output_tokens if usage is not None else 0
+            deltas["output-tokens"] = ticket.costs["output-tokens"] - used
+        if usage is not None and "input-tokens" in shared:
+            counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
+            deltas["input-tokens"] = ticket.costs["input-tokens"] - counted
+        self._push(ticket.model_class, deltas, headers, frozenset())
+
+    def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> None:
+        if ticket.done:
+            return
+        super().on_rate_limited(ticket, headers)
+        shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
+        deltas = {kind: ticket.costs[kind] for kind in shared}  # the service charged nothing
+        slow = frozenset(
+            kind
+            for kind in KINDS
+            if (left := _header_int(headers or {}, f"anthropic-ratelimit-{kind}-remaining"))
+            is not None
+            and left < ticket.costs[kind]
+        )
+        self._push(ticket.model_class, deltas, headers, slow)
+
+    def refund(self, ticket: Ticket) -> None:
+        if ticket.done:
+            return
+        super().refund(ticket)
+        shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
+        self._push(ticket.model_class, {k: ticket.costs[k] for k in shared}, None, frozenset())
+
+    def snapshot(self) -> dict[str, object]:
+        """As :meth:`TokenBuckets.snapshot`, with the levels last read from Redis."""
+        out = super().snapshot()
+        for name, seen in list(self._seen.items()):
+            entry = out.get(name)
+            if isinstance(entry, dict):
+                entry["shared"] = self.shared.usable()
+                if self.shared.usable():
+                    entry["buckets"] = {kind: dict(v) for kind, v in seen.items()}
+        return out
+
+    async def drain(self) -> None:
+        """Wait for the corrections still being sent to Redis."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def _push(
+        self,
+        cls_name: str,
+        deltas: Mapping[str, float],
+        headers: Mapping[str, str] | None,
+        slow: frozenset[str],
+    ) -> None:
+        """Send a correction and what the headers say to Redis, off the caller's path."""
+        limits, left = learned(headers, self._class(cls_name).caps)
+        if not (deltas or limits or left or slow) or not self.shared.usable():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._update(cls_name, dict(deltas), limits, left, slow))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _update(
+        self,
+        cls_name: str,
+        deltas: dict[str, float],
+        limits: dict[str, float],
+        left: dict[str, float],
+        slow: frozenset[str],
+    ) -> None:
+        try:
+            levels = await self.store.update(
+                cls_name, deltas=deltas, limits=limits, left=left, slow=slow
+            )
+        except self.shared.errors as exc:
+            self.shared.failed("limits", exc)
+            return
+        if levels:
+            self._seen[cls_name] = levels
+        # Another request of this process may fit now.
+        self._notify(self._class(cls_name))

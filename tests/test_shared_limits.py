@@ -1,0 +1,322 @@
+"""Token buckets shared through the real Redis: the Lua script, and the buckets around it.
+
+The script's arithmetic runs on the server's clock; tests move that clock by rewriting the
+time a bucket was last updated (never by sleeping). The Python side runs on FakeTime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from claude_force._admission import AdmissionDeadlineError, Limits
+from claude_force._metrics import Metrics
+from claude_force._shared_limits import (
+    KEY_TTL_MS,
+    RedisBuckets,
+    SharedRedis,
+    SharedTicket,
+    SharedTokenBuckets,
+    learned,
+    organisation,
+)
+from claude_force._usage import Usage
+
+from ._support import FakeTime
+from .test_cache_redis import URL, server  # noqa: F401  (the fixture)
+
+LIMITS = {"requests": 60.0, "input-tokens": 6000.0, "output-tokens": 600.0}
+NONE = dict.fromkeys(LIMITS, 0.0)
+
+
+@pytest.fixture
+def space(server: redis.Redis) -> Iterator[str]:  # noqa: F811
+    name = f"cf-test-{uuid.uuid4().hex}"
+    yield name
+    names = list(server.scan_iter(match=f"{name}:*"))
+    if names:
+        server.delete(*names)
+
+
+def store(space: str, org: str = "org") -> RedisBuckets:
+    return RedisBuckets(SharedRedis(URL, namespace=space), org)
+
+
+def costs(requests: float = 1, inp: float = 0, out: float = 0) -> dict[str, float]:
+    return {"requests": requests, "input-tokens": inp, "output-tokens": out}
+
+
+async def learn(buckets: RedisBuckets, **left: float) -> None:
+    remaining = {k.replace("_", "-"): v for k, v in left.items()}
+    await buckets.update("sonnet", limits=LIMITS, left=remaining)
+
+
+def move_server_time(server: redis.Redis, key: str, kind: str, seconds: float) -> None:  # noqa: F811
+    """Pretend the bucket was last updated ``seconds`` earlier on the server's clock."""
+    updated = float(server.hget(key, f"{kind}.t") or 0)
+    server.hset(key, f"{kind}.t", repr(updated - seconds))
+
+
+def test_take_charges_every_bucket_in_one_step(space: str, server: redis.Redis) -> None:  # noqa: F811
+    async def main() -> Any:
+        buckets = store(space)
+        await learn(buckets)
+        return await buckets.take(
+            "sonnet", costs(1, 100, 50), costs(1, 100, 50), caps={}, init={}, ahead=1.0
+        )
+
+    verdict = asyncio.run(main())
+    assert verdict.verdict == "ok" and verdict.wait == 0.0
+    assert verdict.charged == frozenset(LIMITS)
+    level = {k: v["level"] for k, v in verdict.levels.items()}
+    assert level == pytest.approx({"requests": 59, "input-tokens": 5900, "output-tokens": 550}, abs=1)
+    key = f"{space}:limits:org:sonnet"
+    assert float(server.hget(key, "i.lvl") or 0) == pytest.approx(5900, abs=1)
+    assert 0 < server.pttl(key) <= KEY_TTL_MS
+
+
+def test_take_is_all_or_nothing_and_says_how_long_to_wait(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    async def main() -> Any:
+        buckets = store(space)
+        await learn(buckets, input_tokens=1000)
+        return await buckets.take(
+            "sonnet", costs(1, 2000), costs(1, 2000), caps={}, init={}, ahead=1.0
+        )
+
+    verdict = asyncio.run(main())
+    # 1,000 tokens missing at 6,000 a minute (100 a second): ten seconds.
+    assert verdict.verdict == "wait"
+    assert verdict.wait == pytest.approx(10.0, abs=0.05)
+    key = f"{space}:limits:org:sonnet"
+    assert float(server.hget(key, "r.lvl") or 0) == pytest.approx(60, abs=0.01)  # not charged
+    assert float(server.hget(key, "i.lvl") or 0) == pytest.approx(1000, abs=1)
+
+
+def test_tokens_within_the_booking_horizon_are_booked_with_their_wait(space: str) -> None:
+    async def main() -> Any:
+        buckets = store(space)
+        await learn(buckets, input_tokens=0)
+        return await buckets.take("sonnet", costs(1, 50), costs(1, 50), caps={}, init={}, ahead=1.0)
+
+    verdict = asyncio.run(main())
+    assert verdict.verdict == "ok"
+    assert verdict.wait == pytest.approx(0.5, abs=0.02)  # 50 tokens at 100 a second
+    assert verdict.levels["input-tokens"]["level"] == pytest.approx(-50, abs=2)
+
+
+def test_refill_follows_the_servers_clock(space: str, server: redis.Redis) -> None:  # noqa: F811
+    key = f"{space}:limits:org:sonnet"
+
+    async def setup() -> None:
+        await learn(store(space), input_tokens=0)
+
+    async def take() -> Any:
+        return await store(space).take(
+            "sonnet", costs(0, 3000), costs(0, 3000), caps={}, init={}, ahead=0.0
+        )
+
+    asyncio.run(setup())
+    move_server_time(server, key, "i", 30.0)  # half a minute: half the limit refilled
+    verdict = asyncio.run(take())
+    assert verdict.verdict == "ok"
+    assert verdict.levels["input-tokens"]["level"] == pytest.approx(0, abs=2)
+    move_server_time(server, key, "i", 600.0)  # never above the limit
+    verdict = asyncio.run(take())
+    assert verdict.levels["input-tokens"]["level"] == pytest.approx(3000, abs=2)
+
+
+def test_calibration_written_by_one_process_is_read_by_another(space: str) -> None:
+    async def first() -> None:
+        await learn(store(space), input_tokens=4000)
+
+    async def second() -> Any:
+        # A fresh client knowing nothing: no caps, nothing to create buckets with.
+        return await store(space).take(
+            "sonnet", costs(1, 10), costs(1, 10), caps={}, init={}, ahead=1.0
+        )
+
+    asyncio.run(first())
+    verdict = asyncio.run(second())
+    assert verdict.verdict == "ok"
+    assert verdict.levels["input-tokens"]["limit"] == 6000
+    assert verdict.levels["input-tokens"]["level"] == pytest.approx(3990, abs=2)
+
+
+def test_nothing_known_is_unknown_and_a_cap_creates_the_bucket(space: str) -> None:
+    async def main() -> tuple[Any, Any]:
+        buckets = store(space)
+        unknown = await buckets.take("haiku", costs(), costs(), caps={}, init={}, ahead=1.0)
+        capped = await buckets.take(
+            "haiku", costs(), costs(), caps={"requests": 5}, init={"requests": 5}, ahead=1.0
+        )
+        return unknown, capped
+
+    unknown, capped = asyncio.run(main())
+    assert unknown.verdict == "unknown" and not unknown.charged
+    assert capped.verdict == "ok" and capped.charged == {"requests"}
+    assert capped.levels["requests"] == pytest.approx(
+        {"limit": 5, "level": 4, "refill_factor": 1.0}, abs=0.01
+    )
+
+
+def test_remaining_lowers_a_level_never_raises_it_and_429s_slow_the_refill(space: str) -> None:
+    async def main() -> list[dict[str, dict[str, float]]]:
+        buckets = store(space)
+        await learn(buckets, input_tokens=3000)
+        lowered = await buckets.update("sonnet", left={"input-tokens": 1000})
+        kept = await buckets.update("sonnet", left={"input-tokens": 5000})
+        slowed = await buckets.update("sonnet", slow=frozenset({"input-tokens"}))
+        again = await buckets.update("sonnet", slow=frozenset({"input-tokens"}))
+        return [lowered, kept, slowed, again]
+
+    lowered, kept, slowed, again = asyncio.run(main())
+    assert lowered["input-tokens"]["level"] == pytest.approx(1000, abs=1)
+    assert kept["input-tokens"]["level"] == pytest.approx(1000, abs=1)
+    assert slowed["input-tokens"]["refill_factor"] == pytest.approx(0.5, abs=0.01)
+    # A second 429 within the cooldown does not halve it again.
+    assert again["input-tokens"]["refill_factor"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_organisations_never_share_buckets() -> None:
+    assert organisation("key-a", None) != organisation("key-b", None)
+    assert organisation("key-a", "http://x") != organisation("key-a", "http://y")
+    assert "key-a" not in organisation("key-a", None)
+
+
+def test_learned_scales_remaining_to_a_configured_cap() -> None:
+    headers = {
+        "anthropic-ratelimit-input-tokens-limit": "10000",
+        "anthropic-ratelimit-input-tokens-remaining": "5000",
+        "anthropic-ratelimit-requests-limit": "50",
+    }
+    limits, left = learned(headers, {"input-tokens": 4000})
+    assert limits == {"input-tokens": 4000, "requests": 50}
+    assert left == {"input-tokens": 2000}
+
+
+# -- SharedTokenBuckets on an injected clock -------------------------------------------------
+
+
+def shared_buckets(space: str, time: FakeTime, **kwargs: Any) -> SharedTokenBuckets:
+    return SharedTokenBuckets(
+        SharedRedis(URL, namespace=space),
+        "org",
+        clock=time.clock,
+        sleep=time.sleep,
+        rand=lambda: 0.0,
+        **kwargs,
+    )
+
+
+HEADERS = {
+    "anthropic-ratelimit-requests-limit": "60",
+    "anthropic-ratelimit-requests-remaining": "60",
+    "anthropic-ratelimit-input-tokens-limit": "6000",
+    "anthropic-ratelimit-input-tokens-remaining": "0",
+    "anthropic-ratelimit-output-tokens-limit": "600",
+    "anthropic-ratelimit-output-tokens-remaining": "600",
+}
+
+
+def test_first_requests_go_out_a_few_at_a_time_until_any_process_learns_the_limits(
+    space: str,
+) -> None:
+    time = FakeTime()
+
+    async def main() -> tuple[list[Any], bool, dict[str, dict[str, float]]]:
+        buckets = shared_buckets(space, time, unknown_in_flight=2)
+        first = [await buckets.admit("claude-sonnet-4-5", 400, 10) for _ in range(2)]
+        third = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 400, 10))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        held = not third.done()
+        # Another process learns the limits from its answer's headers.
+        other = shared_buckets(space, time)
+        ticket = await other.admit("claude-sonnet-4-5", 400, 10)
+        other.settle(ticket, Usage(input_tokens=100, output_tokens=10), HEADERS)
+        await other.drain()
+        tickets = [*first, await third]
+        return tickets, held, await buckets.store.update("sonnet")
+
+    tickets, held, levels = asyncio.run(main())
+    assert held  # the third waited: two were in flight and no limit was known
+    assert [t.shared for t in tickets[:2]] == [frozenset(), frozenset()]
+    assert tickets[2].shared == {"requests", "input-tokens", "output-tokens"}
+    assert {k: v["limit"] for k, v in levels.items()} == LIMITS
+
+
+def test_admit_sleeps_a_booked_wait_and_fails_fast_past_a_deadline(space: str) -> None:
+    time = FakeTime()
+
+    async def main() -> None:
+        buckets = shared_buckets(space, time, limits=Limits(input_tokens_per_minute=6000))
+        await buckets.store.update("sonnet", limits=LIMITS, left={"input-tokens": 0})
+        # 200 characters are 50 tokens: half a second at 100 tokens a second.
+        ticket = await buckets.admit("claude-sonnet-4-5", 200, 1)
+        assert isinstance(ticket, SharedTicket) and "input-tokens" in ticket.shared
+        assert time.sleeps == [pytest.approx(0.5, abs=0.05)]
+        with pytest.raises(AdmissionDeadlineError, match="shared sonnet limit"):
+            await buckets.admit("claude-sonnet-4-5", 40_000, 1, deadline=time.now + 5)
+
+    asyncio.run(main())
+
+
+def test_answers_correct_the_shared_charge(space: str) -> None:
+    time = FakeTime()
+
+    async def main() -> dict[str, dict[str, float]]:
+        buckets = shared_buckets(space, time)
+        await buckets.store.update("sonnet", limits=LIMITS)
+        ticket = await buckets.admit("claude-sonnet-4-5", 4000, 500)  # 1,000 in, 500 out
+        answered = {**HEADERS, "anthropic-ratelimit-input-tokens-remaining": "6000"}
+        buckets.settle(ticket, Usage(input_tokens=1200, output_tokens=100), answered)
+        await buckets.drain()
+        refused = await buckets.admit("claude-sonnet-4-5", 400, 10)
+        assert isinstance(refused, SharedTicket) and refused.shared
+        bounced = {**answered, "anthropic-ratelimit-output-tokens-remaining": "0"}
+        buckets.on_rate_limited(refused, bounced)
+        await buckets.drain()
+        return await buckets.store.update("sonnet")
+
+    levels = asyncio.run(main())
+    assert levels["input-tokens"]["level"] == pytest.approx(6000 - 1200, abs=2)
+    # Output: 500 reserved, 100 used; the refused request's 10 were given back, then the
+    # server's remaining (0) taken and the refill slowed.
+    assert levels["output-tokens"]["level"] == pytest.approx(0, abs=1)
+    assert levels["output-tokens"]["refill_factor"] == pytest.approx(0.5, abs=0.01)
+    assert levels["requests"]["level"] == pytest.approx(59, abs=0.1)
+
+
+def test_unreachable_redis_means_local_buckets_one_warning_and_a_metric(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    time = FakeTime()
+    metrics = Metrics()
+    dead = SharedRedis("redis://127.0.0.1:1/0", clock=time.clock, on_fallback=metrics.redis_fallback)
+    buckets = SharedTokenBuckets(
+        dead, "org", limits=Limits(requests_per_minute=2), clock=time.clock, sleep=time.sleep
+    )
+
+    async def main() -> None:
+        for _ in range(3):  # the third waits for the local bucket to refill
+            ticket = await buckets.admit("claude-sonnet-4-5", 40, 1)
+            assert not isinstance(ticket, SharedTicket) or not ticket.shared
+            buckets.settle(ticket, Usage(input_tokens=10, output_tokens=1), None)
+        await buckets.drain()
+
+    with caplog.at_level(logging.WARNING, logger="claude_force"):
+        asyncio.run(main())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "redis at redis://127.0.0.1:1/0" in warnings[0].getMessage()
+    assert dead.fallbacks == 1
+    assert time.sleeps and sum(time.sleeps) >= 29  # the local limit of 2 a minute held
+    assert b'claude_force_redis_fallbacks_total{part="limits"} 1.0' in metrics.render()
