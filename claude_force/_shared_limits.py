@@ -87,9 +87,11 @@ _LONG = {v: k for k, v in _SHORT.items()}
 # take:   ARGV[4]: most seconds to book ahead; then per kind (r, i, o): cost, cost to wait
 #         for, configured cap (0: none), capacity to create a missing bucket with (0: none).
 #         Returns {verdict, wait, kinds charged, levels}: verdict "ok" (charged, sleep wait),
-#         "wait" (nothing charged) or "unknown" (no limit known for any kind).
+#         "wait" (nothing charged), "probe" (no limit known: send this one uncharged, alone,
+#         to learn them) or "unknown" (another process is probing).
 # update: ARGV[4]: cooldown seconds; then per kind: delta to add to the level, limit learned
-#         (0: none), remaining share reported (-1: none), 1 to slow the refill. Returns levels.
+#         (0: none), remaining share reported (-1: none), 1 to slow the refill; ARGV[17]: 1
+#         when the probe is over. Returns levels.
 # Numbers travel as strings: Redis would truncate a Lua number returned to an integer.
 BUCKETS_LUA = """
 local t = redis.call('TIME')
@@ -99,6 +101,7 @@ local op = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local recovery = tonumber(ARGV[3])
 local kinds = {'r', 'i', 'o'}
+local PROBE_S = 30
 
 local function fmt(x) return string.format('%.17g', x) end
 local function factor(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
@@ -155,7 +158,16 @@ if op == 'take' then
       end
     end
   end
-  if not known then return {'unknown', '0', '', ''} end
+  if not known then
+    -- One request at a time learns the limits: the level its answer reports then covers
+    -- everything the service was sent (several uncharged requests would not be counted).
+    if tonumber(redis.call('HGET', key, 'probe') or '0') > now then
+      return {'unknown', '0', '', ''}
+    end
+    redis.call('HSET', key, 'probe', fmt(now + PROBE_S))
+    redis.call('PEXPIRE', key, ttl)
+    return {'probe', '0', '', ''}
+  end
   if wait > ahead then return {'wait', fmt(wait), '', levels(bs)} end
   local charged = ''
   for _, k in ipairs(kinds) do
@@ -190,6 +202,7 @@ elseif op == 'update' then
       bs[k] = b
     end
   end
+  if ARGV[17] == '1' then redis.call('HDEL', key, 'probe') end
   if next(bs) then redis.call('PEXPIRE', key, ttl) end
   return {'ok', '0', '', levels(bs)}
 end
@@ -369,16 +382,14 @@ class RedisBuckets:
         limits: Mapping[str, float] | None = None,
         left: Mapping[str, float] | None = None,
         slow: frozenset[str] = frozenset(),
+        probed: bool = False,
     ) -> dict[str, dict[str, float]]:
         deltas, limits, left = deltas or {}, limits or {}, left or {}
         args: list[Arg] = ["update", KEY_TTL_MS, self.recovery, _SLOW_COOLDOWN]
         for kind in KINDS:
-            args += [
-                deltas.get(kind, 0),
-                limits.get(kind, 0),
-                left.get(kind, -1),
-                int(kind in slow),
-            ]
+            slowed = int(kind in slow)
+            args += [deltas.get(kind, 0), limits.get(kind, 0), left.get(kind, -1), slowed]
+        args.append(int(probed))
         reply = await self.shared.script(BUCKETS_LUA, [self.key(cls)], args)
         return _levels(reply[3].decode())
 
@@ -397,9 +408,11 @@ def _levels(text: str) -> dict[str, dict[str, float]]:
 
 @dataclass(slots=True, eq=False)
 class SharedTicket(Ticket):
-    """A ticket whose charge (``shared``: the kinds) was booked in Redis, not locally."""
+    """A ticket whose charge (``shared``: the kinds) was booked in Redis, not locally;
+    ``probe``: sent uncharged, alone, to learn the limits."""
 
     shared: frozenset[str] = frozenset()
+    probe: bool = False
 
 
 class _Fallback(Exception):
@@ -519,11 +532,11 @@ class SharedTokenBuckets(TokenBuckets):
                     cls.in_flight += 1
                     ticket = SharedTicket(cls_name, costs, raw, frozenset(), shared=verdict.charged)
                     return ticket, verdict.wait
+                if verdict.verdict == "probe":
+                    cls.in_flight += 1
+                    return SharedTicket(cls_name, costs, raw, frozenset(), probe=True), 0.0
                 if verdict.verdict == "unknown":
-                    if cls.in_flight < self._unknown_in_flight:
-                        cls.in_flight += 1  # no limit known anywhere yet: a few at a time
-                        return SharedTicket(cls_name, costs, raw, frozenset()), 0.0
-                    await self._pause(cls, UNKNOWN_POLL_S)
+                    await self._pause(cls, UNKNOWN_POLL_S)  # another process is learning
                     continue
                 if deadline is not None and now + verdict.wait > deadline:
                     self._deadline_error(cls_name, verdict, deadline - now)
@@ -557,7 +570,7 @@ class SharedTokenBuckets(TokenBuckets):
         if usage is not None and "input-tokens" in shared:
             counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
             deltas["input-tokens"] = ticket.costs["input-tokens"] - counted
-        self._push(ticket.model_class, deltas, headers, frozenset())
+        self._push(ticket, deltas, headers, frozenset())
 
     def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> None:
         if ticket.done:
@@ -572,14 +585,14 @@ class SharedTokenBuckets(TokenBuckets):
             is not None
             and left < ticket.costs[kind]
         )
-        self._push(ticket.model_class, deltas, headers, slow)
+        self._push(ticket, deltas, headers, slow)
 
     def refund(self, ticket: Ticket) -> None:
         if ticket.done:
             return
         super().refund(ticket)
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
-        self._push(ticket.model_class, {k: ticket.costs[k] for k in shared}, None, frozenset())
+        self._push(ticket, {k: ticket.costs[k] for k in shared}, None, frozenset())
 
     def snapshot(self) -> dict[str, object]:
         """As :meth:`TokenBuckets.snapshot`, with the levels last read from Redis."""
@@ -599,20 +612,23 @@ class SharedTokenBuckets(TokenBuckets):
 
     def _push(
         self,
-        cls_name: str,
+        ticket: Ticket,
         deltas: Mapping[str, float],
         headers: Mapping[str, str] | None,
         slow: frozenset[str],
     ) -> None:
         """Send a correction and what the headers say to Redis, off the caller's path."""
+        cls_name = ticket.model_class
         limits, left = learned(headers, self._class(cls_name).caps)
-        if not (deltas or limits or left or slow) or not self.shared.usable():
+        probed = isinstance(ticket, SharedTicket) and ticket.probe
+        if not (deltas or limits or left or slow or probed) or not self.shared.usable():
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self._update(cls_name, dict(deltas), limits, left, slow))
+        work = self._update(cls_name, dict(deltas), limits, left, slow, probed)
+        task = loop.create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -623,10 +639,11 @@ class SharedTokenBuckets(TokenBuckets):
         limits: dict[str, float],
         left: dict[str, float],
         slow: frozenset[str],
+        probed: bool,
     ) -> None:
         try:
             levels = await self.store.update(
-                cls_name, deltas=deltas, limits=limits, left=left, slow=slow
+                cls_name, deltas=deltas, limits=limits, left=left, slow=slow, probed=probed
             )
         except self.shared.errors as exc:
             self.shared.failed("limits", exc)

@@ -75,7 +75,9 @@ def test_take_charges_every_bucket_in_one_step(space: str, server: redis.Redis) 
     assert verdict.verdict == "ok" and verdict.wait == 0.0
     assert verdict.charged == frozenset(LIMITS)
     level = {k: v["level"] for k, v in verdict.levels.items()}
-    assert level == pytest.approx({"requests": 59, "input-tokens": 5900, "output-tokens": 550}, abs=1)
+    assert level == pytest.approx(
+        {"requests": 59, "input-tokens": 5900, "output-tokens": 550}, abs=1
+    )
     key = f"{space}:limits:org:sonnet"
     assert float(server.hget(key, "i.lvl") or 0) == pytest.approx(5900, abs=1)
     assert 0 < server.pttl(key) <= KEY_TTL_MS
@@ -151,17 +153,21 @@ def test_calibration_written_by_one_process_is_read_by_another(space: str) -> No
     assert verdict.levels["input-tokens"]["level"] == pytest.approx(3990, abs=2)
 
 
-def test_nothing_known_is_unknown_and_a_cap_creates_the_bucket(space: str) -> None:
-    async def main() -> tuple[Any, Any]:
+def test_nothing_known_one_probe_at_a_time_and_a_cap_creates_the_bucket(space: str) -> None:
+    async def main() -> list[Any]:
         buckets = store(space)
+        probe = await buckets.take("haiku", costs(), costs(), caps={}, init={}, ahead=1.0)
         unknown = await buckets.take("haiku", costs(), costs(), caps={}, init={}, ahead=1.0)
+        await buckets.update("haiku", probed=True)  # the probe's answer stated no limit
+        again = await buckets.take("haiku", costs(), costs(), caps={}, init={}, ahead=1.0)
         capped = await buckets.take(
             "haiku", costs(), costs(), caps={"requests": 5}, init={"requests": 5}, ahead=1.0
         )
-        return unknown, capped
+        return [probe, unknown, again, capped]
 
-    unknown, capped = asyncio.run(main())
-    assert unknown.verdict == "unknown" and not unknown.charged
+    probe, unknown, again, capped = asyncio.run(main())
+    assert [probe.verdict, unknown.verdict, again.verdict] == ["probe", "unknown", "probe"]
+    assert not probe.charged and not unknown.charged
     assert capped.verdict == "ok" and capped.charged == {"requests"}
     assert capped.levels["requests"] == pytest.approx(
         {"limit": 5, "level": 4, "refill_factor": 1.0}, abs=0.01
@@ -227,31 +233,33 @@ HEADERS = {
 }
 
 
-def test_first_requests_go_out_a_few_at_a_time_until_any_process_learns_the_limits(
+def test_one_request_at_a_time_learns_the_limits_for_every_process(
     space: str,
+    server: redis.Redis,  # noqa: F811
 ) -> None:
     time = FakeTime()
+    key = f"{space}:limits:org:sonnet"
 
-    async def main() -> tuple[list[Any], bool, dict[str, dict[str, float]]]:
-        buckets = shared_buckets(space, time, unknown_in_flight=2)
-        first = [await buckets.admit("claude-sonnet-4-5", 400, 10) for _ in range(2)]
-        third = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 400, 10))
+    async def main() -> tuple[Any, Any, bool, bool]:
+        buckets = shared_buckets(space, time)
+        other = shared_buckets(space, time)  # another process
+        probe = await buckets.admit("claude-sonnet-4-5", 400, 10)
+        second = asyncio.ensure_future(other.admit("claude-sonnet-4-5", 400, 10))
         for _ in range(20):
             await asyncio.sleep(0)
-        held = not third.done()
-        # Another process learns the limits from its answer's headers.
-        other = shared_buckets(space, time)
-        ticket = await other.admit("claude-sonnet-4-5", 400, 10)
-        other.settle(ticket, Usage(input_tokens=100, output_tokens=10), HEADERS)
-        await other.drain()
-        tickets = [*first, await third]
-        return tickets, held, await buckets.store.update("sonnet")
+        held = not second.done()
+        buckets.settle(probe, Usage(input_tokens=100, output_tokens=10), HEADERS)
+        await buckets.drain()
+        probing = server.hexists(key, "probe")
+        return probe, await second, held, bool(probing)
 
-    tickets, held, levels = asyncio.run(main())
-    assert held  # the third waited: two were in flight and no limit was known
-    assert [t.shared for t in tickets[:2]] == [frozenset(), frozenset()]
-    assert tickets[2].shared == {"requests", "input-tokens", "output-tokens"}
-    assert {k: v["limit"] for k, v in levels.items()} == LIMITS
+    probe, second, held, probing = asyncio.run(main())
+    assert isinstance(probe, SharedTicket) and probe.probe and not probe.shared
+    assert held  # the other process waited while the limits were unknown
+    assert not probing  # the probe's answer ended it
+    # The probe's headers, written to Redis, let the other process be charged there.
+    assert second.shared == {"requests", "input-tokens", "output-tokens"}
+    assert float(server.hget(key, "i.cap") or 0) == 6000
 
 
 def test_admit_sleeps_a_booked_wait_and_fails_fast_past_a_deadline(space: str) -> None:
@@ -301,7 +309,9 @@ def test_unreachable_redis_means_local_buckets_one_warning_and_a_metric(
 ) -> None:
     time = FakeTime()
     metrics = Metrics()
-    dead = SharedRedis("redis://127.0.0.1:1/0", clock=time.clock, on_fallback=metrics.redis_fallback)
+    dead = SharedRedis(
+        "redis://127.0.0.1:1/0", clock=time.clock, on_fallback=metrics.redis_fallback
+    )
     buckets = SharedTokenBuckets(
         dead, "org", limits=Limits(requests_per_minute=2), clock=time.clock, sleep=time.sleep
     )
