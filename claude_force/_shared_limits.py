@@ -77,7 +77,12 @@ BOOK_AHEAD = 1.0  # seconds: tokens this close are booked at once, the caller sl
 KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
 REST_AFTER_ERROR_S = 5.0
 UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
-_SOCKET_TIMEOUT_S = 0.5
+_SOCKET_TIMEOUT_S = 1.0
+# Connections per event loop: hundreds of requests started at once would otherwise open
+# hundreds of connections in the same instant (and time out on a busy machine); they wait
+# their turn for one of these instead, a command taking well under a millisecond.
+_MAX_CONNECTIONS = 16
+_POOL_WAIT_S = 2.0
 _SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
 Arg = str | int | float  # what a script argument may be
 _SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
@@ -278,7 +283,10 @@ class SharedRedis:
         held = self._async
         if held is not None and held.loop is loop:
             return held.client
-        client = self._redis.asyncio.Redis.from_url(self._url, **self._options)
+        pool = self._redis.asyncio.BlockingConnectionPool.from_url(
+            self._url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT_S, **self._options
+        )
+        client = self._redis.asyncio.Redis.from_pool(pool)
         keeper = loop.create_task(_close_when_loop_ends(client))
         self._async = _LoopClient(loop, client, keeper)
         return client

@@ -37,6 +37,8 @@ logger = logging.getLogger("claude_force.cache")
 # Loopback and LAN round trips are well under this; a slower server is treated as down.
 _SOCKET_TIMEOUT_S = 0.5
 _REST_AFTER_ERROR_S = 5.0
+_MAX_CONNECTIONS = 16  # per event loop
+_POOL_WAIT_S = 2.0
 _GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
 _WRONG_TYPE: Final = object()  # what a fetch returns when the key holds another type
 _HIDDEN = "***"
@@ -257,7 +259,12 @@ class RedisTier:
         held = self._async
         if held is not None and held.loop is loop:
             return held.client
-        client = self._redis.asyncio.Redis.from_url(self._url, **self._options)
+        # A bounded pool that makes callers wait their turn: a burst of lookups started at
+        # once would otherwise open as many connections at once, and time out.
+        pool = self._redis.asyncio.BlockingConnectionPool.from_url(
+            self._url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT_S, **self._options
+        )
+        client = self._redis.asyncio.Redis.from_pool(pool)
         keeper = loop.create_task(_close_when_loop_ends(client))
         self._async = _LoopClient(loop, client, keeper)
         return client
