@@ -135,21 +135,24 @@ class RedisFlight:
         return bool(got)
 
     async def _lead(self, name: str, token: str, send: Callable[[], Awaitable[T]]) -> T:
-        renewer = asyncio.ensure_future(self._renew(name, token))
+        done = asyncio.Event()
+        renewer = asyncio.ensure_future(self._renew(name, token, done))
         try:
             return await send()
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            # Told to stop rather than cancelled: a cancellation arriving while redis-py
+            # runs a command can be lost there, and the renewer would then never end.
+            done.set()
+            await asyncio.shield(renewer)
             # Released at once, answered or not: a waiter then reads the answer or sends.
             await self._script(_RELEASE_LUA, name, token)
 
-    async def _renew(self, name: str, token: str) -> None:
+    async def _renew(self, name: str, token: str, done: asyncio.Event) -> None:
         """Keep the lease while the call runs (retries may take longer than one lease)."""
         while True:
-            await asyncio.sleep(self.lease_ms / 3000)
-            if not await self._script(_RENEW_LUA, name, token, self.lease_ms):
+            with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not TimeoutError
+                await asyncio.wait_for(done.wait(), self.lease_ms / 3000)
+            if done.is_set() or not await self._script(_RENEW_LUA, name, token, self.lease_ms):
                 return
 
     async def _script(self, source: str, name: str, *args: str | int) -> bool:
