@@ -73,7 +73,7 @@ __all__ = [
 
 logger = logging.getLogger("claude_force")
 
-BOOK_AHEAD = 1.0  # seconds: tokens this close are booked at once, the caller sleeps the rest
+BOOK_AHEAD = 0.5  # seconds: tokens this close are booked at once, the caller sleeps the rest
 KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
 REST_AFTER_ERROR_S = 5.0
 UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
@@ -88,7 +88,9 @@ Arg = str | int | float  # what a script argument may be
 _SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
-# KEYS[1]: the class's hash. ARGV[1]: op, ARGV[2]: TTL in ms, ARGV[3]: recovery seconds.
+# KEYS[1]: the class's hash; KEYS[2]: its bookings not yet due (a sorted set by send time, so
+# that the service's "remaining", which cannot include them yet, is compared fairly).
+# ARGV[1]: op, ARGV[2]: TTL in ms, ARGV[3]: recovery seconds.
 # take:   ARGV[4]: most seconds to book ahead; then per kind (r, i, o): cost, cost to wait
 #         for, configured cap (0: none), capacity to create a missing bucket with (0: none).
 #         Returns {verdict, wait, kinds charged, levels}: verdict "ok" (charged, sleep wait),
@@ -107,39 +109,78 @@ local ttl = tonumber(ARGV[2])
 local recovery = tonumber(ARGV[3])
 local kinds = {'r', 'i', 'o'}
 local PROBE_S = 30
+-- Our share of each refill (a workload we cannot see takes the rest) is learned from what
+-- the service's "remaining" says we over-counted, sampled at most once a second.
+local SHARE_SAMPLE_S, SHARE_WEIGHT, SHARE_RECOVERY = 1.0, 0.3, 0.02
 
 local function fmt(x) return string.format('%.17g', x) end
 local function factor(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
 
+local function rate(b, at) return b.cap / 60 * factor(b, at) * b.sh end
+
 local function load(k)
-  local v = redis.call('HMGET', key, k..'.cap', k..'.lvl', k..'.t', k..'.sf', k..'.sa')
+  local v = redis.call('HMGET', key, k..'.cap', k..'.lvl', k..'.t', k..'.sf', k..'.sa',
+                       k..'.sh', k..'.ss', k..'.ex')
   if not v[1] then return nil end
   local b = {cap = tonumber(v[1]), lvl = tonumber(v[2]), t = tonumber(v[3]),
-             sf = tonumber(v[4]), sa = tonumber(v[5])}
+             sf = tonumber(v[4]), sa = tonumber(v[5]), sh = tonumber(v[6] or '1'),
+             ss = tonumber(v[7] or '0'), ex = tonumber(v[8] or '0')}
   if now > b.t then
     local speed = (factor(b, b.t) + factor(b, now)) / 2
-    b.lvl = math.min(b.cap, b.lvl + (now - b.t) * b.cap / 60 * speed)
+    b.lvl = math.min(b.cap, b.lvl + (now - b.t) * b.cap / 60 * speed * b.sh)
     b.t = now
   end
   return b
 end
 
 local function new(cap, lvl)
-  return {cap = cap, lvl = math.min(lvl, cap), t = now, sf = 1, sa = 0}
+  return {cap = cap, lvl = math.min(lvl, cap), t = now, sf = 1, sa = 0, sh = 1, ss = now, ex = 0}
 end
 
 local function save(k, b)
   redis.call('HSET', key, k..'.cap', fmt(b.cap), k..'.lvl', fmt(b.lvl), k..'.t', fmt(b.t),
-             k..'.sf', fmt(b.sf), k..'.sa', fmt(b.sa))
+             k..'.sf', fmt(b.sf), k..'.sa', fmt(b.sa), k..'.sh', fmt(b.sh),
+             k..'.ss', fmt(b.ss), k..'.ex', fmt(b.ex))
 end
 
 local function levels(bs)
   local out = {}
   for _, k in ipairs(kinds) do
     local b = bs[k]
-    if b then out[#out + 1] = k..':'..fmt(b.cap)..':'..fmt(b.lvl)..':'..fmt(factor(b, now)) end
+    if b then
+      out[#out + 1] = k..':'..fmt(b.cap)..':'..fmt(b.lvl)..':'..fmt(factor(b, now) * b.sh)
+    end
   end
   return table.concat(out, ';')
+end
+
+-- What the bookings not yet due will take, per kind: the service has not seen them.
+local function pending()
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local sums = {r = 0, i = 0, o = 0}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local n = 0
+    for part in string.gmatch(member, '[^:]+') do
+      n = n + 1
+      if n > 1 then sums[kinds[n - 1]] = sums[kinds[n - 1]] + tonumber(part) end
+    end
+  end
+  return sums
+end
+
+-- The service reports less than we count: lower the level to it, and learn our share.
+local function sync(b, target)
+  if target < b.lvl then
+    b.ex = b.ex + (b.lvl - target)
+    b.lvl = target
+  end
+  local dt = now - b.ss
+  if dt >= SHARE_SAMPLE_S then
+    local seen = b.sh - b.ex / (b.cap / 60 * dt) + SHARE_RECOVERY
+    seen = math.max(0.1, math.min(1.0, seen))
+    b.sh = b.sh + SHARE_WEIGHT * (seen - b.sh)
+    b.ex, b.ss = 0, now
+  end
 end
 
 local bs = {}
@@ -159,7 +200,7 @@ if op == 'take' then
       costs[k] = cost
       local missing = math.min(want, b.cap) - b.lvl
       if missing > 0.000001 then
-        wait = math.max(wait, missing / (b.cap / 60 * factor(b, now)))
+        wait = math.max(wait, missing / rate(b, now))
       end
     end
   end
@@ -175,18 +216,25 @@ if op == 'take' then
   end
   if wait > ahead then return {'wait', fmt(wait), '', levels(bs)} end
   local charged = ''
+  local booked = {tostring(redis.call('HINCRBY', key, 'seq', 1))}
   for _, k in ipairs(kinds) do
     local b = bs[k]
+    booked[#booked + 1] = fmt(costs[k] or 0)
     if b then
       b.lvl = b.lvl - costs[k]
       save(k, b)
       charged = charged..k
     end
   end
+  if wait > 0 then
+    redis.call('ZADD', KEYS[2], now + wait, table.concat(booked, ':'))
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
   redis.call('PEXPIRE', key, ttl)
   return {'ok', fmt(wait), charged, levels(bs)}
 elseif op == 'update' then
   local cooldown = tonumber(ARGV[4])
+  local ahead = pending()
   for n, k in ipairs(kinds) do
     local base = 4 + (n - 1) * 4
     local delta, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
@@ -198,7 +246,7 @@ elseif op == 'update' then
     end
     if b then
       b.lvl = math.min(b.cap, b.lvl + delta)
-      if left >= 0 and left < b.lvl then b.lvl = left end
+      if left >= 0 then sync(b, left - ahead[k]) end
       if slow and now - b.sa >= cooldown then
         b.sf = math.max(0.1, factor(b, now) / 2)
         b.sa = now
@@ -359,6 +407,10 @@ class RedisBuckets:
     def key(self, cls: str) -> str:
         return self.prefix + cls
 
+    def keys(self, cls: str) -> list[str]:
+        """The class's hash and its sorted set of bookings not yet due."""
+        return [self.prefix + cls, self.prefix + cls + ":booked"]
+
     async def take(
         self,
         cls: str,
@@ -372,9 +424,7 @@ class RedisBuckets:
         args: list[Arg] = ["take", KEY_TTL_MS, self.recovery, ahead]
         for kind in KINDS:
             args += [costs[kind], wait_for[kind], caps.get(kind, 0), init.get(kind, 0)]
-        verdict, wait, charged, levels = await self.shared.script(
-            BUCKETS_LUA, [self.key(cls)], args
-        )
+        verdict, wait, charged, levels = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
         return Verdict(
             verdict.decode(),
             float(wait),
@@ -398,7 +448,7 @@ class RedisBuckets:
             slowed = int(kind in slow)
             args += [deltas.get(kind, 0), limits.get(kind, 0), left.get(kind, -1), slowed]
         args.append(int(probed))
-        reply = await self.shared.script(BUCKETS_LUA, [self.key(cls)], args)
+        reply = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
         return _levels(reply[3].decode())
 
 

@@ -217,6 +217,47 @@ def test_remaining_lowers_a_level_never_raises_it_and_429s_slow_the_refill(space
     assert 0.5 <= again["input-tokens"]["refill_factor"] <= 0.5 + since.seconds() / 30
 
 
+def test_bookings_not_yet_due_are_allowed_for_in_what_the_service_reports(space: str) -> None:
+    since = Since()
+
+    async def main() -> dict[str, dict[str, float]]:
+        buckets = store(space)
+        await learn(buckets, input_tokens=0)
+        booked = await buckets.take("sonnet", costs(0, 50), costs(0, 50), caps={}, init={}, ahead=1)
+        assert booked.verdict == "ok" and booked.wait > 0.4
+        # The service has not seen the booked request: it still reports 0 left. That is no
+        # reason to lower the level (0 - 50 booked is where it already stands).
+        return await buckets.update("sonnet", left={"input-tokens": 0})
+
+    levels = asyncio.run(main())
+    assert since.near(levels["input-tokens"]["level"], -50, 6000)
+
+
+def test_the_share_of_the_refill_left_by_an_unseen_workload_is_learned(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    key = f"{space}:limits:org:sonnet"
+
+    async def setup() -> None:
+        await learn(store(space), input_tokens=3000)
+
+    async def report(left: float) -> dict[str, dict[str, float]]:
+        return await store(space).update("sonnet", left={"input-tokens": left})
+
+    since = Since()
+    asyncio.run(setup())
+    # Ten seconds on the server's clock since the last sample, and the service reports 300
+    # tokens fewer than counted: 30 a second of the 100 a second refill went elsewhere.
+    server.hset(key, "i.ss", repr(float(server.hget(key, "i.t") or 0) - 10))
+    level = float(server.hget(key, "i.lvl") or 0)
+    levels = asyncio.run(report(level - 300))
+    share = 1 + 0.3 * ((1 - 0.3 + 0.02) - 1)  # one sample, weighted 0.3, slowly recovering
+    # Refill while the test ran counts as more missing: at most 0.3 * elapsed / 10 lower.
+    low = share - 0.3 * since.seconds() / 10 - 0.005
+    assert low <= levels["input-tokens"]["refill_factor"] <= share + 0.005
+
+
 def test_organisations_never_share_buckets() -> None:
     assert organisation("key-a", None) != organisation("key-b", None)
     assert organisation("key-a", "http://x") != organisation("key-a", "http://y")
