@@ -54,7 +54,13 @@ from ._admission import (
 from ._errors import InvalidArgumentError
 from ._usage import Usage
 from ._warnings import OnceLog
-from .cache._redis import _close_when_loop_ends, _LoopClient, redact_url
+from .cache._redis import (
+    _close_when_loop_ends,
+    _LoopClient,
+    import_redis,
+    pooled_client,
+    redact_url,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -78,11 +84,6 @@ KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was fu
 REST_AFTER_ERROR_S = 5.0
 UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
 _SOCKET_TIMEOUT_S = 1.0
-# Connections per event loop: hundreds of requests started at once would otherwise open
-# hundreds of connections in the same instant (and time out on a busy machine); they wait
-# their turn for one of these instead, a command taking well under a millisecond.
-_MAX_CONNECTIONS = 16
-_POOL_WAIT_S = 2.0
 _SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
 Arg = str | int | float  # what a script argument may be
 _SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
@@ -290,16 +291,10 @@ class SharedRedis:
     ) -> None:
         self.url = redact_url(url)  # the only form of the URL that messages ever show
         self._url = url
-        try:
-            import redis
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError as exc:
-            raise InvalidArgumentError(
-                f"redis_url={self.url!r} needs the redis package; install claude-force[redis]"
-            ) from exc
-        self._redis = redis
+        self._redis = redis = import_redis(self.url)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         # Fail fast: a slow or absent server must cost one timeout, never a retry ladder.
         self._options: dict[str, Any] = {
             "socket_timeout": _SOCKET_TIMEOUT_S,
@@ -331,10 +326,7 @@ class SharedRedis:
         held = self._async
         if held is not None and held.loop is loop:
             return held.client
-        pool = self._redis.asyncio.BlockingConnectionPool.from_url(
-            self._url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT_S, **self._options
-        )
-        client = self._redis.asyncio.Redis.from_pool(pool)
+        client = pooled_client(self._redis, self._url, self._options)
         keeper = loop.create_task(_close_when_loop_ends(client))
         self._async = _LoopClient(loop, client, keeper)
         return client

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,17 +16,13 @@ import redis
 from claude_force._shared_limits import SharedRedis
 from claude_force.cache._redis_flight import RedisFlight
 
-from ._support import FakeTime
-from .test_cache_redis import URL, server  # noqa: F401  (the fixture)
+from ._support import FakeTime, scratch_namespace
+from .test_cache_redis import URL, server  # noqa: F401  (the fixtures)
 
 
 @pytest.fixture
 def space(server: redis.Redis) -> Iterator[str]:  # noqa: F811
-    name = f"cf-test-{uuid.uuid4().hex}"
-    yield name
-    names = list(server.scan_iter(match=f"{name}:*"))
-    if names:
-        server.delete(*names)
+    yield from scratch_namespace(server)
 
 
 def flight(space: str, fake: FakeTime | None = None, *, lease_seconds: float = 10) -> RedisFlight:

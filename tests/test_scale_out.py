@@ -26,8 +26,15 @@ import redis
 from claude_force._shared_limits import organisation
 from claude_force.testing import Fault, RateLimits, Simulator
 
+from ._support import scratch_namespace
 from .conftest import API_KEY
 from .test_cache_redis import URL, server  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def namespace(server: redis.Redis) -> Iterator[str]:  # noqa: F811
+    yield from scratch_namespace(server)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "scale-out-secret-0123456789abcdef"
@@ -95,15 +102,6 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worker, 
     yield pair
     for worker in pair:
         worker.stop()
-
-
-@pytest.fixture
-def namespace(server: redis.Redis) -> Iterator[str]:  # noqa: F811
-    name = f"cf-test-{uuid.uuid4().hex}"
-    yield name
-    names = list(server.scan_iter(match=f"{name}:*"))
-    if names:
-        server.delete(*names)
 
 
 def open_both(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,8 +28,14 @@ from claude_force._shared_limits import (
 )
 from claude_force._usage import Usage
 
-from ._support import FakeTime
-from .test_cache_redis import URL, server  # noqa: F401  (the fixture)
+from ._support import FakeTime, scratch_namespace
+from .test_cache_redis import URL, server  # noqa: F401  (the fixtures)
+
+
+@pytest.fixture
+def space(server: redis.Redis) -> Iterator[str]:  # noqa: F811
+    yield from scratch_namespace(server)
+
 
 LIMITS = {"requests": 60.0, "input-tokens": 6000.0, "output-tokens": 600.0}
 
@@ -48,15 +53,6 @@ class Since:
 
     def near(self, value: float, expected: float, per_minute: float) -> bool:
         return expected - 0.01 <= value <= expected + per_minute / 60 * self.seconds() + 0.01
-
-
-@pytest.fixture
-def space(server: redis.Redis) -> Iterator[str]:  # noqa: F811
-    name = f"cf-test-{uuid.uuid4().hex}"
-    yield name
-    names = list(server.scan_iter(match=f"{name}:*"))
-    if names:
-        server.delete(*names)
 
 
 def store(space: str, org: str = "org") -> RedisBuckets:
