@@ -30,6 +30,7 @@ request fails because of Redis. It tries Redis again after :data:`REST_AFTER_ERR
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import math
@@ -45,6 +46,7 @@ from ._admission import (
     Limits,
     Ticket,
     TokenBuckets,
+    _Class,
     _header_int,
     _priced,
     _Waiter,
@@ -86,6 +88,9 @@ UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask
 _SOCKET_TIMEOUT_S = 1.0
 _SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
 Arg = str | int | float  # what a script argument may be
+# Set in the task whose attempt was just answered 429: its retry goes to the head of the
+# queue, instead of waiting behind every request queued since its first attempt.
+_BOUNCED: contextvars.ContextVar[bool] = contextvars.ContextVar("cf_bounced", default=False)
 _SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
@@ -99,7 +104,8 @@ _LONG = {v: k for k, v in _SHORT.items()}
 #         to learn them) or "unknown" (another process is probing).
 # update: ARGV[4]: cooldown seconds; then per kind: delta to add to the level, limit learned
 #         (0: none), remaining share reported (-1: none), 1 to slow the refill; ARGV[17]: 1
-#         when the probe is over. Returns levels.
+#         when the probe is over; ARGV[18]: seconds since the answer arrived (the service
+#         has refilled meanwhile: its "remaining" is compared as of now). Returns levels.
 # Numbers travel as strings: Redis would truncate a Lua number returned to an integer.
 BUCKETS_LUA = """
 local t = redis.call('TIME')
@@ -236,6 +242,7 @@ if op == 'take' then
 elseif op == 'update' then
   local cooldown = tonumber(ARGV[4])
   local ahead = pending()
+  local age = tonumber(ARGV[18] or '0')
   for n, k in ipairs(kinds) do
     local base = 4 + (n - 1) * 4
     local delta, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
@@ -247,7 +254,7 @@ elseif op == 'update' then
     end
     if b then
       b.lvl = math.min(b.cap, b.lvl + delta)
-      if left >= 0 then sync(b, left - ahead[k]) end
+      if left >= 0 then sync(b, math.min(b.cap, left + rate(b, now) * age) - ahead[k]) end
       if slow and now - b.sa >= cooldown then
         b.sf = math.max(0.1, factor(b, now) / 2)
         b.sa = now
@@ -433,13 +440,14 @@ class RedisBuckets:
         left: Mapping[str, float] | None = None,
         slow: frozenset[str] = frozenset(),
         probed: bool = False,
+        age: float = 0.0,
     ) -> dict[str, dict[str, float]]:
         deltas, limits, left = deltas or {}, limits or {}, left or {}
         args: list[Arg] = ["update", KEY_TTL_MS, self.recovery, _SLOW_COOLDOWN]
         for kind in KINDS:
             slowed = int(kind in slow)
             args += [deltas.get(kind, 0), limits.get(kind, 0), left.get(kind, -1), slowed]
-        args.append(int(probed))
+        args += [int(probed), max(0.0, age)]
         reply = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
         return _levels(reply[3].decode())
 
@@ -554,7 +562,11 @@ class SharedTokenBuckets(TokenBuckets):
         raw = chars / CHARS_PER_TOKEN
         raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
         waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future())
-        self._enqueue(cls, waiter)
+        if _BOUNCED.get():
+            _BOUNCED.set(False)
+            self._enqueue_first(cls, waiter)
+        else:
+            self._enqueue(cls, waiter)
         try:
             if cls.queue[0] is not waiter:
                 await waiter.turn
@@ -596,6 +608,14 @@ class SharedTokenBuckets(TokenBuckets):
             self._dequeue(cls, waiter)
 
     @staticmethod
+    def _enqueue_first(cls: _Class, waiter: _Waiter) -> None:
+        """A retry asks at once, beside the head (Redis serialises them anyway)."""
+        cls.queue.appendleft(waiter)
+        for kind in KINDS:
+            cls.queued[kind] += waiter.costs[kind]
+        waiter.turn.set_result(None)
+
+    @staticmethod
     def _deadline_error(cls_name: str, verdict: Verdict, left: float) -> None:
         kind = min(verdict.levels, key=lambda k: verdict.levels[k]["level"], default="requests")
         limit = verdict.levels.get(kind, {}).get("limit", 0.0)
@@ -626,6 +646,7 @@ class SharedTokenBuckets(TokenBuckets):
         if ticket.done:
             return
         super().on_rate_limited(ticket, headers)
+        _BOUNCED.set(True)
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
         deltas = {kind: ticket.costs[kind] for kind in shared}  # the service charged nothing
         slow = frozenset(
@@ -677,7 +698,7 @@ class SharedTokenBuckets(TokenBuckets):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        work = self._update(cls_name, dict(deltas), limits, left, slow, probed)
+        work = self._update(cls_name, dict(deltas), limits, left, slow, probed, self._clock())
         task = loop.create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -690,10 +711,17 @@ class SharedTokenBuckets(TokenBuckets):
         left: dict[str, float],
         slow: frozenset[str],
         probed: bool,
+        answered: float,
     ) -> None:
         try:
             levels = await self.store.update(
-                cls_name, deltas=deltas, limits=limits, left=left, slow=slow, probed=probed
+                cls_name,
+                deltas=deltas,
+                limits=limits,
+                left=left,
+                slow=slow,
+                probed=probed,
+                age=self._clock() - answered,
             )
         except self.shared.errors as exc:
             self.shared.failed("limits", exc)

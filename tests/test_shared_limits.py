@@ -369,6 +369,33 @@ def test_answers_correct_the_shared_charge(space: str) -> None:
     assert since.near(levels["requests"]["level"], 59, 60)
 
 
+def test_a_retry_after_a_429_asks_before_the_requests_queued_since(space: str) -> None:
+    time = FakeTime()
+
+    async def main() -> tuple[bool, bool]:
+        buckets = shared_buckets(space, time)
+        await buckets.store.update("sonnet", limits=LIMITS, left={"input-tokens": 0})
+        big = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40_000, 1))  # 100 s
+        queued = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40, 1))
+
+        async def bounced() -> Any:
+            ticket = SharedTicket("sonnet", costs(1, 10, 1), 10, frozenset())
+            buckets._class("sonnet").in_flight += 1
+            buckets.on_rate_limited(ticket, None)
+            return await buckets.admit("claude-sonnet-4-5", 40, 1)
+
+        retry = await asyncio.wait_for(bounced(), timeout=10)
+        waiting = not queued.done()
+        for task in (big, queued):
+            task.cancel()
+        await asyncio.gather(big, queued, return_exceptions=True)
+        return isinstance(retry, SharedTicket) and bool(retry.shared), waiting
+
+    admitted, waiting = asyncio.run(main())
+    assert admitted  # the retry was admitted...
+    assert waiting  # ...while the request queued before it still waits behind the big one
+
+
 def test_unreachable_redis_means_local_buckets_one_warning_and_a_metric(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
