@@ -6,19 +6,27 @@ model class live in one Redis hash, and one Lua script (:data:`BUCKETS_LUA`) doe
 arithmetic on the server, atomically:
 
 - it refills continuously from the server's ``TIME`` (clients' clocks never meet), with the
-  refill slowed after a 429 and recovering linearly, as in :mod:`._admission`;
+  refill slowed by a quarter after a 429 and recovering linearly, as in :mod:`._admission`;
 - ``take`` charges requests, input and output tokens in one step or not at all. When the
   tokens are there within :data:`BOOK_AHEAD` seconds it books them at once and returns the wait
   (the caller sleeps it, then sends): processes are served in the order they asked, so a
   large prompt is not overtaken for ever by small ones. Otherwise it charges nothing and
-  returns the wait;
+  returns the wait. In each process requests queue first come, first served and the head
+  asks; a retry after a 429 asks first;
 - ``update`` corrects a charge from usage, gives back what a 429 or a cancelled attempt never
   spent, writes the limits learned from ``anthropic-ratelimit-*`` headers (so every process
-  shares one calibration), lowers the level to the ``remaining`` the service reports and
-  slows the refill of a bucket a 429 named.
+  shares one calibration), lowers the level to the ``remaining`` the service reports (less
+  what is booked but not yet due, and refilled for the time since the answer arrived) and
+  slows the refill of a bucket a 429 named. What ``remaining`` says was over-counted, over a
+  second or more, is the share of the refill a workload we cannot see takes: the refill is
+  scaled to what is left (learned gradually, recovering slowly when it stops);
+- until any process knows a class's limits, one request at a time across all processes
+  (the probe) goes out uncharged to learn them: the level its answer reports then covers
+  everything sent.
 
-Keys are ``claude-force:limits:<organisation>:<class>``, where the organisation is a hash of
-the API key and base URL (never the key itself): two organisations never share buckets.
+Keys are ``claude-force:limits:<organisation>:<class>`` (and ``...:booked``, the bookings not
+yet due), where the organisation is a hash of the API key and base URL (never the key
+itself): two organisations never share buckets.
 Each write renews a TTL (:data:`KEY_TTL_MS`), so nothing stays after the last process stops.
 
 :class:`SharedTokenBuckets` is :class:`TokenBuckets` with its levels in Redis; the local
@@ -119,6 +127,10 @@ local PROBE_S = 30
 -- Our share of each refill (a workload we cannot see takes the rest) is learned from what
 -- the service's "remaining" says we over-counted, sampled at most once a second.
 local SHARE_SAMPLE_S, SHARE_WEIGHT, SHARE_RECOVERY = 1.0, 0.3, 0.02
+-- A 429 slows the refill by a quarter (recovering over the recovery time), not by half as in
+-- one process: the learned share already absorbs a steady unseen workload, and halving the
+-- refill for half a minute on one stray 429 costs several percent of the allowance.
+local SLOW_429 = 0.75
 
 local function fmt(x) return string.format('%.17g', x) end
 local function factor(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
@@ -256,7 +268,7 @@ elseif op == 'update' then
       b.lvl = math.min(b.cap, b.lvl + delta)
       if left >= 0 then sync(b, math.min(b.cap, left + rate(b, now) * age) - ahead[k]) end
       if slow and now - b.sa >= cooldown then
-        b.sf = math.max(0.1, factor(b, now) / 2)
+        b.sf = math.max(0.1, factor(b, now) * SLOW_429)
         b.sa = now
       end
       save(k, b)

@@ -208,9 +208,9 @@ def test_remaining_lowers_a_level_never_raises_it_and_429s_slow_the_refill(space
     lowered, kept, slowed, again = asyncio.run(main())
     assert lowered["input-tokens"]["level"] == pytest.approx(1000)
     assert since.near(kept["input-tokens"]["level"], 1000, 6000)
-    assert slowed["input-tokens"]["refill_factor"] == pytest.approx(0.5)
-    # A second 429 within the cooldown does not halve it again (it recovers over 30 s).
-    assert 0.5 <= again["input-tokens"]["refill_factor"] <= 0.5 + since.seconds() / 30
+    assert slowed["input-tokens"]["refill_factor"] == pytest.approx(0.75)
+    # A second 429 within the cooldown does not slow it again (it recovers over 30 s).
+    assert 0.75 <= again["input-tokens"]["refill_factor"] <= 0.75 + since.seconds() / 30
 
 
 def test_bookings_not_yet_due_are_allowed_for_in_what_the_service_reports(space: str) -> None:
@@ -364,8 +364,8 @@ def test_answers_correct_the_shared_charge(space: str) -> None:
     assert since.near(levels["input-tokens"]["level"], 6000 - 1200, 6000)
     # Output: 500 reserved, 100 used; the refused request's 10 were given back, then the
     # server's remaining (0) taken and the refill slowed.
-    assert since.near(levels["output-tokens"]["level"], 0, 600 * 0.5)
-    assert 0.5 <= levels["output-tokens"]["refill_factor"] <= 0.5 + since.seconds() / 30
+    assert since.near(levels["output-tokens"]["level"], 0, 600 * 0.75)
+    assert 0.75 <= levels["output-tokens"]["refill_factor"] <= 0.75 + since.seconds() / 30
     assert since.near(levels["requests"]["level"], 59, 60)
 
 
