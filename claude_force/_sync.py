@@ -12,11 +12,12 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._batch import BatchItems, BatchRecord
 from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
 from ._errors import UsageError
@@ -210,6 +211,25 @@ class AgentOrchestrator(UsageReportMethods):
     run_multiple = execute_multiple
     """The seed's name for :meth:`execute_multiple`."""
 
+    def execute_batch(
+        self,
+        items: BatchItems,
+        *,
+        concurrency: int | None = None,
+        budget: Budget | None = None,
+        use_cache: bool = True,
+        refresh: bool = False,
+    ) -> Iterator[BatchRecord]:
+        """The records as a plain iterator, in completion order; each step runs on the loop."""
+        records = self._core.execute_batch(
+            items, concurrency=concurrency, budget=budget, use_cache=use_cache, refresh=refresh
+        )
+        try:
+            while (record := self._call(_next(records))) is not None:
+                yield record
+        finally:  # stopping early cancels the calls in flight
+            self._call(_close(records))
+
     def warm(self, tasks: Iterable[TaskLike]) -> dict[str, int]:
         return self._call(self._core.warm(tasks))
 
@@ -222,6 +242,7 @@ class AgentOrchestrator(UsageReportMethods):
         budget: Budget | None = None,
         use_cache: bool = True,
         refresh: bool = False,
+        resume: bool = False,
     ) -> WorkflowResult:
         return self._call(
             self._core.run_workflow(
@@ -231,8 +252,19 @@ class AgentOrchestrator(UsageReportMethods):
                 budget=budget,
                 use_cache=use_cache,
                 refresh=refresh,
+                resume=resume,
             )
         )
+
+
+async def _next(records: AsyncIterator[BatchRecord]) -> BatchRecord | None:
+    return await anext(records, None)
+
+
+async def _close(records: AsyncIterator[BatchRecord]) -> None:
+    close = getattr(records, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _stop_loop(

@@ -391,6 +391,16 @@ class Transport:
         tokens, _ = await self._retrying(count, None)
         return tokens
 
+    async def call(self, fn: Callable[[AsyncAnthropic, float], Awaitable[T]]) -> T:
+        """``fn(client, timeout)`` on this loop's SDK client, retried by the one retry loop.
+
+        For calls other than messages (the Message Batches API): outside the concurrency gate
+        and the token buckets, SDK errors mapped to :class:`APIError` with the key redacted.
+        """
+        session = await self.session()
+        value, _ = await self._retrying(lambda timeout: fn(session.client, timeout), None)
+        return value
+
     async def _retrying(
         self,
         call: Callable[[float], Awaitable[T]],

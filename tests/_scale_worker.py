@@ -8,7 +8,7 @@ Each line on stdin is a JSON command, answered by one JSON line on stdout:
   result's success, cached flag and tier, with the cross-process flight's counts and the
   Redis warnings and fallbacks seen so far;
 - ``{"op": "start", ...}`` like run, answered ``{"started": true}`` at once; ``{"op":
-  "collect"}`` then answers the results;
+  "stats"}`` answers the counts meanwhile, ``{"op": "collect"}`` the results;
 - ``{"op": "close"}``.
 """
 
@@ -76,6 +76,8 @@ async def main() -> None:
             tasks = [tuple(t) for t in cmd["tasks"]]
             running = asyncio.ensure_future(orch.execute_multiple(tasks))
             answer = {"started": True} if op == "start" else report(await running)
+        elif op == "stats":
+            answer = report([])
         elif op == "collect":
             assert running is not None
             answer = report(await running)

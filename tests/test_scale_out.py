@@ -172,14 +172,22 @@ def test_an_identical_request_in_flight_elsewhere_is_sent_once(
     with Simulator() as slow:
         open_both(workers, project, tmp_path, base_url=slow.base_url, namespace=namespace)
         try:
-            # A's request is held upstream long enough for B, already running, to ask too.
-            slow.script(Fault.hang(3.0))
+            # A's request is held upstream until B is seen waiting for it.
+            slow.script(Fault.hang())
             work = tasks(1)
             a.ask({"op": "start", "tasks": work})
             assert slow.wait_for_in_flight(1, timeout=30)
-            second = b.ask({"op": "run", "tasks": work})
+            b.ask({"op": "start", "tasks": work})
+            for _ in range(3000):  # bounded polling of B's own counts
+                if b.ask({"op": "stats"})["flight"]["waited"] == 1:
+                    break
+            else:
+                raise AssertionError("B never waited for A's request")
+            slow.release_hangs()
+            second = b.ask({"op": "collect"})
             first = a.ask({"op": "collect"})
         finally:
+            slow.release_hangs()
             close_both(workers)
         upstream = len(slow.message_requests)
     assert first["results"][0]["success"] and not first["results"][0]["cached"]

@@ -98,7 +98,8 @@ class Fault:
 
     @classmethod
     def hang(cls, seconds: float = 3600.0) -> Fault:
-        """Accept the request and answer only after ``seconds`` (or never, if stopped first)."""
+        """Accept the request and answer after ``seconds``, or at ``sim.release_hangs()``
+        (never, if the simulator stops first)."""
         if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
             raise InvalidArgumentError(
                 f"Fault.hang seconds must be a finite number >= 0, got {seconds!r}"
