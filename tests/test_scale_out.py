@@ -125,6 +125,8 @@ def open_both(
                     "base_url": base_url,
                     "redis_url": redis_url,
                     "enable_tracking": False,
+                    # Recall of earlier tasks would make B's requests differ from A's.
+                    "enable_memory": False,
                     **options,
                 },
                 "cache": {
