@@ -16,17 +16,29 @@ input tokens per minute achieved, the limit, and the share of the allowance used
 server charged divided by what it made available: the full bucket at the start plus the
 refill over the run, less the neighbour's share).
 
+Then 4 processes sharing one Redis (``redis_url``, a private ``redis-server`` started for the
+run) against the same limit, each sending a quarter of the requests, all starting together:
+the same columns, plus p50/p99 time from a request's first attempt to its answer.
+
 Run: python benchmarks/bench_ratelimit.py [--requests N] [--limit TOKENS_PER_MINUTE]
+     [--only redis] (only the 4-process rows)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import multiprocessing
 import random
+import shutil
+import socket
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import anthropic
-from _common import demo_project, simulator_process
+from _common import demo_project, free_port, simulator_process
 
 from claude_force import AsyncAgentOrchestrator, TaskSpec
 from claude_force.testing import RateLimits
@@ -168,12 +180,133 @@ def run(name: str, limits: RateLimits, go: Any) -> Run:
     return result
 
 
+PROCESSES = 4
+
+
+def first_attempt_latencies() -> list[float]:
+    """Record, for every request this process sends, the seconds from its first attempt
+    (after admission) to its answer; returns the list the records go to."""
+    import contextvars
+
+    from claude_force._transport import Transport
+
+    box: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("first", default=None)
+    out: list[float] = []
+    send, attempt = Transport.send, Transport._attempt
+
+    async def timed_send(self: Transport, request: Any) -> Any:
+        mark: list[float] = []
+        box.set(mark)
+        sent = await send(self, request)
+        if mark:
+            out.append(time.perf_counter() - mark[0])
+        return sent
+
+    async def timed_attempt(self: Transport, call: Any, timeout: float, number: int) -> Any:
+        mark = box.get()
+        if number == 1 and mark is not None and not mark:
+            mark.append(time.perf_counter())
+        return await attempt(self, call, timeout, number)
+
+    Transport.send = timed_send  # type: ignore[method-assign]
+    Transport._attempt = timed_attempt  # type: ignore[method-assign]
+    return out
+
+
+def redis_worker(
+    base_url: str, redis_url: str, agent: str, texts: list[str], start: Any, out: Any
+) -> None:
+    """One of the processes: claude-force defaults plus ``redis_url``, in a fresh project."""
+    latencies = first_attempt_latencies()
+
+    async def go() -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = demo_project(Path(tmp))
+            async with AsyncAgentOrchestrator(
+                config,
+                api_key="bench",
+                base_url=base_url,
+                cache_dir=Path(tmp) / "cache",
+                redis_url=redis_url,
+            ) as orch:
+                await orch._transport.session()  # the SDK client is ready before the start
+                out.put("ready")
+                start.wait()
+                results = await orch.execute_multiple([(agent, t) for t in texts])
+        return sum(1 for r in results if not r.success)
+
+    failed = asyncio.run(go())
+    out.put((failed, latencies))
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the run's own: fresh buckets and cache, nothing left behind."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed; the 4-process rows need one")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def redis_processes(limits: RateLimits, agent: str, texts: list[str]) -> None:
+    """The row for :data:`PROCESSES` processes sharing one Redis, each a share of ``texts``."""
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    stats: dict[str, Any] = {}
+    with (
+        private_redis() as redis_url,
+        simulator_process(latency_ms=LATENCY_MS, rate_limits=limits, stats_out=stats) as url,
+    ):
+        shares = [texts[i::PROCESSES] for i in range(PROCESSES)]
+        procs = [
+            ctx.Process(target=redis_worker, args=(url, redis_url, agent, share, start, out))
+            for share in shares
+        ]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            assert out.get() == "ready"  # every process has its client before any starts
+        began = time.perf_counter()
+        start.set()
+        answers = [out.get() for _ in procs]
+        wall = time.perf_counter() - began
+        for proc in procs:
+            proc.join()
+    failed = sum(a[0] for a in answers)
+    latencies = sorted(x for a in answers for x in a[1])
+    run = Run(f"{PROCESSES} processes, shared Redis", 0, failed, wall, stats,
+              limits.input_tokens_per_minute or 0, limits.neighbour_share)  # fmt: skip
+    p50 = statistics.quantiles(latencies, n=100)[49] if len(latencies) > 1 else 0.0
+    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else 0.0
+    print(f"{run.row()} {p50 * 1000:>8.0f} {p99 * 1000:>8.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=2_000_000, help="input tokens per minute")
+    parser.add_argument("--only", choices=["redis"], help="run only these rows")
     args = parser.parse_args()
     texts = prompts(args.requests, seed=9)
+    if args.only == "redis":
+        main_redis(args.requests, args.limit, texts)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         config = demo_project(Path(tmp))
         agent, requests = bodies(config, texts)
@@ -196,6 +329,23 @@ def main() -> None:
                 return await claude_force(url, agent, texts)
 
             run("claude-force defaults", limits, ours)
+    main_redis(args.requests, args.limit, texts)
+
+
+def main_redis(requests: int, limit: int, texts: list[str]) -> None:
+    """The 4-process rows: alone, and beside the unseen neighbour."""
+    with tempfile.TemporaryDirectory() as tmp:
+        agent, _ = bodies(demo_project(Path(tmp)), texts[:1])
+    for share in (0.0, 0.3):
+        limits = RateLimits(
+            input_tokens_per_minute=limit, requests_per_minute=20_000, neighbour_share=share
+        )
+        print(
+            f"\n{requests} requests over {PROCESSES} processes sharing Redis, "
+            f"neighbour_share={share}, {LATENCY_MS:.0f} ms"
+        )
+        print(f"{HEADER} {'p50 ms':>8} {'p99 ms':>8}")
+        redis_processes(limits, agent, texts)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,13 @@ class Metrics:
             ["agent", "model"],
             registry=reg,
         )
+        self.redis_fallbacks = Counter(
+            "claude_force_redis_fallbacks",
+            "Times Redis could not be used and this process fell back to local rate limits "
+            "or single-flight, by part (limits, single_flight).",
+            ["part"],
+            registry=reg,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._hits: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
@@ -169,6 +176,10 @@ class Metrics:
         requests.inc()
         latency.observe(latency_s)
         cache.inc()
+
+    def redis_fallback(self, part: str) -> None:
+        """Count one fall back from the shared Redis to this process's own state."""
+        self._child(self.redis_fallbacks, part).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # Looking up a labelled child costs more than the update itself: remember each one.

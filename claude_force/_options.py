@@ -37,6 +37,10 @@ class OrchestratorOptions:
     (learned from its ``anthropic-ratelimit-*`` headers); ``rate_limits`` sets or caps them,
     one :class:`Limits` for every model class or a mapping of model (or family) to
     :class:`Limits`, e.g. to leave room for other tools of the same organisation.
+    ``redis_url`` is one Redis shared by several processes or machines: the response
+    cache's shared tier (unless ``cache_redis_url`` names another), the rate-limit buckets
+    (one organisation's limits, kept together) and single-flight across processes.
+    ``cache_redis_url`` shares only cached answers.
     ``sleep`` is how retries wait (tests inject one).
     """
 
@@ -59,6 +63,7 @@ class OrchestratorOptions:
     cache_dir: str | os.PathLike[str] | None = None
     cache_exclude_agents: Iterable[str] | None = None
     cache_redis_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     cache_secret: str | bytes | None = field(default=None, repr=False)
     response_cache: ResponseCache | None = None
     budget: Budget | None = None
@@ -113,12 +118,13 @@ class OrchestratorOptions:
             raise InvalidArgumentError(f"sleep must be an async function, got {self.sleep!r}")
 
     def _check_cache_options(self) -> None:
-        url = self.cache_redis_url
-        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise InvalidArgumentError(
-                "cache_redis_url must be a Redis URL such as redis://localhost:6379/0 "
-                "(schemes redis://, rediss:// or unix://)"
-            )
+        for name in ("cache_redis_url", "redis_url"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+                raise InvalidArgumentError(
+                    f"{name} must be a Redis URL such as redis://localhost:6379/0 "
+                    "(schemes redis://, rediss:// or unix://)"
+                )
         secret = self.cache_secret
         if secret is not None and (not isinstance(secret, (str, bytes)) or not secret):
             raise InvalidArgumentError(
@@ -157,7 +163,7 @@ class OrchestratorOptions:
                 ttl_hours=self.cache_ttl_hours,
                 max_size_mb=self.cache_max_size_mb,
                 exclude_agents=self.cache_exclude_agents,
-                redis_url=self.cache_redis_url,
+                redis_url=self.cache_redis_url or self.redis_url,
                 cache_secret=self.cache_secret,
             )
         except (CacheDirectoryError, OSError, sqlite3.Error) as exc:
@@ -203,7 +209,7 @@ _FLAGS = (
     "adaptive_concurrency",
     "enable_metrics",
 )
-_TEXTS = ("default_model", "base_url", "cache_redis_url")
+_TEXTS = ("default_model", "base_url", "cache_redis_url", "redis_url")
 _PATHS = ("cache_dir", "ledger_path", "pricing_path")
 
 

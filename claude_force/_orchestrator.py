@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -85,6 +86,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
         cache_dir: str | os.PathLike[str] | None = None,
         cache_exclude_agents: Iterable[str] | None = None,
         cache_redis_url: str | None = None,
+        redis_url: str | None = None,
         cache_secret: str | bytes | None = None,
         response_cache: ResponseCache | None = None,
         budget: Budget | None = None,
@@ -133,7 +135,10 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
         self._recorder.memory = memory
-        self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
+        self._cache = CacheUse(
+            opts, OnceLog(logging.getLogger("claude_force")), self._recorder.metrics
+        )
+        self._transport.shared = self._cache.shared  # redis_url: limits shared by processes
         self._runs = RunStore(self.config.root / "data" / "runs.db")
 
     def __repr__(self) -> str:
@@ -303,15 +308,20 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             return await self._send(agent, request, ctx, None)
         started = time.perf_counter()
         key = cache_key(request)
-        if not ctx.refresh:
-            # Checked before admission: a hit never waits for a concurrency slot.
+
+        async def cached() -> AgentResult | None:
             hit = await cache.aget(key)
             result = outcome.hit_result(agent, request, hit, started) if hit is not None else None
             if result is not None:
                 self._recorder.record_hit(result, ctx)
-                return result
+            return result
+
+        # Checked before admission: a hit never waits for a concurrency slot.
+        if not ctx.refresh and (result := await cached()) is not None:
+            return result
+        send = functools.partial(self._send, agent, request, ctx, (cache, key))
         leader, shared = await self._cache.flights().run(
-            key, lambda: self._send(agent, request, ctx, (cache, key))
+            key, lambda: self._cache.across(key, send, None if ctx.refresh else cached)
         )
         if not shared:
             return leader

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._admission import AdmissionDeadlineError, ConcurrencyGate, Limits, Ticket, TokenBuckets
 from ._errors import APIError, UsageError
 from ._request import Request, canonical_json
+from ._shared_limits import SharedRedis, SharedTokenBuckets, organisation
 from ._usage import Usage
 
 if TYPE_CHECKING:
@@ -258,6 +259,8 @@ class Transport:
         self._rand = rand
         self._session: Session | None = None
         self._starting: asyncio.Task[Session] | None = None
+        # A Redis shared with other processes (redis_url): the buckets then live there.
+        self.shared: SharedRedis | None = None
         self.last_rate_limits: Mapping[str, str] = {}
 
     def __repr__(self) -> str:  # never show the key
@@ -310,8 +313,13 @@ class Transport:
         finally:
             self._starting = None
         gate = ConcurrencyGate(self.max_concurrent, adaptive=self.adaptive, clock=self._monotonic)
-        buckets = None
-        if self.adaptive_rate_limits:
+        buckets: TokenBuckets | None = None
+        if self.adaptive_rate_limits and self.shared is not None:
+            buckets = SharedTokenBuckets(
+                self.shared, organisation(self._api_key, self._base_url),
+                limits=self.rate_limits, clock=self._monotonic, sleep=self._sleep, rand=self._rand,
+            )  # fmt: skip
+        elif self.adaptive_rate_limits:
             buckets = TokenBuckets(
                 limits=self.rate_limits, clock=self._monotonic, sleep=self._sleep, rand=self._rand
             )
@@ -326,6 +334,8 @@ class Transport:
             return
         session.keeper.cancel()
         if session.loop is asyncio.get_running_loop():
+            if isinstance(session.buckets, SharedTokenBuckets):
+                await session.buckets.drain()  # corrections still on their way to Redis
             await session.client.close()
 
     def make_client(self) -> AsyncAnthropic:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class FakeTime:
@@ -38,3 +40,12 @@ def no_hang(seconds: int = 10) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def scratch_namespace(client: Any) -> Iterator[str]:
+    """A Redis key prefix of one test's own (for a fixture); its keys are deleted after."""
+    name = f"cf-test-{uuid.uuid4().hex}"
+    yield name
+    names = list(client.scan_iter(match=f"{name}:*"))
+    if names:
+        client.delete(*names)

@@ -20,7 +20,7 @@ import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .._errors import CacheIntegrityError, InvalidArgumentError
 from .._warnings import OnceLog
@@ -30,13 +30,15 @@ from ._types import MISS, Found, Miss, TierStats
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["RedisTier", "redact_url"]
+__all__ = ["RedisTier", "import_redis", "pooled_client", "redact_url"]
 
 logger = logging.getLogger("claude_force.cache")
 
 # Loopback and LAN round trips are well under this; a slower server is treated as down.
 _SOCKET_TIMEOUT_S = 0.5
 _REST_AFTER_ERROR_S = 5.0
+_MAX_CONNECTIONS = 16  # per event loop
+_POOL_WAIT_S = 2.0
 _GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
 _WRONG_TYPE: Final = object()  # what a fetch returns when the key holds another type
 _HIDDEN = "***"
@@ -63,6 +65,27 @@ def redact_url(url: str) -> str:
     ]
     shown = urllib.parse.urlencode(query, safe="*")
     return urllib.parse.urlunsplit(parts._replace(query=shown))
+
+
+def import_redis(shown_url: str) -> Any:
+    """redis-py (with its asyncio client), or an error naming the URL and what to install."""
+    try:
+        import redis
+        import redis.asyncio
+    except ImportError as exc:
+        raise InvalidArgumentError(
+            f"redis_url={shown_url!r} needs the redis package; install claude-force[redis]"
+        ) from exc
+    return redis
+
+
+def pooled_client(module: Any, url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
+    """An asyncio client on a bounded pool whose callers wait their turn: a burst of commands
+    started at once would otherwise open as many connections at once, and time out."""
+    pool = module.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT_S, **options
+    )
+    return cast("redis.asyncio.Redis", module.asyncio.Redis.from_pool(pool))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +118,7 @@ class RedisTier:
     ) -> None:
         self.url = redact_url(url)  # the only form of the URL that messages ever show
         self._url = url
-        try:
-            import redis
-            import redis.asyncio
-        except ImportError as exc:
-            raise InvalidArgumentError(
-                f"redis_url={self.url!r} needs the redis package; install claude-force[redis]"
-            ) from exc
-        self._redis = redis
+        self._redis = redis = import_redis(self.url)
         self._options: dict[str, Any] = {
             "socket_timeout": _SOCKET_TIMEOUT_S,
             "socket_connect_timeout": _SOCKET_TIMEOUT_S,
@@ -257,7 +273,7 @@ class RedisTier:
         held = self._async
         if held is not None and held.loop is loop:
             return held.client
-        client = self._redis.asyncio.Redis.from_url(self._url, **self._options)
+        client = pooled_client(self._redis, self._url, self._options)
         keeper = loop.create_task(_close_when_loop_ends(client))
         self._async = _LoopClient(loop, client, keeper)
         return client

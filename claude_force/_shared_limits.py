@@ -1,0 +1,744 @@
+"""Rate limits shared by every process pointed at one Redis (``redis_url``).
+
+The service's limits belong to the organisation, not to a process: N processes each pacing
+itself to the full limit send N times too much. With ``redis_url`` set, the token buckets of a
+model class live in one Redis hash, and one Lua script (:data:`BUCKETS_LUA`) does all the
+arithmetic on the server, atomically:
+
+- it refills continuously from the server's ``TIME`` (clients' clocks never meet), with the
+  refill slowed by a quarter after a 429 and recovering linearly, as in :mod:`._admission`;
+- ``take`` charges requests, input and output tokens in one step or not at all. When the
+  tokens are there within :data:`BOOK_AHEAD` seconds it books them at once and returns the wait
+  (the caller sleeps it, then sends): processes are served in the order they asked, so a
+  large prompt is not overtaken for ever by small ones. Otherwise it charges nothing and
+  returns the wait. In each process requests queue first come, first served and the head
+  asks; a retry after a 429 asks first;
+- ``update`` corrects a charge from usage, gives back what a 429 or a cancelled attempt never
+  spent, writes the limits learned from ``anthropic-ratelimit-*`` headers (so every process
+  shares one calibration), lowers the level to the ``remaining`` the service reports (less
+  what is booked but not yet due, and refilled for the time since the answer arrived) and
+  slows the refill of a bucket a 429 named. What ``remaining`` says was over-counted, over a
+  second or more, is the share of the refill a workload we cannot see takes: the refill is
+  scaled to what is left (learned gradually, recovering slowly when it stops);
+- until any process knows a class's limits, one request at a time across all processes
+  (the probe) goes out uncharged to learn them: the level its answer reports then covers
+  everything sent.
+
+Keys are ``claude-force:limits:<organisation>:<class>`` (and ``...:booked``, the bookings not
+yet due), where the organisation is a hash of the API key and base URL (never the key
+itself): two organisations never share buckets.
+Each write renews a TTL (:data:`KEY_TTL_MS`), so nothing stays after the last process stops.
+
+:class:`SharedTokenBuckets` is :class:`TokenBuckets` with its levels in Redis; the local
+buckets keep learning from every answer, so when Redis cannot be reached (at start or
+mid-run) the same object carries on with local buckets: one warning, a metric, and no
+request fails because of Redis. It tries Redis again after :data:`REST_AFTER_ERROR_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._admission import (
+    CHARS_PER_TOKEN,
+    KINDS,
+    AdmissionDeadlineError,
+    Limits,
+    Ticket,
+    TokenBuckets,
+    _Class,
+    _header_int,
+    _priced,
+    _Waiter,
+    _with_headroom,
+    model_class,
+)
+from ._errors import InvalidArgumentError
+from ._usage import Usage
+from ._warnings import OnceLog
+from .cache._redis import (
+    _close_when_loop_ends,
+    _LoopClient,
+    import_redis,
+    pooled_client,
+    redact_url,
+)
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = [
+    "BOOK_AHEAD",
+    "BUCKETS_LUA",
+    "KEY_TTL_MS",
+    "RedisBuckets",
+    "SharedRedis",
+    "SharedTicket",
+    "SharedTokenBuckets",
+    "learned",
+    "organisation",
+]
+
+logger = logging.getLogger("claude_force")
+
+BOOK_AHEAD = 0.5  # seconds: tokens this close are booked at once, the caller sleeps the rest
+KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
+REST_AFTER_ERROR_S = 5.0
+UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
+_SOCKET_TIMEOUT_S = 1.0
+_SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
+Arg = str | int | float  # what a script argument may be
+# Set in the task whose attempt was just answered 429: its retry goes to the head of the
+# queue, instead of waiting behind every request queued since its first attempt.
+_BOUNCED: contextvars.ContextVar[bool] = contextvars.ContextVar("cf_bounced", default=False)
+_SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
+_LONG = {v: k for k, v in _SHORT.items()}
+
+# KEYS[1]: the class's hash; KEYS[2]: its bookings not yet due (a sorted set by send time, so
+# that the service's "remaining", which cannot include them yet, is compared fairly).
+# ARGV[1]: op, ARGV[2]: TTL in ms, ARGV[3]: recovery seconds.
+# take:   ARGV[4]: most seconds to book ahead; then per kind (r, i, o): cost, cost to wait
+#         for, configured cap (0: none), capacity to create a missing bucket with (0: none).
+#         Returns {verdict, wait, kinds charged, levels}: verdict "ok" (charged, sleep wait),
+#         "wait" (nothing charged), "probe" (no limit known: send this one uncharged, alone,
+#         to learn them) or "unknown" (another process is probing).
+# update: ARGV[4]: cooldown seconds; then per kind: delta to add to the level, limit learned
+#         (0: none), remaining share reported (-1: none), 1 to slow the refill; ARGV[17]: 1
+#         when the probe is over; ARGV[18]: seconds since the answer arrived (the service
+#         has refilled meanwhile: its "remaining" is compared as of now). Returns levels.
+# Numbers travel as strings: Redis would truncate a Lua number returned to an integer.
+BUCKETS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local key = KEYS[1]
+local op = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local recovery = tonumber(ARGV[3])
+local kinds = {'r', 'i', 'o'}
+local PROBE_S = 30
+-- Our share of each refill (a workload we cannot see takes the rest) is learned from what
+-- the service's "remaining" says we over-counted, sampled at most once a second.
+local SHARE_SAMPLE_S, SHARE_WEIGHT, SHARE_RECOVERY = 1.0, 0.3, 0.02
+-- A 429 slows the refill by a quarter (recovering over the recovery time), not by half as in
+-- one process: the learned share already absorbs a steady unseen workload, and halving the
+-- refill for half a minute on one stray 429 costs several percent of the allowance.
+local SLOW_429 = 0.75
+
+local function fmt(x) return string.format('%.17g', x) end
+local function factor(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
+
+local function rate(b, at) return b.cap / 60 * factor(b, at) * b.sh end
+
+local function load(k)
+  local v = redis.call('HMGET', key, k..'.cap', k..'.lvl', k..'.t', k..'.sf', k..'.sa',
+                       k..'.sh', k..'.ss', k..'.ex')
+  if not v[1] then return nil end
+  local b = {cap = tonumber(v[1]), lvl = tonumber(v[2]), t = tonumber(v[3]),
+             sf = tonumber(v[4]), sa = tonumber(v[5]), sh = tonumber(v[6] or '1'),
+             ss = tonumber(v[7] or '0'), ex = tonumber(v[8] or '0')}
+  if now > b.t then
+    local speed = (factor(b, b.t) + factor(b, now)) / 2
+    b.lvl = math.min(b.cap, b.lvl + (now - b.t) * b.cap / 60 * speed * b.sh)
+    b.t = now
+  end
+  return b
+end
+
+local function new(cap, lvl)
+  return {cap = cap, lvl = math.min(lvl, cap), t = now, sf = 1, sa = 0, sh = 1, ss = now, ex = 0}
+end
+
+local function save(k, b)
+  redis.call('HSET', key, k..'.cap', fmt(b.cap), k..'.lvl', fmt(b.lvl), k..'.t', fmt(b.t),
+             k..'.sf', fmt(b.sf), k..'.sa', fmt(b.sa), k..'.sh', fmt(b.sh),
+             k..'.ss', fmt(b.ss), k..'.ex', fmt(b.ex))
+end
+
+local function levels(bs)
+  local out = {}
+  for _, k in ipairs(kinds) do
+    local b = bs[k]
+    if b then
+      out[#out + 1] = k..':'..fmt(b.cap)..':'..fmt(b.lvl)..':'..fmt(factor(b, now) * b.sh)
+    end
+  end
+  return table.concat(out, ';')
+end
+
+-- What the bookings not yet due will take, per kind: the service has not seen them.
+local function pending()
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local sums = {r = 0, i = 0, o = 0}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local n = 0
+    for part in string.gmatch(member, '[^:]+') do
+      n = n + 1
+      if n > 1 then sums[kinds[n - 1]] = sums[kinds[n - 1]] + tonumber(part) end
+    end
+  end
+  return sums
+end
+
+-- The service reports less than we count: lower the level to it, and learn our share.
+local function sync(b, target)
+  if target < b.lvl then
+    b.ex = b.ex + (b.lvl - target)
+    b.lvl = target
+  end
+  local dt = now - b.ss
+  if dt >= SHARE_SAMPLE_S then
+    local seen = b.sh - b.ex / (b.cap / 60 * dt) + SHARE_RECOVERY
+    seen = math.max(0.1, math.min(1.0, seen))
+    b.sh = b.sh + SHARE_WEIGHT * (seen - b.sh)
+    b.ex, b.ss = 0, now
+  end
+end
+
+local bs = {}
+if op == 'take' then
+  local ahead = tonumber(ARGV[4])
+  local wait, known, costs = 0, false, {}
+  for n, k in ipairs(kinds) do
+    local base = 4 + (n - 1) * 4
+    local cost, want = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local cap, init = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
+    local b = load(k)
+    if not b and init > 0 then b = new(init, init) end
+    if b then
+      if cap > 0 and cap < b.cap then b.cap = cap; b.lvl = math.min(b.lvl, cap) end
+      known = true
+      bs[k] = b
+      costs[k] = cost
+      local missing = math.min(want, b.cap) - b.lvl
+      if missing > 0.000001 then
+        wait = math.max(wait, missing / rate(b, now))
+      end
+    end
+  end
+  if not known then
+    -- One request at a time learns the limits: the level its answer reports then covers
+    -- everything the service was sent (several uncharged requests would not be counted).
+    if tonumber(redis.call('HGET', key, 'probe') or '0') > now then
+      return {'unknown', '0', '', ''}
+    end
+    redis.call('HSET', key, 'probe', fmt(now + PROBE_S))
+    redis.call('PEXPIRE', key, ttl)
+    return {'probe', '0', '', ''}
+  end
+  if wait > ahead then return {'wait', fmt(wait), '', levels(bs)} end
+  local charged = ''
+  local booked = {tostring(redis.call('HINCRBY', key, 'seq', 1))}
+  for _, k in ipairs(kinds) do
+    local b = bs[k]
+    booked[#booked + 1] = fmt(costs[k] or 0)
+    if b then
+      b.lvl = b.lvl - costs[k]
+      save(k, b)
+      charged = charged..k
+    end
+  end
+  if wait > 0 then
+    redis.call('ZADD', KEYS[2], now + wait, table.concat(booked, ':'))
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+  redis.call('PEXPIRE', key, ttl)
+  return {'ok', fmt(wait), charged, levels(bs)}
+elseif op == 'update' then
+  local cooldown = tonumber(ARGV[4])
+  local ahead = pending()
+  local age = tonumber(ARGV[18] or '0')
+  for n, k in ipairs(kinds) do
+    local base = 4 + (n - 1) * 4
+    local delta, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local left, slow = tonumber(ARGV[base + 3]), ARGV[base + 4] == '1'
+    local b = load(k)
+    if limit > 0 then
+      if b then b.cap = limit; b.lvl = math.min(b.lvl, limit)
+      else b = new(limit, left >= 0 and left or limit) end
+    end
+    if b then
+      b.lvl = math.min(b.cap, b.lvl + delta)
+      if left >= 0 then sync(b, math.min(b.cap, left + rate(b, now) * age) - ahead[k]) end
+      if slow and now - b.sa >= cooldown then
+        b.sf = math.max(0.1, factor(b, now) * SLOW_429)
+        b.sa = now
+      end
+      save(k, b)
+      bs[k] = b
+    end
+  end
+  if ARGV[17] == '1' then redis.call('HDEL', key, 'probe') end
+  if next(bs) then redis.call('PEXPIRE', key, ttl) end
+  return {'ok', '0', '', levels(bs)}
+end
+return redis.error_reply('unknown op '..tostring(op))
+"""
+
+
+def organisation(api_key: str, base_url: str | None) -> str:
+    """A short, stable name for the allowance an API key draws on at an endpoint.
+
+    A hash: the key itself never reaches Redis, logs or errors.
+    """
+    digest = hashlib.sha256(f"{base_url or ''}\n{api_key}".encode()).hexdigest()
+    return digest[:16]
+
+
+class SharedRedis:
+    """One Redis for an orchestrator's shared limits and cross-process single-flight.
+
+    Holds the asyncio client of each event loop and the health policy: an error marks Redis
+    down for :data:`REST_AFTER_ERROR_S` (callers then use their local fallback), warns once,
+    and counts a fallback (``fallbacks``, and ``on_fallback(part)`` for the metric).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "claude-force",
+        clock: Callable[[], float] = time.monotonic,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = redact_url(url)  # the only form of the URL that messages ever show
+        self._url = url
+        self._redis = redis = import_redis(self.url)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # Fail fast: a slow or absent server must cost one timeout, never a retry ladder.
+        self._options: dict[str, Any] = {
+            "socket_timeout": _SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": _SOCKET_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        try:
+            redis.asyncio.Redis.from_url(url, **self._options)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"redis_url={self.url!r} is not a Redis URL; use redis://host:port/db"
+            ) from None  # the cause would show the URL with its password
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.namespace = namespace
+        self.fallbacks = 0
+        self.on_fallback = on_fallback
+        self._clock = clock
+        self._down_until = -math.inf
+        self._log = OnceLog(logger)
+        self._async: _LoopClient | None = None
+        self._shas: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SharedRedis({self.url!r})"
+
+    def client(self) -> redis.asyncio.Redis:
+        """The running loop's asyncio client (its connections belong to that loop)."""
+        loop = asyncio.get_running_loop()
+        held = self._async
+        if held is not None and held.loop is loop:
+            return held.client
+        client = pooled_client(self._redis, self._url, self._options)
+        keeper = loop.create_task(_close_when_loop_ends(client))
+        self._async = _LoopClient(loop, client, keeper)
+        return client
+
+    def usable(self) -> bool:
+        """False while resting after an error: callers use their local fallback."""
+        return self._clock() >= self._down_until
+
+    def failed(self, part: str, exc: BaseException) -> None:
+        """Redis could not be used for ``part`` (``limits``, ``single_flight``)."""
+        self._down_until = self._clock() + REST_AFTER_ERROR_S
+        self.fallbacks += 1
+        if self.on_fallback is not None:
+            self.on_fallback(part)
+        self._log.warn(
+            "redis-down",
+            f"redis at {self.url} cannot be used ({type(exc).__name__}: {self._scrub(exc)}); "
+            "rate limits and single-flight are per process until it answers again",
+        )
+
+    def succeeded(self) -> None:
+        if self._down_until != -math.inf:
+            self._down_until = -math.inf
+            self._log.clear("redis-down")
+            logger.info("redis at %s answers again; limits are shared again", self.url)
+
+    async def script(self, source: str, keys: list[str], args: list[Arg]) -> Any:
+        """EVALSHA ``source``; on NOSCRIPT (a restarted or flushed server) load it and retry."""
+        client = self.client()
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
+        try:
+            return await client.evalsha(sha, len(keys), *keys, *args)
+        except self._redis.exceptions.NoScriptError:
+            sha = self._shas[source] = await client.script_load(source)
+            return await client.evalsha(sha, len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        """Close the running loop's client now (another loop's closes when that loop ends)."""
+        held = self._async
+        if held is not None and held.loop is asyncio.get_running_loop():
+            self._async = None
+            held.keeper.cancel()
+            await asyncio.gather(held.keeper, return_exceptions=True)
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc)
+        return text.replace(self._url, self.url) if self._url != self.url else text
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What ``take`` answered: ``ok`` (charged; sleep ``wait``), ``wait`` or ``unknown``."""
+
+    verdict: str
+    wait: float
+    charged: frozenset[str]
+    levels: dict[str, dict[str, float]]
+
+
+class RedisBuckets:
+    """The Lua script's two operations for one organisation, as Python calls."""
+
+    def __init__(self, shared: SharedRedis, org: str, *, recovery_seconds: float = 30.0) -> None:
+        self.shared = shared
+        self.prefix = f"{shared.namespace}:limits:{org}:"
+        self.recovery = recovery_seconds
+
+    def key(self, cls: str) -> str:
+        return self.prefix + cls
+
+    def keys(self, cls: str) -> list[str]:
+        """The class's hash and its sorted set of bookings not yet due."""
+        return [self.prefix + cls, self.prefix + cls + ":booked"]
+
+    async def take(
+        self,
+        cls: str,
+        costs: Mapping[str, float],
+        wait_for: Mapping[str, float],
+        *,
+        caps: Mapping[str, float],
+        init: Mapping[str, float],
+        ahead: float,
+    ) -> Verdict:
+        args: list[Arg] = ["take", KEY_TTL_MS, self.recovery, ahead]
+        for kind in KINDS:
+            args += [costs[kind], wait_for[kind], caps.get(kind, 0), init.get(kind, 0)]
+        verdict, wait, charged, levels = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
+        return Verdict(
+            verdict.decode(),
+            float(wait),
+            frozenset(_LONG[c] for c in charged.decode()),
+            _levels(levels.decode()),
+        )
+
+    async def update(
+        self,
+        cls: str,
+        *,
+        deltas: Mapping[str, float] | None = None,
+        limits: Mapping[str, float] | None = None,
+        left: Mapping[str, float] | None = None,
+        slow: frozenset[str] = frozenset(),
+        probed: bool = False,
+        age: float = 0.0,
+    ) -> dict[str, dict[str, float]]:
+        deltas, limits, left = deltas or {}, limits or {}, left or {}
+        args: list[Arg] = ["update", KEY_TTL_MS, self.recovery, _SLOW_COOLDOWN]
+        for kind in KINDS:
+            slowed = int(kind in slow)
+            args += [deltas.get(kind, 0), limits.get(kind, 0), left.get(kind, -1), slowed]
+        args += [int(probed), max(0.0, age)]
+        reply = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
+        return _levels(reply[3].decode())
+
+
+def _levels(text: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for part in filter(None, text.split(";")):
+        short, cap, level, factor = part.split(":")
+        out[_LONG[short]] = {
+            "limit": float(cap),
+            "level": float(level),
+            "refill_factor": float(factor),
+        }
+    return out
+
+
+@dataclass(slots=True, eq=False)
+class SharedTicket(Ticket):
+    """A ticket whose charge (``shared``: the kinds) was booked in Redis, not locally;
+    ``probe``: sent uncharged, alone, to learn the limits."""
+
+    shared: frozenset[str] = frozenset()
+    probe: bool = False
+
+
+class _Fallback(Exception):
+    """Redis failed while admitting: admit with the local buckets instead."""
+
+
+def learned(
+    headers: Mapping[str, str] | None, caps: Mapping[str, int]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Limits and remaining levels stated by ``anthropic-ratelimit-*`` headers, capped.
+
+    A cap below the service's limit leaves the rest to others, so the remaining share is
+    in proportion (as the local buckets do).
+    """
+    limits: dict[str, float] = {}
+    left: dict[str, float] = {}
+    for kind in KINDS:
+        limit = _header_int(headers or {}, f"anthropic-ratelimit-{kind}-limit")
+        if limit is None or limit < 1:
+            continue
+        cap = min(limit, caps.get(kind, limit))
+        limits[kind] = cap
+        remaining = _header_int(headers or {}, f"anthropic-ratelimit-{kind}-remaining")
+        if remaining is not None:
+            left[kind] = remaining * cap / limit
+    return limits, left
+
+
+class SharedTokenBuckets(TokenBuckets):
+    """:class:`TokenBuckets` whose levels live in Redis, shared by every process using it.
+
+    Same four calls and the same meaning; the local buckets underneath keep learning from
+    every answer and take over whenever Redis cannot be used. Corrections are sent to Redis
+    in the background (they never delay an answer); :meth:`drain` waits for them.
+    """
+
+    def __init__(
+        self,
+        shared: SharedRedis,
+        org: str,
+        *,
+        limits: Limits | Mapping[str, Limits] | None = None,
+        recovery_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            limits=limits, recovery_seconds=recovery_seconds, clock=clock, sleep=sleep, **kwargs
+        )
+        self.store = RedisBuckets(shared, org, recovery_seconds=recovery_seconds)
+        self._seen: dict[str, dict[str, dict[str, float]]] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def shared(self) -> SharedRedis:
+        return self.store.shared
+
+    async def admit(
+        self,
+        model: str,
+        input_estimate_chars: int,
+        max_tokens: int,
+        *,
+        deadline: float | None = None,
+    ) -> Ticket:
+        cls_name = model_class(model)
+        if not self.shared.usable() or self._class(cls_name).state == "absent":
+            return await super().admit(model, input_estimate_chars, max_tokens, deadline=deadline)
+        try:
+            ticket, wait = await self._admit_shared(
+                cls_name, input_estimate_chars, max_tokens, deadline
+            )
+        except _Fallback:
+            return await super().admit(model, input_estimate_chars, max_tokens, deadline=deadline)
+        if wait > 0:
+            try:
+                await self._sleep(wait)  # booked: the tokens are ours at the end of it
+            except BaseException:
+                self.refund(ticket)
+                raise
+        return ticket
+
+    async def _admit_shared(
+        self, cls_name: str, chars: int, max_tokens: int, deadline: float | None
+    ) -> tuple[Ticket, float]:
+        """Queue first come, first served in this process; the head asks Redis."""
+        cls = self._class(cls_name)
+        raw = chars / CHARS_PER_TOKEN
+        raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
+        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future())
+        if _BOUNCED.get():
+            _BOUNCED.set(False)
+            self._enqueue_first(cls, waiter)
+        else:
+            self._enqueue(cls, waiter)
+        try:
+            if cls.queue[0] is not waiter:
+                await waiter.turn
+            while True:
+                now = self._clock()
+                costs = _priced(cls, raw_costs)
+                ahead = BOOK_AHEAD if deadline is None else min(BOOK_AHEAD, deadline - now)
+                init = {kind: b.capacity for kind, b in cls.buckets.items()}
+                try:
+                    verdict = await self.store.take(
+                        cls_name,
+                        costs,
+                        _with_headroom(cls, costs),
+                        caps=cls.caps,
+                        init=init,
+                        ahead=max(0.0, ahead),
+                    )
+                    self.shared.succeeded()
+                except self.shared.errors as exc:
+                    self.shared.failed("limits", exc)
+                    raise _Fallback from exc
+                if verdict.levels:
+                    self._seen[cls_name] = verdict.levels
+                if verdict.verdict == "ok":
+                    cls.in_flight += 1
+                    ticket = SharedTicket(cls_name, costs, raw, frozenset(), shared=verdict.charged)
+                    return ticket, verdict.wait
+                if verdict.verdict == "probe":
+                    cls.in_flight += 1
+                    return SharedTicket(cls_name, costs, raw, frozenset(), probe=True), 0.0
+                if verdict.verdict == "unknown":
+                    await self._pause(cls, UNKNOWN_POLL_S)  # another process is learning
+                    continue
+                if deadline is not None and now + verdict.wait > deadline:
+                    self._deadline_error(cls_name, verdict, deadline - now)
+                pause = (verdict.wait - BOOK_AHEAD) * (1.0 + self._jitter * self._rand())
+                await self._pause(cls, max(0.001, pause))
+        finally:
+            self._dequeue(cls, waiter)
+
+    @staticmethod
+    def _enqueue_first(cls: _Class, waiter: _Waiter) -> None:
+        """A retry asks at once, beside the head (Redis serialises them anyway)."""
+        cls.queue.appendleft(waiter)
+        for kind in KINDS:
+            cls.queued[kind] += waiter.costs[kind]
+        waiter.turn.set_result(None)
+
+    @staticmethod
+    def _deadline_error(cls_name: str, verdict: Verdict, left: float) -> None:
+        kind = min(verdict.levels, key=lambda k: verdict.levels[k]["level"], default="requests")
+        limit = verdict.levels.get(kind, {}).get("limit", 0.0)
+        raise AdmissionDeadlineError(
+            f"rate limited: this request would wait about {verdict.wait:.1f}s for the shared "
+            f"{cls_name} limit of {limit:,.0f} {kind.replace('-', ' ')} per minute, past its "
+            f"deadline ({max(0.0, left):.1f}s left); raise deadline_seconds, send fewer or "
+            "smaller requests, or ask Anthropic for higher limits"
+        )
+
+    def settle(
+        self, ticket: Ticket, usage: Usage | None, headers: Mapping[str, str] | None
+    ) -> None:
+        if ticket.done:
+            return
+        super().settle(ticket, usage, headers)
+        deltas: dict[str, float] = {}
+        shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
+        if "output-tokens" in shared:
+            used = usage.output_tokens if usage is not None else 0
+            deltas["output-tokens"] = ticket.costs["output-tokens"] - used
+        if usage is not None and "input-tokens" in shared:
+            counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
+            deltas["input-tokens"] = ticket.costs["input-tokens"] - counted
+        self._push(ticket, deltas, headers, frozenset())
+
+    def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> None:
+        if ticket.done:
+            return
+        super().on_rate_limited(ticket, headers)
+        _BOUNCED.set(True)
+        shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
+        deltas = {kind: ticket.costs[kind] for kind in shared}  # the service charged nothing
+        slow = frozenset(
+            kind
+            for kind in KINDS
+            if (left := _header_int(headers or {}, f"anthropic-ratelimit-{kind}-remaining"))
+            is not None
+            and left < ticket.costs[kind]
+        )
+        self._push(ticket, deltas, headers, slow)
+
+    def refund(self, ticket: Ticket) -> None:
+        if ticket.done:
+            return
+        super().refund(ticket)
+        shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
+        self._push(ticket, {k: ticket.costs[k] for k in shared}, None, frozenset())
+
+    def snapshot(self) -> dict[str, object]:
+        """As :meth:`TokenBuckets.snapshot`, with the levels last read from Redis."""
+        out = super().snapshot()
+        for name, seen in list(self._seen.items()):
+            entry = out.get(name)
+            if isinstance(entry, dict):
+                entry["shared"] = self.shared.usable()
+                if self.shared.usable():
+                    entry["buckets"] = {kind: dict(v) for kind, v in seen.items()}
+        return out
+
+    async def drain(self) -> None:
+        """Wait for the corrections still being sent to Redis."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def _push(
+        self,
+        ticket: Ticket,
+        deltas: Mapping[str, float],
+        headers: Mapping[str, str] | None,
+        slow: frozenset[str],
+    ) -> None:
+        """Send a correction and what the headers say to Redis, off the caller's path."""
+        cls_name = ticket.model_class
+        limits, left = learned(headers, self._class(cls_name).caps)
+        probed = isinstance(ticket, SharedTicket) and ticket.probe
+        if not (deltas or limits or left or slow or probed) or not self.shared.usable():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        work = self._update(cls_name, dict(deltas), limits, left, slow, probed, self._clock())
+        task = loop.create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _update(
+        self,
+        cls_name: str,
+        deltas: dict[str, float],
+        limits: dict[str, float],
+        left: dict[str, float],
+        slow: frozenset[str],
+        probed: bool,
+        answered: float,
+    ) -> None:
+        try:
+            levels = await self.store.update(
+                cls_name,
+                deltas=deltas,
+                limits=limits,
+                left=left,
+                slow=slow,
+                probed=probed,
+                age=self._clock() - answered,
+            )
+        except self.shared.errors as exc:
+            self.shared.failed("limits", exc)
+            return
+        if levels:
+            self._seen[cls_name] = levels
+        # Another request of this process may fit now.
+        self._notify(self._class(cls_name))

@@ -1,0 +1,424 @@
+"""Token buckets shared through the real Redis: the Lua script, and the buckets around it.
+
+The script's arithmetic runs on the server's clock; tests move that clock by rewriting the
+time a bucket was last updated (never by sleeping). The Python side runs on FakeTime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from claude_force._admission import AdmissionDeadlineError, Limits
+from claude_force._metrics import Metrics
+from claude_force._shared_limits import (
+    KEY_TTL_MS,
+    RedisBuckets,
+    SharedRedis,
+    SharedTicket,
+    SharedTokenBuckets,
+    learned,
+    organisation,
+)
+from claude_force._usage import Usage
+
+from ._support import FakeTime, scratch_namespace
+from .test_cache_redis import URL, server  # noqa: F401  (the fixtures)
+
+
+@pytest.fixture
+def space(server: redis.Redis) -> Iterator[str]:  # noqa: F811
+    yield from scratch_namespace(server)
+
+
+LIMITS = {"requests": 60.0, "input-tokens": 6000.0, "output-tokens": 600.0}
+
+
+class Since:
+    """Real time since a test began. The server's clock keeps refilling the buckets while a
+    test runs, so levels are checked between what was set and that plus the refill since:
+    bounds that hold however slow the machine is."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.start
+
+    def near(self, value: float, expected: float, per_minute: float) -> bool:
+        return expected - 0.01 <= value <= expected + per_minute / 60 * self.seconds() + 0.01
+
+
+def store(space: str, org: str = "org") -> RedisBuckets:
+    return RedisBuckets(SharedRedis(URL, namespace=space), org)
+
+
+def costs(requests: float = 1, inp: float = 0, out: float = 0) -> dict[str, float]:
+    return {"requests": requests, "input-tokens": inp, "output-tokens": out}
+
+
+async def learn(buckets: RedisBuckets, **left: float) -> None:
+    remaining = {k.replace("_", "-"): v for k, v in left.items()}
+    await buckets.update("sonnet", limits=LIMITS, left=remaining)
+
+
+def move_server_time(server: redis.Redis, key: str, kind: str, seconds: float) -> None:  # noqa: F811
+    """Pretend the bucket was last updated ``seconds`` earlier on the server's clock."""
+    updated = float(server.hget(key, f"{kind}.t") or 0)
+    server.hset(key, f"{kind}.t", repr(updated - seconds))
+
+
+def test_take_charges_every_bucket_in_one_step(space: str, server: redis.Redis) -> None:  # noqa: F811
+    since = Since()
+
+    async def main() -> Any:
+        buckets = store(space)
+        await learn(buckets)
+        return await buckets.take(
+            "sonnet", costs(1, 100, 50), costs(1, 100, 50), caps={}, init={}, ahead=1.0
+        )
+
+    verdict = asyncio.run(main())
+    assert verdict.verdict == "ok" and verdict.wait == 0.0
+    assert verdict.charged == frozenset(LIMITS)
+    level = {k: v["level"] for k, v in verdict.levels.items()}
+    expected = {"requests": 59, "input-tokens": 5900, "output-tokens": 550}
+    assert all(since.near(level[k], expected[k], LIMITS[k]) for k in LIMITS), level
+    key = f"{space}:limits:org:sonnet"
+    assert since.near(float(server.hget(key, "i.lvl") or 0), 5900, 6000)
+    assert 0 < server.pttl(key) <= KEY_TTL_MS
+
+
+def test_take_is_all_or_nothing_and_says_how_long_to_wait(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    since = Since()
+
+    async def main() -> Any:
+        buckets = store(space)
+        await learn(buckets, input_tokens=1000)
+        return await buckets.take(
+            "sonnet", costs(1, 2000), costs(1, 2000), caps={}, init={}, ahead=1.0
+        )
+
+    verdict = asyncio.run(main())
+    # 1,000 tokens missing at 6,000 a minute (100 a second): ten seconds.
+    assert verdict.verdict == "wait"
+    assert 10.0 - since.seconds() - 0.01 <= verdict.wait <= 10.0 + 0.01
+    key = f"{space}:limits:org:sonnet"
+    assert float(server.hget(key, "r.lvl") or 0) == 60  # not charged (and full)
+    assert since.near(float(server.hget(key, "i.lvl") or 0), 1000, 6000)
+
+
+def test_tokens_within_the_booking_horizon_are_booked_with_their_wait(space: str) -> None:
+    since = Since()
+
+    async def main() -> Any:
+        buckets = store(space)
+        await learn(buckets, input_tokens=0)
+        return await buckets.take("sonnet", costs(1, 50), costs(1, 50), caps={}, init={}, ahead=1.0)
+
+    verdict = asyncio.run(main())
+    assert verdict.verdict == "ok"
+    assert 0.5 - since.seconds() - 0.01 <= verdict.wait <= 0.51  # 50 tokens at 100 a second
+    assert since.near(verdict.levels["input-tokens"]["level"], -50, 6000)
+
+
+def test_refill_follows_the_servers_clock(space: str, server: redis.Redis) -> None:  # noqa: F811
+    key = f"{space}:limits:org:sonnet"
+    since = Since()
+
+    async def setup() -> None:
+        await learn(store(space), input_tokens=0)
+
+    async def take() -> Any:
+        return await store(space).take(
+            "sonnet", costs(0, 3000), costs(0, 3000), caps={}, init={}, ahead=0.0
+        )
+
+    asyncio.run(setup())
+    move_server_time(server, key, "i", 30.0)  # half a minute: half the limit refilled
+    verdict = asyncio.run(take())
+    assert verdict.verdict == "ok"
+    assert since.near(verdict.levels["input-tokens"]["level"], 0, 6000)
+    move_server_time(server, key, "i", 600.0)  # never above the limit
+    verdict = asyncio.run(take())
+    assert verdict.levels["input-tokens"]["level"] == pytest.approx(3000)
+
+
+def test_calibration_written_by_one_process_is_read_by_another(space: str) -> None:
+    since = Since()
+
+    async def first() -> None:
+        await learn(store(space), input_tokens=4000)
+
+    async def second() -> Any:
+        # A fresh client knowing nothing: no caps, nothing to create buckets with.
+        return await store(space).take(
+            "sonnet", costs(1, 10), costs(1, 10), caps={}, init={}, ahead=1.0
+        )
+
+    asyncio.run(first())
+    verdict = asyncio.run(second())
+    assert verdict.verdict == "ok"
+    assert verdict.levels["input-tokens"]["limit"] == 6000
+    assert since.near(verdict.levels["input-tokens"]["level"], 3990, 6000)
+
+
+def test_nothing_known_one_probe_at_a_time_and_a_cap_creates_the_bucket(space: str) -> None:
+    async def main() -> list[Any]:
+        buckets = store(space)
+        probe = await buckets.take("haiku", costs(), costs(), caps={}, init={}, ahead=1.0)
+        unknown = await buckets.take("haiku", costs(), costs(), caps={}, init={}, ahead=1.0)
+        await buckets.update("haiku", probed=True)  # the probe's answer stated no limit
+        again = await buckets.take("haiku", costs(), costs(), caps={}, init={}, ahead=1.0)
+        capped = await buckets.take(
+            "haiku", costs(), costs(), caps={"requests": 5}, init={"requests": 5}, ahead=1.0
+        )
+        return [probe, unknown, again, capped]
+
+    probe, unknown, again, capped = asyncio.run(main())
+    assert [probe.verdict, unknown.verdict, again.verdict] == ["probe", "unknown", "probe"]
+    assert not probe.charged and not unknown.charged
+    assert capped.verdict == "ok" and capped.charged == {"requests"}
+    assert capped.levels["requests"] == pytest.approx(
+        {"limit": 5, "level": 4, "refill_factor": 1.0}, abs=0.01
+    )
+
+
+def test_remaining_lowers_a_level_never_raises_it_and_429s_slow_the_refill(space: str) -> None:
+    since = Since()
+
+    async def main() -> list[dict[str, dict[str, float]]]:
+        buckets = store(space)
+        await learn(buckets, input_tokens=3000)
+        lowered = await buckets.update("sonnet", left={"input-tokens": 1000})
+        kept = await buckets.update("sonnet", left={"input-tokens": 5000})
+        slowed = await buckets.update("sonnet", slow=frozenset({"input-tokens"}))
+        again = await buckets.update("sonnet", slow=frozenset({"input-tokens"}))
+        return [lowered, kept, slowed, again]
+
+    lowered, kept, slowed, again = asyncio.run(main())
+    assert lowered["input-tokens"]["level"] == pytest.approx(1000)
+    assert since.near(kept["input-tokens"]["level"], 1000, 6000)
+    assert slowed["input-tokens"]["refill_factor"] == pytest.approx(0.75)
+    # A second 429 within the cooldown does not slow it again (it recovers over 30 s).
+    assert 0.75 <= again["input-tokens"]["refill_factor"] <= 0.75 + since.seconds() / 30
+
+
+def test_bookings_not_yet_due_are_allowed_for_in_what_the_service_reports(space: str) -> None:
+    since = Since()
+
+    async def main() -> dict[str, dict[str, float]]:
+        buckets = store(space)
+        await learn(buckets, input_tokens=0)
+        booked = await buckets.take("sonnet", costs(0, 50), costs(0, 50), caps={}, init={}, ahead=1)
+        assert booked.verdict == "ok" and booked.wait > 0.4
+        # The service has not seen the booked request: it still reports 0 left. That is no
+        # reason to lower the level (0 - 50 booked is where it already stands).
+        return await buckets.update("sonnet", left={"input-tokens": 0})
+
+    levels = asyncio.run(main())
+    assert since.near(levels["input-tokens"]["level"], -50, 6000)
+
+
+def test_the_share_of_the_refill_left_by_an_unseen_workload_is_learned(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    key = f"{space}:limits:org:sonnet"
+
+    async def setup() -> None:
+        await learn(store(space), input_tokens=3000)
+
+    async def report(left: float) -> dict[str, dict[str, float]]:
+        return await store(space).update("sonnet", left={"input-tokens": left})
+
+    since = Since()
+    asyncio.run(setup())
+    # Ten seconds on the server's clock since the last sample, and the service reports 300
+    # tokens fewer than counted: 30 a second of the 100 a second refill went elsewhere.
+    server.hset(key, "i.ss", repr(float(server.hget(key, "i.t") or 0) - 10))
+    level = float(server.hget(key, "i.lvl") or 0)
+    levels = asyncio.run(report(level - 300))
+    share = 1 + 0.3 * ((1 - 0.3 + 0.02) - 1)  # one sample, weighted 0.3, slowly recovering
+    # Refill while the test ran counts as more missing: at most 0.3 * elapsed / 10 lower.
+    low = share - 0.3 * since.seconds() / 10 - 0.005
+    assert low <= levels["input-tokens"]["refill_factor"] <= share + 0.005
+
+
+def test_organisations_never_share_buckets() -> None:
+    assert organisation("key-a", None) != organisation("key-b", None)
+    assert organisation("key-a", "http://x") != organisation("key-a", "http://y")
+    assert "key-a" not in organisation("key-a", None)
+
+
+def test_learned_scales_remaining_to_a_configured_cap() -> None:
+    headers = {
+        "anthropic-ratelimit-input-tokens-limit": "10000",
+        "anthropic-ratelimit-input-tokens-remaining": "5000",
+        "anthropic-ratelimit-requests-limit": "50",
+    }
+    limits, left = learned(headers, {"input-tokens": 4000})
+    assert limits == {"input-tokens": 4000, "requests": 50}
+    assert left == {"input-tokens": 2000}
+
+
+# -- SharedTokenBuckets on an injected clock -------------------------------------------------
+
+
+def shared_buckets(space: str, time: FakeTime, **kwargs: Any) -> SharedTokenBuckets:
+    return SharedTokenBuckets(
+        SharedRedis(URL, namespace=space),
+        "org",
+        clock=time.clock,
+        sleep=time.sleep,
+        rand=lambda: 0.0,
+        **kwargs,
+    )
+
+
+HEADERS = {
+    "anthropic-ratelimit-requests-limit": "60",
+    "anthropic-ratelimit-requests-remaining": "60",
+    "anthropic-ratelimit-input-tokens-limit": "6000",
+    "anthropic-ratelimit-input-tokens-remaining": "0",
+    "anthropic-ratelimit-output-tokens-limit": "600",
+    "anthropic-ratelimit-output-tokens-remaining": "600",
+}
+
+
+def test_one_request_at_a_time_learns_the_limits_for_every_process(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    time = FakeTime()
+    key = f"{space}:limits:org:sonnet"
+
+    async def main() -> tuple[Any, Any, bool, bool]:
+        buckets = shared_buckets(space, time)
+        other = shared_buckets(space, time)  # another process
+        probe = await buckets.admit("claude-sonnet-4-5", 400, 10)
+        second = asyncio.ensure_future(other.admit("claude-sonnet-4-5", 400, 10))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        held = not second.done()
+        buckets.settle(probe, Usage(input_tokens=100, output_tokens=10), HEADERS)
+        await buckets.drain()
+        probing = server.hexists(key, "probe")
+        return probe, await second, held, bool(probing)
+
+    probe, second, held, probing = asyncio.run(main())
+    assert isinstance(probe, SharedTicket) and probe.probe and not probe.shared
+    assert held  # the other process waited while the limits were unknown
+    assert not probing  # the probe's answer ended it
+    # The probe's headers, written to Redis, let the other process be charged there.
+    assert second.shared == {"requests", "input-tokens", "output-tokens"}
+    assert float(server.hget(key, "i.cap") or 0) == 6000
+
+
+def test_admit_sleeps_a_booked_wait_and_fails_fast_past_a_deadline(space: str) -> None:
+    time = FakeTime()
+    since = Since()
+
+    async def main() -> None:
+        buckets = shared_buckets(space, time, limits=Limits(input_tokens_per_minute=6000))
+        await buckets.store.update("sonnet", limits=LIMITS, left={"input-tokens": 0})
+        # 200 characters are 50 tokens: half a second at 100 tokens a second.
+        ticket = await buckets.admit("claude-sonnet-4-5", 200, 1)
+        assert isinstance(ticket, SharedTicket) and "input-tokens" in ticket.shared
+        assert len(time.sleeps) == 1
+        assert 0.5 - since.seconds() - 0.01 <= time.sleeps[0] <= 0.51
+        with pytest.raises(AdmissionDeadlineError, match="shared sonnet limit"):
+            await buckets.admit("claude-sonnet-4-5", 40_000, 1, deadline=time.now + 5)
+
+    asyncio.run(main())
+
+
+def test_answers_correct_the_shared_charge(space: str) -> None:
+    time = FakeTime()
+    since = Since()
+
+    async def main() -> dict[str, dict[str, float]]:
+        buckets = shared_buckets(space, time)
+        await buckets.store.update("sonnet", limits=LIMITS)
+        ticket = await buckets.admit("claude-sonnet-4-5", 4000, 500)  # 1,000 in, 500 out
+        answered = {**HEADERS, "anthropic-ratelimit-input-tokens-remaining": "6000"}
+        buckets.settle(ticket, Usage(input_tokens=1200, output_tokens=100), answered)
+        await buckets.drain()
+        refused = await buckets.admit("claude-sonnet-4-5", 400, 10)
+        assert isinstance(refused, SharedTicket) and refused.shared
+        bounced = {**answered, "anthropic-ratelimit-output-tokens-remaining": "0"}
+        buckets.on_rate_limited(refused, bounced)
+        await buckets.drain()
+        return await buckets.store.update("sonnet")
+
+    levels = asyncio.run(main())
+    assert since.near(levels["input-tokens"]["level"], 6000 - 1200, 6000)
+    # Output: 500 reserved, 100 used; the refused request's 10 were given back, then the
+    # server's remaining (0) taken and the refill slowed.
+    assert since.near(levels["output-tokens"]["level"], 0, 600 * 0.75)
+    assert 0.75 <= levels["output-tokens"]["refill_factor"] <= 0.75 + since.seconds() / 30
+    assert since.near(levels["requests"]["level"], 59, 60)
+
+
+def test_a_retry_after_a_429_asks_before_the_requests_queued_since(space: str) -> None:
+    time = FakeTime()
+
+    async def main() -> tuple[bool, bool]:
+        buckets = shared_buckets(space, time)
+        await buckets.store.update("sonnet", limits=LIMITS, left={"input-tokens": 0})
+        big = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40_000, 1))  # 100 s
+        queued = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40, 1))
+
+        async def bounced() -> Any:
+            ticket = SharedTicket("sonnet", costs(1, 10, 1), 10, frozenset())
+            buckets._class("sonnet").in_flight += 1
+            buckets.on_rate_limited(ticket, None)
+            return await buckets.admit("claude-sonnet-4-5", 40, 1)
+
+        retry = await asyncio.wait_for(bounced(), timeout=10)
+        waiting = not queued.done()
+        for task in (big, queued):
+            task.cancel()
+        await asyncio.gather(big, queued, return_exceptions=True)
+        return isinstance(retry, SharedTicket) and bool(retry.shared), waiting
+
+    admitted, waiting = asyncio.run(main())
+    assert admitted  # the retry was admitted...
+    assert waiting  # ...while the request queued before it still waits behind the big one
+
+
+def test_unreachable_redis_means_local_buckets_one_warning_and_a_metric(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    time = FakeTime()
+    metrics = Metrics()
+    dead = SharedRedis(
+        "redis://127.0.0.1:1/0", clock=time.clock, on_fallback=metrics.redis_fallback
+    )
+    buckets = SharedTokenBuckets(
+        dead, "org", limits=Limits(requests_per_minute=2), clock=time.clock, sleep=time.sleep
+    )
+
+    async def main() -> None:
+        for _ in range(3):  # the third waits for the local bucket to refill
+            ticket = await buckets.admit("claude-sonnet-4-5", 40, 1)
+            assert not isinstance(ticket, SharedTicket) or not ticket.shared
+            buckets.settle(ticket, Usage(input_tokens=10, output_tokens=1), None)
+        await buckets.drain()
+
+    with caplog.at_level(logging.WARNING, logger="claude_force"):
+        asyncio.run(main())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "redis at redis://127.0.0.1:1/0" in warnings[0].getMessage()
+    assert dead.fallbacks == 1
+    assert time.sleeps and sum(time.sleeps) >= 29  # the local limit of 2 a minute held
+    assert b'claude_force_redis_fallbacks_total{part="limits"} 1.0' in metrics.render()
