@@ -27,6 +27,7 @@ when they fit instead of being bounced with 429s:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -52,6 +53,13 @@ KINDS = ("requests", "input-tokens", "output-tokens")
 CHARS_PER_TOKEN = 4.0  # the first guess for English text, before any usage calibrates it
 _MAX_HEADROOM = 0.5  # of the input estimate, however poorly the ratio predicts
 _SLOW_COOLDOWN = 2.0  # seconds during which further 429s do not slow a bucket again
+_MIN_REFILL = 0.05  # of the stated refill: the slowest a bucket is assumed to refill
+_MAX_UNSEEN = 0.9  # of the refill: the most others are assumed to take when admitting
+# The estimate itself is bounded only against runaway: clamping it tighter would keep one
+# side of the noise (attempts sent but not yet counted, read as a lower level) and lose the
+# other, which would bias it. Admission uses it clipped to [0, _MAX_UNSEEN].
+_UNSEEN_BOUND = 1.0
+_UNSEEN_REQUESTS = 20  # the estimator's time constant is at least this many requests' refill
 _FAMILIES = ("opus", "sonnet", "haiku")
 _UNITS = {"requests": "requests", "input-tokens": "input tokens", "output-tokens": "output tokens"}
 
@@ -199,22 +207,57 @@ class Ticket:
     raw_input_estimate: float  # characters / CHARS_PER_TOKEN, before calibration
     charged: frozenset[str]  # the buckets that existed, and were charged, at admission
     done: bool = False
+    sent: bool = False  # charged to the model of the service's buckets too
 
 
 class _Bucket:
     """A continuously refilled bucket on the client side. The level may go below zero: a
-    correction or a request larger than the bucket is repaid by refilling."""
+    correction or a request larger than the bucket is repaid by refilling.
+
+    Beside the admission ``level`` it keeps ``model``: what the service's bucket should hold
+    if the only consumers were this client's attempts (charged when they leave, not when
+    admitted, since an admitted attempt may still wait for a concurrency slot) and the
+    learned ``unseen`` share of the refill. Each observed ``remaining`` is compared with
+    ``model``; the difference is consumption this client cannot see (another process or tool
+    of the same organisation). Spread over the time since the last observation, or over
+    ``unseen_seconds`` if that is longer, it corrects ``unseen``: an integral controller
+    whose time constant is at least ``unseen_seconds`` (one observation moves the share by
+    at most what the interval implies, so a long gap does not overshoot). The model is then
+    reset to what the service reported, so errors that only exist while attempts are on the
+    wire (an estimate against the exact count, a response still in transit, answers read
+    out of order) cancel out over the next observations instead of accumulating. Such an
+    error is about one request's cost, so the time constant is also at least the refill
+    time of ``_UNSEEN_REQUESTS`` typical requests: with limits that hold only a few
+    requests a minute, one request's noise must not read as another consumer.
+    """
 
     def __init__(self, capacity: float, level: float, now: float) -> None:
         self.capacity = capacity
         self.level = min(level, capacity)
+        # The model of the service's level: ``base`` is its last report, refilled since
+        # (up to the capacity, as the service's), ``pending`` our own net charges since.
+        self.base = self.level
+        self.pending = 0.0
         self.updated = now
         self.slow_factor = 1.0  # refill speed right after the last 429
         self.slowed_at = -math.inf
+        self.unseen = 0.0  # share of the refill taken by consumers we cannot see, learned
+        self.observed_at = now  # when the model was last reset to the service's report
+        self.typical = 0.0  # a request's usual cost (moving average of charges)
+
+    def slowed(self, now: float, recovery: float) -> float:
+        """The slowing after the last 429: its factor, back to 1 linearly over ``recovery``."""
+        return min(1.0, self.slow_factor + (now - self.slowed_at) / recovery)
 
     def factor(self, now: float, recovery: float) -> float:
-        """The refill speed now: the slowed factor, back to 1 linearly over ``recovery``."""
-        return min(1.0, self.slow_factor + (now - self.slowed_at) / recovery)
+        """The refill speed now, as a share of the stated limit: what others are seen to
+        leave, slowed for a while after a 429."""
+        return max(_MIN_REFILL, self.slowed(now, recovery) * (1.0 - self.unseen_share))
+
+    @property
+    def unseen_share(self) -> float:
+        """The share of the refill others take, as admission assumes it."""
+        return min(_MAX_UNSEEN, max(0.0, self.unseen))
 
     def level_at(self, now: float, recovery: float) -> float:
         """The level at ``now``, refilled since the last update (changes nothing)."""
@@ -228,7 +271,41 @@ class _Bucket:
     def refill(self, now: float, recovery: float) -> None:
         if now > self.updated:
             self.level = self.level_at(now, recovery)
+            # The model is what the service holds: no slowing after 429s, only others' share.
+            gained = (now - self.updated) * self.capacity / 60.0 * (1.0 - self.unseen)
+            self.base = min(self.capacity, self.base + gained)
             self.updated = now
+
+    def add(self, amount: float, *, model: bool = True) -> None:
+        """Charge (negative) or give back (positive) ``amount``; ``model`` False for an
+        attempt that has not left yet (the service has not counted it either)."""
+        self.level = min(self.capacity, self.level + amount)
+        if model:
+            self.pending -= amount
+
+    def charge(self, cost: float) -> None:
+        """An attempt admitted: its cost off the level (the model's when it leaves)."""
+        self.level -= cost
+        self.typical += 0.1 * (cost - self.typical)
+
+    def observe(self, remaining: float, now: float, *, authoritative: bool, seconds: float) -> None:
+        """The service reports ``remaining`` (the buckets are refilled to ``now`` first):
+        learn from the model's difference to it, then take it as the level when it is lower
+        (or ``authoritative``: a 429, which the service refused for lack of it)."""
+        rate = self.capacity / 60.0
+        # Not the time since the last report: an attempt sent after a long wait would then
+        # weigh less when it is missing from a report than when it appears in the next.
+        horizon = max(seconds, _UNSEEN_REQUESTS * self.typical / rate)
+        # Our own charges are taken off after the capacity: an attempt the service has not
+        # counted yet must not vanish into a bucket that the model refilled to the top.
+        remaining = min(remaining, self.capacity)
+        step = (self.base - self.pending - remaining) / (rate * horizon)
+        self.unseen = min(_UNSEEN_BOUND, max(-_UNSEEN_BOUND, self.unseen + step))
+        self.base = remaining
+        self.pending = 0.0
+        self.observed_at = now
+        if authoritative or remaining < self.level:
+            self.level = min(remaining, self.capacity)
 
     def seconds_until(self, cost: float, now: float, recovery: float) -> float:
         missing = min(cost, self.capacity) - self.level
@@ -245,6 +322,7 @@ _State = Literal["unknown", "known", "absent"]
 class _Waiter:
     costs: dict[str, float]
     turn: asyncio.Future[None]
+    retry: bool = False
 
 
 @dataclass(eq=False)
@@ -265,9 +343,19 @@ class _Class:
 class TokenBuckets:
     """Client-side rate-limit buckets for every model class. Bound to one event loop.
 
-    Use per attempt: ``ticket = await admit(...)`` before sending, then exactly one of
+    Use per attempt: ``ticket = await admit(...)`` before sending, :meth:`sending` as it
+    leaves (after any other wait, such as a concurrency slot), then exactly one of
     :meth:`settle` (an answer, or a failure other than 429), :meth:`on_rate_limited` or
     :meth:`refund` (never sent).
+
+    ``max_in_flight`` bounds the attempts of a class admitted and not yet answered: an
+    attempt admitted long before it can be sent (it waits for a concurrency slot) is a
+    prediction of the service's level that far ahead, and less accurate for it.
+
+    ``unseen_seconds`` is how quickly the share of the refill taken by consumers this client
+    cannot see is learned (and unlearned when they stop): a difference between what the
+    service reports remaining and what this client's own use predicts corrects the share by
+    the difference spread over that many seconds of refill.
     """
 
     def __init__(
@@ -275,25 +363,24 @@ class TokenBuckets:
         *,
         limits: Limits | Mapping[str, Limits] | None = None,
         unknown_in_flight: int = 4,
+        max_in_flight: int | None = None,
         calibration_weight: float = 0.2,
-        recovery_seconds: float = 30.0,
+        recovery_seconds: float = 10.0,
+        unseen_seconds: float = 5.0,
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        if isinstance(unknown_in_flight, bool) or not isinstance(unknown_in_flight, int):
-            raise InvalidArgumentError(
-                f"unknown_in_flight must be an integer >= 1, got {unknown_in_flight!r}"
-            )
-        if unknown_in_flight < 1:
-            raise InvalidArgumentError(
-                f"unknown_in_flight must be an integer >= 1, got {unknown_in_flight!r}"
-            )
+        _check_count("unknown_in_flight", unknown_in_flight)
+        if max_in_flight is not None:
+            _check_count("max_in_flight", max_in_flight)
         self._limits = limits
         self._unknown_in_flight = unknown_in_flight
+        self._max_in_flight = max_in_flight
         self._weight = calibration_weight
         self._recovery = recovery_seconds
+        self._unseen_seconds = unseen_seconds
         self._jitter = jitter
         self._clock = clock
         self._sleep = sleep
@@ -309,11 +396,15 @@ class TokenBuckets:
         max_tokens: int,
         *,
         deadline: float | None = None,
+        retry: bool = False,
     ) -> Ticket:
         """Wait until the request fits its class's buckets, charge it and return its ticket.
 
         ``deadline`` is a time on this object's clock; when the predicted wait ends after it,
-        :class:`AdmissionDeadlineError` is raised at once instead of waiting.
+        :class:`AdmissionDeadlineError` is raised at once instead of waiting. A ``retry``
+        (an attempt after one that was sent) queues ahead of first attempts, behind the
+        head and earlier retries: it has already waited its turn once, and sending it to the
+        back of a long queue would multiply its time to an answer.
         """
         cls_name = model_class(model)
         cls = self._class(cls_name)
@@ -321,11 +412,15 @@ class TokenBuckets:
         # Input in uncalibrated tokens while queued: the ratio may be learned meanwhile.
         raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
         now = self._clock()
+        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future(), retry)
+        place = self._place(cls, waiter)
         if deadline is not None:
-            ahead = {k: cls.queued[k] + raw_costs[k] for k in KINDS}
+            ahead = {k: raw_costs[k] + cls.queued[k] for k in KINDS}
+            for behind in itertools.islice(cls.queue, place, None):  # a retry's
+                for kind in KINDS:
+                    ahead[kind] -= behind.costs[kind]
             self._check_deadline(cls_name, cls, _priced(cls, ahead), now, deadline)
-        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future())
-        self._enqueue(cls, waiter)
+        self._enqueue(cls, waiter, place)
         try:
             if cls.queue[0] is not waiter:
                 await waiter.turn
@@ -342,6 +437,17 @@ class TokenBuckets:
         finally:
             self._dequeue(cls, waiter)
 
+    def sending(self, ticket: Ticket) -> None:
+        """The attempt leaves now: from here the service may count it. Called by
+        :meth:`settle` and :meth:`on_rate_limited` when the caller did not."""
+        if ticket.sent or ticket.done:
+            return
+        ticket.sent = True
+        cls = self._classes[ticket.model_class]
+        self._refill(cls, self._clock())
+        for kind in ticket.charged:
+            cls.buckets[kind].pending += ticket.costs[kind]
+
     def settle(
         self, ticket: Ticket, usage: Usage | None, headers: Mapping[str, str] | None
     ) -> None:
@@ -352,6 +458,7 @@ class TokenBuckets:
         """
         if ticket.done:
             return
+        self.sending(ticket)
         ticket.done = True
         cls = self._classes[ticket.model_class]
         cls.in_flight -= 1
@@ -360,7 +467,7 @@ class TokenBuckets:
         output = cls.buckets.get("output-tokens")
         if output is not None and "output-tokens" in ticket.charged:
             used = usage.output_tokens if usage is not None else 0
-            output.level -= used - ticket.costs["output-tokens"]
+            output.add(ticket.costs["output-tokens"] - used)
         if usage is not None:
             self._calibrate(cls, ticket, usage)
         if headers:
@@ -377,13 +484,14 @@ class TokenBuckets:
         this request refill at half speed for a while."""
         if ticket.done:
             return
+        self.sending(ticket)
         ticket.done = True
         cls = self._classes[ticket.model_class]
         cls.in_flight -= 1
         now = self._clock()
         self._refill(cls, now)
         for kind in ticket.charged:
-            cls.buckets[kind].level += ticket.costs[kind]
+            cls.buckets[kind].add(ticket.costs[kind])
         if headers:
             self._learn(cls, headers, now, authoritative=True)
             for kind in KINDS:
@@ -393,7 +501,7 @@ class TokenBuckets:
                     continue
                 if now - named.slowed_at < _SLOW_COOLDOWN:
                     continue  # one burst of bounced requests halves the refill once
-                named.slow_factor = max(0.1, named.factor(now, self._recovery) / 2)
+                named.slow_factor = max(0.1, named.slowed(now, self._recovery) / 2)
                 named.slowed_at = now
         self._notify(cls)
 
@@ -405,9 +513,9 @@ class TokenBuckets:
         ticket.done = True
         cls = self._classes[ticket.model_class]
         cls.in_flight -= 1
+        self._refill(cls, self._clock())
         for kind in ticket.charged:
-            bucket = cls.buckets[kind]
-            bucket.level = min(bucket.capacity, bucket.level + ticket.costs[kind])
+            cls.buckets[kind].add(ticket.costs[kind], model=ticket.sent)
         self._notify(cls)
 
     def snapshot(self) -> dict[str, object]:
@@ -429,6 +537,7 @@ class TokenBuckets:
                         "limit": b.capacity,
                         "level": b.level_at(now, self._recovery),
                         "refill_factor": b.factor(now, self._recovery),
+                        "unseen_share": b.unseen_share,
                     }
                     for kind, b in list(cls.buckets.items())
                 },
@@ -464,6 +573,8 @@ class TokenBuckets:
             return 0.0
         if cls.state == "unknown":
             return 0.0 if cls.in_flight < self._unknown_in_flight else math.inf
+        if self._max_in_flight is not None and cls.in_flight >= self._max_in_flight:
+            return math.inf  # an answer wakes the head
         self._refill(cls, now)
         return max(
             (b.seconds_until(costs[k], now, self._recovery) for k, b in cls.buckets.items()),
@@ -495,7 +606,7 @@ class TokenBuckets:
     def _charge(self, cls: _Class, costs: Mapping[str, float]) -> frozenset[str]:
         cls.in_flight += 1
         for kind, bucket in cls.buckets.items():
-            bucket.level -= costs[kind]
+            bucket.charge(costs[kind])  # the model's when it leaves: sending()
         return frozenset(cls.buckets)
 
     def _refill(self, cls: _Class, now: float) -> None:
@@ -507,7 +618,7 @@ class TokenBuckets:
         counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
         bucket = cls.buckets.get("input-tokens")
         if bucket is not None and "input-tokens" in ticket.charged:
-            bucket.level -= counted - ticket.costs["input-tokens"]
+            bucket.add(ticket.costs["input-tokens"] - counted)
         if ticket.raw_input_estimate <= 0 or usage.prompt_tokens <= 0:
             return
         seen = usage.prompt_tokens / ticket.raw_input_estimate
@@ -538,13 +649,26 @@ class TokenBuckets:
                 cls.buckets[kind] = _Bucket(cap, cap if left is None else left, now)
                 continue
             bucket.capacity = cap
-            if left is not None and (authoritative or left < bucket.level):
-                bucket.level = min(left, cap)
+            if left is not None:
+                bucket.observe(left, now, authoritative=authoritative, seconds=self._unseen_seconds)
         if learned:
             cls.state = "known"
 
-    def _enqueue(self, cls: _Class, waiter: _Waiter) -> None:
-        cls.queue.append(waiter)
+    @staticmethod
+    def _place(cls: _Class, waiter: _Waiter) -> int:
+        """Where ``waiter`` joins the queue: at the back, or a retry behind the head (whose
+        turn has come) and the retries already waiting."""
+        if not waiter.retry:
+            return len(cls.queue)
+        place = 0
+        for before in cls.queue:
+            if not (before.retry or before.turn.done()):
+                break
+            place += 1
+        return place
+
+    def _enqueue(self, cls: _Class, waiter: _Waiter, place: int) -> None:
+        cls.queue.insert(place, waiter)
         for kind in KINDS:
             cls.queued[kind] += waiter.costs[kind]
         if cls.queue[0] is waiter:
@@ -580,6 +704,11 @@ class TokenBuckets:
     def _notify(cls: _Class) -> None:
         if cls.changed is not None and not cls.changed.done():
             cls.changed.set_result(None)
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _with_headroom(cls: _Class, costs: Mapping[str, float]) -> dict[str, float]:
