@@ -244,6 +244,7 @@ class _Bucket:
         self.unseen = 0.0  # share of the refill taken by consumers we cannot see, learned
         self.observed_at = now  # when the model was last reset to the service's report
         self.typical = 0.0  # a request's usual cost (moving average of charges)
+        self.blind = 0  # attempts in flight not charged to this bucket: nothing to learn
 
     def slowed(self, now: float, recovery: float) -> float:
         """The slowing after the last 429: its factor, back to 1 linearly over ``recovery``."""
@@ -288,19 +289,25 @@ class _Bucket:
         self.level -= cost
         self.typical += 0.1 * (cost - self.typical)
 
-    def observe(self, remaining: float, now: float, *, authoritative: bool, seconds: float) -> None:
+    def observe(
+        self, remaining: float, now: float, *, authoritative: bool, seconds: float, in_flight: int
+    ) -> None:
         """The service reports ``remaining`` (the buckets are refilled to ``now`` first):
         learn from the model's difference to it, then take it as the level when it is lower
         (or ``authoritative``: a 429, which the service refused for lack of it)."""
         rate = self.capacity / 60.0
         # Not the time since the last report: an attempt sent after a long wait would then
         # weigh less when it is missing from a report than when it appears in the next.
-        horizon = max(seconds, _UNSEEN_REQUESTS * self.typical / rate)
+        # Each attempt in flight may or may not be counted yet: as many typical costs of
+        # noise, which a longer horizon averages out.
+        horizon = max(seconds, (_UNSEEN_REQUESTS + in_flight) * self.typical / rate)
         # Our own charges are taken off after the capacity: an attempt the service has not
         # counted yet must not vanish into a bucket that the model refilled to the top.
         remaining = min(remaining, self.capacity)
-        step = (self.base - self.pending - remaining) / (rate * horizon)
-        self.unseen = min(_UNSEEN_BOUND, max(-_UNSEEN_BOUND, self.unseen + step))
+        if not self.blind:
+            predicted = min(self.capacity, self.base - self.pending)  # the service's cap too
+            step = (predicted - remaining) / (rate * horizon)
+            self.unseen = min(_UNSEEN_BOUND, max(-_UNSEEN_BOUND, self.unseen + step))
         self.base = remaining
         self.pending = 0.0
         self.observed_at = now
@@ -461,7 +468,7 @@ class TokenBuckets:
         self.sending(ticket)
         ticket.done = True
         cls = self._classes[ticket.model_class]
-        cls.in_flight -= 1
+        self._finish(cls, ticket)
         now = self._clock()
         self._refill(cls, now)
         output = cls.buckets.get("output-tokens")
@@ -487,7 +494,7 @@ class TokenBuckets:
         self.sending(ticket)
         ticket.done = True
         cls = self._classes[ticket.model_class]
-        cls.in_flight -= 1
+        self._finish(cls, ticket)
         now = self._clock()
         self._refill(cls, now)
         for kind in ticket.charged:
@@ -512,7 +519,7 @@ class TokenBuckets:
             return
         ticket.done = True
         cls = self._classes[ticket.model_class]
-        cls.in_flight -= 1
+        self._finish(cls, ticket)
         self._refill(cls, self._clock())
         for kind in ticket.charged:
             cls.buckets[kind].add(ticket.costs[kind], model=ticket.sent)
@@ -609,6 +616,13 @@ class TokenBuckets:
             bucket.charge(costs[kind])  # the model's when it leaves: sending()
         return frozenset(cls.buckets)
 
+    @staticmethod
+    def _finish(cls: _Class, ticket: Ticket) -> None:
+        cls.in_flight -= 1
+        for kind, bucket in cls.buckets.items():
+            if kind not in ticket.charged and bucket.blind > 0:
+                bucket.blind -= 1
+
     def _refill(self, cls: _Class, now: float) -> None:
         for bucket in cls.buckets.values():
             bucket.refill(now, self._recovery)
@@ -646,11 +660,20 @@ class TokenBuckets:
             left = None if remaining is None else remaining * cap / limit
             bucket = cls.buckets.get(kind)
             if bucket is None:
-                cls.buckets[kind] = _Bucket(cap, cap if left is None else left, now)
+                cls.buckets[kind] = bucket = _Bucket(cap, cap if left is None else left, now)
+                # Attempts admitted before the bucket existed were not charged to it; the
+                # service may count them after this report, unknown to the model.
+                bucket.blind = cls.in_flight
                 continue
             bucket.capacity = cap
             if left is not None:
-                bucket.observe(left, now, authoritative=authoritative, seconds=self._unseen_seconds)
+                bucket.observe(
+                    left,
+                    now,
+                    authoritative=authoritative,
+                    seconds=self._unseen_seconds,
+                    in_flight=cls.in_flight,
+                )
         if learned:
             cls.state = "known"
 
