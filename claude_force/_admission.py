@@ -41,15 +41,18 @@ from ._errors import APIError, InvalidArgumentError
 from ._usage import Usage
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "AdmissionDeadlineError",
     "ConcurrencyGate",
     "Limits",
     "Ticket",
     "TokenBuckets",
+    "limits_from_config",
     "model_class",
 ]
 
 KINDS = ("requests", "input-tokens", "output-tokens")
+DEFAULT_LIMITS = "default"  # the key of a limits mapping for every class not named in it
 CHARS_PER_TOKEN = 4.0  # the first guess for English text, before any usage calibrates it
 _MAX_HEADROOM = 0.5  # of the input estimate, however poorly the ratio predicts
 _SLOW_COOLDOWN = 2.0  # seconds during which further 429s do not slow a bucket again
@@ -189,6 +192,17 @@ class Limits:
             self.output_tokens_per_minute,
         )
         return {kind: v for kind, v in zip(KINDS, values, strict=True) if v is not None}
+
+
+def limits_from_config(
+    given: Limits | Mapping[str, Limits] | None, section: Mapping[str, Mapping[str, int]]
+) -> Limits | Mapping[str, Limits] | None:
+    """The limits to keep to: the constructor's ``given`` when there are any, else the
+    ``rate_limits`` section of ``claude.json`` (already validated); None when neither says
+    anything, so that the buckets learn everything."""
+    if given is not None:
+        return given
+    return {name: Limits(**fields) for name, fields in section.items()} or None
 
 
 class AdmissionDeadlineError(APIError):
@@ -570,9 +584,10 @@ class TokenBuckets:
         if isinstance(limits, Limits):
             return limits.per_kind()
         for key, value in limits.items():
-            if model_class(key) == name:
+            if key != DEFAULT_LIMITS and model_class(key) == name:
                 return value.per_kind()
-        return {}
+        fallback = limits.get(DEFAULT_LIMITS)
+        return fallback.per_kind() if fallback is not None else {}
 
     def _wait_for(self, cls: _Class, costs: Mapping[str, float], now: float) -> float:
         """Seconds until ``costs`` fit (inf: wait for an answer to learn the limits)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import _outcomes as outcome
-from ._admission import Limits
+from ._admission import Limits, limits_from_config
 from ._aio import off_loop
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._cache_use import CacheUse
@@ -117,7 +117,7 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             max_concurrent=max_concurrent,
             adaptive=adaptive_concurrency,
             deadline_seconds=deadline_seconds,
-            rate_limits=rate_limits,
+            rate_limits=limits_from_config(rate_limits, self.config.rate_limits),
             adaptive_rate_limits=adaptive_rate_limits,
             sleep=sleep,
         )

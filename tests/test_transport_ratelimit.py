@@ -8,6 +8,7 @@ code under test sleeps).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,30 @@ async def test_configured_limits_apply_before_anything_is_learned(
     assert all(r.success for r in results)
     assert state["buckets"]["requests"]["limit"] == 2  # the service states 4,000: capped
     assert sum(t.sleeps) == pytest.approx(30.0, rel=0.15)  # the third waited for the refill
+
+
+def with_rate_limits(project: Path, section: dict[str, Any]) -> Path:
+    config = json.loads(project.read_text(encoding="utf-8"))
+    config["rate_limits"] = section
+    project.write_text(json.dumps(config), encoding="utf-8")
+    return project
+
+
+async def test_limits_in_claude_json_apply_and_the_constructor_replaces_them(
+    project: Path, sim: Simulator, t: FakeTime
+) -> None:
+    with_rate_limits(project, {"default": {"requests_per_minute": 2}})
+    async with make(project, sim, t) as orch:
+        agent = orch.list_agents()[0]
+        results = await orch.execute_multiple([(agent, f"t{i}") for i in range(3)])
+        state = sonnet(orch)
+    assert all(r.success for r in results)
+    assert state["buckets"]["requests"]["limit"] == 2  # the service states 4,000: capped
+    assert sum(t.sleeps) == pytest.approx(30.0, rel=0.15)  # the third waited for the refill
+    given = {"sonnet": Limits(requests_per_minute=3)}
+    async with make(project, sim, t, rate_limits=given) as orch:
+        await orch.execute_agent(agent, "t")
+        assert sonnet(orch)["buckets"]["requests"]["limit"] == 3
 
 
 @pytest.mark.parametrize(
