@@ -127,6 +127,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         self._recorder = Recorder(
             self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
+        if self._recorder.metrics is not None:  # the buckets' levels, read at each scrape
+            self._recorder.metrics.watch_rate_limits(self._transport.rate_limit_state)
         self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
 
     def __repr__(self) -> str:

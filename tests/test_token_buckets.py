@@ -17,6 +17,7 @@ from claude_force._admission import (
     Ticket,
     TokenBuckets,
     model_class,
+    rate_limit_line,
 )
 from claude_force._errors import APIError, InvalidArgumentError
 from claude_force._usage import Usage
@@ -426,6 +427,29 @@ async def test_the_learned_share_recovers_gradually_when_the_neighbour_stops() -
     assert 0.5 * learned_share < unseen(b) < learned_share  # not at once
     await closed_loop(t, server, b, 60.0)
     assert unseen(b) < 0.03
+
+
+def test_the_rate_limit_line_is_compact() -> None:
+    state = {
+        "concurrency_limit": 5,
+        "max_concurrent": 10,
+        "classes": {
+            "sonnet": {
+                "state": "known",
+                "buckets": {
+                    "requests": {"limit": 50, "level": 48.4, "unseen_share": 0.0},
+                    "input-tokens": {"limit": 40_000, "level": 31_200, "unseen_share": 0.3},
+                    "output-tokens": {"limit": 8_000, "level": -120, "unseen_share": 0.01},
+                },
+            },
+            "haiku": {"state": "unknown", "buckets": {}},
+        },
+    }
+    assert rate_limit_line(state) == (
+        "limits sonnet: req 48/50 · in 31k/40k (others 30%) · out 0/8k; haiku: learning"
+        " · concurrency 5/10"
+    )
+    assert rate_limit_line({"classes": {}, "concurrency_limit": 10, "max_concurrent": 10}) == ""
 
 
 async def test_classes_are_separate() -> None:

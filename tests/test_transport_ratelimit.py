@@ -236,6 +236,25 @@ def sync_orch(project: Path, sim: Simulator) -> Iterator[AgentOrchestrator]:
         yield orch
 
 
+async def test_prometheus_metrics_show_the_limits_levels_and_concurrency(
+    project: Path, t: FakeTime
+) -> None:
+    sim = limited(t, input_tokens_per_minute=20_000, neighbour_share=0.3)
+    async with sim, make(project, sim, t, enable_metrics=True) as orch:
+        await orch.execute_multiple(tasks(orch, 10))
+        assert orch.metrics is not None
+        text = orch.metrics.render().decode()
+        level = sonnet(orch)["buckets"]["input-tokens"]["level"]
+    labels = '{bucket="input-tokens",model_class="sonnet"}'
+    assert f"claude_force_rate_limit{labels} 20000.0" in text
+    assert f"claude_force_rate_limit_level{labels} " in text
+    shown = float(text.split(f"claude_force_rate_limit_level{labels} ")[1].split()[0])
+    assert shown == pytest.approx(level, abs=1.0)
+    assert "claude_force_concurrency_limit 10.0" in text
+    assert "claude_force_in_flight 0.0" in text
+    assert f"claude_force_rate_limit_unseen_share{labels} " in text
+
+
 def test_the_sync_door_shows_the_state(sync_orch: AgentOrchestrator) -> None:
     before: Any = sync_orch.rate_limit_state
     assert before["classes"] == {} and before["concurrency_limit"] == 10
