@@ -10,18 +10,24 @@ the configured maximum. Requests that are waiting to retry do not hold a slot.
 when they fit instead of being bounced with 429s:
 
 - limits are learned from the ``anthropic-ratelimit-*`` headers of responses; until the first
-  arrive, only a few requests of a class go out at once. Configured limits set a bucket before
-  anything is learned and cap it afterwards (they can only lower what the service states);
+  arrive, only a few requests of a class go out at once. Configured limits (the constructor's,
+  or ``rate_limits`` in claude.json) set a bucket before anything is learned and cap it
+  afterwards (they can only lower what the service states);
 - a request's input is estimated from its characters, scaled by the ratio of real to estimated
   tokens learned from each response's usage, and corrected from usage once answered; output is
   reserved from ``max_tokens`` and corrected the same way (as the service does). Prompt-cache
   reads are not charged, as on the service;
 - every response's ``remaining`` lowers the local level when it is lower (another process or
-  tool of the organisation spends the same allowance); a 429 sets the bucket to what the server
-  reports and halves that bucket's refill, which recovers linearly over ``recovery_seconds``;
-- requests of one class are admitted first come, first served; the one at the head sleeps
-  (with jitter) until it fits. A request whose predicted wait ends after its deadline fails at
-  once with :class:`AdmissionDeadlineError`.
+  tool of the organisation spends the same allowance), and is compared with a model of the
+  service's level that only this client's attempts drain: the difference is learned as the
+  share of the refill others take (see :class:`_Bucket`), and the bucket refills that much
+  slower, recovering as the reports stop showing it. The service's ``reset`` headers are not
+  used: rounded to the second, and on the service they state the full refill whoever spends;
+- a 429 sets the bucket to what the server reports and halves that bucket's refill, which
+  recovers linearly over ``recovery_seconds``;
+- requests of one class are admitted first come, first served (a retry ahead of first
+  attempts); the one at the head sleeps (with jitter) until it fits. A request whose
+  predicted wait ends after its deadline fails at once with :class:`AdmissionDeadlineError`.
 """
 
 from __future__ import annotations

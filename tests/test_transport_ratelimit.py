@@ -263,6 +263,23 @@ def test_the_sync_door_shows_the_state(sync_orch: AgentOrchestrator) -> None:
     assert after["classes"]["sonnet"]["buckets"]["requests"]["limit"] == 4_000
 
 
+async def test_a_retry_after_a_server_error_is_charged_to_the_buckets_again(
+    project: Path, sim: Simulator, t: FakeTime
+) -> None:
+    sim.script(Fault.status(500), None)
+    async with make(project, sim, t, rate_limits=Limits(requests_per_minute=2)) as orch:
+        agent = orch.list_agents()[0]
+        first = await orch.execute_agent(agent, "t0")
+        level = sonnet(orch)["buckets"]["requests"]["level"]
+        waited = sum(t.sleeps)
+        second = await orch.execute_agent(agent, "t1")
+    assert first.success and first.attempts == 2
+    assert level < 0.1  # two attempts, two requests of the two a minute
+    assert second.success
+    # A whole request's refill (30 s less the little gained meanwhile), plus up to 10% jitter.
+    assert 29.0 <= sum(t.sleeps) - waited <= 33.5
+
+
 async def test_paced_429s_do_not_use_up_max_retries(project: Path, t: FakeTime) -> None:
     # With no retries allowed, a request bounced by a neighbour the client cannot see is
     # still answered: the retry waits in the buckets and costs nothing.
