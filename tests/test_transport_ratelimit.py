@@ -175,19 +175,6 @@ async def test_a_cancelled_call_gives_its_ticket_back(
         assert sonnet(orch)["in_flight"] == 0
 
 
-async def test_configured_limits_apply_before_anything_is_learned(
-    project: Path, sim: Simulator, t: FakeTime
-) -> None:
-    limits = {"claude-sonnet-4-6": Limits(requests_per_minute=2)}
-    async with make(project, sim, t, rate_limits=limits) as orch:
-        agent = orch.list_agents()[0]
-        results = await orch.execute_multiple([(agent, f"t{i}") for i in range(3)])
-        state = sonnet(orch)
-    assert all(r.success for r in results)
-    assert state["buckets"]["requests"]["limit"] == 2  # the service states 4,000: capped
-    assert sum(t.sleeps) == pytest.approx(30.0, rel=0.15)  # the third waited for the refill
-
-
 def with_rate_limits(project: Path, section: dict[str, Any]) -> Path:
     config = json.loads(project.read_text(encoding="utf-8"))
     config["rate_limits"] = section
@@ -195,20 +182,31 @@ def with_rate_limits(project: Path, section: dict[str, Any]) -> Path:
     return project
 
 
-async def test_limits_in_claude_json_apply_and_the_constructor_replaces_them(
-    project: Path, sim: Simulator, t: FakeTime
+@pytest.mark.parametrize("source", ["constructor", "claude.json"])
+async def test_configured_limits_apply_before_anything_is_learned(
+    project: Path, sim: Simulator, t: FakeTime, source: str
 ) -> None:
-    with_rate_limits(project, {"default": {"requests_per_minute": 2}})
-    async with make(project, sim, t) as orch:
+    kwargs: dict[str, Any] = {}
+    if source == "claude.json":
+        with_rate_limits(project, {"default": {"requests_per_minute": 2}})
+    else:
+        kwargs["rate_limits"] = {"claude-sonnet-4-6": Limits(requests_per_minute=2)}
+    async with make(project, sim, t, **kwargs) as orch:
         agent = orch.list_agents()[0]
         results = await orch.execute_multiple([(agent, f"t{i}") for i in range(3)])
         state = sonnet(orch)
     assert all(r.success for r in results)
     assert state["buckets"]["requests"]["limit"] == 2  # the service states 4,000: capped
     assert sum(t.sleeps) == pytest.approx(30.0, rel=0.15)  # the third waited for the refill
+
+
+async def test_the_constructors_limits_replace_claude_jsons(
+    project: Path, sim: Simulator, t: FakeTime
+) -> None:
+    with_rate_limits(project, {"default": {"requests_per_minute": 2}})
     given = {"sonnet": Limits(requests_per_minute=3)}
     async with make(project, sim, t, rate_limits=given) as orch:
-        await orch.execute_agent(agent, "t")
+        await orch.execute_agent(orch.list_agents()[0], "t")
         assert sonnet(orch)["buckets"]["requests"]["limit"] == 3
 
 
