@@ -6,6 +6,7 @@ import inspect
 import typing
 
 from ._admission import Limits
+from ._batch import BatchRecord, BatchSummary, run_batch_file
 from ._budget import Budget, BudgetTracker, Reservation
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
 from ._errors import (
@@ -22,6 +23,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._ledger import Ledger, LedgerRow
+from ._memory import AgentMemory, MemoryEntry
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
@@ -40,11 +42,14 @@ __all__ = [
     "DEFAULT_MODEL",
     "NOT_GIVEN",
     "APIError",
+    "AgentMemory",
     "AgentNotFoundError",
     "AgentOrchestrator",
     "AgentResult",
     "AgentSpec",
     "AsyncAgentOrchestrator",
+    "BatchRecord",
+    "BatchSummary",
     "Budget",
     "BudgetExceeded",
     "BudgetTracker",
@@ -60,6 +65,7 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "Limits",
+    "MemoryEntry",
     "Metrics",
     "ModelPrice",
     "NotGiven",
@@ -80,6 +86,7 @@ __all__ = [
     "find_config",
     "init_project",
     "load_config",
+    "run_batch_file",
     "serve_ledger_metrics",
 ]
 

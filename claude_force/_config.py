@@ -18,6 +18,17 @@ A nested list in a workflow is a stage whose agents run concurrently. ``rate_lim
 caps the per-minute limits the client keeps to, per model family (or model) and ``default``
 for the rest, e.g. to leave room for other tools of the same organisation. Unknown keys, at the top
 level or inside an agent, are kept in ``extra`` and otherwise ignored, so older projects load.
+
+A workflow may also take the extended form, with its policies and per-step overrides::
+
+    "ship": {"steps": ["code-reviewer",
+                       [{"agent": "test-writer", "model": "claude-haiku-4-5"}, "doc-writer"]],
+             "handoff": "previous", "on_failure": "continue"}
+
+``handoff`` is ``"all"`` (every earlier output, the default) or ``"previous"`` (the previous
+stage's outputs only); ``on_failure`` is ``"stop"`` (the default) or ``"continue"``. A step
+object has ``agent`` and any of ``model``, ``max_tokens`` and ``temperature``. This form is new,
+so its unknown keys are errors (with a suggestion), not kept.
 Paths are relative to the folder holding ``claude.json`` and must stay inside it, at load
 and again at every read (an agent file swapped for a link leaving the folder is refused).
 
@@ -50,6 +61,8 @@ __all__ = [
     "DEFAULT_MODEL",
     "AgentSpec",
     "ProjectConfig",
+    "StepSpec",
+    "WorkflowSpec",
     "find_config",
     "load_config",
     "read_agent_prompt",
@@ -112,11 +125,48 @@ class AgentSpec:
 
 
 Workflow = tuple[tuple[str, ...], ...]
+Handoff = Literal["all", "previous"]
+OnFailure = Literal["stop", "continue"]
+_HANDOFFS: tuple[Handoff, ...] = ("all", "previous")
+_ON_FAILURE: tuple[OnFailure, ...] = ("stop", "continue")
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One step of a workflow: an agent and the settings this step overrides (None: the agent's)."""
+
+    agent: str
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowSpec:
+    """A workflow with its policies: stages of steps, run in order, a stage's steps concurrently.
+
+    ``handoff``: which earlier outputs a step sees (``"all"``, or the ``"previous"`` stage's);
+    ``on_failure``: ``"stop"`` after a failed stage, or ``"continue"`` with the failure noted.
+    """
+
+    name: str
+    stages: tuple[tuple[StepSpec, ...], ...]
+    handoff: Handoff = "all"
+    on_failure: OnFailure = "stop"
+
+    @property
+    def agents(self) -> Workflow:
+        """The stages as agent names, the list form's shape."""
+        return tuple(tuple(step.agent for step in stage) for stage in self.stages)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProjectConfig:
-    """A validated project: agents in file order, workflows as stages of agent names."""
+    """A validated project: agents in file order, workflows as stages of agent names.
+
+    ``workflow_specs`` holds each workflow with its policies and per-step overrides;
+    ``workflows`` the same stages as plain agent names.
+    """
 
     path: Path
     root: Path
@@ -129,6 +179,9 @@ class ProjectConfig:
         default_factory=lambda: MappingProxyType({}), hash=False
     )
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    workflow_specs: Mapping[str, WorkflowSpec] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
 
     def agent(self, name: str) -> AgentSpec:
         """Return the agent called ``name`` or raise AgentNotFoundError with a suggestion."""
@@ -145,6 +198,16 @@ class ProjectConfig:
             raise WorkflowNotFoundError(
                 _not_defined("workflow", name, self.workflows, self.path)
             ) from None
+
+    def workflow_spec(self, name: str) -> WorkflowSpec:
+        """Return workflow ``name`` with policies and overrides, or raise WorkflowNotFoundError."""
+        spec = self.workflow_specs.get(name)
+        if spec is not None:
+            return spec
+        stages = self.workflow(name)  # a hand-made config may give only the list form
+        return WorkflowSpec(
+            name=name, stages=tuple(tuple(StepSpec(a) for a in stage) for stage in stages)
+        )
 
 
 # --------------------------------------------------------------------------- names and messages
@@ -512,7 +575,7 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
     # Workflows are checked against every declared name, even a broken agent's, so one typo
     # in an agent does not also produce "not defined" noise in every workflow using it.
     declared = raw_agents.keys() if isinstance(raw_agents, dict) else ()
-    workflows = _parse_workflows(raw.get("workflows", {}), declared, problems)
+    specs = _parse_workflows(raw.get("workflows", {}), declared, problems)
     default_model = raw.get("default_model")
     if default_model is not None and not _is_text(default_model):
         problems.append(f"default_model: {_expected_text(default_model)}")
@@ -523,10 +586,11 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
         path=config_path,
         root=root,
         agents=MappingProxyType(agents),
-        workflows=MappingProxyType(workflows),
+        workflows=MappingProxyType({name: spec.agents for name, spec in specs.items()}),
         default_model=default_model if isinstance(default_model, str) else None,
         rate_limits=MappingProxyType(rate_limits),
         extra=MappingProxyType(extra),
+        workflow_specs=MappingProxyType(specs),
     )
 
 
@@ -677,63 +741,166 @@ def _agent_path(
 
 def _parse_workflows(
     raw: object, declared: Iterable[str], problems: list[str]
-) -> dict[str, Workflow]:
+) -> dict[str, WorkflowSpec]:
     if not isinstance(raw, dict):
         problems.append(f"workflows: expected an object, got {_json_type(raw)}")
         return {}
     _report_duplicates(raw, "workflows", problems)
     # A dict: ordered for suggestions, O(1) membership for huge documents.
     defined = dict.fromkeys(declared)
-    workflows: dict[str, Workflow] = {}
-    for name, steps in raw.items():
+    workflows: dict[str, WorkflowSpec] = {}
+    for name, value in raw.items():
         path = _key_path("workflows", name)
         before = len(problems)
         name_problem = _name_problem("workflow", name)
         if name_problem is not None:
             problems.append(f"{path}: {name_problem}")
-        if not isinstance(steps, list) or not steps:
-            problems.append(
-                f"{path}: expected a non-empty array of agent names or stages "
-                f"(arrays of agent names run concurrently), got {_show(steps)}"
-            )
+        settings = _workflow_settings(value, path, problems)
+        if settings is None:
             continue
+        steps, steps_path, handoff, on_failure = settings
         stages = [
-            _parse_stage(step, f"{path}[{i}]", defined, problems) for i, step in enumerate(steps)
+            _parse_stage(step, f"{steps_path}[{i}]", defined, problems)
+            for i, step in enumerate(steps)
         ]
         if len(problems) == before:
-            workflows[name] = tuple(stage for stage in stages if stage)
+            workflows[name] = WorkflowSpec(
+                name=name,
+                stages=tuple(stage for stage in stages if stage),
+                handoff=handoff,
+                on_failure=on_failure,
+            )
     return workflows
+
+
+_WORKFLOW_KEYS = ("steps", "handoff", "on_failure")
+_STEPS_RULE = "a non-empty array of agent names or stages (arrays of agent names run concurrently)"
+
+
+def _workflow_settings(
+    value: object, path: str, problems: list[str]
+) -> tuple[list[Any], str, Handoff, OnFailure] | None:
+    """The steps (and where they are) and the policies of the list or the extended form."""
+    if isinstance(value, list):
+        if value:
+            return value, path, "all", "stop"
+        problems.append(f"{path}: expected {_STEPS_RULE}, got []")
+        return None
+    if not isinstance(value, dict):
+        problems.append(
+            f"{path}: expected {_STEPS_RULE}, or an object with 'steps', 'handoff' and "
+            f"'on_failure', got {_show(value)}"
+        )
+        return None
+    _report_duplicates(value, path, problems)
+    _report_unknown_keys(value, path, _WORKFLOW_KEYS, problems)
+    handoff = _check_choice(value, "handoff", _HANDOFFS, path, problems)
+    on_failure = _check_choice(value, "on_failure", _ON_FAILURE, path, problems)
+    steps = value.get("steps")
+    if "steps" not in value:
+        problems.append(f"{path}.steps: field required ({_STEPS_RULE})")
+    elif not isinstance(steps, list) or not steps:
+        problems.append(f"{path}.steps: expected {_STEPS_RULE}, got {_show(steps)}")
+    else:
+        return steps, f"{path}.steps", handoff, on_failure
+    return None
+
+
+def _check_choice(
+    obj: Mapping[str, Any], key: str, allowed: tuple[Any, ...], path: str, problems: list[str]
+) -> Any:
+    """``obj[key]`` if it is one of ``allowed`` (the first is the default), else a problem."""
+    value = obj.get(key, allowed[0])
+    if value in allowed and isinstance(value, str):
+        return value
+    problems.append(
+        f"{path}.{key}: expected one of {', '.join(map(repr, allowed))}, got {_show(value)}"
+    )
+    return allowed[0]
+
+
+def _report_unknown_keys(
+    obj: Mapping[str, Any], path: str, known: tuple[str, ...], problems: list[str]
+) -> None:
+    for key in obj:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key[:64], known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(known)}"
+        problems.append(f"{_key_path(path, key)}: unknown key; {hint}")
 
 
 def _parse_stage(
     step: object, path: str, defined: Mapping[str, None], problems: list[str]
-) -> tuple[str, ...]:
-    """Normalise one workflow step to a stage tuple: ``"a"`` -> ``("a",)``."""
-    if isinstance(step, str):
-        return (step,) if _check_reference(step, path, defined, problems) else ()
+) -> tuple[StepSpec, ...]:
+    """Normalise one workflow step to a stage tuple: ``"a"`` -> ``(StepSpec("a"),)``."""
     if not isinstance(step, list):
-        problems.append(
-            f"{path}: expected an agent name or an array of agent names, got {_json_type(step)}"
-        )
-        return ()
+        single = _parse_step(step, path, defined, problems, in_stage=False)
+        return (single,) if single is not None else ()
     if not step:
         problems.append(f"{path}: a stage needs at least one agent; remove the empty array")
         return ()
-    stage: dict[str, None] = {}
+    stage: dict[str, StepSpec] = {}
     for i, item in enumerate(step):
         item_path = f"{path}[{i}]"
-        if not isinstance(item, str):
+        parsed = _parse_step(item, item_path, defined, problems, in_stage=True)
+        if parsed is None:
+            continue
+        if parsed.agent in stage:
             problems.append(
-                f"{item_path}: expected an agent name, got {_json_type(item)} "
-                "(stages cannot be nested further)"
+                f"{item_path}: agent {_show_text(parsed.agent)} appears twice in this stage; "
+                "list it once"
             )
-        elif item in stage:
-            problems.append(
-                f"{item_path}: agent {_show_text(item)} appears twice in this stage; list it once"
-            )
-        elif _check_reference(item, item_path, defined, problems):
-            stage[item] = None
-    return tuple(stage)
+        else:
+            stage[parsed.agent] = parsed
+    return tuple(stage.values())
+
+
+_STEP_OVERRIDES: Mapping[str, Callable[[object], str | None]] = {
+    "model": _check_text,
+    "max_tokens": _check_max_tokens,
+    "temperature": _check_temperature,
+}
+_STEP_KEYS = ("agent", *_STEP_OVERRIDES)
+
+
+def _parse_step(
+    item: object, path: str, defined: Mapping[str, None], problems: list[str], *, in_stage: bool
+) -> StepSpec | None:
+    """An agent name or a step object ``{"agent": ..., "model": ...}``; None after a problem."""
+    if isinstance(item, str):
+        return StepSpec(item) if _check_reference(item, path, defined, problems) else None
+    if not isinstance(item, dict):
+        expected = (
+            "an agent name or a step object (stages cannot be nested further)"
+            if in_stage
+            else "an agent name, a step object or an array of them"
+        )
+        problems.append(f"{path}: expected {expected}, got {_json_type(item)}")
+        return None
+    before = len(problems)
+    _report_duplicates(item, path, problems)
+    _report_unknown_keys(item, path, _STEP_KEYS, problems)
+    agent = item.get("agent")
+    if "agent" not in item:
+        problems.append(f"{path}.agent: field required (the name of the agent to run)")
+    elif not isinstance(agent, str):
+        problems.append(f"{path}.agent: expected an agent name, got {_json_type(agent)}")
+    else:
+        _check_reference(agent, f"{path}.agent", defined, problems)
+    for key, check in _STEP_OVERRIDES.items():
+        message = check(item[key]) if key in item else None
+        if message is not None:
+            problems.append(f"{path}.{key}: {message}")
+    if len(problems) != before or not isinstance(agent, str):
+        return None
+    temperature = item.get("temperature")
+    return StepSpec(
+        agent=agent,
+        model=item.get("model"),
+        max_tokens=item.get("max_tokens"),
+        temperature=None if temperature is None else float(temperature),
+    )
 
 
 def _check_reference(

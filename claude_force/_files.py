@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["FileProblem", "describe_mode", "read_beneath", "read_regular", "shown"]
+__all__ = [
+    "FileProblem",
+    "describe_mode",
+    "read_beneath",
+    "read_regular",
+    "replace_file",
+    "shown",
+]
 
 ProblemKind = Literal["missing", "link", "not_regular", "too_large", "unreadable", "outside"]
 
@@ -230,3 +238,24 @@ def _link_problem(resolved: str) -> FileProblem:
         f"{shown(resolved)} was replaced by a symbolic link while it was being opened",
         "try again; if it persists, replace the link with the file itself",
     )
+
+
+def replace_file(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` all at once: readers see the old file or the new one.
+
+    A sibling is written then renamed, so a crash never leaves a half-written file and an
+    existing symlink at ``path`` is replaced rather than followed; mode "x" honours the user's
+    umask. ``durable`` also syncs the data to disk before the rename, for a file whose loss
+    after a power cut would cost money (the ids of submitted message batches).
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -81,14 +81,20 @@ CREATE TABLE IF NOT EXISTS calls (
     outcome TEXT NOT NULL CHECK (outcome IN ('success', 'error')),
     error_type TEXT,
     task_hash TEXT,
-    task_text TEXT
+    task_text TEXT,
+    batch INTEGER NOT NULL DEFAULT 0,
+    injection_flags TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS calls_message_id ON calls(message_id) WHERE cached = 0;
 CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
 """
 # Columns added after the first release, with their definitions: an older ledger gains them
 # when a writer opens it; a reader of an older ledger sees their defaults.
-_ADDED_COLUMNS = {"web_search_requests": "INTEGER NOT NULL DEFAULT 0"}
+_ADDED_COLUMNS = {
+    "web_search_requests": "INTEGER NOT NULL DEFAULT 0",
+    "batch": "INTEGER NOT NULL DEFAULT 0",
+    "injection_flags": "TEXT",
+}
 
 
 def task_hash(text: str) -> str:
@@ -103,8 +109,12 @@ class LedgerRow:
     ``ts`` is epoch seconds (UTC); ``None`` means "now" by the ledger's clock when recorded.
     ``cost_usd`` is ``None`` when the model is unpriced; a response-cache hit has ``cached=True``,
     ``cost_usd=Decimal("0")`` and what it saved in ``cost_saved_usd``. ``workflow_step`` is the
-    0-based index of the step in its workflow. ``task_text`` is kept only when the ledger was
-    opened with ``store_task_text=True``; ``task_hash`` is filled from it when missing.
+    0-based index of the step in its workflow. ``batch`` marks a call answered through the
+    Message Batches API (billed at the batch discount). ``task_text`` is kept only when the
+    ledger was opened with ``store_task_text=True``; ``task_hash`` is filled from it when
+    missing.
+    ``injection_flags``: the call's injection signals joined by commas (``"task:role-tag"``),
+    None when nothing was flagged.
     """
 
     agent: str
@@ -129,6 +139,8 @@ class LedgerRow:
     error_type: str | None = None
     task_hash: str | None = None
     task_text: str | None = None
+    batch: bool = False
+    injection_flags: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -211,6 +223,7 @@ def _from_record(names: Sequence[str], record: Sequence[Any]) -> LedgerRow:
         if values.get(name) is not None:
             values[name] = Decimal(values[name])
     values["cached"] = bool(values.get("cached", False))
+    values["batch"] = bool(values.get("batch", False))
     return LedgerRow(**values)
 
 

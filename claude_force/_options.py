@@ -7,6 +7,7 @@ import difflib
 import math
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +31,8 @@ class OrchestratorOptions:
     call including retries. ``enable_cache`` turns on the response cache (``cache_*``
     options), ``enable_tracking`` the usage ledger, ``enable_metrics`` Prometheus counters.
     ``prompt_cache_ttl`` marks system prompts for prompt caching (None = off).
-    ``enable_memory`` is accepted; per-agent memory is not built yet, so it is off.
+    ``enable_memory`` keeps per-agent memory in the project's data folder and injects an
+    agent's relevant earlier answers into its requests (see :class:`AgentMemory`).
     ``adaptive_rate_limits`` keeps every attempt within the service's per-minute limits
     (learned from its ``anthropic-ratelimit-*`` headers); ``rate_limits`` sets or caps them,
     one :class:`Limits` for every model class or a mapping of model (or family) to
@@ -97,6 +99,7 @@ class OrchestratorOptions:
                 )
         for name in _PATHS:
             check_path(name, getattr(self, name))
+        _check_base_url(self.base_url)
         self._check_cache_options()
         if self.prompt_cache_ttl not in ("5m", "1h", None):
             raise InvalidArgumentError(
@@ -203,6 +206,18 @@ _FLAGS = (
 )
 _TEXTS = ("default_model", "base_url", "cache_redis_url")
 _PATHS = ("cache_dir", "ledger_path", "pricing_path")
+
+
+def _check_base_url(url: str | None) -> None:
+    """The service's address: http(s) with a host, so a typo fails here, not at the first call."""
+    if url is None:
+        return
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgumentError(
+            f"base_url must be an http:// or https:// URL with a host, such as "
+            f"https://api.anthropic.com, got {url!r}"
+        )
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -6,19 +6,20 @@ import asyncio
 import logging
 import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import _outcomes as outcome
 from ._admission import Limits, limits_from_config
 from ._aio import off_loop
+from ._batch import BatchMethods
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
+from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
 from ._pricing import PriceTable
@@ -35,10 +36,11 @@ from ._request import (
     cache_key,
 )
 from ._results import AgentResult, WorkflowResult
+from ._runs import RunStore
 from ._transport import Transport
 from ._usage import Usage
 from ._warnings import OnceLog
-from ._workflow import StepEvent, run_stages
+from ._workflow import StepEvent, WorkflowRunner
 from .cache import ResponseCache
 
 __all__ = ["AsyncAgentOrchestrator"]
@@ -46,7 +48,7 @@ __all__ = ["AsyncAgentOrchestrator"]
 TaskLike = TaskSpec | tuple[str, str] | Mapping[str, Any]
 
 
-class AsyncAgentOrchestrator(UsageReportMethods):
+class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
     """Runs agents from ``.claude/claude.json`` against the Claude Messages API.
 
     ::
@@ -54,7 +56,8 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         async with AsyncAgentOrchestrator(config_path=".claude/claude.json") as orch:
             result = await orch.execute_agent("code-reviewer", "Review utils.py")
 
-    The keyword options are those of :class:`OrchestratorOptions` (kept as ``.options``).
+    The keyword options are those of :class:`OrchestratorOptions` (kept as ``.options``);
+    ``execute_batch`` comes from :class:`BatchMethods` (``_batch.py``).
     Usable with ``async with`` and across separate ``asyncio.run`` calls.
     """
 
@@ -102,11 +105,13 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             Path(config_path) if config_path is not None else find_config()
         )
         self.default_model = default_model or self.config.default_model or DEFAULT_MODEL
+        memory = AgentMemory.of_project(self.config) if opts.enable_memory else None
         self._requests = RequestBuilder(
             self.config,
             default_model=self.default_model,
             prompt_cache_ttl=prompt_cache_ttl,
             max_task_chars=max_task_chars,
+            memory=memory,
         )
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self._transport = Transport(
@@ -127,9 +132,11 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         self._recorder = Recorder(
             self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
+        self._recorder.memory = memory
         if self._recorder.metrics is not None:  # the buckets' levels, read at each scrape
             self._recorder.metrics.watch_rate_limits(self._transport.rate_limit_state)
         self._cache = CacheUse(opts, OnceLog(logging.getLogger("claude_force")))
+        self._runs = RunStore(self.config.root / "data" / "runs.db")
 
     def __repr__(self) -> str:
         return f"AsyncAgentOrchestrator(config_path={str(self.config.path)!r}, api_key='***')"
@@ -205,7 +212,9 @@ class AsyncAgentOrchestrator(UsageReportMethods):
             agent_name, task, model, max_tokens, temperature, use_memory, use_cache, ttl
         )
         ctx = CallContext(task, self._budgets(budget), use_cache=use_cache, refresh=refresh)
-        return await self._run(agent_name, self._requests.build(item), ctx)
+        ctx = ctx.with_memory(use_memory)
+        (request,) = await self._requests.abuild([item])
+        return await self._run(agent_name, request, ctx)
 
     async def execute_multiple(
         self, tasks: Iterable[TaskLike], *, refresh: bool = False
@@ -216,13 +225,15 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         the others.
         """
         items = [TaskSpec.coerce(t, i) for i, t in enumerate(tasks)]
-        requests = [self._requests.build(item) for item in items]
+        requests = await self._requests.abuild(items)
         budgets = self._budgets(None)
         calls = [
             self._run_isolated(
                 item.agent,
                 request,
-                CallContext(item.task, budgets, None, None, item.use_cache, refresh),
+                CallContext(item.task, budgets, None, None, item.use_cache, refresh).with_memory(
+                    item.use_memory
+                ),
             )
             for item, request in zip(items, requests, strict=True)
         ]
@@ -253,26 +264,26 @@ class AsyncAgentOrchestrator(UsageReportMethods):
         budget: Budget | None = None,
         use_cache: bool = True,
         refresh: bool = False,
+        resume: bool = False,
     ) -> WorkflowResult:
         """Run a workflow's stages in order, each stage's agents concurrently.
 
-        Each step sees the original task and the outputs of all earlier steps. A failed
-        step stops the workflow after its stage completes; so does a step whose request
-        could cross ``budget`` (for this run) or the orchestrator's budget: it is not sent,
-        and the result's ``error`` says which limit stopped the run.
+        Each step sees the task and earlier outputs (``handoff``); a failed step stops the run
+        after its stage or is handed on as data (``on_failure``); a step whose request could
+        cross ``budget`` or the orchestrator's budget is not sent and fails. ``resume=True``
+        reuses the latest run's unchanged successful steps (``WorkflowResult.reused``).
         """
-        stages = self.config.workflow(workflow_name)
+        spec = self.config.workflow_spec(workflow_name)
         self._requests.check_task(task)
-        run_id = uuid.uuid4().hex[:12]
         await self._transport.session()  # client set-up is not part of the run's timing
         budgets = self._budgets(budget)
 
-        async def call(agent: str, previous: Sequence[tuple[str, str]], step: int) -> AgentResult:
-            request = self._requests.build(TaskSpec(agent, task), previous=previous)
+        async def send(agent: str, request: Request, run_id: str, step: int) -> AgentResult:
             ctx = CallContext(task, budgets, run_id, step, use_cache, refresh)
             return await self._run_isolated(agent, request, ctx)
 
-        return await run_stages(workflow_name, stages, call, run_id=run_id, on_step=on_step)
+        runner = WorkflowRunner(spec, task, self._requests, send, runs=self._runs)
+        return await runner.run(resume=resume, on_step=on_step)
 
     # -- one call: build → cache → admission → transport → record ----------------------
 

@@ -52,6 +52,7 @@ def success_result(
         request_id=sent.request_id,
         message_id=message.id,
         stop_reason=message.stop_reason,
+        injection_flags=request.injection_flags,
     )
 
 
@@ -68,6 +69,7 @@ def failure_result(agent: str, request: Request, err: APIError, started: float) 
         latency_ms=_elapsed_ms(started),
         request_id=err.request_id,
         error=err,
+        injection_flags=request.injection_flags,
     )
 
 
@@ -81,6 +83,7 @@ def budget_result(agent: str, request: Request, exc: BudgetExceeded) -> AgentRes
         model=request.model,
         cost=_ZERO,
         error=exc,
+        injection_flags=request.injection_flags,
     )
 
 
@@ -123,6 +126,7 @@ def hit_result(agent: str, request: Request, hit: CacheHit, started: float) -> A
             cache_age_seconds=hit.age_seconds,
             message_id=message.get("id"),
             stop_reason=message.get("stop_reason"),
+            injection_flags=request.injection_flags,
         )
     except (KeyError, TypeError, AttributeError, InvalidOperation):
         return None
@@ -153,6 +157,7 @@ def ledger_row(
     task: str,
     workflow_run: str | None,
     workflow_step: int | None,
+    batch: bool = False,
 ) -> LedgerRow:
     """The ledger row for one completed call; the task is stored only as a hash."""
     usage = result.usage
@@ -181,4 +186,6 @@ def ledger_row(
         cached=result.cached,
         error_type=error_type,
         task_hash=task_hash(task),
+        batch=batch,
+        injection_flags=",".join(result.injection_flags) or None,
     )

@@ -6,11 +6,12 @@ so a call's answer is returned whatever happens to the data folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._budget import BudgetTracker
 from ._ledger import Ledger
+from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._outcomes import ledger_row
 from ._results import AgentResult
@@ -20,7 +21,8 @@ __all__ = ["CallContext", "Recorder"]
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Where a call belongs: its task (for the ledger hash), workflow, budgets, cache use."""
+    """Where a call belongs: its task (for the ledger hash and memory), workflow, budgets,
+    cache and memory use; ``batch`` when it was answered through the Message Batches API."""
 
     task: str
     budgets: tuple[BudgetTracker, ...] = ()
@@ -28,13 +30,27 @@ class CallContext:
     workflow_step: int | None = None
     use_cache: bool = True
     refresh: bool = False
+    batch: bool = False
+    use_memory: bool = True
+
+    def with_memory(self, use_memory: bool) -> CallContext:
+        return self if use_memory else replace(self, use_memory=False)
 
 
 class Recorder:
-    """Counts each completed call and writes its ledger row (opened on first use)."""
+    """Counts each completed call, writes its ledger row (opened on first use) and hands
+    it to agent memory (both written by background threads)."""
 
-    def __init__(self, ledger_path: Path, *, tracking: bool, metrics: bool) -> None:
+    def __init__(
+        self,
+        ledger_path: Path,
+        *,
+        tracking: bool,
+        metrics: bool,
+        memory: AgentMemory | None = None,
+    ) -> None:
         self.ledger_path = ledger_path
+        self.memory = memory
         self.tracking = tracking
         self.metrics = Metrics() if metrics else None
         self._ledger: Ledger | None = None
@@ -68,11 +84,16 @@ class Recorder:
                 task=ctx.task,
                 workflow_run=ctx.workflow_run,
                 workflow_step=ctx.workflow_step,
+                batch=ctx.batch,
             )
             self.ledger.record(row)
+        if self.memory is not None and ctx.use_memory:
+            self.memory.remember(result, ctx.task)
 
     def close(self) -> None:
-        """Write pending rows and release the ledger's thread and files; reopens on use."""
+        """Write pending rows and memory entries; release threads and files; reopens on use."""
+        if self.memory is not None:
+            self.memory.close()
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             ledger.close()

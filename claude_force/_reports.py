@@ -143,7 +143,9 @@ def summary(rows: Iterable[LedgerRow], *, price_table: PriceTable | None = None)
     prompt_saved = Decimal(0)
     for r in upstream:
         if r.cache_read_tokens:
-            prompt_saved += prices.prompt_cache_savings(r.model, r.usage) or Decimal(0)
+            prompt_saved += prices.prompt_cache_savings(r.model, r.usage, batch=r.batch) or Decimal(
+                0
+            )
     all_latency = [r.latency_ms for r in rows if r.latency_ms is not None]
     up_latency = [r.latency_ms for r in upstream if r.latency_ms is not None]
     stamps = [r.ts for r in rows if r.ts is not None]

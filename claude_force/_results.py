@@ -51,6 +51,11 @@ class AgentResult:
     service did not bill; None only when the model's price is unknown); ``cost_saved`` what a
     cache hit would have cost. ``error`` is set when ``success`` is False. ``metadata`` is a
     read-only mapping derived from the fields, kept for code written against the dict form.
+
+    ``reused``: a workflow step taken from the kept outputs of an earlier run (``resume=True``);
+    it made no call, so its usage is zero and ``cost`` $0, with the original cost in
+    ``cost_saved``. ``injection_flags``: signals found in the task or the earlier outputs this
+    call was given (see ``_injection.py``); flagged content was sent unchanged.
     """
 
     agent_name: str
@@ -75,6 +80,8 @@ class AgentResult:
     stage: int | None = None
     step: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    reused: bool = False
+    injection_flags: tuple[str, ...] = ()
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -100,6 +107,8 @@ class AgentResult:
             "stop_reason": self.stop_reason,
             "estimated_cost": self.cost,
             "cost_saved": self.cost_saved,
+            "reused": self.reused,
+            "injection_flags": self.injection_flags,
         }
         if self.error is not None:
             meta["error"] = error_dict(self.error)
@@ -138,6 +147,10 @@ class WorkflowResult:
     error: str | None = None
     skipped: list[str] = field(default_factory=list)
     """Agents of later stages that were not run because an earlier stage failed."""
+    reused: list[int] = field(default_factory=list)
+    """Step numbers (1-based, as ``AgentResult.step``) taken from an earlier run on resume."""
+    resumed_from: str | None = None
+    """The run whose kept outputs were reused, when any were."""
 
     @property
     def usage(self) -> Usage:
@@ -180,5 +193,7 @@ class WorkflowResult:
             "total_output_tokens": self.total_output_tokens,
             "total_cost": _jsonable(self.total_cost),
             "skipped": list(self.skipped),
+            "reused": list(self.reused),
+            "resumed_from": self.resumed_from,
             "steps": [s.to_dict() for s in self.steps],
         }

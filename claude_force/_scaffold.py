@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import sys
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ._config import CONFIG_DIR, CONFIG_FILE
 from ._errors import InvalidArgumentError
-from ._files import shown
+from ._files import replace_file, shown
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -64,7 +63,7 @@ def _init(dest: Path, force: bool) -> list[Path]:
     written: list[Path] = []
     for path, data in plan:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_file(path, data)
+        replace_file(path, data)
         written.append(path)
     return written
 
@@ -109,16 +108,3 @@ def _template_files() -> list[tuple[PurePosixPath, bytes]]:
             else:
                 found.append((rel / child.name, child.read_bytes()))
     return sorted(found)
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    # Write a sibling then rename: a crash never leaves a half-written file, and an existing
-    # symlink at `path` is replaced rather than followed. Mode "x" honours the user's umask.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

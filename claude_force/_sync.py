@@ -12,15 +12,17 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._batch import BatchItems, BatchMode, BatchRecord
 from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
 from ._errors import UsageError
 from ._ledger import Ledger
+from ._message_batches import BatchesSettings
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator, TaskLike
@@ -210,6 +212,35 @@ class AgentOrchestrator(UsageReportMethods):
     run_multiple = execute_multiple
     """The seed's name for :meth:`execute_multiple`."""
 
+    def execute_batch(
+        self,
+        items: BatchItems,
+        *,
+        mode: BatchMode = "messages",
+        concurrency: int | None = None,
+        budget: Budget | None = None,
+        use_cache: bool = True,
+        refresh: bool = False,
+        state_path: str | Path | None = None,
+        batches: BatchesSettings | None = None,
+    ) -> Iterator[BatchRecord]:
+        """The records as a plain iterator, in completion order; each step runs on the loop."""
+        records = self._core.execute_batch(
+            items,
+            mode=mode,
+            concurrency=concurrency,
+            budget=budget,
+            use_cache=use_cache,
+            refresh=refresh,
+            state_path=state_path,
+            batches=batches,
+        )
+        try:
+            while (record := self._call(_next(records))) is not None:
+                yield record
+        finally:  # stopping early cancels the calls in flight
+            self._call(_close(records))
+
     def warm(self, tasks: Iterable[TaskLike]) -> dict[str, int]:
         return self._call(self._core.warm(tasks))
 
@@ -222,6 +253,7 @@ class AgentOrchestrator(UsageReportMethods):
         budget: Budget | None = None,
         use_cache: bool = True,
         refresh: bool = False,
+        resume: bool = False,
     ) -> WorkflowResult:
         return self._call(
             self._core.run_workflow(
@@ -231,8 +263,19 @@ class AgentOrchestrator(UsageReportMethods):
                 budget=budget,
                 use_cache=use_cache,
                 refresh=refresh,
+                resume=resume,
             )
         )
+
+
+async def _next(records: AsyncIterator[BatchRecord]) -> BatchRecord | None:
+    return await anext(records, None)
+
+
+async def _close(records: AsyncIterator[BatchRecord]) -> None:
+    close = getattr(records, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _stop_loop(

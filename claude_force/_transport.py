@@ -17,13 +17,14 @@ allows up to four attempts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import email.utils
 import logging
 import random
 import time
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -386,6 +387,45 @@ class Transport:
         tokens, _ = await self._retrying(count, None)
         return tokens
 
+    async def call(
+        self,
+        fn: Callable[[AsyncAnthropic, float], Awaitable[T]],
+        *,
+        before_retry: Callable[[APIError], Awaitable[T | None]] | None = None,
+    ) -> T:
+        """``fn(client, timeout)`` on this loop's SDK client, retried by the one retry loop.
+
+        For calls other than messages (the Message Batches API): outside the concurrency gate
+        and the token buckets, SDK errors mapped to :class:`APIError` with the key redacted.
+        ``before_retry(error)`` runs before each retry; a value it returns is the answer
+        instead (a batch create that did reach the service is found, not made twice).
+        """
+        session = await self.session()
+
+        async def attempt(timeout: float) -> T:
+            return await fn(session.client, timeout)
+
+        value, _ = await self._retrying(attempt, None, recover=before_retry)
+        return value
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[None]:
+        """Errors while reading a streamed body (a dropped connection) as :class:`APIError`.
+
+        The SDK maps errors of sending a request, not of the body read afterwards; those
+        arrive raw from its HTTP client, so they are mapped here, at the one boundary.
+        """
+        import anthropic
+        import httpx2
+
+        try:
+            yield
+        except (anthropic.AnthropicError, httpx2.HTTPError, OSError) as exc:
+            raise APIError(
+                self._redact(f"{what} broke off: {type(exc).__name__}: {exc}"),
+                error_type="connection_error",
+            ) from None
+
     async def _retrying(
         self,
         call: Callable[[float], Awaitable[T]],
@@ -393,6 +433,7 @@ class Transport:
         buckets: TokenBuckets | None = None,
         metered: _Metered | None = None,
         usage_of: Callable[[T], Usage] | None = None,
+        recover: Callable[[APIError], Awaitable[T | None]] | None = None,
     ) -> tuple[T, int]:
         """The one retry loop: ``call(timeout)`` until it succeeds or retries are spent.
 
@@ -464,6 +505,8 @@ class Transport:
             )
             await self._sleep(delay)
             retries += 1
+            if recover is not None and (found := await recover(outcome.error)) is not None:
+                return found, retries
 
     async def _admit(
         self, buckets: TokenBuckets, metered: _Metered, start: float, retries: int

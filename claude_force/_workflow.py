@@ -1,19 +1,35 @@
-"""Workflows: stages run in order, the agents of one stage concurrently."""
+"""Workflows: stages run in order, the steps of one stage concurrently.
+
+A step sees the task and earlier outputs, each in a delimited block naming its agent (see
+``_request.earlier_output_block``): every earlier stage's (``handoff: all``) or only the
+previous stage's (``handoff: previous``). After a failed stage the run stops (``on_failure:
+stop``) or goes on with the failure handed to later steps as data (``continue``).
+
+Resume: every successful step is kept (``_runs.RunStore``) with the cache key of its request.
+``resume=True`` reuses a kept step of the latest run of the same workflow and task when the
+step's request is identical: same agent definition, overrides, task and earlier outputs. A
+changed definition therefore reuses exactly the steps it did not change, and never an output
+made from other inputs. Reused steps make no call and write no ledger row.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from ._config import StepSpec, WorkflowSpec
+from ._request import EarlierOutput, Request, RequestBuilder, TaskSpec, cache_key
 from ._results import AgentResult, WorkflowResult
+from ._runs import KeptStep, RunStore
 
-__all__ = ["StepCall", "StepEvent", "run_stages"]
+__all__ = ["SendStep", "StepEvent", "WorkflowRunner"]
 
-StepCall = Callable[[str, Sequence[tuple[str, str]], int], Awaitable[AgentResult]]
-"""(agent, earlier (agent, output) pairs, 0-based step index) -> result."""
+SendStep = Callable[[str, Request, str, int], Awaitable[AgentResult]]
+"""(agent, request, run id, 0-based step index) -> the call's result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,65 +45,123 @@ class StepEvent:
     result: AgentResult | None = None
 
 
-async def run_stages(
-    workflow: str,
-    stages: Sequence[Sequence[str]],
-    call: StepCall,
-    *,
-    run_id: str,
-    on_step: Callable[[StepEvent], None] | None = None,
-) -> WorkflowResult:
-    """Run ``stages``; each step gets every earlier step's ``(agent, output)``.
+class WorkflowRunner:
+    """One run of a workflow: builds each step's request, sends it (or reuses a kept one)."""
 
-    Agents of one stage all see the same earlier outputs, not each other's. A failed step
-    stops the workflow once its stage has finished; later stages are not started.
-    """
-    started = time.perf_counter()
-    steps: list[AgentResult] = []
-    previous: list[tuple[str, str]] = []
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        task: str,
+        requests: RequestBuilder,
+        send: SendStep,
+        *,
+        runs: RunStore | None = None,
+    ) -> None:
+        self.spec = spec
+        self.task = task
+        self.requests = requests
+        self.send = send
+        self.runs = runs
+        self.run_id = uuid.uuid4().hex[:12]
+        self._kept: dict[int, KeptStep] = {}
+        self._on_step: Callable[[StepEvent], None] | None = None
 
-    def emit(stage: int, agent: str, status: str, result: AgentResult | None = None) -> None:
-        if on_step is not None:
-            on_step(StepEvent(workflow, run_id, stage, len(stages), agent, status, result))  # type: ignore[arg-type]
-
-    async def one(
-        stage_no: int, step_no: int, agent: str, seen: tuple[tuple[str, str], ...]
-    ) -> AgentResult:
-        emit(stage_no, agent, "started")
-        result = await call(agent, seen, step_no - 1)
-        result = replace(
-            result, workflow=workflow, workflow_run=run_id, stage=stage_no, step=step_no
+    async def run(
+        self, *, resume: bool = False, on_step: Callable[[StepEvent], None] | None = None
+    ) -> WorkflowResult:
+        """Run every stage under the workflow's hand-off and failure policies."""
+        self._on_step = on_step
+        started = time.perf_counter()
+        runs, name, task = self.runs, self.spec.name, self.task
+        if runs is not None:
+            self._kept = await asyncio.to_thread(runs.latest, name, task) if resume else {}
+            await asyncio.to_thread(runs.start, name, task)
+        steps: list[AgentResult] = []
+        earlier: list[EarlierOutput] = []
+        last_stage: list[EarlierOutput] = []
+        error, skipped = None, []
+        index = 0
+        for stage_no, stage in enumerate(self.spec.stages, 1):
+            seen = tuple(last_stage if self.spec.handoff == "previous" else earlier)
+            calls = [self._step(stage_no, index + i, s, seen) for i, s in enumerate(stage)]
+            index += len(stage)
+            results = await asyncio.gather(*calls)
+            steps.extend(results)
+            last_stage = [_handed(r) for r in results]
+            earlier.extend(last_stage)
+            failed = [r for r in results if not r.success]
+            if failed and self.spec.on_failure == "stop":
+                names = ", ".join(f"'{r.agent_name}'" for r in failed)
+                error = f"stage {stage_no} failed at {names}: {_first_error(failed[0])}"
+                skipped = [s.agent for later in self.spec.stages[stage_no:] for s in later]
+                break
+        failures = [r for r in steps if not r.success]
+        if failures and error is None:
+            error = "; ".join(
+                f"step {r.step} ('{r.agent_name}') failed: {_first_error(r)}" for r in failures
+            )
+            error += "; later stages ran (on_failure: continue)"
+        if runs is not None and not failures:
+            await asyncio.to_thread(runs.finish, name, task)
+        reused = [r.step for r in steps if r.reused and r.step is not None]
+        return WorkflowResult(
+            workflow_name=name,
+            steps=steps,
+            success=not failures,
+            execution_time_ms=(time.perf_counter() - started) * 1000,
+            run_id=self.run_id,
+            error=error,
+            skipped=skipped,
+            reused=reused,
+            resumed_from=next(iter(self._kept.values())).run_id if reused else None,
         )
-        emit(stage_no, agent, "succeeded" if result.success else "failed", result)
+
+    async def _step(
+        self, stage_no: int, index: int, step: StepSpec, seen: Sequence[EarlierOutput]
+    ) -> AgentResult:
+        item = TaskSpec(step.agent, self.task, step.model, step.max_tokens, step.temperature)
+        (request,) = await self.requests.abuild([item], previous=seen)
+        self._emit(stage_no, step.agent, "started")
+        key = cache_key(request)
+        kept = self._kept.get(index)
+        if kept is not None and kept.request_key == key and kept.result.agent_name == step.agent:
+            result = replace(kept.result, injection_flags=request.injection_flags)
+        else:
+            result = await self.send(step.agent, request, self.run_id, index)
+        result = replace(
+            result,
+            workflow=self.spec.name,
+            workflow_run=self.run_id,
+            stage=stage_no,
+            step=index + 1,
+        )
+        if result.success and self.runs is not None:
+            keep = self.runs.keep
+            await asyncio.to_thread(
+                keep, self.spec.name, self.task, self.run_id, index, key, result
+            )
+        self._emit(stage_no, step.agent, "succeeded" if result.success else "failed", result)
         return result
 
-    step_no = 0
-    for stage_no, stage in enumerate(stages, 1):
-        seen = tuple(previous)
-        coros = [one(stage_no, step_no + i + 1, agent, seen) for i, agent in enumerate(stage)]
-        step_no += len(stage)
-        results = await asyncio.gather(*coros)
-        steps.extend(results)
-        failed = [r for r in results if not r.success]
-        if failed:
-            names = ", ".join(f"'{r.agent_name}'" for r in failed)
-            return WorkflowResult(
-                workflow_name=workflow,
-                steps=steps,
-                success=False,
-                execution_time_ms=(time.perf_counter() - started) * 1000,
-                run_id=run_id,
-                error=f"stage {stage_no} failed at {names}: {_first_error(failed[0])}",
-                skipped=[agent for later in stages[stage_no:] for agent in later],
+    def _emit(
+        self,
+        stage: int,
+        agent: str,
+        status: Literal["started", "succeeded", "failed"],
+        result: AgentResult | None = None,
+    ) -> None:
+        if self._on_step is not None:
+            stages = len(self.spec.stages)
+            self._on_step(
+                StepEvent(self.spec.name, self.run_id, stage, stages, agent, status, result)
             )
-        previous.extend((r.agent_name, r.output) for r in results)
-    return WorkflowResult(
-        workflow_name=workflow,
-        steps=steps,
-        success=True,
-        execution_time_ms=(time.perf_counter() - started) * 1000,
-        run_id=run_id,
-    )
+
+
+def _handed(result: AgentResult) -> EarlierOutput:
+    """What later steps see of ``result``: its output, or its error marked as a failure."""
+    if result.success:
+        return EarlierOutput(result.agent_name, result.output, result.step)
+    return EarlierOutput(result.agent_name, _first_error(result), result.step, failed=True)
 
 
 def _first_error(result: AgentResult) -> str:

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from claude_force._config import ProjectConfig, load_config
+from claude_force._config import ProjectConfig, StepSpec, load_config
 from claude_force._errors import ConfigError
 
 from ._support import no_hang
@@ -110,6 +110,8 @@ odd_text = st.one_of(
     st.text(st.characters(exclude_categories=()), max_size=20),  # surrogates included
     st.integers(250, 5000).map(lambda n: "n" * n),
     st.sampled_from(["\ufeff", "\x00", "5m", "1h", "high", "a", "b", "zz", "-x", "a b"]),
+    # near misses of the extended workflow form's keys and values
+    st.sampled_from(["steps", "handof", "on_fail", "agnt", "previous", "continue", "stop"]),
 )
 
 HUGE = [
@@ -164,7 +166,18 @@ def valid_config() -> dict[str, Any]:
             },
             "b": {"file": "agents/b.md", "priority": "high"},
         },
-        "workflows": {"w": ["a", ["a", "b"]], "v": ["b"]},
+        "workflows": {
+            "w": ["a", ["a", "b"]],
+            "v": ["b"],
+            "x": {
+                "steps": [
+                    {"agent": "a", "model": "claude-haiku-4-5"},
+                    [{"agent": "b", "max_tokens": 100, "temperature": 0.2}, "a"],
+                ],
+                "handoff": "previous",
+                "on_failure": "continue",
+            },
+        },
         "default_model": "claude-sonnet-5-5",
         "rate_limits": {
             "default": {"input_tokens_per_minute": 400_000},
@@ -288,6 +301,10 @@ def test_the_valid_base_config_loads(project: Path) -> None:
     config = load_config(project)
     assert list(config.agents) == ["a", "b"]
     assert config.workflow("w") == (("a",), ("a", "b"))
+    extended = config.workflow_spec("x")
+    assert (extended.handoff, extended.on_failure) == ("previous", "continue")
+    assert extended.stages[1][0] == StepSpec("b", max_tokens=100, temperature=0.2)
+    assert config.workflow("x") == (("a",), ("b", "a"))
     assert config.rate_limits["sonnet"] == {
         "requests_per_minute": 50,
         "output_tokens_per_minute": 8_000,

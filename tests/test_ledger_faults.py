@@ -221,7 +221,13 @@ def test_rows_that_are_not_ledger_rows_are_skipped_with_a_warning(
 
 # -- an older ledger ---------------------------------------------------------------------------
 
-OLD_SCHEMA = ledger_mod._SCHEMA.replace("    web_search_requests INTEGER NOT NULL DEFAULT 0,\n", "")
+# The first release's table: before web_search_requests, batch and injection_flags were added.
+OLD_SCHEMA = ledger_mod._SCHEMA.replace(
+    "    web_search_requests INTEGER NOT NULL DEFAULT 0,\n", ""
+).replace(
+    "    task_text TEXT,\n    batch INTEGER NOT NULL DEFAULT 0,\n    injection_flags TEXT\n",
+    "    task_text TEXT\n",
+)
 
 
 def old_ledger(path: Path) -> None:
@@ -235,16 +241,22 @@ def old_ledger(path: Path) -> None:
     conn.close()
 
 
-def test_an_older_ledger_reads_and_gains_the_new_column(tmp_path: Path) -> None:
+def test_an_older_ledger_reads_and_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "usage.db"
     old_ledger(path)
+    for added in ("web_search_requests", "batch", "injection_flags"):
+        assert added not in OLD_SCHEMA
     (old,) = read_rows(path)  # read-only: no migration, defaults fill the gap
     assert (old.agent, old.web_search_requests, old.cost_usd) == ("old", 0, Decimal("0.5"))
+    assert old.injection_flags is None
     ledgers = [Ledger(path) for _ in range(4)]  # several writers migrate at once
-    ledgers[0].record(row(agent="new", web_search_requests=3))
+    ledgers[0].record(row(agent="new", web_search_requests=3, injection_flags="task:role-tag"))
     for led in ledgers:
         led.close()
-    assert [(r.agent, r.web_search_requests) for r in read_rows(path)] == [("old", 0), ("new", 3)]
+    assert [(r.agent, r.web_search_requests, r.injection_flags) for r in read_rows(path)] == [
+        ("old", 0, None),
+        ("new", 3, "task:role-tag"),
+    ]
 
 
 # -- bounded memory ----------------------------------------------------------------------------

@@ -36,9 +36,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import _agents, _cache, _metrics, _project, _sim, _workflow
+    from . import _agents, _batch, _cache, _memory, _metrics, _project, _sim, _workflow
 
-    for module in (_project, _agents, _workflow, _sim, _cache, _metrics):
+    for module in (_project, _agents, _workflow, _batch, _sim, _cache, _metrics, _memory):
         for command in module.COMMANDS:
             cli.add_command(command)
 

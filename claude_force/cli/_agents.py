@@ -11,7 +11,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .. import AgentResult, APIError, AsyncAgentOrchestrator, InvalidArgumentError
+from .. import (
+    AgentResult,
+    APIError,
+    AsyncAgentOrchestrator,
+    InvalidArgumentError,
+    OrchestratorOptions,
+)
 from .._admission import rate_limit_line
 from ._common import (
     EXIT_CODES_HELP,
@@ -89,14 +95,21 @@ def cache_options(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def make_orchestrator(
-    config_path: Path | None, *, no_cache: bool, refresh: bool, cache_dir: Path | None
+    config_path: Path | None,
+    *,
+    no_cache: bool,
+    refresh: bool,
+    cache_dir: Path | None,
+    max_concurrent: int = OrchestratorOptions.max_concurrent,
 ) -> AsyncAgentOrchestrator:
     if no_cache and refresh:
         raise InvalidArgumentError(
             "--refresh stores the new answer in the cache and --no-cache turns the cache off; "
             "give one of them"
         )
-    return AsyncAgentOrchestrator(config_path, enable_cache=not no_cache, cache_dir=cache_dir)
+    return AsyncAgentOrchestrator(
+        config_path, enable_cache=not no_cache, cache_dir=cache_dir, max_concurrent=max_concurrent
+    )
 
 
 @click.command("run", epilog=EXIT_CODES_HELP)

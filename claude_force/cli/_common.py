@@ -75,6 +75,8 @@ task_file_option = click.option(
     help="Read the task from FILE.",
 )
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -48,6 +48,7 @@ _COLOURS = {
     "failed": "red",
     "skipped": "dim",
     "cancelled": "magenta",
+    "reused": "cyan",
 }
 
 
@@ -81,6 +82,8 @@ class WorkflowProgress:
     def __call__(self, event: StepEvent) -> None:
         if event.status == "started":
             self.rows[(event.stage, event.agent)] = ("running", "")
+        elif event.result is not None and event.result.reused:
+            self.rows[(event.stage, event.agent)] = ("reused", "kept output of an earlier run")
         elif event.result is not None and event.status == "succeeded":
             self.rows[(event.stage, event.agent)] = ("succeeded", result_line(event.result))
         else:
@@ -120,7 +123,9 @@ class WorkflowProgress:
         if view is not None:
             view.stop()  # transient: the live table goes, the final one is printed below
         started, self._started = self._started, False
-        finished = any(status in ("succeeded", "failed") for status, _ in self.rows.values())
+        finished = any(
+            status in ("succeeded", "failed", "reused") for status, _ in self.rows.values()
+        )
         if self.live and started and (finished or outcome == "cancelled"):
             err_console.print(self.render())
 
@@ -150,6 +155,7 @@ async def run_with_progress(
     live: bool,
     use_cache: bool = True,
     refresh: bool = False,
+    resume: bool = False,
 ) -> WorkflowResult:
     """Run workflow ``name``, drawing its progress table on stderr when ``live``."""
     progress = WorkflowProgress(
@@ -161,7 +167,7 @@ async def run_with_progress(
     outcome: Outcome = "error"
     try:
         result = await orch.run_workflow(
-            name, task, on_step=progress, use_cache=use_cache, refresh=refresh
+            name, task, on_step=progress, use_cache=use_cache, refresh=refresh, resume=resume
         )
         outcome = "done"
         return result
@@ -188,7 +194,19 @@ def print_workflow_result(result: WorkflowResult, *, all_steps: bool) -> None:
         write_text(result.final_output)
     if not result.success:
         show_failure(result)
+    show_flags(result)
     say(summary_line(result))
+
+
+def show_flags(result: WorkflowResult) -> None:
+    """Name the steps whose input looked like an attempt to override instructions."""
+    for step in result.steps:
+        if step.injection_flags:
+            flags = ", ".join(step.injection_flags)
+            say(
+                f"note: step {step.step} ({step.agent_name}) input flagged as possible "
+                f"prompt injection ({flags}); it was sent unchanged"
+            )
 
 
 def show_failure(result: WorkflowResult) -> None:
@@ -204,6 +222,8 @@ def summary_line(result: WorkflowResult) -> str:
         f"workflow {result.workflow_name} {status} in {result.execution_time_ms / 1000:.2f} s; "
         f"{len(result.steps)} step{'' if len(result.steps) == 1 else 's'}"
     )
+    if result.reused:
+        head += f" ({len(result.reused)} reused from run {result.resumed_from})"
     hits = [step for step in result.steps if step.cached]
     saved_known = [step.cost_saved for step in hits if step.cost_saved is not None]
     saved = f"saved {usd(sum(saved_known, Decimal(0)))}" if saved_known else "cost unknown"
@@ -223,6 +243,12 @@ def summary_line(result: WorkflowResult) -> str:
 @click.argument("task", required=False)
 @task_file_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Reuse the unchanged successful steps of the latest run of this workflow and task; "
+    "only the failed and later steps are sent.",
+)
 @cache_options
 @config_option
 def workflow_cmd(
@@ -230,6 +256,7 @@ def workflow_cmd(
     task: str | None,
     task_file: Path | None,
     as_json: bool,
+    resume: bool,
     no_cache: bool,
     refresh: bool,
     cache_dir: Path | None,
@@ -239,6 +266,8 @@ def workflow_cmd(
 
     On a terminal every step's output is shown under a header; piped or redirected, standard
     output gets only the workflow's final output, byte for byte (--json gives every step).
+    A failed run's successful steps are kept in .claude/data/ until a run succeeds, so that
+    --resume sends only what is left.
     """
     text = read_task(task, task_file)
     require_stdout()
@@ -249,10 +278,21 @@ def workflow_cmd(
     async def go() -> WorkflowResult:
         async with orch:
             return await run_with_progress(
-                orch, name, text, live=not as_json, use_cache=not no_cache, refresh=refresh
+                orch,
+                name,
+                text,
+                live=not as_json,
+                use_cache=not no_cache,
+                refresh=refresh,
+                resume=resume,
             )
 
     result = asyncio.run(go())
+    if resume and not result.reused:
+        say(
+            "--resume: no unchanged step of an earlier run of this workflow and task was kept; "
+            "every step ran"
+        )
     if as_json:
         deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
         if not result.success:

@@ -7,7 +7,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .._errors import InvalidArgumentError
@@ -41,7 +41,7 @@ _DEFAULT_MESSAGES: Mapping[str, str] = {
     "request_too_large": "Request exceeds the maximum allowed number of bytes.",
 }
 
-FaultKind = Literal["status", "reset", "hang", "reply"]
+FaultKind = Literal["status", "reset", "hang", "reply", "lost"]
 
 
 def error_type(status: int) -> str:
@@ -54,8 +54,9 @@ def error_type(status: int) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Fault:
-    """One injected fault; build it with :meth:`status`, :meth:`reset`, :meth:`hang` or
-    :meth:`reply` (a normal answer whose text is given, e.g. to test how clients print it)."""
+    """One injected fault; build it with :meth:`status`, :meth:`reset`, :meth:`hang`,
+    :meth:`lost` (the work done, the answer lost) or :meth:`reply` (a normal answer whose
+    text is given, e.g. to test how clients print it)."""
 
     kind: FaultKind
     status_code: int = 0
@@ -98,12 +99,25 @@ class Fault:
 
     @classmethod
     def hang(cls, seconds: float = 3600.0) -> Fault:
-        """Accept the request and answer only after ``seconds`` (or never, if stopped first)."""
+        """Accept the request and answer after ``seconds``, or at ``sim.release_hangs()``
+        (never, if the simulator stops first)."""
         if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
             raise InvalidArgumentError(
                 f"Fault.hang seconds must be a finite number >= 0, got {seconds!r}"
             )
         return cls(kind="hang", seconds=float(seconds))
+
+    @classmethod
+    def lost(cls, code: int | None = None) -> Fault:
+        """Carry the request out, then lose its answer: send HTTP ``code`` instead, or with no
+        code drop the connection (a streamed body, part of the way through).
+
+        What a client cannot tell from a failure before the work: whatever it made (a paid
+        message batch) exists although the client saw an error.
+        """
+        if code is None:
+            return cls(kind="lost")
+        return replace(cls.status(code), kind="lost")
 
     @classmethod
     def reply(cls, text: str) -> Fault:

@@ -10,6 +10,8 @@ It answers ``POST /v1/messages`` with deterministic text and realistic usage (pr
 included, see ``_tokens``), ``POST /v1/messages/count_tokens`` (the same count as the usage of
 a message), and injects faults on demand into either. With ``rate_limits=RateLimits(...)`` it
 enforces per-minute token buckets per model class as the service does (see ``_ratelimit``).
+The Message Batches API (``/v1/messages/batches``) answers each request as ``/v1/messages``
+would, after ``batch_delay`` seconds of its clock (see ``_batches``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -29,11 +31,18 @@ from typing import Any
 from aiohttp import web
 
 from .._errors import InvalidArgumentError
+from ._batches import BATCHES_PATH, BatchReply, BatchStore, check_batch_fault
 from ._faults import Fault, FaultPlan
-from ._prompt_cache import PromptCache
+from ._prompt_cache import CacheUsage, PromptCache
 from ._ratelimit import Admission, RateLimits, Rejection, ServerRateLimiter
 from ._text import Reply, render_reply, reply_digest, reply_words
-from ._tokens import PromptShape, eligible_breakpoints, min_cacheable_tokens, prompt_shape
+from ._tokens import (
+    Breakpoint,
+    PromptShape,
+    eligible_breakpoints,
+    min_cacheable_tokens,
+    prompt_shape,
+)
 from ._wire import (
     RateWindow,
     check_count_tokens_body,
@@ -116,6 +125,8 @@ class Simulator:
     :meth:`start` and :meth:`stop`. ``clock`` drives prompt-cache expiry and the rate-limit
     buckets, so tests can move time forward without sleeping (``latency_ms`` is real time).
     ``rate_limits`` (off by default) makes the server answer 429 when a request does not fit.
+    ``batch_delay`` is how long, on ``clock``, a message batch takes (0: it has ended by the
+    first look after creation).
     """
 
     def __init__(
@@ -130,6 +141,7 @@ class Simulator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rate_limits: RateLimits | None = None,
+        batch_delay: float = 0.0,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise InvalidArgumentError(
@@ -173,7 +185,17 @@ class Simulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._handlers: set[asyncio.Task[Any]] = set()  # touched only on the server thread
+        self._release = asyncio.Event()  # set (and replaced) on the server thread
         self._port = 0
+        self._batch_faults = FaultPlan()
+        self._batch_api_faults = FaultPlan()
+        self._batches = BatchStore(
+            answer=self._batch_answer,
+            clock=clock,
+            wall=wall_clock,
+            delay=_check_number("batch_delay", batch_delay, minimum=0.0),
+            faults=self._batch_faults,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -272,10 +294,64 @@ class Simulator:
         """After the script runs out, give each request ``fault`` with ``probability``."""
         self._faults.set_rate(probability, fault, seed=seed)
 
+    def release_hangs(self) -> None:
+        """Answer every request a :meth:`Fault.hang` holds now; later hangs wait as scripted.
+
+        With ``sim.wait_for_in_flight(n)`` first, a test sees ``n`` requests in flight
+        together whatever the machine's speed, then lets them finish at once.
+        """
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed between the check and the call
+                loop.call_soon_threadsafe(self._release_now)
+
+    def _release_now(self) -> None:
+        event, self._release = self._release, asyncio.Event()
+        event.set()
+
     def clear_faults(self) -> None:
-        """Drop the scripted faults (of both endpoints) and the random fault rate."""
+        """Drop the scripted faults (of every endpoint and of batch requests) and fault rates."""
         self._faults.clear()
         self._count_faults.clear()
+        self._batch_faults.clear()
+        self._batch_api_faults.clear()
+
+    # -- message batches -------------------------------------------------------------------
+
+    def script_batch(self, *faults: Fault | None) -> None:
+        """Queue outcomes for the next batch requests processed, one each: ``Fault.status``
+        makes a request ``errored``, ``Fault.reply(text)`` answers with ``text``, None answers
+        normally."""
+        self._batch_faults.script(check_batch_fault(f) for f in faults)
+
+    def script_batch_api(self, *faults: Fault | None) -> None:
+        """Queue faults for the next requests to the batch endpoints themselves (create,
+        retrieve, list, results, cancel), one each; None answers normally."""
+        self._batch_api_faults.script(faults)
+
+    def set_batch_fault_rate(self, probability: float, fault: Fault, *, seed: int = 0) -> None:
+        """After the batch script runs out, give each batch request ``fault`` with
+        ``probability``."""
+        self._batch_faults.set_rate(probability, check_batch_fault(fault) or fault, seed=seed)
+
+    @property
+    def batch_delay(self) -> float:
+        return self._batches.delay
+
+    @batch_delay.setter
+    def batch_delay(self, seconds: float) -> None:
+        """Processing time of batches created from now on."""
+        self._batches.delay = _check_number("batch_delay", seconds, minimum=0.0)
+
+    @property
+    def batches_created(self) -> int:
+        """Message batches accepted so far (not reset by :meth:`reset_stats`)."""
+        return self._batches.created
+
+    @property
+    def batch_requests_submitted(self) -> int:
+        """Requests inside the message batches accepted so far."""
+        return self._batches.submitted
 
     # -- rate limits -----------------------------------------------------------------------
 
@@ -422,11 +498,22 @@ class Simulator:
             return await self._messages(request, body, request_id)
         if request.method == "POST" and path == COUNT_TOKENS_PATH:
             return await self._count_tokens(request, body, request_id)
+        if path == BATCHES_PATH or path.startswith(BATCHES_PATH + "/"):
+            fault = self._batch_api_faults.next()
+            if fault is not None and fault.kind not in ("reply", "lost"):
+                response = await self._inject(fault, request, request_id)
+                if response is not None:
+                    return response
+            base = f"{request.scheme}://{request.host}"
+            reply = self._batches.handle(request.method, path, request.query, body, base)
+            if reply is not None:
+                lost = fault if fault is not None and fault.kind == "lost" else None
+                return await _batch_response(request, reply, request_id, lost)
         return _error_response(
             404,
             "not_found_error",
             f"Not found: {request.method} {path}; the simulator serves "
-            f"POST {MESSAGES_PATH} and POST {COUNT_TOKENS_PATH}",
+            f"POST {MESSAGES_PATH}, POST {COUNT_TOKENS_PATH} and {BATCHES_PATH}",
             request_id,
         )
 
@@ -434,7 +521,7 @@ class Simulator:
         self._enter_flight()
         try:
             fault = self._faults.next()
-            if fault is not None and fault.kind != "reply":
+            if fault is not None and fault.kind not in ("reply", "lost"):
                 response = await self._inject(fault, request, request_id)
                 if response is not None:
                     return response
@@ -442,8 +529,11 @@ class Simulator:
             shape = prompt_shape(body) if problem is None else problem
             if isinstance(shape, str):
                 return _error_response(400, "invalid_request_error", shape, request_id)
-            text = fault.text if fault is not None else None
-            return await self._answer(body, shape, request_id, text=text)
+            text = fault.text if fault is not None and fault.kind == "reply" else None
+            response = await self._answer(body, shape, request_id, text=text)
+            if fault is not None and fault.kind == "lost":
+                return _lose(fault, request, request_id)
+            return response
         finally:
             self._leave_flight()
 
@@ -460,7 +550,9 @@ class Simulator:
                 fault.headers(),
             )
         if fault.kind == "hang":
-            await asyncio.sleep(fault.seconds)
+            release = self._release  # taken before waiting: a release from now on ends it
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(release.wait(), fault.seconds)
             return None
         transport = request.transport
         if transport is not None:
@@ -473,7 +565,7 @@ class Simulator:
         self, body: dict[str, Any], shape: PromptShape, request_id: str, *, text: str | None = None
     ) -> web.Response:
         model = body["model"]
-        breakpoints = eligible_breakpoints(shape, min_cacheable_tokens(model, self._min_cacheable))
+        breakpoints = self._breakpoints(model, shape)
         limiter = self._limiter
         admission: Admission | None = None
         if limiter is not None:
@@ -488,10 +580,7 @@ class Simulator:
                 )
             admission = decision
         try:
-            if text is not None:
-                reply = Reply(text, max(1, len(text.split())), "end_turn")
-            else:
-                reply = render_reply(reply_words(body, reply_digest(body)), body["max_tokens"])
+            reply = _reply(body, text)
             delay_ms = self._latency_ms + self._per_token_ms * reply.output_tokens
             if delay_ms > 0:
                 await asyncio.sleep(delay_ms / 1000.0)
@@ -510,8 +599,7 @@ class Simulator:
                 # Only a dropped request (cancelled handler) is still unsettled here: it gives
                 # its output reservation back.
                 limiter.settle(admission, input_tokens=admission.input_tokens, output_tokens=0)
-        uncached = shape.input_tokens - usage.cached_or_written
-        payload = message_body(model=model, reply=reply, input_tokens=uncached, cache=usage)
+        payload = _message(model, shape, reply, usage)
         if limiter is not None and admission is not None:
             headers = limiter.headers(model)
         else:
@@ -520,6 +608,20 @@ class Simulator:
             )
         headers["request-id"] = request_id
         return _json_response(200, payload, headers)
+
+    def _breakpoints(self, model: str, shape: PromptShape) -> Sequence[Breakpoint]:
+        return eligible_breakpoints(shape, min_cacheable_tokens(model, self._min_cacheable))
+
+    def _batch_answer(self, body: Mapping[str, Any], text: str | None) -> dict[str, Any] | str:
+        """A batch request's Message (or its problem): the direct answer without latency or
+        rate limits, which batches do not share with ``/v1/messages``; the prompt cache is the
+        same."""
+        shape = prompt_shape(body)
+        if isinstance(shape, str):
+            return shape
+        reply = _reply(body, text)
+        usage = self._cache.account(self._breakpoints(body["model"], shape))
+        return _message(body["model"], shape, reply, usage)
 
     async def _count_tokens(self, request: web.Request, body: Any, request_id: str) -> web.Response:
         fault = self._count_faults.next()
@@ -532,6 +634,64 @@ class Simulator:
         if isinstance(shape, str):
             return _error_response(400, "invalid_request_error", shape, request_id)
         return _json_response(200, {"input_tokens": shape.input_tokens}, {"request-id": request_id})
+
+
+def _reply(body: Mapping[str, Any], text: str | None) -> Reply:
+    if text is not None:
+        return Reply(text, max(1, len(text.split())), "end_turn")
+    return render_reply(reply_words(body, reply_digest(body)), body["max_tokens"])
+
+
+def _message(model: str, shape: PromptShape, reply: Reply, usage: CacheUsage) -> dict[str, Any]:
+    uncached = shape.input_tokens - usage.cached_or_written
+    return message_body(model=model, reply=reply, input_tokens=uncached, cache=usage)
+
+
+def _lose(fault: Fault, request: web.Request, request_id: str) -> web.Response:
+    """``Fault.lost``: the work is done; its answer becomes an error status or a drop."""
+    if fault.status_code:
+        return _error_response(
+            fault.status_code, fault.error_type, fault.error_message(), request_id
+        )
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError  # nothing can be sent on an aborted connection
+
+
+async def _batch_response(
+    request: web.Request, reply: BatchReply, request_id: str, lost: Fault | None = None
+) -> web.StreamResponse:
+    if lost is not None and (lost.status_code or reply.lines is None):
+        return _lose(lost, request, request_id)
+    if reply.lines is None:
+        payload = reply.payload or {}
+        if reply.status >= 400:
+            return _error_response(
+                reply.status, str(payload["error_type"]), str(payload["message"]), request_id
+            )
+        return _json_response(reply.status, payload, {"request-id": request_id})
+    # Streamed in pieces, as the service streams a results file; never one huge body.
+    response = web.StreamResponse(
+        status=200, headers={"request-id": request_id, "content-type": "application/binary"}
+    )
+    await response.prepare(request)
+    piece: list[bytes] = []
+    lines = reply.lines
+    if lost is not None:  # half of the body, then the connection drops
+        lines = lines[: len(lines) // 2]
+    for line in lines:
+        piece.append(line)
+        if len(piece) >= 256:
+            await response.write(b"".join(piece))
+            piece.clear()
+    if piece:
+        await response.write(b"".join(piece))
+    if lost is not None and request.transport is not None:
+        # Closed, not aborted: what was written reaches the client, the body's end never does.
+        request.transport.close()
+        raise asyncio.CancelledError
+    await response.write_eof()
+    return response
 
 
 def serve(
