@@ -235,21 +235,21 @@ class _Bucket:
     """A continuously refilled bucket on the client side. The level may go below zero: a
     correction or a request larger than the bucket is repaid by refilling.
 
-    Beside the admission ``level`` it keeps ``model``: what the service's bucket should hold
-    if the only consumers were this client's attempts (charged when they leave, not when
-    admitted, since an admitted attempt may still wait for a concurrency slot) and the
-    learned ``unseen`` share of the refill. Each observed ``remaining`` is compared with
-    ``model``; the difference is consumption this client cannot see (another process or tool
-    of the same organisation). Spread over the time since the last observation, or over
-    ``unseen_seconds`` if that is longer, it corrects ``unseen``: an integral controller
-    whose time constant is at least ``unseen_seconds`` (one observation moves the share by
-    at most what the interval implies, so a long gap does not overshoot). The model is then
-    reset to what the service reported, so errors that only exist while attempts are on the
-    wire (an estimate against the exact count, a response still in transit, answers read
-    out of order) cancel out over the next observations instead of accumulating. Such an
-    error is about one request's cost, so the time constant is also at least the refill
-    time of ``_UNSEEN_REQUESTS`` typical requests: with limits that hold only a few
-    requests a minute, one request's noise must not read as another consumer.
+    Beside the admission ``level`` it keeps a model of the service's level: the last level the
+    service reported (``base``, refilled since at the stated rate less the ``unseen`` share)
+    less this client's own attempts since (``pending``; each charged when it leaves, not when
+    admitted, since an admitted attempt may still wait for a concurrency slot). Each reported
+    ``remaining`` is compared with the model; the difference is consumption this client cannot
+    see (another process or tool of the same organisation) and corrects ``unseen`` by the
+    difference spread over a horizon: an integral controller with that time constant. The
+    model is then reset to the report, so errors that only exist while attempts are on the
+    wire (an estimate against the exact count, an attempt not counted yet, answers read out
+    of order) cancel out over the next reports instead of accumulating. The horizon is fixed
+    rather than the time since the last report, whose weight would differ between the report
+    that misses an attempt and the one that shows it; it is at least ``unseen_seconds``, and
+    at least the refill time of ``_UNSEEN_REQUESTS`` typical requests plus one per attempt in
+    flight (each is one request's worth of such noise), so that with limits that hold few
+    requests a minute one request's noise does not read as another consumer.
     """
 
     def __init__(self, capacity: float, level: float, now: float) -> None:
@@ -263,7 +263,6 @@ class _Bucket:
         self.slow_factor = 1.0  # refill speed right after the last 429
         self.slowed_at = -math.inf
         self.unseen = 0.0  # share of the refill taken by consumers we cannot see, learned
-        self.observed_at = now  # when the model was last reset to the service's report
         self.typical = 0.0  # a request's usual cost (moving average of charges)
         self.blind = 0  # attempts in flight not charged to this bucket: nothing to learn
 
@@ -311,16 +310,12 @@ class _Bucket:
         self.typical += 0.1 * (cost - self.typical)
 
     def observe(
-        self, remaining: float, now: float, *, authoritative: bool, seconds: float, in_flight: int
+        self, remaining: float, *, authoritative: bool, seconds: float, in_flight: int
     ) -> None:
-        """The service reports ``remaining`` (the buckets are refilled to ``now`` first):
+        """The service reports ``remaining`` (the bucket is refilled to now first):
         learn from the model's difference to it, then take it as the level when it is lower
         (or ``authoritative``: a 429, which the service refused for lack of it)."""
         rate = self.capacity / 60.0
-        # Not the time since the last report: an attempt sent after a long wait would then
-        # weigh less when it is missing from a report than when it appears in the next.
-        # Each attempt in flight may or may not be counted yet: as many typical costs of
-        # noise, which a longer horizon averages out.
         horizon = max(seconds, (_UNSEEN_REQUESTS + in_flight) * self.typical / rate)
         # Our own charges are taken off after the capacity: an attempt the service has not
         # counted yet must not vanish into a bucket that the model refilled to the top.
@@ -331,7 +326,6 @@ class _Bucket:
             self.unseen = min(_UNSEEN_BOUND, max(-_UNSEEN_BOUND, self.unseen + step))
         self.base = remaining
         self.pending = 0.0
-        self.observed_at = now
         if authoritative or remaining < self.level:
             self.level = min(remaining, self.capacity)
 
@@ -691,7 +685,6 @@ class TokenBuckets:
             if left is not None:
                 bucket.observe(
                     left,
-                    now,
                     authoritative=authoritative,
                     seconds=self._unseen_seconds,
                     in_flight=cls.in_flight,
