@@ -11,17 +11,22 @@ run lasts about a minute. Each client sends the same request bodies (the orchest
   (its response cache in a fresh folder, so that no answer comes from an earlier run).
 
 Then the same again while an unseen neighbour takes 30% of every refill. Printed per run:
-requests failed, share of HTTP attempts answered 429 (counted by the server), wall time,
-input tokens per minute achieved, the limit, and the share of the allowance used (what the
-server charged divided by what it made available: the full bucket at the start plus the
-refill over the run, less the neighbour's share).
+requests failed, share of HTTP attempts answered 429 (counted by the server), p50 and p99 of
+the time from a request's first attempt to its answer (retries and the waits between them
+included; for the raw SDK from the moment it holds the semaphore, for claude-force from the
+first time its transport sends it), wall time, input tokens per minute achieved, the limit,
+and the share of the allowance used (what the server charged divided by what it made
+available: the full bucket at the start plus the refill over the run, less the neighbour's
+share). The goals of issue 9 are printed beside the table.
 
 Then 4 processes sharing one Redis (``redis_url``, a private ``redis-server`` started for the
 run) against the same limit, each sending a quarter of the requests, all starting together:
 the same columns, plus p50/p99 time from a request's first attempt to its answer.
 
-Run: python benchmarks/bench_ratelimit.py [--requests N] [--limit TOKENS_PER_MINUTE]
-     [--only redis] (only the 4-process rows)
+Run: python benchmarks/bench_ratelimit.py [--requests N] [--limit TOKENS_PER_MINUTE] [--quick]
+     [--only redis]
+(``--quick``: claude-force only, no raw-SDK runs, about a third of the time; ``--only redis``:
+only the 4-process rows).
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ import anthropic
 from _common import demo_project, free_port, simulator_process
 
 from claude_force import AsyncAgentOrchestrator, TaskSpec
+from claude_force._transport import Transport
 from claude_force.testing import RateLimits
 
 LATENCY_MS = 300.0
@@ -91,6 +97,7 @@ class Run:
     stats: dict[str, Any]
     limit: int
     share: float
+    latencies: list[float] = field(default_factory=list)
 
     def row(self) -> str:
         admitted = int(self.stats.get("admitted", 0))
@@ -99,17 +106,31 @@ class Run:
         tokens = int(self.stats.get("input_tokens", 0))
         minutes = self.wall / 60.0
         available = self.limit + self.limit * (1.0 - self.share) * minutes
+        p50, p99 = percentile(self.latencies, 50), percentile(self.latencies, 99)
         return (
             f"{self.name:<28} {self.failed:>6} {100.0 * rejected / max(1, attempts):>8.1f}% "
+            f"{1000 * p50:>8.0f} {1000 * p99:>8.0f} "
             f"{self.wall:>8.1f} {tokens / minutes:>12,.0f} {self.limit:>11,} "
             f"{100.0 * tokens / available:>8.1f}%"
         )
 
 
 HEADER = (
-    f"{'client':<28} {'failed':>6} {'429s':>9} {'wall s':>8} {'tokens/min':>12} "
-    f"{'limit/min':>11} {'used':>9}"
+    f"{'client':<28} {'failed':>6} {'429s':>9} {'p50 ms':>8} {'p99 ms':>8} {'wall s':>8} "
+    f"{'tokens/min':>12} {'limit/min':>11} {'used':>9}"
 )
+GOALS = (
+    "goals (claude-force defaults): 0 failed; 429s <= 0.5% alone, <= 2% beside the neighbour; "
+    f"p99 <= {2 * LATENCY_MS:.0f} ms (2x the service time); used >= 98%"
+)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
 def prompts(n: int, seed: int) -> list[str]:
@@ -136,46 +157,79 @@ def bodies(config: Path, texts: list[str]) -> tuple[str, list[dict[str, Any]]]:
     return agent, built
 
 
-async def raw_sdk(base_url: str, requests: list[dict[str, Any]], max_retries: int) -> int:
+Outcome = tuple[int, list[float]]  # failed requests; seconds from first attempt to answer
+
+
+async def raw_sdk(base_url: str, requests: list[dict[str, Any]], max_retries: int) -> Outcome:
     """Failed requests of the raw SDK under a semaphore, with its own retries."""
     sem = asyncio.Semaphore(CONCURRENCY)
+    latencies: list[float] = []
     async with anthropic.AsyncAnthropic(
         api_key="bench", base_url=base_url, max_retries=max_retries
     ) as client:
 
         async def one(kwargs: dict[str, Any]) -> bool:
             async with sem:
+                start = time.perf_counter()
                 try:
                     await client.messages.create(**kwargs)
                 except anthropic.APIError:
                     return False
+                latencies.append(time.perf_counter() - start)
                 return True
 
         results = await asyncio.gather(*(one(kw) for kw in requests))
-    return sum(1 for ok in results if not ok)
+    return sum(1 for ok in results if not ok), latencies
 
 
-async def claude_force(base_url: str, agent: str, texts: list[str]) -> int:
+def time_first_attempts(transport: Transport, latencies: list[float]) -> None:
+    """Instrument ``transport`` (this benchmark only): each answered send appends the time
+    from its first attempt to its answer. Each request runs in its own task, so the task
+    tells whose attempt it is."""
+    first: dict[asyncio.Task[Any] | None, float] = {}
+    attempt = transport._attempt
+    send = transport.send
+
+    async def timed_attempt(call: Callable[[float], Awaitable[Any]], *args: Any) -> Any:
+        first.setdefault(asyncio.current_task(), time.perf_counter())
+        return await attempt(call, *args)
+
+    async def timed_send(request: Any) -> Any:
+        task = asyncio.current_task()
+        try:
+            sent = await send(request)
+            latencies.append(time.perf_counter() - first[task])
+            return sent
+        finally:
+            first.pop(task, None)
+
+    transport._attempt = timed_attempt  # type: ignore[method-assign]
+    transport.send = timed_send  # type: ignore[method-assign]
+
+
+async def claude_force(base_url: str, agent: str, texts: list[str]) -> Outcome:
     """Failed requests of claude-force with default options, in a fresh project and with
     its response cache in a fresh folder, so that no answer comes from an earlier run."""
+    latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = demo_project(Path(tmp))
         async with AsyncAgentOrchestrator(
             config, api_key="bench", base_url=base_url, cache_dir=Path(tmp) / "cache"
         ) as orch:
+            time_first_attempts(orch._transport, latencies)
             results = await orch.execute_multiple([(agent, t) for t in texts])
-    return sum(1 for r in results if not r.success)
+    return sum(1 for r in results if not r.success), latencies
 
 
-def run(name: str, limits: RateLimits, go: Any) -> Run:
+def run(name: str, limits: RateLimits, go: Callable[[str], Awaitable[Outcome]]) -> Run:
     stats: dict[str, Any] = {}
     with simulator_process(latency_ms=LATENCY_MS, rate_limits=limits, stats_out=stats) as url:
         start = time.perf_counter()
-        failed = asyncio.run(go(url))
+        failed, latencies = asyncio.run(go(url))
         wall = time.perf_counter() - start
     limit = limits.input_tokens_per_minute or 0
     share = limits.neighbour_share
-    result = Run(name, 0, failed, wall, stats, limit, share)
+    result = Run(name, 0, failed, wall, stats, limit, share, latencies)
     print(result.row(), flush=True)
     return result
 
@@ -302,7 +356,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=2_000_000, help="input tokens per minute")
     parser.add_argument("--only", choices=["redis"], help="run only these rows")
+    parser.add_argument("--quick", action="store_true", help="claude-force only (no raw-SDK runs)")
     args = parser.parse_args()
+    print(GOALS)
     texts = prompts(args.requests, seed=9)
     if args.only == "redis":
         main_redis(args.requests, args.limit, texts)
@@ -318,14 +374,14 @@ def main() -> None:
             )
             print(f"\n{args.requests} requests, neighbour_share={share}, {LATENCY_MS:.0f} ms")
             print(HEADER)
-            for retries in (2, 10):
+            for retries in () if args.quick else (2, 10):
 
-                async def sdk(url: str, retries: int = retries) -> int:
+                async def sdk(url: str, retries: int = retries) -> Outcome:
                     return await raw_sdk(url, requests, retries)
 
                 run(f"raw SDK, max_retries={retries}", limits, sdk)
 
-            async def ours(url: str) -> int:
+            async def ours(url: str) -> Outcome:
                 return await claude_force(url, agent, texts)
 
             run("claude-force defaults", limits, ours)

@@ -10,23 +10,30 @@ the configured maximum. Requests that are waiting to retry do not hold a slot.
 when they fit instead of being bounced with 429s:
 
 - limits are learned from the ``anthropic-ratelimit-*`` headers of responses; until the first
-  arrive, only a few requests of a class go out at once. Configured limits set a bucket before
-  anything is learned and cap it afterwards (they can only lower what the service states);
+  arrive, only a few requests of a class go out at once. Configured limits (the constructor's,
+  or ``rate_limits`` in claude.json) set a bucket before anything is learned and cap it
+  afterwards (they can only lower what the service states);
 - a request's input is estimated from its characters, scaled by the ratio of real to estimated
   tokens learned from each response's usage, and corrected from usage once answered; output is
   reserved from ``max_tokens`` and corrected the same way (as the service does). Prompt-cache
   reads are not charged, as on the service;
 - every response's ``remaining`` lowers the local level when it is lower (another process or
-  tool of the organisation spends the same allowance); a 429 sets the bucket to what the server
-  reports and halves that bucket's refill, which recovers linearly over ``recovery_seconds``;
-- requests of one class are admitted first come, first served; the one at the head sleeps
-  (with jitter) until it fits. A request whose predicted wait ends after its deadline fails at
-  once with :class:`AdmissionDeadlineError`.
+  tool of the organisation spends the same allowance), and is compared with a model of the
+  service's level that only this client's attempts drain: the difference is learned as the
+  share of the refill others take (see :class:`_Bucket`), and the bucket refills that much
+  slower, recovering as the reports stop showing it. The service's ``reset`` headers are not
+  used: rounded to the second, and on the service they state the full refill whoever spends;
+- a 429 sets the bucket to what the server reports and halves that bucket's refill, which
+  recovers linearly over ``recovery_seconds``;
+- requests of one class are admitted first come, first served (a retry ahead of first
+  attempts); the one at the head sleeps (with jitter) until it fits. A request whose
+  predicted wait ends after its deadline fails at once with :class:`AdmissionDeadlineError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -40,18 +47,29 @@ from ._errors import APIError, InvalidArgumentError
 from ._usage import Usage
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "AdmissionDeadlineError",
     "ConcurrencyGate",
     "Limits",
     "Ticket",
     "TokenBuckets",
+    "limits_from_config",
     "model_class",
+    "rate_limit_line",
 ]
 
 KINDS = ("requests", "input-tokens", "output-tokens")
+DEFAULT_LIMITS = "default"  # the key of a limits mapping for every class not named in it
 CHARS_PER_TOKEN = 4.0  # the first guess for English text, before any usage calibrates it
 _MAX_HEADROOM = 0.5  # of the input estimate, however poorly the ratio predicts
 _SLOW_COOLDOWN = 2.0  # seconds during which further 429s do not slow a bucket again
+_MIN_REFILL = 0.05  # of the stated refill: the slowest a bucket is assumed to refill
+_MAX_UNSEEN = 0.9  # of the refill: the most others are assumed to take when admitting
+# The estimate itself is bounded only against runaway: clamping it tighter would keep one
+# side of the noise (attempts sent but not yet counted, read as a lower level) and lose the
+# other, which would bias it. Admission uses it clipped to [0, _MAX_UNSEEN].
+_UNSEEN_BOUND = 1.0
+_UNSEEN_REQUESTS = 20  # the estimator's time constant is at least this many requests' refill
 _FAMILIES = ("opus", "sonnet", "haiku")
 _UNITS = {"requests": "requests", "input-tokens": "input tokens", "output-tokens": "output tokens"}
 
@@ -183,6 +201,17 @@ class Limits:
         return {kind: v for kind, v in zip(KINDS, values, strict=True) if v is not None}
 
 
+def limits_from_config(
+    given: Limits | Mapping[str, Limits] | None, section: Mapping[str, Mapping[str, int]]
+) -> Limits | Mapping[str, Limits] | None:
+    """The limits to keep to: the constructor's ``given`` when there are any, else the
+    ``rate_limits`` section of ``claude.json`` (already validated); None when neither says
+    anything, so that the buckets learn everything."""
+    if given is not None:
+        return given
+    return {name: Limits(**fields) for name, fields in section.items()} or None
+
+
 class AdmissionDeadlineError(APIError):
     """The rate limits would hold a request past its deadline; raised before it is sent."""
 
@@ -199,22 +228,57 @@ class Ticket:
     raw_input_estimate: float  # characters / CHARS_PER_TOKEN, before calibration
     charged: frozenset[str]  # the buckets that existed, and were charged, at admission
     done: bool = False
+    sent: bool = False  # charged to the model of the service's buckets too
 
 
 class _Bucket:
     """A continuously refilled bucket on the client side. The level may go below zero: a
-    correction or a request larger than the bucket is repaid by refilling."""
+    correction or a request larger than the bucket is repaid by refilling.
+
+    Beside the admission ``level`` it keeps a model of the service's level: the last level the
+    service reported (``base``, refilled since at the stated rate less the ``unseen`` share)
+    less this client's own attempts since (``pending``; each charged when it leaves, not when
+    admitted, since an admitted attempt may still wait for a concurrency slot). Each reported
+    ``remaining`` is compared with the model; the difference is consumption this client cannot
+    see (another process or tool of the same organisation) and corrects ``unseen`` by the
+    difference spread over a horizon: an integral controller with that time constant. The
+    model is then reset to the report, so errors that only exist while attempts are on the
+    wire (an estimate against the exact count, an attempt not counted yet, answers read out
+    of order) cancel out over the next reports instead of accumulating. The horizon is fixed
+    rather than the time since the last report, whose weight would differ between the report
+    that misses an attempt and the one that shows it; it is at least ``unseen_seconds``, and
+    at least the refill time of ``_UNSEEN_REQUESTS`` typical requests plus one per attempt in
+    flight (each is one request's worth of such noise), so that with limits that hold few
+    requests a minute one request's noise does not read as another consumer.
+    """
 
     def __init__(self, capacity: float, level: float, now: float) -> None:
         self.capacity = capacity
         self.level = min(level, capacity)
+        # The model of the service's level: ``base`` is its last report, refilled since
+        # (up to the capacity, as the service's), ``pending`` our own net charges since.
+        self.base = self.level
+        self.pending = 0.0
         self.updated = now
         self.slow_factor = 1.0  # refill speed right after the last 429
         self.slowed_at = -math.inf
+        self.unseen = 0.0  # share of the refill taken by consumers we cannot see, learned
+        self.typical = 0.0  # a request's usual cost (moving average of charges)
+        self.blind = 0  # attempts in flight not charged to this bucket: nothing to learn
+
+    def slowed(self, now: float, recovery: float) -> float:
+        """The slowing after the last 429: its factor, back to 1 linearly over ``recovery``."""
+        return min(1.0, self.slow_factor + (now - self.slowed_at) / recovery)
 
     def factor(self, now: float, recovery: float) -> float:
-        """The refill speed now: the slowed factor, back to 1 linearly over ``recovery``."""
-        return min(1.0, self.slow_factor + (now - self.slowed_at) / recovery)
+        """The refill speed now, as a share of the stated limit: what others are seen to
+        leave, slowed for a while after a 429."""
+        return max(_MIN_REFILL, self.slowed(now, recovery) * (1.0 - self.unseen_share))
+
+    @property
+    def unseen_share(self) -> float:
+        """The share of the refill others take, as admission assumes it."""
+        return min(_MAX_UNSEEN, max(0.0, self.unseen))
 
     def level_at(self, now: float, recovery: float) -> float:
         """The level at ``now``, refilled since the last update (changes nothing)."""
@@ -228,7 +292,42 @@ class _Bucket:
     def refill(self, now: float, recovery: float) -> None:
         if now > self.updated:
             self.level = self.level_at(now, recovery)
+            # The model is what the service holds: no slowing after 429s, only others' share.
+            gained = (now - self.updated) * self.capacity / 60.0 * (1.0 - self.unseen)
+            self.base = min(self.capacity, self.base + gained)
             self.updated = now
+
+    def add(self, amount: float, *, model: bool = True) -> None:
+        """Charge (negative) or give back (positive) ``amount``; ``model`` False for an
+        attempt that has not left yet (the service has not counted it either)."""
+        self.level = min(self.capacity, self.level + amount)
+        if model:
+            self.pending -= amount
+
+    def charge(self, cost: float) -> None:
+        """An attempt admitted: its cost off the level (the model's when it leaves)."""
+        self.level -= cost
+        self.typical += 0.1 * (cost - self.typical)
+
+    def observe(
+        self, remaining: float, *, authoritative: bool, seconds: float, in_flight: int
+    ) -> None:
+        """The service reports ``remaining`` (the bucket is refilled to now first):
+        learn from the model's difference to it, then take it as the level when it is lower
+        (or ``authoritative``: a 429, which the service refused for lack of it)."""
+        rate = self.capacity / 60.0
+        horizon = max(seconds, (_UNSEEN_REQUESTS + in_flight) * self.typical / rate)
+        # Our own charges are taken off after the capacity: an attempt the service has not
+        # counted yet must not vanish into a bucket that the model refilled to the top.
+        remaining = min(remaining, self.capacity)
+        if not self.blind:
+            predicted = min(self.capacity, self.base - self.pending)  # the service's cap too
+            step = (predicted - remaining) / (rate * horizon)
+            self.unseen = min(_UNSEEN_BOUND, max(-_UNSEEN_BOUND, self.unseen + step))
+        self.base = remaining
+        self.pending = 0.0
+        if authoritative or remaining < self.level:
+            self.level = min(remaining, self.capacity)
 
     def seconds_until(self, cost: float, now: float, recovery: float) -> float:
         missing = min(cost, self.capacity) - self.level
@@ -245,6 +344,7 @@ _State = Literal["unknown", "known", "absent"]
 class _Waiter:
     costs: dict[str, float]
     turn: asyncio.Future[None]
+    retry: bool = False
 
 
 @dataclass(eq=False)
@@ -265,9 +365,19 @@ class _Class:
 class TokenBuckets:
     """Client-side rate-limit buckets for every model class. Bound to one event loop.
 
-    Use per attempt: ``ticket = await admit(...)`` before sending, then exactly one of
+    Use per attempt: ``ticket = await admit(...)`` before sending, :meth:`sending` as it
+    leaves (after any other wait, such as a concurrency slot), then exactly one of
     :meth:`settle` (an answer, or a failure other than 429), :meth:`on_rate_limited` or
     :meth:`refund` (never sent).
+
+    ``max_in_flight`` bounds the attempts of a class admitted and not yet answered: an
+    attempt admitted long before it can be sent (it waits for a concurrency slot) is a
+    prediction of the service's level that far ahead, and less accurate for it.
+
+    ``unseen_seconds`` is how quickly the share of the refill taken by consumers this client
+    cannot see is learned (and unlearned when they stop): a difference between what the
+    service reports remaining and what this client's own use predicts corrects the share by
+    the difference spread over that many seconds of refill.
     """
 
     def __init__(
@@ -275,25 +385,24 @@ class TokenBuckets:
         *,
         limits: Limits | Mapping[str, Limits] | None = None,
         unknown_in_flight: int = 4,
+        max_in_flight: int | None = None,
         calibration_weight: float = 0.2,
-        recovery_seconds: float = 30.0,
+        recovery_seconds: float = 10.0,
+        unseen_seconds: float = 5.0,
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        if isinstance(unknown_in_flight, bool) or not isinstance(unknown_in_flight, int):
-            raise InvalidArgumentError(
-                f"unknown_in_flight must be an integer >= 1, got {unknown_in_flight!r}"
-            )
-        if unknown_in_flight < 1:
-            raise InvalidArgumentError(
-                f"unknown_in_flight must be an integer >= 1, got {unknown_in_flight!r}"
-            )
+        _check_count("unknown_in_flight", unknown_in_flight)
+        if max_in_flight is not None:
+            _check_count("max_in_flight", max_in_flight)
         self._limits = limits
         self._unknown_in_flight = unknown_in_flight
+        self._max_in_flight = max_in_flight
         self._weight = calibration_weight
         self._recovery = recovery_seconds
+        self._unseen_seconds = unseen_seconds
         self._jitter = jitter
         self._clock = clock
         self._sleep = sleep
@@ -309,11 +418,15 @@ class TokenBuckets:
         max_tokens: int,
         *,
         deadline: float | None = None,
+        retry: bool = False,
     ) -> Ticket:
         """Wait until the request fits its class's buckets, charge it and return its ticket.
 
         ``deadline`` is a time on this object's clock; when the predicted wait ends after it,
-        :class:`AdmissionDeadlineError` is raised at once instead of waiting.
+        :class:`AdmissionDeadlineError` is raised at once instead of waiting. A ``retry``
+        (an attempt after one that was sent) queues ahead of first attempts, behind the
+        head and earlier retries: it has already waited its turn once, and sending it to the
+        back of a long queue would multiply its time to an answer.
         """
         cls_name = model_class(model)
         cls = self._class(cls_name)
@@ -321,11 +434,15 @@ class TokenBuckets:
         # Input in uncalibrated tokens while queued: the ratio may be learned meanwhile.
         raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
         now = self._clock()
+        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future(), retry)
+        place = self._place(cls, waiter)
         if deadline is not None:
-            ahead = {k: cls.queued[k] + raw_costs[k] for k in KINDS}
+            ahead = {k: raw_costs[k] + cls.queued[k] for k in KINDS}
+            for behind in itertools.islice(cls.queue, place, None):  # a retry's
+                for kind in KINDS:
+                    ahead[kind] -= behind.costs[kind]
             self._check_deadline(cls_name, cls, _priced(cls, ahead), now, deadline)
-        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future())
-        self._enqueue(cls, waiter)
+        self._enqueue(cls, waiter, place)
         try:
             if cls.queue[0] is not waiter:
                 await waiter.turn
@@ -342,6 +459,17 @@ class TokenBuckets:
         finally:
             self._dequeue(cls, waiter)
 
+    def sending(self, ticket: Ticket) -> None:
+        """The attempt leaves now: from here the service may count it. Called by
+        :meth:`settle` and :meth:`on_rate_limited` when the caller did not."""
+        if ticket.sent or ticket.done:
+            return
+        ticket.sent = True
+        cls = self._classes[ticket.model_class]
+        self._refill(cls, self._clock())
+        for kind in ticket.charged:
+            cls.buckets[kind].pending += ticket.costs[kind]
+
     def settle(
         self, ticket: Ticket, usage: Usage | None, headers: Mapping[str, str] | None
     ) -> None:
@@ -352,15 +480,16 @@ class TokenBuckets:
         """
         if ticket.done:
             return
+        self.sending(ticket)
         ticket.done = True
         cls = self._classes[ticket.model_class]
-        cls.in_flight -= 1
+        self._finish(cls, ticket)
         now = self._clock()
         self._refill(cls, now)
         output = cls.buckets.get("output-tokens")
         if output is not None and "output-tokens" in ticket.charged:
             used = usage.output_tokens if usage is not None else 0
-            output.level -= used - ticket.costs["output-tokens"]
+            output.add(ticket.costs["output-tokens"] - used)
         if usage is not None:
             self._calibrate(cls, ticket, usage)
         if headers:
@@ -377,13 +506,14 @@ class TokenBuckets:
         this request refill at half speed for a while."""
         if ticket.done:
             return
+        self.sending(ticket)
         ticket.done = True
         cls = self._classes[ticket.model_class]
-        cls.in_flight -= 1
+        self._finish(cls, ticket)
         now = self._clock()
         self._refill(cls, now)
         for kind in ticket.charged:
-            cls.buckets[kind].level += ticket.costs[kind]
+            cls.buckets[kind].add(ticket.costs[kind])
         if headers:
             self._learn(cls, headers, now, authoritative=True)
             for kind in KINDS:
@@ -393,7 +523,7 @@ class TokenBuckets:
                     continue
                 if now - named.slowed_at < _SLOW_COOLDOWN:
                     continue  # one burst of bounced requests halves the refill once
-                named.slow_factor = max(0.1, named.factor(now, self._recovery) / 2)
+                named.slow_factor = max(0.1, named.slowed(now, self._recovery) / 2)
                 named.slowed_at = now
         self._notify(cls)
 
@@ -404,10 +534,10 @@ class TokenBuckets:
             return
         ticket.done = True
         cls = self._classes[ticket.model_class]
-        cls.in_flight -= 1
+        self._finish(cls, ticket)
+        self._refill(cls, self._clock())
         for kind in ticket.charged:
-            bucket = cls.buckets[kind]
-            bucket.level = min(bucket.capacity, bucket.level + ticket.costs[kind])
+            cls.buckets[kind].add(ticket.costs[kind], model=ticket.sent)
         self._notify(cls)
 
     def snapshot(self) -> dict[str, object]:
@@ -429,6 +559,7 @@ class TokenBuckets:
                         "limit": b.capacity,
                         "level": b.level_at(now, self._recovery),
                         "refill_factor": b.factor(now, self._recovery),
+                        "unseen_share": b.unseen_share,
                     }
                     for kind, b in list(cls.buckets.items())
                 },
@@ -454,9 +585,10 @@ class TokenBuckets:
         if isinstance(limits, Limits):
             return limits.per_kind()
         for key, value in limits.items():
-            if model_class(key) == name:
+            if key != DEFAULT_LIMITS and model_class(key) == name:
                 return value.per_kind()
-        return {}
+        fallback = limits.get(DEFAULT_LIMITS)
+        return fallback.per_kind() if fallback is not None else {}
 
     def _wait_for(self, cls: _Class, costs: Mapping[str, float], now: float) -> float:
         """Seconds until ``costs`` fit (inf: wait for an answer to learn the limits)."""
@@ -464,6 +596,8 @@ class TokenBuckets:
             return 0.0
         if cls.state == "unknown":
             return 0.0 if cls.in_flight < self._unknown_in_flight else math.inf
+        if self._max_in_flight is not None and cls.in_flight >= self._max_in_flight:
+            return math.inf  # an answer wakes the head
         self._refill(cls, now)
         return max(
             (b.seconds_until(costs[k], now, self._recovery) for k, b in cls.buckets.items()),
@@ -495,8 +629,15 @@ class TokenBuckets:
     def _charge(self, cls: _Class, costs: Mapping[str, float]) -> frozenset[str]:
         cls.in_flight += 1
         for kind, bucket in cls.buckets.items():
-            bucket.level -= costs[kind]
+            bucket.charge(costs[kind])  # the model's when it leaves: sending()
         return frozenset(cls.buckets)
+
+    @staticmethod
+    def _finish(cls: _Class, ticket: Ticket) -> None:
+        cls.in_flight -= 1
+        for kind, bucket in cls.buckets.items():
+            if kind not in ticket.charged and bucket.blind > 0:
+                bucket.blind -= 1
 
     def _refill(self, cls: _Class, now: float) -> None:
         for bucket in cls.buckets.values():
@@ -507,7 +648,7 @@ class TokenBuckets:
         counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
         bucket = cls.buckets.get("input-tokens")
         if bucket is not None and "input-tokens" in ticket.charged:
-            bucket.level -= counted - ticket.costs["input-tokens"]
+            bucket.add(ticket.costs["input-tokens"] - counted)
         if ticket.raw_input_estimate <= 0 or usage.prompt_tokens <= 0:
             return
         seen = usage.prompt_tokens / ticket.raw_input_estimate
@@ -535,16 +676,37 @@ class TokenBuckets:
             left = None if remaining is None else remaining * cap / limit
             bucket = cls.buckets.get(kind)
             if bucket is None:
-                cls.buckets[kind] = _Bucket(cap, cap if left is None else left, now)
+                cls.buckets[kind] = bucket = _Bucket(cap, cap if left is None else left, now)
+                # Attempts admitted before the bucket existed were not charged to it; the
+                # service may count them after this report, unknown to the model.
+                bucket.blind = cls.in_flight
                 continue
             bucket.capacity = cap
-            if left is not None and (authoritative or left < bucket.level):
-                bucket.level = min(left, cap)
+            if left is not None:
+                bucket.observe(
+                    left,
+                    authoritative=authoritative,
+                    seconds=self._unseen_seconds,
+                    in_flight=cls.in_flight,
+                )
         if learned:
             cls.state = "known"
 
-    def _enqueue(self, cls: _Class, waiter: _Waiter) -> None:
-        cls.queue.append(waiter)
+    @staticmethod
+    def _place(cls: _Class, waiter: _Waiter) -> int:
+        """Where ``waiter`` joins the queue: at the back, or a retry behind the head (whose
+        turn has come) and the retries already waiting."""
+        if not waiter.retry:
+            return len(cls.queue)
+        place = 0
+        for before in cls.queue:
+            if not (before.retry or before.turn.done()):
+                break
+            place += 1
+        return place
+
+    def _enqueue(self, cls: _Class, waiter: _Waiter, place: int) -> None:
+        cls.queue.insert(place, waiter)
         for kind in KINDS:
             cls.queued[kind] += waiter.costs[kind]
         if cls.queue[0] is waiter:
@@ -582,6 +744,11 @@ class TokenBuckets:
             cls.changed.set_result(None)
 
 
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _with_headroom(cls: _Class, costs: Mapping[str, float]) -> dict[str, float]:
     """Costs to wait for: the input estimate plus twice its usual error.
 
@@ -610,3 +777,56 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
         return int(float(raw))
     except ValueError:
         return None
+
+
+# -- one line for people ---------------------------------------------------------------------
+
+_SHORT = {"requests": "req", "input-tokens": "in", "output-tokens": "out"}
+
+
+def rate_limit_line(state: Mapping[str, Any]) -> str:
+    """A transport's :meth:`rate_limit_state` as one compact line for a progress display:
+    ``limits sonnet: req 48/50 · in 31k/40k (others 30%) · out 7k/8k · concurrency 10``.
+
+    Each bucket shows what is available now of its per-minute limit, and the share of the
+    refill others are seen to take when it is noticeable; ``concurrency`` is the gate's
+    limit (``5/10`` once overload has lowered it). Empty before anything is known.
+    """
+    parts = []
+    classes: Mapping[str, Any] = state.get("classes") or {}
+    for name, cls in classes.items():
+        if cls.get("state") == "unknown":
+            parts.append(f"{name}: learning")
+            continue
+        buckets: Mapping[str, Any] = cls.get("buckets") or {}
+        shown = []
+        for kind in KINDS:
+            bucket = buckets.get(kind)
+            if bucket is None:
+                continue
+            text = f"{_SHORT[kind]} {_count(bucket['level'])}/{_count(bucket['limit'])}"
+            others = float(bucket.get("unseen_share", 0.0))
+            if others >= 0.05:
+                text += f" (others {others:.0%})"
+            shown.append(text)
+        if shown:
+            parts.append(f"{name}: " + " · ".join(shown))
+    if not parts:
+        return ""
+    limit, most = state.get("concurrency_limit"), state.get("max_concurrent")
+    concurrency = f"{limit}" if limit == most else f"{limit}/{most}"
+    return "limits " + "; ".join(parts) + f" · concurrency {concurrency}"
+
+
+def _count(value: float) -> str:
+    """48, 950, 31k, 1.5k, 2M: short, and never a negative level."""
+    value = max(0.0, float(value))
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size * 0.9995:  # 999,999 reads 1M, not 1000k
+            scaled = value / size
+            return (
+                f"{scaled:.1f}".rstrip("0").rstrip(".") + unit
+                if scaled < 10
+                else f"{scaled:.0f}{unit}"
+            )
+    return f"{value:.0f}"

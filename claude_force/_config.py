@@ -9,10 +9,14 @@ The format is the one existing Claude Force projects use::
                           "domains": ["code-quality"], "priority": 1}
       },
       "workflows": {"ship": ["code-reviewer", ["test-writer", "doc-writer"]]},
-      "default_model": "claude-sonnet-5-5"
+      "default_model": "claude-sonnet-5-5",
+      "rate_limits": {"default": {"input_tokens_per_minute": 400000},
+                      "sonnet": {"requests_per_minute": 50}}
     }
 
-A nested list in a workflow is a stage whose agents run concurrently. Unknown keys, at the top
+A nested list in a workflow is a stage whose agents run concurrently. ``rate_limits`` sets or
+caps the per-minute limits the client keeps to, per model family (or model) and ``default``
+for the rest, e.g. to leave room for other tools of the same organisation. Unknown keys, at the top
 level or inside an agent, are kept in ``extra`` and otherwise ignored, so older projects load.
 
 A workflow may also take the extended form, with its policies and per-step overrides::
@@ -169,6 +173,11 @@ class ProjectConfig:
     agents: Mapping[str, AgentSpec] = field(hash=False)
     workflows: Mapping[str, Workflow] = field(hash=False)
     default_model: str | None = None
+    # Per model family (or model, or "default"): the fields of claude_force.Limits. Plain
+    # integers here, so that loading a config does not import the admission machinery.
+    rate_limits: Mapping[str, Mapping[str, int]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     workflow_specs: Mapping[str, WorkflowSpec] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
@@ -570,13 +579,16 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
     default_model = raw.get("default_model")
     if default_model is not None and not _is_text(default_model):
         problems.append(f"default_model: {_expected_text(default_model)}")
-    extra = {k: v for k, v in raw.items() if k not in ("agents", "workflows", "default_model")}
+    rate_limits = _parse_rate_limits(raw.get("rate_limits", {}), problems)
+    known = ("agents", "workflows", "default_model", "rate_limits")
+    extra = {k: v for k, v in raw.items() if k not in known}
     return ProjectConfig(
         path=config_path,
         root=root,
         agents=MappingProxyType(agents),
         workflows=MappingProxyType({name: spec.agents for name, spec in specs.items()}),
         default_model=default_model if isinstance(default_model, str) else None,
+        rate_limits=MappingProxyType(rate_limits),
         extra=MappingProxyType(extra),
         workflow_specs=MappingProxyType(specs),
     )
@@ -902,3 +914,48 @@ def _check_reference(
     close = difflib.get_close_matches(name, defined, n=1) if useful else []
     problems.append(message + (f"; did you mean {close[0]!r}?" if close else ""))
     return False
+
+
+# --------------------------------------------------------------------------- rate limits
+
+RATE_LIMIT_FIELDS = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
+_MAX_RATE_LIMIT = 10**12  # far above any organisation's limit; keeps the arithmetic sane
+_RATE_LIMITS_EXAMPLE = '{"sonnet": {"input_tokens_per_minute": 400000}}'
+
+
+def _parse_rate_limits(raw: object, problems: list[str]) -> dict[str, dict[str, int]]:
+    """``rate_limits``: model family (or model, or ``default``) -> the fields of Limits."""
+    if not isinstance(raw, dict):
+        problems.append(
+            f'rate_limits: expected an object mapping a model family (or "default") to '
+            f"limits, e.g. {_RATE_LIMITS_EXAMPLE}; got {_json_type(raw)}"
+        )
+        return {}
+    _report_duplicates(raw, "rate_limits", problems)
+    parsed: dict[str, dict[str, int]] = {}
+    for name, limits in raw.items():
+        path = _key_path("rate_limits", name)
+        if not _is_text(name):
+            problems.append(f'{path}: expected a model family such as "sonnet" or "default"')
+            continue
+        if not isinstance(limits, dict):
+            problems.append(
+                f"{path}: expected an object with any of {', '.join(RATE_LIMIT_FIELDS)}, "
+                f"got {_json_type(limits)} {_show(limits)}"
+            )
+            continue
+        _report_duplicates(limits, path, problems)
+        before = len(problems)
+        for key, value in limits.items():
+            key_path = _key_path(path, key)
+            if key not in RATE_LIMIT_FIELDS:
+                problems.append(f"{key_path}: unknown limit; use {', '.join(RATE_LIMIT_FIELDS)}")
+            elif (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 1 <= value <= _MAX_RATE_LIMIT
+            ):
+                problems.append(f"{key_path}: expected an integer >= 1, got {_show(value)}")
+        if len(problems) == before:
+            parsed[name] = dict(limits)
+    return parsed

@@ -1,4 +1,6 @@
-"""Prometheus metrics for calls: requests, tokens, cost, latency, response cache, retries.
+"""Prometheus metrics for calls: requests, tokens, cost, latency, response cache, retries;
+and, read at each scrape, the rate-limit state of a running orchestrator (concurrency limit,
+attempts in flight, each token bucket's limit, level and the share others take).
 
 Each :class:`Metrics` owns a registry (its own by default, so tests and several orchestrators in
 one process never share counters). Cost is exported as a float, which is fine for dashboards;
@@ -10,7 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
@@ -23,6 +25,7 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ._errors import InvalidArgumentError
@@ -33,6 +36,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "LedgerCollector",
     "Metrics",
+    "RateLimitCollector",
     "RowSource",
     "metrics_from_rows",
     "serve_ledger",
@@ -181,6 +185,10 @@ class Metrics:
         """Count one fall back from the shared Redis to this process's own state."""
         self._child(self.redis_fallbacks, part).inc()
 
+    def watch_rate_limits(self, state: Callable[[], Mapping[str, Any]]) -> None:
+        """Export ``state()`` (a transport's ``rate_limit_state``) as gauges at each scrape."""
+        self.registry.register(RateLimitCollector(state))
+
     def _child(self, metric: Any, *labels: str) -> Any:
         # Looking up a labelled child costs more than the update itself: remember each one.
         key = (id(metric), labels)
@@ -234,6 +242,58 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from metrics_from_rows(self._source.rows()).registry.collect()
+
+
+class RateLimitCollector(Collector):
+    """Gauges of a running orchestrator's admission state, read when scraped.
+
+    ``claude_force_concurrency_limit`` and ``claude_force_in_flight`` (the gate), and per
+    model class and bucket (``requests``, ``input-tokens``, ``output-tokens``):
+    ``claude_force_rate_limit`` (per minute), ``claude_force_rate_limit_level`` (available
+    now) and ``claude_force_rate_limit_unseen_share`` (the share of the refill others take);
+    ``claude_force_rate_limit_waiting`` counts requests queued per class.
+    """
+
+    def __init__(self, state: Callable[[], Mapping[str, Any]]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        yield GaugeMetricFamily(
+            "claude_force_concurrency_limit",
+            "Requests allowed in flight at once now (lowered by overload, 529).",
+            value=float(state.get("concurrency_limit", 0)),
+        )
+        yield GaugeMetricFamily(
+            "claude_force_in_flight",
+            "Requests in flight now.",
+            value=float(state.get("in_flight", 0)),
+        )
+        labels = ["model_class", "bucket"]
+        limit = GaugeMetricFamily(
+            "claude_force_rate_limit", "A bucket's limit per minute.", labels=labels
+        )
+        level = GaugeMetricFamily(
+            "claude_force_rate_limit_level", "What a bucket holds now.", labels=labels
+        )
+        unseen = GaugeMetricFamily(
+            "claude_force_rate_limit_unseen_share",
+            "The share of a bucket's refill taken by consumers this process cannot see.",
+            labels=labels,
+        )
+        waiting = GaugeMetricFamily(
+            "claude_force_rate_limit_waiting",
+            "Requests waiting for their model class's rate limits.",
+            labels=["model_class"],
+        )
+        classes: Mapping[str, Any] = state.get("classes") or {}
+        for name, cls in classes.items():
+            waiting.add_metric([name], float(cls.get("waiting", 0)))
+            for kind, bucket in (cls.get("buckets") or {}).items():
+                limit.add_metric([name, kind], float(bucket["limit"]))
+                level.add_metric([name, kind], float(bucket["level"]))
+                unseen.add_metric([name, kind], float(bucket.get("unseen_share", 0.0)))
+        yield from (limit, level, unseen, waiting)
 
 
 def serve_ledger(

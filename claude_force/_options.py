@@ -36,7 +36,8 @@ class OrchestratorOptions:
     ``adaptive_rate_limits`` keeps every attempt within the service's per-minute limits
     (learned from its ``anthropic-ratelimit-*`` headers); ``rate_limits`` sets or caps them,
     one :class:`Limits` for every model class or a mapping of model (or family) to
-    :class:`Limits`, e.g. to leave room for other tools of the same organisation.
+    :class:`Limits` (``"default"`` for every other class), e.g. to leave room for other
+    tools of the same organisation; when given it replaces ``rate_limits`` in claude.json.
     ``redis_url`` is one Redis shared by several processes or machines: the response
     cache's shared tier (unless ``cache_redis_url`` names another), the rate-limit buckets
     (one organisation's limits, kept together) and single-flight across processes.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import _outcomes as outcome
-from ._admission import Limits
+from ._admission import Limits, limits_from_config
 from ._aio import off_loop
 from ._batch import BatchMethods
 from ._budget import Budget, BudgetTracker, release_all, reserve_all
@@ -124,7 +124,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             max_concurrent=max_concurrent,
             adaptive=adaptive_concurrency,
             deadline_seconds=deadline_seconds,
-            rate_limits=rate_limits,
+            rate_limits=limits_from_config(rate_limits, self.config.rate_limits),
             adaptive_rate_limits=adaptive_rate_limits,
             sleep=sleep,
         )
@@ -135,6 +135,8 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
         )
         self._recorder.memory = memory
+        if self._recorder.metrics is not None:  # the buckets' levels, read at each scrape
+            self._recorder.metrics.watch_rate_limits(self._transport.rate_limit_state)
         self._cache = CacheUse(
             opts, OnceLog(logging.getLogger("claude_force")), self._recorder.metrics
         )

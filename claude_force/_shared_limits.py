@@ -38,7 +38,7 @@ request fails because of Redis. It tries Redis again after :data:`REST_AFTER_ERR
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import functools
 import hashlib
 import logging
 import math
@@ -96,9 +96,6 @@ UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask
 _SOCKET_TIMEOUT_S = 1.0
 _SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
 Arg = str | int | float  # what a script argument may be
-# Set in the task whose attempt was just answered 429: its retry goes to the head of the
-# queue, instead of waiting behind every request queued since its first attempt.
-_BOUNCED: contextvars.ContextVar[bool] = contextvars.ContextVar("cf_bounced", default=False)
 _SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
@@ -548,16 +545,20 @@ class SharedTokenBuckets(TokenBuckets):
         max_tokens: int,
         *,
         deadline: float | None = None,
+        retry: bool = False,
     ) -> Ticket:
         cls_name = model_class(model)
+        local = functools.partial(
+            super().admit, model, input_estimate_chars, max_tokens, deadline=deadline, retry=retry
+        )
         if not self.shared.usable() or self._class(cls_name).state == "absent":
-            return await super().admit(model, input_estimate_chars, max_tokens, deadline=deadline)
+            return await local()
         try:
             ticket, wait = await self._admit_shared(
-                cls_name, input_estimate_chars, max_tokens, deadline
+                cls_name, input_estimate_chars, max_tokens, deadline, retry
             )
         except _Fallback:
-            return await super().admit(model, input_estimate_chars, max_tokens, deadline=deadline)
+            return await local()
         if wait > 0:
             try:
                 await self._sleep(wait)  # booked: the tokens are ours at the end of it
@@ -567,18 +568,17 @@ class SharedTokenBuckets(TokenBuckets):
         return ticket
 
     async def _admit_shared(
-        self, cls_name: str, chars: int, max_tokens: int, deadline: float | None
+        self, cls_name: str, chars: int, max_tokens: int, deadline: float | None, retry: bool
     ) -> tuple[Ticket, float]:
         """Queue first come, first served in this process; the head asks Redis."""
         cls = self._class(cls_name)
         raw = chars / CHARS_PER_TOKEN
         raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
-        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future())
-        if _BOUNCED.get():
-            _BOUNCED.set(False)
+        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future(), retry)
+        if retry:
             self._enqueue_first(cls, waiter)
         else:
-            self._enqueue(cls, waiter)
+            self._enqueue(cls, waiter, len(cls.queue))
         try:
             if cls.queue[0] is not waiter:
                 await waiter.turn
@@ -658,7 +658,6 @@ class SharedTokenBuckets(TokenBuckets):
         if ticket.done:
             return
         super().on_rate_limited(ticket, headers)
-        _BOUNCED.set(True)
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
         deltas = {kind: ticket.costs[kind] for kind in shared}  # the service charged nothing
         slow = frozenset(

@@ -321,7 +321,12 @@ class Transport:
             )  # fmt: skip
         elif self.adaptive_rate_limits:
             buckets = TokenBuckets(
-                limits=self.rate_limits, clock=self._monotonic, sleep=self._sleep, rand=self._rand
+                limits=self.rate_limits,
+                # Admitted attempts wait for a slot at most about one service time.
+                max_in_flight=2 * self.max_concurrent,
+                clock=self._monotonic,
+                sleep=self._sleep,
+                rand=self._rand,
             )
         keeper = loop.create_task(_close_when_loop_ends(client))
         self._session = Session(loop, client, gate, keeper, buckets)
@@ -461,6 +466,8 @@ class Transport:
                 if gate is not None:
                     await gate.acquire()
                 sent = True
+                if buckets is not None and ticket is not None:
+                    buckets.sending(ticket)
                 token = _ATTEMPT_HEADERS.set(box)
                 try:
                     outcome = await self._attempt(call, timeout, retries + 1)
@@ -518,7 +525,11 @@ class Transport:
         deadline = None if self.deadline_seconds is None else start + self.deadline_seconds
         try:
             return await buckets.admit(
-                metered.model, metered.chars, metered.max_tokens, deadline=deadline
+                metered.model,
+                metered.chars,
+                metered.max_tokens,
+                deadline=deadline,
+                retry=retries > 0,
             )
         except AdmissionDeadlineError as exc:
             exc.attempts = retries  # the attempts actually sent before this one was refused

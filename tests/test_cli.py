@@ -74,6 +74,30 @@ def test_run_json(project: Path, env: Simulator, capsys: pytest.CaptureFixture[s
     assert out["metadata"]["attempts"] == 1
 
 
+def test_run_shows_the_rate_limits_on_stderr(
+    project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("run", "code-reviewer", "Review x.py", "--no-cache", "-c", str(project)) == 0
+    err = capsys.readouterr().err.splitlines()
+    # The simulator states 4,000 requests a minute; one was spent.
+    assert any(
+        line.startswith("limits sonnet: req 4k/4k · in ") and line.endswith(" · concurrency 10")
+        for line in err
+    ), err
+
+
+def test_the_workflow_table_carries_the_rate_limit_line() -> None:
+    from rich.console import Console
+
+    from claude_force.cli._workflow import WorkflowProgress
+
+    line = "limits sonnet: req 48/50 · concurrency 10"
+    progress = WorkflowProgress("workflow w", [["a"]], live=False, limits=lambda: line)
+    console = Console(record=True, width=120)
+    console.print(progress.render())
+    assert line in console.export_text()
+
+
 def test_run_reads_task_from_file_and_stdin(
     project: Path, env: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

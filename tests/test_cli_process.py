@@ -99,7 +99,9 @@ def test_run_to_a_file_and_a_pipe_is_byte_for_byte(
     assert first.returncode == 0, first.stderr.decode()
     assert out.read_bytes() == expected
     err = first.stderr.decode()
-    assert err.count("\n") == 1 and "tokens" in err and "$" in err  # decoration on stderr
+    summary, limits = err.splitlines()  # decoration on stderr: the call, the rate limits
+    assert "tokens" in summary and "$" in summary
+    assert limits.startswith("limits sonnet: req ")
     again = cli("run", "code-reviewer", "Review x.py", "-c", str(project), env=env)
     assert again.stdout == expected  # from the cache, through a pipe
     assert len(sim.message_requests) == 1
@@ -255,7 +257,8 @@ def test_library_warnings_are_warning_lines(
     lines = err.splitlines()
     assert lines[0].startswith("warning: model 'claude-unheard-of-9' is not in the price table")
     assert lines[1].endswith("unpriced")  # the usage line: unknown, never $0
-    assert len(lines) == 2
+    assert lines[2].startswith("limits claude-unheard-of-9: ")  # the model's own class
+    assert len(lines) == 3
 
 
 # -- workflows: the table, its states, its cost ----------------------------------------------

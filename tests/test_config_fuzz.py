@@ -179,6 +179,10 @@ def valid_config() -> dict[str, Any]:
             },
         },
         "default_model": "claude-sonnet-5-5",
+        "rate_limits": {
+            "default": {"input_tokens_per_minute": 400_000},
+            "sonnet": {"requests_per_minute": 50, "output_tokens_per_minute": 8_000},
+        },
         "settings": {"keep": [1, 2, {"x": None}]},
     }
 
@@ -301,6 +305,11 @@ def test_the_valid_base_config_loads(project: Path) -> None:
     assert (extended.handoff, extended.on_failure) == ("previous", "continue")
     assert extended.stages[1][0] == StepSpec("b", max_tokens=100, temperature=0.2)
     assert config.workflow("x") == (("a",), ("b", "a"))
+    assert config.rate_limits["sonnet"] == {
+        "requests_per_minute": 50,
+        "output_tokens_per_minute": 8_000,
+    }
+    assert "rate_limits" not in config.extra
 
 
 # --------------------------------------------------------------------------- the cases seen
@@ -443,3 +452,33 @@ def test_more_than_10000_agents_is_one_problem(project: Path) -> None:
         "agents: 10001 agents are defined, more than the 10000 supported; "
         "split the project into several folders"
     ]
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (5, "rate_limits: expected an object mapping a model family"),
+        ({"sonnet": 50}, "rate_limits.sonnet: expected an object with any of requests_per_minute"),
+        (
+            {"sonnet": {"requests_per_min": 50}},
+            "rate_limits.sonnet.requests_per_min: unknown limit; use requests_per_minute,",
+        ),
+        (
+            {"default": {"input_tokens_per_minute": 0}},
+            "rate_limits.default.input_tokens_per_minute: expected an integer >= 1, got 0",
+        ),
+        (
+            {"opus": {"output_tokens_per_minute": 2.5}},
+            "rate_limits.opus.output_tokens_per_minute: expected an integer >= 1, got 2.5",
+        ),
+        (
+            {"opus": {"requests_per_minute": True}},
+            "rate_limits.opus.requests_per_minute: expected an integer >= 1, got true",
+        ),
+        ({"": {}}, 'rate_limits[""]: expected a model family such as "sonnet"'),
+    ],
+)
+def test_bad_rate_limits_name_their_path(project: Path, section: object, expected: str) -> None:
+    text = dump({"agents": {"a": {"file": "agents/a.md"}}, "rate_limits": section})
+    (problem,) = problems_of(project, text)
+    assert problem.startswith(expected), problem

@@ -382,7 +382,7 @@ def test_a_retry_after_a_429_asks_before_the_requests_queued_since(space: str) -
             ticket = SharedTicket("sonnet", costs(1, 10, 1), 10, frozenset())
             buckets._class("sonnet").in_flight += 1
             buckets.on_rate_limited(ticket, None)
-            return await buckets.admit("claude-sonnet-4-5", 40, 1)
+            return await buckets.admit("claude-sonnet-4-5", 40, 1, retry=True)
 
         retry = await asyncio.wait_for(bounced(), timeout=10)
         waiting = not queued.done()

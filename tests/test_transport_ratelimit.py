@@ -8,6 +8,7 @@ code under test sleeps).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,17 +175,39 @@ async def test_a_cancelled_call_gives_its_ticket_back(
         assert sonnet(orch)["in_flight"] == 0
 
 
+def with_rate_limits(project: Path, section: dict[str, Any]) -> Path:
+    config = json.loads(project.read_text(encoding="utf-8"))
+    config["rate_limits"] = section
+    project.write_text(json.dumps(config), encoding="utf-8")
+    return project
+
+
+@pytest.mark.parametrize("source", ["constructor", "claude.json"])
 async def test_configured_limits_apply_before_anything_is_learned(
-    project: Path, sim: Simulator, t: FakeTime
+    project: Path, sim: Simulator, t: FakeTime, source: str
 ) -> None:
-    limits = {"claude-sonnet-4-6": Limits(requests_per_minute=2)}
-    async with make(project, sim, t, rate_limits=limits) as orch:
+    kwargs: dict[str, Any] = {}
+    if source == "claude.json":
+        with_rate_limits(project, {"default": {"requests_per_minute": 2}})
+    else:
+        kwargs["rate_limits"] = {"claude-sonnet-4-6": Limits(requests_per_minute=2)}
+    async with make(project, sim, t, **kwargs) as orch:
         agent = orch.list_agents()[0]
         results = await orch.execute_multiple([(agent, f"t{i}") for i in range(3)])
         state = sonnet(orch)
     assert all(r.success for r in results)
     assert state["buckets"]["requests"]["limit"] == 2  # the service states 4,000: capped
     assert sum(t.sleeps) == pytest.approx(30.0, rel=0.15)  # the third waited for the refill
+
+
+async def test_the_constructors_limits_replace_claude_jsons(
+    project: Path, sim: Simulator, t: FakeTime
+) -> None:
+    with_rate_limits(project, {"default": {"requests_per_minute": 2}})
+    given = {"sonnet": Limits(requests_per_minute=3)}
+    async with make(project, sim, t, rate_limits=given) as orch:
+        await orch.execute_agent(orch.list_agents()[0], "t")
+        assert sonnet(orch)["buckets"]["requests"]["limit"] == 3
 
 
 @pytest.mark.parametrize(
@@ -211,12 +234,48 @@ def sync_orch(project: Path, sim: Simulator) -> Iterator[AgentOrchestrator]:
         yield orch
 
 
+async def test_prometheus_metrics_show_the_limits_levels_and_concurrency(
+    project: Path, t: FakeTime
+) -> None:
+    sim = limited(t, input_tokens_per_minute=20_000, neighbour_share=0.3)
+    async with sim, make(project, sim, t, enable_metrics=True) as orch:
+        await orch.execute_multiple(tasks(orch, 10))
+        assert orch.metrics is not None
+        text = orch.metrics.render().decode()
+        level = sonnet(orch)["buckets"]["input-tokens"]["level"]
+    labels = '{bucket="input-tokens",model_class="sonnet"}'
+    assert f"claude_force_rate_limit{labels} 20000.0" in text
+    assert f"claude_force_rate_limit_level{labels} " in text
+    shown = float(text.split(f"claude_force_rate_limit_level{labels} ")[1].split()[0])
+    assert shown == pytest.approx(level, abs=1.0)
+    assert "claude_force_concurrency_limit 10.0" in text
+    assert "claude_force_in_flight 0.0" in text
+    assert f"claude_force_rate_limit_unseen_share{labels} " in text
+
+
 def test_the_sync_door_shows_the_state(sync_orch: AgentOrchestrator) -> None:
     before: Any = sync_orch.rate_limit_state
     assert before["classes"] == {} and before["concurrency_limit"] == 10
     assert sync_orch.execute_agent(sync_orch.list_agents()[0], "t").success
     after: Any = sync_orch.rate_limit_state
     assert after["classes"]["sonnet"]["buckets"]["requests"]["limit"] == 4_000
+
+
+async def test_a_retry_after_a_server_error_is_charged_to_the_buckets_again(
+    project: Path, sim: Simulator, t: FakeTime
+) -> None:
+    sim.script(Fault.status(500), None)
+    async with make(project, sim, t, rate_limits=Limits(requests_per_minute=2)) as orch:
+        agent = orch.list_agents()[0]
+        first = await orch.execute_agent(agent, "t0")
+        level = sonnet(orch)["buckets"]["requests"]["level"]
+        waited = sum(t.sleeps)
+        second = await orch.execute_agent(agent, "t1")
+    assert first.success and first.attempts == 2
+    assert level < 0.1  # two attempts, two requests of the two a minute
+    assert second.success
+    # A whole request's refill (30 s less the little gained meanwhile), plus up to 10% jitter.
+    assert 29.0 <= sum(t.sleeps) - waited <= 33.5
 
 
 async def test_paced_429s_do_not_use_up_max_retries(project: Path, t: FakeTime) -> None:

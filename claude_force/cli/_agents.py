@@ -18,6 +18,7 @@ from .. import (
     InvalidArgumentError,
     OrchestratorOptions,
 )
+from .._admission import rate_limit_line
 from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
@@ -143,15 +144,17 @@ def run_cmd(
     require_stdout()
     orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
     in_cache = False
+    limits = ""
 
     async def go() -> AgentResult:
-        nonlocal in_cache
+        nonlocal in_cache, limits
         async with orch:
             result = await orch.execute_agent(
                 agent, text, model=model, max_tokens=max_tokens, refresh=refresh
             )
             cache = orch.response_cache
             in_cache = result.success and cache is not None and not cache.is_excluded(agent)
+            limits = rate_limit_line(orch.rate_limit_state)  # empty when nothing was sent
             return result
 
     result = asyncio.run(go())
@@ -160,6 +163,8 @@ def run_cmd(
     elif result.success:
         deliver(lambda: write_text(result.output), in_cache=in_cache)
         say(result_line(result))
+        if limits:
+            say(limits)
     if not result.success:
         # An API error's text is the service's: shown as it came, never reworded.
         show_error(

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 import click
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .. import APIError, AsyncAgentOrchestrator, StepEvent, WorkflowResult
+from .._admission import rate_limit_line
 from ._agents import cache_options, make_orchestrator
 from ._common import (
     EXIT_CODES_HELP,
@@ -56,9 +59,17 @@ class WorkflowProgress:
     workflow, an empty task, no API key) gives its one-line error and no empty table.
     """
 
-    def __init__(self, title: str, stages: Sequence[Sequence[str]], *, live: bool) -> None:
+    def __init__(
+        self,
+        title: str,
+        stages: Sequence[Sequence[str]],
+        *,
+        live: bool,
+        limits: Callable[[], str] | None = None,
+    ) -> None:
         self.title = title
         self.live = live
+        self.limits = limits  # the rate-limit line under the table, read at each redraw
         # Keyed by (stage, agent): one agent may appear in several stages.
         self.rows: dict[tuple[int, str], tuple[str, str]] = {
             (number, agent): ("pending", "")
@@ -85,12 +96,16 @@ class WorkflowProgress:
         if not self.live or not _animated():
             return  # a pipe or a file gets the final table once, from finish()
         if self._view is None:
+            # Re-rendered at every refresh, so the rate-limit line moves between steps too.
             self._view = Live(
-                self.render(), console=err_console, refresh_per_second=8, transient=True
+                console=err_console,
+                refresh_per_second=8,
+                transient=True,
+                get_renderable=self.render,
             )
             self._view.start()
         else:
-            self._view.update(self.render())
+            self._view.refresh()
 
     def finish(self, outcome: Outcome) -> None:
         """Mark the steps that never ran, draw the final table once and stop. Idempotent.
@@ -114,7 +129,8 @@ class WorkflowProgress:
         if self.live and started and (finished or outcome == "cancelled"):
             err_console.print(self.render())
 
-    def render(self) -> Table:
+    def render(self) -> RenderableType:
+        """The table, and under it the rate-limit line once anything is known."""
         table = Table(title=self.title)
         table.add_column("stage", justify="right")
         table.add_column("agent")
@@ -122,7 +138,8 @@ class WorkflowProgress:
         table.add_column("detail")
         for (stage, agent), (status, detail) in self.rows.items():
             table.add_row(str(stage), agent, f"[{_COLOURS[status]}]{status}[/]", escape(detail))
-        return table
+        limits = self.limits() if self.limits is not None else ""
+        return Group(table, Text(limits, style="dim", no_wrap=True)) if limits else table
 
 
 def _animated() -> bool:
@@ -141,7 +158,12 @@ async def run_with_progress(
     resume: bool = False,
 ) -> WorkflowResult:
     """Run workflow ``name``, drawing its progress table on stderr when ``live``."""
-    progress = WorkflowProgress(f"workflow {name}", orch.config.workflow(name), live=live)
+    progress = WorkflowProgress(
+        f"workflow {name}",
+        orch.config.workflow(name),
+        live=live,
+        limits=lambda: rate_limit_line(orch.rate_limit_state),
+    )
     outcome: Outcome = "error"
     try:
         result = await orch.run_workflow(

@@ -199,7 +199,7 @@ class ServerRateLimiter:
         for kind, delta in corrections.items():
             bucket = buckets.get(kind)
             if bucket is not None:
-                bucket.level -= delta
+                bucket.level = min(float(bucket.limit), bucket.level - delta)
         with self._lock:
             self._stats.input_tokens += input_tokens - admission.input_tokens
             self._stats.output_tokens += output_tokens
