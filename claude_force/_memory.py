@@ -14,7 +14,8 @@ stays a response-cache hit. Entries are injected as quoted data (:func:`render_b
 Everything here is best-effort: a damaged, read-only or missing store is one warning per cause
 on the ``claude_force.memory`` logger and the call goes on without memory. Writes are queued and
 done by a background thread; reads run off the event loop (a 10,000-entry store costs a few
-milliseconds, see ``benchmarks/bench_memory.py``).
+milliseconds, see ``benchmarks/bench_memory.py``), except a recall already made while the
+store is unchanged: the recall memo (``_memory_memo.py``) answers it on the loop.
 """
 
 from __future__ import annotations
