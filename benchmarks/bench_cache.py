@@ -17,6 +17,8 @@ compares two numbers from the same run on the same data, so the table holds on a
 * disk aset: the caller's cost of ``aset`` (the write goes to the tier's writer thread),
   and a burst until ``aflush`` returns, when all of it is as durable as after ``set``;
 * open and set p99 with 100,000 entries on disk and a limit that makes every set evict;
+* execute_agent hit, memory on against off: the default options (ledger, metrics, agent
+  memory), with agent memory on and off, alternated; memory on recalls before each call;
 * async: a disk hit through ``aget`` on the loop against ``get`` handed to a thread, and the
   event loop's worst stall while another process holds the database's write lock, during
   20 concurrent tasks each doing a miss, a write and a hit: ``aset`` against the sync
@@ -356,6 +358,64 @@ def rows_end_to_end(b: Bench) -> list[Row]:
     return rows
 
 
+def rows_memory_hits(b: Bench) -> list[Row]:
+    """``execute_agent`` answered from the memory tier with the default options, agent memory
+    on against off, one repetition of each in turn. Memory on recalls before every call (the
+    recalled block is part of the cache key); a recall already made is answered by the
+    in-process memo on the loop while the store is unchanged."""
+    from claude_force import AsyncAgentOrchestrator, init_project
+    from claude_force.testing import Simulator
+
+    init_project(b.workdir / "memory-project")
+    config = b.workdir / "memory-project" / ".claude" / "claude.json"
+    tasks = [f"Review module {i}" for i in range(200)]
+
+    async def measure(base_url: str) -> tuple[float, float]:
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        orchs = {
+            memory: AsyncAgentOrchestrator(
+                config,
+                api_key="bench",
+                base_url=base_url,
+                cache_dir=b.workdir / f"memory-cache-{memory}",
+                cache_secret=SECRET.decode(),
+                enable_memory=memory,
+            )
+            for memory in (True, False)
+        }
+        try:
+            for orch in orchs.values():
+                for _ in range(2):  # the misses, then the first hits (memory: the memo fills)
+                    for task in tasks:
+                        await orch.execute_agent("code-reviewer", task)
+            for _ in range(b.repeats):
+                for memory, orch in orchs.items():
+                    start = time.perf_counter_ns()
+                    for task in tasks:
+                        result = await orch.execute_agent("code-reviewer", task)
+                    samples[memory].append((time.perf_counter_ns() - start) / len(tasks) / 1000)
+                    assert result.cached
+        finally:
+            for orch in orchs.values():
+                await orch.close()
+        return statistics.median(samples[True]), statistics.median(samples[False])
+
+    with Simulator() as sim:
+        on, off = asyncio.run(measure(sim.base_url))
+    return [
+        Row("execute_agent hit, memory off", off, "us/op"),
+        Row(
+            "execute_agent hit, memory on",
+            on,
+            "us/op",
+            "memory off",
+            off,
+            "<= 1.2x",
+            goal_ratio=1.2,
+        ),
+    ]
+
+
 def rows_async_hits(b: Bench) -> list[Row]:
     """Disk hits from async code: on the loop (a WAL read takes no lock) or in a thread."""
     keys = [key_of(i) for i in range(min(b.hit_entries, 2000))]
@@ -531,6 +591,7 @@ ROW_BUILDERS: list[Callable[[Bench], list[Row]]] = [
     rows_stall,
     rows_stall_orchestrator,
     rows_end_to_end,
+    rows_memory_hits,
 ]
 
 

@@ -14,12 +14,14 @@ stays a response-cache hit. Entries are injected as quoted data (:func:`render_b
 Everything here is best-effort: a damaged, read-only or missing store is one warning per cause
 on the ``claude_force.memory`` logger and the call goes on without memory. Writes are queued and
 done by a background thread; reads run off the event loop (a 10,000-entry store costs a few
-milliseconds, see ``benchmarks/bench_memory.py``).
+milliseconds, see ``benchmarks/bench_memory.py``), except a recall already made while the
+store is unchanged: the recall memo (``_memory_memo.py``) answers it on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import html
 import logging
 import math
@@ -32,14 +34,15 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
 from ._ledger import _cannot_write, _keep_out_of_git, _move_aside, task_hash
 from ._ledger import _log as _data_folder_log
+from ._memory_memo import Generation, Probe, RecallMemo, memo_key
 from ._results import AgentResult
 from ._warnings import OnceLog
 from .cache._sqlite import file_identity as _identity
@@ -319,12 +322,15 @@ class _Store:
         self.max_entries_per_agent = max_entries_per_agent
         self.max_bytes = max_bytes
         self.dropped = 0
+        self.changes = 0  # entries queued so far: part of every recall memo generation
         self._pending: deque[_Pending] = deque()
+        self._inflight = 0  # entries taken from the queue and not yet written
         self._lock = threading.Lock()  # the queue and the worker
         self._io = threading.Lock()  # the connection, one thread at a time
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._worker: Worker | None = None
+        self.probe = Probe(path)
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -338,6 +344,7 @@ class _Store:
                     f"memory store {self.path} is not keeping up; dropping the oldest entries",
                 )
             self._pending.append(item)
+            self.changes += 1
             if self._worker is None:
                 self._worker = Worker(self.drain, name="claude-force-memory")
             worker = self._worker
@@ -350,9 +357,19 @@ class _Store:
                 with self._lock:
                     batch = list(self._pending)
                     self._pending.clear()
+                    self._inflight = len(batch)
                 if not batch:
                     return
-                self._write(batch)
+                try:
+                    self._write(batch)
+                finally:
+                    with self._lock:
+                        self._inflight = 0
+
+    def quiet(self) -> bool:
+        """Nothing this process queued is waiting or being written."""
+        with self._lock:
+            return not self._pending and not self._inflight
 
     def close(self) -> None:
         with self._lock:
@@ -362,6 +379,7 @@ class _Store:
         self.drain()  # what the worker left, on this thread
         with self._io:
             self._disconnect()
+        self.probe.close()
 
     def use(self, fn: Callable[[sqlite3.Connection], T], default: T, *, create: bool) -> T:
         """``fn(connection)``, or ``default`` (with a warning) when the store is unusable.
@@ -521,6 +539,33 @@ def _document_counts(conn: sqlite3.Connection, words: Sequence[str]) -> tuple[in
     return total, counts
 
 
+def _recall(
+    conn: sqlite3.Connection, agent: str, task: str, top_k: int, budget: int
+) -> tuple[list[MemoryEntry], bool, bool]:
+    """What recall finds for ``agent`` and ``task``, whether the identical task is stored,
+    and whether the agent has any entry (two index lookups before any FTS5 work)."""
+    if not conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM entries WHERE agent = ?)", (agent,)
+    ).fetchone()[0]:
+        return [], False, False
+    digest = task_hash(task)
+    stored = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM entries WHERE agent = ? AND task_hash = ?)", (agent, digest)
+    ).fetchone()[0]
+    found = _search(conn, agent, task, _CANDIDATES, digest)
+    ranked = (s.entry for s in found if s.relevant)
+    return _within_budget(agent, ranked, top_k, budget), bool(stored), True
+
+
+class _Unknown(enum.Enum):
+    """A recall the memo cannot answer: it takes the trip to the store."""
+
+    UNKNOWN = 0
+
+
+_UNKNOWN: Final = _Unknown.UNKNOWN
+
+
 @dataclass(frozen=True, slots=True)
 class _Scored:
     entry: MemoryEntry
@@ -615,6 +660,8 @@ class AgentMemory:
             self.path, max_entries_per_agent=max_entries_per_agent, max_bytes=max_bytes
         )
         self._finalizer = weakref.finalize(self, self._store.close)
+        self._memo = RecallMemo()
+        self._seen: Generation | None = None  # the generation the latest recall was sure of
 
     @classmethod
     def of_project(cls, config: ProjectConfig, **kwargs: Any) -> AgentMemory:
@@ -645,6 +692,8 @@ class AgentMemory:
         """
         if not self.enabled or not result.success:
             return
+        if result.cached and self._known_stored(result.agent_name, task):
+            return
         self._store.put(
             _Pending(
                 agent=result.agent_name,
@@ -667,31 +716,90 @@ class AgentMemory:
             return []
         # This process's queued entries first: a call sees every earlier completed call.
         self._store.drain()
-
-        def read(conn: sqlite3.Connection) -> list[MemoryEntry]:
-            found = _search(conn, agent, task, _CANDIDATES, task_hash(task))
-            ranked = (s.entry for s in found if s.relevant)
-            return _within_budget(agent, ranked, self.top_k, self.budget_chars)
-
-        return self._store.use(read, [], create=False)
+        top_k, budget = self.top_k, self.budget_chars
+        found = self._store.use(
+            lambda c: _recall(c, agent, task, top_k, budget), None, create=False
+        )
+        return [] if found is None else found[0]
 
     def context(self, agent: str, task: str) -> str | None:
         """The block to inject for ``agent`` and ``task``, or None when nothing is relevant."""
-        entries = self.recall(agent, task)
-        return render_block(agent, entries) if entries else None
+        if not self.enabled:
+            return None
+        known = self._known([(agent, task)])[0]
+        return self._read_contexts([(agent, task)])[0] if known is _UNKNOWN else known
 
     async def acontexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
-        """:meth:`context` for each ``(agent, task)``, in one trip off the event loop."""
+        """:meth:`context` for each ``(agent, task)``: answered on the loop when the recall
+        memo knows the answer, the rest in one trip off the event loop."""
         if not self.enabled or not items:
             return [None] * len(items)
-
-        def work() -> list[str | None]:
-            return [self.context(agent, task) for agent, task in items]
-
+        known = self._known(items)
+        missing = [i for i, answer in enumerate(known) if answer is _UNKNOWN]
+        out: list[str | None] = [None if a is _UNKNOWN else a for a in known]
+        if not missing:
+            return out
         try:
-            return await asyncio.to_thread(work)
+            read = await asyncio.to_thread(self._read_contexts, [items[i] for i in missing])
         except RuntimeError:  # the executor is gone (interpreter exit): no memory then
             return [None] * len(items)
+        for i, block in zip(missing, read, strict=True):
+            out[i] = block
+        return out
+
+    # -- the recall memo (see _memory_memo.py) --------------------------------------------
+
+    def _known(self, items: Sequence[tuple[str, str]]) -> list[str | _Unknown | None]:
+        """What the recall memo knows, without touching the store's connection or a thread:
+        nothing unless this process has no write waiting and the store is unchanged."""
+        unknown: list[str | _Unknown | None] = [_UNKNOWN] * len(items)
+        store = self._store
+        if not store.quiet():
+            return unknown
+        generation = store.probe.version(store.changes, open=False)
+        if generation is None:
+            return unknown
+        self._seen = generation
+        if generation[1] is None:  # no store file, nothing queued: nothing to recall
+            return [None] * len(items)
+        out: list[str | _Unknown | None] = []
+        for agent, task in items:
+            key = memo_key(agent, task, self.top_k, self.budget_chars)
+            try:
+                out.append(self._memo.get(generation, key, agent)[0])
+            except KeyError:
+                out.append(_UNKNOWN)
+        return out
+
+    def _read_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
+        """Recall from the store (blocking; off the loop) and keep the answers in the memo
+        under the generation read before the store was."""
+        store = self._store
+        store.drain()  # this process's queued entries first: every earlier call is seen
+        generation = store.probe.version(store.changes, open=True)
+        top_k, budget = self.top_k, self.budget_chars
+        out: list[str | None] = []
+        for agent, task in items:
+            read = partial(_recall, agent=agent, task=task, top_k=top_k, budget=budget)
+            found = store.use(read, None, create=False)
+            entries = [] if found is None else found[0]
+            block = render_block(agent, entries) if entries else None
+            out.append(block)
+            if found is not None and generation is not None:
+                key = memo_key(agent, task, top_k, budget)
+                self._memo.put(generation, key, agent, (block, found[1]), found[2])
+        if generation is not None:
+            self._seen = generation
+        return out
+
+    def _known_stored(self, agent: str, task: str) -> bool:
+        """Whether the latest recall's generation holds ``task`` for ``agent`` and nothing was
+        queued since: a cache hit then has nothing to add and queues no write (which would
+        end the memo's generation for every call after it)."""
+        seen, store = self._seen, self._store
+        if seen is None or seen[0] != store.changes or not store.quiet():
+            return False
+        return self._memo.stored(seen, memo_key(agent, task, self.top_k, self.budget_chars))
 
     def flush(self) -> None:
         """Write every queued entry now (blocking)."""

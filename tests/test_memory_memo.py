@@ -1,0 +1,227 @@
+"""The recall memo: a recall already made is answered on the loop, never a stale one.
+
+Every change the memo must see is made for real: a call of this process, another
+``AgentMemory`` on the same file, another process, the file deleted. "No thread hop" is
+asserted by counting calls of the one function that reads the store off the loop.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from claude_force import AgentMemory
+from claude_force._memory_memo import KEY_TASK_CHARS, RecallMemo, memo_key
+from claude_force.testing import Fault, Simulator
+
+from .test_memory import (
+    ANSWER_PAYMENT,
+    PAYMENT,
+    PAYMENT_AGAIN,
+    REVIEWER,
+    make,
+    store_of,
+    success,
+    user_text,
+)
+
+
+class StoreReads:
+    """Counts trips to the store (``AgentMemory._read_contexts``, the off-loop function)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = AgentMemory._read_contexts
+
+        def counted(memory: AgentMemory, items: Sequence[tuple[str, str]]) -> list[str | None]:
+            self.count += 1
+            return real(memory, items)
+
+        monkeypatch.setattr(AgentMemory, "_read_contexts", counted)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> StoreReads:
+    return StoreReads(monkeypatch)
+
+
+def memory_db(project: Path) -> Path:
+    return project.parent / "data" / "memory.db"
+
+
+async def test_an_identical_repeat_is_a_hit_without_a_thread_hop(
+    project: Path, sim: Simulator, tmp_path: Path, reads: StoreReads
+) -> None:
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        sim.script(Fault.reply(ANSWER_PAYMENT))
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        first = await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)  # a miss: its entry is queued
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)  # reads the store once more
+        sent, before = len(sim.message_requests), reads.count
+        repeats = [await orch.execute_agent(REVIEWER, PAYMENT_AGAIN) for _ in range(3)]
+    assert reads.count == before  # answered by the memo, on the loop
+    assert all(r.cached and r.output == first.output for r in repeats)
+    assert len(sim.message_requests) == sent
+    assert ANSWER_PAYMENT in user_text(sim)  # the repeated request held the recalled block
+    with store_of(project) as memory:
+        assert sorted(e.task for e in memory.entries()) == sorted([PAYMENT, PAYMENT_AGAIN])
+
+
+async def test_a_write_of_this_process_is_seen_by_the_next_call(
+    project: Path, sim: Simulator, reads: StoreReads
+) -> None:
+    async with make(project, sim) as orch:
+        await orch.execute_agent(REVIEWER, "Check the colour palette of the settings page")
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)  # nothing relevant yet: memoised
+        assert "<earlier_work" not in user_text(sim)
+        sim.script(Fault.reply(ANSWER_PAYMENT))
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        before = reads.count
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+    assert reads.count == before + 1
+    assert ANSWER_PAYMENT in user_text(sim)
+
+
+async def test_a_write_through_another_store_object_is_seen(
+    project: Path, sim: Simulator, reads: StoreReads, tmp_path: Path
+) -> None:
+    # With the response cache on, the repeats are hits: they write nothing themselves.
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        await orch.execute_agent(REVIEWER, "Check the colour palette of the settings page")
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        before = reads.count
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        assert reads.count == before and "<earlier_work" not in user_text(sim)
+        with store_of(project) as other:
+            other.remember(success(REVIEWER, ANSWER_PAYMENT), PAYMENT)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+    assert ANSWER_PAYMENT in user_text(sim)
+
+
+_OTHER_PROCESS = """
+import sys
+from claude_force import AgentMemory, AgentResult
+with AgentMemory(sys.argv[1]) as memory:
+    if sys.argv[2] == "clear":
+        memory.clear()
+    else:
+        result = AgentResult(agent_name=sys.argv[2], success=True, output=sys.argv[3], model="m")
+        memory.remember(result, sys.argv[4])
+"""
+
+
+def other_process(*args: str) -> None:
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS, *args], check=True, timeout=60)
+
+
+async def test_writes_and_deletions_by_another_process_are_seen(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    sim.script(Fault.reply("palette"), Fault.reply("without memory"), Fault.reply("with memory"))
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        await orch.execute_agent(REVIEWER, "Check the colour palette of the settings page")
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        other_process(str(memory_db(project)), REVIEWER, ANSWER_PAYMENT, PAYMENT)
+        assert (await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)).output == "with memory"
+        assert ANSWER_PAYMENT in user_text(sim)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)  # memoised with the block
+        other_process(str(memory_db(project)), "clear")
+        # Without the block the request is the first one again: its cached answer.
+        last = await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+    assert last.cached and last.output == "without memory"
+
+
+async def test_a_deleted_store_file_is_seen(project: Path, sim: Simulator, tmp_path: Path) -> None:
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        sim.script(Fault.reply(ANSWER_PAYMENT))
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        assert ANSWER_PAYMENT in user_text(sim)
+        for path in memory_db(project).parent.glob("memory.db*"):
+            path.unlink()
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+    assert "<earlier_work" not in user_text(sim)
+
+
+async def test_a_new_store_costs_no_trip(project: Path, sim: Simulator, reads: StoreReads) -> None:
+    async with make(project, sim) as orch:
+        await orch.execute_agent(REVIEWER, PAYMENT)  # no file, nothing queued: nothing to read
+        assert reads.count == 0
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)  # its entry is queued: one read
+    assert reads.count == 1
+    assert "<earlier_work" in user_text(sim)
+
+
+def test_an_agent_with_no_entries_costs_one_trip(tmp_path: Path, reads: StoreReads) -> None:
+    with AgentMemory(tmp_path / "m.db") as memory:
+        memory.remember(success("a", "first answer"), "parser tokens grammar rules")
+        assert memory.context("b", "parser tokens grammar errors") is None
+        assert memory.context("b", "a wholly different task about billing") is None
+        assert reads.count == 1
+        memory.remember(success("b", "an answer"), "billing task wholly different")
+        assert memory.context("b", "a wholly different task about billing") is not None
+        assert reads.count == 2
+
+
+async def test_use_memory_false_never_asks_the_memo_or_the_store(
+    project: Path, sim: Simulator, reads: StoreReads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[object] = []
+    real = AgentMemory._known
+
+    def known(memory: AgentMemory, items: Sequence[tuple[str, str]]) -> list[object]:
+        asked.append(items)
+        return list(real(memory, items))
+
+    monkeypatch.setattr(AgentMemory, "_known", known)
+    async with make(project, sim) as orch:
+        await orch.execute_agent(REVIEWER, PAYMENT, use_memory=False)
+        await orch.execute_agent(REVIEWER, PAYMENT, use_memory=False)
+    assert asked == [] and reads.count == 0
+    assert not memory_db(project).exists()
+
+
+def test_context_uses_the_memo_and_sees_another_store_object(
+    tmp_path: Path, reads: StoreReads
+) -> None:
+    path = tmp_path / "m.db"
+    with AgentMemory(path) as memory, AgentMemory(path) as other:
+        memory.remember(success("a", "first answer"), "parser tokens grammar rules")
+        assert memory.context("a", "parser tokens grammar errors") is not None
+        assert memory.context("a", "parser tokens grammar errors") is not None
+        assert reads.count == 1
+        other.clear()
+        assert memory.context("a", "parser tokens grammar errors") is None
+        assert reads.count == 2
+
+
+def test_changing_the_limits_is_another_recall(tmp_path: Path, reads: StoreReads) -> None:
+    with AgentMemory(tmp_path / "m.db") as memory:
+        for i in range(3):
+            memory.remember(success("a", f"answer {i}"), f"parser tokens grammar rules {i}")
+        assert memory.context("a", "parser tokens grammar errors") is not None
+        memory.top_k = 1
+        block = memory.context("a", "parser tokens grammar errors")
+        assert block is not None and block.count("<entry ") == 1
+        assert reads.count == 2
+
+
+def test_the_memo_is_bounded_and_keys_long_tasks_by_hash() -> None:
+    memo = RecallMemo(size=2)
+    generation = (0, (1, 2), 3)
+    for i in range(3):
+        memo.put(generation, memo_key("a", f"t{i}", 3, 100), "a", (f"b{i}", False), True)
+    with pytest.raises(KeyError):
+        memo.get(generation, memo_key("a", "t0", 3, 100), "a")
+    assert memo.get(generation, memo_key("a", "t2", 3, 100), "a") == ("b2", False)
+    with pytest.raises(KeyError):  # another generation answers nothing
+        memo.get((1, (1, 2), 3), memo_key("a", "t2", 3, 100), "a")
+    long_key = memo_key("a", "x" * (KEY_TASK_CHARS + 1), 3, 100)
+    assert isinstance(long_key, tuple) and len(long_key[1]) < KEY_TASK_CHARS
