@@ -354,7 +354,7 @@ class SharedRedis:
     def failed(self, part: str, exc: BaseException) -> None:
         """Redis could not be used for ``part`` (``limits``, ``single_flight``)."""
         self._down_until = self._clock() + REST_AFTER_ERROR_S
-        self.fallbacks += 1
+        self.fallbacks += 1  # also the epoch ``succeeded`` compares
         if self.on_fallback is not None:
             self.on_fallback(part)
         self._log.warn(
@@ -363,8 +363,11 @@ class SharedRedis:
             "rate limits and single-flight are per process until it answers again",
         )
 
-    def succeeded(self) -> None:
-        if self._down_until != -math.inf:
+    def succeeded(self, since: int) -> None:
+        """An operation begun when ``fallbacks`` was ``since`` answered. One begun before the
+        latest failure proves nothing (it may have been served just before the server went
+        away), so it does not end the outage, nor repeat its warning later."""
+        if since == self.fallbacks and self._down_until != -math.inf:
             self._down_until = -math.inf
             self._log.clear("redis-down")
             logger.info("redis at %s answers again; limits are shared again", self.url)
@@ -587,6 +590,7 @@ class SharedTokenBuckets(TokenBuckets):
                 costs = _priced(cls, raw_costs)
                 ahead = BOOK_AHEAD if deadline is None else min(BOOK_AHEAD, deadline - now)
                 init = {kind: b.capacity for kind, b in cls.buckets.items()}
+                since = self.shared.fallbacks
                 try:
                     verdict = await self.store.take(
                         cls_name,
@@ -596,7 +600,7 @@ class SharedTokenBuckets(TokenBuckets):
                         init=init,
                         ahead=max(0.0, ahead),
                     )
-                    self.shared.succeeded()
+                    self.shared.succeeded(since)
                 except self.shared.errors as exc:
                     self.shared.failed("limits", exc)
                     raise _Fallback from exc

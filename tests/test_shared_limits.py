@@ -396,6 +396,28 @@ def test_a_retry_after_a_429_asks_before_the_requests_queued_since(space: str) -
     assert waiting  # ...while the request queued before it still waits behind the big one
 
 
+def test_an_answer_to_a_command_sent_before_a_failure_does_not_end_the_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Under load a command sent just before the server died can answer after another one
+    # failed; that answer must not end the outage, or the next failure warns a second time.
+    time = FakeTime()
+    shared = SharedRedis("redis://127.0.0.1:1/0", clock=time.clock)
+    with caplog.at_level(logging.INFO, logger="claude_force"):
+        early = shared.fallbacks
+        shared.failed("limits", ConnectionError("gone"))
+        shared.succeeded(early)  # the earlier command's late answer
+        assert not shared.usable()
+        time.now += 6.0  # past the rest: Redis is tried again, and fails again
+        shared.failed("limits", ConnectionError("gone"))
+        late = shared.fallbacks
+        shared.succeeded(late)  # a command sent after the failures answers: it is back
+    assert shared.usable()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
 def test_unreachable_redis_means_local_buckets_one_warning_and_a_metric(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -181,8 +181,10 @@ class RedisTier:
         found += [urllib.parse.unquote(s) for s in found]
         return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
-    def _succeeded(self) -> None:
-        if self._down_until != -math.inf:
+    def _succeeded(self, since: int) -> None:
+        """A command begun when ``stats.errors`` was ``since`` answered; one begun before the
+        latest failure does not end the outage (nor let its warning repeat)."""
+        if since == self.stats.errors and self._down_until != -math.inf:
             self._down_until = -math.inf
             self._log.clear("unreachable")
             logger.info("redis cache at %s answers again", self.url)
@@ -220,9 +222,10 @@ class RedisTier:
     def get(self, key: str, now: float) -> Found | Miss:
         raw: object = None
         if self._available():
+            since = self.stats.errors
             try:
                 raw = self._client.get(self.prefix + key)
-                self._succeeded()
+                self._succeeded(since)
             except self._errors as exc:
                 raw = self._failed("get", exc)
         found, bad = self._judge(key, raw, now)
@@ -234,9 +237,10 @@ class RedisTier:
         expiry = self._expiry(created_at, now)
         if expiry is None:
             return
+        since = self.stats.errors
         try:
             self._client.set(self.prefix + key, envelope, ex=expiry)
-            self._succeeded()
+            self._succeeded(since)
         except self._errors as exc:
             self._failed("set", exc)
 
@@ -281,9 +285,10 @@ class RedisTier:
     async def aget(self, key: str, now: float) -> Found | Miss:
         raw: object = None
         if self._available():
+            since = self.stats.errors
             try:
                 raw = await self._async_client().get(self.prefix + key)
-                self._succeeded()
+                self._succeeded(since)
             except self._errors as exc:
                 raw = self._failed("get", exc)
         found, bad = self._judge(key, raw, now)
@@ -295,9 +300,10 @@ class RedisTier:
         expiry = self._expiry(created_at, now)
         if expiry is None:
             return
+        since = self.stats.errors
         try:
             await self._async_client().set(self.prefix + key, envelope, ex=expiry)
-            self._succeeded()
+            self._succeeded(since)
         except self._errors as exc:
             self._failed("set", exc)
 

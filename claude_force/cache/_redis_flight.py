@@ -125,13 +125,14 @@ class RedisFlight:
         """True: the lease is ours; False: another holds it; None: Redis is unusable."""
         if not self.shared.usable():
             return None
+        since = self.shared.fallbacks
         try:
             got = await self.shared.client().set(name, token, nx=True, px=self.lease_ms)
         except self.shared.errors as exc:
             self.stats.fallbacks += 1
             self.shared.failed("single_flight", exc)
             return None
-        self.shared.succeeded()
+        self.shared.succeeded(since)
         return bool(got)
 
     async def _lead(self, name: str, token: str, send: Callable[[], Awaitable[T]]) -> T:
