@@ -19,13 +19,10 @@ from ._budget import Budget, BudgetTracker, release_all, reserve_all
 from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
-from ._ledger import Ledger
 from ._memory import AgentMemory
-from ._metrics import Metrics
 from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
 from ._pricing import PriceTable
-from ._record import CallContext, Recorder
-from ._reports import UsageReportMethods, UsageReports
+from ._record import CallContext, RecordedMethods, Recorder
 from ._request import (
     DEFAULT_MAX_TASK_CHARS,
     NOT_GIVEN,
@@ -49,7 +46,7 @@ __all__ = ["AsyncAgentOrchestrator"]
 TaskLike = TaskSpec | tuple[str, str] | Mapping[str, Any]
 
 
-class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
+class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
     """Runs agents from ``.claude/claude.json`` against the Claude Messages API.
 
     ::
@@ -116,18 +113,8 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             memory=memory,
         )
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
-        self._transport = Transport(
-            api_key=key or "",
-            base_url=base_url,
-            timeout_seconds=float(timeout_seconds),
-            max_retries=max_retries,
-            max_concurrent=max_concurrent,
-            adaptive=adaptive_concurrency,
-            deadline_seconds=deadline_seconds,
-            rate_limits=limits_from_config(rate_limits, self.config.rate_limits),
-            adaptive_rate_limits=adaptive_rate_limits,
-            sleep=sleep,
-        )
+        limits = limits_from_config(rate_limits, self.config.rate_limits)
+        self._transport = Transport.from_options(opts, key or "", limits)
         self.prices = PriceTable.load(Path(pricing_path) if pricing_path is not None else None)
         self.budget = BudgetTracker(budget) if budget is not None else None
         self.ledger_path = Path(ledger_path) if ledger_path else self.config.root / "data/usage.db"
@@ -216,8 +203,10 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
         item = TaskSpec(
             agent_name, task, model, max_tokens, temperature, use_memory, use_cache, ttl
         )
-        ctx = CallContext(task, self._budgets(budget), use_cache=use_cache, refresh=refresh)
-        ctx = ctx.with_memory(use_memory)
+        budgets = self._budgets(budget)
+        ctx = CallContext(
+            task, budgets, use_cache=use_cache, refresh=refresh, use_memory=use_memory
+        )
         (request,) = await self._requests.abuild([item])
         return await self._run(agent_name, request, ctx)
 
@@ -233,13 +222,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
         requests = await self._requests.abuild(items)
         budgets = self._budgets(None)
         calls = [
-            self._run_isolated(
-                item.agent,
-                request,
-                CallContext(item.task, budgets, None, None, item.use_cache, refresh).with_memory(
-                    item.use_memory
-                ),
-            )
+            self._run_isolated(item.agent, request, CallContext.of(item, budgets, refresh))
             for item, request in zip(items, requests, strict=True)
         ]
         return list(await asyncio.gather(*calls))
@@ -254,11 +237,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
                 "the response cache is off or unusable (enable_cache=False, or a warning "
                 "said why); warming needs it on"
             )
-        results = await self.execute_multiple(tasks)
-        cached = sum(1 for r in results if r.success and r.cached)
-        failed = sum(1 for r in results if not r.success)
-        stored = len(results) - cached - failed
-        return {"already_cached": cached, "stored": stored, "failed": failed}
+        return outcome.warm_counts(await self.execute_multiple(tasks))
 
     async def run_workflow(
         self,
@@ -363,26 +342,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
         self._recorder.record(result, ctx)
         return result
 
-    # -- the response cache and the ledger, opened on first use ----------------------------
-
     @property
     def response_cache(self) -> ResponseCache | None:
         """The response cache (opened on first use), or None when disabled or unusable."""
         return self._cache.get()
-
-    @property
-    def metrics(self) -> Metrics | None:
-        """Live Prometheus counters of this orchestrator's calls (None with metrics off)."""
-        return self._recorder.metrics
-
-    @property
-    def ledger(self) -> Ledger:
-        """The usage ledger in the project's data folder (opened on first use)."""
-        return self._recorder.ledger
-
-    # -- usage reports (read the ledger read-only; pending rows are written first) ----------
-
-    @property
-    def reports(self) -> UsageReports:
-        """Reports over the usage ledger; they work on a read-only or missing ledger too."""
-        return UsageReports(self.ledger_path, prices=self.prices, open_ledger=self._recorder.opened)

@@ -7,6 +7,7 @@ side by side, so the two cannot drift apart.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -193,3 +194,10 @@ def ledger_row(
         batch=batch,
         injection_flags=",".join(result.injection_flags) or None,
     )
+
+
+def warm_counts(results: Sequence[AgentResult]) -> dict[str, int]:
+    """What warming the cache did: ``already_cached``, ``stored`` and ``failed`` calls."""
+    cached = sum(1 for r in results if r.success and r.cached)
+    failed = sum(1 for r in results if not r.success)
+    return {"already_cached": cached, "stored": len(results) - cached - failed, "failed": failed}

@@ -14,6 +14,9 @@ from ._ledger import Ledger, RowTemplate, task_hash
 from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._outcomes import NO_USAGE, ZERO_COST, ledger_row
+from ._pricing import PriceTable
+from ._reports import UsageReportMethods, UsageReports
+from ._request import TaskSpec
 from ._results import AgentResult
 
 # What differs between the ledger rows of two cache hits of one agent and model.
@@ -31,7 +34,7 @@ _HIT_FIELDS = (
 _ZERO = ZERO_COST
 _NO_USAGE = NO_USAGE
 
-__all__ = ["CallContext", "Recorder"]
+__all__ = ["CallContext", "RecordedMethods", "Recorder"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,14 @@ class CallContext:
     refresh: bool = False
     batch: bool = False
     use_memory: bool = True
+
+    @classmethod
+    def of(cls, item: TaskSpec, budgets: tuple[BudgetTracker, ...], refresh: bool) -> CallContext:
+        """The context of a call outside a workflow, from its task spec."""
+        use_memory = item.use_memory
+        return cls(
+            item.task, budgets, use_cache=item.use_cache, refresh=refresh, use_memory=use_memory
+        )
 
     def with_memory(self, use_memory: bool) -> CallContext:
         return self if use_memory else replace(self, use_memory=False)
@@ -161,3 +172,30 @@ class Recorder:
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             ledger.close()
+
+
+class RecordedMethods(UsageReportMethods):
+    """What an orchestrator's records offer: the ledger, live metrics and usage reports.
+
+    The class using it sets ``_recorder``, ``ledger_path`` and ``prices``.
+    """
+
+    _recorder: Recorder
+    ledger_path: Path
+    prices: PriceTable
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """Live Prometheus counters of this orchestrator's calls (None with metrics off)."""
+        return self._recorder.metrics
+
+    @property
+    def ledger(self) -> Ledger:
+        """The usage ledger in the project's data folder (opened on first use)."""
+        return self._recorder.ledger
+
+    @property
+    def reports(self) -> UsageReports:
+        """Reports over the usage ledger (read-only; rows still pending are written first);
+        they work on a read-only or missing ledger too."""
+        return UsageReports(self.ledger_path, prices=self.prices, open_ledger=self._recorder.opened)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
     from anthropic.types import Message
 
+    from ._options import OrchestratorOptions
+
 __all__ = [
     "NON_RETRYABLE_STATUSES",
     "RETRYABLE_STATUSES",
@@ -262,6 +264,28 @@ class Transport:
         # A Redis shared with other processes (redis_url): the buckets then live there.
         self.shared: SharedRedis | None = None
         self.last_rate_limits: Mapping[str, str] = {}
+
+    @classmethod
+    def from_options(
+        cls,
+        opts: OrchestratorOptions,
+        api_key: str,
+        rate_limits: Limits | Mapping[str, Limits] | None,
+    ) -> Transport:
+        """The transport an orchestrator's options describe (``rate_limits`` already merged
+        with claude.json's)."""
+        return cls(
+            api_key=api_key,
+            base_url=opts.base_url,
+            timeout_seconds=float(opts.timeout_seconds),
+            max_retries=opts.max_retries,
+            max_concurrent=opts.max_concurrent,
+            adaptive=opts.adaptive_concurrency,
+            deadline_seconds=opts.deadline_seconds,
+            rate_limits=rate_limits,
+            adaptive_rate_limits=opts.adaptive_rate_limits,
+            sleep=opts.sleep,
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"Transport(base_url={self._base_url!r}, api_key='***')"
