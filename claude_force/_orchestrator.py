@@ -22,7 +22,13 @@ from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._ledger import Ledger
 from ._memory import AgentMemory
 from ._metrics import Metrics
-from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
+from ._options import (
+    OPTION_NAMES,
+    OrchestratorOptions,
+    check_api_key,
+    check_option_names,
+    check_path,
+)
 from ._pricing import PriceTable
 from ._record import CallContext, Recorder
 from ._reports import UsageReportMethods, UsageReports
@@ -98,8 +104,7 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
     ) -> None:
         check_option_names(unknown)
         check_path("config_path", config_path)
-        if api_key is not None and not isinstance(api_key, str):
-            raise InvalidArgumentError(f"api_key must be a string, got {type(api_key).__name__}")
+        key = check_api_key(api_key)  # before anything else: the key is the common mistake
         # The keyword parameters are exactly the option fields (a test pins that).
         given = {name: value for name, value in locals().items() if name in OPTION_NAMES}
         self.options = opts = OrchestratorOptions(**given)
@@ -115,9 +120,8 @@ class AsyncAgentOrchestrator(UsageReportMethods, BatchMethods):
             max_task_chars=max_task_chars,
             memory=memory,
         )
-        key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self._transport = Transport(
-            api_key=key or "",
+            api_key=key,
             base_url=base_url,
             timeout_seconds=float(timeout_seconds),
             max_retries=max_retries,
