@@ -19,7 +19,13 @@ from ._request import DEFAULT_MAX_TASK_CHARS, CacheTTL
 from ._warnings import OnceLog
 from .cache import ResponseCache
 
-__all__ = ["OPTION_NAMES", "OrchestratorOptions", "check_option_names", "check_path"]
+__all__ = [
+    "OPTION_NAMES",
+    "OrchestratorOptions",
+    "check_api_key",
+    "check_option_names",
+    "check_path",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +191,30 @@ def check_option_names(given: Iterable[str]) -> None:
                 f"{name!r} is not an orchestrator option{hint} "
                 "(the options are the fields of claude_force.OrchestratorOptions)"
             )
+
+
+def check_api_key(api_key: object) -> str:
+    """The key to use: ``api_key`` if given, else ``ANTHROPIC_API_KEY`` ("" when neither).
+
+    A key with leading/trailing whitespace or a control character cannot be sent in a header
+    (the HTTP library refuses it, and the failure used to read as a connection error after
+    every retry); the usual cause is ``$(cat keyfile)`` keeping a newline. It is refused here,
+    by its source's name: a secret is never changed silently, nor shown in the message.
+    """
+    if api_key is not None and not isinstance(api_key, str):
+        raise InvalidArgumentError(f"api_key must be a string, got {type(api_key).__name__}")
+    name = "api_key" if api_key is not None else "ANTHROPIC_API_KEY"
+    key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY", "")
+    if key != key.strip():
+        raise InvalidArgumentError(
+            f"{name} has leading/trailing whitespace (a newline from a file?); strip it"
+        )
+    if any(ch < " " or ch == "\x7f" for ch in key):
+        raise InvalidArgumentError(
+            f"{name} contains a control character (a carriage return, tab or the like); "
+            "remove it: an API key is letters, digits, '-' and '_'"
+        )
+    return key
 
 
 def check_path(name: str, value: object) -> None:

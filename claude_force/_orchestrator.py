@@ -20,7 +20,13 @@ from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._memory import AgentMemory
-from ._options import OPTION_NAMES, OrchestratorOptions, check_option_names, check_path
+from ._options import (
+    OPTION_NAMES,
+    OrchestratorOptions,
+    check_api_key,
+    check_option_names,
+    check_path,
+)
 from ._pricing import PriceTable
 from ._record import CallContext, RecordedMethods, Recorder
 from ._request import (
@@ -95,8 +101,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
     ) -> None:
         check_option_names(unknown)
         check_path("config_path", config_path)
-        if api_key is not None and not isinstance(api_key, str):
-            raise InvalidArgumentError(f"api_key must be a string, got {type(api_key).__name__}")
+        key = check_api_key(api_key)  # before anything else: the key is the common mistake
         # The keyword parameters are exactly the option fields (a test pins that).
         given = {name: value for name, value in locals().items() if name in OPTION_NAMES}
         self.options = opts = OrchestratorOptions(**given)
@@ -112,9 +117,8 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
             max_task_chars=max_task_chars,
             memory=memory,
         )
-        key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         limits = limits_from_config(rate_limits, self.config.rate_limits)
-        self._transport = Transport.from_options(opts, key or "", limits)
+        self._transport = Transport.from_options(opts, key, limits)
         self.prices = PriceTable.load(Path(pricing_path) if pricing_path is not None else None)
         self.budget = BudgetTracker(budget) if budget is not None else None
         self.ledger_path = Path(ledger_path) if ledger_path else self.config.root / "data/usage.db"

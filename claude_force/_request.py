@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._config import AgentSpec, ProjectConfig, read_agent_prompt, validate_agent_name
 from ._errors import InvalidArgumentError
-from ._injection import flag_injection
+from ._injection import flag_injection, quoted_text
 
 if TYPE_CHECKING:
     from ._memory import AgentMemory
@@ -228,7 +228,7 @@ def content_flags(
     for item in previous:
         flags.extend(flag_injection(item.text, f"handoff:{item.agent}"))
     for block in memory:
-        flags.extend(flag_injection(block, "memory"))
+        flags.extend(flag_injection(quoted_text(block), "memory"))  # not its own tags
     return tuple(dict.fromkeys(flags))
 
 

@@ -66,7 +66,14 @@ class KeptStep:
 
 
 def _encode(result: AgentResult) -> str:
-    cost = None if result.cost is None else str(result.cost)
+    """The row of a successful step; ``cost`` is what the call originally cost.
+
+    A step reused from an earlier run or served by the response cache cost $0 this time, and
+    carries the original cost in ``cost_saved``: that is kept, so ``cost_saved`` survives any
+    number of resumes.
+    """
+    original = result.cost_saved if result.reused or result.cached else result.cost
+    cost = None if original is None else str(original)
     return json.dumps(
         {
             "agent": result.agent_name,

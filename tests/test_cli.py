@@ -325,3 +325,19 @@ def test_failed_workflow_costs_its_finished_steps(
     cost = summary.rsplit("$", 1)[1]
     assert float(cost) > 0
     assert "error: workflow ship failed: stage 2 failed at 'test-writer'" in captured.err
+
+
+def test_a_key_with_a_trailing_newline_is_one_clear_error_before_any_call(
+    project: Path,
+    env: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-SECRET-MARKER\n")  # as from $(cat keyfile)
+    assert run("run", "code-reviewer", "Review a.py", "--no-cache", "-c", str(project)) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: ANTHROPIC_API_KEY has leading/trailing whitespace (a newline from a file?); "
+        "strip it\n"
+    )
+    assert env.message_requests == []

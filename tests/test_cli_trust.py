@@ -359,6 +359,75 @@ def test_ctrl_c_while_importing_exits_130_without_a_traceback() -> None:
     assert proc.stderr == b"stopped: interrupted\n" and proc.stdout == b""
 
 
+# Ctrl-C while claude_force_entry itself loads (its first import), before any handler of ours.
+_CTRL_C_IN_THE_ENTRY_MODULE = """
+import os, sys
+class Trip:
+    def find_spec(self, name, path=None, target=None):
+        if name == "signal":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), 2)  # SIGINT; the signal module must not be loaded yet
+        return None
+assert "signal" not in sys.modules
+sys.meta_path.insert(0, Trip())
+from claude_force_entry import main
+main(["--version"])
+"""
+
+# Ctrl-C after the import, in the console script's own lines before main() is called.
+_CTRL_C_BEFORE_MAIN = """
+import os, re, signal, sys
+from claude_force_entry import main
+os.kill(os.getpid(), signal.SIGINT)
+sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+main(["--version"])
+"""
+
+
+@pytest.mark.parametrize(
+    "script",
+    [_CTRL_C_IN_THE_ENTRY_MODULE, _CTRL_C_BEFORE_MAIN],
+    ids=["while-the-entry-module-loads", "before-main"],
+)
+def test_ctrl_c_before_main_runs_exits_130_without_a_traceback(script: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60, check=False
+    )
+    assert proc.returncode == 130, proc.stderr.decode()
+    assert proc.stderr == b"stopped: interrupted\n" and proc.stdout == b""
+
+
+def test_ctrl_c_right_after_the_console_script_starts() -> None:
+    # Whatever moment it lands in: exit 130 (or death by SIGINT, which a shell reports as 130
+    # too, when it lands before Python installed its handler), never a traceback.
+    script = Path(sys.executable).with_name("claude-force")
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [str(script), "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode in (130, -signal.SIGINT), err.decode()
+        assert b"Traceback" not in err
+
+
+def test_a_ctrl_c_later_still_reaches_the_cli_as_keyboardinterrupt() -> None:
+    # The early handler stops at once; main() gives SIGINT back to Python before the CLI
+    # loads, so commands can still clean up. A parent's ignored SIGINT stays ignored.
+    code = (
+        "import signal, claude_force_entry as e\n"
+        "assert signal.getsignal(signal.SIGINT) is e._on_early_sigint\n"
+        "try:\n"
+        "    e.main(['--version'])\n"
+        "except SystemExit:\n"
+        "    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "import importlib; importlib.reload(e)\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, capture_output=True)
+
+
 def test_the_console_script_enters_through_the_light_module() -> None:
     from importlib.metadata import entry_points
 

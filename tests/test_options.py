@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,34 @@ def test_bad_cache_arguments_are_refused(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         ResponseCache(cache_dir=tmp_path, cache_secret="s" * 32, **options)
+
+
+# A key pasted with a newline or a control character: refused at construction, never echoed.
+BAD_KEYS = [
+    ("sk-ant-SECRET-MARKER\n", "has leading/trailing whitespace (a newline from a file?)"),
+    (" sk-ant-SECRET-MARKER", "has leading/trailing whitespace"),
+    ("sk-ant-SECRET-MARKER\r\nX-Evil: 1", "contains a control character"),
+    ("sk-ant-SECRET\tMARKER\x7f", "contains a control character"),
+]
+
+
+@pytest.mark.parametrize("door", [AsyncAgentOrchestrator, AgentOrchestrator])
+@pytest.mark.parametrize(("key", "message"), BAD_KEYS)
+def test_a_malformed_api_key_is_refused_without_showing_it(
+    project: Path, door: Any, key: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="^api_key " + re.escape(message)) as e:
+        door(project, api_key=key)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    with pytest.raises(InvalidArgumentError, match=r"^ANTHROPIC_API_KEY ") as from_env:
+        door(project)
+    for raised in (e.value, from_env.value):
+        assert "SECRET" not in str(raised) and "MARKER" not in str(raised)
+
+
+def test_a_well_formed_key_is_kept_exactly(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env")
+    assert AsyncAgentOrchestrator(project)._transport._api_key == "sk-ant-from-env"
+    assert AsyncAgentOrchestrator(project, api_key="sk-ant-x")._transport._api_key == "sk-ant-x"
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert AsyncAgentOrchestrator(project)._transport._api_key == ""  # "no API key" on first use

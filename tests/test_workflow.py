@@ -230,6 +230,39 @@ async def test_resume_sends_only_the_failed_and_later_steps(
     assert [s.output for s in third.steps] == [s.output for s in second.steps]
 
 
+async def test_cost_saved_survives_repeated_resumes(tmp_path: Path, sim: Simulator) -> None:
+    config = make_project(tmp_path, FOUR)
+    task = "Ship the retry helper"
+    sim.script(None, None, Fault.status(400))
+    async with make(config, sim) as orch:
+        first = await orch.run_workflow("four", task)
+        sim.script(Fault.status(400))  # the first resume fails at step 3 again
+        again = await orch.run_workflow("four", task, resume=True)
+        last = await orch.run_workflow("four", task, resume=True)
+    assert again.reused == [1, 2] and not again.success
+    assert last.reused == [1, 2] and last.success
+    originals = [s.cost for s in first.steps[:2]]
+    assert all(c is not None and c > 0 for c in originals)
+    assert [s.cost_saved for s in last.steps[:2]] == originals
+    assert [s.cost for s in last.steps[:2]] == [0, 0]
+
+
+async def test_a_step_served_by_the_response_cache_keeps_its_original_cost(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    config = make_project(tmp_path, FOUR)
+    task = "Ship the retry helper"
+    async with make(config, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        sim.script(None, None, Fault.status(400))
+        first = await orch.run_workflow("four", task)
+        sim.script(Fault.status(400))  # steps 1-2 are cache hits, step 3 fails again
+        hits = await orch.run_workflow("four", task)
+        resumed = await orch.run_workflow("four", task, resume=True)
+    assert [s.cached for s in hits.steps[:2]] == [True, True]
+    assert resumed.reused == [1, 2] and resumed.success
+    assert [s.cost_saved for s in resumed.steps[:2]] == [s.cost for s in first.steps[:2]]
+
+
 async def test_nothing_is_reused_without_resume_or_for_another_task(
     tmp_path: Path, sim: Simulator
 ) -> None:
