@@ -36,6 +36,7 @@ from ._batch_io import (
     BatchRecord,
     ResultsFile,
     aiter_items,
+    max_line_bytes,
     open_input,
     prepare_item,
     read_input,
@@ -331,6 +332,9 @@ async def run_batch_file(
 ) -> BatchSummary:
     """Run the JSONL ``input_path``, appending each record to ``output_path`` as it finishes.
 
+    ``input_path`` is read once, a line at a time, so it may be a pipe or a FIFO; ``-`` is
+    standard input.
+
     Both modes write the same records and resume the same way. In ``mode="batches"`` the
     batch ids are kept in :func:`state_path_for` ``(output_path)``, so a rerun collects the
     batches made before instead of submitting their lines again.
@@ -349,7 +353,8 @@ async def run_batch_file(
             records.summary.found_succeeded = len(found.succeeded)
             records.summary.found_failed = len(found.failed)
             skip = found.succeeded if retry_failed else found.succeeded | found.failed
-            lines = records.unfinished(read_input(handle), skip, found.failed)
+            limit = max_line_bytes(orch._requests.max_task_chars)
+            lines = records.unfinished(read_input(handle, max_line=limit), skip, found.failed)
             try:
                 batch = start_batch(
                     orch,

@@ -6,6 +6,17 @@ a descriptor opened with ``O_APPEND``, so a process killed at any instant (SIGKI
 leaves either the whole line or none of it. A trailing partial line, which only a full disk or
 another writer can leave, is cut off when the file is opened again.
 
+Bounds: no line is ever held whole past a limit. An input line longer than
+:func:`max_line_bytes` (room for the longest task however it is escaped) is a malformed line;
+the reader skips the rest of it without holding it, so ``/dev/zero`` as input keeps memory
+flat. A results file must be a regular file (``/dev/null``, ``/dev/full``, a pipe are refused
+by name), and a record line over :data:`MAX_RECORD_BYTES` means the file is not ours.
+
+Poison lines: everything that can go wrong with one line (not JSON, nested past the parser's
+depth, an unpaired surrogate such as the escape ``\\udc80`` that no request can carry,
+anything else the parse or the checks raise) becomes that line's failed record; the other
+lines run.
+
 Durability: a line is in the kernel the moment its ``write()`` returns, which is what survives
 a killed process. Surviving a power cut needs ``fsync``, which waits on the disk; the runner
 asks for it at most once per :data:`FSYNC_INTERVAL` seconds (off the event loop) and at the
@@ -19,6 +30,8 @@ import difflib
 import json
 import logging
 import os
+import stat
+import sys
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -35,7 +48,7 @@ from typing import Any, BinaryIO, TypeAlias
 
 from ._errors import InvalidArgumentError, UsageError
 from ._files import shown
-from ._request import Request, TaskSpec
+from ._request import DEFAULT_MAX_TASK_CHARS, Request, TaskSpec, unpaired_surrogate
 from ._results import AgentResult
 from ._usage import Usage
 
@@ -47,6 +60,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = [
     "FSYNC_INTERVAL",
     "INPUT_KEYS",
+    "MAX_RECORD_BYTES",
     "RECORD_KEYS",
     "BatchInput",
     "BatchItem",
@@ -58,6 +72,7 @@ __all__ = [
     "coerce_item",
     "count_input_lines",
     "item_from_fields",
+    "max_line_bytes",
     "open_input",
     "prepare_item",
     "read_input",
@@ -77,6 +92,11 @@ RECORD_KEYS = (
     "error",
 )
 FSYNC_INTERVAL = 1.0
+MAX_RECORD_BYTES = 64 << 20
+"""The longest results-file line :func:`scan_results` reads; a longer one is not a record."""
+_LINE_SLACK = 64 << 10  # the keys, id, agent and model around the task, with room to spare
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
 BatchInput: TypeAlias = "BatchItem | Mapping[str, Any] | TaskSpec | tuple[str, str]"
 """One item: a dict like a JSONL line (``id`` optional), a TaskSpec or an (agent, task) pair."""
 
@@ -170,11 +190,31 @@ def item_from_fields(fields: object, default_id: str, where: str) -> BatchItem:
     raw_id = fields.get("id", default_id)
     item_id = str(raw_id) if _is_int(raw_id) or (isinstance(raw_id, str) and raw_id) else None
     agent = fields.get("agent")
-    name = agent if isinstance(agent, str) else ""
+    name = agent if isinstance(agent, str) and unpaired_surrogate(agent) is None else ""
+    # A lone surrogate cannot be sent (nor written as UTF-8): the line is malformed, and the
+    # record must not carry it in its id or agent either.
+    bad_text = next(
+        (
+            (key, text, at)
+            for key, value in fields.items()
+            for text in (key, value)
+            if isinstance(text, str) and (at := unpaired_surrogate(text)) is not None
+        ),
+        None,
+    )
+    if bad_text is not None and bad_text[0] == "id":
+        item_id = None
 
     def bad(reason: str) -> BatchItem:
         return BatchItem(item_id or default_id, None, where, f"{where}: {reason}", name)
 
+    if bad_text is not None:
+        key, text, at = bad_text
+        return bad(
+            f"{key!r} holds an unpaired surrogate ({text[at]!r} at character {at + 1}), which "
+            "is not text and cannot be sent; fix that escape (a character outside the BMP "
+            "is written as a pair, like \\ud83d\\ude00)"
+        )
     if item_id is None:
         return bad(f"'id' must be a non-empty string or an integer, got {_kind(raw_id)}")
     unknown = [str(k) for k in fields if k not in INPUT_KEYS]
@@ -242,11 +282,21 @@ def prepare_item(
         return build(item.spec)
     except UsageError as exc:
         return BatchRecord.rejected(item, f"{item.where}: {exc}")
+    except Exception as exc:  # one item's problem is its record, not the batch's
+        return BatchRecord.rejected(
+            item, f"{item.where}: cannot be sent ({type(exc).__name__}: {exc})"
+        )
 
 
 def open_input(path: str | os.PathLike[str]) -> BinaryIO:
-    """The batch input opened for reading; a problem is an :class:`InvalidArgumentError`."""
+    """The batch input opened for reading; a problem is an :class:`InvalidArgumentError`.
+
+    ``-`` is standard input (a copy of the descriptor, so closing it leaves stdin open).
+    A pipe or FIFO is opened once and read once; a FIFO waits for its writer, as ``cat`` does.
+    """
     try:
+        if os.fspath(path) == "-":
+            return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
         return open(path, "rb")
     except OSError as exc:
         raise InvalidArgumentError(
@@ -255,35 +305,89 @@ def open_input(path: str | os.PathLike[str]) -> BinaryIO:
         ) from None
 
 
-def read_input(handle: BinaryIO) -> Iterator[BatchItem]:
+def max_line_bytes(max_task_chars: int = DEFAULT_MAX_TASK_CHARS) -> int:
+    """The longest input line read: the longest task escaped at worst (12 bytes a character,
+    a ``\\uXXXX`` surrogate pair) and room for the other keys. Longer lines are malformed."""
+    return 12 * max_task_chars + _LINE_SLACK
+
+
+def _lines(handle: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line) pairs; a line over ``limit`` bytes is ``None``, and only
+    ``limit`` bytes of it are ever held: the rest is read in chunks and dropped, after the
+    pair is handed over (so an endless line still gets its record first). A UTF-8 byte order
+    mark opening the input is skipped."""
+    number = 0
+    while raw := handle.readline(limit + 1):
+        number += 1
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if raw.endswith(b"\n") or len(raw) <= limit:
+            yield number, raw
+            continue
+        yield number, None
+        while (rest := handle.readline(_CHUNK)) and not rest.endswith(b"\n"):
+            pass
+
+
+def read_input(handle: BinaryIO, *, max_line: int | None = None) -> Iterator[BatchItem]:
     """The items of a JSONL file, one line at a time; blank lines are skipped.
 
     A line without an ``id`` gets its 1-based line number. A line that is not a JSON object
-    of the right shape becomes an item with ``error`` set ("line 7: ...").
+    of the right shape, or is longer than ``max_line`` bytes (default :func:`max_line_bytes`),
+    becomes an item with ``error`` set ("line 7: ..."); so does a line whose parse or checks
+    fail in any other way: one line never stops the others.
     """
-    for number, raw in enumerate(handle, 1):
-        if raw.strip():
+    limit = max_line or max_line_bytes()
+    for number, raw in _lines(handle, limit):
+        if raw is None:
+            where = f"line {number}"
+            yield BatchItem(
+                str(number),
+                None,
+                where,
+                f"{where}: longer than {limit:,} bytes, more than the longest task needs; "
+                "split the task, or raise max_task_chars= on the orchestrator",
+            )
+        elif raw.strip():
             yield _parse_line(number, raw)
 
 
 def _parse_line(number: int, raw: bytes) -> BatchItem:
     where = f"line {number}"
+
+    def bad(reason: str) -> BatchItem:
+        return BatchItem(str(number), None, where, f"{where}: {reason}")
+
     try:
         fields = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        return BatchItem(str(number), None, where, f"{where}: not UTF-8 text ({exc.reason})")
+        return bad(f"not UTF-8 text ({exc.reason})")
+    except RecursionError:
+        return bad("not usable JSON (nested too deeply for the parser)")
     except ValueError as exc:
-        return BatchItem(str(number), None, where, f"{where}: not valid JSON ({exc})")
-    return item_from_fields(fields, str(number), where)
-
-
-def count_input_lines(path: str | os.PathLike[str]) -> int:
-    """Non-blank lines of ``path`` (one fast pass, for a progress bar's total)."""
+        return bad(f"not valid JSON ({exc})")
     try:
+        return item_from_fields(fields, str(number), where)
+    except Exception as exc:  # one line's problem is its record, not the batch's
+        return bad(f"cannot be read ({type(exc).__name__}: {exc})")
+
+
+def count_input_lines(path: str | os.PathLike[str]) -> int | None:
+    """Non-blank lines of ``path`` (one fast pass, for a progress bar's total).
+
+    None when the count is unknown: the input is not a regular file (``-``, a pipe, a FIFO,
+    a device), which can be read only once, and the run must be the one that reads it.
+    """
+    try:
+        if os.fspath(path) == "-" or not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as handle:
-            return sum(1 for raw in handle if raw.strip())
+            count = 0
+            for _number, raw in _lines(handle, _CHUNK):
+                count += raw is None or bool(raw.strip())
+            return count
     except OSError:
-        return 0  # read_input reports the problem in its own words
+        return None  # read_input reports the problem in its own words
 
 
 def _is_int(value: object) -> bool:
@@ -315,11 +419,12 @@ class ResultsIndex:
     failed: frozenset[str] = frozenset()
 
 
-def scan_results(path: str | os.PathLike[str]) -> ResultsIndex:
+def scan_results(path: str | os.PathLike[str], *, max_line: int = MAX_RECORD_BYTES) -> ResultsIndex:
     """The ids of an existing results file, read a line at a time (only ids are kept).
 
     A trailing line without its newline is ignored (the results file cuts it off). A line that
-    is not a record raises :class:`InvalidArgumentError`: the file is not ours to append to.
+    is not a record, or is longer than ``max_line`` bytes, raises :class:`InvalidArgumentError`:
+    the file is not ours to append to. So does a file that is not a regular file.
     """
     succeeded: set[str] = set()
     failed: set[str] = set()
@@ -328,9 +433,17 @@ def scan_results(path: str | os.PathLike[str]) -> ResultsIndex:
     except FileNotFoundError:
         return ResultsIndex()
     with handle:
-        for number, raw in enumerate(handle, 1):
+        _check_regular(handle.fileno(), path)
+        number = 0
+        while raw := handle.readline(max_line + 1):
+            number += 1
             if not raw.endswith(b"\n"):
-                break
+                if len(raw) <= max_line:
+                    break
+                raise InvalidArgumentError(
+                    f"line {number} of {shown(path)} is longer than {max_line:,} bytes, so it "
+                    "is not a batch result record; pass another --out"
+                )
             item_id, success = _record_id(raw, number, path)
             (succeeded if success else failed).add(item_id)
     return ResultsIndex(frozenset(succeeded), frozenset(failed - succeeded))
@@ -339,7 +452,7 @@ def scan_results(path: str | os.PathLike[str]) -> ResultsIndex:
 def _record_id(raw: bytes, number: int, path: str | os.PathLike[str]) -> tuple[str, bool]:
     try:
         record = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         record = None
     if (
         not isinstance(record, dict)
@@ -351,6 +464,18 @@ def _record_id(raw: bytes, number: int, path: str | os.PathLike[str]) -> tuple[s
             "'id' and 'success'); pass another --out, or remove that line"
         )
     return record["id"], record["success"]
+
+
+def _check_regular(fd: int, path: str | os.PathLike[str]) -> None:
+    """Refuse a results file that is not a regular file: a device or a pipe never holds
+    records (``/dev/null`` drops them, ``/dev/zero`` and ``/dev/full`` read endless zeros)."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        raise InvalidArgumentError(
+            f"the results file {shown(path)} is not a regular file ({kind}); records are "
+            "appended and read back to resume, so pass --out naming a regular file"
+        )
 
 
 class ResultsFile:
@@ -370,7 +495,9 @@ class ResultsFile:
         self.path = Path(path)
         self._clock = clock
         self._interval = fsync_interval
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        # O_NONBLOCK: opening a FIFO must not wait for a peer; it is refused just below.
+        nonblock = getattr(os, "O_NONBLOCK", 0)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | nonblock | getattr(os, "O_CLOEXEC", 0)
         try:
             self._fd: int | None = os.open(self.path, flags, 0o644)
         except OSError as exc:
@@ -379,6 +506,9 @@ class ResultsFile:
                 "pass --out naming a writable file"
             ) from None
         try:
+            _check_regular(self._fd, self.path)
+            if nonblock:
+                os.set_blocking(self._fd, True)
             self._lock()
             self.repaired_bytes = self._cut_partial_line()
         except BaseException:
@@ -425,9 +555,10 @@ class ResultsFile:
 
     def append(self, record: BatchRecord) -> None:
         """Write ``record`` as one line with a single ``write()``."""
-        data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode(
-            "utf-8", "surrogatepass"
-        )
+        try:
+            data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode()
+        except UnicodeEncodeError:  # an unpaired surrogate: escaped, so the file stays UTF-8
+            data = (json.dumps(record.to_json()) + "\n").encode()
         if self._fd is None:
             raise InvalidArgumentError(f"the results file {shown(self.path)} is closed")
         try:

@@ -23,7 +23,9 @@ dicts, :class:`TaskSpec` values or pairs as ``execute_batch``) and yields one
    known: its id and, per request, the ``custom_id``, the item's id and a short hash of its
    cache key. A restarted run with the same state file collects the recorded batches instead
    of submitting the same requests again; an item whose request changed since (another cache
-   key) is submitted anew.
+   key) is submitted anew. A recorded batch the service does not know (a 404: deleted, or
+   made under another workspace's key) is dropped from the state file, with one warning, and
+   its requests are submitted again.
 5. The batches are polled with exponential backoff and jitter; ``on_progress`` sees the
    service's request counts summed over them. A failed poll is retried; after
    ``max_poll_failures`` failures in a row the run stops with the error, resumable.
@@ -92,6 +94,7 @@ STATE_VERSION = 1
 CLOCK_SKEW = 60.0
 """Seconds a batch's ``created_at`` may read before the local time of its pending entry."""
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_HASHED = re.compile(r"^id-[0-9a-f]{32}$")
 _KEY_CHARS = 16  # enough of the cache key to notice an edited request
 _STATE_LIMIT = 1 << 30
 _BODY_OVERHEAD = len(b'{"requests":[]}')
@@ -102,10 +105,13 @@ def custom_id_for(item_id: str) -> str:
     """The ``custom_id`` for an item id: itself when the API allows it, else ``id-`` and a
     hash (the API takes only ``[a-zA-Z0-9_-]{1,64}``); the state file maps it back.
 
+    One-to-one: an id that already looks like a hashed form is hashed too, so no id passed
+    through unchanged can equal another id's hash.
+
     >>> custom_id_for("line-7"), custom_id_for("docs/a b.md")
     ('line-7', 'id-9524abbeabfceee71d5014c5a7e82fac')
     """
-    if _CUSTOM_ID.match(item_id):
+    if _CUSTOM_ID.match(item_id) and not _HASHED.match(item_id):
         return item_id
     return "id-" + hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
@@ -198,22 +204,45 @@ class _State:
                 return state
             raise InvalidArgumentError(f"batch state file {exc.summary}; {exc.fix}") from None
         try:
-            doc = json.loads(raw)
-            if doc.get("version") != STATE_VERSION:
-                raise ValueError(f"version {doc.get('version')!r}")
-            state.batches = {str(b["id"]): bool(b["collected"]) for b in doc["batches"]}
-            state.items = {str(c): [str(v) for v in e] for c, e in doc["items"].items()}
-            if any(len(e) != 3 or e[2] not in state.batches for e in state.items.values()):
-                raise ValueError("an item names no recorded batch")
-            pending = doc.get("pending", {})
-            state.pending = {str(d): [int(e[0]), float(e[1])] for d, e in pending.items()}
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            state._read(json.loads(raw))
+        except (ValueError, RecursionError) as exc:
             raise InvalidArgumentError(
                 f"batch state file {shown(path)} is not one this version wrote ({exc}); it "
                 "names message batches already paid for, so it is left as it is: move it "
                 "aside to start afresh (its batch ids can then be collected by hand)"
             ) from None
         return state
+
+    def _read(self, doc: object) -> None:
+        """Take the state from a parsed file, every value checked for its exact type: a
+        misread state (``"false"`` taken as true) would skip or repeat paid work."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
+        if doc.get("version") != STATE_VERSION:
+            raise ValueError(f"version {doc.get('version')!r}")
+        batches, items, pending = doc.get("batches"), doc.get("items"), doc.get("pending", {})
+        if not isinstance(batches, list) or not all(
+            isinstance(b, dict)
+            and isinstance(b.get("id"), str)
+            and isinstance(b.get("collected"), bool)
+            for b in batches
+        ):
+            raise ValueError("'batches' must be a list of {id: string, collected: true/false}")
+        self.batches = {b["id"]: b["collected"] for b in batches}
+        if not isinstance(items, dict) or not all(
+            isinstance(e, list) and len(e) == 3 and all(isinstance(v, str) for v in e)
+            for e in items.values()
+        ):
+            raise ValueError("'items' must map custom ids to [item id, key, batch id] strings")
+        if any(e[2] not in self.batches for e in items.values()):
+            raise ValueError("an item names no recorded batch")
+        self.items = items
+        if not isinstance(pending, dict) or not all(
+            isinstance(e, list) and len(e) == 2 and type(e[0]) is int and type(e[1]) in (int, float)
+            for e in pending.values()
+        ):
+            raise ValueError("'pending' must map digests to [request count, epoch seconds]")
+        self.pending = {d: [e[0], float(e[1])] for d, e in pending.items()}
 
     def recorded(self, custom_id: str, key: str) -> str | None:
         """The uncollected batch holding this very request, or None."""
@@ -227,6 +256,13 @@ class _State:
         self.batches[batch_id] = False
         for custom_id, p in chunk:
             self.items[custom_id] = [p.item.id, p.key[:_KEY_CHARS], batch_id]
+
+    def forget(self, batch_id: str) -> int:
+        """Drop a batch the service does not know; returns how many requests it held."""
+        self.batches.pop(batch_id, None)
+        before = len(self.items)
+        self.items = {c: e for c, e in self.items.items() if e[2] != batch_id}
+        return before - len(self.items)
 
     def collected(self, batch_id: str) -> None:
         self.batches[batch_id] = True
@@ -319,6 +355,7 @@ class _Run:
         self.pending: dict[str, _Pending] = {}  # custom_id -> item waiting for its batch
         self.waiting: dict[str, None] = {}  # batches holding items of this run, in order
         self.views: dict[str, MessageBatch] = {}  # the latest look at each of them
+        self.gone: dict[str, APIError] = {}  # batches the service answered 404 for
 
     def _call(
         self,
@@ -366,6 +403,8 @@ class _Run:
                     yield hit
                     continue
                 batch_id = self.state.recorded(custom_id, key)
+                if batch_id is not None and not await self._known(batch_id):
+                    batch_id = None  # gone from the service: submitted again below
                 if batch_id is not None:  # submitted by an earlier run: collect, never resubmit
                     self._wait_for(batch_id, custom_id, p)
                     continue
@@ -402,6 +441,56 @@ class _Run:
             return None
         result = outcome.hit_result(p.item.agent, p.request, hit, p.started)
         return None if result is None else self._record(p, result, batch=False)
+
+    async def _known(self, batch_id: str) -> bool:
+        """Whether the service knows a batch an earlier run recorded (one look per batch).
+
+        A 404 means the batch is gone for this key (deleted, or another workspace's): it is
+        dropped from the state file with one warning, and its requests count as unsent. Any
+        other failure leaves it to the polls.
+        """
+        if batch_id in self.views or batch_id in self.waiting:
+            return True
+        if batch_id not in self.state.batches:
+            return False
+        try:
+            self.views[batch_id] = await self._retrieve(batch_id)
+        except APIError as err:
+            if err.status_code != 404:
+                return True
+            await self._drop(batch_id, err, "are submitted again")
+            return False
+        return True
+
+    async def _drop(self, batch_id: str, err: APIError, then: str) -> None:
+        dropped = self.state.forget(batch_id)
+        await self.state.save()
+        _log.warning(
+            "message batch %s, recorded in %s, is unknown to the service (%s): deleted, or "
+            "made with another workspace's key; dropped it from the state file, and its %d "
+            "uncollected requests %s",
+            batch_id,
+            shown(self.state.path),
+            err,
+            dropped,
+            then,
+        )
+
+    def _unanswered(self, batch_id: str, err: APIError) -> list[BatchRecord]:
+        """Failed records for the items of a batch that vanished while this run waited."""
+        gone = APIError(
+            f"message batch {batch_id} is gone from the service ({err}); run again with "
+            "--retry-failed to submit these requests anew",
+            status_code=err.status_code,
+            error_type="batch_gone",
+        )
+        records = []
+        for custom_id, p in [(c, p) for c, p in self.pending.items() if p.batch_id == batch_id]:
+            del self.pending[custom_id]
+            release_all(p.reservations)
+            result = outcome.failure_result(p.item.agent, p.request, gone, p.started)
+            records.append(self._record(p, result, batch=True))
+        return records
 
     def _wait_for(self, batch_id: str, custom_id: str, pending: _Pending) -> None:
         pending.batch_id = batch_id
@@ -532,6 +621,10 @@ class _Run:
                 if view.processing_status == "ended":
                     async for record in self._collect(view.id):
                         yield record
+            for batch_id in [b for b in self.waiting if b in self.gone]:
+                for record in self._unanswered(batch_id, self.gone[batch_id]):
+                    yield record
+                del self.waiting[batch_id]
             if self.waiting:
                 await poller.wait()
 
@@ -542,6 +635,11 @@ class _Run:
                 views.append(await self._retrieve(batch_id))
                 poller.failures = 0
             except APIError as err:
+                if err.status_code == 404:  # deleted while we waited: no answers will come
+                    self.gone[batch_id] = err
+                    self.views.pop(batch_id, None)
+                    await self._drop(batch_id, err, "fail now; --retry-failed resubmits them")
+                    continue
                 poller.failures += 1
                 if poller.failures >= self.settings.max_poll_failures:
                     raise APIError(

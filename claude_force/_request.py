@@ -41,6 +41,7 @@ __all__ = [
     "cache_key",
     "canonical_json",
     "check_max_tokens",
+    "unpaired_surrogate",
 ]
 
 # Bump when the key derivation or the stored value's shape changes: old entries then miss.
@@ -334,6 +335,11 @@ class RequestBuilder:
                 f"task is {len(task):,} characters, over the limit of {self.max_task_chars:,}; "
                 "split it, or raise max_task_chars= on the orchestrator"
             )
+        if (at := unpaired_surrogate(task)) is not None:
+            raise InvalidArgumentError(
+                f"task holds an unpaired surrogate ({task[at]!r} at character {at + 1}), which "
+                "is not text and cannot be sent as JSON; fix where the text came from"
+            )
         return task
 
     def agent_info(self, name: str) -> dict[str, Any]:
@@ -430,6 +436,16 @@ class RequestBuilder:
         prompt = SystemPrompt(text, cache_ttl=ttl)
         self._prompts[(spec.name, ttl)] = _PromptEntry(stamp, prompt)
         return prompt
+
+
+def unpaired_surrogate(text: str) -> int | None:
+    """Where ``text`` holds a lone surrogate (from a ``\\udc80`` escape or a
+    ``surrogateescape`` decode), or None; such text has no UTF-8 form, so no request carries it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def check_max_tokens(value: object) -> int:

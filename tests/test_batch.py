@@ -4,8 +4,10 @@ results file (malformed lines, resume, --retry-failed, budget stops, torn lines)
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,9 +24,18 @@ from claude_force import (
     InvalidArgumentError,
     run_batch_file,
 )
-from claude_force._batch_io import RECORD_KEYS, ResultsFile, item_from_fields
+from claude_force._batch_io import (
+    RECORD_KEYS,
+    ResultsFile,
+    count_input_lines,
+    item_from_fields,
+    max_line_bytes,
+    read_input,
+    scan_results,
+)
 from claude_force.testing import Fault, Simulator
 
+from ._support import no_hang
 from .conftest import API_KEY
 
 AGENT = "code-reviewer"
@@ -261,3 +272,82 @@ def _offline(tmp_path: Path) -> AsyncAgentOrchestrator:
 
     init_project(tmp_path / "p")
     return AsyncAgentOrchestrator(tmp_path / "p/.claude/claude.json", api_key="k")
+
+
+# -- poison lines, endless lines, odd files ------------------------------------------------------
+
+
+async def test_poison_lines_become_their_own_records_and_every_rerun_finishes(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    good = [line(f"Review module {i}.py") for i in range(3)]
+    deep = '{"agent": "code-reviewer", "task": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    poison = [
+        (deep, "line 2: not usable JSON (nested too deeply"),
+        ('{"agent": "code-reviewer", "task": "bad \\udc80 escape"}', "'task' holds an unpaired"),
+        ('{"id": "x\\ud800", "agent": "code-reviewer", "task": "t"}', "'id' holds an unpaired"),
+        ('{"agent": "code-reviewer", "task": "t", "k\\udfff": 1}', "holds an unpaired surrogate"),
+        (line("x" * 80_000), f"line 6: longer than {max_line_bytes(1000):,} bytes"),
+    ]
+    src = tmp_path / "in.jsonl"
+    # A byte order mark before line 1 is skipped, so line 1 runs.
+    text = "\n".join([good[0], *(p for p, _ in poison), *good[1:]]) + "\n"
+    src.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    out = tmp_path / "out.jsonl"
+    for attempt in range(2):
+        async with make(project, sim, max_task_chars=1000) as orch:
+            summary = await run_batch_file(orch, src, out, retry_failed=bool(attempt))
+        got = records(out)  # whole lines of valid UTF-8 JSON
+        assert (summary.succeeded, summary.malformed) == ((3, 5) if attempt == 0 else (0, 5))
+    by_id = {r["id"]: r for r in got}
+    assert sorted(r["id"] for r in got if r["success"]) == ["1", "7", "8"]
+    for number, (_text, expected) in enumerate(poison, 2):
+        assert expected in by_id[str(number)]["error"], by_id[str(number)]
+        assert by_id[str(number)]["attempts"] == 0
+    assert len(sim.message_requests) == 3  # no poison line was sent
+
+
+class _Endless(io.RawIOBase):
+    """``/dev/zero`` that counts what it handed out."""
+
+    def __init__(self) -> None:
+        self.given = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = len(buffer)
+        buffer[:size] = b"x" * size
+        self.given += size
+        return size
+
+
+def test_an_endless_line_gets_its_record_without_being_held() -> None:
+    raw = _Endless()
+    items = read_input(io.BufferedReader(raw), max_line=4096)
+    first = next(items)
+    assert first.error is not None and "line 1: longer than 4,096 bytes" in first.error
+    assert raw.given <= 4096 + io.DEFAULT_BUFFER_SIZE  # only the limit was ever read
+
+
+def test_a_results_file_must_be_a_regular_file_of_records(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/null"), Path("/dev/full"), fifo):
+        with no_hang(), pytest.raises(InvalidArgumentError, match=f"{path} is not a regular"):
+            ResultsFile(path)
+    long = tmp_path / "long.jsonl"
+    long.write_text('{"id": "1", "success": true}\n' + "x" * 5000 + "\n")
+    with pytest.raises(InvalidArgumentError, match=r"line 2 of .* is longer than 1,000 bytes"):
+        scan_results(long, max_line=1000)
+
+
+def test_only_a_regular_input_is_counted_ahead(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf{}\n\n  \n" + b"x" * 3_000_000 + b"\n{}")
+    assert count_input_lines(src) == 3
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with no_hang():  # never opened: its one reader is the run
+        assert count_input_lines(fifo) is None and count_input_lines("-") is None

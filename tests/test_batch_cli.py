@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from claude_force.cli import cli as cli_group
 from claude_force.cli._common import run_guarded
 from claude_force.testing import Fault, Simulator
 
+from ._support import no_hang
 from .conftest import API_KEY
 
 AGENT = "code-reviewer"
@@ -334,3 +336,40 @@ def test_bad_options_are_usage_errors(
     assert "--max-cost 'lots' is not an amount of dollars" in capsys.readouterr().err
     assert in_process(batch_argv(project, tmp_path / "nope.jsonl", out), env) == 2
     assert "cannot read the batch input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["-", "/dev/stdin"])
+def test_input_from_a_pipe_is_read_once_and_runs(
+    project: Path, env: dict[str, str], sim: Simulator, tmp_path: Path, name: str
+) -> None:
+    lines = "".join(json.dumps({"agent": AGENT, "task": f"Piped {i}"}) + "\n" for i in range(3))
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "claude_force.cli", *batch_argv(project, Path(name), out)],
+        env=env,
+        input=lines.encode(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert sorted(r["id"] for r in read_records(out)) == ["1", "2", "3"]
+    assert len(sim.message_requests) == 3
+
+
+def test_input_from_a_fifo_whose_writer_closed_runs(
+    project: Path, env: dict[str, str], sim: Simulator, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "w", encoding="utf-8") as handle:  # waits for the one reader
+            handle.write(json.dumps({"agent": AGENT, "task": "Through a FIFO"}) + "\n")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    out = tmp_path / "out.jsonl"
+    with no_hang(30):
+        code = in_process(batch_argv(project, fifo, out), env)
+    writer.join()
+    assert code == 0 and [r["id"] for r in read_records(out)] == ["1"]

@@ -19,6 +19,7 @@ from claude_force._message_batches import (
     custom_id_for,
     run_message_batches,
 )
+from claude_force._request import TaskSpec, cache_key
 from claude_force._results import AgentResult
 from claude_force.testing import Fault, Simulator
 
@@ -439,3 +440,93 @@ async def test_execute_batch_in_batches_mode(
         got = [r async for r in batch]
     assert sorted(r.id for r in got) == ["line-0", "line-1"] and all(r.success for r in got)
     assert bsim.batches_created == 1 and len(bsim.message_requests) == 0
+
+
+# -- state the service or the file disagrees with ------------------------------------------------
+
+
+async def test_a_batch_the_service_does_not_know_is_dropped_and_its_items_resubmitted(
+    project: Path,
+    bsim: Simulator,
+    time_: FakeTime,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = tmp_path / "s.json"
+    todo = items(2)
+    async with make(project, bsim, time_) as orch:
+        keys = [cache_key(orch._requests.build(TaskSpec(i["agent"], i["task"]))) for i in todo]
+        doc = {
+            "version": 1,
+            "batches": [{"id": "msgbatch_gone", "collected": False}],
+            "items": {
+                i["id"]: [i["id"], k[:16], "msgbatch_gone"] for i, k in zip(todo, keys, strict=True)
+            },
+        }
+        state.write_text(json.dumps(doc), encoding="utf-8")
+        # One failed poll would stop the run: the unknown batch is never polled.
+        got = await run(orch, todo, state, time_, max_poll_failures=1)
+    assert all(r.success for r in got.values()) and len(got) == 2
+    assert (bsim.batches_created, bsim.batch_requests_submitted) == (1, 2)
+    saved = json.loads(state.read_text(encoding="utf-8"))
+    assert "msgbatch_gone" not in {b["id"] for b in saved["batches"]}
+    warnings = [r.getMessage() for r in caplog.records if "msgbatch_gone" in r.getMessage()]
+    assert (
+        len(warnings) == 1 and "and its 2 uncollected requests are submitted again" in warnings[0]
+    )
+
+
+async def test_a_batch_gone_while_waited_for_fails_its_items_at_once(
+    project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
+) -> None:
+    state = tmp_path / "s.json"
+    async with make(project, bsim, time_, max_retries=0) as orch:
+        bsim.script_batch_api(None, Fault.status(404))  # created, then unknown at the poll
+        got = await run(orch, items(2), state, time_, max_poll_failures=5)
+        errors = [res(r).error for r in got.values()]
+        assert [e.error_type for e in errors if isinstance(e, APIError)] == ["batch_gone"] * 2
+        assert "--retry-failed" in (got["line-0"].error or "")
+        assert json.loads(state.read_text(encoding="utf-8"))["batches"] == []
+        again = await run(orch, items(2), state, time_)
+    assert all(r.success for r in again.values()) and bsim.batches_created == 2
+
+
+def test_custom_ids_are_one_to_one() -> None:
+    hashed = custom_id_for("docs/a b.md")
+    assert custom_id_for(hashed) not in (hashed, "docs/a b.md")
+    assert custom_id_for(hashed) == custom_id_for(hashed) and custom_id_for("id-x") == "id-x"
+
+
+async def test_an_id_shaped_like_a_hash_and_its_source_both_run(
+    project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path
+) -> None:
+    todo = [
+        item("docs/a b.md", "code-reviewer", "A"),
+        item(custom_id_for("docs/a b.md"), "code-reviewer", "B"),
+    ]
+    async with make(project, bsim, time_) as orch:
+        got = await run(orch, todo, tmp_path / "s.json", time_)
+    assert sorted(got) == sorted(i["id"] for i in todo) and all(r.success for r in got.values())
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"version": 1, "batches": [{"id": "msgbatch_x", "collected": "false"}], "items": {}},
+        {"version": 1, "batches": [{"id": 7, "collected": False}], "items": {}},
+        {"version": 1, "batches": [], "items": {"c": ["a", 1, "b"]}},
+        {"version": 1, "batches": [], "items": {}, "pending": {"d": [True, 0.0]}},
+        {"version": 1, "batches": [], "items": []},
+        [],
+    ],
+)
+async def test_a_state_file_with_wrong_types_is_refused_not_misread(
+    project: Path, bsim: Simulator, time_: FakeTime, tmp_path: Path, doc: object
+) -> None:
+    state = tmp_path / "s.json"
+    state.write_text(json.dumps(doc), encoding="utf-8")
+    async with make(project, bsim, time_) as orch:
+        with pytest.raises(InvalidArgumentError, match=rf"{state}.*move it aside") as caught:
+            await run(orch, items(1), state, time_)
+    assert "not one this version wrote" in str(caught.value)
+    assert json.loads(state.read_text(encoding="utf-8")) == doc and bsim.batches_created == 0

@@ -61,7 +61,7 @@ class _Rate(ProgressColumn):
 class BatchProgress:
     """The bar on stderr: done/total, rate, ETA, failures, cost so far and cache hits."""
 
-    def __init__(self, total: int, *, quiet: bool, retry_failed: bool) -> None:
+    def __init__(self, total: int | None, *, quiet: bool, retry_failed: bool) -> None:
         self.quiet = quiet
         self.retry_failed = retry_failed
         self.summary: BatchSummary | None = None
@@ -132,7 +132,9 @@ def _budget(max_cost: str | None) -> Budget | None:
 
 @click.command("batch", epilog=BATCH_EXIT_CODES)
 @click.argument(
-    "input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False, path_type=Path)
+    "input_path",
+    metavar="INPUT.jsonl",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
 )
 @click.option(
     "--out",
@@ -198,6 +200,7 @@ def batch_cmd(
     A line is {"agent": ..., "task": ..., "id"?, "model"?, "max_tokens"?, "temperature"?};
     without an id the line number is the id. A record has the keys id, agent, success, output,
     usage, cost, cached, attempts and error. Stopped or killed, the same command resumes.
+    INPUT may be - (standard input) or a pipe: it is read once, and the bar has no ETA.
     """
     budget = _budget(max_cost)
     orch = make_orchestrator(
