@@ -79,7 +79,9 @@ PATTERNS: tuple[InjectionPattern, ...] = (
     InjectionPattern(
         "delimiter-forgery",
         r"(?-i:</?\s*(?:earlier_output|remembered_context|task|system|instructions)"
-        r"(?:\s+[^<>\n]{0,200})?>)",
+        r"(?:\s+[^<>\n]{0,200})?>)"
+        # The agent-memory block's own tag, in any case: no entry text has a reason to hold it.
+        r"|</?\s*earlier_work(?:\s+[^<>\n]{0,200})?\s*>",
     ),
 )
 

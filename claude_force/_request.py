@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from ._config import AgentSpec, ProjectConfig, read_agent_prompt, validate_agent_name
 from ._errors import InvalidArgumentError
 from ._injection import flag_injection
+from ._memory import quoted_texts
 
 if TYPE_CHECKING:
     from ._memory import AgentMemory
@@ -228,7 +229,9 @@ def content_flags(
     for item in previous:
         flags.extend(flag_injection(item.text, f"handoff:{item.agent}"))
     for block in memory:
-        flags.extend(flag_injection(block, "memory"))
+        # The recalled entries' text, not the block around it: its tags are ours.
+        for text in quoted_texts(block) or [block]:
+            flags.extend(flag_injection(text, "memory"))
     return tuple(dict.fromkeys(flags))
 
 
