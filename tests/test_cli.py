@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,9 +80,10 @@ def test_run_shows_the_rate_limits_on_stderr(
 ) -> None:
     assert run("run", "code-reviewer", "Review x.py", "--no-cache", "-c", str(project)) == 0
     err = capsys.readouterr().err.splitlines()
-    # The simulator states 4,000 requests a minute; one was spent.
+    # The simulator states 4,000 requests a minute.
     assert any(
-        line.startswith("limits sonnet: req 4k/4k · in ") and line.endswith(" · concurrency 10")
+        # (earlier tests may have spent some of the simulator's minute: any level of 4k)
+        re.fullmatch(r"limits sonnet: req [0-9.]+k?/4k · in .* · concurrency 10", line)
         for line in err
     ), err
 
@@ -324,7 +326,10 @@ def test_failed_workflow_costs_its_finished_steps(
     assert summary.startswith("workflow ship failed") and "unpriced" not in summary
     cost = summary.rsplit("$", 1)[1]
     assert float(cost) > 0
-    assert "error: workflow ship failed: stage 2 failed at 'test-writer'" in captured.err
+    # The stage's two agents run in parallel: either request may be the second one.
+    assert re.search(
+        r"error: workflow ship failed: stage 2 failed at '(test|doc)-writer'", captured.err
+    )
 
 
 def test_a_key_with_a_trailing_newline_is_one_clear_error_before_any_call(

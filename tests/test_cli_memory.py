@@ -113,3 +113,15 @@ def test_an_empty_memory_says_so(project: Path, capsys: pytest.CaptureFixture[st
     assert run("memory", "list", "-c", str(project)) == 0
     assert "no memory entries yet" in capsys.readouterr().err
     assert not (project.parent / "data" / "memory.db").exists()
+
+
+@pytest.mark.parametrize("entry_id", ["99999999999999999999999", str(2**63), "0"])
+@pytest.mark.parametrize("command", ["show", "forget"])
+def test_an_id_no_entry_can_have_is_no_memory_entry(
+    remembered: Path, capsys: pytest.CaptureFixture[str], command: str, entry_id: str
+) -> None:
+    assert run("memory", command, entry_id, "-c", str(remembered)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no memory entry with id {entry_id} ") and "Overflow" not in err
+    with AgentMemory.of_project(load_config(remembered)) as memory:
+        assert len(memory.entries()) == 3  # nothing was lost
