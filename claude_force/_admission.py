@@ -168,13 +168,16 @@ class ConcurrencyGate:
                 fut.set_result(None)
 
 
+MAX_RATE_LIMIT = 10**12  # far above any organisation's limit; keeps the arithmetic in floats
+
+
 def _check_limit(name: str, value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT:
         raise InvalidArgumentError(
-            f"Limits.{name} must be an integer >= 1 or None (learn it from the service), "
-            f"got {value!r}"
+            f"Limits.{name} must be an integer from 1 to {MAX_RATE_LIMIT:,} or None (learn it "
+            f"from the service), got {value!r}"
         )
 
 
@@ -500,12 +503,17 @@ class TokenBuckets:
             cls.state = "absent"
         self._notify(cls)
 
-    def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> None:
+    def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> bool:
         """The attempt was answered 429: nothing was charged by the service, so the ticket
         is refunded; the buckets take the server's ``remaining``, and the ones too low for
-        this request refill at half speed for a while."""
+        this request refill at half speed for a while.
+
+        True when the headers explain the 429 (a bucket's ``remaining`` is below what this
+        request needs): the buckets then pace the retry. False when they do not (another
+        limit of the service, or a proxy): the server's ``retry-after`` and ``max_retries``
+        apply as to any 429."""
         if ticket.done:
-            return
+            return False
         self.sending(ticket)
         ticket.done = True
         cls = self._classes[ticket.model_class]
@@ -514,6 +522,7 @@ class TokenBuckets:
         self._refill(cls, now)
         for kind in ticket.charged:
             cls.buckets[kind].add(ticket.costs[kind])
+        explained = False
         if headers:
             self._learn(cls, headers, now, authoritative=True)
             for kind in KINDS:
@@ -521,11 +530,13 @@ class TokenBuckets:
                 named = cls.buckets.get(kind)
                 if named is None or remaining is None or remaining >= ticket.costs[kind]:
                     continue
+                explained = True
                 if now - named.slowed_at < _SLOW_COOLDOWN:
                     continue  # one burst of bounced requests halves the refill once
                 named.slow_factor = max(0.1, named.slowed(now, self._recovery) / 2)
                 named.slowed_at = now
         self._notify(cls)
+        return explained
 
     def refund(self, ticket: Ticket) -> None:
         """The attempt was never sent (cancelled while waiting for a slot): give back all

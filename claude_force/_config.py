@@ -919,7 +919,7 @@ def _check_reference(
 # --------------------------------------------------------------------------- rate limits
 
 RATE_LIMIT_FIELDS = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
-_MAX_RATE_LIMIT = 10**12  # far above any organisation's limit; keeps the arithmetic sane
+MAX_RATE_LIMIT = 10**12  # as _admission.MAX_RATE_LIMIT (this module imports no siblings)
 _RATE_LIMITS_EXAMPLE = '{"sonnet": {"input_tokens_per_minute": 400000}}'
 
 
@@ -953,7 +953,7 @@ def _parse_rate_limits(raw: object, problems: list[str]) -> dict[str, dict[str, 
             elif (
                 not isinstance(value, int)
                 or isinstance(value, bool)
-                or not 1 <= value <= _MAX_RATE_LIMIT
+                or not 1 <= value <= MAX_RATE_LIMIT
             ):
                 problems.append(f"{key_path}: expected an integer >= 1, got {_show(value)}")
         if len(problems) == before:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import math
 import os
 import sqlite3
 import urllib.parse
@@ -93,9 +92,11 @@ class OrchestratorOptions:
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
-                or not 0 < value < math.inf
+                or not 0 < value <= _MAX_AMOUNT
             ):
-                raise InvalidArgumentError(f"{name} must be a finite {what} > 0, got {value!r}")
+                raise InvalidArgumentError(
+                    f"{name} must be a {what} > 0 and at most {_MAX_AMOUNT:g}, got {value!r}"
+                )
         for name in _FLAGS:
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgumentError(
@@ -227,6 +228,7 @@ def check_path(name: str, value: object) -> None:
         raise InvalidArgumentError(f"{name} must be a usable path, got {value!r}")
 
 
+_MAX_AMOUNT = 1e9  # a billion seconds, hours or megabytes: beyond it a value is a typo
 _POSITIVE = (
     ("timeout_seconds", "number of seconds"),
     ("deadline_seconds", "number of seconds"),

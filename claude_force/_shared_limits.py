@@ -658,10 +658,10 @@ class SharedTokenBuckets(TokenBuckets):
             deltas["input-tokens"] = ticket.costs["input-tokens"] - counted
         self._push(ticket, deltas, headers, frozenset())
 
-    def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> None:
+    def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> bool:
         if ticket.done:
-            return
-        super().on_rate_limited(ticket, headers)
+            return False
+        explained = super().on_rate_limited(ticket, headers)
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
         deltas = {kind: ticket.costs[kind] for kind in shared}  # the service charged nothing
         slow = frozenset(
@@ -672,6 +672,7 @@ class SharedTokenBuckets(TokenBuckets):
             and left < ticket.costs[kind]
         )
         self._push(ticket, deltas, headers, slow)
+        return explained or bool(slow)
 
     def refund(self, ticket: Ticket) -> None:
         if ticket.done:

@@ -484,7 +484,7 @@ class Transport:
             if buckets is not None and metered is not None:
                 ticket = await self._admit(buckets, metered, start, retries)
             box: list[Mapping[str, str]] = []
-            sent = False
+            sent = explained = False
             try:
                 timeout = self._attempt_timeout(start)
                 if gate is not None:
@@ -504,7 +504,7 @@ class Transport:
                         usage = usage_of(outcome) if usage_of is not None else None
                         buckets.settle(ticket, usage, box[-1] if box else None)
                     elif outcome.status == 429:
-                        buckets.on_rate_limited(ticket, outcome.headers)
+                        explained = buckets.on_rate_limited(ticket, outcome.headers)
                     else:
                         buckets.settle(ticket, None, outcome.headers)
             finally:
@@ -518,7 +518,9 @@ class Transport:
                 if gate is not None:
                     gate.on_success()
                 return outcome, retries + 1
-            paced = bucketed and _paced(outcome)
+            # Paced only when the buckets explain the 429; another limit (acceleration, a
+            # proxy) gets the server's retry-after and counts against max_retries.
+            paced = bucketed and explained and _paced(outcome)
             if gate is not None and outcome.status in OVERLOAD_STATUSES and not paced:
                 gate.on_overload()
             # A 429 stating the service's buckets is retried when the buckets admit it again:

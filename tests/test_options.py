@@ -19,8 +19,8 @@ from claude_force import (
 
 BAD = [
     ({"max_concurent": 3}, "did you mean 'max_concurrent'"),
-    ({"timeout_seconds": math.inf}, "timeout_seconds must be a finite"),
-    ({"cache_ttl_hours": math.nan}, "cache_ttl_hours must be a finite"),
+    ({"timeout_seconds": math.inf}, "timeout_seconds must be a number of seconds > 0"),
+    ({"cache_ttl_hours": math.nan}, "cache_ttl_hours must be a number of hours > 0"),
     ({"deadline_seconds": 0}, "deadline_seconds"),
     ({"max_retries": -1}, "max_retries"),
     ({"max_concurrent": True}, "max_concurrent"),
@@ -38,6 +38,8 @@ BAD = [
     ({"cache_secret": ""}, "cache_secret must be a non-empty"),
     ({"default_model": 5}, "default_model must be a non-empty string"),
     ({"base_url": " "}, "base_url must be a non-empty string"),
+    ({"deadline_seconds": 10**400}, "deadline_seconds must be a number of seconds > 0 and at most"),
+    ({"rate_limits": None, "timeout_seconds": 1e10}, "timeout_seconds must be a number of seconds"),
     ({"base_url": "not a url"}, "base_url must be an http:// or https:// URL"),
     ({"base_url": "localhost:8080"}, "base_url must be an http:// or https:// URL"),
     ({"base_url": "http://"}, "base_url must be an http:// or https:// URL"),

@@ -298,3 +298,26 @@ async def test_an_unpaced_429_still_uses_up_max_retries(
     async with make(project, sim, t, max_retries=0) as orch:
         result = await orch.execute_agent(orch.list_agents()[0], "t")
     assert not result.success and result.attempts == 1
+
+
+async def test_a_429_the_buckets_cannot_explain_obeys_retry_after_and_max_retries(
+    project: Path, t: FakeTime
+) -> None:
+    # The service can refuse for a limit its headers do not show (an acceleration limit):
+    # plenty remaining, yet 429 with retry-after. The buckets cannot pace that retry, so it
+    # is an ordinary 429: the server's wait, and max_retries counts it.
+    plenty = {
+        f"anthropic-ratelimit-{kind}-{field}": value
+        for kind in ("requests", "input-tokens", "output-tokens")
+        for field, value in (("limit", "4000000"), ("remaining", "3999000"))
+    }
+    refused = Fault.status(429, retry_after="10", headers=plenty)
+    async with Simulator(clock=t.clock, wall_clock=lambda: WALL + t.now) as sim:
+        sim.script(*[refused] * 10)
+        async with make(project, sim, t, max_retries=2) as orch:
+            before = t.now
+            result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
+        assert not result.success and result.error is not None
+        assert result.error.error_type == "rate_limit_error"  # the service's own refusal
+        assert len(sim.message_requests) == 3  # the first attempt and max_retries=2 retries
+        assert t.now - before >= 2 * 10  # each retry waited the server's retry-after

@@ -66,6 +66,7 @@ class Fault:
     message: str | None = None
     seconds: float = 0.0
     text: str = ""
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def status(
@@ -76,8 +77,10 @@ class Fault:
         retry_after_ms: str | None = None,
         should_retry: bool | None = None,
         message: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Fault:
-        """Answer with HTTP ``code`` and the API's error JSON; headers only when given."""
+        """Answer with HTTP ``code`` and the API's error JSON; headers only when given
+        (``headers``: any others, e.g. ``anthropic-ratelimit-*``)."""
         if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
             raise InvalidArgumentError(
                 f"Fault.status code must be an HTTP error status from 400 to 599, got {code!r}; "
@@ -90,6 +93,7 @@ class Fault:
             retry_after_ms=retry_after_ms,
             should_retry=should_retry,
             message=message,
+            extra_headers=tuple((str(k), str(v)) for k, v in (headers or {}).items()),
         )
 
     @classmethod
@@ -142,6 +146,7 @@ class Fault:
             headers["retry-after-ms"] = str(self.retry_after_ms)
         if self.should_retry is not None:
             headers["x-should-retry"] = "true" if self.should_retry else "false"
+        headers.update(self.extra_headers)
         return headers
 
 
