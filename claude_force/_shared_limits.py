@@ -12,14 +12,20 @@ arithmetic on the server, atomically:
   (the caller sleeps it, then sends): processes are served in the order they asked, so a
   large prompt is not overtaken for ever by small ones. Otherwise it charges nothing and
   returns the wait. In each process requests queue first come, first served and the head
-  asks; a retry after a 429 asks first;
+  asks; a retry after a 429 asks first and books up to :data:`RETRY_BOOK_AHEAD` ahead, so it
+  goes before the first attempts of every process rather than waiting again behind tokens
+  others keep taking;
 - ``update`` corrects a charge from usage, gives back what a 429 or a cancelled attempt never
   spent, writes the limits learned from ``anthropic-ratelimit-*`` headers (so every process
   shares one calibration), lowers the level to the ``remaining`` the service reports (less
   what is booked but not yet due, and refilled for the time since the answer arrived) and
-  slows the refill of a bucket a 429 named. What ``remaining`` says was over-counted, over a
-  second or more, is the share of the refill a workload we cannot see takes: the refill is
-  scaled to what is left (learned gradually, recovering slowly when it stops);
+  slows the refill of a bucket a 429 named. Beside each level the script keeps, as
+  :class:`._admission._Bucket` does in one process, a model of the service's level: the last
+  ``remaining`` reported, refilled since at the limit less the learned unseen share, less what
+  every process sent since (a booking counts from when it falls due). Each ``remaining``, from
+  any process, is compared with it; the difference, spread over a horizon of at least 5 s,
+  corrects the share of the refill a workload we cannot see takes, and the admission refill is
+  reduced by that share for every process;
 - until any process knows a class's limits, one request at a time across all processes
   (the probe) goes out uncharged to learn them: the level its answer reports then covers
   everything sent.
@@ -79,6 +85,7 @@ __all__ = [
     "BOOK_AHEAD",
     "BUCKETS_LUA",
     "KEY_TTL_MS",
+    "RETRY_BOOK_AHEAD",
     "RedisBuckets",
     "SharedRedis",
     "SharedTicket",
@@ -90,6 +97,9 @@ __all__ = [
 logger = logging.getLogger("claude_force")
 
 BOOK_AHEAD = 0.5  # seconds: tokens this close are booked at once, the caller sleeps the rest
+# A retry after a 429 books this far ahead: it goes before every first attempt of every
+# process (they find the level it took), instead of waiting again behind them.
+RETRY_BOOK_AHEAD = 60.0
 KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
 REST_AFTER_ERROR_S = 5.0
 UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
@@ -110,7 +120,9 @@ _LONG = {v: k for k, v in _SHORT.items()}
 # update: ARGV[4]: cooldown seconds; then per kind: delta to add to the level, limit learned
 #         (0: none), remaining share reported (-1: none), 1 to slow the refill; ARGV[17]: 1
 #         when the probe is over; ARGV[18]: seconds since the answer arrived (the service
-#         has refilled meanwhile: its "remaining" is compared as of now). Returns levels.
+#         has refilled meanwhile: its "remaining" is compared as of now); ARGV[19]: this
+#         process's attempts in flight (each one request's noise in the comparison).
+#         Returns levels: per kind, limit, level, refill factor, unseen share.
 # Numbers travel as strings: Redis would truncate a Lua number returned to an integer.
 BUCKETS_LUA = """
 local t = redis.call('TIME')
@@ -121,42 +133,53 @@ local ttl = tonumber(ARGV[2])
 local recovery = tonumber(ARGV[3])
 local kinds = {'r', 'i', 'o'}
 local PROBE_S = 30
--- Our share of each refill (a workload we cannot see takes the rest) is learned from what
--- the service's "remaining" says we over-counted, sampled at most once a second.
-local SHARE_SAMPLE_S, SHARE_WEIGHT, SHARE_RECOVERY = 1.0, 0.3, 0.02
+-- As in _admission: the share of the refill a workload we cannot see takes is learned by an
+-- integral controller whose time constant is at least UNSEEN_S, and at least the refill time
+-- of UNSEEN_REQUESTS typical requests plus one per attempt in flight.
+local UNSEEN_S, UNSEEN_REQUESTS, UNSEEN_BOUND, MAX_UNSEEN = 5.0, 20, 1.0, 0.9
+local MIN_REFILL = 0.05
 -- A 429 slows the refill by a quarter (recovering over the recovery time), not by half as in
 -- one process: the learned share already absorbs a steady unseen workload, and halving the
 -- refill for half a minute on one stray 429 costs several percent of the allowance.
 local SLOW_429 = 0.75
 
 local function fmt(x) return string.format('%.17g', x) end
-local function factor(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
+local function slowed(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
+local function share(b) return math.min(MAX_UNSEEN, math.max(0.0, b.u)) end
+-- The refill speed used for admission, as a share of the limit: what others are seen to
+-- leave, slowed for a while after a 429.
+local function factor(b, at) return math.max(MIN_REFILL, slowed(b, at) * (1.0 - share(b))) end
+local function rate(b, at) return b.cap / 60 * factor(b, at) end
 
-local function rate(b, at) return b.cap / 60 * factor(b, at) * b.sh end
-
+-- A bucket: the admission level (lvl) and, beside it, a model of the service's level that
+-- every process's sends drain: mb, the service's last report refilled since at the limit
+-- less the unseen share (u), less mp, what was sent since (a booking counts from when it is
+-- due: the caller sends then). ty: a request's usual cost.
 local function load(k)
   local v = redis.call('HMGET', key, k..'.cap', k..'.lvl', k..'.t', k..'.sf', k..'.sa',
-                       k..'.sh', k..'.ss', k..'.ex')
+                       k..'.u', k..'.mb', k..'.mp', k..'.ty')
   if not v[1] then return nil end
   local b = {cap = tonumber(v[1]), lvl = tonumber(v[2]), t = tonumber(v[3]),
-             sf = tonumber(v[4]), sa = tonumber(v[5]), sh = tonumber(v[6] or '1'),
-             ss = tonumber(v[7] or '0'), ex = tonumber(v[8] or '0')}
+             sf = tonumber(v[4]), sa = tonumber(v[5]), u = tonumber(v[6] or '0'),
+             mb = tonumber(v[7] or v[2]), mp = tonumber(v[8] or '0'), ty = tonumber(v[9] or '0')}
   if now > b.t then
     local speed = (factor(b, b.t) + factor(b, now)) / 2
-    b.lvl = math.min(b.cap, b.lvl + (now - b.t) * b.cap / 60 * speed * b.sh)
+    b.lvl = math.min(b.cap, b.lvl + (now - b.t) * b.cap / 60 * speed)
+    b.mb = math.min(b.cap, b.mb + (now - b.t) * b.cap / 60 * (1.0 - b.u))
     b.t = now
   end
   return b
 end
 
 local function new(cap, lvl)
-  return {cap = cap, lvl = math.min(lvl, cap), t = now, sf = 1, sa = 0, sh = 1, ss = now, ex = 0}
+  local l = math.min(lvl, cap)
+  return {cap = cap, lvl = l, t = now, sf = 1, sa = 0, u = 0, mb = l, mp = 0, ty = 0}
 end
 
 local function save(k, b)
   redis.call('HSET', key, k..'.cap', fmt(b.cap), k..'.lvl', fmt(b.lvl), k..'.t', fmt(b.t),
-             k..'.sf', fmt(b.sf), k..'.sa', fmt(b.sa), k..'.sh', fmt(b.sh),
-             k..'.ss', fmt(b.ss), k..'.ex', fmt(b.ex))
+             k..'.sf', fmt(b.sf), k..'.sa', fmt(b.sa), k..'.u', fmt(b.u),
+             k..'.mb', fmt(b.mb), k..'.mp', fmt(b.mp), k..'.ty', fmt(b.ty))
 end
 
 local function levels(bs)
@@ -164,7 +187,8 @@ local function levels(bs)
   for _, k in ipairs(kinds) do
     local b = bs[k]
     if b then
-      out[#out + 1] = k..':'..fmt(b.cap)..':'..fmt(b.lvl)..':'..fmt(factor(b, now) * b.sh)
+      out[#out + 1] = k..':'..fmt(b.cap)..':'..fmt(b.lvl)..':'..fmt(factor(b, now))..':'..
+                      fmt(share(b))
     end
   end
   return table.concat(out, ';')
@@ -184,19 +208,18 @@ local function pending()
   return sums
 end
 
--- The service reports less than we count: lower the level to it, and learn our share.
-local function sync(b, target)
-  if target < b.lvl then
-    b.ex = b.ex + (b.lvl - target)
-    b.lvl = target
-  end
-  local dt = now - b.ss
-  if dt >= SHARE_SAMPLE_S then
-    local seen = b.sh - b.ex / (b.cap / 60 * dt) + SHARE_RECOVERY
-    seen = math.max(0.1, math.min(1.0, seen))
-    b.sh = b.sh + SHARE_WEIGHT * (seen - b.sh)
-    b.ex, b.ss = 0, now
-  end
+-- The service reports `left` now (booked sends not yet due excluded, `ahead`): what the
+-- model predicted beyond it was taken by others. Correct the share by that difference spread
+-- over the horizon, reset the model to the report (errors of attempts on the wire cancel over
+-- the next reports), and lower the admission level to it when lower.
+local function sync(b, left, ahead, in_flight)
+  local r = b.cap / 60
+  local horizon = math.max(UNSEEN_S, (UNSEEN_REQUESTS + in_flight) * b.ty / r)
+  local predicted = math.min(b.cap, b.mb) - b.mp
+  local actual = left - ahead
+  b.u = math.max(-UNSEEN_BOUND, math.min(UNSEEN_BOUND, b.u + (predicted - actual) / (r * horizon)))
+  b.mb, b.mp = left, ahead
+  if actual < b.lvl then b.lvl = actual end
 end
 
 local bs = {}
@@ -238,6 +261,8 @@ if op == 'take' then
     booked[#booked + 1] = fmt(costs[k] or 0)
     if b then
       b.lvl = b.lvl - costs[k]
+      b.mp = b.mp + costs[k]
+      b.ty = b.ty + 0.1 * (costs[k] - b.ty)
       save(k, b)
       charged = charged..k
     end
@@ -252,20 +277,29 @@ elseif op == 'update' then
   local cooldown = tonumber(ARGV[4])
   local ahead = pending()
   local age = tonumber(ARGV[18] or '0')
+  local in_flight = tonumber(ARGV[19] or '0')
   for n, k in ipairs(kinds) do
     local base = 4 + (n - 1) * 4
     local delta, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
     local left, slow = tonumber(ARGV[base + 3]), ARGV[base + 4] == '1'
     local b = load(k)
+    local created = false
     if limit > 0 then
       if b then b.cap = limit; b.lvl = math.min(b.lvl, limit)
-      else b = new(limit, left >= 0 and left or limit) end
+      else b = new(limit, left >= 0 and left or limit); created = true end
     end
     if b then
+      -- A correction from usage, or what a refused or unsent attempt gives back: the
+      -- service counted that much less than was booked, so the model too.
       b.lvl = math.min(b.cap, b.lvl + delta)
-      if left >= 0 then sync(b, math.min(b.cap, left + rate(b, now) * age) - ahead[k]) end
+      b.mp = b.mp - delta
+      if left >= 0 and not created then
+        -- The service has refilled since the answer arrived, less others' share.
+        local now_left = math.min(b.cap, left + b.cap / 60 * (1.0 - share(b)) * age)
+        sync(b, now_left, ahead[k], in_flight)
+      end
       if slow and now - b.sa >= cooldown then
-        b.sf = math.max(0.1, factor(b, now) * SLOW_429)
+        b.sf = math.max(0.1, slowed(b, now) * SLOW_429)
         b.sa = now
       end
       save(k, b)
@@ -453,13 +487,14 @@ class RedisBuckets:
         slow: frozenset[str] = frozenset(),
         probed: bool = False,
         age: float = 0.0,
+        in_flight: int = 0,
     ) -> dict[str, dict[str, float]]:
         deltas, limits, left = deltas or {}, limits or {}, left or {}
         args: list[Arg] = ["update", KEY_TTL_MS, self.recovery, _SLOW_COOLDOWN]
         for kind in KINDS:
             slowed = int(kind in slow)
             args += [deltas.get(kind, 0), limits.get(kind, 0), left.get(kind, -1), slowed]
-        args += [int(probed), max(0.0, age)]
+        args += [int(probed), max(0.0, age), max(0, in_flight)]
         reply = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
         return _levels(reply[3].decode())
 
@@ -467,11 +502,12 @@ class RedisBuckets:
 def _levels(text: str) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for part in filter(None, text.split(";")):
-        short, cap, level, factor = part.split(":")
+        short, cap, level, factor, unseen = part.split(":")
         out[_LONG[short]] = {
             "limit": float(cap),
             "level": float(level),
             "refill_factor": float(factor),
+            "unseen_share": float(unseen),
         }
     return out
 
@@ -588,7 +624,8 @@ class SharedTokenBuckets(TokenBuckets):
             while True:
                 now = self._clock()
                 costs = _priced(cls, raw_costs)
-                ahead = BOOK_AHEAD if deadline is None else min(BOOK_AHEAD, deadline - now)
+                horizon = RETRY_BOOK_AHEAD if retry else BOOK_AHEAD
+                ahead = horizon if deadline is None else min(horizon, deadline - now)
                 init = {kind: b.capacity for kind, b in cls.buckets.items()}
                 since = self.shared.fallbacks
                 try:
@@ -618,7 +655,7 @@ class SharedTokenBuckets(TokenBuckets):
                     continue
                 if deadline is not None and now + verdict.wait > deadline:
                     self._deadline_error(cls_name, verdict, deadline - now)
-                pause = (verdict.wait - BOOK_AHEAD) * (1.0 + self._jitter * self._rand())
+                pause = (verdict.wait - horizon) * (1.0 + self._jitter * self._rand())
                 await self._pause(cls, max(0.001, pause))
         finally:
             self._dequeue(cls, waiter)
@@ -714,7 +751,10 @@ class SharedTokenBuckets(TokenBuckets):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        work = self._update(cls_name, dict(deltas), limits, left, slow, probed, self._clock())
+        in_flight = self._class(cls_name).in_flight
+        work = self._update(
+            cls_name, dict(deltas), limits, left, slow, probed, self._clock(), in_flight
+        )
         task = loop.create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -728,6 +768,7 @@ class SharedTokenBuckets(TokenBuckets):
         slow: frozenset[str],
         probed: bool,
         answered: float,
+        in_flight: int,
     ) -> None:
         try:
             levels = await self.store.update(
@@ -738,6 +779,7 @@ class SharedTokenBuckets(TokenBuckets):
                 slow=slow,
                 probed=probed,
                 age=self._clock() - answered,
+                in_flight=in_flight,
             )
         except self.shared.errors as exc:
             self.shared.failed("limits", exc)
