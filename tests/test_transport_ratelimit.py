@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, InvalidArgumentError, Limits
+from claude_force import (
+    AgentOrchestrator,
+    APIError,
+    AsyncAgentOrchestrator,
+    InvalidArgumentError,
+    Limits,
+)
 from claude_force.testing import Fault, RateLimits, Simulator
 
 from ._support import FakeTime
@@ -317,7 +323,7 @@ async def test_a_429_the_buckets_cannot_explain_obeys_retry_after_and_max_retrie
         async with make(project, sim, t, max_retries=2) as orch:
             before = t.now
             result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
-        assert not result.success and result.error is not None
+        assert not result.success and isinstance(result.error, APIError)
         assert result.error.error_type == "rate_limit_error"  # the service's own refusal
         assert len(sim.message_requests) == 3  # the first attempt and max_retries=2 retries
         assert t.now - before >= 2 * 10  # each retry waited the server's retry-after
