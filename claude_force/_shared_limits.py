@@ -103,6 +103,7 @@ RETRY_BOOK_AHEAD = 60.0
 KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
 REST_AFTER_ERROR_S = 5.0
 UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
+UNKNOWN_MAX_WAIT_S = 2.0  # then admit with this process's own (cautious) buckets meanwhile
 _SOCKET_TIMEOUT_S = 1.0
 _SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
 Arg = str | int | float  # what a script argument may be
@@ -618,6 +619,7 @@ class SharedTokenBuckets(TokenBuckets):
             self._enqueue_first(cls, waiter)
         else:
             self._enqueue(cls, waiter, len(cls.queue))
+        learning_since: float | None = None
         try:
             if cls.queue[0] is not waiter:
                 await waiter.turn
@@ -650,8 +652,17 @@ class SharedTokenBuckets(TokenBuckets):
                 if verdict.verdict == "probe":
                     cls.in_flight += 1
                     return SharedTicket(cls_name, costs, raw, frozenset(), probe=True), 0.0
-                if verdict.verdict == "unknown":
-                    await self._pause(cls, UNKNOWN_POLL_S)  # another process is learning
+                if verdict.verdict == "unknown":  # another process is learning the limits
+                    if learning_since is None:
+                        learning_since = now
+                    # Its probe may hang or its process die: waiting for it is bounded (and
+                    # never past this request's deadline); this process then learns alone.
+                    limit = learning_since + UNKNOWN_MAX_WAIT_S
+                    if deadline is not None:
+                        limit = min(limit, deadline - UNKNOWN_POLL_S)
+                    if now >= limit:
+                        raise _Fallback
+                    await self._pause(cls, UNKNOWN_POLL_S)
                     continue
                 if deadline is not None and now + verdict.wait > deadline:
                     self._deadline_error(cls_name, verdict, deadline - now)

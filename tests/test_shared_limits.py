@@ -20,6 +20,7 @@ from claude_force._metrics import Metrics
 from claude_force._shared_limits import (
     BOOK_AHEAD,
     KEY_TTL_MS,
+    UNKNOWN_MAX_WAIT_S,
     RedisBuckets,
     SharedRedis,
     SharedTicket,
@@ -384,6 +385,33 @@ def test_one_request_at_a_time_learns_the_limits_for_every_process(
     # The probe's headers, written to Redis, let the other process be charged there.
     assert second.shared == {"requests", "input-tokens", "output-tokens"}
     assert float(server.hget(key, "i.cap") or 0) == 6000
+
+
+def test_a_probe_that_never_answers_holds_other_processes_only_briefly(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    # The probing process may hang or die: the others wait a bounded time (and never past
+    # their own deadline), then admit with their own cautious buckets.
+    time = FakeTime()
+
+    async def main() -> tuple[Any, float, Any, float]:
+        buckets = shared_buckets(space, time)
+        other = shared_buckets(space, time)  # another process
+        probe = await buckets.admit("claude-sonnet-4-5", 400, 10)  # never settled: hangs
+        assert isinstance(probe, SharedTicket) and probe.probe
+        began = time.now
+        waited = await other.admit("claude-sonnet-4-5", 400, 10)
+        bounded = time.now - began
+        began = time.now
+        hurried = await other.admit("claude-sonnet-4-5", 400, 10, deadline=time.now + 1.0)
+        return waited, bounded, hurried, time.now - began
+
+    waited, bounded, hurried, quick = asyncio.run(main())
+    assert not isinstance(waited, SharedTicket)  # admitted by the local buckets
+    assert not isinstance(hurried, SharedTicket)
+    assert bounded <= UNKNOWN_MAX_WAIT_S + 0.5
+    assert quick <= 1.0  # within its deadline
 
 
 def test_admit_sleeps_a_booked_wait_and_fails_fast_past_a_deadline(space: str) -> None:
