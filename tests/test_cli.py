@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -346,3 +347,34 @@ def test_a_key_with_a_trailing_newline_is_one_clear_error_before_any_call(
         "strip it\n"
     )
     assert env.message_requests == []
+
+
+def test_ctrl_c_cancels_the_main_task_and_leaves_no_task_holding_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import gc
+    import os
+    import signal
+
+    from claude_force.cli._common import run_async
+
+    cancelled: list[bool] = []
+
+    async def main() -> None:
+        async def child() -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while another task runs
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+        await asyncio.ensure_future(child())
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"), pytest.raises(KeyboardInterrupt):
+        run_async(main())
+    gc.collect()
+    assert cancelled == [True]  # the work was cancelled, not left to hold the interrupt
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -29,6 +28,7 @@ from ._common import (
     print_json,
     require_stdout,
     result_line,
+    run_async,
     say,
     show_error,
     task_file_option,
@@ -157,7 +157,7 @@ def run_cmd(
             limits = rate_limit_line(orch.rate_limit_state)  # empty when nothing was sent
             return result
 
-    result = asyncio.run(go())
+    result = run_async(go())
     if as_json:
         deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
     elif result.success:

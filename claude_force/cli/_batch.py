@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from ._common import (
     config_option,
     err_console,
     print_json,
+    run_async,
     say,
     show_error,
     usd,
@@ -231,7 +231,7 @@ def batch_cmd(
 
     try:
         with progress.bar:
-            summary = asyncio.run(go())
+            summary = run_async(go())
     except KeyboardInterrupt:
         done = progress.summary.done if progress.summary is not None else 0
         show_error(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +17,7 @@ from .. import (
     ResponseCache,
     find_config,
 )
-from ._common import cache_dir_option, config_option, console, print_json, usd
+from ._common import cache_dir_option, config_option, console, print_json, run_async, usd
 from ._tables import pairs_table, percent
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -179,7 +178,7 @@ def cache_warm(file: Path, cache_dir: Path | None, config_path: Path | None, as_
         async with orch:
             return await orch.warm(tasks)
 
-    _show(asyncio.run(go()), as_json)
+    _show(run_async(go()), as_json)
 
 
 COMMANDS = [cache_cmd]

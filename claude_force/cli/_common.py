@@ -8,18 +8,21 @@ for developers (``CLAUDE_FORCE_DEBUG=1`` prints them, and debug logging).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
 import re
+import signal
 import sqlite3
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -358,3 +361,47 @@ def _silence_stdout() -> None:
         pass
     finally:
         os.close(devnull)
+
+
+T = TypeVar("T")
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` where Ctrl-C cancels the main task and then surfaces as
+    :class:`KeyboardInterrupt`, as Python 3.11's runner does.
+
+    On 3.10 the interrupt is raised inside whichever task happens to run; that task keeps it,
+    and asyncio later logs "Task exception was never retrieved" with a traceback on stderr.
+    """
+    if sys.version_info >= (3, 11):
+        return asyncio.run(main)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(main)
+    interrupted: list[bool] = []
+
+    def on_sigint() -> None:
+        interrupted.append(True)
+        task.cancel()
+
+    # Not in the main thread (ValueError, RuntimeError): the default behaviour stays.
+    with contextlib.suppress(ValueError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for left in pending:
+                left.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

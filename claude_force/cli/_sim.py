@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import tempfile
 import threading
@@ -12,7 +11,7 @@ from pathlib import Path
 import click
 
 from .. import AsyncAgentOrchestrator, WorkflowResult, init_project
-from ._common import RunFailed, console, cost_text, usd
+from ._common import RunFailed, console, cost_text, run_async, usd
 from ._workflow import print_workflow_result, run_with_progress
 
 DEMO_TASK = (
@@ -109,7 +108,7 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
                 again = await orch.run_workflow(name, DEMO_TASK)
                 return first, again
 
-        result, again = asyncio.run(go())
+        result, again = run_async(go())
         print_workflow_result(result, all_steps=True)
         console.print(
             f"{len(sim.message_requests)} requests reached the simulator; "

@@ -31,6 +31,7 @@ from ._common import (
     print_json,
     require_stdout,
     result_line,
+    run_async,
     say,
     show_error,
     task_file_option,
@@ -287,7 +288,7 @@ def workflow_cmd(
                 resume=resume,
             )
 
-    result = asyncio.run(go())
+    result = run_async(go())
     if resume and not result.reused:
         say(
             "--resume: no unchanged step of an earlier run of this workflow and task was kept; "
