@@ -590,8 +590,11 @@ class Transport:
             headers = exc.response.headers
             return _Failure(exc.status_code, headers, self._map_status(exc, attempt))
         except anthropic.APITimeoutError:
+            cause = f"timeout_seconds={self.timeout_seconds:g}"
+            if timeout < self.timeout_seconds and self.deadline_seconds is not None:
+                cause = f"all that deadline_seconds={self.deadline_seconds:g} had left"
             err = APIError(
-                f"request timed out after {timeout:g}s (timeout_seconds={self.timeout_seconds:g})",
+                f"request timed out after {timeout:g}s ({cause})",
                 error_type="timeout",
                 attempts=attempt,
             )

@@ -202,6 +202,17 @@ async def test_timeout_after_retries_is_a_failure(project: Path, sim: Simulator)
     assert not result.success
     assert result.metadata["error"]["type"] == "timeout"
     assert result.metadata["error"]["status_code"] is None
+    assert "(timeout_seconds=0.2)" in result.errors[0]
+
+
+async def test_a_timeout_cut_short_by_the_deadline_names_the_deadline(
+    project: Path, sim: Simulator
+) -> None:
+    sim.script(Fault.hang())
+    async with make(project, sim, timeout_seconds=60, deadline_seconds=0.2) as orch:
+        result = await orch.execute_agent(agent_of(orch), "t")
+    assert not result.success and result.metadata["error"]["type"] == "timeout"
+    assert "deadline_seconds=0.2" in result.errors[0], result.errors
 
 
 async def test_peak_concurrency_never_above_max(project: Path) -> None:
