@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -71,15 +71,22 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return got
 
 
-def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
-    """Poll the results file (bounded) until it has ``count`` lines."""
+def wait_for(done: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
+    """Poll (bounded) until ``done()``: what another process writes has no clock to share,
+    so its files are watched; the child dying first fails at once with its stderr."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if path.exists() and path.read_bytes().count(b"\n") >= count:
+        if done():
             return
         assert proc.poll() is None, proc.communicate()[1].decode()
         time.sleep(0.005)
-    raise AssertionError(f"{path} did not reach {count} lines")
+    raise AssertionError(f"gave up waiting: {what}")
+
+
+def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the results file has ``count`` lines."""
+    has = lambda: path.exists() and path.read_bytes().count(b"\n") >= count  # noqa: E731
+    wait_for(has, proc, f"{path} to reach {count} lines")
 
 
 def fault_pattern(count: int) -> list[Fault | None]:
@@ -230,14 +237,9 @@ def test_json_summary_and_max_cost(
 
 
 def wait_for_batch(state: Path, proc: subprocess.Popen[bytes]) -> None:
-    """Poll the state file (bounded) until it names a created batch."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if state.exists() and json.loads(state.read_bytes())["batches"]:
-            return
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        time.sleep(0.005)
-    raise AssertionError(f"{state} names no batch")
+    """Wait until the state file names a created batch."""
+    named = lambda: state.exists() and bool(json.loads(state.read_bytes())["batches"])  # noqa: E731
+    wait_for(named, proc, f"{state} to name a batch")
 
 
 def test_mode_batches_same_records_at_half_price_and_a_restart_collects(
