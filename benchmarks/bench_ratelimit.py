@@ -14,10 +14,15 @@ Then the same again while an unseen neighbour takes 30% of every refill. Printed
 requests failed, share of HTTP attempts answered 429 (counted by the server), p50 and p99 of
 the time from a request's first attempt to its answer (retries and the waits between them
 included; for the raw SDK from the moment it holds the semaphore, for claude-force from the
-first time its transport sends it), wall time, input tokens per minute achieved, the limit,
-and the share of the allowance used (what the server charged divided by what it made
-available: the full bucket at the start plus the refill over the run, less the neighbour's
-share). The goals of issue 9 are printed beside the table.
+first time its transport sends it), seconds from the run's start to the first request the
+server admitted (the client's own preparation: importing the SDK, building the requests),
+wall time, input tokens per minute achieved, the limit, and the share of the allowance used
+while the run was bound by the limit: what the server charged divided by what it made
+available from its first admission to its last (the full bucket at the start plus the refill
+over that span, less the neighbour's share). Before the first admission nothing was asked of
+the limit, and after the last there was nothing left to send (only the last answers on the
+wire), so neither counts; a client that holds requests back anywhere in between loses that
+share. The goals of issue 9 are printed beside the table.
 
 Then 4 processes sharing one Redis (``redis_url``, a private ``redis-server`` started for the
 run) against the same limit, each sending a quarter of the requests, all starting together:
@@ -98,25 +103,28 @@ class Run:
     share: float
     latencies: list[float] = field(default_factory=list)
 
+    began: float = 0.0  # time.monotonic() at the run's start (the server's clock too)
+
     def row(self) -> str:
         admitted = int(self.stats.get("admitted", 0))
         rejected = int(self.stats.get("rejected", 0))
         attempts = admitted + rejected
         tokens = int(self.stats.get("input_tokens", 0))
-        minutes = self.wall / 60.0
-        available = self.limit + self.limit * (1.0 - self.share) * minutes
+        first = float(self.stats.get("first_admitted") or self.began)
+        bound = float(self.stats.get("last_admitted") or first) - first  # limit-bound seconds
+        available = self.limit + self.limit * (1.0 - self.share) * bound / 60.0
         p50, p99 = percentile(self.latencies, 50), percentile(self.latencies, 99)
         return (
             f"{self.name:<28} {self.failed:>6} {100.0 * rejected / max(1, attempts):>8.1f}% "
-            f"{1000 * p50:>8.0f} {1000 * p99:>8.0f} "
-            f"{self.wall:>8.1f} {tokens / minutes:>12,.0f} {self.limit:>11,} "
+            f"{1000 * p50:>8.0f} {1000 * p99:>8.0f} {first - self.began:>7.1f} "
+            f"{self.wall:>7.1f} {tokens / (self.wall / 60.0):>12,.0f} {self.limit:>11,} "
             f"{100.0 * tokens / available:>8.1f}%"
         )
 
 
 HEADER = (
-    f"{'client':<28} {'failed':>6} {'429s':>9} {'p50 ms':>8} {'p99 ms':>8} {'wall s':>8} "
-    f"{'tokens/min':>12} {'limit/min':>11} {'used':>9}"
+    f"{'client':<28} {'failed':>6} {'429s':>9} {'p50 ms':>8} {'p99 ms':>8} {'start s':>7} "
+    f"{'wall s':>7} {'tokens/min':>12} {'limit/min':>11} {'used':>9}"
 )
 GOALS = (
     "goals (claude-force defaults): 0 failed; 429s <= 0.5% alone, <= 2% beside the neighbour; "
@@ -223,12 +231,12 @@ async def claude_force(base_url: str, agent: str, texts: list[str]) -> Outcome:
 def run(name: str, limits: RateLimits, go: Callable[[str], Awaitable[Outcome]]) -> Run:
     stats: dict[str, Any] = {}
     with simulator_process(latency_ms=LATENCY_MS, rate_limits=limits, stats_out=stats) as url:
-        start = time.perf_counter()
+        began, start = time.monotonic(), time.perf_counter()
         failed, latencies = asyncio.run(go(url))
         wall = time.perf_counter() - start
     limit = limits.input_tokens_per_minute or 0
     share = limits.neighbour_share
-    result = Run(name, 0, failed, wall, stats, limit, share, latencies)
+    result = Run(name, 0, failed, wall, stats, limit, share, latencies, began)
     print(result.row(), flush=True)
     return result
 
@@ -335,16 +343,17 @@ def redis_processes(limits: RateLimits, agent: str, texts: list[str]) -> None:
             proc.start()
         for _ in procs:
             assert out.get() == "ready"  # every process has its client before any starts
-        began = time.perf_counter()
+        began, started = time.monotonic(), time.perf_counter()
         start.set()
         answers = [out.get() for _ in procs]
-        wall = time.perf_counter() - began
+        wall = time.perf_counter() - started
         for proc in procs:
             proc.join()
     failed = sum(a[0] for a in answers)
     latencies = sorted(x for a in answers for x in a[1])
-    run = Run(f"{PROCESSES} processes, shared Redis", 0, failed, wall, stats,
-              limits.input_tokens_per_minute or 0, limits.neighbour_share, latencies)  # fmt: skip
+    limit, share = limits.input_tokens_per_minute or 0, limits.neighbour_share
+    run = Run(f"{PROCESSES} processes, shared Redis", 0, failed, wall, stats, limit, share,
+              latencies, began)  # fmt: skip
     print(run.row(), flush=True)
 
 

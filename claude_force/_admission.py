@@ -1,15 +1,13 @@
-"""Admission control: a concurrency gate for overload and token buckets for rate limits.
+"""Admission control: token buckets for rate limits (the concurrency gate for overload,
+:class:`ConcurrencyGate`, lives in :mod:`._gate` and is re-exported here).
 
-:class:`ConcurrencyGate` starts at ``max_concurrent``. A 429 or 529 halves the limit
-(multiplicative decrease, at most once per ``cooldown`` seconds so one burst of errors counts
-once); each run of ``limit`` successes raises it by one again (additive increase), never above
-the configured maximum. Requests that are waiting to retry do not hold a slot.
+:class:`TokenBuckets` keeps, per model class, the service's per-minute buckets (requests,
+input tokens, output tokens; or requests and ``tokens`` where a service states only input
+and output together) on the client side, so that requests are sent only when they fit
+instead of being bounced with 429s:
 
-:class:`TokenBuckets` keeps, per model class, the service's three per-minute buckets
-(requests, input tokens, output tokens) on the client side, so that requests are sent only
-when they fit instead of being bounced with 429s:
-
-- limits are learned from the ``anthropic-ratelimit-*`` headers of responses; until the first
+- limits are learned from the ``anthropic-ratelimit-*`` headers of responses (read by
+  :mod:`._limit_headers`, which never fails on odd values); until the first
   arrive, only a few requests of a class go out at once. Configured limits (the constructor's,
   or ``rate_limits`` in claude.json) set a bucket before anything is learned and cap it
   afterwards (they can only lower what the service states);
@@ -24,7 +22,8 @@ when they fit instead of being bounced with 429s:
   slower, recovering as the reports stop showing it. The service's ``reset`` headers are not
   used: rounded to the second, and on the service they state the full refill whoever spends;
 - a 429 sets the bucket to what the server reports and halves that bucket's refill, which
-  recovers linearly over ``recovery_seconds``;
+  recovers linearly over ``recovery_seconds``; a 429 stating no bucket at all empties every
+  bucket of the class (one of them lacked the request) and is retried as any other 429;
 - requests of one class are admitted first come, first served (a retry ahead of first
   attempts); the one at the head sleeps (with jitter) until it fits. A request whose
   predicted wait ends after its deadline fails at once with :class:`AdmissionDeadlineError`.
@@ -38,12 +37,13 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._errors import APIError, InvalidArgumentError
+from ._gate import ConcurrencyGate
+from ._limit_headers import KINDS, stated
 from ._usage import Usage
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "rate_limit_line",
 ]
 
-KINDS = ("requests", "input-tokens", "output-tokens")
 DEFAULT_LIMITS = "default"  # the key of a limits mapping for every class not named in it
 CHARS_PER_TOKEN = 4.0  # the first guess for English text, before any usage calibrates it
 _MAX_HEADROOM = 0.5  # of the input estimate, however poorly the ratio predicts
@@ -71,7 +70,7 @@ _MAX_UNSEEN = 0.9  # of the refill: the most others are assumed to take when adm
 _UNSEEN_BOUND = 1.0
 _UNSEEN_REQUESTS = 20  # the estimator's time constant is at least this many requests' refill
 _FAMILIES = ("opus", "sonnet", "haiku")
-_UNITS = {"requests": "requests", "input-tokens": "input tokens", "output-tokens": "output tokens"}
+_UNITS = {k: k.replace("-", " ") for k in KINDS}
 
 
 def model_class(model: str) -> str:
@@ -84,88 +83,6 @@ def model_class(model: str) -> str:
         if family in lowered:
             return family
     return lowered
-
-
-class ConcurrencyGate:
-    """A semaphore with an adjustable limit; FIFO fair. Bound to one event loop."""
-
-    def __init__(
-        self,
-        max_concurrent: int,
-        *,
-        adaptive: bool = True,
-        cooldown: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_concurrent = max_concurrent
-        self.limit = max_concurrent
-        self.active = 0
-        self.peak = 0
-        self._adaptive = adaptive
-        self._cooldown = cooldown
-        self._clock = clock
-        self._last_decrease = float("-inf")
-        self._successes = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self.active < self.limit and not self._waiters:
-            self._take()
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # The slot was handed to us just as we were cancelled: pass it on.
-                self.release()
-            else:
-                self._waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        self.active -= 1
-        self._wake()
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
-
-    def on_success(self) -> None:
-        if not self._adaptive or self.limit >= self.max_concurrent:
-            return
-        self._successes += 1
-        if self._successes >= self.limit:
-            self._successes = 0
-            self.limit += 1
-            self._wake()
-
-    def on_overload(self) -> None:
-        if not self._adaptive:
-            return
-        now = self._clock()
-        if now - self._last_decrease < self._cooldown:
-            return
-        self._last_decrease = now
-        self._successes = 0
-        self.limit = max(1, self.limit // 2)
-
-    def _take(self) -> None:
-        self.active += 1
-        if self.active > self.peak:
-            self.peak = self.active
-
-    def _wake(self) -> None:
-        while self._waiters and self.active < self.limit:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self._take()
-                fut.set_result(None)
 
 
 MAX_RATE_LIMIT = 10**12  # far above any organisation's limit; keeps the arithmetic in floats
@@ -201,7 +118,7 @@ class Limits:
             self.input_tokens_per_minute,
             self.output_tokens_per_minute,
         )
-        return {kind: v for kind, v in zip(KINDS, values, strict=True) if v is not None}
+        return {kind: v for kind, v in zip(KINDS[:3], values, strict=True) if v is not None}
 
 
 def limits_from_config(
@@ -220,6 +137,19 @@ class AdmissionDeadlineError(APIError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, error_type="rate_limited", attempts=0)
+
+
+def deadline_error(
+    wait: float, what: str, limit: float, kind: str, left: float
+) -> AdmissionDeadlineError:
+    """The error for a request that would wait ``wait`` s for ``what`` limit (``the sonnet``,
+    ``the shared sonnet``) of ``limit`` per minute with ``left`` s to its deadline."""
+    return AdmissionDeadlineError(
+        f"rate limited: this request would wait about {wait:.1f}s for the {what} limit of "
+        f"{limit:,.0f} {_UNITS.get(kind, kind)} per minute, past its deadline "
+        f"({max(0.0, left):.1f}s left); raise deadline_seconds, send fewer or smaller "
+        "requests, or ask Anthropic for higher limits"
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -345,9 +275,15 @@ _State = Literal["unknown", "known", "absent"]
 
 @dataclass(eq=False)
 class _Waiter:
+    """A request waiting for admission: its costs in uncalibrated input tokens (the ratio
+    may be learned meanwhile), its turn at the head of the queue, and since when it has
+    waited for another process to learn the limits (shared buckets only)."""
+
     costs: dict[str, float]
     turn: asyncio.Future[None]
     retry: bool = False
+    learning_since: float | None = None
+    local: bool = False  # shared buckets failed it once: its own buckets admit it
 
 
 @dataclass(eq=False)
@@ -412,6 +348,10 @@ class TokenBuckets:
         self._rand = rand
         self._classes: dict[str, _Class] = {}
 
+    # Whether this process's queue predicts the waits (for the deadline check on entry) and
+    # a retry waits behind the head; False where another store decides (shared buckets).
+    _queue_predicts = True
+
     # -- the four calls ----------------------------------------------------------------------
 
     async def admit(
@@ -433,13 +373,11 @@ class TokenBuckets:
         """
         cls_name = model_class(model)
         cls = self._class(cls_name)
-        raw = input_estimate_chars / CHARS_PER_TOKEN
-        # Input in uncalibrated tokens while queued: the ratio may be learned meanwhile.
-        raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
+        raw_costs = _raw_costs(input_estimate_chars, max_tokens)
         now = self._clock()
         waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future(), retry)
         place = self._place(cls, waiter)
-        if deadline is not None:
+        if deadline is not None and self._queue_predicts:
             ahead = {k: raw_costs[k] + cls.queued[k] for k in KINDS}
             for behind in itertools.islice(cls.queue, place, None):  # a retry's
                 for kind in KINDS:
@@ -450,17 +388,26 @@ class TokenBuckets:
             if cls.queue[0] is not waiter:
                 await waiter.turn
             while True:
-                now = self._clock()
-                costs = _priced(cls, raw_costs)
-                wait = self._wait_for(cls, _with_headroom(cls, costs), now)
-                if wait <= 0:
-                    charged = self._charge(cls, costs)
-                    return Ticket(cls_name, costs, raw, charged)
-                if deadline is not None:
-                    self._check_deadline(cls_name, cls, costs, now, deadline)
-                await self._pause(cls, wait * (1.0 + self._jitter * self._rand()))
+                got = await self._try_admit(cls_name, cls, waiter, deadline)
+                if isinstance(got, Ticket):
+                    return got
+                await self._pause(cls, max(0.001, got * (1.0 + self._jitter * self._rand())))
         finally:
             self._dequeue(cls, waiter)
+
+    async def _try_admit(
+        self, cls_name: str, cls: _Class, waiter: _Waiter, deadline: float | None
+    ) -> Ticket | float:
+        """The head of the queue asks: a ticket when it fits now, else the seconds to wait.
+        Raises :class:`AdmissionDeadlineError` when the wait would end past ``deadline``."""
+        now = self._clock()
+        costs = _priced(cls, waiter.costs)
+        wait = self._wait_for(cls, _with_headroom(cls, costs), now)
+        if wait <= 0:
+            return Ticket(cls_name, costs, waiter.costs["input-tokens"], self._charge(cls, costs))
+        if deadline is not None:
+            self._check_deadline(cls_name, cls, costs, now, deadline)
+        return wait
 
     def sending(self, ticket: Ticket) -> None:
         """The attempt leaves now: from here the service may count it. Called by
@@ -489,15 +436,13 @@ class TokenBuckets:
         self._finish(cls, ticket)
         now = self._clock()
         self._refill(cls, now)
-        output = cls.buckets.get("output-tokens")
-        if output is not None and "output-tokens" in ticket.charged:
-            used = usage.output_tokens if usage is not None else 0
-            output.add(ticket.costs["output-tokens"] - used)
+        for kind, delta in corrections(ticket, usage).items():
+            if kind in ticket.charged:
+                cls.buckets[kind].add(delta)
         if usage is not None:
             self._calibrate(cls, ticket, usage)
-        if headers:
-            self._learn(cls, headers, now, authoritative=False)
-        elif cls.state == "unknown" and usage is not None:
+        learned = self._learn(cls, headers, now, authoritative=False)
+        if not learned and cls.state == "unknown" and usage is not None:
             # An answer without rate-limit headers (a proxy, another provider): nothing to
             # learn, so only the concurrency gate limits this class.
             cls.state = "absent"
@@ -522,21 +467,21 @@ class TokenBuckets:
         self._refill(cls, now)
         for kind in ticket.charged:
             cls.buckets[kind].add(ticket.costs[kind])
-        explained = False
-        if headers:
-            self._learn(cls, headers, now, authoritative=True)
-            for kind in KINDS:
-                remaining = _header_int(headers, f"anthropic-ratelimit-{kind}-remaining")
-                named = cls.buckets.get(kind)
-                if named is None or remaining is None or remaining >= ticket.costs[kind]:
-                    continue
-                explained = True
-                if now - named.slowed_at < _SLOW_COOLDOWN:
-                    continue  # one burst of bounced requests halves the refill once
-                named.slow_factor = max(0.1, named.slowed(now, self._recovery) / 2)
-                named.slowed_at = now
+        self._learn(cls, headers, now, authoritative=True)
+        short = too_low(headers, ticket.costs)
+        for kind in short:
+            named = cls.buckets.get(kind)
+            if named is None or now - named.slowed_at < _SLOW_COOLDOWN:
+                continue  # one burst of bounced requests halves the refill once
+            named.slow_factor = max(0.1, named.slowed(now, self._recovery) / 2)
+            named.slowed_at = now
+        if not stated(headers):
+            # Refused without saying which bucket: one of them lacked this request, so none
+            # is trusted to hold more than nothing until it refills.
+            for bucket in cls.buckets.values():
+                bucket.level = min(bucket.level, 0.0)
         self._notify(cls)
-        return explained
+        return bool(short) and any(kind in cls.buckets for kind in short)
 
     def refund(self, ticket: Ticket) -> None:
         """The attempt was never sent (cancelled while waiting for a slot): give back all
@@ -630,11 +575,8 @@ class TokenBuckets:
         kind = max(waits, key=lambda k: waits[k], default=None)
         if kind is None or now + waits[kind] <= deadline:
             return
-        raise AdmissionDeadlineError(
-            f"rate limited: this request would wait about {waits[kind]:.1f}s for the "
-            f"{model_class(name)} limit of {cls.buckets[kind].capacity:,.0f} {_UNITS[kind]} per "
-            f"minute, past its deadline ({max(0.0, deadline - now):.1f}s left); raise "
-            "deadline_seconds, send fewer or smaller requests, or ask Anthropic for higher limits"
+        raise deadline_error(
+            waits[kind], model_class(name), cls.buckets[kind].capacity, kind, deadline - now
         )
 
     def _charge(self, cls: _Class, costs: Mapping[str, float]) -> frozenset[str]:
@@ -655,11 +597,7 @@ class TokenBuckets:
             bucket.refill(now, self._recovery)
 
     def _calibrate(self, cls: _Class, ticket: Ticket, usage: Usage) -> None:
-        """Correct the input charge to what the service counts, and learn the ratio."""
-        counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
-        bucket = cls.buckets.get("input-tokens")
-        if bucket is not None and "input-tokens" in ticket.charged:
-            bucket.add(ticket.costs["input-tokens"] - counted)
+        """Learn the ratio of real to estimated input tokens from an answer's usage."""
         if ticket.raw_input_estimate <= 0 or usage.prompt_tokens <= 0:
             return
         seen = usage.prompt_tokens / ticket.raw_input_estimate
@@ -671,21 +609,20 @@ class TokenBuckets:
             cls.ratio += self._weight * (seen - cls.ratio)
 
     def _learn(
-        self, cls: _Class, headers: Mapping[str, str], now: float, *, authoritative: bool
-    ) -> None:
-        """Take the limits and remaining levels from ``anthropic-ratelimit-*`` headers."""
+        self, cls: _Class, headers: Mapping[str, str] | None, now: float, *, authoritative: bool
+    ) -> bool:
+        """Take the limits and remaining levels from ``anthropic-ratelimit-*`` headers;
+        True when they state any limit."""
         learned = False
-        for kind in KINDS:
-            limit = _header_int(headers, f"anthropic-ratelimit-{kind}-limit")
-            remaining = _header_int(headers, f"anthropic-ratelimit-{kind}-remaining")
-            if limit is None or limit < 1:
+        for kind, (cap, left) in stated(headers, cls.caps).items():
+            bucket = cls.buckets.get(kind)
+            if cap is None:
+                # A level without its limit: it can only lower a bucket already known.
+                if bucket is not None and left is not None:
+                    lowered = left if authoritative else min(left, bucket.level)
+                    bucket.level = min(lowered, bucket.capacity)
                 continue
             learned = True
-            cap = min(limit, cls.caps.get(kind, limit))
-            # A cap below the service's limit leaves the rest to others: our share of what
-            # the service reports remaining is in proportion.
-            left = None if remaining is None else remaining * cap / limit
-            bucket = cls.buckets.get(kind)
             if bucket is None:
                 cls.buckets[kind] = bucket = _Bucket(cap, cap if left is None else left, now)
                 # Attempts admitted before the bucket existed were not charged to it; the
@@ -702,13 +639,16 @@ class TokenBuckets:
                 )
         if learned:
             cls.state = "known"
+        return learned
 
-    @staticmethod
-    def _place(cls: _Class, waiter: _Waiter) -> int:
+    def _place(self, cls: _Class, waiter: _Waiter) -> int:
         """Where ``waiter`` joins the queue: at the back, or a retry behind the head (whose
-        turn has come) and the retries already waiting."""
+        turn has come) and the retries already waiting; at the head itself where the
+        buckets are shared (the store serialises the asks anyway)."""
         if not waiter.retry:
             return len(cls.queue)
+        if not self._queue_predicts:
+            return 0
         place = 0
         for before in cls.queue:
             if not (before.retry or before.turn.done()):
@@ -772,22 +712,45 @@ def _with_headroom(cls: _Class, costs: Mapping[str, float]) -> dict[str, float]:
     return padded
 
 
+def _raw_costs(chars: int, max_tokens: int) -> dict[str, float]:
+    """A request's costs per bucket kind, its input in uncalibrated tokens."""
+    raw = chars / CHARS_PER_TOKEN
+    costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
+    costs["tokens"] = raw + max_tokens
+    return costs
+
+
 def _priced(cls: _Class, raw_costs: Mapping[str, float]) -> dict[str, float]:
     """Costs with the input scaled by the class's learned ratio of real to estimated tokens."""
     costs = dict(raw_costs)
     if cls.ratio is not None:
         costs["input-tokens"] *= cls.ratio
+    costs["tokens"] = costs["input-tokens"] + costs["output-tokens"]
     return costs
 
 
-def _header_int(headers: Mapping[str, str], name: str) -> int | None:
-    raw = headers.get(name)
-    if raw is None:
-        return None
-    try:
-        return int(float(raw))
-    except ValueError:
-        return None
+def corrections(ticket: Ticket, usage: Usage | None) -> dict[str, float]:
+    """What to give back to each bucket kind once an attempt is answered (negative: to
+    charge more). Output was reserved as ``max_tokens``; input was an estimate, corrected
+    only when usage tells (an attempt that failed may have been counted). Prompt-cache
+    reads are free, as on the service."""
+    out = {"output-tokens": ticket.costs["output-tokens"]}
+    if usage is not None:
+        out["output-tokens"] -= usage.output_tokens
+        counted = usage.input_tokens + usage.cache_write_tokens
+        out["input-tokens"] = ticket.costs["input-tokens"] - counted
+    out["tokens"] = out["output-tokens"] + out.get("input-tokens", 0.0)
+    return out
+
+
+def too_low(headers: Mapping[str, str] | None, costs: Mapping[str, float]) -> frozenset[str]:
+    """The kinds whose stated ``remaining`` is below what a refused request needed: the
+    buckets that explain its 429."""
+    return frozenset(
+        kind
+        for kind, (_, left) in stated(headers).items()
+        if left is not None and left < costs[kind]
+    )
 
 
 # -- one line for people ---------------------------------------------------------------------

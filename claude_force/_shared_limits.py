@@ -44,7 +44,6 @@ request fails because of Redis. It tries Redis again after :data:`REST_AFTER_ERR
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import math
@@ -54,20 +53,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._admission import (
-    CHARS_PER_TOKEN,
-    KINDS,
-    AdmissionDeadlineError,
     Limits,
     Ticket,
     TokenBuckets,
     _Class,
-    _header_int,
     _priced,
     _Waiter,
     _with_headroom,
-    model_class,
+    corrections,
+    deadline_error,
+    too_low,
 )
 from ._errors import InvalidArgumentError
+from ._limit_headers import KINDS, stated
 from ._usage import Usage
 from ._warnings import OnceLog
 from .cache._redis import (
@@ -107,21 +105,21 @@ UNKNOWN_MAX_WAIT_S = 2.0  # then admit with this process's own (cautious) bucket
 _SOCKET_TIMEOUT_S = 1.0
 _SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
 Arg = str | int | float  # what a script argument may be
-_SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o"}
+_SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o", "tokens": "t"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
 # KEYS[1]: the class's hash; KEYS[2]: its bookings not yet due (a sorted set by send time, so
 # that the service's "remaining", which cannot include them yet, is compared fairly).
 # ARGV[1]: op, ARGV[2]: TTL in ms, ARGV[3]: recovery seconds.
-# take:   ARGV[4]: most seconds to book ahead; then per kind (r, i, o): cost, cost to wait
+# take:   ARGV[4]: most seconds to book ahead; then per kind (r, i, o, t): cost, cost to wait
 #         for, configured cap (0: none), capacity to create a missing bucket with (0: none).
 #         Returns {verdict, wait, kinds charged, levels}: verdict "ok" (charged, sleep wait),
 #         "wait" (nothing charged), "probe" (no limit known: send this one uncharged, alone,
 #         to learn them) or "unknown" (another process is probing).
 # update: ARGV[4]: cooldown seconds; then per kind: delta to add to the level, limit learned
-#         (0: none), remaining share reported (-1: none), 1 to slow the refill; ARGV[17]: 1
-#         when the probe is over; ARGV[18]: seconds since the answer arrived (the service
-#         has refilled meanwhile: its "remaining" is compared as of now); ARGV[19]: this
+#         (0: none), remaining share reported (-1: none), 1 to slow the refill; ARGV[21]: 1
+#         when the probe is over; ARGV[22]: seconds since the answer arrived (the service
+#         has refilled meanwhile: its "remaining" is compared as of now); ARGV[23]: this
 #         process's attempts in flight (each one request's noise in the comparison).
 #         Returns levels: per kind, limit, level, refill factor, unseen share.
 # Numbers travel as strings: Redis would truncate a Lua number returned to an integer.
@@ -132,7 +130,7 @@ local key = KEYS[1]
 local op = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local recovery = tonumber(ARGV[3])
-local kinds = {'r', 'i', 'o'}
+local kinds = {'r', 'i', 'o', 't'}
 local PROBE_S = 30
 -- As in _admission: the share of the refill a workload we cannot see takes is learned by an
 -- integral controller whose time constant is at least UNSEEN_S, and at least the refill time
@@ -198,7 +196,7 @@ end
 -- What the bookings not yet due will take, per kind: the service has not seen them.
 local function pending()
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local sums = {r = 0, i = 0, o = 0}
+  local sums = {r = 0, i = 0, o = 0, t = 0}
   for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     local n = 0
     for part in string.gmatch(member, '[^:]+') do
@@ -277,8 +275,8 @@ if op == 'take' then
 elseif op == 'update' then
   local cooldown = tonumber(ARGV[4])
   local ahead = pending()
-  local age = tonumber(ARGV[18] or '0')
-  local in_flight = tonumber(ARGV[19] or '0')
+  local age = tonumber(ARGV[22] or '0')
+  local in_flight = tonumber(ARGV[23] or '0')
   for n, k in ipairs(kinds) do
     local base = 4 + (n - 1) * 4
     local delta, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
@@ -307,7 +305,7 @@ elseif op == 'update' then
       bs[k] = b
     end
   end
-  if ARGV[17] == '1' then redis.call('HDEL', key, 'probe') end
+  if ARGV[21] == '1' then redis.call('HDEL', key, 'probe') end
   if next(bs) then redis.call('PEXPIRE', key, ttl) end
   return {'ok', '0', '', levels(bs)}
 end
@@ -469,7 +467,12 @@ class RedisBuckets:
     ) -> Verdict:
         args: list[Arg] = ["take", KEY_TTL_MS, self.recovery, ahead]
         for kind in KINDS:
-            args += [costs[kind], wait_for[kind], caps.get(kind, 0), init.get(kind, 0)]
+            args += [
+                costs.get(kind, 0),
+                wait_for.get(kind, 0),
+                caps.get(kind, 0),
+                init.get(kind, 0),
+            ]
         verdict, wait, charged, levels = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
         return Verdict(
             verdict.decode(),
@@ -516,35 +519,22 @@ def _levels(text: str) -> dict[str, dict[str, float]]:
 @dataclass(slots=True, eq=False)
 class SharedTicket(Ticket):
     """A ticket whose charge (``shared``: the kinds) was booked in Redis, not locally;
-    ``probe``: sent uncharged, alone, to learn the limits."""
+    ``probe``: sent uncharged, alone, to learn the limits; ``wait``: booked that far ahead."""
 
     shared: frozenset[str] = frozenset()
     probe: bool = False
-
-
-class _Fallback(Exception):
-    """Redis failed while admitting: admit with the local buckets instead."""
+    wait: float = 0.0  # booked ahead: seconds to sleep before sending
 
 
 def learned(
     headers: Mapping[str, str] | None, caps: Mapping[str, int]
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Limits and remaining levels stated by ``anthropic-ratelimit-*`` headers, capped.
-
-    A cap below the service's limit leaves the rest to others, so the remaining share is
-    in proportion (as the local buckets do).
-    """
-    limits: dict[str, float] = {}
-    left: dict[str, float] = {}
-    for kind in KINDS:
-        limit = _header_int(headers or {}, f"anthropic-ratelimit-{kind}-limit")
-        if limit is None or limit < 1:
-            continue
-        cap = min(limit, caps.get(kind, limit))
-        limits[kind] = cap
-        remaining = _header_int(headers or {}, f"anthropic-ratelimit-{kind}-remaining")
-        if remaining is not None:
-            left[kind] = remaining * cap / limit
+    """Limits and remaining levels stated by ``anthropic-ratelimit-*`` headers, capped (a
+    cap below the service's limit leaves the rest to others: the remaining share is in
+    proportion, as the local buckets take it)."""
+    found = stated(headers, caps)
+    limits = {kind: limit for kind, (limit, _) in found.items() if limit is not None}
+    left = {kind: v for kind, (limit, v) in found.items() if v is not None and limit is not None}
     return limits, left
 
 
@@ -555,6 +545,9 @@ class SharedTokenBuckets(TokenBuckets):
     every answer and take over whenever Redis cannot be used. Corrections are sent to Redis
     in the background (they never delay an answer); :meth:`drain` waits for them.
     """
+
+    # Redis decides the waits; a retry asks at once, beside the head (Redis serialises).
+    _queue_predicts = False
 
     def __init__(
         self,
@@ -587,108 +580,74 @@ class SharedTokenBuckets(TokenBuckets):
         deadline: float | None = None,
         retry: bool = False,
     ) -> Ticket:
-        cls_name = model_class(model)
-        local = functools.partial(
-            super().admit, model, input_estimate_chars, max_tokens, deadline=deadline, retry=retry
+        ticket = await super().admit(
+            model, input_estimate_chars, max_tokens, deadline=deadline, retry=retry
         )
-        if not self.shared.usable() or self._class(cls_name).state == "absent":
-            return await local()
-        try:
-            ticket, wait = await self._admit_shared(
-                cls_name, input_estimate_chars, max_tokens, deadline, retry
-            )
-        except _Fallback:
-            return await local()
-        if wait > 0:
+        if isinstance(ticket, SharedTicket) and ticket.wait > 0:
             try:
-                await self._sleep(wait)  # booked: the tokens are ours at the end of it
+                await self._sleep(ticket.wait)  # booked: the tokens are ours at the end of it
             except BaseException:
                 self.refund(ticket)
                 raise
         return ticket
 
-    async def _admit_shared(
-        self, cls_name: str, chars: int, max_tokens: int, deadline: float | None, retry: bool
-    ) -> tuple[Ticket, float]:
-        """Queue first come, first served in this process; the head asks Redis."""
-        cls = self._class(cls_name)
-        raw = chars / CHARS_PER_TOKEN
-        raw_costs = {"requests": 1.0, "input-tokens": raw, "output-tokens": float(max_tokens)}
-        waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future(), retry)
-        if retry:
-            self._enqueue_first(cls, waiter)
-        else:
-            self._enqueue(cls, waiter, len(cls.queue))
-        learning_since: float | None = None
+    async def _try_admit(
+        self, cls_name: str, cls: _Class, waiter: _Waiter, deadline: float | None
+    ) -> Ticket | float:
+        """The head of this process's queue asks Redis; the local buckets answer while Redis
+        cannot be used, for a class without rate-limit headers, or when the probe of another
+        process takes too long."""
+        local = super()._try_admit
+        waiter.local = waiter.local or not self.shared.usable() or cls.state == "absent"
+        if waiter.local:
+            return await local(cls_name, cls, waiter, deadline)
+        now = self._clock()
+        costs = _priced(cls, waiter.costs)
+        horizon = RETRY_BOOK_AHEAD if waiter.retry else BOOK_AHEAD
+        ahead = horizon if deadline is None else min(horizon, deadline - now)
+        since = self.shared.fallbacks
         try:
-            if cls.queue[0] is not waiter:
-                await waiter.turn
-            while True:
-                now = self._clock()
-                costs = _priced(cls, raw_costs)
-                horizon = RETRY_BOOK_AHEAD if retry else BOOK_AHEAD
-                ahead = horizon if deadline is None else min(horizon, deadline - now)
-                init = {kind: b.capacity for kind, b in cls.buckets.items()}
-                since = self.shared.fallbacks
-                try:
-                    verdict = await self.store.take(
-                        cls_name,
-                        costs,
-                        _with_headroom(cls, costs),
-                        caps=cls.caps,
-                        init=init,
-                        ahead=max(0.0, ahead),
-                    )
-                    self.shared.succeeded(since)
-                except self.shared.errors as exc:
-                    self.shared.failed("limits", exc)
-                    raise _Fallback from exc
-                if verdict.levels:
-                    self._seen[cls_name] = verdict.levels
-                if verdict.verdict == "ok":
-                    cls.in_flight += 1
-                    ticket = SharedTicket(cls_name, costs, raw, frozenset(), shared=verdict.charged)
-                    return ticket, verdict.wait
-                if verdict.verdict == "probe":
-                    cls.in_flight += 1
-                    return SharedTicket(cls_name, costs, raw, frozenset(), probe=True), 0.0
-                if verdict.verdict == "unknown":  # another process is learning the limits
-                    if learning_since is None:
-                        learning_since = now
-                    # Its probe may hang or its process die: waiting for it is bounded (and
-                    # never past this request's deadline); this process then learns alone.
-                    limit = learning_since + UNKNOWN_MAX_WAIT_S
-                    if deadline is not None:
-                        limit = min(limit, deadline - UNKNOWN_POLL_S)
-                    if now >= limit:
-                        raise _Fallback
-                    await self._pause(cls, UNKNOWN_POLL_S)
-                    continue
-                if deadline is not None and now + verdict.wait > deadline:
-                    self._deadline_error(cls_name, verdict, deadline - now)
-                pause = (verdict.wait - horizon) * (1.0 + self._jitter * self._rand())
-                await self._pause(cls, max(0.001, pause))
-        finally:
-            self._dequeue(cls, waiter)
-
-    @staticmethod
-    def _enqueue_first(cls: _Class, waiter: _Waiter) -> None:
-        """A retry asks at once, beside the head (Redis serialises them anyway)."""
-        cls.queue.appendleft(waiter)
-        for kind in KINDS:
-            cls.queued[kind] += waiter.costs[kind]
-        waiter.turn.set_result(None)
-
-    @staticmethod
-    def _deadline_error(cls_name: str, verdict: Verdict, left: float) -> None:
-        kind = min(verdict.levels, key=lambda k: verdict.levels[k]["level"], default="requests")
-        limit = verdict.levels.get(kind, {}).get("limit", 0.0)
-        raise AdmissionDeadlineError(
-            f"rate limited: this request would wait about {verdict.wait:.1f}s for the shared "
-            f"{cls_name} limit of {limit:,.0f} {kind.replace('-', ' ')} per minute, past its "
-            f"deadline ({max(0.0, left):.1f}s left); raise deadline_seconds, send fewer or "
-            "smaller requests, or ask Anthropic for higher limits"
-        )
+            verdict = await self.store.take(
+                cls_name,
+                costs,
+                _with_headroom(cls, costs),
+                caps=cls.caps,
+                init={kind: b.capacity for kind, b in cls.buckets.items()},
+                ahead=max(0.0, ahead),
+            )
+            self.shared.succeeded(since)
+        except self.shared.errors as exc:
+            self.shared.failed("limits", exc)
+            waiter.local = True
+            return await local(cls_name, cls, waiter, deadline)
+        if verdict.levels:
+            self._seen[cls_name] = verdict.levels
+        raw = waiter.costs["input-tokens"]
+        if verdict.verdict in ("ok", "probe"):
+            cls.in_flight += 1
+            probe = verdict.verdict == "probe"
+            return SharedTicket(
+                cls_name, costs, raw, frozenset(), shared=verdict.charged, probe=probe,
+                wait=verdict.wait,
+            )  # fmt: skip
+        if verdict.verdict == "unknown":  # another process is learning the limits
+            if waiter.learning_since is None:
+                waiter.learning_since = now
+            # Its probe may hang or its process die: waiting for it is bounded (and never
+            # past this request's deadline); this process then learns alone.
+            limit = waiter.learning_since + UNKNOWN_MAX_WAIT_S
+            if deadline is not None:
+                limit = min(limit, deadline - UNKNOWN_POLL_S)
+            if now >= limit:
+                waiter.local = True
+                return await local(cls_name, cls, waiter, deadline)
+            return UNKNOWN_POLL_S
+        if deadline is not None and now + verdict.wait > deadline:
+            levels = verdict.levels
+            kind = min(levels, key=lambda k: levels[k]["level"], default="requests")
+            limit = levels.get(kind, {}).get("limit", 0.0)
+            raise deadline_error(verdict.wait, f"shared {cls_name}", limit, kind, deadline - now)
+        return verdict.wait - horizon
 
     def settle(
         self, ticket: Ticket, usage: Usage | None, headers: Mapping[str, str] | None
@@ -696,14 +655,8 @@ class SharedTokenBuckets(TokenBuckets):
         if ticket.done:
             return
         super().settle(ticket, usage, headers)
-        deltas: dict[str, float] = {}
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
-        if "output-tokens" in shared:
-            used = usage.output_tokens if usage is not None else 0
-            deltas["output-tokens"] = ticket.costs["output-tokens"] - used
-        if usage is not None and "input-tokens" in shared:
-            counted = usage.input_tokens + usage.cache_write_tokens  # cache reads are free
-            deltas["input-tokens"] = ticket.costs["input-tokens"] - counted
+        deltas = {k: v for k, v in corrections(ticket, usage).items() if k in shared}
         self._push(ticket, deltas, headers, frozenset())
 
     def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> bool:
@@ -712,13 +665,7 @@ class SharedTokenBuckets(TokenBuckets):
         explained = super().on_rate_limited(ticket, headers)
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
         deltas = {kind: ticket.costs[kind] for kind in shared}  # the service charged nothing
-        slow = frozenset(
-            kind
-            for kind in KINDS
-            if (left := _header_int(headers or {}, f"anthropic-ratelimit-{kind}-remaining"))
-            is not None
-            and left < ticket.costs[kind]
-        )
+        slow = too_low(headers, ticket.costs)
         self._push(ticket, deltas, headers, slow)
         return explained or bool(slow)
 

@@ -119,7 +119,10 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float) -> float
         parsed = email.utils.parsedate_tz(raw)
         if parsed is None:
             return None
-        seconds = float(email.utils.mktime_tz(parsed)) - now
+        try:
+            seconds = float(email.utils.mktime_tz(parsed)) - now
+        except (ValueError, OverflowError):  # a date no calendar holds (year 99999)
+            return None
     return seconds if seconds > 0 else None
 
 

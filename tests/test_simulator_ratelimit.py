@@ -94,6 +94,9 @@ def test_requests_bucket_refuses_with_retry_after_and_headers(
     stats = sim.rate_limit_stats
     assert stats["admitted"] == 4 and stats["rejected"] == 2
     assert stats["rejected_by"] == {"requests": 2, "input-tokens": 0, "output-tokens": 0}
+    # The span a client kept to the limits: from the first admission to the last.
+    first, last = stats["first_admitted"], stats["last_admitted"]
+    assert isinstance(first, float) and isinstance(last, float) and last - first == 20.0
 
 
 def test_refill_is_continuous_not_a_window(

@@ -546,3 +546,106 @@ async def test_the_buckets_keep_a_limited_simulator_from_refusing() -> None:
     assert snap["sonnet"]["input_ratio"] == pytest.approx(4.0, rel=0.05)
     needed = sum(len(x) for x in texts) / 20_000 * 60  # minutes of allowance, in seconds
     assert needed * 0.8 < t.now - 100.0 < needed * 2
+
+
+# -- services that state their limits differently -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"anthropic-ratelimit-input-tokens-limit": "inf"},
+        {"anthropic-ratelimit-input-tokens-limit": "nan", "retry-after": "soon"},
+        {"anthropic-ratelimit-input-tokens-limit": "1e400"},
+        {"anthropic-ratelimit-input-tokens-limit": "", "anthropic-ratelimit-requests-limit": "0"},
+        {"anthropic-ratelimit-input-tokens-remaining": "-40"},
+        {"anthropic-ratelimit-input-tokens-remaining": "lots"},
+        {"anthropic-ratelimit-input-tokens-reset": "not a time"},
+        {"anthropic-ratelimit-input-tokens-reset": "2030-01-01T00:00:00.123456+02:00"},
+        {"anthropic-ratelimit-unknown-limit": "5"},
+    ],
+)
+async def test_odd_rate_limit_headers_never_fail_and_never_invent_a_limit(
+    odd: dict[str, str],
+) -> None:
+    t = FakeTime()
+    b = await learned(t, requests=(60, 59), input_tokens=(6_000, 5_900))
+    for refused in (False, True):
+        ticket = await b.admit(SONNET, 400, 10)
+        if refused:
+            b.on_rate_limited(ticket, odd)
+        else:
+            b.settle(ticket, Usage(input_tokens=100, output_tokens=10), odd)
+    snap: Any = b.snapshot()
+    bucket = snap["sonnet"]["buckets"]["input-tokens"]
+    assert set(snap["sonnet"]["buckets"]) == {"requests", "input-tokens"}
+    assert bucket["limit"] == 6_000  # nothing odd replaced what was learned
+    assert bucket["level"] <= 6_000
+    ticket = await asyncio.wait_for(b.admit(SONNET, 400, 10), 1)  # and requests still go
+    assert ticket.charged == frozenset({"requests", "input-tokens"})
+
+
+async def test_only_the_combined_tokens_family_makes_one_bucket_of_input_and_output() -> None:
+    t = FakeTime()
+    b = await learned(t, requests=(60, 59), tokens=(1_000, 1_000))
+    snap: Any = b.snapshot()
+    assert set(snap["sonnet"]["buckets"]) == {"requests", "tokens"}
+    ticket = await b.admit(SONNET, 1_600, 200)  # about 400 in, 200 reserved out
+    assert 350 < 1_000 - level(b, "tokens") < 700
+    b.settle(ticket, Usage(input_tokens=400, output_tokens=50), None)
+    assert 1_000 - level(b, "tokens") == pytest.approx(450, abs=1)  # corrected to what was used
+    # 500 in and 200 out need 700 of the 550 left: 150 more, 9 s of a 1,000-a-minute refill.
+    waiting = asyncio.ensure_future(b.admit(SONNET, 2_000, 200))
+    await asyncio.wait_for(waiting, 1)
+    assert 8.9 <= sum(t.sleeps) <= 9.1
+
+
+async def test_the_tokens_family_beside_input_and_output_is_not_a_bucket() -> None:
+    t = FakeTime()
+    b = await learned(t, input_tokens=(6_000, 5_900), output_tokens=(800, 790), tokens=(9, 0))
+    snap: Any = b.snapshot()
+    assert set(snap["sonnet"]["buckets"]) == {"input-tokens", "output-tokens"}
+    await asyncio.wait_for(b.admit(SONNET, 400, 10), 1)
+    assert t.sleeps == []
+
+
+async def test_a_remaining_without_its_limit_lowers_a_known_bucket_only() -> None:
+    t = FakeTime()
+    b = await learned(t, input_tokens=(6_000, 6_000))
+    ticket = await b.admit(SONNET, 400, 10)
+    only = {"anthropic-ratelimit-input-tokens-remaining": "1000"}
+    b.settle(ticket, Usage(input_tokens=100, output_tokens=10), only)
+    assert level(b, "input-tokens") == pytest.approx(1_000, abs=1)
+    fresh = buckets(t)
+    ticket = await fresh.admit(SONNET, 400, 10)
+    fresh.settle(ticket, Usage(input_tokens=100, output_tokens=10), only)
+    snap: Any = fresh.snapshot()
+    assert snap["sonnet"]["buckets"] == {}  # a level alone states no limit
+
+
+async def test_a_limit_that_changes_mid_run_is_followed() -> None:
+    t = FakeTime()
+    b = await learned(t, input_tokens=(6_000, 5_900))
+    ticket = await b.admit(SONNET, 400, 10)
+    b.settle(ticket, Usage(input_tokens=100, output_tokens=10), headers(input_tokens=(600, 500)))
+    snap: Any = b.snapshot()
+    assert snap["sonnet"]["buckets"]["input-tokens"]["limit"] == 600
+    assert level(b, "input-tokens") <= 600
+    t.now += 60.0  # refilled to the new limit, not the old one
+    assert level(b, "input-tokens") == pytest.approx(600)
+    ticket = await b.admit(SONNET, 400, 10)
+    b.settle(
+        ticket, Usage(input_tokens=100, output_tokens=10), headers(input_tokens=(60_000, 59_000))
+    )
+    t.now += 60.0
+    assert level(b, "input-tokens") == pytest.approx(60_000)
+
+
+async def test_a_429_stating_no_bucket_empties_the_buckets_and_is_not_paced() -> None:
+    t = FakeTime()
+    b = await learned(t, requests=(60, 59), input_tokens=(6_000, 5_900))
+    ticket = await b.admit(SONNET, 400, 10)
+    assert b.on_rate_limited(ticket, {"retry-after": "1"}) is False  # retry-after applies
+    assert level(b, "input-tokens") <= 0.0 and level(b, "requests") <= 0.0
+    await asyncio.wait_for(b.admit(SONNET, 400, 10), 1)
+    assert t.sleeps and sum(t.sleeps) >= 1.0  # the next attempt waited for the refill

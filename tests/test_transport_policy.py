@@ -65,6 +65,9 @@ NOW = 1_800_000_000.0
         ({"retry-after": "soon"}, None),
         ({"retry-after-ms": "abc", "retry-after": "2"}, 2.0),
         ({"retry-after": "0"}, None),
+        ({"retry-after": "Fri, 31 Dec 99999 23:59:59 GMT"}, None),  # no calendar holds it
+        ({"retry-after-ms": "nan", "retry-after": "2"}, 2.0),
+        ({"retry-after-ms": "-5"}, None),
         ({}, None),
     ],
 )

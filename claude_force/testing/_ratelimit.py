@@ -147,6 +147,8 @@ class _Stats:
     rejected_by: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     input_tokens: int = 0
     output_tokens: int = 0
+    first_admitted: float | None = None  # on the limiter's clock
+    last_admitted: float | None = None
 
 
 class ServerRateLimiter:
@@ -180,7 +182,11 @@ class ServerRateLimiter:
             return Rejection(kind, self._message(kind, buckets[kind].limit), headers)
         for kind, bucket in buckets.items():
             bucket.level -= costs[kind]
+        now = self._clock()
         with self._lock:
+            if self._stats.first_admitted is None:
+                self._stats.first_admitted = now
+            self._stats.last_admitted = now
             self._stats.admitted += 1
             self._stats.input_tokens += input_tokens
         return Admission(cls, input_tokens, max_tokens)
@@ -209,7 +215,9 @@ class ServerRateLimiter:
         return self._headers(self._buckets(model_class(model)))
 
     def stats(self) -> dict[str, object]:
-        """Counters since start: admitted and rejected requests (by bucket), tokens charged."""
+        """Counters since start: admitted and rejected requests (by bucket), tokens charged,
+        and when the first and the last request were admitted (seconds on the limiter's
+        clock, None before any): the span over which a client kept to the limits."""
         with self._lock:
             s = self._stats
             return {
@@ -218,6 +226,8 @@ class ServerRateLimiter:
                 "rejected_by": dict(s.rejected_by),
                 "input_tokens": s.input_tokens,
                 "output_tokens": s.output_tokens,
+                "first_admitted": s.first_admitted,
+                "last_admitted": s.last_admitted,
             }
 
     def _buckets(self, cls: str) -> dict[str, _Bucket]:
