@@ -48,12 +48,28 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from ._config_limits import parse_rate_limits
+from ._config_text import (
+    MAX_SHOWN,
+    check_max_tokens,
+    check_temperature,
+    check_text,
+    expected_text,
+    is_text,
+    json_type,
+    key_path,
+    name_problem,
+    report_duplicates,
+    show,
+    show_text,
+)
+from ._config_workflows import StepSpec, Workflow, WorkflowSpec, parse_workflows
 from ._errors import AgentNotFoundError, ConfigError, InvalidArgumentError, WorkflowNotFoundError
 from ._files import FileProblem, describe_mode, read_beneath, read_regular, shown
 
@@ -76,11 +92,6 @@ DEFAULT_MODEL: str = "claude-sonnet-5-5"
 CONFIG_DIR = ".claude"
 CONFIG_FILE = "claude.json"
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_NAME_RULE = (
-    "names are 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit"
-)
-_MAX_TOKENS_LIMIT = 128_000
 CacheTTL = Literal["5m", "1h"]
 _CACHE_TTLS: tuple[CacheTTL, ...] = ("5m", "1h")
 _INIT_HINT = "run `claude-force init` in your project folder to create one"
@@ -92,8 +103,6 @@ _MAX_DEPTH = 64
 _MAX_AGENTS = 10_000
 # The smallest limit Python's int() may be configured with (sys.set_int_max_str_digits).
 _MAX_DIGITS = 640
-_MAX_SHOWN = 50  # problems listed in one error; the count of the rest is given
-_SHOWN_CHARS = 60  # a value or key quoted in a message is cut to this length
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_PROBLEM = (
     "contains an unpaired surrogate escape (\\ud800-\\udfff), which is not valid Unicode; "
@@ -122,42 +131,6 @@ class AgentSpec:
     description: str | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     root: Path | None = None
-
-
-Workflow = tuple[tuple[str, ...], ...]
-Handoff = Literal["all", "previous"]
-OnFailure = Literal["stop", "continue"]
-_HANDOFFS: tuple[Handoff, ...] = ("all", "previous")
-_ON_FAILURE: tuple[OnFailure, ...] = ("stop", "continue")
-
-
-@dataclass(frozen=True, slots=True)
-class StepSpec:
-    """One step of a workflow: an agent and the settings this step overrides (None: the agent's)."""
-
-    agent: str
-    model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkflowSpec:
-    """A workflow with its policies: stages of steps, run in order, a stage's steps concurrently.
-
-    ``handoff``: which earlier outputs a step sees (``"all"``, or the ``"previous"`` stage's);
-    ``on_failure``: ``"stop"`` after a failed stage, or ``"continue"`` with the failure noted.
-    """
-
-    name: str
-    stages: tuple[tuple[StepSpec, ...], ...]
-    handoff: Handoff = "all"
-    on_failure: OnFailure = "stop"
-
-    @property
-    def agents(self) -> Workflow:
-        """The stages as agent names, the list form's shape."""
-        return tuple(tuple(step.agent for step in stage) for stage in self.stages)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,20 +192,10 @@ def validate_agent_name(name: str) -> str:
     >>> validate_agent_name("code-reviewer")
     'code-reviewer'
     """
-    problem = _name_problem("agent", name)
+    problem = name_problem("agent", name)
     if problem is not None:
         raise InvalidArgumentError(problem)
     return name
-
-
-def _name_problem(kind: str, name: object) -> str | None:
-    if not isinstance(name, str):
-        return f"{kind} name must be a string, got {_json_type(name)}"
-    if _NAME_RE.fullmatch(name):
-        return None
-    fix = re.sub(r"[^A-Za-z0-9_.-]+", "-", name[:256]).lstrip("_.-")[:64]
-    hint = f"; rename it, e.g. {fix!r}" if fix and _NAME_RE.fullmatch(fix) else ""
-    return f"invalid {kind} name {_show_text(name)}: {_NAME_RULE}{hint}"
 
 
 def _not_defined(kind: str, name: str, defined: Collection[str], config_path: Path) -> str:
@@ -242,46 +205,6 @@ def _not_defined(kind: str, name: str, defined: Collection[str], config_path: Pa
     if defined:
         return f"{message} Defined {kind}s: {', '.join(defined)}"
     return f"{message} No {kind}s are defined."
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _key_path(parent: str, key: str) -> str:
-    # Plain names read as `agents.reviewer`; anything odd is quoted so the path stays unambiguous.
-    if len(key) <= _SHOWN_CHARS and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", key):
-        return f"{parent}.{key}" if parent else key
-    if len(key) <= _SHOWN_CHARS:
-        return f"{parent}[{json.dumps(key)}]"
-    return f'{parent}[{json.dumps(key[:_SHOWN_CHARS])[:-1]}..."]'
-
-
-def _show_text(text: str) -> str:
-    """``repr`` of a user's string, cut to a readable length."""
-    if len(text) <= _SHOWN_CHARS:
-        return repr(text)
-    return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
-
-
-def _show(value: object) -> str:
-    """A JSON value as it appears in a message, cut to a readable length."""
-    text = json.dumps(value)
-    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}..."
 
 
 def _config_error(message: str, problems: list[str] | None = None) -> ConfigError:
@@ -473,7 +396,7 @@ def _document_problems(raw: object) -> list[str]:
                 continue
             children: list[tuple[object, str, int]] = []
             for key, child in node.items() if isinstance(node, dict) else enumerate(node):
-                child_path = _key_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                child_path = key_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
                 if isinstance(key, str) and _SURROGATE.search(key):
                     problems.append(f"{child_path}: the key {_SURROGATE_PROBLEM}")
                 children.append((child, child_path, depth + 1))
@@ -547,39 +470,39 @@ def _absolute(path: object) -> Path:
 
 def _invalid(config_path: Path, problems: list[str]) -> ConfigError:
     message = f"invalid configuration in {config_path}"
-    if len(problems) > _MAX_SHOWN:
-        message += f" ({len(problems)} problems; the first {_MAX_SHOWN} are listed)"
-    return _config_error(message, problems[:_MAX_SHOWN])
+    if len(problems) > MAX_SHOWN:
+        message += f" ({len(problems)} problems; the first {MAX_SHOWN} are listed)"
+    return _config_error(message, problems[:MAX_SHOWN])
 
 
 def _build_config(raw: object, config_path: Path, problems: list[str]) -> ProjectConfig | None:
     if not isinstance(raw, dict):
-        problems.append(f"(top level): expected a JSON object, got {_json_type(raw)}")
+        problems.append(f"(top level): expected a JSON object, got {json_type(raw)}")
         return None
-    _report_duplicates(raw, "(top level)", problems)
+    report_duplicates(raw, "(top level)", problems)
     root = config_path.parent
     agents: dict[str, AgentSpec] = {}
     raw_agents = raw.get("agents")
     if "agents" not in raw:
         problems.append("agents: field required (an object mapping agent names to definitions)")
     elif not isinstance(raw_agents, dict):
-        problems.append(f"agents: expected an object, got {_json_type(raw_agents)}")
+        problems.append(f"agents: expected an object, got {json_type(raw_agents)}")
     elif len(raw_agents) > _MAX_AGENTS:
         problems.append(
             f"agents: {len(raw_agents)} agents are defined, more than the {_MAX_AGENTS} "
             "supported; split the project into several folders"
         )
     else:
-        _report_duplicates(raw_agents, "agents", problems)
+        report_duplicates(raw_agents, "agents", problems)
         agents = _parse_agents(raw_agents, root, problems)
     # Workflows are checked against every declared name, even a broken agent's, so one typo
     # in an agent does not also produce "not defined" noise in every workflow using it.
     declared = raw_agents.keys() if isinstance(raw_agents, dict) else ()
-    specs = _parse_workflows(raw.get("workflows", {}), declared, problems)
+    specs = parse_workflows(raw.get("workflows", {}), declared, problems)
     default_model = raw.get("default_model")
-    if default_model is not None and not _is_text(default_model):
-        problems.append(f"default_model: {_expected_text(default_model)}")
-    rate_limits = _parse_rate_limits(raw.get("rate_limits", {}), problems)
+    if default_model is not None and not is_text(default_model):
+        problems.append(f"default_model: {expected_text(default_model)}")
+    rate_limits = parse_rate_limits(raw.get("rate_limits", {}), problems)
     known = ("agents", "workflows", "default_model", "rate_limits")
     extra = {k: v for k, v in raw.items() if k not in known}
     return ProjectConfig(
@@ -594,64 +517,35 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
     )
 
 
-def _report_duplicates(obj: Mapping[str, Any], path: str, problems: list[str]) -> None:
-    for key in getattr(obj, "duplicates", ()):
-        problems.append(f"{path}: duplicate key {key!r}; JSON keeps only the last one, remove one")
-
-
-def _is_text(value: object) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _expected_text(value: object) -> str:
-    return f"expected a non-empty string, got {_json_type(value)} {_show(value)}"
-
-
 # Optional agent fields: each checker returns None when the value is fine, else the message.
 def _check_domains(v: object) -> str | None:
-    if isinstance(v, list) and all(_is_text(d) for d in v):
+    if isinstance(v, list) and all(is_text(d) for d in v):
         return None
-    return f"expected an array of non-empty strings, got {_show(v)}"
+    return f"expected an array of non-empty strings, got {show(v)}"
 
 
 def _check_priority(v: object) -> str | None:
-    if (isinstance(v, int) and not isinstance(v, bool)) or _is_text(v):
+    if (isinstance(v, int) and not isinstance(v, bool)) or is_text(v):
         return None
-    return f'expected an integer or a string like "high", got {_json_type(v)} {_show(v)}'
-
-
-def _check_max_tokens(v: object) -> str | None:
-    if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= _MAX_TOKENS_LIMIT:
-        return None
-    return f"expected an integer from 1 to {_MAX_TOKENS_LIMIT}, got {_show(v)}"
-
-
-def _check_temperature(v: object) -> str | None:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1:
-        return None
-    return f"expected a number from 0 to 1, got {_show(v)}"
+    return f'expected an integer or a string like "high", got {json_type(v)} {show(v)}'
 
 
 def _check_cache_ttl(v: object) -> str | None:
     if v in _CACHE_TTLS:
         return None
-    return f"expected one of {', '.join(map(repr, _CACHE_TTLS))}, got {_show(v)}"
-
-
-def _check_text(v: object) -> str | None:
-    return None if _is_text(v) else _expected_text(v)
+    return f"expected one of {', '.join(map(repr, _CACHE_TTLS))}, got {show(v)}"
 
 
 def _check_string(v: object) -> str | None:
-    return None if isinstance(v, str) else f"expected a string, got {_json_type(v)}"
+    return None if isinstance(v, str) else f"expected a string, got {json_type(v)}"
 
 
 _OPTIONAL_FIELDS: Mapping[str, Callable[[object], str | None]] = {
     "domains": _check_domains,
     "priority": _check_priority,
-    "model": _check_text,
-    "max_tokens": _check_max_tokens,
-    "temperature": _check_temperature,
+    "model": check_text,
+    "max_tokens": check_max_tokens,
+    "temperature": check_temperature,
     "cache_ttl": _check_cache_ttl,
     "description": _check_string,
 }
@@ -663,12 +557,12 @@ def _parse_agents(
 ) -> dict[str, AgentSpec]:
     agents: dict[str, AgentSpec] = {}
     for name, raw in raw_agents.items():
-        path = _key_path("agents", name)
-        name_problem = _name_problem("agent", name)
-        if name_problem is not None:
-            problems.append(f"{path}: {name_problem}")
+        path = key_path("agents", name)
+        bad_name = name_problem("agent", name)
+        if bad_name is not None:
+            problems.append(f"{path}: {bad_name}")
         spec = _parse_agent(name, raw, path, root, problems)
-        if spec is not None and name_problem is None:
+        if spec is not None and bad_name is None:
             agents[name] = spec
     return agents
 
@@ -677,10 +571,10 @@ def _parse_agent(
     name: str, raw: object, path: str, root: Path, problems: list[str]
 ) -> AgentSpec | None:
     if not isinstance(raw, dict):
-        problems.append(f"{path}: expected an object with at least a 'file', got {_json_type(raw)}")
+        problems.append(f"{path}: expected an object with at least a 'file', got {json_type(raw)}")
         return None
     before = len(problems)
-    _report_duplicates(raw, path, problems)
+    report_duplicates(raw, path, problems)
     if "file" not in raw:
         problems.append(f"{path}.file: field required (the agent's definition, e.g. agents/x.md)")
     files: dict[str, Path] = {}
@@ -720,242 +614,20 @@ def _agent_path(
 
     The same check runs again at every read (:func:`read_agent_prompt`).
     """
-    subject = f"agent {_show_text(agent)} {key}"
+    subject = f"agent {show_text(agent)} {key}"
     if not isinstance(value, str) or not value.strip():
-        problems.append(f"{path}: {_expected_text(value)}")
+        problems.append(f"{path}: {expected_text(value)}")
         return None
     rule = f"agent files must live inside {root}; use a path relative to it"
     if PurePosixPath(value).is_absolute() or PureWindowsPath(value).drive:
-        problems.append(f"{path}: {subject} {_show_text(value)} is an absolute path; {rule}")
+        problems.append(f"{path}: {subject} {show_text(value)} is an absolute path; {rule}")
         return None
     if not Path(os.path.normpath(root / value)).is_relative_to(root):
-        problems.append(f"{path}: {subject} {_show_text(value)} uses '..' to leave {root}; {rule}")
+        problems.append(f"{path}: {subject} {show_text(value)} uses '..' to leave {root}; {rule}")
         return None
     try:
         _, resolved = read_beneath(root / value, root, limit=_MAX_AGENT_FILE_BYTES)
     except FileProblem as problem:
-        problems.append(f"{path}: {subject} {_show_text(value)}: {problem}")
+        problems.append(f"{path}: {subject} {show_text(value)}: {problem}")
         return None
     return resolved
-
-
-def _parse_workflows(
-    raw: object, declared: Iterable[str], problems: list[str]
-) -> dict[str, WorkflowSpec]:
-    if not isinstance(raw, dict):
-        problems.append(f"workflows: expected an object, got {_json_type(raw)}")
-        return {}
-    _report_duplicates(raw, "workflows", problems)
-    # A dict: ordered for suggestions, O(1) membership for huge documents.
-    defined = dict.fromkeys(declared)
-    workflows: dict[str, WorkflowSpec] = {}
-    for name, value in raw.items():
-        path = _key_path("workflows", name)
-        before = len(problems)
-        name_problem = _name_problem("workflow", name)
-        if name_problem is not None:
-            problems.append(f"{path}: {name_problem}")
-        settings = _workflow_settings(value, path, problems)
-        if settings is None:
-            continue
-        steps, steps_path, handoff, on_failure = settings
-        stages = [
-            _parse_stage(step, f"{steps_path}[{i}]", defined, problems)
-            for i, step in enumerate(steps)
-        ]
-        if len(problems) == before:
-            workflows[name] = WorkflowSpec(
-                name=name,
-                stages=tuple(stage for stage in stages if stage),
-                handoff=handoff,
-                on_failure=on_failure,
-            )
-    return workflows
-
-
-_WORKFLOW_KEYS = ("steps", "handoff", "on_failure")
-_STEPS_RULE = "a non-empty array of agent names or stages (arrays of agent names run concurrently)"
-
-
-def _workflow_settings(
-    value: object, path: str, problems: list[str]
-) -> tuple[list[Any], str, Handoff, OnFailure] | None:
-    """The steps (and where they are) and the policies of the list or the extended form."""
-    if isinstance(value, list):
-        if value:
-            return value, path, "all", "stop"
-        problems.append(f"{path}: expected {_STEPS_RULE}, got []")
-        return None
-    if not isinstance(value, dict):
-        problems.append(
-            f"{path}: expected {_STEPS_RULE}, or an object with 'steps', 'handoff' and "
-            f"'on_failure', got {_show(value)}"
-        )
-        return None
-    _report_duplicates(value, path, problems)
-    _report_unknown_keys(value, path, _WORKFLOW_KEYS, problems)
-    handoff = _check_choice(value, "handoff", _HANDOFFS, path, problems)
-    on_failure = _check_choice(value, "on_failure", _ON_FAILURE, path, problems)
-    steps = value.get("steps")
-    if "steps" not in value:
-        problems.append(f"{path}.steps: field required ({_STEPS_RULE})")
-    elif not isinstance(steps, list) or not steps:
-        problems.append(f"{path}.steps: expected {_STEPS_RULE}, got {_show(steps)}")
-    else:
-        return steps, f"{path}.steps", handoff, on_failure
-    return None
-
-
-def _check_choice(
-    obj: Mapping[str, Any], key: str, allowed: tuple[Any, ...], path: str, problems: list[str]
-) -> Any:
-    """``obj[key]`` if it is one of ``allowed`` (the first is the default), else a problem."""
-    value = obj.get(key, allowed[0])
-    if value in allowed and isinstance(value, str):
-        return value
-    problems.append(
-        f"{path}.{key}: expected one of {', '.join(map(repr, allowed))}, got {_show(value)}"
-    )
-    return allowed[0]
-
-
-def _report_unknown_keys(
-    obj: Mapping[str, Any], path: str, known: tuple[str, ...], problems: list[str]
-) -> None:
-    for key in obj:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(key[:64], known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(known)}"
-        problems.append(f"{_key_path(path, key)}: unknown key; {hint}")
-
-
-def _parse_stage(
-    step: object, path: str, defined: Mapping[str, None], problems: list[str]
-) -> tuple[StepSpec, ...]:
-    """Normalise one workflow step to a stage tuple: ``"a"`` -> ``(StepSpec("a"),)``."""
-    if not isinstance(step, list):
-        single = _parse_step(step, path, defined, problems, in_stage=False)
-        return (single,) if single is not None else ()
-    if not step:
-        problems.append(f"{path}: a stage needs at least one agent; remove the empty array")
-        return ()
-    stage: dict[str, StepSpec] = {}
-    for i, item in enumerate(step):
-        item_path = f"{path}[{i}]"
-        parsed = _parse_step(item, item_path, defined, problems, in_stage=True)
-        if parsed is None:
-            continue
-        if parsed.agent in stage:
-            problems.append(
-                f"{item_path}: agent {_show_text(parsed.agent)} appears twice in this stage; "
-                "list it once"
-            )
-        else:
-            stage[parsed.agent] = parsed
-    return tuple(stage.values())
-
-
-_STEP_OVERRIDES: Mapping[str, Callable[[object], str | None]] = {
-    "model": _check_text,
-    "max_tokens": _check_max_tokens,
-    "temperature": _check_temperature,
-}
-_STEP_KEYS = ("agent", *_STEP_OVERRIDES)
-
-
-def _parse_step(
-    item: object, path: str, defined: Mapping[str, None], problems: list[str], *, in_stage: bool
-) -> StepSpec | None:
-    """An agent name or a step object ``{"agent": ..., "model": ...}``; None after a problem."""
-    if isinstance(item, str):
-        return StepSpec(item) if _check_reference(item, path, defined, problems) else None
-    if not isinstance(item, dict):
-        expected = (
-            "an agent name or a step object (stages cannot be nested further)"
-            if in_stage
-            else "an agent name, a step object or an array of them"
-        )
-        problems.append(f"{path}: expected {expected}, got {_json_type(item)}")
-        return None
-    before = len(problems)
-    _report_duplicates(item, path, problems)
-    _report_unknown_keys(item, path, _STEP_KEYS, problems)
-    agent = item.get("agent")
-    if "agent" not in item:
-        problems.append(f"{path}.agent: field required (the name of the agent to run)")
-    elif not isinstance(agent, str):
-        problems.append(f"{path}.agent: expected an agent name, got {_json_type(agent)}")
-    else:
-        _check_reference(agent, f"{path}.agent", defined, problems)
-    for key, check in _STEP_OVERRIDES.items():
-        message = check(item[key]) if key in item else None
-        if message is not None:
-            problems.append(f"{path}.{key}: {message}")
-    if len(problems) != before or not isinstance(agent, str):
-        return None
-    temperature = item.get("temperature")
-    return StepSpec(
-        agent=agent,
-        model=item.get("model"),
-        max_tokens=item.get("max_tokens"),
-        temperature=None if temperature is None else float(temperature),
-    )
-
-
-def _check_reference(
-    name: str, path: str, defined: Mapping[str, None], problems: list[str]
-) -> bool:
-    if name in defined:
-        return True
-    message = f"{path}: agent {_show_text(name)} is not defined"
-    # difflib is quadratic: suggest only for names that could be valid, in problems shown.
-    useful = len(name) <= 64 and len(problems) < _MAX_SHOWN and len(defined) <= 1000
-    close = difflib.get_close_matches(name, defined, n=1) if useful else []
-    problems.append(message + (f"; did you mean {close[0]!r}?" if close else ""))
-    return False
-
-
-# --------------------------------------------------------------------------- rate limits
-
-RATE_LIMIT_FIELDS = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
-MAX_RATE_LIMIT = 10**12  # as _admission.MAX_RATE_LIMIT (this module imports no siblings)
-_RATE_LIMITS_EXAMPLE = '{"sonnet": {"input_tokens_per_minute": 400000}}'
-
-
-def _parse_rate_limits(raw: object, problems: list[str]) -> dict[str, dict[str, int]]:
-    """``rate_limits``: model family (or model, or ``default``) -> the fields of Limits."""
-    if not isinstance(raw, dict):
-        problems.append(
-            f'rate_limits: expected an object mapping a model family (or "default") to '
-            f"limits, e.g. {_RATE_LIMITS_EXAMPLE}; got {_json_type(raw)}"
-        )
-        return {}
-    _report_duplicates(raw, "rate_limits", problems)
-    parsed: dict[str, dict[str, int]] = {}
-    for name, limits in raw.items():
-        path = _key_path("rate_limits", name)
-        if not _is_text(name):
-            problems.append(f'{path}: expected a model family such as "sonnet" or "default"')
-            continue
-        if not isinstance(limits, dict):
-            problems.append(
-                f"{path}: expected an object with any of {', '.join(RATE_LIMIT_FIELDS)}, "
-                f"got {_json_type(limits)} {_show(limits)}"
-            )
-            continue
-        _report_duplicates(limits, path, problems)
-        before = len(problems)
-        for key, value in limits.items():
-            key_path = _key_path(path, key)
-            if key not in RATE_LIMIT_FIELDS:
-                problems.append(f"{key_path}: unknown limit; use {', '.join(RATE_LIMIT_FIELDS)}")
-            elif (
-                not isinstance(value, int)
-                or isinstance(value, bool)
-                or not 1 <= value <= MAX_RATE_LIMIT
-            ):
-                problems.append(f"{key_path}: expected an integer >= 1, got {_show(value)}")
-        if len(problems) == before:
-            parsed[name] = dict(limits)
-    return parsed

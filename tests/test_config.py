@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from claude_force import _config, _files
+from claude_force import _config, _config_limits, _config_text, _config_workflows, _files
 from claude_force._config import (
     DEFAULT_MODEL,
     AgentSpec,
@@ -520,7 +520,15 @@ def _imports_of(module: Any) -> set[str]:
 def test_config_module_imports_only_the_stdlib_and_errors() -> None:
     # The CLI loads the config before it needs the SDK, so this module must not pull it in
     # (a subprocess check would also see whatever claude_force/__init__.py imports).
-    assert _imports_of(_config) == {"_errors", "_files"}
+    assert _imports_of(_config) == {
+        "_errors",
+        "_files",
+        "_config_limits",
+        "_config_text",
+        "_config_workflows",
+    }
+    for section in (_config_limits, _config_text, _config_workflows):
+        assert _imports_of(section) <= {"_config_text"}
     assert _imports_of(_files) == set()
 
 
