@@ -17,7 +17,8 @@ The format is the one existing Claude Force projects use::
 A nested list in a workflow is a stage whose agents run concurrently. ``rate_limits`` sets or
 caps the per-minute limits the client keeps to, per model family (or model) and ``default``
 for the rest, e.g. to leave room for other tools of the same organisation. Unknown keys, at the top
-level or inside an agent, are kept in ``extra`` and otherwise ignored, so older projects load.
+level or inside an agent, are kept in ``extra`` and otherwise ignored, so older projects load;
+keys starting with ``_``, ``$``, ``#`` or ``//`` are notes, skipped where names are expected.
 
 A workflow may also take the extended form, with its policies and per-step overrides::
 
@@ -32,6 +33,11 @@ so its unknown keys are errors (with a suggestion), not kept.
 Paths are relative to the folder holding ``claude.json`` and must stay inside it, at load
 and again at every read (an agent file swapped for a link leaving the folder is refused).
 
+A problem confined to one agent or workflow (an agent file missing on this machine, a workflow
+naming an undefined agent) makes only that one unusable: ``unusable_agents`` and
+``unusable_workflows`` say why, a warning is logged, and using it raises ConfigError. A missing
+contract file is a warning and the agent runs without one, as in Claude Force 1.x.
+
 A malformed file is always a :class:`ConfigError` whose problems each start with a JSON path
 (``agents.reviewer.file: ...``) or a position (``line 3, column 7: ...``). Limits keep a hostile
 file from hanging or crashing the loader: 10 MiB per config, 4 MiB per agent file, 10,000
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import re
 import stat
@@ -57,10 +64,12 @@ from typing import Any, Literal, cast
 from ._config_limits import parse_rate_limits
 from ._config_text import (
     MAX_SHOWN,
+    Confined,
     check_max_tokens,
     check_temperature,
     check_text,
     expected_text,
+    is_comment_key,
     is_text,
     json_type,
     key_path,
@@ -88,6 +97,8 @@ __all__ = [
 # Must appear in the installed SDK's ModelParam literal and not in its DEPRECATED_MODELS;
 # tests/test_config.py checks both, so an SDK upgrade that retires it fails loudly.
 DEFAULT_MODEL: str = "claude-sonnet-5-5"
+
+_log = logging.getLogger("claude_force")
 
 CONFIG_DIR = ".claude"
 CONFIG_FILE = "claude.json"
@@ -123,7 +134,7 @@ class AgentSpec:
     file: Path
     contract: Path | None = None
     domains: tuple[str, ...] = ()
-    priority: int | str | None = None
+    priority: int | float | str | None = None
     model: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
@@ -155,32 +166,60 @@ class ProjectConfig:
     workflow_specs: Mapping[str, WorkflowSpec] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    # Declared but unusable (a file missing on this machine, a workflow naming an undefined
+    # agent): name -> the problem. Claude Force 1.x ran the rest of such a folder, so do we.
+    unusable_agents: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    unusable_workflows: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
 
     def agent(self, name: str) -> AgentSpec:
-        """Return the agent called ``name`` or raise AgentNotFoundError with a suggestion."""
+        """Return the agent called ``name`` or raise AgentNotFoundError with a suggestion.
+
+        A declared agent that cannot be used raises ConfigError naming the problem.
+        """
         try:
             return self.agents[name]
         except KeyError:
-            raise AgentNotFoundError(_not_defined("agent", name, self.agents, self.path)) from None
+            pass
+        if name in self.unusable_agents:
+            raise _config_error(
+                f"agent {name!r} in {self.path} cannot be used: {self.unusable_agents[name]}"
+            )
+        raise AgentNotFoundError(_not_defined("agent", name, self.agents, self.path))
 
     def workflow(self, name: str) -> Workflow:
         """Return the stages of workflow ``name`` or raise WorkflowNotFoundError."""
         try:
             return self.workflows[name]
         except KeyError:
-            raise WorkflowNotFoundError(
-                _not_defined("workflow", name, self.workflows, self.path)
-            ) from None
+            pass
+        if name in self.unusable_workflows:
+            raise _config_error(
+                f"workflow {name!r} in {self.path} cannot run: {self.unusable_workflows[name]}"
+            )
+        raise WorkflowNotFoundError(_not_defined("workflow", name, self.workflows, self.path))
 
     def workflow_spec(self, name: str) -> WorkflowSpec:
-        """Return workflow ``name`` with policies and overrides, or raise WorkflowNotFoundError."""
+        """Return workflow ``name`` with policies and overrides, or raise WorkflowNotFoundError.
+
+        A workflow using an agent that cannot be used raises ConfigError before any step runs.
+        """
         spec = self.workflow_specs.get(name)
-        if spec is not None:
-            return spec
-        stages = self.workflow(name)  # a hand-made config may give only the list form
-        return WorkflowSpec(
-            name=name, stages=tuple(tuple(StepSpec(a) for a in stage) for stage in stages)
-        )
+        if spec is None:
+            stages = self.workflow(name)  # a hand-made config may give only the list form
+            spec = WorkflowSpec(
+                name=name, stages=tuple(tuple(StepSpec(a) for a in stage) for stage in stages)
+            )
+        broken = [a for stage in spec.agents for a in stage if a in self.unusable_agents]
+        if broken:
+            why = "; ".join(
+                f"agent {a!r}: {self.unusable_agents[a]}" for a in dict.fromkeys(broken)
+            )
+            raise _config_error(f"workflow {name!r} in {self.path} cannot run: {why}")
+        return spec
 
 
 # --------------------------------------------------------------------------- names and messages
@@ -482,6 +521,7 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
     report_duplicates(raw, "(top level)", problems)
     root = config_path.parent
     agents: dict[str, AgentSpec] = {}
+    confined = Confined()
     raw_agents = raw.get("agents")
     if "agents" not in raw:
         problems.append("agents: field required (an object mapping agent names to definitions)")
@@ -494,17 +534,29 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
         )
     else:
         report_duplicates(raw_agents, "agents", problems)
-        agents = _parse_agents(raw_agents, root, problems)
+        agents = _parse_agents(raw_agents, root, problems, confined)
     # Workflows are checked against every declared name, even a broken agent's, so one typo
     # in an agent does not also produce "not defined" noise in every workflow using it.
-    declared = raw_agents.keys() if isinstance(raw_agents, dict) else ()
-    specs = parse_workflows(raw.get("workflows", {}), declared, problems)
+    declared = (
+        [k for k in raw_agents if not is_comment_key(k)] if isinstance(raw_agents, dict) else ()
+    )
+    specs = parse_workflows(raw.get("workflows", {}), declared, problems, confined)
     default_model = raw.get("default_model")
     if default_model is not None and not is_text(default_model):
         problems.append(f"default_model: {expected_text(default_model)}")
     rate_limits = parse_rate_limits(raw.get("rate_limits", {}), problems)
     known = ("agents", "workflows", "default_model", "rate_limits")
     extra = {k: v for k, v in raw.items() if k not in known}
+    unusable = confined.split(problems)
+    if unusable is None:
+        return None  # every problem is reported, confined ones too
+    problems.clear()
+    for name, why in unusable["agents"].items():
+        confined.notes.append(f"agent {show_text(name)} cannot be used: {why}")
+    for name, why in unusable["workflows"].items():
+        confined.notes.append(f"workflow {show_text(name)} cannot run: {why}")
+    for note in confined.notes:
+        _log.warning("%s: %s", config_path, note)
     return ProjectConfig(
         path=config_path,
         root=root,
@@ -514,20 +566,23 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
         rate_limits=MappingProxyType(rate_limits),
         extra=MappingProxyType(extra),
         workflow_specs=MappingProxyType(specs),
+        unusable_agents=MappingProxyType(unusable["agents"]),
+        unusable_workflows=MappingProxyType(unusable["workflows"]),
     )
 
 
 # Optional agent fields: each checker returns None when the value is fine, else the message.
 def _check_domains(v: object) -> str | None:
-    if isinstance(v, list) and all(is_text(d) for d in v):
-        return None
+    if (isinstance(v, list) and all(is_text(d) for d in v)) or is_text(v):
+        return None  # a single string is one domain
     return f"expected an array of non-empty strings, got {show(v)}"
 
 
 def _check_priority(v: object) -> str | None:
-    if (isinstance(v, int) and not isinstance(v, bool)) or is_text(v):
+    # Only listed and sorted by, never sent: any number or label a team uses is fine.
+    if (isinstance(v, (int, float)) and not isinstance(v, bool)) or is_text(v):
         return None
-    return f'expected an integer or a string like "high", got {json_type(v)} {show(v)}'
+    return f'expected a number or a string like "high", got {json_type(v)} {show(v)}'
 
 
 def _check_cache_ttl(v: object) -> str | None:
@@ -553,36 +608,52 @@ _PATH_FIELDS = ("file", "contract")
 
 
 def _parse_agents(
-    raw_agents: Mapping[str, Any], root: Path, problems: list[str]
+    raw_agents: Mapping[str, Any], root: Path, problems: list[str], confined: Confined
 ) -> dict[str, AgentSpec]:
     agents: dict[str, AgentSpec] = {}
     for name, raw in raw_agents.items():
+        if is_comment_key(name):
+            continue
         path = key_path("agents", name)
         bad_name = name_problem("agent", name)
         if bad_name is not None:
             problems.append(f"{path}: {bad_name}")
-        spec = _parse_agent(name, raw, path, root, problems)
+        spec = _parse_agent(name, raw, path, root, problems, confined)
         if spec is not None and bad_name is None:
             agents[name] = spec
     return agents
 
 
 def _parse_agent(
-    name: str, raw: object, path: str, root: Path, problems: list[str]
+    name: str, raw: object, path: str, root: Path, problems: list[str], confined: Confined
 ) -> AgentSpec | None:
     if not isinstance(raw, dict):
         problems.append(f"{path}: expected an object with at least a 'file', got {json_type(raw)}")
         return None
     before = len(problems)
     report_duplicates(raw, path, problems)
+    # null is how many tools write "not given"; only 'file' cannot be absent.
+    raw = {k: v for k, v in raw.items() if v is not None or k == "file"}
     if "file" not in raw:
         problems.append(f"{path}.file: field required (the agent's definition, e.g. agents/x.md)")
     files: dict[str, Path] = {}
     for key in _PATH_FIELDS:
-        if key in raw:
-            resolved = _agent_path(name, key, raw[key], f"{path}.{key}", root, problems)
-            if resolved is not None:
-                files[key] = resolved
+        if key not in raw:
+            continue
+        where = f"{path}.{key}"
+        found = _agent_path(name, key, raw[key], where, root, problems)
+        if found is None or isinstance(found, Path):
+            files.update({key: found} if found else {})
+            continue
+        subject = f"{where}: agent {show_text(name)} {key} {show_text(raw[key])}: "
+        if key == "contract" and found.kind == "missing":
+            # Claude Force 1.x ran without a contract it could not find; so do we, aloud.
+            confined.notes.append(
+                f"{subject}{found.summary}; running the agent without a contract. Create the "
+                "file or remove 'contract'"
+            )
+        else:
+            confined.add(problems, "agents", name, f"{subject}{found}")
     for key, check in _OPTIONAL_FIELDS.items():
         message = check(raw[key]) if key in raw else None
         if message is not None:
@@ -590,12 +661,13 @@ def _parse_agent(
     if len(problems) != before:
         return None
     temperature = raw.get("temperature")
+    domains = raw.get("domains", ())
     known = {*_PATH_FIELDS, *_OPTIONAL_FIELDS}
     return AgentSpec(
         name=name,
         file=files["file"],
         contract=files.get("contract"),
-        domains=tuple(raw.get("domains", ())),
+        domains=(domains,) if isinstance(domains, str) else tuple(domains),
         priority=raw.get("priority"),
         model=raw.get("model"),
         max_tokens=raw.get("max_tokens"),
@@ -609,17 +681,24 @@ def _parse_agent(
 
 def _agent_path(
     agent: str, key: str, value: object, path: str, root: Path, problems: list[str]
-) -> Path | None:
+) -> Path | FileProblem | None:
     """Resolve an agent's file or contract, which must be a regular file inside ``root``.
 
-    The same check runs again at every read (:func:`read_agent_prompt`).
+    A path that is wrong as written is a problem (None); a file that cannot be used as it
+    stands on disk (missing, too large, a link leaving ``root``) is returned as its
+    FileProblem, for the caller to word. The same check runs again at every
+    read (:func:`read_agent_prompt`).
     """
     subject = f"agent {show_text(agent)} {key}"
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{path}: {expected_text(value)}")
         return None
     rule = f"agent files must live inside {root}; use a path relative to it"
-    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).drive:
+    if PureWindowsPath(value).drive:
+        problems.append(f"{path}: {subject} {show_text(value)} is an absolute path; {rule}")
+        return None
+    value = value.replace("\\", "/")  # a path written on Windows: agents\\x.md
+    if PurePosixPath(value).is_absolute():
         problems.append(f"{path}: {subject} {show_text(value)} is an absolute path; {rule}")
         return None
     if not Path(os.path.normpath(root / value)).is_relative_to(root):
@@ -628,6 +707,5 @@ def _agent_path(
     try:
         _, resolved = read_beneath(root / value, root, limit=_MAX_AGENT_FILE_BYTES)
     except FileProblem as problem:
-        problems.append(f"{path}: {subject} {show_text(value)}: {problem}")
-        return None
+        return problem
     return resolved

@@ -4,7 +4,7 @@ machinery."""
 
 from __future__ import annotations
 
-from ._config_text import is_text, json_type, key_path, report_duplicates, show
+from ._config_text import is_comment_key, is_text, json_type, key_path, report_duplicates, show
 
 __all__ = ["MAX_RATE_LIMIT", "RATE_LIMIT_FIELDS", "parse_rate_limits"]
 
@@ -24,6 +24,8 @@ def parse_rate_limits(raw: object, problems: list[str]) -> dict[str, dict[str, i
     report_duplicates(raw, "rate_limits", problems)
     parsed: dict[str, dict[str, int]] = {}
     for name, limits in raw.items():
+        if is_comment_key(name):
+            continue
         path = key_path("rate_limits", name)
         if not is_text(name):
             problems.append(f'{path}: expected a model family such as "sonnet" or "default"')

@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Letters and digits of any script (\w is Unicode-aware), so "revisor-código" and "审查" are
+# names; single spaces between words, as a dict key of Claude Force 1.x could have them.
+NAME_RE = re.compile(r"[^\W_][\w.-]*(?: [\w.-]+)*")
+NAME_MAX = 64
 NAME_RULE = (
-    "names are 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit"
+    "names are 1-64 letters, digits, '_', '.' or '-' (single spaces between words), "
+    "starting with a letter or digit"
 )
 MAX_TOKENS_LIMIT = 128_000
 
@@ -24,9 +29,9 @@ SHOWN_CHARS = 60  # a value or key quoted in a message is cut to this length
 def name_problem(kind: str, name: object) -> str | None:
     if not isinstance(name, str):
         return f"{kind} name must be a string, got {json_type(name)}"
-    if NAME_RE.fullmatch(name):
+    if len(name) <= NAME_MAX and NAME_RE.fullmatch(name):
         return None
-    fix = re.sub(r"[^A-Za-z0-9_.-]+", "-", name[:256]).lstrip("_.-")[:64]
+    fix = re.sub(r"[^\w.-]+", "-", name[:256]).lstrip("_.-")[:NAME_MAX].rstrip("-")
     hint = f"; rename it, e.g. {fix!r}" if fix and NAME_RE.fullmatch(fix) else ""
     return f"invalid {kind} name {show_text(name)}: {NAME_RULE}{hint}"
 
@@ -98,3 +103,39 @@ def check_temperature(v: object) -> str | None:
 
 def check_text(v: object) -> str | None:
     return None if is_text(v) else expected_text(v)
+
+
+def is_comment_key(key: str) -> bool:
+    """``_comment``, ``$schema``, ``#note``, ``//``: notes beside agents and workflows, never names.
+
+    None of them can be a valid name, so skipping them loses nothing.
+    """
+    return key.startswith(("_", "$", "#", "//"))
+
+
+@dataclass
+class Confined:
+    """Problems that make only one agent or workflow unusable, not the whole file.
+
+    A file missing on this machine, or a workflow naming an agent that is not defined: Claude
+    Force 1.x loaded such a folder and failed only when that agent or workflow ran, so a
+    config whose every problem is of this kind still loads. ``marks`` maps the index of such
+    a problem in the shared list to ``(section, name)``; ``notes`` are warnings to log.
+    """
+
+    marks: dict[int, tuple[str, str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, problems: list[str], section: str, name: str, message: str) -> None:
+        self.marks[len(problems)] = (section, name)
+        problems.append(message)
+
+    def split(self, problems: list[str]) -> dict[str, dict[str, str]] | None:
+        """Per section, name -> its problems joined; None while any problem is not confined."""
+        if any(i not in self.marks for i in range(len(problems))):
+            return None
+        found: dict[str, dict[str, str]] = {"agents": {}, "workflows": {}}
+        for i, (section, name) in sorted(self.marks.items()):
+            known = found[section].get(name)
+            found[section][name] = problems[i] if known is None else f"{known}; {problems[i]}"
+        return found

@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 from ._config_text import (
     MAX_SHOWN,
+    Confined,
     check_max_tokens,
     check_temperature,
     check_text,
+    is_comment_key,
     json_type,
     key_path,
     name_problem,
@@ -64,17 +66,30 @@ class WorkflowSpec:
         return tuple(tuple(step.agent for step in stage) for stage in self.stages)
 
 
+class _Names:
+    """The declared agent names, and where an undefined one is reported."""
+
+    def __init__(self, declared: Iterable[str], confined: Confined) -> None:
+        # A dict: ordered for suggestions, O(1) membership for huge documents.
+        self.defined = dict.fromkeys(declared)
+        self.confined = confined
+        self.workflow = ""  # the workflow being parsed
+
+
 def parse_workflows(
-    raw: object, declared: Iterable[str], problems: list[str]
+    raw: object, declared: Iterable[str], problems: list[str], confined: Confined
 ) -> dict[str, WorkflowSpec]:
+    """The valid workflows. An undefined agent is a problem confined to its workflow."""
     if not isinstance(raw, dict):
         problems.append(f"workflows: expected an object, got {json_type(raw)}")
         return {}
     report_duplicates(raw, "workflows", problems)
-    # A dict: ordered for suggestions, O(1) membership for huge documents.
-    defined = dict.fromkeys(declared)
+    names = _Names(declared, confined)
     workflows: dict[str, WorkflowSpec] = {}
     for name, value in raw.items():
+        if is_comment_key(name):
+            continue
+        names.workflow = name
         path = key_path("workflows", name)
         before = len(problems)
         bad_name = name_problem("workflow", name)
@@ -85,7 +100,7 @@ def parse_workflows(
             continue
         steps, steps_path, handoff, on_failure = settings
         stages = [
-            _parse_stage(step, f"{steps_path}[{i}]", defined, problems)
+            _parse_stage(step, f"{steps_path}[{i}]", names, problems)
             for i, step in enumerate(steps)
         ]
         if len(problems) == before:
@@ -156,11 +171,11 @@ def _report_unknown_keys(
 
 
 def _parse_stage(
-    step: object, path: str, defined: Mapping[str, None], problems: list[str]
+    step: object, path: str, names: _Names, problems: list[str]
 ) -> tuple[StepSpec, ...]:
     """Normalise one workflow step to a stage tuple: ``"a"`` -> ``(StepSpec("a"),)``."""
     if not isinstance(step, list):
-        single = _parse_step(step, path, defined, problems, in_stage=False)
+        single = _parse_step(step, path, names, problems, in_stage=False)
         return (single,) if single is not None else ()
     if not step:
         problems.append(f"{path}: a stage needs at least one agent; remove the empty array")
@@ -168,7 +183,7 @@ def _parse_stage(
     stage: dict[str, StepSpec] = {}
     for i, item in enumerate(step):
         item_path = f"{path}[{i}]"
-        parsed = _parse_step(item, item_path, defined, problems, in_stage=True)
+        parsed = _parse_step(item, item_path, names, problems, in_stage=True)
         if parsed is None:
             continue
         if parsed.agent in stage:
@@ -190,11 +205,11 @@ _STEP_KEYS = ("agent", *_STEP_OVERRIDES)
 
 
 def _parse_step(
-    item: object, path: str, defined: Mapping[str, None], problems: list[str], *, in_stage: bool
+    item: object, path: str, names: _Names, problems: list[str], *, in_stage: bool
 ) -> StepSpec | None:
     """An agent name or a step object ``{"agent": ..., "model": ...}``; None after a problem."""
     if isinstance(item, str):
-        return StepSpec(item) if _check_reference(item, path, defined, problems) else None
+        return StepSpec(item) if _check_reference(item, path, names, problems) else None
     if not isinstance(item, dict):
         expected = (
             "an agent name or a step object (stages cannot be nested further)"
@@ -212,7 +227,7 @@ def _parse_step(
     elif not isinstance(agent, str):
         problems.append(f"{path}.agent: expected an agent name, got {json_type(agent)}")
     else:
-        _check_reference(agent, f"{path}.agent", defined, problems)
+        _check_reference(agent, f"{path}.agent", names, problems)
     for key, check in _STEP_OVERRIDES.items():
         message = check(item[key]) if key in item else None
         if message is not None:
@@ -228,14 +243,13 @@ def _parse_step(
     )
 
 
-def _check_reference(
-    name: str, path: str, defined: Mapping[str, None], problems: list[str]
-) -> bool:
-    if name in defined:
+def _check_reference(name: str, path: str, names: _Names, problems: list[str]) -> bool:
+    if name in names.defined:
         return True
     message = f"{path}: agent {show_text(name)} is not defined"
     # difflib is quadratic: suggest only for names that could be valid, in problems shown.
-    useful = len(name) <= 64 and len(problems) < MAX_SHOWN and len(defined) <= 1000
-    close = difflib.get_close_matches(name, defined, n=1) if useful else []
-    problems.append(message + (f"; did you mean {close[0]!r}?" if close else ""))
+    useful = len(name) <= 64 and len(problems) < MAX_SHOWN and len(names.defined) <= 1000
+    close = difflib.get_close_matches(name, names.defined, n=1) if useful else []
+    fix = f"did you mean {close[0]!r}?" if close else "define it under 'agents' or remove it"
+    names.confined.add(problems, "workflows", names.workflow, f"{message}; {fix}")
     return False
