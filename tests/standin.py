@@ -122,6 +122,12 @@ class StandIn:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    def reset(self) -> None:
+        """Forget the recorded requests and any replies still queued."""
+        with self._lock:
+            self._queue.clear()
+            self.requests.clear()
+
     def script(self, *replies: Reply) -> None:
         with self._lock:
             self._queue.extend(replies)
@@ -148,7 +154,8 @@ class StandIn:
             body = None
         path = h.path.split("?", 1)[0]
         with self._lock:
-            self.requests.append(Recorded(h.command, path, dict(h.headers.items()), body))
+            headers = {k.lower(): v for k, v in h.headers.items()}
+            self.requests.append(Recorded(h.command, path, headers, body))
         reply = self._next()
         if reply.hold is not None:
             reply.hold.wait(30)

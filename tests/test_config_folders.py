@@ -13,7 +13,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from claude_force import ConfigError, load_config
 from claude_force.cli import cli
 from claude_force.cli._common import run_guarded
 
-from .conftest import API_KEY, production_orchestrator
+from .conftest import production_orchestrator
 from .standin import StandIn
 
 
@@ -39,20 +39,6 @@ def write_folder(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "claude.json").write_bytes(data)
     return folder / "claude.json"
-
-
-@pytest.fixture(scope="module")
-def _module_standin() -> Iterator[StandIn]:
-    with StandIn() as server:
-        yield server
-
-
-@pytest.fixture
-def standin(_module_standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", _module_standin.base_url)
-    _module_standin.requests.clear()
-    return _module_standin
 
 
 def cli_run(*argv: str) -> int:

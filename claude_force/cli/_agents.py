@@ -21,6 +21,7 @@ from .._admission import rate_limit_line
 from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
+    api_error_hint,
     cache_dir_option,
     config_option,
     console,
@@ -31,6 +32,7 @@ from ._common import (
     run_async,
     say,
     show_error,
+    stop_note,
     task_file_option,
     write_text,
 )
@@ -165,10 +167,13 @@ def run_cmd(
         say(result_line(result))
         if limits:
             say(limits)
+    note = stop_note(result) if result.success else None
+    if note:
+        say(note)
     if not result.success:
         # An API error's text is the service's: shown as it came, never reworded.
         show_error(
-            f"agent '{agent}' failed: {'; '.join(result.errors)}",
+            f"agent '{agent}' failed: {'; '.join(result.errors)}{api_error_hint(result.error)}",
             rewrite=not isinstance(result.error, APIError),
         )
         raise RunFailed

@@ -242,6 +242,51 @@ def result_line(result: AgentResult) -> str:
     )
 
 
+# Why an answer ended early, for the stop reasons after which the text is not the whole answer.
+_STOP_NOTES = {
+    "max_tokens": "the answer was cut at the max_tokens limit; raise --max-tokens (or the "
+    "agent's max_tokens) for the rest",
+    "refusal": "the model declined to answer this task (stop_reason refusal)",
+    "pause_turn": "the model paused a long turn (stop_reason pause_turn); the answer may be "
+    "incomplete: run the task again to continue",
+    "model_context_window_exceeded": "the answer stopped at the model's context window; "
+    "shorten the task or the agent file",
+}
+
+
+def stop_note(result: AgentResult, who: str = "") -> str | None:
+    """A ``note:`` line when the answer ended before the model finished, else None."""
+    text = _STOP_NOTES.get(result.stop_reason or "")
+    return None if text is None else f"note: {who}{text}"
+
+
+# What to do about an API error that survived the retries, by status (None: connection).
+_API_FIXES = {
+    401: "check the API key (ANTHROPIC_API_KEY)",
+    403: "this API key may not use this model or feature; check its workspace and permissions",
+    404: "check the model name (--model, the agent's 'model', 'default_model') and "
+    "ANTHROPIC_BASE_URL",
+    413: "the request is too large: shorten the task or the agent file",
+    429: "rate limited after every retry; wait a minute, or send fewer requests at once",
+    529: "the service is overloaded; try again in a few minutes",
+}
+
+
+def api_error_hint(error: object) -> str:
+    """`` (request-id ...); <fix>`` for an APIError, to follow the service's own message."""
+    if not isinstance(error, APIError):
+        return ""
+    status = error.status_code
+    if status is None:
+        fix: str | None = "check the network and ANTHROPIC_BASE_URL, or raise the timeout"
+    else:
+        fix = _API_FIXES.get(
+            status, "the service failed; try again later" if status >= 500 else None
+        )
+    request = f" (request-id {error.request_id})" if error.request_id else ""
+    return request + (f"; {fix}" if fix else "")
+
+
 # -- the top level ------------------------------------------------------------------------
 
 DEBUG_ENV = "CLAUDE_FORCE_DEBUG"
