@@ -348,13 +348,20 @@ def _read_json(path: Path) -> object:
     try:
         return json.loads(text, object_pairs_hook=_object_hook, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
-        raise _config_error(
-            f"invalid JSON in {path} at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-            problems=[f"line {exc.lineno}, column {exc.colno}: {exc.msg}"],
-        ) from None
+        at = f"line {exc.lineno}, column {exc.colno}: {exc.msg}{_syntax_hint(text, exc.pos)}"
+        raise _config_error(f"invalid JSON in {path} at {at}", problems=[at]) from None
     except RecursionError:
         line, column = _line_column(text, _too_deep_at(text))
         raise _invalid(path, [f"line {line}, column {column}: {_TOO_DEEP}"]) from None
+
+
+def _syntax_hint(text: str, pos: int) -> str:
+    """The fix for the two things editors allow and JSON does not: comments, trailing commas."""
+    if text.startswith(("//", "/*"), pos):
+        return '; JSON has no comments: remove it, or keep the note as a "_comment" key'
+    if text[:pos].rstrip().endswith(",") and text.startswith(("}", "]"), pos):
+        return "; JSON allows no comma after the last item: remove it"
+    return ""
 
 
 def _file_error(path: Path, problem: FileProblem) -> ConfigError:

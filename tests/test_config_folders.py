@@ -221,3 +221,21 @@ async def test_sixty_agents_with_a_parallel_stage_run_through_the_api(
         flow = await orch.run_workflow("wide", "Survey the code")
     assert flow.success
     assert len(standin.messages()) == 13
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "hint"),
+    [
+        ('{"agents": {"a": {"file": "agents/a.md"},}}', "line 1, column 42", "no comma after"),
+        ('{"agents": {"a": {"file": "agents/a.md"}}, "workflows": {"w": ["a",]}}', "", "no comma"),
+        ('{\n  // our agents\n  "agents": {}\n}', "line 2, column 3", "JSON has no comments"),
+        ('{"agents": {} /* none yet */}', "line 1, column 15", 'as a "_comment" key'),
+    ],
+)
+def test_comments_and_trailing_commas_name_the_fix(
+    tmp_path: Path, text: str, where: str, hint: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_folder(tmp_path, text.encode(), {"agents/a.md": "A"}))
+    (problem,) = info.value.problems
+    assert problem.startswith(where) and hint in problem
