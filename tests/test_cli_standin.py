@@ -124,3 +124,36 @@ def test_the_cost_of_cache_writes_reads_and_web_searches(
         + 1000 * Decimal(prices["cache_read"])
     ) / 1_000_000 + 2 * Decimal("0.01")
     assert Decimal(meta["estimated_cost"]) == expected
+
+
+def test_the_commands_of_claude_force_1x_still_work(
+    project: Path,
+    standin: StandIn,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the folder holding .claude/
+    task_file = tmp_path / "task.md"
+    task_file.write_text("Review the auth module\n", encoding="utf-8")
+    config = ("--config", str(project))
+    assert run_guarded(cli, [*config, "list", "agents", "--json"]) == 0
+    assert "code-reviewer" in [a["name"] for a in json.loads(capsys.readouterr().out)]
+    assert run_guarded(cli, [*config, "info", "code-reviewer", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["name"], info["workflows"]) == ("code-reviewer", ["review", "ship"])
+    for argv in (
+        ["run", "agent", "code-reviewer", "--task", "Review this code: def foo(): pass"],
+        ["run", "agent", "code-reviewer", "--task-file", str(task_file)],
+        ["run", "workflow", "review", "--task", "Investigate the 500 error"],
+        ["run", "workflow", "review", "--task-file", str(task_file)],
+        ["workflow", "review", "--task", "Investigate the 500 error"],
+    ):
+        assert run_guarded(cli, [*config, *argv, "--no-cache"]) == 0, argv
+        assert capsys.readouterr().out == "stand-in answer\n"
+    sent = [json.dumps(m.body) for m in standin.messages()]
+    assert len(sent) == 5
+    assert "def foo(): pass" in sent[0] and "Review the auth module" in sent[1]
+    code = run_guarded(cli, ["run", "code-reviewer", "x", "--task", "y", *config])
+    assert code == 2
+    assert "give the task either as TASK or with --task, not both" in capsys.readouterr().err

@@ -73,10 +73,31 @@ CACHE_DIR_HELP = (
 task_file_option = click.option(
     "-f",
     "--file",
+    "--task-file",
     "task_file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the task from FILE.",
 )
+
+# Claude Force 1.x took the task as --task TEXT; scripts written for it keep working.
+task_option = click.option(
+    "--task", "task_option", default=None, help="The task (the same as TASK)."
+)
+
+
+def task_from(
+    name: str, task: str | None, task_option: str | None, *, word: str, has_file: bool
+) -> tuple[str, str | None]:
+    """``(name, task)`` from TASK or ``--task``. ``run agent NAME --task T`` (Claude Force
+    1.x's form, ``word`` being ``agent``) names NAME, as no other reading of it is valid."""
+    if name == word and task is not None and (task_option is not None or has_file):
+        return task, task_option
+    if task_option is None:
+        return name, task
+    if task is None:
+        return name, task_option
+    raise click.UsageError("give the task either as TASK or with --task, not both")
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 

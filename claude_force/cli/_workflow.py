@@ -37,6 +37,8 @@ from ._common import (
     show_error,
     stop_note,
     task_file_option,
+    task_from,
+    task_option,
     usd,
     write_text,
 )
@@ -252,6 +254,7 @@ def summary_line(result: WorkflowResult) -> str:
 @click.argument("name")
 @click.argument("task", required=False)
 @task_file_option
+@task_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--resume",
@@ -271,6 +274,7 @@ def workflow_cmd(
     refresh: bool,
     cache_dir: Path | None,
     config_path: Path | None,
+    task_option: str | None = None,
 ) -> None:
     """Run workflow NAME on TASK, showing each step live on standard error.
 
@@ -279,6 +283,7 @@ def workflow_cmd(
     A failed run's successful steps are kept in .claude/data/ until a run succeeds, so that
     --resume sends only what is left.
     """
+    name, task = task_from(name, task, task_option, word="", has_file=False)
     text = read_task(task, task_file)
     require_stdout()
     orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
