@@ -53,7 +53,6 @@ import difflib
 import json
 import logging
 import os
-import re
 import stat
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +60,15 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from ._config_json import (
+    TOO_DEEP,
+    document_problems,
+    line_column,
+    object_hook,
+    parse_int,
+    syntax_hint,
+    too_deep_at,
+)
 from ._config_limits import parse_rate_limits
 from ._config_text import (
     MAX_SHOWN,
@@ -109,17 +117,8 @@ _INIT_HINT = "run `claude-force init` in your project folder to create one"
 _MAX_CONFIG_BYTES = 10 * 1024 * 1024
 # Far beyond any useful system prompt, and bounded so a huge file cannot exhaust memory.
 _MAX_AGENT_FILE_BYTES = 4 * 1024 * 1024
-_MAX_DEPTH = 64
 # Each agent costs a few file-system calls at load; this keeps any file's load near a second.
 _MAX_AGENTS = 10_000
-# The smallest limit Python's int() may be configured with (sys.set_int_max_str_digits).
-_MAX_DIGITS = 640
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_PROBLEM = (
-    "contains an unpaired surrogate escape (\\ud800-\\udfff), which is not valid Unicode; "
-    "fix or remove the escape"
-)
-_TOO_DEEP = f"nested more than {_MAX_DEPTH} levels deep; flatten it"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,39 +298,6 @@ def _file_kind(path: Path) -> str | None:
     return "regular" if stat.S_ISREG(mode) else describe_mode(mode)
 
 
-class _JsonObject(dict[str, Any]):
-    """A decoded JSON object that remembers keys the file repeated (json keeps the last one)."""
-
-    duplicates: tuple[str, ...] = ()
-
-
-def _object_hook(pairs: list[tuple[str, Any]]) -> _JsonObject:
-    obj = _JsonObject(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        repeated: list[str] = []
-        for key, _ in pairs:
-            if key in seen:
-                repeated.append(key)
-            seen.add(key)
-        obj.duplicates = tuple(repeated)
-    return obj
-
-
-class _LongNumber:
-    """An integer literal too long to convert; reported with its JSON path, never used."""
-
-    def __init__(self, digits: int) -> None:
-        self.digits = digits
-
-
-def _parse_int(text: str) -> int | _LongNumber:
-    # int() refuses long literals with ValueError (and takes quadratic time below the limit).
-    if len(text) > _MAX_DIGITS:
-        return _LongNumber(len(text.lstrip("-")))
-    return int(text)
-
-
 def _read_json(path: Path) -> object:
     try:
         data, _ = read_regular(path, limit=_MAX_CONFIG_BYTES)
@@ -346,22 +312,13 @@ def _read_json(path: Path) -> object:
             problems=["(top level): the file is empty"],
         )
     try:
-        return json.loads(text, object_pairs_hook=_object_hook, parse_int=_parse_int)
+        return json.loads(text, object_pairs_hook=object_hook, parse_int=parse_int)
     except json.JSONDecodeError as exc:
-        at = f"line {exc.lineno}, column {exc.colno}: {exc.msg}{_syntax_hint(text, exc.pos)}"
+        at = f"line {exc.lineno}, column {exc.colno}: {exc.msg}{syntax_hint(text, exc.pos)}"
         raise _config_error(f"invalid JSON in {path} at {at}", problems=[at]) from None
     except RecursionError:
-        line, column = _line_column(text, _too_deep_at(text))
-        raise _invalid(path, [f"line {line}, column {column}: {_TOO_DEEP}"]) from None
-
-
-def _syntax_hint(text: str, pos: int) -> str:
-    """The fix for the two things editors allow and JSON does not: comments, trailing commas."""
-    if text.startswith(("//", "/*"), pos):
-        return '; JSON has no comments: remove it, or keep the note as a "_comment" key'
-    if text[:pos].rstrip().endswith(",") and text.startswith(("}", "]"), pos):
-        return "; JSON allows no comma after the last item: remove it"
-    return ""
+        line, column = line_column(text, too_deep_at(text))
+        raise _invalid(path, [f"line {line}, column {column}: {TOO_DEEP}"]) from None
 
 
 def _file_error(path: Path, problem: FileProblem) -> ConfigError:
@@ -396,58 +353,6 @@ def _decode(data: bytes, path: Path) -> str:
                 "save the file as UTF-8"
             ],
         ) from None
-
-
-_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-
-def _too_deep_at(text: str) -> int:
-    """The offset of the first bracket nested deeper than the limit (0 if none is)."""
-    depth = 0
-    for match in _BRACKETS.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > _MAX_DEPTH:
-                return match.start()
-        elif token in ("]", "}"):
-            depth -= 1
-    return 0
-
-
-def _line_column(text: str, offset: int) -> tuple[int, int]:
-    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
-
-
-def _document_problems(raw: object) -> list[str]:
-    """What makes a document unsafe to validate: deep nesting, huge numbers, broken Unicode.
-
-    Iterative, so no document can exhaust the stack; checked before any field is looked at.
-    """
-    problems: list[str] = []
-    pending: list[tuple[object, str, int]] = [(raw, "", 0)]
-    while pending:
-        node, path, depth = pending.pop()
-        where = path or "(top level)"
-        if isinstance(node, _LongNumber):
-            problems.append(
-                f"{where}: a number of {node.digits} digits is too large; "
-                f"use one of at most {_MAX_DIGITS} digits"
-            )
-        elif isinstance(node, str) and _SURROGATE.search(node):
-            problems.append(f"{where}: {_SURROGATE_PROBLEM}")
-        elif isinstance(node, (dict, list)):
-            if depth >= _MAX_DEPTH:
-                problems.append(f"{where}: {_TOO_DEEP}")
-                continue
-            children: list[tuple[object, str, int]] = []
-            for key, child in node.items() if isinstance(node, dict) else enumerate(node):
-                child_path = key_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
-                if isinstance(key, str) and _SURROGATE.search(key):
-                    problems.append(f"{child_path}: the key {_SURROGATE_PROBLEM}")
-                children.append((child, child_path, depth + 1))
-            pending.extend(reversed(children))
-    return problems
 
 
 def read_agent_prompt(spec: AgentSpec) -> tuple[str, str | None]:
@@ -494,7 +399,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     config_path = _absolute(path)
     raw = _read_json(config_path)
     # A document that is not even an object gets that one problem, not a list of its contents.
-    problems = _document_problems(raw) if isinstance(raw, dict) else []
+    problems = document_problems(raw) if isinstance(raw, dict) else []
     config = None if problems else _build_config(raw, config_path, problems)
     if problems or config is None:
         raise _invalid(config_path, problems)

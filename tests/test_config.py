@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from claude_force import _config, _config_limits, _config_text, _config_workflows, _files
+from claude_force import (
+    _config,
+    _config_json,
+    _config_limits,
+    _config_text,
+    _config_workflows,
+    _files,
+)
 from claude_force._config import (
     DEFAULT_MODEL,
     AgentSpec,
@@ -539,11 +546,12 @@ def test_config_module_imports_only_the_stdlib_and_errors() -> None:
     assert _imports_of(_config) == {
         "_errors",
         "_files",
+        "_config_json",
         "_config_limits",
         "_config_text",
         "_config_workflows",
     }
-    for section in (_config_limits, _config_text, _config_workflows):
+    for section in (_config_json, _config_limits, _config_text, _config_workflows):
         assert _imports_of(section) <= {"_config_text"}
     assert _imports_of(_files) == set()
 
