@@ -380,7 +380,8 @@ def _read_text(spec: AgentSpec, what: str, path: Path) -> str:
             f"cannot read agent {spec.name!r} {what} {path}: {problem.summary}; {problem.fix}"
         ) from None
     try:
-        return data.decode("utf-8")
+        # A byte order mark (Notepad writes one) is encoding, not text: it is not sent.
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise _config_error(
             f"agent {spec.name!r} {what} {path} is not valid UTF-8 (byte {exc.start}); "

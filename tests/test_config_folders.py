@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from claude_force import ConfigError, load_config
+from claude_force._config import read_agent_prompt
 from claude_force.cli import cli
 from claude_force.cli._common import run_guarded
 
@@ -85,6 +86,8 @@ def test_a_windows_path_and_line_endings_load(tmp_path: Path) -> None:
     path = write_folder(tmp_path, data, {"agents/team/a.md": "\ufeff# A\r\nDo things.\r\n"})
     spec = load_config(path).agent("a")
     assert spec.file == (tmp_path / ".claude" / "agents" / "team" / "a.md").resolve()
+    # The byte order mark is not sent; the line endings are the author's and stay.
+    assert read_agent_prompt(spec) == ("# A\r\nDo things.\r\n", None)
 
 
 @pytest.mark.parametrize("value", ["..\\..\\secret.md", "\\agents\\a.md", "C:\\agents\\a.md"])
