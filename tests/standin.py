@@ -90,6 +90,7 @@ class StandIn:
         self._lock = threading.Lock()
         self._queue: list[Reply] = []
         self.requests: list[Recorded] = []
+        self.batches: dict[str, list[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         server = self
 
@@ -127,6 +128,7 @@ class StandIn:
         with self._lock:
             self._queue.clear()
             self.requests.clear()
+            self.batches.clear()
 
     def script(self, *replies: Reply) -> None:
         with self._lock:
@@ -202,6 +204,8 @@ class StandIn:
                     "request_id": request_id,
                 }
             ).encode()
+        if path.startswith("/v1/messages/batches"):
+            return self._batches(path, body, request_id)
         if path == "/v1/messages/count_tokens":
             return 200, json.dumps({"input_tokens": _input_tokens(body)}).encode()
         if path != "/v1/messages":
@@ -213,6 +217,64 @@ class StandIn:
                 }
             ).encode()
         return 200, json.dumps(self._message(body, reply, request_id)).encode()
+
+    def _batches(self, path: str, body: Any, request_id: str) -> tuple[int, bytes]:
+        """Message Batches: a batch ends as soon as it is created; each request is answered
+        as ``/v1/messages`` would answer it (the script is not consulted for them)."""
+        parts = path.removeprefix("/v1/messages/batches").strip("/").split("/")
+        if parts == [""] and body is not None:  # create
+            batch_id = f"msgbatch_{request_id}"
+            created = [
+                {
+                    "custom_id": item["custom_id"],
+                    "result": {
+                        "type": "succeeded",
+                        "message": self._message(item["params"], Reply(), f"{request_id}_{i}"),
+                    },
+                }
+                for i, item in enumerate(body["requests"])
+            ]
+            with self._lock:
+                self.batches[batch_id] = created
+            return 200, json.dumps(self._batch_view(batch_id)).encode()
+        if parts == [""]:  # list, newest first
+            with self._lock:
+                ids = list(reversed(self.batches))
+            data = [self._batch_view(i) for i in ids]
+            first, last = (ids[0], ids[-1]) if ids else (None, None)
+            page = {"data": data, "has_more": False, "first_id": first, "last_id": last}
+            return 200, json.dumps(page).encode()
+        with self._lock:
+            answers = self.batches.get(parts[0])
+        if answers is None:
+            error = {"type": "not_found_error", "message": f"no batch {parts[0]}"}
+            return 404, json.dumps(
+                {"type": "error", "error": error, "request_id": request_id}
+            ).encode()
+        if parts[1:] == ["results"]:
+            return 200, "".join(json.dumps(a) + "\n" for a in answers).encode()
+        return 200, json.dumps(self._batch_view(parts[0])).encode()
+
+    def _batch_view(self, batch_id: str) -> dict[str, Any]:
+        count = len(self.batches[batch_id])
+        return {
+            "id": batch_id,
+            "type": "message_batch",
+            "processing_status": "ended",
+            "request_counts": {
+                "processing": 0,
+                "succeeded": count,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            },
+            "created_at": "2030-01-01T00:00:00Z",
+            "ended_at": "2030-01-01T00:00:01Z",
+            "expires_at": "2030-01-02T00:00:00Z",
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": f"{self.base_url}/v1/messages/batches/{batch_id}/results",
+        }
 
     def _message(self, body: Any, reply: Reply, request_id: str) -> dict[str, Any]:
         content: list[dict[str, Any]] = []

@@ -157,3 +157,32 @@ def test_the_commands_of_claude_force_1x_still_work(
     code = run_guarded(cli, ["run", "code-reviewer", "x", "--task", "y", *config])
     assert code == 2
     assert "give the task either as TASK or with --task, not both" in capsys.readouterr().err
+
+
+def test_batches_mode_against_a_server_the_project_did_not_write(
+    project: Path, standin: StandIn, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    lines = [{"id": f"m{i}", "agent": "code-reviewer", "task": f"Review {i}.py"} for i in range(3)]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    out = tmp_path / "results.jsonl"
+    code, _, _ = run(
+        project, capsys, "batch", str(tasks), "--out", str(out), "--mode", "batches", "-q"
+    )
+    assert code == 0
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records) == ["m0", "m1", "m2"]
+    assert all(r["success"] and r["output"] == "stand-in answer" for r in records.values())
+    paths = [(r.method, r.path) for r in standin.requests]
+    assert paths[0] == ("POST", "/v1/messages/batches")
+    assert paths[-1][1].endswith("/results")
+    assert not standin.messages() or all("batches" in path for _, path in paths)
+    # Half price: each record costs half of what a direct call with its usage would.
+    prices = json.loads((Path(__file__).parents[1] / "claude_force" / "pricing.json").read_text())
+    price = prices["models"]["claude-sonnet-5-5"]
+    for record in records.values():
+        usage = record["usage"]
+        full = usage["input_tokens"] * Decimal(price["input"]) + usage["output_tokens"] * Decimal(
+            price["output"]
+        )
+        assert Decimal(record["cost"]) == full / 1_000_000 * Decimal(price["batch_discount"])
