@@ -11,6 +11,8 @@ import pytest
 from claude_force import AsyncAgentOrchestrator, init_project
 from claude_force.testing import Simulator
 
+from .standin import StandIn
+
 API_KEY = "sk-test-secret-key-0123456789"
 
 
@@ -74,3 +76,18 @@ def production_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator
     monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
     monkeypatch.setenv("CLAUDE_CACHE_SECRET", "production-secret")
     return sim
+
+
+@pytest.fixture(scope="session")
+def _session_standin() -> Iterator[StandIn]:
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def standin(_session_standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    """``tests/standin.py``, a server written apart from the simulator, with the key set."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", _session_standin.base_url)
+    _session_standin.reset()
+    return _session_standin

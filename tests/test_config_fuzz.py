@@ -283,6 +283,15 @@ def check_outcome(config_path: Path) -> None:
             assert _JSON_PATH.match(problem), f"problem without a JSON path: {problem[:300]!r}"
         return
     assert isinstance(result, ProjectConfig)
+    # An agent or workflow that cannot be used says why, with its JSON path, when used.
+    for name, why in result.unusable_agents.items():
+        assert _JSON_PATH.match(why), why[:300]
+        with pytest.raises(ConfigError, match="cannot be used"):
+            result.agent(name)
+    for name, why in result.unusable_workflows.items():
+        assert _JSON_PATH.match(why), why[:300]
+        with pytest.raises(ConfigError, match="cannot run"):
+            result.workflow(name)
 
 
 def write_config(config_path: Path, data: bytes) -> None:
@@ -348,7 +357,8 @@ def test_nesting_below_the_parser_limit_names_its_path(project: Path) -> None:
 
 def test_a_300_character_file_name_names_its_path(project: Path) -> None:
     name = "agents/" + "x" * 300 + ".md"
-    (problem,) = problems_of(project, agent_with(file=name))
+    write_config(project, agent_with(file=name).encode())
+    problem = load_config(project).unusable_agents["a"]
     assert problem.startswith("agents.a.file: agent 'a' file 'agents/xxx")
     assert "the name is too long; use a shorter path" in problem
 

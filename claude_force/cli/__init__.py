@@ -7,12 +7,15 @@ never for ``--help``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
 from ._common import (
     EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
+    config_option,
     configure_logging,
     run_guarded,
     show_error,
@@ -31,8 +34,23 @@ __all__ = ["cli", "main"]
     epilog=EXIT_CODES_HELP,
 )
 @click.version_option(package_name="claude-force", prog_name="claude-force")
-def cli() -> None:
-    pass
+@config_option
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    # `claude-force --config X list agents`, as Claude Force 1.x took it: the default of every
+    # command's own --config, which still wins when given.
+    if config_path is not None:
+        ctx.default_map = _config_defaults(cli, str(config_path))
+
+
+def _config_defaults(group: click.Group, path: str) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            defaults[name] = _config_defaults(command, path)
+        elif any(param.name == "config_path" for param in command.params):
+            defaults[name] = {"config_path": path}
+    return defaults
 
 
 def _register() -> None:

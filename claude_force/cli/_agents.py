@@ -21,6 +21,7 @@ from .._admission import rate_limit_line
 from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
+    api_error_hint,
     cache_dir_option,
     config_option,
     console,
@@ -31,7 +32,10 @@ from ._common import (
     run_async,
     say,
     show_error,
+    stop_note,
     task_file_option,
+    task_from,
+    task_option,
     write_text,
 )
 from ._task import read_task
@@ -81,6 +85,40 @@ def workflows_cmd(config_path: Path | None, as_json: bool) -> None:
     console.print(table)
 
 
+@click.command("info")
+@click.argument("agent")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info_cmd(agent: str, config_path: Path | None, as_json: bool) -> None:
+    """Show one agent's settings as its calls use them, and the workflows that run it."""
+    orch = AsyncAgentOrchestrator(config_path, api_key="", enable_metrics=False)
+    info = orch.get_agent_info(agent)
+    info["workflows"] = [
+        name
+        for name in orch.list_workflows()
+        if any(agent in stage for stage in orch.config.workflow(name))
+    ]
+    if as_json:
+        print_json(info)
+        return
+    table = Table(title=f"Agent {escape(agent)} in {escape(str(orch.config.path))}")
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in info.items():
+        shown = ", ".join(value) if isinstance(value, list) else "" if value is None else value
+        table.add_row(key, escape(str(shown)))
+    console.print(table)
+
+
+@click.group("list")
+def list_group() -> None:
+    """List agents or workflows (Claude Force 1.x's `list agents`)."""
+
+
+list_group.add_command(agents_cmd)
+list_group.add_command(workflows_cmd)
+
+
 def cache_options(fn: Callable[P, R]) -> Callable[P, R]:
     """``--no-cache``, ``--refresh`` and ``--cache-dir`` for commands that send requests."""
     fn = click.option(
@@ -116,6 +154,7 @@ def make_orchestrator(
 @click.argument("agent")
 @click.argument("task", required=False)
 @task_file_option
+@task_option
 @click.option("--model", default=None, help="Model id for this call (overrides config).")
 @click.option(
     "--max-tokens", type=click.IntRange(min=1), default=None, help="Maximum output tokens."
@@ -127,6 +166,7 @@ def run_cmd(
     agent: str,
     task: str | None,
     task_file: Path | None,
+    task_option: str | None,
     model: str | None,
     max_tokens: int | None,
     as_json: bool,
@@ -139,7 +179,25 @@ def run_cmd(
 
     The answer is written to standard output byte for byte (UTF-8, plus a final newline if it
     has none); model, tokens, time and cost go to standard error.
+    `run agent NAME --task T` and `run workflow NAME --task T` (Claude Force 1.x) also work.
     """
+    if agent == "workflow" and task is not None and (task_option or task_file) is not None:
+        from ._workflow import workflow_cmd  # here: _workflow imports this module
+
+        workflow_cmd.callback(  # type: ignore[misc]
+            name=task,
+            task=None,
+            task_file=task_file,
+            as_json=as_json,
+            resume=False,
+            no_cache=no_cache,
+            refresh=refresh,
+            cache_dir=cache_dir,
+            config_path=config_path,
+            task_option=task_option,
+        )
+        return
+    agent, task = task_from(agent, task, task_option, word="agent", has_file=task_file is not None)
     text = read_task(task, task_file)
     require_stdout()
     orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
@@ -165,13 +223,16 @@ def run_cmd(
         say(result_line(result))
         if limits:
             say(limits)
+    note = stop_note(result) if result.success else None
+    if note:
+        say(note)
     if not result.success:
         # An API error's text is the service's: shown as it came, never reworded.
         show_error(
-            f"agent '{agent}' failed: {'; '.join(result.errors)}",
+            f"agent '{agent}' failed: {'; '.join(result.errors)}{api_error_hint(result.error)}",
             rewrite=not isinstance(result.error, APIError),
         )
         raise RunFailed
 
 
-COMMANDS = [agents_cmd, workflows_cmd, run_cmd]
+COMMANDS = [agents_cmd, workflows_cmd, run_cmd, info_cmd, list_group]

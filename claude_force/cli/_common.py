@@ -73,10 +73,31 @@ CACHE_DIR_HELP = (
 task_file_option = click.option(
     "-f",
     "--file",
+    "--task-file",
     "task_file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the task from FILE.",
 )
+
+# Claude Force 1.x took the task as --task TEXT; scripts written for it keep working.
+task_option = click.option(
+    "--task", "task_option", default=None, help="The task (the same as TASK)."
+)
+
+
+def task_from(
+    name: str, task: str | None, task_option: str | None, *, word: str, has_file: bool
+) -> tuple[str, str | None]:
+    """``(name, task)`` from TASK or ``--task``. ``run agent NAME --task T`` (Claude Force
+    1.x's form, ``word`` being ``agent``) names NAME, as no other reading of it is valid."""
+    if name == word and task is not None and (task_option is not None or has_file):
+        return task, task_option
+    if task_option is None:
+        return name, task
+    if task is None:
+        return name, task_option
+    raise click.UsageError("give the task either as TASK or with --task, not both")
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -240,6 +261,51 @@ def result_line(result: AgentResult) -> str:
         f" cache read {meta.get('cache_read_input_tokens', 0)}, {ms},"
         f" {cost_text(meta.get('estimated_cost'))}"
     )
+
+
+# Why an answer ended early, for the stop reasons after which the text is not the whole answer.
+_STOP_NOTES = {
+    "max_tokens": "the answer was cut at the max_tokens limit; raise --max-tokens (or the "
+    "agent's max_tokens) for the rest",
+    "refusal": "the model declined to answer this task (stop_reason refusal)",
+    "pause_turn": "the model paused a long turn (stop_reason pause_turn); the answer may be "
+    "incomplete: run the task again to continue",
+    "model_context_window_exceeded": "the answer stopped at the model's context window; "
+    "shorten the task or the agent file",
+}
+
+
+def stop_note(result: AgentResult, who: str = "") -> str | None:
+    """A ``note:`` line when the answer ended before the model finished, else None."""
+    text = _STOP_NOTES.get(result.stop_reason or "")
+    return None if text is None else f"note: {who}{text}"
+
+
+# What to do about an API error that survived the retries, by status (None: connection).
+_API_FIXES = {
+    401: "check the API key (ANTHROPIC_API_KEY)",
+    403: "this API key may not use this model or feature; check its workspace and permissions",
+    404: "check the model name (--model, the agent's 'model', 'default_model') and "
+    "ANTHROPIC_BASE_URL",
+    413: "the request is too large: shorten the task or the agent file",
+    429: "rate limited after every retry; wait a minute, or send fewer requests at once",
+    529: "the service is overloaded; try again in a few minutes",
+}
+
+
+def api_error_hint(error: object) -> str:
+    """`` (request-id ...); <fix>`` for an APIError, to follow the service's own message."""
+    if not isinstance(error, APIError):
+        return ""
+    status = error.status_code
+    if status is None:
+        fix: str | None = "check the network and ANTHROPIC_BASE_URL, or raise the timeout"
+    else:
+        fix = _API_FIXES.get(
+            status, "the service failed; try again later" if status >= 500 else None
+        )
+    request = f" (request-id {error.request_id})" if error.request_id else ""
+    return request + (f"; {fix}" if fix else "")
 
 
 # -- the top level ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ._agents import cache_options, make_orchestrator
 from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
+    api_error_hint,
     config_option,
     console,
     cost_text,
@@ -34,7 +35,10 @@ from ._common import (
     run_async,
     say,
     show_error,
+    stop_note,
     task_file_option,
+    task_from,
+    task_option,
     usd,
     write_text,
 )
@@ -200,8 +204,12 @@ def print_workflow_result(result: WorkflowResult, *, all_steps: bool) -> None:
 
 
 def show_flags(result: WorkflowResult) -> None:
-    """Name the steps whose input looked like an attempt to override instructions."""
+    """Name the steps whose input looked like an attempt to override instructions, and the
+    steps whose answer ended before the model finished."""
     for step in result.steps:
+        note = stop_note(step, f"step {step.step} ({step.agent_name}): ") if step.success else None
+        if note:
+            say(note)
         if step.injection_flags:
             flags = ", ".join(step.injection_flags)
             say(
@@ -212,8 +220,11 @@ def show_flags(result: WorkflowResult) -> None:
 
 def show_failure(result: WorkflowResult) -> None:
     # A step's API error is the service's text: shown as it came, never reworded.
-    api_error = any(isinstance(step.error, APIError) for step in result.steps)
-    show_error(f"workflow {result.workflow_name} failed: {result.error}", rewrite=not api_error)
+    api_errors = [step.error for step in result.steps if isinstance(step.error, APIError)]
+    hint = api_error_hint(api_errors[0]) if len(api_errors) == 1 else ""
+    show_error(
+        f"workflow {result.workflow_name} failed: {result.error}{hint}", rewrite=not api_errors
+    )
 
 
 def summary_line(result: WorkflowResult) -> str:
@@ -243,6 +254,7 @@ def summary_line(result: WorkflowResult) -> str:
 @click.argument("name")
 @click.argument("task", required=False)
 @task_file_option
+@task_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--resume",
@@ -262,6 +274,7 @@ def workflow_cmd(
     refresh: bool,
     cache_dir: Path | None,
     config_path: Path | None,
+    task_option: str | None = None,
 ) -> None:
     """Run workflow NAME on TASK, showing each step live on standard error.
 
@@ -270,6 +283,7 @@ def workflow_cmd(
     A failed run's successful steps are kept in .claude/data/ until a run succeeds, so that
     --resume sends only what is left.
     """
+    name, task = task_from(name, task, task_option, word="", has_file=False)
     text = read_task(task, task_file)
     require_stdout()
     orch = make_orchestrator(config_path, no_cache=no_cache, refresh=refresh, cache_dir=cache_dir)
