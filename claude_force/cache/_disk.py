@@ -46,6 +46,7 @@ from ._sqlite import (
     write_problem,
 )
 from ._types import MISS, Found, Miss, TierStats, check_key
+from ._wal import WalKeeper
 from ._worker import Worker
 
 __all__ = ["DiskTier"]
@@ -64,9 +65,6 @@ _QUEUE_MAX_BYTES = 64 * 1024 * 1024
 _WRITE_ATTEMPTS = 4
 _EVICT_BATCH = 8
 _VERIFY_BATCH = 256
-# A checkpoint that found another one running is retried after this pause, doubling.
-_CHECKPOINT_PAUSE_S = 0.001
-_CHECKPOINT_PAUSE_MAX_S = 0.05
 # Connections inherited through fork() must never be used or closed by the child; they are
 # parked here so garbage collection does not close them either.
 _ABANDONED: list[sqlite3.Connection] = []
@@ -130,10 +128,8 @@ class DiskTier:
         self.ttl = ttl
         self.stats = TierStats()
         self._secret = secret
-        # Strings, not Paths: they are stat()ed on every write.
+        # A string, not a Path: it is stat()ed on every write.
         self._db_file = str(self.path)
-        self._wal = str(self.path.with_name(DB_NAME + "-wal"))
-        self._wal_seen = 0  # the WAL's size when the running transaction began
         self._tidied = False  # UNUSED_INDEX ran in this process's first write
         self._log = OnceLog(logger)
         self._failing: set[str] = set()
@@ -155,7 +151,8 @@ class DiskTier:
         self._writer, self._identity = connect(self.path, limits=self.limits)
         self._reader: sqlite3.Connection | None = None
         self._page_size = int(self._writer.execute("PRAGMA page_size").fetchone()[0])
-        self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
+        self._wal = WalKeeper(self.path, self.limits, self._log, self._write_lock)
+        self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
         self._generation = self._read_generation = _fork_generation
         self._closed = False
         # The database file or its folder was removed or replaced while open: writes would
@@ -172,7 +169,7 @@ class DiskTier:
             # A forked child sharing the parent's SQLite handle could corrupt the file.
             _ABANDONED.append(self._writer)
             self._writer, self._identity = connect(self.path, limits=self.limits)
-            self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
+            self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
             self._generation = _fork_generation
             with self._state:
                 self._pending.clear()
@@ -222,6 +219,7 @@ class DiskTier:
         """Set a damaged file aside and start a fresh one; caller holds the write lock."""
         self._damaged = None
         self._close_reader()
+        self._wal.reopen()
         if self._generation == _fork_generation:
             self._writer.close()
         set_aside(self.path, exc, expected=self._identity)
@@ -310,6 +308,7 @@ class DiskTier:
         if not self._gone:
             self._gone = True
             self._close_reader()
+            self._wal.reopen()
             self._writer.close()
         try:
             self._writer, self._identity = connect(self.path, limits=self.limits)
@@ -333,31 +332,13 @@ class DiskTier:
             conn.execute("BEGIN IMMEDIATE")
             # Checked holding the write lock, so no other process adds to the WAL before we
             # commit: it passes its budget by at most one transaction, however many write.
-            self._wal_seen = file_size(self._wal)
-            if self._wal_seen <= self.limits.wal_bytes:
+            if self._wal.size() <= self.limits.wal_bytes:
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:
                 deadline = time.monotonic() + BUSY_TIMEOUT_S
-            if not self._shrink_wal(conn, deadline):
+            if not self._wal.shrink(conn, deadline):
                 return False
-
-    def _shrink_wal(self, conn: sqlite3.Connection, deadline: float) -> bool:
-        """Checkpoint until the WAL is within its budget or ``deadline`` passes.
-
-        While other processes keep writing, SQLite's own checkpoints never catch up with
-        the WAL's end, so it is never rewound and grows. A TRUNCATE checkpoint waits for
-        the writers and readers (busy timeout) and empties it; it fails at once while
-        another connection checkpoints, hence the retries."""
-        pause = _CHECKPOINT_PAUSE_S
-        while True:
-            self._checkpoint(conn)
-            if file_size(self._wal) <= self.limits.wal_bytes:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, _CHECKPOINT_PAUSE_MAX_S)
 
     def _wal_stuck(self, action: str) -> None:
         self.stats.errors += 1
@@ -375,22 +356,8 @@ class DiskTier:
             for cause in self._failing:
                 self._log.clear(f"disk:{cause}")
             self._failing.clear()
-        # The checkpoint SQLite runs after a commit cannot finish while another process
-        # reads an older snapshot or writes, and then the WAL keeps growing: truncate it
-        # here (once; the next write waits for it if this one does not succeed). Skipped,
-        # with its stat, when the WAL was within half its budget as we began: a transaction
-        # holds at most an eighth of it in entries (``txn_bytes``), so it can hardly pass
-        # the budget, and if it did, the next write's ``_begin`` truncates it first.
-        limit = self.limits.wal_bytes
-        if self._wal_seen > limit // 2 and file_size(self._wal) > limit:
-            self._checkpoint(conn)
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error as exc:
-            # Nothing is lost: the pages stay in the WAL until a later checkpoint.
-            self._log.warn("checkpoint", f"disk cache checkpoint of {self.path} failed ({exc})")
+        if self._wal.after_commit():
+            self._worker.wake()  # the checkpoint runs there, never on the write path
 
     def _take(self, take_queued: bool) -> _Batch:
         """Move what waits in memory into a batch no larger than one transaction may be."""
@@ -441,6 +408,11 @@ class DiskTier:
                 or self._recount
                 or self._damaged
             )
+
+    def _background(self) -> None:
+        """The background thread's job: a checkpoint if one is due, then queued writes."""
+        self._wal.background()
+        self._drain()
 
     def _drain(self) -> None:
         """Write everything waiting in memory, one bounded transaction at a time."""
@@ -513,16 +485,16 @@ class DiskTier:
     def _reclaim(self) -> None:
         """On open: give back what a crash or a lower limit left; caller holds write lock."""
         conn = self._writer
-        if file_size(self._wal) > self.limits.journal_limit:
+        if self._wal.size() > self.limits.journal_limit:
             # Without waiting: another process writing now will checkpoint it itself.
             conn.execute("PRAGMA busy_timeout=0")
-            self._checkpoint(conn)
+            self._wal.truncate(conn)
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         if file_size(self.path) <= self.limits.file_bytes:
             return
         self._write("reclaim", _nothing, None)
         self._vacuum(conn, "reclaim")
-        self._checkpoint(conn)
+        self._wal.truncate(conn)
 
     def _vacuum(self, conn: sqlite3.Connection, action: str) -> None:
         """Give free pages back to the file system; caller holds the write lock."""
@@ -643,8 +615,9 @@ class DiskTier:
             self._closed = True
             self._close_reader()
             if self._generation == _fork_generation and not self._gone:
-                self._checkpoint(self._writer)
+                self._wal.truncate(self._writer)
                 self._writer.close()
+            self._wal.close()
 
     # -- reads ------------------------------------------------------------------------
 
