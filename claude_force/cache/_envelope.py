@@ -32,6 +32,7 @@ __all__ = [
     "decode_payload",
     "encode_value",
     "open_envelope",
+    "open_value",
     "parse_own",
     "seal",
 ]
@@ -160,6 +161,23 @@ def open_envelope(secret: bytes, key: str, envelope: bytes) -> Opened:
         except zlib.error as exc:  # only reachable if the secret itself leaked
             raise CacheIntegrityError(f"cache entry {key[:16]}... does not decompress") from exc
     return Opened(created_at, payload)
+
+
+def open_value(
+    secret: bytes, key: str, envelope: bytes, created_at: float, ttl: float, now: float
+) -> tuple[bytes, dict[str, Any]] | None:
+    """``open_envelope`` then ``decode_payload`` for a stored row, in one call (the disk
+    tier's hit path): the payload and the value, or None when the entry is older than
+    ``ttl``, which is not parsed. Raises CacheIntegrityError when the envelope fails its
+    check or was not made at ``created_at`` (the row's own column)."""
+    opened = open_envelope(secret, key, envelope)
+    if opened.created_at != created_at:
+        raise CacheIntegrityError(
+            f"cache entry {key[:16]}... has a created_at that does not match its signed one"
+        )
+    if now - created_at >= ttl:
+        return None
+    return opened.payload, decode_payload(key, opened.payload)
 
 
 def decode_payload(key: str, payload: bytes) -> dict[str, Any]:

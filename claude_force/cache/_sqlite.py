@@ -315,7 +315,9 @@ def connect_reader(path: Path) -> sqlite3.Connection:
         cached_statements=64,
     )
     try:
-        conn.execute("PRAGMA cache_size=-32768")
+        # Up to 64 MiB of pages, allocated as used (the writer keeps 32): a lookup reads a
+        # random entry, and a page not held here costs a read() of the file per lookup.
+        conn.execute("PRAGMA cache_size=-65536")
     except BaseException:
         conn.close()
         raise

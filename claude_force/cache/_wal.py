@@ -25,9 +25,9 @@ from pathlib import Path
 
 from .._warnings import OnceLog
 from ._limits import DiskLimits
-from ._sqlite import DB_NAME, connect_reader, file_size
+from ._sqlite import BUSY_TIMEOUT_S, DB_NAME, connect_reader, file_size
 
-__all__ = ["WalKeeper"]
+__all__ = ["WAL_STUCK", "WalKeeper"]
 
 # Unlocked passes before the one that holds the write lock. Each pass costs two fsyncs
 # whatever it copies, so one: it copies the bulk, the locked one what came meanwhile.
@@ -38,6 +38,11 @@ _PAUSE_S = 0.001
 _PAUSE_MAX_S = 0.05
 # How long a truncating checkpoint is retried while another checkpoint runs.
 _TRUNCATE_PATIENCE_S = 0.5
+WAL_STUCK = (
+    "its write-ahead log is over its {} byte budget and could not be checkpointed for "
+    f"{BUSY_TIMEOUT_S:g} s (another process holds a long read on it); the entry is not "
+    "stored, the run goes on"
+)
 # Connections inherited through fork() are parked, never used or closed by the child.
 _ABANDONED: list[sqlite3.Connection] = []
 
