@@ -73,8 +73,9 @@ class DiskLimits:
     @property
     def journal_limit(self) -> int:
         """A WAL that is started over after a full checkpoint is truncated back to this
-        size: below ``checkpoint_at``, so the file's size tells when the next one is due."""
-        return self.wal_bytes // 4
+        size: below ``checkpoint_at``, so the file's size tells when the next one is due,
+        and not far below, as appending past a file's end costs more than overwriting."""
+        return self.wal_bytes // 2
 
     @property
     def touches_per_txn(self) -> int:
