@@ -137,3 +137,19 @@ def test_mac_is_standard_hmac_sha256(secret: bytes, payload: bytes) -> None:
     envelope = seal(secret, KEY, payload, 12.5)
     message = envelope[2:12] + len(KEY).to_bytes(2, "big") + KEY.encode() + envelope[44:]
     assert envelope[12:44] == hmac.digest(secret, message, "sha256")
+
+
+@pytest.mark.parametrize("secret_size", [1, 32, 63, 64, 65, 200])
+def test_the_signature_is_the_standard_hmac_sha256_for_any_secret_length(secret_size: int) -> None:
+    # The MAC is computed from hashes keyed once per secret; it must stay byte for byte
+    # the HMAC that the hmac module computes, or entries written before would not open.
+    secret = bytes(range(256))[:secret_size]
+    payload = encode_value(KEY, {"a": "b" * 300})
+    envelope = seal(secret, KEY, payload, 12.5)
+    head = envelope[:12]
+    raw_key = KEY.encode()
+    message = head[2:] + len(raw_key).to_bytes(2, "big") + raw_key + payload
+    assert envelope[12:44] == hmac.digest(secret, message, "sha256")
+    assert open_envelope(secret, KEY, envelope).payload == payload
+    with pytest.raises(CacheIntegrityError):
+        open_envelope(secret + b"x", KEY, envelope)

@@ -262,3 +262,28 @@ def test_open_and_close_many_caches_leaks_no_thread_or_file(tmp_path: Path) -> N
         one_round(n)
     assert threading.active_count() <= threads
     assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+def test_writes_leave_checkpoints_to_the_background_and_the_wal_then_starts_over(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(9)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        disk = cache._disk
+        assert disk is not None
+        disk._worker.close()  # the background job runs below, by hand, at a known point
+        wal = disk._wal
+        n = 0
+        while wal.size() < disk.limits.checkpoint_at:
+            cache.set(key(n), {"t": text(rng, 1500)})
+            n += 1
+        assert wal.passes == 0  # no write checkpointed: the WAL only grew
+        assert disk._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        disk._background()
+        assert wal.passes == 1  # nothing was written meanwhile: one pass copied it all
+        cache.set(key(n), {"t": text(rng, 1500)})
+        # The next write started the WAL over and SQLite truncated the file.
+        assert wal.size() <= disk.limits.journal_limit
+        assert cache.get(key(n - 1)) is not None

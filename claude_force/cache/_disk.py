@@ -1,16 +1,18 @@
 """The disk tier: signed envelopes in one SQLite database, LRU within a byte limit.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction that stores the rows and then evicts
-least-recently-accessed rows until both budgets of ``DiskLimits`` hold: the sum of envelope
-sizes, and the pages the database file has in use. A transaction begins only while the WAL
-is within its budget (holding the write lock, so other processes cannot add to it); past
-it, the writer first waits for a truncating checkpoint. The WAL is also truncated on close
-and on open (after a crash), so the whole folder stays within ``DiskLimits.folder_bytes``.
+least-recently-accessed rows until both budgets of ``DiskLimits`` hold (``_evict``): the
+sum of envelope sizes, and the pages the database file has in use. A transaction begins
+only while the WAL is within its budget (holding the write lock, so other processes cannot
+add to it); past it, the writer first truncates it. Commits never checkpoint: the tier's
+background thread does (``_wal``). The WAL is also truncated on close and on open (after a
+crash), so the whole folder stays within ``DiskLimits.folder_bytes``.
 
-Two connections: lookups use a reader that never waits for a write (WAL readers take no
-lock), writes use a writer. Nothing on a lookup path writes: access times, expired and
-malformed rows, entries found in Redis and ``queue()``d writes wait in memory and go out
-with the next write, ``flush()``, ``close()`` or on the tier's one background thread.
+Three connections: lookups use a reader that never waits for a write (WAL readers take no
+lock), writes use a writer, checkpoints their own. Nothing on a lookup path writes: access
+times, expired and malformed rows, entries found in Redis and ``queue()``d writes wait in
+memory and go out with the next write, ``flush()``, ``close()`` or on the tier's one
+background thread, which also runs the checkpoints.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._errors import CacheDirectoryError, CacheIntegrityError, InvalidArgumentError
+from .._errors import CacheDirectoryError, CacheIntegrityError
 from .._warnings import OnceLog
-from ._envelope import decode_payload, open_envelope
+from ._envelope import open_value
+from ._evict import fit, repair, vacuum
 from ._limits import DiskLimits
-from ._rows import COLUMNS, RECOUNT, REPAIR, column_problem, plausible
+from ._rows import COLUMNS, RECOUNT, column_problem, plausible, row_ok
 from ._sqlite import (
     BUSY_TIMEOUT_S,
     DB_NAME,
@@ -45,7 +48,8 @@ from ._sqlite import (
     set_aside,
     write_problem,
 )
-from ._types import MISS, Found, Miss, TierStats, check_key
+from ._types import MISS, Found, Miss, TierStats
+from ._wal import WAL_STUCK, WalKeeper
 from ._worker import Worker
 
 __all__ = ["DiskTier"]
@@ -62,11 +66,7 @@ ACCESS_RESOLUTION_S = 60.0
 # bytes further ones are dropped (and counted) rather than growing without bound.
 _QUEUE_MAX_BYTES = 64 * 1024 * 1024
 _WRITE_ATTEMPTS = 4
-_EVICT_BATCH = 8
 _VERIFY_BATCH = 256
-# A checkpoint that found another one running is retried after this pause, doubling.
-_CHECKPOINT_PAUSE_S = 0.001
-_CHECKPOINT_PAUSE_MAX_S = 0.05
 # Connections inherited through fork() must never be used or closed by the child; they are
 # parked here so garbage collection does not close them either.
 _ABANDONED: list[sqlite3.Connection] = []
@@ -90,12 +90,6 @@ _UPSERT = (
     "expires_at = excluded.expires_at, last_access = excluded.last_access"
 )
 _TOTAL = "SELECT total_bytes, entries FROM meta WHERE id = 0"
-# The stored bytes and the pages in use, in one statement: it runs in every write.
-_USAGE = (
-    "SELECT total_bytes, entries, (SELECT page_count FROM pragma_page_count()) - "
-    "(SELECT freelist_count FROM pragma_freelist_count()) FROM meta WHERE id = 0"
-)
-_LRU = "SELECT rowid, size FROM entries WHERE key != ? ORDER BY last_access, rowid LIMIT ?"
 _TOUCH = "UPDATE entries SET last_access = ? WHERE key = ? AND last_access < ?"
 _DELETE_IF = "DELETE FROM entries WHERE key = ? AND created_at = ?"
 # Delete only the bad bytes we read: another process may have rewritten the row since.
@@ -130,10 +124,8 @@ class DiskTier:
         self.ttl = ttl
         self.stats = TierStats()
         self._secret = secret
-        # Strings, not Paths: they are stat()ed on every write.
+        # A string, not a Path: it is stat()ed on every write.
         self._db_file = str(self.path)
-        self._wal = str(self.path.with_name(DB_NAME + "-wal"))
-        self._wal_seen = 0  # the WAL's size when the running transaction began
         self._tidied = False  # UNUSED_INDEX ran in this process's first write
         self._log = OnceLog(logger)
         self._failing: set[str] = set()
@@ -155,7 +147,8 @@ class DiskTier:
         self._writer, self._identity = connect(self.path, limits=self.limits)
         self._reader: sqlite3.Connection | None = None
         self._page_size = int(self._writer.execute("PRAGMA page_size").fetchone()[0])
-        self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
+        self._wal = WalKeeper(self.path, self.limits, self._log, self._write_lock)
+        self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
         self._generation = self._read_generation = _fork_generation
         self._closed = False
         # The database file or its folder was removed or replaced while open: writes would
@@ -172,7 +165,7 @@ class DiskTier:
             # A forked child sharing the parent's SQLite handle could corrupt the file.
             _ABANDONED.append(self._writer)
             self._writer, self._identity = connect(self.path, limits=self.limits)
-            self._worker = Worker(self._drain, name=f"claude-force-cache-writer:{self.path}")
+            self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
             self._generation = _fork_generation
             with self._state:
                 self._pending.clear()
@@ -222,6 +215,7 @@ class DiskTier:
         """Set a damaged file aside and start a fresh one; caller holds the write lock."""
         self._damaged = None
         self._close_reader()
+        self._wal.reopen()
         if self._generation == _fork_generation:
             self._writer.close()
         set_aside(self.path, exc, expected=self._identity)
@@ -281,7 +275,9 @@ class DiskTier:
                         self._tidied = True
                     self._apply(conn, batch)
                     result = body(conn)
-                    self.stats.evictions += self._fit(conn)
+                    self.stats.evictions += fit(
+                        conn, self.limits, self._page_size, self._keep, self.path
+                    )
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -310,6 +306,7 @@ class DiskTier:
         if not self._gone:
             self._gone = True
             self._close_reader()
+            self._wal.reopen()
             self._writer.close()
         try:
             self._writer, self._identity = connect(self.path, limits=self.limits)
@@ -333,64 +330,27 @@ class DiskTier:
             conn.execute("BEGIN IMMEDIATE")
             # Checked holding the write lock, so no other process adds to the WAL before we
             # commit: it passes its budget by at most one transaction, however many write.
-            self._wal_seen = file_size(self._wal)
-            if self._wal_seen <= self.limits.wal_bytes:
+            if self._wal.size() <= self.limits.wal_bytes:
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:
                 deadline = time.monotonic() + BUSY_TIMEOUT_S
-            if not self._shrink_wal(conn, deadline):
+            if not self._wal.shrink(conn, deadline):
                 return False
-
-    def _shrink_wal(self, conn: sqlite3.Connection, deadline: float) -> bool:
-        """Checkpoint until the WAL is within its budget or ``deadline`` passes.
-
-        While other processes keep writing, SQLite's own checkpoints never catch up with
-        the WAL's end, so it is never rewound and grows. A TRUNCATE checkpoint waits for
-        the writers and readers (busy timeout) and empties it; it fails at once while
-        another connection checkpoints, hence the retries."""
-        pause = _CHECKPOINT_PAUSE_S
-        while True:
-            self._checkpoint(conn)
-            if file_size(self._wal) <= self.limits.wal_bytes:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, _CHECKPOINT_PAUSE_MAX_S)
 
     def _wal_stuck(self, action: str) -> None:
         self.stats.errors += 1
         self._failing.add("wal")
-        self._log.warn(
-            "disk:wal",
-            f"disk cache {action} skipped in {self.path}: its write-ahead log is over its "
-            f"{self.limits.wal_bytes} byte budget and could not be checkpointed for "
-            f"{BUSY_TIMEOUT_S:g} s (another process holds a long read on it); the entry is "
-            "not stored, the run goes on",
-        )
+        stuck = WAL_STUCK.format(self.limits.wal_bytes)
+        self._log.warn("disk:wal", f"disk cache {action} skipped in {self.path}: {stuck}")
 
     def _committed(self, conn: sqlite3.Connection) -> None:
         if self._failing:
             for cause in self._failing:
                 self._log.clear(f"disk:{cause}")
             self._failing.clear()
-        # The checkpoint SQLite runs after a commit cannot finish while another process
-        # reads an older snapshot or writes, and then the WAL keeps growing: truncate it
-        # here (once; the next write waits for it if this one does not succeed). Skipped,
-        # with its stat, when the WAL was within half its budget as we began: a transaction
-        # holds at most an eighth of it in entries (``txn_bytes``), so it can hardly pass
-        # the budget, and if it did, the next write's ``_begin`` truncates it first.
-        limit = self.limits.wal_bytes
-        if self._wal_seen > limit // 2 and file_size(self._wal) > limit:
-            self._checkpoint(conn)
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error as exc:
-            # Nothing is lost: the pages stay in the WAL until a later checkpoint.
-            self._log.warn("checkpoint", f"disk cache checkpoint of {self.path} failed ({exc})")
+        if self._wal.after_commit():
+            self._worker.wake()  # the checkpoint runs there, never on the write path
 
     def _take(self, take_queued: bool) -> _Batch:
         """Move what waits in memory into a batch no larger than one transaction may be."""
@@ -429,7 +389,7 @@ class DiskTier:
         if batch.bad:
             conn.executemany(_DELETE_BAD, batch.bad)
         if batch.recount:
-            self._repair(conn, "held rows whose size is not their envelope's")
+            repair(conn, self.path, "held rows whose size is not their envelope's")
 
     def _has_work(self) -> bool:
         with self._state:
@@ -441,6 +401,11 @@ class DiskTier:
                 or self._recount
                 or self._damaged
             )
+
+    def _background(self) -> None:
+        """The background thread's job: a checkpoint if one is due, then queued writes."""
+        self._wal.background()
+        self._drain()
 
     def _drain(self) -> None:
         """Write everything waiting in memory, one bounded transaction at a time."""
@@ -465,73 +430,24 @@ class DiskTier:
             self._keep = key
         return stored
 
-    def _usage(self, conn: sqlite3.Connection) -> tuple[int, int]:
-        """Stored envelope bytes, and bytes of the database file's pages in use; repairs
-        the totals first when they cannot be right."""
-        row = conn.execute(_USAGE).fetchone()
-        if row is None or not plausible(row[0], row[1]):
-            shown = "no totals" if row is None else f"{row[0]!r} bytes in {row[1]!r} entries"
-            self._repair(conn, f"counted {shown}, which cannot be right")
-            row = conn.execute(_USAGE).fetchone()
-        total, _, pages = row
-        return int(total), int(pages) * self._page_size
-
-    def _repair(self, conn: sqlite3.Connection, why: str) -> None:
-        """Delete rows whose size is not their envelope's and recount ``meta``: a full scan,
-        only after someone changed the file. Caller is in a write transaction."""
-        removed = conn.execute(REPAIR[0]).rowcount
-        for statement in REPAIR[1:]:
-            conn.execute(statement)
-        # Not counted in integrity_failures: a lookup may have counted them already.
-        logger.warning(
-            "cache database %s %s; deleted %d rows with a wrong size and recounted the rest",
-            self.path,
-            why,
-            removed,
-        )
-
-    def _fit(self, conn: sqlite3.Connection) -> int:
-        """Evict least-recently-accessed rows until both budgets hold; returns how many."""
-        total, used = self._usage(conn)
-        evicted = 0
-        while total > self.max_bytes or used > self.limits.file_bytes:
-            pages_over = used > self.limits.file_bytes
-            victims: list[tuple[int]] = []
-            for rowid, size in conn.execute(_LRU, (self._keep, _EVICT_BATCH)).fetchall():
-                victims.append((rowid,))
-                total -= size if type(size) is int else 0
-                if not pages_over and total <= self.max_bytes:
-                    break  # over in bytes only: evict exactly enough
-            if not victims:
-                break
-            conn.executemany("DELETE FROM entries WHERE rowid = ?", victims)
-            evicted += len(victims)
-            if pages_over:
-                used = self._usage(conn)[1]
-        return evicted
-
     def _reclaim(self) -> None:
         """On open: give back what a crash or a lower limit left; caller holds write lock."""
         conn = self._writer
-        if file_size(self._wal) > self.limits.journal_limit:
+        if self._wal.size() > self.limits.journal_limit:
             # Without waiting: another process writing now will checkpoint it itself.
             conn.execute("PRAGMA busy_timeout=0")
-            self._checkpoint(conn)
+            self._wal.truncate(conn)
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         if file_size(self.path) <= self.limits.file_bytes:
             return
         self._write("reclaim", _nothing, None)
         self._vacuum(conn, "reclaim")
-        self._checkpoint(conn)
+        self._wal.truncate(conn)
 
     def _vacuum(self, conn: sqlite3.Connection, action: str) -> None:
         """Give free pages back to the file system; caller holds the write lock."""
         try:
-            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
-                conn.execute("VACUUM")  # a file made before auto_vacuum: rewritten, once
-            else:
-                # executescript steps the pragma to the end; execute() frees one page.
-                conn.executescript("PRAGMA incremental_vacuum;")
+            vacuum(conn)
         except sqlite3.Error as exc:
             self._failed(exc, action)
 
@@ -634,7 +550,7 @@ class DiskTier:
         self._drain()
 
     def close(self) -> None:
-        """Write what waits, truncate the WAL, close both connections, join the thread."""
+        """Write what waits, truncate the WAL, close the connections, join the thread."""
         self._worker.close()
         self.flush()
         with self._write_lock:
@@ -643,8 +559,9 @@ class DiskTier:
             self._closed = True
             self._close_reader()
             if self._generation == _fork_generation and not self._gone:
-                self._checkpoint(self._writer)
+                self._wal.truncate(self._writer)
                 self._writer.close()
+            self._wal.close()
 
     # -- reads ------------------------------------------------------------------------
 
@@ -697,16 +614,11 @@ class DiskTier:
                 with self._state:
                     self._recount = True
                 raise CacheIntegrityError(f"cache entry {key[:16]}... {problem}")
-            opened = open_envelope(self._secret, key, envelope)
-            if opened.created_at != created_col:
-                raise CacheIntegrityError(
-                    f"cache entry {key[:16]}... has a created_at that does not match its signed one"
-                )
-            value = decode_payload(key, opened.payload)
+            opened = open_value(self._secret, key, envelope, created_col, self.ttl, now)
         except CacheIntegrityError as exc:
             self._reject(rowid, key, envelope, exc)
             return MISS
-        if now - opened.created_at >= self.ttl:
+        if opened is None:
             self.stats.expirations += 1
             self.stats.misses += 1
             with self._state:
@@ -716,7 +628,7 @@ class DiskTier:
         if now - last_access >= ACCESS_RESOLUTION_S:
             with self._state:
                 self._note_access(key, now)
-        return Found(value, opened.created_at, opened.payload, envelope)
+        return Found(opened[1], created_col, opened[0], envelope)
 
     def _reject(self, rowid: int | None, key: str, envelope: object, exc: Exception) -> None:
         self.stats.integrity_failures += 1
@@ -744,7 +656,7 @@ class DiskTier:
                 break
             last = rows[-1][0]
             checked += len(rows)
-            bad_rows = [(r[0], r[2]) for r in rows if not self._row_ok(r)]
+            bad_rows = [(r[0], r[2]) for r in rows if not row_ok(self._secret, r)]
             if bad_rows:
                 bad += len(bad_rows)
                 self.stats.integrity_failures += len(bad_rows)
@@ -772,19 +684,6 @@ class DiskTier:
         except sqlite3.Error as exc:
             self._read_failed(exc)
             return []
-
-    def _row_ok(self, row: tuple[Any, ...]) -> bool:
-        _, raw_key, envelope, *columns = row
-        if type(raw_key) is not bytes or column_problem(envelope, *columns) is not None:
-            return False
-        try:
-            key = raw_key.decode()
-            check_key(key)
-            opened = open_envelope(self._secret, key, envelope)
-            decode_payload(key, opened.payload)
-        except (UnicodeDecodeError, CacheIntegrityError, InvalidArgumentError):
-            return False
-        return bool(opened.created_at == columns[2])
 
     def snapshot(self) -> dict[str, Any]:
         entries = size = 0

@@ -16,6 +16,7 @@ TTL or storage; it only seals and opens.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import struct
@@ -31,6 +32,7 @@ __all__ = [
     "decode_payload",
     "encode_value",
     "open_envelope",
+    "open_value",
     "parse_own",
     "seal",
 ]
@@ -42,6 +44,10 @@ _KNOWN_FLAGS = _FLAG_ZLIB
 _HEAD = struct.Struct(">2sBBd")
 _MAC_SIZE = 32
 _PREFIX_SIZE = _HEAD.size + _MAC_SIZE
+_BLOCK = 64  # SHA-256's block size, which HMAC pads the secret to
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_KEYED: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {}
 
 # Below this, zlib costs more time than the bytes it saves; above it JSON shrinks 3-10x.
 COMPRESS_THRESHOLD = 4096
@@ -83,15 +89,38 @@ def encode_value(key: str, value: dict[str, Any]) -> bytes:
         ) from exc
 
 
-def _mac(secret: bytes, key: str, head: bytes, payload: bytes) -> bytes:
+def _keyed(secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """The HMAC-SHA256 inner and outer hashes for ``secret``, already fed their pads."""
+    pair = _KEYED.get(secret)
+    if pair is None:
+        # RFC 2104, as ``hmac`` computes it: a key longer than the block is hashed first.
+        block = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+        block = block.ljust(_BLOCK, b"\0")
+        pair = (
+            hashlib.sha256(block.translate(_IPAD)),
+            hashlib.sha256(block.translate(_OPAD)),
+        )
+        if len(_KEYED) < 16:  # a handful of secrets per process; never unbounded
+            _KEYED[secret] = pair
+    return pair
+
+
+def _mac(secret: bytes, key: str, head: bytes | memoryview, payload: bytes | memoryview) -> bytes:
     """HMAC-SHA256(secret, version | flags | created | len(key) | key | payload)."""
     # The key length is signed too, so (key "ab", payload "c...") and (key "abc", payload
     # "...") can never produce the same message.
     raw_key = key.encode("ascii")
-    # The one-shot form is the fastest the standard library has (measured against hmac.new
-    # with update, and a copied pre-keyed object), copy of the payload included.
-    message = head[2:] + len(raw_key).to_bytes(2, "big") + raw_key + payload
-    return hmac.digest(secret, message, "sha256")
+    # Copies of hashes already keyed (the HMAC pads hashed once per secret), fed the parts
+    # without joining them: about half the cost of hmac.digest, which keys and looks up
+    # SHA-256 on every call. The result is the same HMAC (a test compares them).
+    inner, outer = _keyed(secret)
+    inner = inner.copy()
+    inner.update(head[2:])
+    inner.update(len(raw_key).to_bytes(2, "big") + raw_key)
+    inner.update(payload)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def seal(secret: bytes, key: str, payload: bytes, created_at: float) -> bytes:
@@ -113,25 +142,42 @@ def open_envelope(secret: bytes, key: str, envelope: bytes) -> Opened:
     """
     if len(envelope) < _PREFIX_SIZE:
         raise CacheIntegrityError(f"cache entry {key[:16]}... is truncated ({len(envelope)} bytes)")
-    head = envelope[: _HEAD.size]
     magic, version, flags, created_at = _HEAD.unpack_from(envelope)
     if magic != _MAGIC or version != _VERSION or flags & ~_KNOWN_FLAGS:
         raise CacheIntegrityError(
             f"cache entry {key[:16]}... has an unknown format (version {version}, flags {flags})"
         )
-    payload = envelope[_PREFIX_SIZE:]
-    expected = _mac(secret, key, head, payload)
+    view = memoryview(envelope)  # slices without copying for the MAC
+    expected = _mac(secret, key, view[: _HEAD.size], view[_PREFIX_SIZE:])
     if not hmac.compare_digest(expected, envelope[_HEAD.size : _PREFIX_SIZE]):
         raise CacheIntegrityError(
             f"cache entry {key[:16]}... failed its signature check (tampered, copied from "
             "another key, or written with another secret)"
         )
+    payload = envelope[_PREFIX_SIZE:]
     if flags & _FLAG_ZLIB:
         try:
             payload = zlib.decompress(payload)
         except zlib.error as exc:  # only reachable if the secret itself leaked
             raise CacheIntegrityError(f"cache entry {key[:16]}... does not decompress") from exc
     return Opened(created_at, payload)
+
+
+def open_value(
+    secret: bytes, key: str, envelope: bytes, created_at: float, ttl: float, now: float
+) -> tuple[bytes, dict[str, Any]] | None:
+    """``open_envelope`` then ``decode_payload`` for a stored row, in one call (the disk
+    tier's hit path): the payload and the value, or None when the entry is older than
+    ``ttl``, which is not parsed. Raises CacheIntegrityError when the envelope fails its
+    check or was not made at ``created_at`` (the row's own column)."""
+    opened = open_envelope(secret, key, envelope)
+    if opened.created_at != created_at:
+        raise CacheIntegrityError(
+            f"cache entry {key[:16]}... has a created_at that does not match its signed one"
+        )
+    if now - created_at >= ttl:
+        return None
+    return opened.payload, decode_payload(key, opened.payload)
 
 
 def decode_payload(key: str, payload: bytes) -> dict[str, Any]:

@@ -12,10 +12,10 @@ up to 0.5 MiB. The 64 KiB is slack for B-tree page splits that no estimate fores
 
 How the ``effective`` limit is shared out:
 
-* WAL: a sixteenth of it (128 KiB to 8 MiB). SQLite checkpoints once the WAL passes seven
-  eighths of that; a writer begins a transaction only while the WAL is within the whole,
-  truncating it first otherwise, so with any number of writer processes it passes the
-  budget by at most one transaction (see ``_disk``).
+* WAL: a sixteenth of it (128 KiB to 8 MiB). A background thread checkpoints once the WAL
+  passes five eighths of that (``_wal``); a writer begins a transaction only while the WAL is within
+  the whole, truncating it first otherwise, so with any number of writer processes it passes
+  the budget by at most one transaction.
 * one transaction's new pages: at most half the WAL budget, so the database file, whose
   free pages are reused but never returned, overshoots its budget by no more than that.
 * the WAL index (-shm): 32 KiB, its size while the WAL has fewer than 4096 frames.
@@ -35,7 +35,6 @@ PAGE_SIZE = 4096
 MIN_EFFECTIVE = 512 * KIB
 SLACK = 64 * KIB
 SHM_BYTES = 32 * KIB
-_FRAME = PAGE_SIZE + 24  # a WAL frame: one page and its header
 _MAX_WAL = 8 * MIB
 # No limit stores a larger envelope on disk (``max_entry_bytes`` is at most a quarter WAL).
 LARGEST_ENTRY = _MAX_WAL // 4
@@ -66,17 +65,16 @@ class DiskLimits:
         )
 
     @property
-    def autocheckpoint_pages(self) -> int:
-        """SQLite checkpoints (PASSIVE, in the committing connection) past this many frames.
-
-        Seven eighths of the budget: each checkpoint costs two fsyncs whatever it copies,
-        and pages written again and again (the header, the totals, index roots) are copied
-        once, so fewer, larger checkpoints cost less per write, and fewer writes wait."""
-        return max(1, self.wal_bytes * 7 // 8 // _FRAME)
+    def checkpoint_at(self) -> int:
+        """The background thread checkpoints once the WAL file passes this size: five
+        eighths of the budget, the rest absorbing what writers add while it runs."""
+        return self.wal_bytes * 5 // 8
 
     @property
     def journal_limit(self) -> int:
-        """A WAL that is reset after a full checkpoint is truncated back to this size."""
+        """A WAL that is started over after a full checkpoint is truncated back to this
+        size: below ``checkpoint_at``, so the file's size tells when the next one is due,
+        and not far below, as appending past a file's end costs more than overwriting."""
         return self.wal_bytes // 2
 
     @property

@@ -13,9 +13,12 @@ deletes the mis-sized rows and recounts (``REPAIR``).
 from __future__ import annotations
 
 import math
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
+from .._errors import CacheIntegrityError, InvalidArgumentError
+from ._envelope import decode_payload, open_envelope
 from ._limits import LARGEST_ENTRY
+from ._types import check_key
 
 __all__ = [
     "COLUMNS",
@@ -23,6 +26,7 @@ __all__ = [
     "REPAIR",
     "column_problem",
     "plausible",
+    "row_ok",
 ]
 
 # CAST: a text envelope with invalid UTF-8 would otherwise fail the whole read.
@@ -81,3 +85,19 @@ def plausible(total: object, entries: object) -> bool:
     if type(total) is not int or type(entries) is not int:
         return False
     return entries >= 0 and 0 <= total <= entries * LARGEST_ENTRY
+
+
+def row_ok(secret: bytes, row: tuple[Any, ...]) -> bool:
+    """True when a row read as (rowid, CAST(key AS BLOB), COLUMNS...) is one a lookup would
+    serve: every column right, the signature valid for its key, the JSON an object."""
+    _, raw_key, envelope, *columns = row
+    if type(raw_key) is not bytes or column_problem(envelope, *columns) is not None:
+        return False
+    try:
+        key = raw_key.decode()
+        check_key(key)
+        opened = open_envelope(secret, key, envelope)
+        decode_payload(key, opened.payload)
+    except (UnicodeDecodeError, CacheIntegrityError, InvalidArgumentError):
+        return False
+    return bool(opened.created_at == columns[2])

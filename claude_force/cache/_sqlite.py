@@ -158,9 +158,9 @@ def _open(path: Path, limits: DiskLimits) -> sqlite3.Connection:
         # WAL + NORMAL: a commit is atomic and durable against a process crash; only an OS
         # crash can lose the last commits, never corrupt the file. Good for a cache.
         conn.execute("PRAGMA synchronous=NORMAL")
-        # The WAL stays within its budget: this connection checkpoints after the commit
-        # that passes half of it, and a WAL reset after a checkpoint truncates the file.
-        conn.execute(f"PRAGMA wal_autocheckpoint={limits.autocheckpoint_pages}")
+        # No checkpoint in a commit (two fsyncs on the write path): the tier's background
+        # thread runs them (``_wal``), and a WAL started over after one is truncated.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA journal_size_limit={limits.journal_limit}")
         # Up to 32 MiB of pages (allocated as used) so hot index pages are not re-read
         # from the OS on every lookup; diskcache uses the same default.
@@ -315,7 +315,9 @@ def connect_reader(path: Path) -> sqlite3.Connection:
         cached_statements=64,
     )
     try:
-        conn.execute("PRAGMA cache_size=-32768")
+        # Up to 64 MiB of pages, allocated as used (the writer keeps 32): a lookup reads a
+        # random entry, and a page not held here costs a read() of the file per lookup.
+        conn.execute("PRAGMA cache_size=-65536")
     except BaseException:
         conn.close()
         raise
