@@ -48,7 +48,7 @@ from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
 from ._ledger import _cannot_write, _keep_out_of_git, _move_aside, task_hash
 from ._ledger import _log as _data_folder_log
-from ._memory_memo import Generation, Probe, RecallMemo, memo_key
+from ._memory_memo import RECHECK_SECONDS, Generation, Probe, RecallMemo, memo_key
 from ._results import AgentResult
 from ._warnings import OnceLog
 from .cache._sqlite import file_identity as _identity
@@ -358,12 +358,13 @@ def _empty_store() -> sqlite3.Connection:
 class _Store:
     """The file, its connection and the queue of entries to write; shared by threads."""
 
-    def __init__(self, path: Path, *, max_entries_per_agent: int, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, *, max_entries_per_agent: int, max_bytes: int, probe: Probe
+    ) -> None:
         self.path = path
         self.max_entries_per_agent = max_entries_per_agent
         self.max_bytes = max_bytes
         self.dropped = 0
-        self.changes = 0  # entries queued so far: part of every recall memo generation
         self._pending: deque[_Pending] = deque()
         self._writing: tuple[_Pending, ...] = ()  # taken from the queue, not yet committed
         self._lock = threading.Lock()  # the queue and the worker
@@ -374,7 +375,7 @@ class _Store:
         self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []  # idle ones
         self._readers_lock = threading.Lock()
         self._readers_epoch = 0  # moves on close: a reader of an older epoch is not kept
-        self.probe = Probe(path)
+        self.probe = probe  # also counts this process's changes: see _memory_memo.py
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -388,7 +389,7 @@ class _Store:
                     f"memory store {self.path} is not keeping up; dropping the oldest entries",
                 )
             self._pending.append(item)
-            self.changes += 1
+            self.probe.changed()
             if self._worker is None:
                 self._worker = Worker(self.drain, name="claude-force-memory")
             worker = self._worker
@@ -407,6 +408,7 @@ class _Store:
                 try:
                     self._write(list(batch))
                 finally:
+                    self.probe.changed()  # committed: answers read before it are stale
                     with self._lock:
                         self._writing = ()
 
@@ -513,19 +515,25 @@ class _Store:
         if not create and not self.path.exists():
             return default
         with self._io:
-            for _ in range(2):  # a second try after a damaged file was set aside
-                try:
-                    return fn(self._open())
-                except sqlite3.Error as exc:
-                    self._disconnect()
-                    if not self._failed(exc):
-                        return default
-                    if not create:
-                        return default
-                except OSError as exc:
-                    self._disconnect()
-                    _warn_unusable(self.path, exc)
+            try:
+                return self._use(fn, default, create)
+            finally:
+                self.probe.changed()  # forget and clear write through here
+
+    def _use(self, fn: Callable[[sqlite3.Connection], T], default: T, create: bool) -> T:
+        for _ in range(2):  # a second try after a damaged file was set aside
+            try:
+                return fn(self._open())
+            except sqlite3.Error as exc:
+                self._disconnect()
+                if not self._failed(exc):
                     return default
+                if not create:
+                    return default
+            except OSError as exc:
+                self._disconnect()
+                _warn_unusable(self.path, exc)
+                return default
         return default
 
     # -- with self._io held -------------------------------------------------------------------
@@ -560,6 +568,7 @@ class _Store:
         if is_corruption(exc):
             expected = identity or self._identity or _identity(self.path)
             target = _move_aside(self.path, expected=expected)
+            self.probe.changed()
             if target is not None:
                 _log.warn(
                     f"damaged:{target}",
@@ -827,6 +836,8 @@ class AgentMemory:
 
     Orchestrators use it when ``enable_memory`` is on; it can also be opened on its own to
     inspect or edit what agents remember. Nothing here raises for a disk problem.
+    ``recheck_seconds``: how long a recall trusts its last look at the file for another
+    process's writes (``monotonic`` is its clock); this process's writes are seen at once.
     """
 
     def __init__(
@@ -838,6 +849,8 @@ class AgentMemory:
         top_k: int = TOP_K,
         budget_chars: int = BUDGET_CHARS,
         clock: Callable[[], float] = time.time,
+        recheck_seconds: float = RECHECK_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         for name, value in (
             ("max_entries_per_agent", max_entries_per_agent),
@@ -847,6 +860,14 @@ class AgentMemory:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (
+            isinstance(recheck_seconds, (int, float))
+            and not isinstance(recheck_seconds, bool)
+            and 0 <= recheck_seconds < math.inf
+        ):
+            raise InvalidArgumentError(
+                f"recheck_seconds must be a finite number >= 0, got {recheck_seconds!r}"
+            )
         self.path = Path(path)
         self.top_k = top_k
         self.budget_chars = budget_chars
@@ -858,8 +879,9 @@ class AgentMemory:
                 "this Python's SQLite has no FTS5 full-text search; agent memory is off. "
                 "Use a Python build whose sqlite3 includes FTS5 (CPython's official builds do)",
             )
+        probe = Probe(self.path, recheck_seconds=recheck_seconds, clock=monotonic)
         self._store = _Store(
-            self.path, max_entries_per_agent=max_entries_per_agent, max_bytes=max_bytes
+            self.path, max_entries_per_agent=max_entries_per_agent, max_bytes=max_bytes, probe=probe
         )
         self._finalizer = weakref.finalize(self, self._store.close)
         self._memo = RecallMemo()
@@ -953,7 +975,7 @@ class AgentMemory:
         store = self._store
         if not store.quiet():
             return unknown
-        generation = store.probe.version(store.changes, open=False)
+        generation = store.probe.version(open=False)
         if generation is None:
             return unknown
         self._seen = generation
@@ -972,7 +994,7 @@ class AgentMemory:
         """Recall from the store (blocking; off the loop) and keep the answers in the memo
         under the generation read before the store was."""
         store = self._store
-        generation = store.probe.version(store.changes, open=True)
+        generation = store.probe.version(open=True, fresh=True)
         top_k, budget = self.top_k, self.budget_chars
         out: list[str | None] = []
         for agent, task in items:
@@ -992,7 +1014,7 @@ class AgentMemory:
         queued since: a cache hit then has nothing to add and queues no write (which would
         end the memo's generation for every call after it)."""
         seen, store = self._seen, self._store
-        if seen is None or seen[0] != store.changes or not store.quiet():
+        if seen is None or seen[0] != store.probe.changes() or not store.quiet():
             return False
         return self._memo.stored(seen, memo_key(agent, task, self.top_k, self.budget_chars))
 
