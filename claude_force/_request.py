@@ -432,8 +432,7 @@ class RequestBuilder:
     ) -> Request:
         """The request for ``item``; ``previous`` are earlier workflow steps' outputs,
         ``memory`` blocks of the agent's earlier work (see :meth:`abuild`)."""
-        spec, stamp = self._agent(item)
-        return self._build(item, spec, stamp, previous, memory)
+        return self._build(item, self._agent(item), previous, memory)
 
     async def abuild(
         self,
@@ -448,8 +447,8 @@ class RequestBuilder:
         seen: dict[object, tuple[AgentSpec, _Stamp]] = {}
         agents = [self._agent(item, seen) for item in items]
         requests = [
-            self._build(item, spec, stamp, previous, ())
-            for item, (spec, stamp) in zip(items, agents, strict=True)
+            self._build(item, agent, previous, ())
+            for item, agent in zip(items, agents, strict=True)
         ]
         memory = self.memory
         wanted = [i for i, item in enumerate(items) if item.use_memory] if memory else []
@@ -458,8 +457,7 @@ class RequestBuilder:
         blocks = await memory.acontexts([(items[i].agent, items[i].task) for i in wanted])
         for i, block in zip(wanted, blocks, strict=True):
             if block is not None:
-                spec, stamp = agents[i]
-                requests[i] = self._build(items[i], spec, stamp, previous, (block,))
+                requests[i] = self._build(items[i], agents[i], previous, (block,))
         return requests
 
     def _agent(
@@ -478,11 +476,12 @@ class RequestBuilder:
     def _build(
         self,
         item: TaskSpec,
-        spec: AgentSpec,
-        stamp: _Stamp,
+        agent: tuple[AgentSpec, _Stamp],
         previous: Sequence[EarlierOutput | tuple[str, str]],
         memory: Sequence[str],
     ) -> Request:
+        """The request from the memo when it holds one for these inputs, else made."""
+        spec, stamp = agent
         key = None if previous else self._memo_key(item, memory)
         if key is not None:
             try:
