@@ -389,6 +389,7 @@ class RequestBuilder:
         self.prompt_cache_ttl = prompt_cache_ttl
         self.max_task_chars = max_task_chars
         self._prompts: dict[tuple[str, CacheTTL | None], _PromptEntry] = {}
+        self._files: dict[str, tuple[AgentSpec, str, str | None]] = {}
         self.memo = RequestMemo()
 
     def check_task(self, task: object) -> str:
@@ -468,7 +469,12 @@ class RequestBuilder:
         if seen is not None and type(item.agent) is str and item.agent in seen:
             return seen[item.agent]
         spec = self.config.agent(validate_agent_name(item.agent))
-        stamp = _stamp(spec.file) + (_stamp(spec.contract) if spec.contract else ())
+        files = self._files.get(spec.name)
+        if files is None or files[0] is not spec:
+            # The paths as text once per definition: os.stat of a Path converts it each time.
+            contract = os.fspath(spec.contract) if spec.contract else None
+            files = self._files[spec.name] = (spec, os.fspath(spec.file), contract)
+        stamp = _stamp(files[1]) + (_stamp(files[2]) if files[2] is not None else ())
         if seen is not None:
             seen[item.agent] = (spec, stamp)
         return spec, stamp
@@ -601,7 +607,7 @@ def check_max_tokens(value: object) -> int:
     return value
 
 
-def _stamp(path: Path) -> tuple[int, ...]:
+def _stamp(path: str | Path) -> tuple[int, ...]:
     try:
         st = os.stat(path)
     except OSError:
