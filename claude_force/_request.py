@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._config import AgentSpec, ProjectConfig, read_agent_prompt, validate_agent_name
 from ._errors import InvalidArgumentError
+from ._frozen import quick_init
 from ._injection import flag_injection, quoted_text
 
 if TYPE_CHECKING:
@@ -266,6 +267,7 @@ MAX_TOKENS_LIMIT = 128_000
 DEFAULT_MAX_TASK_CHARS = 500_000
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One call: an agent, a task and per-call overrides of the agent's settings.

@@ -1,17 +1,22 @@
 """The memos and batches that make a response-cache hit cheap never change what a call sends,
 returns or records: a built request is reused only for the same inputs and unchanged agent
-files, and the ledger and Prometheus count every hit exactly."""
+files, the ledger and Prometheus count every hit exactly, and the cheaper ``__init__`` of the
+values made on every call builds what the dataclass one builds."""
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from claude_force import AsyncAgentOrchestrator, InvalidArgumentError, load_config
+from claude_force import AgentResult, AsyncAgentOrchestrator, InvalidArgumentError, load_config
+from claude_force._frozen import quick_init
 from claude_force._metrics import HIT_BATCH
+from claude_force._record import CallContext
 from claude_force._request import RequestBuilder, RequestMemo, TaskSpec, cache_key
 from claude_force.testing import Simulator
 
@@ -140,3 +145,72 @@ async def test_metrics_and_ledger_count_every_hit_exactly(
     count = "claude_force_request_latency_seconds_count"
     assert _sample(scraped, count, f'agent="{AGENT}"') == hits + 1
     assert [r.cached for r in rows] == [False] + [True] * hits
+
+
+# -- quick_init: the same __init__ as dataclass writes, for less --------------------------------
+
+
+def _reference(cls: type) -> type:
+    """The class as ``dataclass(frozen=True, slots=True)`` alone would make it."""
+    specs = [(f.name, f.type, f) for f in dataclasses.fields(cls)]
+    made: type = dataclasses.make_dataclass("Ref", specs, frozen=True, slots=True)
+    return made
+
+
+def _values(obj: object) -> list[object]:
+    return [getattr(obj, f.name) for f in dataclasses.fields(obj)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("cls", "args", "kwargs"),
+    [
+        (AgentResult, ("a", True, "out"), {}),
+        (AgentResult, ("a", False, "", ["e"]), {"model": "m", "cost": Decimal(1), "step": 2}),
+        (TaskSpec, (AGENT, "t"), {"temperature": 0.5, "prompt_cache_ttl": None}),
+        (CallContext, ("t",), {"workflow_run": "r", "batch": True}),
+    ],
+)
+def test_quick_init_builds_what_dataclass_builds(
+    cls: type, args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    ours, reference = cls(*args, **kwargs), _reference(cls)(*args, **kwargs)
+    assert _values(ours) == _values(reference)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(ours, dataclasses.fields(ours)[0].name, "changed")
+    with pytest.raises(TypeError):
+        cls()
+    with pytest.raises(TypeError):
+        cls(*args, no_such_field=1)
+
+
+def test_quick_init_gives_each_instance_its_own_default_and_runs_post_init() -> None:
+    first, second = AgentResult("a", True, ""), AgentResult("a", True, "")
+    assert first.errors == [] and first.errors is not second.errors
+
+    @quick_init
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        value: int
+
+        def __post_init__(self) -> None:
+            if self.value < 0:
+                raise ValueError(f"value must be >= 0, got {self.value}")
+
+    assert Checked(1).value == 1
+    with pytest.raises(ValueError, match="got -1"):
+        Checked(-1)
+
+
+def test_quick_init_refuses_what_it_cannot_build_alike() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class KeywordOnly:
+        value: int
+
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        value: int
+
+    with pytest.raises(TypeError, match="positional"):
+        quick_init(KeywordOnly)
+    with pytest.raises(TypeError, match="slots"):
+        quick_init(NoSlots)
