@@ -39,7 +39,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
@@ -557,10 +557,10 @@ class AgentMemory:
         if not self.enabled or not items:
             return [None] * len(items)
         known = self._known(items)
+        if _UNKNOWN not in known:  # the memo knew them all: the usual repeat
+            return cast("list[str | None]", known)
         missing = [i for i, answer in enumerate(known) if answer is _UNKNOWN]
         out: list[str | None] = [None if a is _UNKNOWN else a for a in known]
-        if not missing:
-            return out
         try:
             read = await asyncio.to_thread(self._read_contexts, [items[i] for i in missing])
         except RuntimeError:  # the executor is gone (interpreter exit): no memory then
@@ -584,13 +584,11 @@ class AgentMemory:
         self._seen = generation
         if generation[1] is None:  # no store file, nothing queued: nothing to recall
             return [None] * len(items)
+        memo, top_k, budget = self._memo, self.top_k, self.budget_chars
         out: list[str | _Unknown | None] = []
         for agent, task in items:
-            key = memo_key(agent, task, self.top_k, self.budget_chars)
-            try:
-                out.append(self._memo.get(generation, key, agent)[0])
-            except KeyError:
-                out.append(_UNKNOWN)
+            found = memo.find(generation, memo_key(agent, task, top_k, budget), agent)
+            out.append(_UNKNOWN if found is None else found[0])
         return out
 
     def _read_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:

@@ -112,7 +112,7 @@ class Probe:
 
     def changes(self) -> int:
         """This process's changes to the file so far (see :class:`LocalChanges`)."""
-        return LocalChanges.count(self.key)
+        return LocalChanges._counts.get(self.key, 0)
 
     def changed(self) -> None:
         """This process changed the file: every memo answer read before is stale now."""
@@ -123,7 +123,7 @@ class Probe:
         part comes from the last look when it is younger than ``recheck_seconds`` and this
         process changed nothing since (its own write may have made or replaced the file),
         unless ``fresh`` (a read of the store, which pays for a look anyway)."""
-        changes = LocalChanges.count(self.key)
+        changes = LocalChanges._counts.get(self.key, 0)  # a dict read: atomic, no lock
         now = self.clock()
         seen = self._seen
         if (
@@ -205,16 +205,25 @@ class RecallMemo:
 
     def get(self, generation: Generation, key: Hashable, agent: str) -> tuple[str | None, bool]:
         """``(block, identical task stored)`` or KeyError when this generation has no answer."""
+        found = self.find(generation, key, agent)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def find(
+        self, generation: Generation, key: Hashable, agent: str
+    ) -> tuple[str | None, bool] | None:
+        """:meth:`get`, with None for no answer (the call path: no exception raised)."""
         with self._lock:
             if generation != self.generation:
-                raise KeyError(key)
+                return None
             found = self._answers.get(key)
             if found is not None:
                 self._answers.move_to_end(key)
                 return found
             if self._agents.get(agent) is False:
                 return (None, False)
-        raise KeyError(key)
+        return None
 
     def put(
         self,
