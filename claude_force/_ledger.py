@@ -107,11 +107,12 @@ def task_hash(text: str) -> str:
 
     Short tasks' digests are kept (a repeated task is hashed once: every cache hit records
     one, and recall keys its memo by it)."""
-    found = _HASHED.get(text)
+    plain = type(text) is str  # a subclass could compare equal to another text
+    found = _HASHED.get(text) if plain else None
     if found is not None:
         return found
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if len(text) <= _HASHED_CHARS and type(text) is str:
+    if plain and len(text) <= _HASHED_CHARS:
         if len(_HASHED) >= _HASHED_MAX:
             _HASHED.clear()
         _HASHED[text] = digest

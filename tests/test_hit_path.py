@@ -6,6 +6,7 @@ values made on every call builds what the dataclass one builds."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from claude_force import AgentResult, AsyncAgentOrchestrator, InvalidArgumentError, load_config
 from claude_force._frozen import quick_init
+from claude_force._ledger import task_hash
 from claude_force._metrics import HIT_BATCH
 from claude_force._record import CallContext
 from claude_force._request import RequestBuilder, RequestMemo, TaskSpec, cache_key
@@ -214,3 +216,19 @@ def test_quick_init_refuses_what_it_cannot_build_alike() -> None:
         quick_init(KeywordOnly)
     with pytest.raises(TypeError, match="slots"):
         quick_init(NoSlots)
+
+
+def test_kept_task_hashes_are_the_hashes() -> None:
+    class Loose(str):
+        """Hashes and compares like a task already kept: must never get its digest."""
+
+        def __hash__(self) -> int:
+            return hash("Review utils.py")
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    for text in ("Review utils.py", "x" * 2000, "Review utils.py"):
+        assert task_hash(text) == hashlib.sha256(text.encode()).hexdigest()
+    odd = Loose("something else")
+    assert task_hash(odd) == hashlib.sha256(b"something else").hexdigest()
