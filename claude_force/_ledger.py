@@ -19,6 +19,7 @@ missing or damaged ledger.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import logging
 import operator
@@ -193,10 +194,6 @@ class LedgerRow:
 
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
-_INSERT = (
-    f"INSERT OR IGNORE INTO calls ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
 _Params = tuple[object, ...]
 
 
@@ -355,10 +352,25 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
+# Rows per INSERT statement: each statement is one sqlite3_step, and each step hands the GIL
+# back and forth; one per row cost a busy event loop more than the rows themselves. Kept
+# within SQLite's oldest limit of 999 parameters before 3.32, 32,766 since.
+_ROWS_PER_INSERT = 400 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // len(_COLUMNS)
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_rows(count: int) -> str:
+    row = f"({', '.join('?' for _ in _COLUMNS)})"
+    return f"INSERT OR IGNORE INTO calls ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * count)}"
+
+
 def _insert(conn: sqlite3.Connection, params: Iterable[_Params]) -> None:
+    rows = list(params)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_INSERT, params)
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            conn.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
     except BaseException:
         # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
         if conn.in_transaction:
@@ -458,6 +470,10 @@ class _Writer:
         self.keep_out_of_git = keep_out_of_git
         self.dropped = 0
         self.cond = threading.Condition()
+        # The queue's own lock, held for a few operations and never across a wait: put() takes
+        # only this one on every row, and the Condition (which the writer holds while it wakes
+        # and checks its predicates) only to wake the writer, twice a batch.
+        self._queue = threading.Lock()
         self.pending: deque[_Params] = deque()
         self.enqueued = 0  # rows queued so far
         self.done = 0  # queued rows written (or given up on) so far
@@ -480,25 +496,36 @@ class _Writer:
 
     def put(self, params: _Params) -> bool:
         """Queue a row; False once closing (the caller then writes it directly)."""
-        with self.cond:
+        with self._queue:
             if self.closing:
                 return False
-            overflow = len(self.pending) >= _MAX_PENDING
-            if overflow:
+            size = len(self.pending) + 1
+            if size <= _MAX_PENDING:
+                self.pending.append(params)
+                self.enqueued += 1
+        if size > _MAX_PENDING:
+            return self._put_dropping_oldest(params)
+        # Wake the writer on the first row (starts its flush_interval) and on a full batch.
+        if size == 1 or size == self.batch_size:
+            with self.cond:
+                self.cond.notify_all()
+        return True
+
+    def _put_dropping_oldest(self, params: _Params) -> bool:
+        with self.cond, self._queue:  # done and dropped change under the Condition
+            if self.closing:
+                return False
+            if len(self.pending) >= _MAX_PENDING:
                 self.pending.popleft()
                 self.dropped += 1
                 self.done += 1
             self.pending.append(params)
             self.enqueued += 1
-            # Wake the writer on the first row (starts its flush_interval) and on a full batch.
-            if len(self.pending) in (1, self.batch_size):
-                self.cond.notify_all()
-        if overflow:
-            _log.warn(
-                f"overflow:{self.path}",
-                f"usage ledger {self.path} is not keeping up ({_MAX_PENDING:,} rows waiting); "
-                "dropping the oldest. Check the disk holding it",
-            )
+        _log.warn(
+            f"overflow:{self.path}",
+            f"usage ledger {self.path} is not keeping up ({_MAX_PENDING:,} rows waiting); "
+            "dropping the oldest. Check the disk holding it",
+        )
         return True
 
     def write_now(self, params: _Params) -> None:
@@ -523,7 +550,8 @@ class _Writer:
     def stop(self) -> None:
         """Ask the thread to write what is queued and end; returns at once."""
         with self.cond:
-            self.closing = True
+            with self._queue:  # a put() either queued before this, or writes directly
+                self.closing = True
             self.cond.notify_all()
 
     def close(self) -> None:
@@ -570,8 +598,9 @@ class _Writer:
             if self._should_linger():
                 # Let a batch build up; put() (batch full), flush() and close() cut this short.
                 self.cond.wait_for(lambda: not self._should_linger(), self.flush_interval)
-            batch = list(self.pending)
-            self.pending.clear()
+            with self._queue:
+                batch = list(self.pending)
+                self.pending.clear()
             return batch, self.closing
 
     def _should_linger(self) -> bool:
