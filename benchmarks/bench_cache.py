@@ -299,9 +299,10 @@ def rows_big(b: Bench) -> list[Row]:
 
 
 def rows_end_to_end(b: Bench) -> list[Row]:
-    """``execute_agent`` answered from the memory tier, all of it: validation, the agent
-    file freshness check (a stat per file), key, lookup, result; with the defaults also the
-    ledger row and the Prometheus counters."""
+    """``execute_agent`` answered from the memory tier, all of it: the agent files'
+    freshness check (a stat per file), the request and its key (from the builder's memo on a
+    repeat), the recall memo (agent memory is on in both rows), lookup, result; with tracking
+    also the ledger row and the Prometheus counters."""
     import asyncio
 
     from claude_force import AsyncAgentOrchestrator, init_project

@@ -19,6 +19,7 @@ missing or damaged ledger.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import logging
 import operator
@@ -97,9 +98,26 @@ _ADDED_COLUMNS = {
 }
 
 
+_HASHED: dict[str, str] = {}
+_HASHED_MAX = 4096  # tasks kept with their digest; then the dict starts again
+_HASHED_CHARS = 1024  # longer tasks are hashed every time, not kept
+
+
 def task_hash(text: str) -> str:
-    """SHA-256 hex digest of a task's text, so calls can be grouped without storing the text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """SHA-256 hex digest of a task's text, so calls can be grouped without storing the text.
+
+    Short tasks' digests are kept (a repeated task is hashed once: every cache hit records
+    one, and recall keys its memo by it)."""
+    plain = type(text) is str  # a subclass could compare equal to another text
+    found = _HASHED.get(text) if plain else None
+    if found is not None:
+        return found
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if plain and len(text) <= _HASHED_CHARS:
+        if len(_HASHED) >= _HASHED_MAX:
+            _HASHED.clear()
+        _HASHED[text] = digest
+    return digest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,10 +194,6 @@ class LedgerRow:
 
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
-_INSERT = (
-    f"INSERT OR IGNORE INTO calls ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
 _Params = tuple[object, ...]
 
 
@@ -219,20 +233,27 @@ def _to_params(row: LedgerRow, ts: float | None = None) -> _Params:
 
 class RowTemplate:
     """Rows that differ from one fixed row only in a few fields given as plain values (str,
-    int, float or None): their SQL parameters are a copy of the fixed row's with those set,
-    so nothing is converted or validated per row. For response-cache hits, recorded on
-    every call's fast path."""
+    int, float or None): their SQL parameters are the fixed row's with those set, so
+    nothing is converted or validated per row. For response-cache hits, recorded on every
+    call's fast path: one tuple concatenation and one ``itemgetter``, both in C."""
 
     def __init__(self, row: LedgerRow, fields: Sequence[str]) -> None:
-        self._base = list(_to_params(row, 0.0))
-        self._at = (_TS_INDEX, *(_COLUMNS.index(name) for name in fields))
+        self._base = _to_params(row, 0.0)
+        varying = (_TS_INDEX, *(_COLUMNS.index(name) for name in fields))
+        # Column i comes from the fixed row, or from the values appended after it.
+        width = len(self._base)
+        order = [varying.index(i) + width if i in varying else i for i in range(width)]
+        self._pick = operator.itemgetter(*order)
+        self._count = len(varying)
 
     def params(self, ts: float, *values: str | int | float | None) -> _Params:
         """The parameters with ``ts`` and ``values`` (in the order of ``fields``) set."""
-        params = self._base.copy()
-        for i, value in zip(self._at, (ts, *values), strict=True):
-            params[i] = value
-        return tuple(params)
+        if len(values) + 1 != self._count:
+            raise InvalidArgumentError(
+                f"RowTemplate.params takes ts and {self._count - 1} values, got {len(values)}"
+            )
+        params: _Params = self._pick((*self._base, ts, *values))
+        return params
 
 
 def _from_record(names: Sequence[str], record: Sequence[Any]) -> LedgerRow:
@@ -331,10 +352,25 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
+# Rows per INSERT statement: each statement is one sqlite3_step, and each step hands the GIL
+# back and forth; one per row cost a busy event loop more than the rows themselves. Kept
+# within SQLite's oldest limit of 999 parameters before 3.32, 32,766 since.
+_ROWS_PER_INSERT = 400 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // len(_COLUMNS)
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_rows(count: int) -> str:
+    row = f"({', '.join('?' for _ in _COLUMNS)})"
+    return f"INSERT OR IGNORE INTO calls ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * count)}"
+
+
 def _insert(conn: sqlite3.Connection, params: Iterable[_Params]) -> None:
+    rows = list(params)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_INSERT, params)
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            conn.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
     except BaseException:
         # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
         if conn.in_transaction:
@@ -434,6 +470,10 @@ class _Writer:
         self.keep_out_of_git = keep_out_of_git
         self.dropped = 0
         self.cond = threading.Condition()
+        # The queue's own lock, held for a few operations and never across a wait: put() takes
+        # only this one on every row, and the Condition (which the writer holds while it wakes
+        # and checks its predicates) only to wake the writer, twice a batch.
+        self._queue = threading.Lock()
         self.pending: deque[_Params] = deque()
         self.enqueued = 0  # rows queued so far
         self.done = 0  # queued rows written (or given up on) so far
@@ -456,25 +496,36 @@ class _Writer:
 
     def put(self, params: _Params) -> bool:
         """Queue a row; False once closing (the caller then writes it directly)."""
-        with self.cond:
+        with self._queue:
             if self.closing:
                 return False
-            overflow = len(self.pending) >= _MAX_PENDING
-            if overflow:
+            size = len(self.pending) + 1
+            if size <= _MAX_PENDING:
+                self.pending.append(params)
+                self.enqueued += 1
+        if size > _MAX_PENDING:
+            return self._put_dropping_oldest(params)
+        # Wake the writer on the first row (starts its flush_interval) and on a full batch.
+        if size == 1 or size == self.batch_size:
+            with self.cond:
+                self.cond.notify_all()
+        return True
+
+    def _put_dropping_oldest(self, params: _Params) -> bool:
+        with self.cond, self._queue:  # done and dropped change under the Condition
+            if self.closing:
+                return False
+            if len(self.pending) >= _MAX_PENDING:
                 self.pending.popleft()
                 self.dropped += 1
                 self.done += 1
             self.pending.append(params)
             self.enqueued += 1
-            # Wake the writer on the first row (starts its flush_interval) and on a full batch.
-            if len(self.pending) in (1, self.batch_size):
-                self.cond.notify_all()
-        if overflow:
-            _log.warn(
-                f"overflow:{self.path}",
-                f"usage ledger {self.path} is not keeping up ({_MAX_PENDING:,} rows waiting); "
-                "dropping the oldest. Check the disk holding it",
-            )
+        _log.warn(
+            f"overflow:{self.path}",
+            f"usage ledger {self.path} is not keeping up ({_MAX_PENDING:,} rows waiting); "
+            "dropping the oldest. Check the disk holding it",
+        )
         return True
 
     def write_now(self, params: _Params) -> None:
@@ -499,7 +550,8 @@ class _Writer:
     def stop(self) -> None:
         """Ask the thread to write what is queued and end; returns at once."""
         with self.cond:
-            self.closing = True
+            with self._queue:  # a put() either queued before this, or writes directly
+                self.closing = True
             self.cond.notify_all()
 
     def close(self) -> None:
@@ -546,8 +598,9 @@ class _Writer:
             if self._should_linger():
                 # Let a batch build up; put() (batch full), flush() and close() cut this short.
                 self.cond.wait_for(lambda: not self._should_linger(), self.flush_interval)
-            batch = list(self.pending)
-            self.pending.clear()
+            with self._queue:
+                batch = list(self.pending)
+                self.pending.clear()
             return batch, self.closing
 
     def _should_linger(self) -> bool:

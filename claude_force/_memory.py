@@ -19,7 +19,8 @@ done by a background thread; reads run off the event loop on read-only connectio
 own (a 10,000-entry store costs a few milliseconds, see ``benchmarks/bench_memory.py``) and
 never wait for a write: this process's queued entries are read from the queue, so a store
 locked by another process costs a call nothing. A recall already made while the store is
-unchanged is answered on the loop by the recall memo (``_memory_memo.py``).
+unchanged is answered on the loop by the recall memo (``_memory_memo.py``). The file itself,
+its writer queue and its pool of readers are ``_memory_store.Store``.
 """
 
 from __future__ import annotations
@@ -27,33 +28,25 @@ from __future__ import annotations
 import asyncio
 import enum
 import html
-import logging
 import math
 import os
 import re
 import sqlite3
-import threading
 import time
-import urllib.parse
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
-from ._ledger import _cannot_write, _keep_out_of_git, _move_aside, task_hash
-from ._ledger import _log as _data_folder_log
-from ._memory_memo import Generation, Probe, RecallMemo, memo_key
+from ._ledger import task_hash
+from ._memory_memo import RECHECK_SECONDS, Generation, Probe, RecallMemo, memo_key
+from ._memory_store import Pending, Store, _log, akey, empty_store
 from ._results import AgentResult
-from ._warnings import OnceLog
-from .cache._sqlite import file_identity as _identity
-from .cache._sqlite import is_corruption
-from .cache._worker import Worker
 
 __all__ = [
     "BUDGET_CHARS",
@@ -69,9 +62,6 @@ __all__ = [
     "render_block",
     "terms",
 ]
-
-logger = logging.getLogger("claude_force.memory")
-_log = OnceLog(logger)
 
 MEMORY_FILE = "data/memory.db"
 """Where the store lives, relative to the project's config folder (beside the usage ledger)."""
@@ -98,11 +88,6 @@ COMMON_TERM_FRACTION = 0.5
 COMMON_TERM_MIN_ENTRIES = 8
 _CANDIDATES = 20
 _QUERY_WORDS = 8
-_MAX_PENDING = 10_000
-_BUSY_TIMEOUT_S = 10.0
-_READ_BUSY_TIMEOUT_S = 0.1
-_WRITE_ATTEMPTS = 3
-_SCHEMA_VERSION = 1
 
 # Words that say nothing about what a task is about; they never make two tasks related.
 _STOPWORD_TEXT = """
@@ -118,35 +103,6 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 _WORD = re.compile(r"[^\W_]+")
 
-_SCHEMA = f"""
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    agent TEXT NOT NULL,
-    task TEXT NOT NULL,
-    task_hash TEXT NOT NULL,
-    excerpt TEXT NOT NULL,
-    ts REAL NOT NULL,
-    model TEXT NOT NULL,
-    size INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS entries_agent_task ON entries (agent, task_hash);
-CREATE INDEX IF NOT EXISTS entries_agent_ts ON entries (agent, ts);
-CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
-CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5(
-    akey, task, content='entries', content_rowid='id', tokenize='unicode61 remove_diacritics 0'
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS entries_terms USING fts5vocab(entries_fts, 'row');
-CREATE TRIGGER IF NOT EXISTS entries_ai AFTER INSERT ON entries BEGIN
-    INSERT INTO entries_fts (rowid, akey, task) VALUES (new.id, akey(new.agent), new.task);
-END;
-CREATE TRIGGER IF NOT EXISTS entries_ad AFTER DELETE ON entries BEGIN
-    INSERT INTO entries_fts (entries_fts, rowid, akey, task)
-        VALUES ('delete', old.id, akey(old.agent), old.task);
-END;
-PRAGMA user_version = {_SCHEMA_VERSION};
-COMMIT;
-"""
 _COLUMNS = "e.id, e.agent, e.task, e.excerpt, e.ts, e.model"
 
 T = TypeVar("T")
@@ -185,11 +141,6 @@ def fts_query(agent: str, words: Sequence[str]) -> str:
 
 def _any_of(words: Sequence[str]) -> str:
     return "task:(" + " OR ".join('"' + w.replace('"', '""') + '"' for w in words) + ")"
-
-
-def akey(agent: str) -> str:
-    """One FTS token per agent, so the index itself narrows a query to one agent's entries."""
-    return "a" + task_hash(agent)[:16]
 
 
 def needed_shared(meaningful: int) -> int:
@@ -290,363 +241,6 @@ def fts5_available() -> bool:
         conn.close()
 
 
-# -- the store ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    agent: str
-    task: str
-    digest: str
-    excerpt: str
-    ts: float
-    model: str
-    replace: bool  # a fresh answer replaces an older one; a cache hit only fills a gap
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        # The store holds tasks and answers: private to its owner, like the cache.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(
-        path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.create_function("akey", 1, akey, deterministic=True)
-        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-            conn.executescript(_SCHEMA)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _connect_reader(path: Path, identity: tuple[int, int]) -> sqlite3.Connection | None:
-    """A connection that only reads ``path`` (never creates it), or None when the file is
-    not the one expected any more or holds no store yet (the writer makes the schema).
-
-    Its busy timeout is short: a WAL reader never waits for a writer, so ``busy`` only
-    comes from a store not in WAL mode being committed to, and recall then goes without.
-    """
-    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=rw"
-    conn = sqlite3.connect(
-        uri, uri=True, timeout=_READ_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute("PRAGMA query_only = ON")
-        fresh = _identity(path) != identity
-        if fresh or conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-            conn.close()
-            return None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _empty_store() -> sqlite3.Connection:
-    """An empty store in memory, for recalling from queued entries alone."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.create_function("akey", 1, akey, deterministic=True)
-    conn.executescript(_SCHEMA)
-    return conn
-
-
-class _Store:
-    """The file, its connection and the queue of entries to write; shared by threads."""
-
-    def __init__(self, path: Path, *, max_entries_per_agent: int, max_bytes: int) -> None:
-        self.path = path
-        self.max_entries_per_agent = max_entries_per_agent
-        self.max_bytes = max_bytes
-        self.dropped = 0
-        self.changes = 0  # entries queued so far: part of every recall memo generation
-        self._pending: deque[_Pending] = deque()
-        self._writing: tuple[_Pending, ...] = ()  # taken from the queue, not yet committed
-        self._lock = threading.Lock()  # the queue and the worker
-        self._io = threading.Lock()  # the writing connection, one thread at a time
-        self._conn: sqlite3.Connection | None = None
-        self._identity: tuple[int, int] | None = None
-        self._worker: Worker | None = None
-        self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []  # idle ones
-        self._readers_lock = threading.Lock()
-        self._readers_epoch = 0  # moves on close: a reader of an older epoch is not kept
-        self.probe = Probe(path)
-
-    # -- any thread ------------------------------------------------------------------------
-
-    def put(self, item: _Pending) -> None:
-        with self._lock:
-            if len(self._pending) >= _MAX_PENDING:
-                self._pending.popleft()
-                self.dropped += 1
-                _log.warn(
-                    f"overflow:{self.path}",
-                    f"memory store {self.path} is not keeping up; dropping the oldest entries",
-                )
-            self._pending.append(item)
-            self.changes += 1
-            if self._worker is None:
-                self._worker = Worker(self.drain, name="claude-force-memory")
-            worker = self._worker
-        worker.wake()
-
-    def drain(self) -> None:
-        """Write everything queued (the worker's job; also flush and close)."""
-        with self._io:
-            while True:
-                with self._lock:
-                    batch = tuple(self._pending)
-                    self._pending.clear()
-                    self._writing = batch
-                if not batch:
-                    return
-                try:
-                    self._write(list(batch))
-                finally:
-                    with self._lock:
-                        self._writing = ()
-
-    def quiet(self) -> bool:
-        """Nothing this process queued is waiting or being written."""
-        with self._lock:
-            return not self._pending and not self._writing
-
-    def unwritten(self) -> tuple[_Pending, ...]:
-        """What this process queued and has not committed yet, oldest first.
-
-        An entry leaves this view only after its transaction committed, so a reader that
-        takes it before reading the store sees every queued entry in one place or the other.
-        """
-        with self._lock:
-            return (*self._writing, *self._pending)
-
-    def close(self) -> None:
-        with self._lock:
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.close()
-        self.drain()  # what the worker left, on this thread
-        with self._io:
-            self._disconnect()
-        with self._readers_lock:
-            idle, self._readers = self._readers, []
-            self._readers_epoch += 1
-        for conn, _ in idle:
-            conn.close()
-        self.probe.close()
-
-    def recall(
-        self, agent: str, task: str, top_k: int, budget: int
-    ) -> tuple[tuple[list[MemoryEntry], bool, bool] | None, bool]:
-        """:func:`_recall` on a reader, this process's unwritten entries included; and
-        whether there were any (an answer that counted them is not one for the memo).
-
-        Never waits for a write: not for this process's writer, not for another's lock.
-        """
-        unwritten = self.unwritten()
-        read = partial(_recall, agent=agent, task=task, top_k=top_k, budget=budget)
-        found = self.read(partial(read, unwritten=unwritten), None)
-        if found is None and unwritten:
-            # No store to read (not made yet, or unusable): the queued entries still count.
-            with closing(_empty_store()) as empty:
-                found = read(empty, unwritten=unwritten)
-        return found, bool(unwritten)
-
-    def read(self, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
-        """``fn(reader)`` on a read-only connection of its own, or ``default`` when the store
-        is missing or unusable (with a warning, as :meth:`use`).
-
-        Readers never take the writing connection's lock nor the file's write lock (WAL
-        readers need neither), so recalls run in parallel with each other and with a write,
-        and a write lock held by another process costs a recall nothing.
-        """
-        identity = _identity(self.path)
-        if identity is None:
-            return default
-        with self._readers_lock:
-            epoch = self._readers_epoch
-            while self._readers:
-                conn, seen = self._readers.pop()
-                if seen == identity:
-                    break
-                conn.close()  # the file was replaced or set aside: this one reads the old one
-            else:
-                conn = None
-        try:
-            if conn is None:
-                conn = _connect_reader(self.path, identity)
-                if conn is None:
-                    return default
-            # One read transaction: a consistent snapshot for all of ``fn``'s statements, and
-            # ended here, so the pooled connection never keeps an old snapshot open.
-            conn.execute("BEGIN")
-            try:
-                value = fn(conn)
-            finally:
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
-            self._failed(exc, identity)
-            return default
-        except OSError as exc:
-            if conn is not None:
-                conn.close()
-            _warn_unusable(self.path, exc)
-            return default
-        with self._readers_lock:
-            if epoch == self._readers_epoch:
-                self._readers.append((conn, identity))
-                return value
-        conn.close()
-        return value
-
-    def use(self, fn: Callable[[sqlite3.Connection], T], default: T, *, create: bool) -> T:
-        """``fn(connection)``, or ``default`` (with a warning) when the store is unusable.
-
-        Without ``create`` a missing file is ``default``: reading never creates the store.
-        """
-        if not create and not self.path.exists():
-            return default
-        with self._io:
-            for _ in range(2):  # a second try after a damaged file was set aside
-                try:
-                    return fn(self._open())
-                except sqlite3.Error as exc:
-                    self._disconnect()
-                    if not self._failed(exc):
-                        return default
-                    if not create:
-                        return default
-                except OSError as exc:
-                    self._disconnect()
-                    _warn_unusable(self.path, exc)
-                    return default
-        return default
-
-    # -- with self._io held -------------------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        if self._conn is not None and _identity(self.path) != self._identity:
-            self._disconnect()  # set aside by another process, or deleted
-        if self._conn is None:
-            folder = self.path.parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                # One cause with the usage ledger's: one warning for a broken data folder.
-                _data_folder_log.warn(
-                    f"folder:{folder}",
-                    f"data folder {folder} cannot be created ({exc.strerror or exc}); agent "
-                    "memory is off. Make it a writable folder",
-                )
-                raise _Unusable from exc
-            _keep_out_of_git(folder)
-            self._conn = _connect(self.path)
-            self._identity = _identity(self.path)
-        return self._conn
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _failed(self, exc: sqlite3.Error, identity: tuple[int, int] | None = None) -> bool:
-        """Warn about ``exc`` once per cause; True when trying again may succeed."""
-        if is_corruption(exc):
-            expected = identity or self._identity or _identity(self.path)
-            target = _move_aside(self.path, expected=expected)
-            if target is not None:
-                _log.warn(
-                    f"damaged:{target}",
-                    f"memory store {self.path} was damaged ({exc}); moved it to {target} and "
-                    "started a fresh one",
-                )
-            return True
-        if _cannot_write(exc):
-            _log.warn(
-                f"unwritable:{self.path}",
-                f"memory store {self.path} cannot be written ({exc}); agent memory is not "
-                "being kept. Make the file and its folder writable",
-            )
-            return False
-        _log.warn(
-            f"error:{self.path}",
-            f"memory store {self.path} failed ({exc}); agent memory is skipped for now",
-        )
-        return False
-
-    def _write(self, batch: list[_Pending]) -> None:
-        for _ in range(_WRITE_ATTEMPTS):
-            try:
-                _apply(self._open(), batch, self.max_entries_per_agent, self.max_bytes)
-                return
-            except sqlite3.Error as exc:
-                self._disconnect()
-                if not self._failed(exc):
-                    break
-            except OSError as exc:
-                _warn_unusable(self.path, exc)
-                break
-        self.dropped += len(batch)
-
-
-class _Unusable(OSError):
-    """The data folder cannot be made; its warning is already given."""
-
-
-def _warn_unusable(path: Path, exc: OSError) -> None:
-    if not isinstance(exc, _Unusable):
-        _log.warn(
-            f"unusable:{path}",
-            f"memory store {path} cannot be used ({exc.strerror or exc}); agent memory is "
-            "off. Make the file and its folder writable",
-        )
-
-
-def _apply(conn: sqlite3.Connection, batch: list[_Pending], per_agent: int, max_bytes: int) -> None:
-    """Write ``batch`` and prune to the caps, oldest first, in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for p in batch:
-            if p.replace:
-                conn.execute(
-                    "DELETE FROM entries WHERE agent = ? AND task_hash = ?", (p.agent, p.digest)
-                )
-            size = len(p.task.encode("utf-8", "replace")) + len(
-                p.excerpt.encode("utf-8", "replace")
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (p.agent, p.task, p.digest, p.excerpt, p.ts, p.model, size),
-            )
-        for agent in {p.agent for p in batch}:
-            conn.execute(
-                "DELETE FROM entries WHERE agent = ? AND id NOT IN (SELECT id FROM entries "
-                "WHERE agent = ? ORDER BY ts DESC, id DESC LIMIT ?)",
-                (agent, agent, per_agent),
-            )
-        total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
-        if total > max_bytes:
-            doomed: list[tuple[int]] = []
-            for entry_id, size in conn.execute("SELECT id, size FROM entries ORDER BY ts, id"):
-                if total <= max_bytes:
-                    break
-                doomed.append((entry_id,))
-                total -= size
-            conn.executemany("DELETE FROM entries WHERE id = ?", doomed)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _entry(row: Sequence[Any]) -> MemoryEntry:
     return MemoryEntry(
         id=int(row[0]), agent=row[1], task=row[2], excerpt=row[3], ts=float(row[4]), model=row[5]
@@ -670,7 +264,7 @@ def _recall(
     task: str,
     top_k: int,
     budget: int,
-    unwritten: Sequence[_Pending] = (),
+    unwritten: Sequence[Pending] = (),
 ) -> tuple[list[MemoryEntry], bool, bool]:
     """What recall finds for ``agent`` and ``task``, whether the identical task is stored,
     and whether the agent has any entry (two index lookups before any FTS5 work).
@@ -757,8 +351,8 @@ def _search(
     skip_hash: str | None,
     *,
     before: int | None = None,
-    unwritten: Sequence[_Pending] = (),
-    counted: Sequence[_Pending] = (),
+    unwritten: Sequence[Pending] = (),
+    counted: Sequence[Pending] = (),
 ) -> list[_Scored]:
     """Entries ranked for ``text``, each with the words it shares and whether it passes the
     threshold: candidates by BM25 over their task text, ordered by shared meaningful words,
@@ -813,6 +407,24 @@ def _search(
     return out[:limit]
 
 
+def _recall_from(
+    store: Store, agent: str, task: str, top_k: int, budget: int
+) -> tuple[tuple[list[MemoryEntry], bool, bool] | None, bool]:
+    """:func:`_recall` on a reader, this process's unwritten entries included; and
+    whether there were any (an answer that counted them is not one for the memo).
+
+    Never waits for a write: not for this process's writer, not for another's lock.
+    """
+    unwritten = store.unwritten()
+    read = partial(_recall, agent=agent, task=task, top_k=top_k, budget=budget)
+    found = store.read(partial(read, unwritten=unwritten), None)
+    if found is None and unwritten:
+        # No store to read (not made yet, or unusable): the queued entries still count.
+        with closing(empty_store()) as empty:
+            found = read(empty, unwritten=unwritten)
+    return found, bool(unwritten)
+
+
 # -- the public face ----------------------------------------------------------------------------
 
 
@@ -827,6 +439,8 @@ class AgentMemory:
 
     Orchestrators use it when ``enable_memory`` is on; it can also be opened on its own to
     inspect or edit what agents remember. Nothing here raises for a disk problem.
+    ``recheck_seconds``: how long a recall trusts its last look at the file for another
+    process's writes (``monotonic`` is its clock); this process's writes are seen at once.
     """
 
     def __init__(
@@ -838,6 +452,8 @@ class AgentMemory:
         top_k: int = TOP_K,
         budget_chars: int = BUDGET_CHARS,
         clock: Callable[[], float] = time.time,
+        recheck_seconds: float = RECHECK_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         for name, value in (
             ("max_entries_per_agent", max_entries_per_agent),
@@ -847,6 +463,14 @@ class AgentMemory:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (
+            isinstance(recheck_seconds, (int, float))
+            and not isinstance(recheck_seconds, bool)
+            and 0 <= recheck_seconds < math.inf
+        ):
+            raise InvalidArgumentError(
+                f"recheck_seconds must be a finite number >= 0, got {recheck_seconds!r}"
+            )
         self.path = Path(path)
         self.top_k = top_k
         self.budget_chars = budget_chars
@@ -858,8 +482,9 @@ class AgentMemory:
                 "this Python's SQLite has no FTS5 full-text search; agent memory is off. "
                 "Use a Python build whose sqlite3 includes FTS5 (CPython's official builds do)",
             )
-        self._store = _Store(
-            self.path, max_entries_per_agent=max_entries_per_agent, max_bytes=max_bytes
+        probe = Probe(self.path, recheck_seconds=recheck_seconds, clock=monotonic)
+        self._store = Store(
+            self.path, max_entries_per_agent=max_entries_per_agent, max_bytes=max_bytes, probe=probe
         )
         self._finalizer = weakref.finalize(self, self._store.close)
         self._memo = RecallMemo()
@@ -897,7 +522,7 @@ class AgentMemory:
         if result.cached and self._known_stored(result.agent_name, task):
             return
         self._store.put(
-            _Pending(
+            Pending(
                 agent=result.agent_name,
                 task=task[:TASK_CHARS],
                 digest=task_hash(task),
@@ -916,7 +541,7 @@ class AgentMemory:
         """
         if not self.enabled:
             return []
-        found, _ = self._store.recall(agent, task, self.top_k, self.budget_chars)
+        found, _ = _recall_from(self._store, agent, task, self.top_k, self.budget_chars)
         return [] if found is None else found[0]
 
     def context(self, agent: str, task: str) -> str | None:
@@ -932,10 +557,10 @@ class AgentMemory:
         if not self.enabled or not items:
             return [None] * len(items)
         known = self._known(items)
+        if _UNKNOWN not in known:  # the memo knew them all: the usual repeat
+            return cast("list[str | None]", known)
         missing = [i for i, answer in enumerate(known) if answer is _UNKNOWN]
         out: list[str | None] = [None if a is _UNKNOWN else a for a in known]
-        if not missing:
-            return out
         try:
             read = await asyncio.to_thread(self._read_contexts, [items[i] for i in missing])
         except RuntimeError:  # the executor is gone (interpreter exit): no memory then
@@ -953,30 +578,28 @@ class AgentMemory:
         store = self._store
         if not store.quiet():
             return unknown
-        generation = store.probe.version(store.changes, open=False)
+        generation = store.probe.version(open=False)
         if generation is None:
             return unknown
         self._seen = generation
         if generation[1] is None:  # no store file, nothing queued: nothing to recall
             return [None] * len(items)
+        memo, top_k, budget = self._memo, self.top_k, self.budget_chars
         out: list[str | _Unknown | None] = []
         for agent, task in items:
-            key = memo_key(agent, task, self.top_k, self.budget_chars)
-            try:
-                out.append(self._memo.get(generation, key, agent)[0])
-            except KeyError:
-                out.append(_UNKNOWN)
+            found = memo.find(generation, memo_key(agent, task, top_k, budget), agent)
+            out.append(_UNKNOWN if found is None else found[0])
         return out
 
     def _read_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """Recall from the store (blocking; off the loop) and keep the answers in the memo
         under the generation read before the store was."""
         store = self._store
-        generation = store.probe.version(store.changes, open=True)
+        generation = store.probe.version(open=True, fresh=True)
         top_k, budget = self.top_k, self.budget_chars
         out: list[str | None] = []
         for agent, task in items:
-            found, queued = store.recall(agent, task, top_k, budget)
+            found, queued = _recall_from(store, agent, task, top_k, budget)
             entries = [] if found is None else found[0]
             block = render_block(agent, entries) if entries else None
             out.append(block)
@@ -992,7 +615,7 @@ class AgentMemory:
         queued since: a cache hit then has nothing to add and queues no write (which would
         end the memo's generation for every call after it)."""
         seen, store = self._seen, self._store
-        if seen is None or seen[0] != store.changes or not store.quiet():
+        if seen is None or seen[0] != store.probe.changes() or not store.quiet():
             return False
         return self._memo.stored(seen, memo_key(agent, task, self.top_k, self.budget_chars))
 

@@ -5,14 +5,22 @@ Recall runs before every call (its block is part of the request and so of the ca
 and reading the store means a trip off the event loop: about a millisecond, where a
 response-cache hit costs tens of microseconds. Most recalls repeat one already made: an
 identical repeat, a workflow re-run, an agent with nothing stored. Their answers are kept
-here, keyed by everything recall reads, and given out only while the store is provably the
-one they were read from:
+here, keyed by everything recall reads, and given out only under the generation they were
+read in:
 
-* the file is the same file (``os.stat``: device and inode), or still absent;
-* no committed change since (SQLite's ``PRAGMA data_version`` on a connection of our own
-  that never writes: it changes when any other connection, in this process or another,
-  commits to the file);
-* this process has queued nothing since, and nothing it queued is still unwritten.
+* this process's changes to the file (:class:`LocalChanges`, one count per file shared by
+  every ``AgentMemory`` of the process): moved at once by each queued entry, each commit of
+  the writer thread, each ``forget``/``clear`` and each damaged file set aside, and nothing
+  queued may still be unwritten;
+* the file's identity (``os.stat``: device and inode), or its absence;
+* SQLite's ``PRAGMA data_version`` on a connection of our own that never writes: it
+  changes when any other connection, in this process or another, commits to the file.
+
+The last two see *another process's* writes (and a file deleted or replaced by hand); they
+cost a ``stat`` and a query, so :class:`Probe` makes them at most once per
+:data:`RECHECK_SECONDS` on its clock (and at every read of the store, which costs more
+anyway). Another process's write is therefore seen within :data:`RECHECK_SECONDS`; this
+process's own writes, through any ``AgentMemory``, are seen by the very next recall.
 
 A generation is read before the store is queried, so an answer can only be kept under a
 generation at least as old as what it saw: a change in between makes it miss, never lie.
@@ -23,45 +31,117 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import ClassVar
 
 from ._ledger import task_hash
 
-__all__ = ["MEMO_ENTRIES", "Generation", "Probe", "RecallMemo", "memo_key"]
+__all__ = [
+    "MEMO_ENTRIES",
+    "RECHECK_SECONDS",
+    "Generation",
+    "LocalChanges",
+    "Probe",
+    "RecallMemo",
+    "memo_key",
+]
 
 MEMO_ENTRIES = 4096
 """Recall answers kept (least recently used go first); tasks over :data:`KEY_TASK_CHARS`
 are keyed by their hash."""
 KEY_TASK_CHARS = 1024
 
+RECHECK_SECONDS = 0.1
+"""How long the file's identity and ``data_version`` are trusted before they are read again:
+the longest another process's write can go unseen by recall."""
+
 Generation = tuple[int, tuple[int, int] | None, int]
-"""(this process's queued writes, the file's identity or None when absent, data_version)."""
+"""(this process's changes to the file, its identity or None when absent, data_version)."""
+
+
+class LocalChanges:
+    """Per store file (its real path), how many changes this process made or queued: every
+    ``AgentMemory`` of the process on that file moves the same count, so a write through one
+    is seen at once by the memo of another."""
+
+    _counts: ClassVar[dict[str, int]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def bump(cls, key: str) -> None:
+        with cls._lock:
+            cls._counts[key] = cls._counts.get(key, 0) + 1
+
+    @classmethod
+    def count(cls, key: str) -> int:
+        return cls._counts.get(key, 0)  # a dict read: atomic, no lock on the call path
 
 
 class Probe:
-    """A read-only view of the store's file, asked only for its identity and data_version.
+    """A read-only view of the store's file, asked only for its identity and data_version,
+    and this process's count of changes to it.
 
     Its connection never writes, so its ``data_version`` moves on every commit made through
     any other connection. It is opened off the loop (``open=True``, the slow path) and only
     asked on the loop: a WAL reader takes no lock that a writer holds, and the connection
-    has no busy timeout, so a busy file is "unknown" at once instead of a wait.
+    has no busy timeout, so a busy file is "unknown" at once instead of a wait. The file's
+    part of the generation is trusted for ``recheck_seconds`` of ``clock`` (monotonic).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
+        self.key = os.path.realpath(path)
+        self.recheck_seconds = recheck_seconds
+        self.clock = clock
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
+        # (when it was read, this process's changes then, identity, data_version): one
+        # attribute, so never read torn.
+        self._seen: tuple[float, int, tuple[int, int] | None, int] | None = None
 
-    def version(self, changes: int, *, open: bool) -> Generation | None:
-        """The store's generation now, or None when it cannot be told cheaply."""
+    def changes(self) -> int:
+        """This process's changes to the file so far (see :class:`LocalChanges`)."""
+        return LocalChanges._counts.get(self.key, 0)
+
+    def changed(self) -> None:
+        """This process changed the file: every memo answer read before is stale now."""
+        LocalChanges.bump(self.key)
+
+    def version(self, *, open: bool, fresh: bool = False) -> Generation | None:
+        """The store's generation now, or None when it cannot be told cheaply. The file's
+        part comes from the last look when it is younger than ``recheck_seconds`` and this
+        process changed nothing since (its own write may have made or replaced the file),
+        unless ``fresh`` (a read of the store, which pays for a look anyway)."""
+        changes = LocalChanges._counts.get(self.key, 0)  # a dict read: atomic, no lock
+        now = self.clock()
+        seen = self._seen
+        if (
+            not fresh
+            and seen is not None
+            and seen[1] == changes
+            and 0 <= now - seen[0] < self.recheck_seconds
+        ):
+            return (changes, seen[2], seen[3])
+        found = self._look(open)
+        self._seen = None if found is None else (now, changes, *found)
+        return None if found is None else (changes, *found)
+
+    def _look(self, open: bool) -> tuple[tuple[int, int] | None, int] | None:
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
-            return (changes, None, 0)
+            return (None, 0)
         except OSError:
             return None
         identity = (info.st_dev, info.st_ino)
@@ -79,7 +159,7 @@ class Probe:
             except sqlite3.Error:
                 self._close()
                 return None
-        return (changes, identity, version)
+        return (identity, version)
 
     def close(self) -> None:
         with self._lock:
@@ -105,6 +185,7 @@ class Probe:
         self._conn, self._identity = conn, identity
 
     def _close(self) -> None:
+        self._seen = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -124,16 +205,25 @@ class RecallMemo:
 
     def get(self, generation: Generation, key: Hashable, agent: str) -> tuple[str | None, bool]:
         """``(block, identical task stored)`` or KeyError when this generation has no answer."""
+        found = self.find(generation, key, agent)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def find(
+        self, generation: Generation, key: Hashable, agent: str
+    ) -> tuple[str | None, bool] | None:
+        """:meth:`get`, with None for no answer (the call path: no exception raised)."""
         with self._lock:
             if generation != self.generation:
-                raise KeyError(key)
+                return None
             found = self._answers.get(key)
             if found is not None:
                 self._answers.move_to_end(key)
                 return found
             if self._agents.get(agent) is False:
                 return (None, False)
-        raise KeyError(key)
+        return None
 
     def put(
         self,

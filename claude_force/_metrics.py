@@ -45,6 +45,10 @@ __all__ = [
 # Model calls take from a fraction of a second to minutes; default Prometheus buckets stop at 10 s.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
+# Response-cache hits held before they are added to the Prometheus series (a scrape adds
+# them at once): bounds the memory a process that is never scraped holds for them.
+HIT_BATCH = 256
+
 _NO_USAGE = Usage()
 _ZERO = Decimal(0)
 _TOKEN_KINDS = (
@@ -56,13 +60,42 @@ _TOKEN_KINDS = (
 )
 
 
+class _HitCounter(Counter):
+    """A counter that, when collected, first adds the response-cache hits waiting in its
+    :class:`Metrics` (so every scrape, filtered by name or not, counts every hit)."""
+
+    before_collect: Callable[[], None] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.before_collect is not None:
+            self.before_collect()
+        return super().collect()
+
+
+class _HitHistogram(Histogram):
+    """:class:`_HitCounter` for the latency histogram."""
+
+    before_collect: Callable[[], None] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.before_collect is not None:
+            self.before_collect()
+        return super().collect()
+
+
 class Metrics:
-    """The counters and histograms claude-force exports."""
+    """The counters and histograms claude-force exports.
+
+    Response-cache hits (:meth:`observe_hit`) are tallied in process and added to the
+    Prometheus series in batches: when :data:`HIT_BATCH` are waiting, and whenever the
+    registry is collected (``render``, the ``/metrics`` endpoint), so what is exported
+    always counts every hit.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
-        self.requests = Counter(
+        self.requests = _HitCounter(
             "claude_force_requests",
             "Completed calls, by outcome (success or error).",
             ["agent", "model", "outcome"],
@@ -86,14 +119,14 @@ class Metrics:
             ["agent", "model"],
             registry=reg,
         )
-        self.latency = Histogram(
+        self.latency = _HitHistogram(
             "claude_force_request_latency_seconds",
             "Wall-clock time of a call, retries and waits included.",
             ["agent", "model"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
-        self.cache = Counter(
+        self.cache = _HitCounter(
             "claude_force_cache",
             "Response-cache lookups, by result (hit or miss).",
             ["result"],
@@ -119,7 +152,12 @@ class Metrics:
             registry=reg,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._hits: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._hits: dict[tuple[str, str], list[float]] = {}  # latencies waiting, per series
+        self._hit_series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._waiting = 0
+        self._hits_lock = threading.Lock()
+        for metric in (self.requests, self.latency, self.cache):
+            metric.before_collect = self.flush_hits
 
     def observe_call(
         self,
@@ -152,34 +190,61 @@ class Metrics:
 
     def observe_hit(self, *, agent: str, model: str, latency_s: float) -> None:
         """Record one response-cache hit: what ``observe_call`` records for a call that used
-        no tokens and cost $0, at a third of its cost.
+        no tokens and cost $0, tallied here and added to the series in batches.
 
         The first hit per agent and model goes through ``observe_call`` (creating every
-        series it would); later ones touch only the three that a hit changes, since adding
-        zero tokens and $0 changes nothing.
+        series it would); later ones only change the three series a hit changes, since
+        adding zero tokens and $0 changes nothing: they wait in a list until
+        :meth:`flush_hits`.
         """
-        children = self._hits.get((agent, model))
-        if children is None:
-            self.observe_call(
-                agent=agent,
-                model=model,
-                outcome="success",
-                usage=_NO_USAGE,
-                cost=_ZERO,
-                latency_s=latency_s,
-                cached=True,
-            )
-            child = self._child
-            self._hits[(agent, model)] = (
-                child(self.requests, agent, model, "success"),
-                child(self.latency, agent, model),
-                child(self.cache, "hit"),
-            )
+        key = (agent, model)
+        with self._hits_lock:
+            waiting = self._hits.get(key)
+            if waiting is not None:
+                waiting.append(latency_s)
+                self._waiting += 1
+                if self._waiting < HIT_BATCH:
+                    return
+                self._flush_locked()
+                return
+        self.observe_call(
+            agent=agent,
+            model=model,
+            outcome="success",
+            usage=_NO_USAGE,
+            cost=_ZERO,
+            latency_s=latency_s,
+            cached=True,
+        )
+        child = self._child
+        series = (
+            child(self.requests, agent, model, "success"),
+            child(self.latency, agent, model),
+            child(self.cache, "hit"),
+        )
+        with self._hits_lock:
+            self._hit_series[key] = series
+            self._hits.setdefault(key, [])
+
+    def flush_hits(self) -> None:
+        """Add the hits waiting to the Prometheus series (a collection does it first)."""
+        with self._hits_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        # Under the lock to the end: a scrape waits for a flush under way, so it never
+        # misses hits that another thread has taken but not yet added.
+        if not self._waiting:
             return
-        requests, latency, cache = children
-        requests.inc()
-        latency.observe(latency_s)
-        cache.inc()
+        for key, latencies in self._hits.items():
+            if latencies:
+                requests, latency, cache = self._hit_series[key]
+                requests.inc(len(latencies))
+                cache.inc(len(latencies))
+                for seconds in latencies:
+                    latency.observe(seconds)
+                latencies.clear()
+        self._waiting = 0
 
     def redis_fallback(self, part: str) -> None:
         """Count one fall back from the shared Redis to this process's own state."""

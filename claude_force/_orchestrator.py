@@ -276,8 +276,8 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
     # -- one call: build → cache → admission → transport → record ----------------------
 
     def _budgets(self, extra: Budget | None) -> tuple[BudgetTracker, ...]:
-        call = BudgetTracker(extra) if extra is not None else None
-        return tuple(b for b in (self.budget, call) if b is not None)
+        mine = () if self.budget is None else (self.budget,)
+        return mine if extra is None else (*mine, BudgetTracker(extra))
 
     async def _run_isolated(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
         """Like :meth:`_run`, but a budget stop becomes a failed result, not an exception."""

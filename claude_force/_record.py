@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._budget import BudgetTracker
+from ._frozen import quick_init
 from ._ledger import Ledger, RowTemplate, task_hash
 from ._memory import AgentMemory
 from ._metrics import Metrics
@@ -37,6 +38,7 @@ _NO_USAGE = NO_USAGE
 __all__ = ["CallContext", "RecordedMethods", "Recorder"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Where a call belongs: its task (for the ledger hash and memory), workflow, budgets,

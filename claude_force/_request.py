@@ -13,13 +13,16 @@ import enum
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._config import AgentSpec, ProjectConfig, read_agent_prompt, validate_agent_name
 from ._errors import InvalidArgumentError
+from ._frozen import quick_init
 from ._injection import flag_injection, quoted_text
 
 if TYPE_CHECKING:
@@ -104,6 +107,9 @@ class Request:
     sample_index: int | None = None
     # Signals found in the user content (see _injection.py): derived, so not part of the key.
     injection_flags: tuple[str, ...] = field(default=(), compare=False)
+    # cache_key's answer, kept on first use: a Request is a value (its messages are never
+    # changed in place), and a memoised request is looked up on every cache hit.
+    _key: str = field(default="", init=False, compare=False, repr=False)
 
     def sampling_params(self) -> dict[str, Any]:
         """Sampling parameters that were given; absent ones are not sent at all."""
@@ -140,6 +146,8 @@ class Request:
 
 def cache_key(request: Request) -> str:
     """Hex SHA-256 of the whole canonical request; equal requests give equal keys."""
+    if request._key:
+        return request._key
     # Tuples encode as the same JSON arrays as lists: no copies on this per-call path.
     material = _canonical(
         (
@@ -155,7 +163,9 @@ def cache_key(request: Request) -> str:
             request.sample_index,
         )
     )
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    key = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    object.__setattr__(request, "_key", key)
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +267,7 @@ MAX_TOKENS_LIMIT = 128_000
 DEFAULT_MAX_TASK_CHARS = 500_000
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One call: an agent, a task and per-call overrides of the agent's settings.
@@ -303,10 +314,66 @@ class _PromptEntry:
     prompt: SystemPrompt
 
 
+REQUEST_MEMO_ENTRIES = 1024
+"""Built requests kept per builder (least recently used go first)."""
+REQUEST_MEMO_CHARS = 4_000_000
+"""Characters of tasks and memory blocks those requests may hold together."""
+
+_Stamp = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    spec: AgentSpec  # compared by identity: another config's agent of the same name misses
+    stamp: _Stamp
+    request: Request
+    chars: int
+
+
+class RequestMemo:
+    """Requests already built, keyed by every input of :meth:`RequestBuilder.build` (typed,
+    so ``1`` and ``1.0`` or ``True`` never share an entry) and given out only for the same
+    agent definition object whose files still have the same stamp. Bounded in entries and
+    in characters held."""
+
+    def __init__(self, entries: int = REQUEST_MEMO_ENTRIES, chars: int = REQUEST_MEMO_CHARS):
+        self.entries = entries
+        self.chars = chars
+        self._held = 0
+        self._built: OrderedDict[Hashable, _Built] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, spec: AgentSpec, stamp: _Stamp) -> Request | None:
+        with self._lock:
+            found = self._built.get(key)
+            if found is None or found.spec is not spec or found.stamp != stamp:
+                return None
+            self._built.move_to_end(key)
+            return found.request
+
+    def put(self, key: Hashable, built: _Built) -> None:
+        if built.chars > self.chars:
+            return
+        with self._lock:
+            old = self._built.pop(key, None)
+            if old is not None:
+                self._held -= old.chars
+            self._built[key] = built
+            self._held += built.chars
+            while len(self._built) > self.entries or self._held > self.chars:
+                self._held -= self._built.popitem(last=False)[1].chars
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+
 class RequestBuilder:
     """Turns a :class:`TaskSpec` into a canonical :class:`Request` for a project's agents.
 
-    Agent files are re-read only when they change (one ``stat`` each per call).
+    Agent files are re-read only when they change: each build stats the agent's file (and
+    its contract), every time, so an edit is seen by the very next call. A request already
+    built for the same inputs and unchanged files comes from a bounded memo
+    (:class:`RequestMemo`), with its cache key and injection flags already computed.
     """
 
     def __init__(
@@ -324,6 +391,8 @@ class RequestBuilder:
         self.prompt_cache_ttl = prompt_cache_ttl
         self.max_task_chars = max_task_chars
         self._prompts: dict[tuple[str, CacheTTL | None], _PromptEntry] = {}
+        self._files: dict[str, tuple[AgentSpec, str, str | None]] = {}
+        self.memo = RequestMemo()
 
     def check_task(self, task: object) -> str:
         if not isinstance(task, str):
@@ -366,7 +435,112 @@ class RequestBuilder:
     ) -> Request:
         """The request for ``item``; ``previous`` are earlier workflow steps' outputs,
         ``memory`` blocks of the agent's earlier work (see :meth:`abuild`)."""
+        return self._build(item, self._agent(item), previous, memory)
+
+    async def abuild(
+        self,
+        items: Sequence[TaskSpec],
+        *,
+        previous: Sequence[EarlierOutput | tuple[str, str]] = (),
+    ) -> list[Request]:
+        """Requests for ``items``, each with its agent's relevant earlier work when memory
+        is on for it. Every item is validated before the memory store is read; the reads
+        run off the event loop, in one trip."""
+        # One freshness check per agent for the whole batch: its items are built at once.
+        seen: dict[object, tuple[AgentSpec, _Stamp]] = {}
+        agents = [self._agent(item, seen) for item in items]
+        requests = [
+            self._build(item, agent, previous, ())
+            for item, agent in zip(items, agents, strict=True)
+        ]
+        memory = self.memory
+        wanted = [i for i, item in enumerate(items) if item.use_memory] if memory else []
+        if memory is None or not wanted:
+            return requests
+        blocks = await memory.acontexts([(items[i].agent, items[i].task) for i in wanted])
+        for i, block in zip(wanted, blocks, strict=True):
+            if block is not None:
+                requests[i] = self._build(items[i], agents[i], previous, (block,))
+        return requests
+
+    def _agent(
+        self, item: TaskSpec, seen: dict[object, tuple[AgentSpec, _Stamp]] | None = None
+    ) -> tuple[AgentSpec, _Stamp]:
+        """The agent's definition and its files' stamp, read now (the freshness check), or
+        as read for an earlier item of the same batch (``seen``)."""
+        if seen is not None and type(item.agent) is str and item.agent in seen:
+            return seen[item.agent]
         spec = self.config.agent(validate_agent_name(item.agent))
+        files = self._files.get(spec.name)
+        if files is None or files[0] is not spec:
+            # The paths as text once per definition: os.stat of a Path converts it each time.
+            contract = os.fspath(spec.contract) if spec.contract else None
+            files = self._files[spec.name] = (spec, os.fspath(spec.file), contract)
+        stamp = _stamp(files[1]) + (_stamp(files[2]) if files[2] is not None else ())
+        if seen is not None:
+            seen[item.agent] = (spec, stamp)
+        return spec, stamp
+
+    def _build(
+        self,
+        item: TaskSpec,
+        agent: tuple[AgentSpec, _Stamp],
+        previous: Sequence[EarlierOutput | tuple[str, str]],
+        memory: Sequence[str],
+    ) -> Request:
+        """The request from the memo when it holds one for these inputs, else made."""
+        spec, stamp = agent
+        key = None if previous else self._memo_key(item, memory)
+        if key is not None:
+            try:
+                found = self.memo.get(key, spec, stamp)
+            except TypeError:  # an unhashable option: the full build names the problem
+                found, key = None, None
+            if found is not None:
+                return found
+        request = self._make(item, spec, stamp, previous, memory)
+        if key is not None:
+            chars = len(item.task) + sum(len(block) for block in memory)
+            self.memo.put(key, _Built(spec, stamp, request, chars))
+        return request
+
+    def _memo_key(self, item: TaskSpec, memory: Sequence[str]) -> Hashable | None:
+        """Every input of a build besides the agent's files, with the types of the values
+        whose type shows in the request (``1`` and ``1.0`` encode differently); None when
+        the task, agent or a block is not a plain ``str`` (the full build then runs)."""
+        task, agent, blocks = item.task, item.agent, tuple(memory)
+        if type(task) is not str or type(agent) is not str:
+            return None
+        if not all(type(block) is str for block in blocks):
+            return None
+        ttl = item.prompt_cache_ttl
+        return (
+            agent,
+            task,
+            blocks,
+            item.model,
+            type(item.model),
+            item.max_tokens,
+            type(item.max_tokens),
+            item.temperature,
+            type(item.temperature),
+            item.use_memory,
+            type(item.use_memory),
+            None if ttl is NOT_GIVEN else ttl,  # by type: an enum hashes in Python code
+            type(ttl),
+            self.default_model,
+            self.prompt_cache_ttl,
+            self.max_task_chars,
+        )
+
+    def _make(
+        self,
+        item: TaskSpec,
+        spec: AgentSpec,
+        stamp: _Stamp,
+        previous: Sequence[EarlierOutput | tuple[str, str]],
+        memory: Sequence[str],
+    ) -> Request:
         task = self.check_task(item.task)
         if not isinstance(item.use_memory, bool):
             raise InvalidArgumentError(f"use_memory must be True or False, got {item.use_memory!r}")
@@ -392,7 +566,7 @@ class RequestBuilder:
         earlier = [EarlierOutput.coerce(p) for p in previous]
         return Request(
             model=model,
-            system=self._system_prompt(spec, ttl),
+            system=self._system_prompt(spec, ttl, stamp),
             messages=(
                 {
                     "role": "user",
@@ -404,28 +578,7 @@ class RequestBuilder:
             injection_flags=content_flags(task, earlier, memory),
         )
 
-    async def abuild(
-        self,
-        items: Sequence[TaskSpec],
-        *,
-        previous: Sequence[EarlierOutput | tuple[str, str]] = (),
-    ) -> list[Request]:
-        """Requests for ``items``, each with its agent's relevant earlier work when memory
-        is on for it. Every item is validated before the memory store is read; the reads
-        run off the event loop, in one trip."""
-        requests = [self.build(item, previous=previous) for item in items]
-        memory = self.memory
-        wanted = [i for i, item in enumerate(items) if item.use_memory] if memory else []
-        if memory is None or not wanted:
-            return requests
-        blocks = await memory.acontexts([(items[i].agent, items[i].task) for i in wanted])
-        for i, block in zip(wanted, blocks, strict=True):
-            if block is not None:
-                requests[i] = self.build(items[i], previous=previous, memory=(block,))
-        return requests
-
-    def _system_prompt(self, spec: AgentSpec, ttl: CacheTTL | None) -> SystemPrompt:
-        stamp = _stamp(spec.file) + (_stamp(spec.contract) if spec.contract else ())
+    def _system_prompt(self, spec: AgentSpec, ttl: CacheTTL | None, stamp: _Stamp) -> SystemPrompt:
         entry = self._prompts.get((spec.name, ttl))
         if entry is not None and entry.stamp == stamp:
             return entry.prompt
@@ -456,7 +609,7 @@ def check_max_tokens(value: object) -> int:
     return value
 
 
-def _stamp(path: Path) -> tuple[int, ...]:
+def _stamp(path: str | Path) -> tuple[int, ...]:
     try:
         st = os.stat(path)
     except OSError:

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ._errors import APIError, BudgetExceeded, RunError
+from ._frozen import quick_init
 from ._usage import Usage
 
 __all__ = ["AgentResult", "CacheTier", "WorkflowResult"]
@@ -43,6 +44,7 @@ def error_dict(error: RunError) -> dict[str, Any]:
     }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AgentResult:
     """What one agent call produced.

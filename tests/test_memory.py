@@ -15,6 +15,7 @@ import pytest
 
 from claude_force import AgentMemory, AgentResult, AsyncAgentOrchestrator, load_config
 from claude_force import _memory as memory_mod
+from claude_force import _memory_store as store_mod
 from claude_force._memory import (
     COMMON_TERM_MIN_ENTRIES,
     EXCERPT_CHARS,
@@ -310,7 +311,7 @@ async def test_a_write_locked_store_never_holds_up_a_call(
     project: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A wait for the lock would last an hour: the test would fail at no_hang's alarm.
-    monkeypatch.setattr(memory_mod, "_BUSY_TIMEOUT_S", 3600.0)
+    monkeypatch.setattr(store_mod, "_BUSY_TIMEOUT_S", 3600.0)
     sim.script(Fault.reply("PALETTE-FIRST"), Fault.reply(ANSWER_PAYMENT))
     async with make(project, sim) as orch:
         await orch.execute_agent(REVIEWER, PALETTE)
@@ -428,14 +429,14 @@ async def test_a_read_only_store_costs_one_warning_and_is_still_read(
     async with make(project, sim) as orch:
         await remember_two(orch, sim)
     # Tests run as root, where file modes stop nothing: SQLite refuses writes itself.
-    real = memory_mod._connect
+    real = store_mod._connect
 
     def read_only(path: Path) -> sqlite3.Connection:
         conn = real(path)
         conn.execute("PRAGMA query_only = ON")
         return conn
 
-    monkeypatch.setattr(memory_mod, "_connect", read_only)
+    monkeypatch.setattr(store_mod, "_connect", read_only)
     caplog.set_level(logging.WARNING, logger="claude_force")
     async with make(project, sim) as orch:
         results = [await orch.execute_agent(REVIEWER, f"{PAYMENT_AGAIN} {i}") for i in range(3)]
@@ -443,7 +444,7 @@ async def test_a_read_only_store_costs_one_warning_and_is_still_read(
     assert ANSWER_PAYMENT in user_text(sim)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot be written" in warnings[0], warnings
-    monkeypatch.setattr(memory_mod, "_connect", real)
+    monkeypatch.setattr(store_mod, "_connect", real)
     with store_of(project) as memory:
         assert len(memory.entries()) == 2
 
@@ -484,7 +485,7 @@ def test_without_fts5_memory_is_off_with_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(memory_mod, "fts5_available", lambda: False)
-    monkeypatch.setattr(memory_mod, "_log", OnceLog(memory_mod.logger))
+    monkeypatch.setattr(memory_mod, "_log", OnceLog(store_mod.logger))
     caplog.set_level(logging.WARNING, logger="claude_force")
     for _ in range(2):
         with AgentMemory(tmp_path / "m.db") as memory:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from claude_force import AgentMemory, AsyncAgentOrchestrator
-from claude_force._memory_memo import KEY_TASK_CHARS, RecallMemo, memo_key
+from claude_force._memory_memo import KEY_TASK_CHARS, RECHECK_SECONDS, RecallMemo, memo_key
 from claude_force.testing import Fault, Simulator
 
 from .test_memory import (
@@ -47,6 +47,28 @@ class StoreReads:
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> StoreReads:
     return StoreReads(monkeypatch)
+
+
+class Clock:
+    """The recall memo's monotonic clock, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def frozen_clock(orch: AsyncAgentOrchestrator) -> Clock:
+    """Give the orchestrator's memory a clock that stands still until the test moves it."""
+    memory = orch._requests.memory
+    assert memory is not None
+    clock = Clock()
+    memory._store.probe.clock = clock
+    return clock
 
 
 def memory_db(project: Path) -> Path:
@@ -95,6 +117,7 @@ async def test_a_write_of_this_process_is_seen_by_the_next_call(
     project: Path, sim: Simulator, reads: StoreReads
 ) -> None:
     async with make(project, sim) as orch:
+        frozen_clock(orch)
         await orch.execute_agent(REVIEWER, "Check the colour palette of the settings page")
         settle(orch)
         assert await probe(orch) is None  # nothing relevant yet: memoised
@@ -113,6 +136,7 @@ async def test_a_write_through_another_store_object_is_seen(
     project: Path, sim: Simulator, reads: StoreReads
 ) -> None:
     async with make(project, sim) as orch:
+        frozen_clock(orch)  # this process's writes are seen at once, not after a look
         await orch.execute_agent(REVIEWER, "Check the colour palette of the settings page")
         settle(orch)
         assert await probe(orch) is None
@@ -145,22 +169,31 @@ async def test_writes_and_deletions_by_another_process_are_seen(
     project: Path, sim: Simulator, reads: StoreReads
 ) -> None:
     async with make(project, sim) as orch:
+        clock = frozen_clock(orch)
         await orch.execute_agent(REVIEWER, "Check the colour palette of the settings page")
         settle(orch)
         assert await probe(orch) is None
         assert await probe(orch) is None  # memoised
         other_process(str(memory_db(project)), REVIEWER, ANSWER_PAYMENT, PAYMENT)
+        # Another process's write is looked for at most once per RECHECK_SECONDS.
+        clock.advance(RECHECK_SECONDS * 0.9)
+        before = reads.count
+        assert await probe(orch) is None
+        assert reads.count == before
+        clock.advance(RECHECK_SECONDS * 0.1)
         seen = await probe(orch)
         assert seen is not None and ANSWER_PAYMENT in seen
         before = reads.count
         assert await probe(orch) == seen  # memoised with the block
         assert reads.count == before
         other_process(str(memory_db(project)), "clear")
+        clock.advance(RECHECK_SECONDS)
         assert await probe(orch) is None
 
 
 async def test_a_deleted_store_file_is_seen(project: Path, sim: Simulator) -> None:
     async with make(project, sim) as orch:
+        clock = frozen_clock(orch)
         sim.script(Fault.reply(ANSWER_PAYMENT))
         await orch.execute_agent(REVIEWER, PAYMENT)
         settle(orch)
@@ -168,6 +201,7 @@ async def test_a_deleted_store_file_is_seen(project: Path, sim: Simulator) -> No
         assert await probe(orch) is not None  # memoised
         for path in memory_db(project).parent.glob("memory.db*"):
             path.unlink()
+        clock.advance(RECHECK_SECONDS)  # not through this process's store: seen on a look
         assert await probe(orch) is None
         await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
     assert "<earlier_work" not in user_text(sim)
@@ -217,7 +251,8 @@ def test_context_uses_the_memo_and_sees_another_store_object(
     tmp_path: Path, reads: StoreReads
 ) -> None:
     path = tmp_path / "m.db"
-    with AgentMemory(path) as memory, AgentMemory(path) as other:
+    clock = Clock()  # stands still: other.clear() is seen through this process's count
+    with AgentMemory(path, monotonic=clock) as memory, AgentMemory(path) as other:
         memory.remember(success("a", "first answer"), "parser tokens grammar rules")
         memory.flush()
         assert memory.context("a", "parser tokens grammar errors") is not None

@@ -76,10 +76,19 @@ def test_any_field_change_changes_the_key(req: Request, field: str, data: st.Dat
 
 def test_only_derived_fields_are_left_out_of_the_key() -> None:
     unkeyed = {f.name for f in dataclasses.fields(Request)} - set(KEYED_FIELDS)
-    assert unkeyed == {"injection_flags"}  # derived from the messages, which are keyed
+    # injection_flags: derived from the messages, which are keyed; _key: cache_key's answer
+    assert unkeyed == {"injection_flags", "_key"}
     req = Request("m", SystemPrompt("s"), (), 1)
     flagged = dataclasses.replace(req, injection_flags=("task:role-tag",))
     assert cache_key(flagged) == cache_key(req)
+
+
+def test_a_kept_key_is_never_carried_to_a_changed_request() -> None:
+    req = Request("m", SystemPrompt("s"), (), 1)
+    key = cache_key(req)
+    assert req._key == key and cache_key(req) == key
+    other = dataclasses.replace(req, max_tokens=2)
+    assert other._key == "" and cache_key(other) != key
 
 
 def test_dict_order_does_not_matter() -> None:

@@ -1,0 +1,424 @@
+"""The agent memory store's file: its schema, the writer queue and thread, the pool of
+read-only connections, and what happens when the file is damaged or cannot be written.
+
+What is stored and how it is recalled live in ``_memory.py``; this module knows entries only
+as rows. Everything here is best-effort (see ``_memory.py``): a problem is one warning per
+cause on the ``claude_force.memory`` logger, never an exception on the call path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from ._ledger import _cannot_write, _keep_out_of_git, _move_aside, task_hash
+from ._ledger import _log as _data_folder_log
+from ._memory_memo import Probe
+from ._warnings import OnceLog
+from .cache._sqlite import file_identity as _identity
+from .cache._sqlite import is_corruption
+from .cache._worker import Worker
+
+__all__ = ["Pending", "Store", "akey", "empty_store"]
+
+logger = logging.getLogger("claude_force.memory")
+_log = OnceLog(logger)
+
+_MAX_PENDING = 10_000
+_BUSY_TIMEOUT_S = 10.0
+_READ_BUSY_TIMEOUT_S = 0.1
+_WRITE_ATTEMPTS = 3
+_SCHEMA_VERSION = 1
+
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    task TEXT NOT NULL,
+    task_hash TEXT NOT NULL,
+    excerpt TEXT NOT NULL,
+    ts REAL NOT NULL,
+    model TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_agent_task ON entries (agent, task_hash);
+CREATE INDEX IF NOT EXISTS entries_agent_ts ON entries (agent, ts);
+CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
+CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5(
+    akey, task, content='entries', content_rowid='id', tokenize='unicode61 remove_diacritics 0'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS entries_terms USING fts5vocab(entries_fts, 'row');
+CREATE TRIGGER IF NOT EXISTS entries_ai AFTER INSERT ON entries BEGIN
+    INSERT INTO entries_fts (rowid, akey, task) VALUES (new.id, akey(new.agent), new.task);
+END;
+CREATE TRIGGER IF NOT EXISTS entries_ad AFTER DELETE ON entries BEGIN
+    INSERT INTO entries_fts (entries_fts, rowid, akey, task)
+        VALUES ('delete', old.id, akey(old.agent), old.task);
+END;
+PRAGMA user_version = {_SCHEMA_VERSION};
+COMMIT;
+"""
+T = TypeVar("T")
+
+
+def akey(agent: str) -> str:
+    """One FTS token per agent, so the index itself narrows a query to one agent's entries."""
+    return "a" + task_hash(agent)[:16]
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    agent: str
+    task: str
+    digest: str
+    excerpt: str
+    ts: float
+    model: str
+    replace: bool  # a fresh answer replaces an older one; a cache hit only fills a gap
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        # The store holds tasks and answers: private to its owner, like the cache.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(
+        path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.create_function("akey", 1, akey, deterministic=True)
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_reader(path: Path, identity: tuple[int, int]) -> sqlite3.Connection | None:
+    """A connection that only reads ``path`` (never creates it), or None when the file is
+    not the one expected any more or holds no store yet (the writer makes the schema).
+
+    Its busy timeout is short: a WAL reader never waits for a writer, so ``busy`` only
+    comes from a store not in WAL mode being committed to, and recall then goes without.
+    """
+    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=rw"
+    conn = sqlite3.connect(
+        uri, uri=True, timeout=_READ_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        fresh = _identity(path) != identity
+        if fresh or conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            conn.close()
+            return None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def empty_store() -> sqlite3.Connection:
+    """An empty store in memory, for recalling from queued entries alone."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.create_function("akey", 1, akey, deterministic=True)
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+class Store:
+    """The file, its connection and the queue of entries to write; shared by threads."""
+
+    def __init__(
+        self, path: Path, *, max_entries_per_agent: int, max_bytes: int, probe: Probe
+    ) -> None:
+        self.path = path
+        self.max_entries_per_agent = max_entries_per_agent
+        self.max_bytes = max_bytes
+        self.dropped = 0
+        self._pending: deque[Pending] = deque()
+        self._writing: tuple[Pending, ...] = ()  # taken from the queue, not yet committed
+        self._lock = threading.Lock()  # the queue and the worker
+        self._io = threading.Lock()  # the writing connection, one thread at a time
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._worker: Worker | None = None
+        self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []  # idle ones
+        self._readers_lock = threading.Lock()
+        self._readers_epoch = 0  # moves on close: a reader of an older epoch is not kept
+        self.probe = probe  # also counts this process's changes: see _memory_memo.py
+
+    # -- any thread ------------------------------------------------------------------------
+
+    def put(self, item: Pending) -> None:
+        with self._lock:
+            if len(self._pending) >= _MAX_PENDING:
+                self._pending.popleft()
+                self.dropped += 1
+                _log.warn(
+                    f"overflow:{self.path}",
+                    f"memory store {self.path} is not keeping up; dropping the oldest entries",
+                )
+            self._pending.append(item)
+            self.probe.changed()
+            if self._worker is None:
+                self._worker = Worker(self.drain, name="claude-force-memory")
+            worker = self._worker
+        worker.wake()
+
+    def drain(self) -> None:
+        """Write everything queued (the worker's job; also flush and close)."""
+        with self._io:
+            while True:
+                with self._lock:
+                    batch = tuple(self._pending)
+                    self._pending.clear()
+                    self._writing = batch
+                if not batch:
+                    return
+                try:
+                    self._write(list(batch))
+                finally:
+                    self.probe.changed()  # committed: answers read before it are stale
+                    with self._lock:
+                        self._writing = ()
+
+    def quiet(self) -> bool:
+        """Nothing this process queued is waiting or being written."""
+        with self._lock:
+            return not self._pending and not self._writing
+
+    def unwritten(self) -> tuple[Pending, ...]:
+        """What this process queued and has not committed yet, oldest first.
+
+        An entry leaves this view only after its transaction committed, so a reader that
+        takes it before reading the store sees every queued entry in one place or the other.
+        """
+        with self._lock:
+            return (*self._writing, *self._pending)
+
+    def close(self) -> None:
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
+        self.drain()  # what the worker left, on this thread
+        with self._io:
+            self._disconnect()
+        with self._readers_lock:
+            idle, self._readers = self._readers, []
+            self._readers_epoch += 1
+        for conn, _ in idle:
+            conn.close()
+        self.probe.close()
+
+    def read(self, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
+        """``fn(reader)`` on a read-only connection of its own, or ``default`` when the store
+        is missing or unusable (with a warning, as :meth:`use`).
+
+        Readers never take the writing connection's lock nor the file's write lock (WAL
+        readers need neither), so recalls run in parallel with each other and with a write,
+        and a write lock held by another process costs a recall nothing.
+        """
+        identity = _identity(self.path)
+        if identity is None:
+            return default
+        with self._readers_lock:
+            epoch = self._readers_epoch
+            while self._readers:
+                conn, seen = self._readers.pop()
+                if seen == identity:
+                    break
+                conn.close()  # the file was replaced or set aside: this one reads the old one
+            else:
+                conn = None
+        try:
+            if conn is None:
+                conn = _connect_reader(self.path, identity)
+                if conn is None:
+                    return default
+            # One read transaction: a consistent snapshot for all of ``fn``'s statements, and
+            # ended here, so the pooled connection never keeps an old snapshot open.
+            conn.execute("BEGIN")
+            try:
+                value = fn(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            self._failed(exc, identity)
+            return default
+        except OSError as exc:
+            if conn is not None:
+                conn.close()
+            _warn_unusable(self.path, exc)
+            return default
+        with self._readers_lock:
+            if epoch == self._readers_epoch:
+                self._readers.append((conn, identity))
+                return value
+        conn.close()
+        return value
+
+    def use(self, fn: Callable[[sqlite3.Connection], T], default: T, *, create: bool) -> T:
+        """``fn(connection)``, or ``default`` (with a warning) when the store is unusable.
+
+        Without ``create`` a missing file is ``default``: reading never creates the store.
+        """
+        if not create and not self.path.exists():
+            return default
+        with self._io:
+            try:
+                return self._use(fn, default, create)
+            finally:
+                self.probe.changed()  # forget and clear write through here
+
+    def _use(self, fn: Callable[[sqlite3.Connection], T], default: T, create: bool) -> T:
+        for _ in range(2):  # a second try after a damaged file was set aside
+            try:
+                return fn(self._open())
+            except sqlite3.Error as exc:
+                self._disconnect()
+                if not self._failed(exc):
+                    return default
+                if not create:
+                    return default
+            except OSError as exc:
+                self._disconnect()
+                _warn_unusable(self.path, exc)
+                return default
+        return default
+
+    # -- with self._io held -------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is not None and _identity(self.path) != self._identity:
+            self._disconnect()  # set aside by another process, or deleted
+        if self._conn is None:
+            folder = self.path.parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                # One cause with the usage ledger's: one warning for a broken data folder.
+                _data_folder_log.warn(
+                    f"folder:{folder}",
+                    f"data folder {folder} cannot be created ({exc.strerror or exc}); agent "
+                    "memory is off. Make it a writable folder",
+                )
+                raise _Unusable from exc
+            _keep_out_of_git(folder)
+            self._conn = _connect(self.path)
+            self._identity = _identity(self.path)
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _failed(self, exc: sqlite3.Error, identity: tuple[int, int] | None = None) -> bool:
+        """Warn about ``exc`` once per cause; True when trying again may succeed."""
+        if is_corruption(exc):
+            expected = identity or self._identity or _identity(self.path)
+            target = _move_aside(self.path, expected=expected)
+            self.probe.changed()
+            if target is not None:
+                _log.warn(
+                    f"damaged:{target}",
+                    f"memory store {self.path} was damaged ({exc}); moved it to {target} and "
+                    "started a fresh one",
+                )
+            return True
+        if _cannot_write(exc):
+            _log.warn(
+                f"unwritable:{self.path}",
+                f"memory store {self.path} cannot be written ({exc}); agent memory is not "
+                "being kept. Make the file and its folder writable",
+            )
+            return False
+        _log.warn(
+            f"error:{self.path}",
+            f"memory store {self.path} failed ({exc}); agent memory is skipped for now",
+        )
+        return False
+
+    def _write(self, batch: list[Pending]) -> None:
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                _apply(self._open(), batch, self.max_entries_per_agent, self.max_bytes)
+                return
+            except sqlite3.Error as exc:
+                self._disconnect()
+                if not self._failed(exc):
+                    break
+            except OSError as exc:
+                _warn_unusable(self.path, exc)
+                break
+        self.dropped += len(batch)
+
+
+class _Unusable(OSError):
+    """The data folder cannot be made; its warning is already given."""
+
+
+def _warn_unusable(path: Path, exc: OSError) -> None:
+    if not isinstance(exc, _Unusable):
+        _log.warn(
+            f"unusable:{path}",
+            f"memory store {path} cannot be used ({exc.strerror or exc}); agent memory is "
+            "off. Make the file and its folder writable",
+        )
+
+
+def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_bytes: int) -> None:
+    """Write ``batch`` and prune to the caps, oldest first, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for p in batch:
+            if p.replace:
+                conn.execute(
+                    "DELETE FROM entries WHERE agent = ? AND task_hash = ?", (p.agent, p.digest)
+                )
+            size = len(p.task.encode("utf-8", "replace")) + len(
+                p.excerpt.encode("utf-8", "replace")
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (p.agent, p.task, p.digest, p.excerpt, p.ts, p.model, size),
+            )
+        for agent in {p.agent for p in batch}:
+            conn.execute(
+                "DELETE FROM entries WHERE agent = ? AND id NOT IN (SELECT id FROM entries "
+                "WHERE agent = ? ORDER BY ts DESC, id DESC LIMIT ?)",
+                (agent, agent, per_agent),
+            )
+        total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+        if total > max_bytes:
+            doomed: list[tuple[int]] = []
+            for entry_id, size in conn.execute("SELECT id, size FROM entries ORDER BY ts, id"):
+                if total <= max_bytes:
+                    break
+                doomed.append((entry_id,))
+                total -= size
+            conn.executemany("DELETE FROM entries WHERE id = ?", doomed)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
