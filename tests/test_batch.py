@@ -117,15 +117,17 @@ def test_item_fields_name_the_problem() -> None:
 
 async def test_execute_batch_yields_in_completion_order(project: Path, sim: Simulator) -> None:
     items = [{"agent": AGENT, "task": f"Task {i}", "max_tokens": 20} for i in range(1, 9)]
+    got = []
     async with make(project, sim) as orch:
-        await orch.execute_agent(AGENT, "warm up")  # the client's set-up is not timed below
-        sim.script(Fault.hang(0.5))  # the first request to arrive answers last
-        got = [r async for r in orch.execute_batch(items, concurrency=4)]
+        sim.script(Fault.hang())  # the first request to arrive is held until the rest are out
+        async for r in orch.execute_batch(items, concurrency=4):
+            got.append(r)
+            if len(got) == 7:
+                sim.release_hangs()
     assert sorted(r.id for r in got) == [str(i) for i in range(1, 9)]
     slow = got[-1]
     assert slow.id in {"1", "2", "3", "4"}  # one of the four sent first
-    assert slow.result is not None and slow.result.latency_ms >= 400
-    assert all(r.result is not None and r.result.latency_ms < 400 for r in got[:-1])
+    assert all(r.result is not None and r.result.success for r in got)
     assert [r.id for r in got] != [str(i) for i in range(1, 9)]
 
 
