@@ -16,7 +16,8 @@ compares two numbers from the same run on the same data, so the table holds on a
   (HMAC-SHA256) each value, where diskcache pickles it;
 * disk aset: the caller's cost of ``aset`` (the write goes to the tier's writer thread),
   and a burst until ``aflush`` returns, when all of it is as durable as after ``set``;
-* open and set p99 with 100,000 entries on disk and a limit that makes every set evict;
+* open and set p99 with 100,000 entries on disk and a limit that makes every set evict,
+  beside diskcache's p99 on the same workload (its ``size_limit`` set to what it holds);
 * execute_agent hit, memory on against off: the default options (ledger, metrics, agent
   memory), with agent memory on and off, alternated; memory on recalls before each call;
 * async: a disk hit through ``aget`` on the loop against ``get`` handed to a thread, and the
@@ -292,10 +293,39 @@ def rows_big(b: Bench) -> list[Row]:
         assert stats["evictions"] >= b.ops, stats
         assert stats["size_bytes"] <= stats["max_size_bytes"], stats
     p99 = statistics.quantiles(latencies, n=100)[98]
+    theirs = _diskcache_evicting_p99(b)
     return [
         Row(f"open, {n:,} entries", statistics.median(opens), "ms", goal="<= 50 ms", goal_abs=50),
-        Row("set p99, every set evicts", p99, "ms", goal="<= 1 ms", goal_abs=1),
+        Row("diskcache set p99, every set evicts", theirs, "ms"),
+        Row(
+            "set p99, every set evicts",
+            p99,
+            "ms",
+            "diskcache p99",
+            theirs,
+            goal="<= 1 ms",
+            goal_abs=1,
+        ),
     ]
+
+
+def _diskcache_evicting_p99(b: Bench) -> float:
+    """The same workload on diskcache, as this machine's reference: the same entries, then
+    a size limit equal to what it holds, so each further set culls."""
+    n = b.big_entries
+    with diskcache.Cache(str(b.workdir / "dc-big"), size_limit=2**62) as dc:
+        for start in range(0, n, 5000):
+            with dc.transact():
+                for i in range(start, min(n, start + 5000)):
+                    dc.set(key_of(i), b.values[i % len(b.values)])
+        dc.reset("size_limit", dc.volume())
+        os.sync()
+        latencies = []
+        for i in range(b.ops):
+            start_ns = time.perf_counter_ns()
+            dc.set(key_of(20_000_000 + i), b.values[i % len(b.values)])
+            latencies.append((time.perf_counter_ns() - start_ns) / 1e6)
+    return statistics.quantiles(latencies, n=100)[98]
 
 
 def rows_end_to_end(b: Bench) -> list[Row]:
