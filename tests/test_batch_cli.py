@@ -21,7 +21,7 @@ import pytest
 from claude_force import BatchSummary
 from claude_force._batch_io import RECORD_KEYS
 from claude_force.cli import cli as cli_group
-from claude_force.cli._common import run_guarded
+from claude_force.cli._common import err_console, run_guarded
 from claude_force.testing import Fault, Simulator
 
 from ._support import no_hang
@@ -215,10 +215,12 @@ def test_json_summary_and_max_cost(
     assert code == 1
     assert set(summary) == {
         "total",
+        "complete",
         "succeeded",
         "failed",
         "malformed",
         "skipped",
+        "skipped_failed",
         "unsent",
         "cached",
         "cost",
@@ -375,3 +377,58 @@ def test_input_from_a_fifo_whose_writer_closed_runs(
         code = in_process(batch_argv(project, fifo, out), env)
     writer.join()
     assert code == 0 and [r["id"] for r in read_records(out)] == ["1"]
+
+
+def six_lines(tmp_path: Path) -> Path:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"agent": AGENT, "task": f"T{i}"}) + "\n" for i in range(6)))
+    return src
+
+
+def test_a_resumed_run_with_earlier_failures_says_so_in_its_summary(
+    project: Path,
+    env: dict[str, str],
+    sim: Simulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src, out = six_lines(tmp_path), tmp_path / "out.jsonl"
+    sim.script(None, None, *[Fault.status(400)] * 4)
+    argv = [*batch_argv(project, src, out, "--no-cache", "--concurrency", "1"), "--json"]
+    assert in_process(argv, env) == 1
+    capsys.readouterr()
+    assert in_process(argv, env) == 1  # nothing sent again: the four failures are skipped
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["complete"], summary["skipped"], summary["skipped_failed"]) == (False, 6, 4)
+    assert summary["failed"] + summary["skipped_failed"] == 4
+    assert "4 of 6 lines failed (4 skipped, failed in an earlier run)" in captured.err
+    argv.remove("--json")
+    argv.remove("--quiet")
+    assert in_process(argv, env) == 1
+    assert "6 skipped (4 of them failed), 0 unsent" in capsys.readouterr().err
+    assert in_process([*argv, "--json", "--retry-failed"], env) == 0
+    finished = json.loads(capsys.readouterr().out)
+    assert (finished["complete"], finished["succeeded"], finished["skipped_failed"]) == (True, 4, 0)
+
+
+def test_batches_progress_is_whole_on_an_80_column_stderr(
+    project: Path,
+    env: dict[str, str],
+    sim: Simulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(err_console, "_width", 80)  # stderr is not a terminal here
+    src, out = six_lines(tmp_path), tmp_path / "out.jsonl"
+    argv = batch_argv(
+        project, src, out, "--no-cache", "--mode", "batches", "--poll-interval", "0.01"
+    )
+    argv.remove("--quiet")
+    assert in_process(argv, env) == 0
+    err = capsys.readouterr().err
+    assert "…" not in err
+    assert "6/6 0 failed $" in err and " 0 cached\n" in err
+    assert "1 batch at the service: 0 processing, 6 succeeded, 0 errored, 0 expired\n" in err
+    assert max(len(line) for line in err.splitlines()[:2]) <= 80
