@@ -43,11 +43,13 @@ if TYPE_CHECKING:
     from ._options import OrchestratorOptions
 
 __all__ = [
+    "INVALID_RESPONSE",
     "NON_RETRYABLE_STATUSES",
     "RETRYABLE_STATUSES",
     "Sent",
     "Session",
     "Transport",
+    "expect_answer",
     "has_rate_limit_headers",
     "input_chars",
     "parse_retry_after",
@@ -87,6 +89,7 @@ _ATTEMPT_HEADERS: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar(
 )
 # A 2xx whose body is not the endpoint's answer (a proxy's page) is retried like this status.
 MALFORMED_RETRY_STATUS = 502
+INVALID_RESPONSE = "invalid_response"  # the APIError's error_type for such a body
 
 
 def should_retry(status: int | None, headers: Mapping[str, str] | None = None) -> bool:
@@ -639,7 +642,7 @@ class Transport:
             ),
             status_code=seen.status,
             request_id=headers.get("request-id"),
-            error_type="invalid_response",
+            error_type=INVALID_RESPONSE,
             attempts=attempt,
         )
         return _Failure(MALFORMED_RETRY_STATUS, headers, err)

@@ -108,3 +108,25 @@ def test_the_cli_names_the_proxy_and_the_fix(
     assert "(text/html) is not an API answer" in err
     assert "check base_url (ANTHROPIC_BASE_URL) and any proxy" in err
     assert "request-id req_standin" in err
+
+
+def test_a_proxy_page_for_a_batch_create_is_looked_for_then_created_once(
+    project: Path, standin: StandIn, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"id": "m0", "agent": "code-reviewer", "task": "Review"}) + "\n")
+    out = tmp_path / "results.jsonl"
+    standin.script(NOT_ANSWERS["html page"])
+    argv = ["batch", str(tasks), "--out", str(out), "--mode", "batches", "--poll-interval", "0.01"]
+    code = run_guarded(cli, [*argv, "-c", str(project), "--no-cache"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert (record["id"], record["success"]) == ("m0", True)
+    paths = [(r.method, r.path) for r in standin.requests]
+    # The page might have hidden a made batch: it is looked for before the create is retried.
+    assert paths[:3] == [
+        ("POST", "/v1/messages/batches"),
+        ("GET", "/v1/messages/batches"),
+        ("POST", "/v1/messages/batches"),
+    ]
+    assert len(standin.batches) == 1
