@@ -294,13 +294,19 @@ class BatchSummary:
             self.cost += record.cost
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON summary: counts, ``cost`` as a decimal string, ``stopped`` or null."""
+        """The JSON summary: counts, ``cost`` as a decimal string, ``stopped`` or null.
+
+        ``complete`` is what the CLI's exit status says (0 only when true); ``skipped_failed``
+        counts the skipped lines whose earlier record failed, which keep the run incomplete.
+        """
         return {
             "total": self.total,
+            "complete": self.complete,
             "succeeded": self.succeeded,
             "failed": self.failed,
             "malformed": self.malformed,
             "skipped": self.skipped,
+            "skipped_failed": self.skipped_failed,
             "unsent": self.unsent,
             "cached": self.cached,
             "cost": str(self.cost),

@@ -65,7 +65,7 @@ from ._files import FileProblem, read_regular, replace_file, shown
 from ._record import CallContext
 from ._request import Request, cache_key
 from ._results import AgentResult
-from ._transport import Sent
+from ._transport import INVALID_RESPONSE, Sent, expect_answer
 from ._usage import Usage
 from .cache import ResponseCache
 
@@ -287,8 +287,16 @@ def _batch_params(request: Request) -> dict[str, Any]:
 
 
 def _ambiguous(err: APIError) -> bool:
-    """Whether a failed create may still have made a batch: no answer, or a server error."""
-    return err.status_code is None or err.status_code >= 500
+    """Whether a failed create may still have made a batch: no answer, a server error, or a
+    2xx whose body was not a batch (a proxy's page)."""
+    unreadable = err.error_type == INVALID_RESPONSE
+    return unreadable or err.status_code is None or err.status_code >= 500
+
+
+def _batch_type() -> type[MessageBatch]:
+    from anthropic.types.messages import MessageBatch
+
+    return MessageBatch
 
 
 async def run_message_batches(
@@ -549,7 +557,8 @@ class _Run:
         unsure = False
 
         async def create(client: AsyncAnthropic, timeout: float) -> MessageBatch:
-            return await client.messages.batches.create(requests=requests, timeout=timeout)  # type: ignore[arg-type]
+            made = await client.messages.batches.create(requests=requests, timeout=timeout)  # type: ignore[arg-type]
+            return expect_answer(made, _batch_type())
 
         async def look(err: APIError) -> MessageBatch | None:
             nonlocal unsure
@@ -655,7 +664,8 @@ class _Run:
 
     async def _retrieve(self, batch_id: str) -> MessageBatch:
         async def retrieve(client: AsyncAnthropic, timeout: float) -> MessageBatch:
-            return await client.messages.batches.retrieve(batch_id, timeout=timeout)
+            view = await client.messages.batches.retrieve(batch_id, timeout=timeout)
+            return expect_answer(view, _batch_type())
 
         view: MessageBatch = await self._call(retrieve)
         return view

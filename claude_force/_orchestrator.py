@@ -322,6 +322,8 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         ctx: CallContext,
         store: tuple[ResponseCache, str] | None,
     ) -> AgentResult:
+        # Ready before the clock starts: the SDK import and the client are not the request.
+        await self._transport.session()
         count = self._transport.count_tokens
         reservations = await reserve_all(ctx.budgets, request, self.prices, count)
         started = time.perf_counter()

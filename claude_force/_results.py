@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ._errors import APIError, BudgetExceeded, RunError
 from ._frozen import quick_init
@@ -93,6 +93,8 @@ class AgentResult:
             "model": self.model,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
+            # Claude Force 1.x's total: input plus output, as the service counts them.
+            "tokens_used": usage.input_tokens + usage.output_tokens,
             "cache_creation_input_tokens": usage.cache_write_tokens,
             "cache_read_input_tokens": usage.cache_read_tokens,
             "cache_creation": {
@@ -138,8 +140,12 @@ class AgentResult:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkflowResult:
-    """What a workflow run produced: its steps in order and the totals."""
+class WorkflowResult(Sequence[AgentResult]):
+    """What a workflow run produced: its steps in order and the totals.
+
+    It is also a read-only sequence of its steps (``for r in result``, ``len(result)``,
+    ``result[-1]``), as Claude Force 1.x's ``run_workflow`` returned a list of results.
+    """
 
     workflow_name: str
     steps: list[AgentResult]
@@ -153,6 +159,19 @@ class WorkflowResult:
     """Step numbers (1-based, as ``AgentResult.step``) taken from an earlier run on resume."""
     resumed_from: str | None = None
     """The run whose kept outputs were reused, when any were."""
+
+    def __iter__(self) -> Iterator[AgentResult]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @overload
+    def __getitem__(self, index: int) -> AgentResult: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[AgentResult]: ...
+    def __getitem__(self, index: int | slice) -> AgentResult | list[AgentResult]:
+        return self.steps[index]
 
     @property
     def usage(self) -> Usage:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from ._batch import BatchItems, BatchMode, BatchRecord
 from ._budget import Budget, BudgetTracker
 from ._config import ProjectConfig
-from ._errors import UsageError
+from ._errors import AgentNotFoundError, UsageError
 from ._ledger import Ledger
 from ._message_batches import BatchesSettings
 from ._metrics import Metrics
@@ -201,8 +201,15 @@ class AgentOrchestrator(UsageReportMethods):
             )
         )
 
-    run_agent = execute_agent
-    """The seed's name for :meth:`execute_agent`."""
+    def run_agent(self, agent_name: str, task: str, **options: Any) -> AgentResult:
+        """Claude Force 1.x's name for :meth:`execute_agent` (the same keywords), with 1.x's
+        answer to a name the config does not define: a failed result whose ``errors`` name
+        the agents that exist, not :class:`AgentNotFoundError`. Other mistakes still raise."""
+        try:
+            return self.execute_agent(agent_name, task, **options)
+        except AgentNotFoundError as exc:
+            # 1.x code checks `result.success` in a loop over names; raising would end it.
+            return AgentResult(agent_name=agent_name, success=False, output="", errors=[str(exc)])
 
     def execute_multiple(
         self, tasks: Iterable[TaskLike], *, refresh: bool = False

@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import contextvars
 import email.utils
+import functools
+import json
 import logging
 import random
 import time
@@ -36,16 +38,18 @@ from ._usage import Usage
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
-    from anthropic.types import Message
+    from anthropic.types import Message, MessageTokensCount
 
     from ._options import OrchestratorOptions
 
 __all__ = [
+    "INVALID_RESPONSE",
     "NON_RETRYABLE_STATUSES",
     "RETRYABLE_STATUSES",
     "Sent",
     "Session",
     "Transport",
+    "expect_answer",
     "has_rate_limit_headers",
     "input_chars",
     "parse_retry_after",
@@ -70,12 +74,22 @@ MAX_PACED_RETRIES = 20
 RATE_LIMITED_PAUSE = 0.05
 RATELIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
 
+
 # Each attempt's own response headers: the response hook runs in the task that made the call,
 # so a box set in the attempt's context receives exactly that attempt's headers, whatever
 # other requests answer meanwhile.
-_ATTEMPT_HEADERS: contextvars.ContextVar[list[Mapping[str, str]] | None] = contextvars.ContextVar(
+class _Seen(list[Mapping[str, str]]):
+    """The headers of each response an attempt received, and the last one's status."""
+
+    status: int | None = None
+
+
+_ATTEMPT_HEADERS: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar(
     "claude_force_attempt_headers", default=None
 )
+# A 2xx whose body is not the endpoint's answer (a proxy's page) is retried like this status.
+MALFORMED_RETRY_STATUS = 502
+INVALID_RESPONSE = "invalid_response"  # the APIError's error_type for such a body
 
 
 def should_retry(status: int | None, headers: Mapping[str, str] | None = None) -> bool:
@@ -390,6 +404,7 @@ class Transport:
         box = _ATTEMPT_HEADERS.get()
         if box is not None:
             box.append(response.headers)
+            box.status = response.status_code
 
     async def send(self, request: Request) -> Sent:
         """Send with retries; raises :class:`APIError` once retries are spent."""
@@ -397,8 +412,8 @@ class Transport:
         kwargs = request.create_kwargs()
 
         async def create(timeout: float) -> Message:
-            message: Message = await session.client.messages.create(**kwargs, timeout=timeout)
-            return message
+            message = await session.client.messages.create(**kwargs, timeout=timeout)
+            return expect_answer(message, _message_type())
 
         metered = _Metered(request.model, input_chars(request), request.max_tokens)
         message, attempts = await self._retrying(
@@ -419,7 +434,7 @@ class Transport:
 
         async def count(timeout: float) -> int:
             counted = await session.client.messages.count_tokens(**kwargs, timeout=timeout)
-            return int(counted.input_tokens)
+            return int(expect_answer(counted, _tokens_count_type()).input_tokens)
 
         tokens, _ = await self._retrying(count, None)
         return tokens
@@ -486,7 +501,7 @@ class Transport:
             ticket = None
             if buckets is not None and metered is not None:
                 ticket = await self._admit(buckets, metered, start, retries)
-            box: list[Mapping[str, str]] = []
+            box = _Seen()
             sent = explained = False
             try:
                 timeout = self._attempt_timeout(start)
@@ -497,7 +512,7 @@ class Transport:
                     buckets.sending(ticket)
                 token = _ATTEMPT_HEADERS.set(box)
                 try:
-                    outcome = await self._attempt(call, timeout, retries + 1)
+                    outcome = await self._attempt(call, timeout, retries + 1, box)
                 finally:
                     _ATTEMPT_HEADERS.reset(token)
                     if gate is not None:
@@ -583,7 +598,7 @@ class Transport:
         return self._monotonic() - start + delay >= self.deadline_seconds
 
     async def _attempt(
-        self, call: Callable[[float], Awaitable[T]], timeout: float, attempt: int
+        self, call: Callable[[float], Awaitable[T]], timeout: float, attempt: int, seen: _Seen
     ) -> T | _Failure:
         import anthropic
 
@@ -609,6 +624,28 @@ class Transport:
                 attempts=attempt,
             )
             return _Failure(None, None, err)
+        except (_NotAnAnswer, json.JSONDecodeError, anthropic.APIResponseValidationError) as exc:
+            # The SDK returns a non-JSON body as text and a JSON body unvalidated; what is
+            # not an answer fails here, with the response's status and request id.
+            return self._malformed(exc, attempt, seen)
+
+    def _malformed(self, exc: Exception, attempt: int, seen: _Seen) -> _Failure:
+        """A 2xx response whose body is not the endpoint's answer: retried like a 502."""
+        headers: Mapping[str, str] = seen[-1] if seen else {}
+        content_type = headers.get("content-type") or "no content-type"
+        what = str(exc) if isinstance(exc, _NotAnAnswer) else "a body that is not valid JSON"
+        err = APIError(
+            self._redact(
+                f"HTTP {seen.status or 200} from {self._base_url or 'the API'} ({content_type}) "
+                f"is not an API answer: {what}; a proxy or another server answered instead of "
+                "the Anthropic API: check base_url (ANTHROPIC_BASE_URL) and any proxy between"
+            ),
+            status_code=seen.status,
+            request_id=headers.get("request-id"),
+            error_type=INVALID_RESPONSE,
+            attempts=attempt,
+        )
+        return _Failure(MALFORMED_RETRY_STATUS, headers, err)
 
     def _map_status(self, exc: Any, attempt: int) -> APIError:
         """The one place where SDK status errors become ours."""
@@ -628,6 +665,68 @@ class Transport:
 
 def _message_usage(message: Message) -> Usage:
     return Usage.from_api(message.usage)
+
+
+class _NotAnAnswer(Exception):
+    """A 2xx body that is not what the endpoint answers; says what is wrong with it."""
+
+
+M = TypeVar("M")
+
+
+def expect_answer(value: object, model: type[M]) -> M:
+    """``value`` when it is the ``model`` the endpoint answers; else :class:`_NotAnAnswer`.
+
+    The SDK builds its models without validating them (so that new fields and values pass)
+    and returns a body that is not JSON as text. Checking the fields every answer has, and
+    their kinds, keeps a proxy's page or an empty object from reaching the caller as one.
+    """
+    problem = _answer_problem(value, model)
+    if problem is not None:
+        raise _NotAnAnswer(problem)
+    return typing.cast(M, value)
+
+
+def _answer_problem(value: object, model: type) -> str | None:
+    if not isinstance(value, model):
+        shown = repr(value)[:60] if isinstance(value, str) else type(value).__name__
+        return f"{shown} instead of a {model.__name__}"
+    present: set[str] = getattr(value, "model_fields_set", set())
+    for name, kind in _required_fields(model):
+        if name not in present:
+            return f"a {model.__name__} without {name!r}"
+        field = getattr(value, name)
+        if isinstance(kind, type) and hasattr(kind, "model_fields"):
+            inner = _answer_problem(field, kind)
+            if inner is not None:
+                return f"{model.__name__}.{name}: {inner}"
+        elif isinstance(kind, type) and not isinstance(field, kind):
+            return f"a {model.__name__} whose {name!r} is a {type(field).__name__}"
+    return None
+
+
+@functools.cache
+def _required_fields(model: type) -> tuple[tuple[str, object], ...]:
+    """Each required field of a pydantic model and its plain kind (``list`` for list[X]);
+    a Literal or a union is left to the SDK's lenient reading."""
+    fields: dict[str, Any] = getattr(model, "model_fields", {})
+    return tuple(
+        (name, typing.get_origin(f.annotation) or f.annotation)
+        for name, f in fields.items()
+        if f.is_required()
+    )
+
+
+def _message_type() -> type[Message]:
+    from anthropic.types import Message
+
+    return Message
+
+
+def _tokens_count_type() -> type[MessageTokensCount]:
+    from anthropic.types import MessageTokensCount
+
+    return MessageTokensCount
 
 
 def _complete_models(root: type) -> None:

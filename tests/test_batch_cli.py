@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from claude_force import BatchSummary
 from claude_force._batch_io import RECORD_KEYS
 from claude_force.cli import cli as cli_group
-from claude_force.cli._common import run_guarded
+from claude_force.cli._common import err_console, run_guarded
 from claude_force.testing import Fault, Simulator
 
 from ._support import no_hang
@@ -192,6 +193,14 @@ def test_ctrl_c_keeps_finished_records_and_says_how_to_resume(
     assert len(read_records(out)) == 40 and len(sim.message_requests) == 30
 
 
+def tasks_file(tmp_path: Path, count: int) -> Path:
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(json.dumps({"agent": AGENT, "task": f"T{i}"}) + "\n" for i in range(count))
+    )
+    return src
+
+
 def in_process(argv: list[str], env: dict[str, str]) -> int:
     with pytest.MonkeyPatch.context() as patch:
         for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
@@ -206,8 +215,7 @@ def test_json_summary_and_max_cost(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"agent": AGENT, "task": f"T{i}"}) + "\n" for i in range(20)))
+    src = tasks_file(tmp_path, 20)
     out = tmp_path / "out.jsonl"
     code = in_process([*batch_argv(project, src, out, "--json", "--max-cost", "0.08")], env)
     captured = capsys.readouterr()
@@ -215,10 +223,12 @@ def test_json_summary_and_max_cost(
     assert code == 1
     assert set(summary) == {
         "total",
+        "complete",
         "succeeded",
         "failed",
         "malformed",
         "skipped",
+        "skipped_failed",
         "unsent",
         "cached",
         "cost",
@@ -305,8 +315,7 @@ def test_mode_batches_max_cost_leaves_the_rest_unsent_and_json_has_one_shape(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"agent": AGENT, "task": f"T{i}"}) + "\n" for i in range(20)))
+    src = tasks_file(tmp_path, 20)
     out = tmp_path / "out.jsonl"
     argv = [
         *batch_argv(project, src, out, "--json", "--mode", "batches", "--poll-interval", "0.01")
@@ -375,3 +384,57 @@ def test_input_from_a_fifo_whose_writer_closed_runs(
         code = in_process(batch_argv(project, fifo, out), env)
     writer.join()
     assert code == 0 and [r["id"] for r in read_records(out)] == ["1"]
+
+
+@dataclass
+class BatchRun:
+    """``claude-force batch`` run in this process on the project: exit code, stdout, stderr."""
+
+    project: Path
+    env: dict[str, str]
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, src: Path, out: Path, *extra: str) -> tuple[int, str, str]:
+        argv = ["batch", str(src), "--out", str(out), "-c", str(self.project), *extra]
+        code = in_process(argv, self.env)
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+
+@pytest.fixture
+def batch_run(project: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> BatchRun:
+    return BatchRun(project, env, capsys)
+
+
+def test_a_resumed_run_with_earlier_failures_says_so_in_its_summary(
+    batch_run: BatchRun, sim: Simulator, tmp_path: Path
+) -> None:
+    src, out = tasks_file(tmp_path, 6), tmp_path / "out.jsonl"
+    sim.script(None, None, *[Fault.status(400)] * 4)
+    options = ("--no-cache", "--concurrency", "1")
+    assert batch_run(src, out, *options, "--json", "-q")[0] == 1
+    code, stdout, err = batch_run(src, out, *options, "--json", "-q")
+    summary = json.loads(stdout)  # nothing was sent again: the four failures are skipped
+    assert code == 1 and len(sim.message_requests) == 6
+    assert (summary["complete"], summary["skipped"], summary["skipped_failed"]) == (False, 6, 4)
+    assert summary["failed"] + summary["skipped_failed"] == 4
+    assert "4 of 6 lines failed (4 skipped, failed in an earlier run)" in err
+    code, _, err = batch_run(src, out, *options)
+    assert code == 1 and "6 skipped (4 of them failed), 0 unsent" in err
+    code, stdout, _ = batch_run(src, out, *options, "--json", "-q", "--retry-failed")
+    finished = json.loads(stdout)
+    assert code == 0
+    assert (finished["complete"], finished["succeeded"], finished["skipped_failed"]) == (True, 4, 0)
+
+
+def test_batches_progress_is_whole_on_an_80_column_stderr(
+    batch_run: BatchRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(err_console, "_width", 80)  # stderr is not a terminal here
+    src, out = tasks_file(tmp_path, 6), tmp_path / "out.jsonl"
+    options = ("--no-cache", "--mode", "batches", "--poll-interval", "0.01")
+    code, _, err = batch_run(src, out, *options)
+    assert code == 0 and "…" not in err
+    assert "6/6 0 failed $" in err and " 0 cached\n" in err
+    assert "1 batch at the service: 0 processing, 6 succeeded, 0 errored, 0 expired\n" in err
+    assert max(len(line) for line in err.splitlines()[:2]) <= 80

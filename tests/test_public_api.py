@@ -82,7 +82,8 @@ def test_sync_door_offers_every_async_member(name: str) -> None:
 
 
 def test_sync_door_has_the_seeds_aliases() -> None:
-    assert AgentOrchestrator.run_agent is AgentOrchestrator.execute_agent
+    # run_agent keeps 1.x's failed result for an undefined agent (tests/test_compat_1x.py).
+    assert callable(AgentOrchestrator.run_agent)
     assert AgentOrchestrator.run_multiple is AgentOrchestrator.execute_multiple
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -58,39 +60,54 @@ class _Rate(ProgressColumn):
         return Text("" if speed is None else f"{speed:,.1f} lines/s", style="cyan")
 
 
+class _Bar(Progress):
+    """The progress row, then the service's counts (``--mode batches``) on a line below."""
+
+    service = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.service:
+            yield Text(self.service)
+
+
 class BatchProgress:
     """The bar on stderr: done/total, rate, ETA, failures, cost so far and cache hits."""
 
-    def __init__(self, total: int | None, *, quiet: bool, retry_failed: bool) -> None:
+    def __init__(
+        self, total: int | None, *, quiet: bool, retry_failed: bool, batches: bool = False
+    ) -> None:
         self.quiet = quiet
         self.retry_failed = retry_failed
         self.summary: BatchSummary | None = None
-        self.bar = Progress(
+        # Lines of --mode batches finish together when a batch ends: a rate and an ETA say
+        # nothing there. The service's counts get a line of their own (_Bar), so on a narrow
+        # stderr (80 columns when it is not a terminal) nothing is cut.
+        timing = [] if batches else [_Rate(), TimeRemainingColumn()]
+        self.bar = _Bar(
             TextColumn("batch"),
-            BarColumn(),
+            BarColumn(bar_width=30),
             MofNCompleteColumn(),
-            _Rate(),
-            TimeRemainingColumn(),
+            *timing,
             TextColumn("{task.fields[failed]} failed"),
             TextColumn("{task.fields[cost]}"),
             TextColumn("{task.fields[cached]} cached"),
-            TextColumn("{task.fields[service]}"),
             console=err_console,
             disable=quiet,
         )
         self.task = self.bar.add_task(
-            "batch", total=total or None, failed=0, cost="$0.00", cached=0, service=""
+            "batch", total=total or None, failed=0, cost="$0.00", cached=0
         )
 
     def service(self, counts: ServiceCounts) -> None:
         """``--mode batches``: the service's request counts over the batches waited for."""
-        self.bar.update(
-            self.task,
-            service=f"| {counts.batches} batch{'es' if counts.batches != 1 else ''}: "
+        self.bar.service = (
+            f"{counts.batches} batch{'es' if counts.batches != 1 else ''} at the service: "
             f"{counts.processing} processing, "
             f"{counts.succeeded} succeeded, {counts.errored} errored, {counts.expired} expired"
-            + (f", {counts.canceled} canceled" if counts.canceled else ""),
+            + (f", {counts.canceled} canceled" if counts.canceled else "")
         )
+        self.bar.refresh()
 
     def __call__(self, summary: BatchSummary) -> None:
         if self.summary is None:
@@ -210,7 +227,12 @@ def batch_cmd(
         cache_dir=cache_dir,
         max_concurrent=concurrency,
     )
-    progress = BatchProgress(count_input_lines(input_path), quiet=quiet, retry_failed=retry_failed)
+    progress = BatchProgress(
+        count_input_lines(input_path),
+        quiet=quiet,
+        retry_failed=retry_failed,
+        batches=mode == "batches",
+    )
     options: dict[str, Any] = {
         "retry_failed": retry_failed,
         "concurrency": concurrency,
@@ -256,9 +278,12 @@ def _finish(summary: BatchSummary, *, quiet: bool, as_json: bool) -> None:
         )
     if summary.failed or summary.skipped_failed:
         failed = summary.failed + summary.skipped_failed
-        malformed = f" ({summary.malformed} malformed)" if summary.malformed else ""
+        notes = [f"{summary.malformed} malformed"] if summary.malformed else []
+        if summary.skipped_failed:
+            notes.append(f"{summary.skipped_failed} skipped, failed in an earlier run")
+        shown_notes = f" ({'; '.join(notes)})" if notes else ""
         show_error(
-            f"{failed} of {summary.total} lines failed{malformed}; their records in "
+            f"{failed} of {summary.total} lines failed{shown_notes}; their records in "
             f"{shown(summary.output)} say why; fix them and run again with --retry-failed"
         )
     if not summary.complete:
@@ -269,9 +294,15 @@ def _summary_line(summary: BatchSummary) -> str:
     cost = usd(summary.cost) + (f" (+{summary.unpriced} unpriced)" if summary.unpriced else "")
     return (
         f"{summary.total} lines: {summary.succeeded} succeeded, {summary.failed} failed, "
-        f"{summary.skipped} skipped, {summary.unsent} unsent; {summary.cached} from the cache; "
+        f"{summary.skipped} skipped{_failed_before(summary)}, {summary.unsent} unsent; "
+        f"{summary.cached} from the cache; "
         f"cost {cost}; results in {shown(summary.output)}"
     )
+
+
+def _failed_before(summary: BatchSummary) -> str:
+    # Skipped lines that failed before keep the run incomplete: say so beside the count.
+    return f" ({summary.skipped_failed} of them failed)" if summary.skipped_failed else ""
 
 
 COMMANDS = [batch_cmd]

@@ -1,0 +1,132 @@
+"""A 2xx response whose body is not an answer (a proxy's page, a cut or empty object) against
+``tests/standin.py``: it becomes our APIError, is retried like a 502, and is never cached."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claude_force import APIError, AsyncAgentOrchestrator
+from claude_force.cli import cli
+from claude_force.cli._common import run_guarded
+
+from .conftest import API_KEY
+from .standin import Reply, StandIn
+
+HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def message_body(**fields: object) -> bytes:
+    base = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m"}
+    return json.dumps({**base, **fields}).encode()
+
+
+NOT_ANSWERS = {
+    "html page": Reply(body=HTML, content_type="text/html"),
+    "not json": Reply(body=b"<html>oops", content_type="application/json"),
+    "empty message": Reply(body=b'{"type":"message"}'),
+    "json string": Reply(body=b'"hello"'),
+    "usage without tokens": Reply(body=message_body(content=[], usage={})),
+    "content not a list": Reply(
+        body=message_body(content="text", usage={"input_tokens": 1, "output_tokens": 1})
+    ),
+}
+
+
+class NoSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def make(project: Path, standin: StandIn, **kw: Any) -> AsyncAgentOrchestrator:
+    kw.setdefault("enable_tracking", False)
+    return AsyncAgentOrchestrator(project, api_key=API_KEY, base_url=standin.base_url, **kw)
+
+
+@pytest.mark.parametrize("reply", NOT_ANSWERS.values(), ids=NOT_ANSWERS.keys())
+async def test_a_body_that_is_not_an_answer_is_an_api_error_after_the_retries(
+    project: Path, standin: StandIn, reply: Reply
+) -> None:
+    standin.script(reply, reply, reply)
+    sleep = NoSleep()
+    async with make(project, standin, max_retries=2, sleep=sleep, enable_cache=False) as orch:
+        result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
+    err = result.error
+    assert not result.success and isinstance(err, APIError)
+    assert result.errors == [err.message]
+    assert (err.status_code, err.error_type, err.attempts) == (200, "invalid_response", 3)
+    assert err.request_id is not None and err.request_id.startswith("req_standin")
+    assert "is not an API answer" in err.message
+    assert "check base_url (ANTHROPIC_BASE_URL) and any proxy" in err.message
+    assert API_KEY not in err.message
+    assert len(standin.messages()) == 3 and len(sleep.delays) == 2
+
+
+async def test_the_answer_after_a_proxy_page_is_returned_and_only_it_is_cached(
+    project: Path, standin: StandIn, tmp_path: Path
+) -> None:
+    standin.script(NOT_ANSWERS["html page"], Reply(text="the real answer"))
+    opts: dict[str, Any] = {"sleep": NoSleep(), "cache_dir": tmp_path / "cache"}
+    async with make(project, standin, **opts) as orch:
+        agent = orch.list_agents()[0]
+        first = await orch.execute_agent(agent, "Review x.py")
+        again = await orch.execute_agent(agent, "Review x.py")
+    assert (first.output, first.attempts, first.cached) == ("the real answer", 2, False)
+    assert (again.output, again.cached) == ("the real answer", True)
+    assert len(standin.messages()) == 2
+
+
+async def test_the_deadline_bounds_the_retries_of_a_proxy_page(
+    project: Path, standin: StandIn
+) -> None:
+    standin.script(*[NOT_ANSWERS["html page"]] * 5)
+    sleep = NoSleep()
+    opts: dict[str, Any] = {"max_retries": 4, "deadline_seconds": 0.3, "sleep": sleep}
+    async with make(project, standin, enable_cache=False, **opts) as orch:
+        result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
+    assert isinstance(result.error, APIError) and result.error.error_type == "invalid_response"
+    # The first backoff (at least 0.375 s) would end past the deadline: no retry is made.
+    assert (sleep.delays, len(standin.messages()), result.attempts) == ([], 1, 1)
+
+
+def test_the_cli_names_the_proxy_and_the_fix(
+    project: Path, standin: StandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    standin.script(*[NOT_ANSWERS["html page"]] * 4)
+    code = run_guarded(
+        cli, ["run", "code-reviewer", "Review x.py", "-c", str(project), "--no-cache"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert "AttributeError" not in err
+    assert "(text/html) is not an API answer" in err
+    assert "check base_url (ANTHROPIC_BASE_URL) and any proxy" in err
+    assert "request-id req_standin" in err
+
+
+def test_a_proxy_page_for_a_batch_create_is_looked_for_then_created_once(
+    project: Path, standin: StandIn, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"id": "m0", "agent": "code-reviewer", "task": "Review"}) + "\n")
+    out = tmp_path / "results.jsonl"
+    standin.script(NOT_ANSWERS["html page"])
+    argv = ["batch", str(tasks), "--out", str(out), "--mode", "batches", "--poll-interval", "0.01"]
+    code = run_guarded(cli, [*argv, "-c", str(project), "--no-cache"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert (record["id"], record["success"]) == ("m0", True)
+    paths = [(r.method, r.path) for r in standin.requests]
+    # The page might have hidden a made batch: it is looked for before the create is retried.
+    assert paths[:3] == [
+        ("POST", "/v1/messages/batches"),
+        ("GET", "/v1/messages/batches"),
+        ("POST", "/v1/messages/batches"),
+    ]
+    assert len(standin.batches) == 1
