@@ -584,7 +584,7 @@ class RequestBuilder:
             return entry.prompt
         definition, contract = read_agent_prompt(spec)
         text = definition.strip()
-        if contract:
+        if contract and contract.strip():  # a blank contract adds no empty heading
             text += "\n\n## Contract\n\n" + contract.strip()
         prompt = SystemPrompt(text, cache_ttl=ttl)
         self._prompts[(spec.name, ttl)] = _PromptEntry(stamp, prompt)

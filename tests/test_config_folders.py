@@ -114,6 +114,17 @@ def test_a_missing_contract_is_a_warning_and_the_agent_runs_without_it(
     assert "Agent A role." in json.dumps(sent.body)
 
 
+@pytest.mark.parametrize("contract", ["", "  \n\t\r\n"])
+def test_a_blank_contract_adds_no_heading(tmp_path: Path, standin: StandIn, contract: str) -> None:
+    config = {"agents": {"a": {"file": "agents/a.md", "contract": "contracts/a.contract"}}}
+    files = {"agents/a.md": "Agent A role.", "contracts/a.contract": contract}
+    path = write_folder(tmp_path, config, files)
+    assert cli_run("run", "a", "Do it", "-c", str(path), "--no-cache") == 0
+    (sent,) = standin.messages()
+    assert "Agent A role." in json.dumps(sent.body)
+    assert "Contract" not in json.dumps(sent.body["system"])
+
+
 def broken_folder(tmp_path: Path) -> Path:
     """A folder whose agent 'gone' has no file here and whose workflow 'stale' is stale."""
     config = {
