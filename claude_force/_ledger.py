@@ -364,6 +364,13 @@ def _insert_rows(count: int) -> str:
     return f"INSERT OR IGNORE INTO calls ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * count)}"
 
 
+def _storable(row: _Params) -> _Params:
+    """``row`` with every text value encodable as UTF-8 (a lone surrogate becomes "?")."""
+    return tuple(
+        v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v for v in row
+    )
+
+
 def _insert(conn: sqlite3.Connection, params: Iterable[_Params]) -> None:
     rows = list(params)
     conn.execute("BEGIN IMMEDIATE")
@@ -644,6 +651,10 @@ class _Writer:
                 self._disconnect()
                 if not self._handle(exc, len(batch), attempt):
                     break
+            except ValueError:
+                # A lone surrogate (a "\\udc80" escape in the service's JSON, e.g. in a
+                # message id) cannot be encoded for SQLite: store the rows with it replaced.
+                batch = [_storable(row) for row in batch]
             except OSError as exc:  # moving a damaged file aside failed
                 _log.warn(
                     f"aside:{self.path}",

@@ -385,6 +385,10 @@ def _warn_unusable(path: Path, exc: OSError) -> None:
         )
 
 
+def _storable(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_bytes: int) -> None:
     """Write ``batch`` and prune to the caps, oldest first, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
@@ -397,10 +401,13 @@ def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_b
             size = len(p.task.encode("utf-8", "replace")) + len(
                 p.excerpt.encode("utf-8", "replace")
             )
+            # The answer's text and model come from the service's JSON, where a "\\udc80"
+            # escape gives a lone surrogate SQLite cannot encode: stored as "?".
+            excerpt, model = _storable(p.excerpt), _storable(p.model)
             conn.execute(
                 "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (p.agent, p.task, p.digest, p.excerpt, p.ts, p.model, size),
+                (p.agent, p.task, p.digest, excerpt, p.ts, model, size),
             )
         for agent in {p.agent for p in batch}:
             conn.execute(

@@ -553,9 +553,13 @@ class RequestBuilder:
             and 0.0 <= temperature <= 1.0
         ):
             raise InvalidArgumentError(f"temperature must be between 0 and 1, got {temperature!r}")
+        if temperature == 0:
+            temperature = type(temperature)(0)  # -0.0 is 0.0: one request, one key
         model = item.model or spec.model or self.default_model
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidArgumentError(f"model must be a non-empty string, got {model!r}")
+        if not isinstance(model, str) or not model.strip() or unpaired_surrogate(model) is not None:
+            raise InvalidArgumentError(
+                f"model must be a model name such as 'claude-sonnet-4-5', got {model!r}"
+            )
         ttl = item.prompt_cache_ttl
         if ttl is NOT_GIVEN:
             ttl = spec.cache_ttl or self.prompt_cache_ttl

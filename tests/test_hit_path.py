@@ -68,6 +68,21 @@ def test_other_options_never_reuse_a_request(project: Path, other: TaskSpec) -> 
     assert got is not base and cache_key(got) == cache_key(fresh) != cache_key(base)
 
 
+def test_minus_zero_temperature_is_zero_whichever_comes_first(project: Path) -> None:
+    for order in ((0.0, -0.0), (-0.0, 0.0)):
+        b = builder(project)
+        keys = {
+            cache_key(b.build(TaskSpec(AGENT, "Review utils.py", temperature=t))) for t in order
+        }
+        fresh = builder(project).build(TaskSpec(AGENT, "Review utils.py", temperature=-0.0))
+        assert keys == {cache_key(fresh)}
+
+
+def test_a_model_name_that_is_not_text_is_refused(project: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="model must be a model name"):
+        builder(project).build(TaskSpec(AGENT, "Review utils.py", model="claude\udc80"))
+
+
 def test_memory_blocks_and_builder_settings_are_part_of_the_memo_key(project: Path) -> None:
     b = builder(project)
     plain = b.build(TaskSpec(AGENT, "Review utils.py"))

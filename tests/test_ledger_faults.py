@@ -328,3 +328,22 @@ def test_a_forgotten_ledger_writes_its_rows_and_ends_its_thread(
     assert not thread.is_alive()
     assert (threading.active_count(), open_fds()) == baseline
     assert [r.message_id for r in read_rows(tmp_path / "usage.db")] == ["kept"]
+
+
+def test_a_lone_surrogate_in_a_row_is_stored_replaced_and_the_writer_keeps_going(
+    tmp_path: Path,
+) -> None:
+    # JSON's "\udc80" escape decodes to a str SQLite cannot encode; it came from the service.
+    ledger = Ledger(tmp_path / "usage.db")
+    try:
+        ledger.record(LedgerRow(agent="a", model="m", outcome="success"))
+        ledger.record(LedgerRow(agent="a", model="m\udc80", outcome="error", error_type="X"))
+        assert ledger.flush(5)
+        for _ in range(3):
+            ledger.record(LedgerRow(agent="a", model="m", outcome="success"))
+        assert ledger.flush(5)
+        rows = ledger.rows()
+    finally:
+        ledger.close()
+    assert len(rows) == 5
+    assert sorted(r.model for r in rows) == ["m", "m", "m", "m", "m?"]

@@ -494,3 +494,20 @@ def test_without_fts5_memory_is_off_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "FTS5" in warnings[0], warnings
     assert not (tmp_path / "m.db").exists()
+
+
+async def test_an_answer_with_a_lone_surrogate_is_remembered_with_its_batch(
+    project: Path, sim: Simulator
+) -> None:
+    # JSON's "\udc80" escape decodes to a str SQLite cannot encode; the entries written in the
+    # same batch must not be lost with it.
+    sim.script(None, Fault.reply("odd \udc80 answer"), None)
+    async with make(project, sim) as orch:
+        results = await orch.execute_multiple(
+            [{"agent": REVIEWER, "task": task} for task in (PAYMENT, PALETTE, PAYMENT_AGAIN)]
+        )
+    assert all(r.success for r in results)
+    with store_of(project) as memory:
+        entries = memory.entries()
+    assert sorted(e.task for e in entries) == sorted([PAYMENT, PALETTE, PAYMENT_AGAIN])
+    assert any("odd ? answer" in e.excerpt for e in entries)
