@@ -438,3 +438,15 @@ def test_batches_progress_is_whole_on_an_80_column_stderr(
     assert "6/6 0 failed $" in err and " 0 cached\n" in err
     assert "1 batch at the service: 0 processing, 6 succeeded, 0 errored, 0 expired\n" in err
     assert max(len(line) for line in err.splitlines()[:2]) <= 80
+
+
+def test_lines_refused_before_sending_are_named_so(
+    batch_run: BatchRun, sim: Simulator, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [{"agent": AGENT, "task": "fine"}, {"agent": "no-such-agent", "task": "x"}]
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, _, err = batch_run(src, out, "--no-cache", "-q")
+    assert code == 1 and len(sim.message_requests) == 1
+    assert "1 of 2 lines failed (1 refused before sending)" in err
+    assert "fix them (or the config)" in err

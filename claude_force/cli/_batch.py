@@ -278,13 +278,16 @@ def _finish(summary: BatchSummary, *, quiet: bool, as_json: bool) -> None:
         )
     if summary.failed or summary.skipped_failed:
         failed = summary.failed + summary.skipped_failed
-        notes = [f"{summary.malformed} malformed"] if summary.malformed else []
+        # Refused before sending: bad fields, a repeated id, an agent the config does not
+        # define or cannot use; the record says which.
+        notes = [f"{summary.malformed} refused before sending"] if summary.malformed else []
         if summary.skipped_failed:
             notes.append(f"{summary.skipped_failed} skipped, failed in an earlier run")
         shown_notes = f" ({'; '.join(notes)})" if notes else ""
         show_error(
             f"{failed} of {summary.total} lines failed{shown_notes}; their records in "
-            f"{shown(summary.output)} say why; fix them and run again with --retry-failed"
+            f"{shown(summary.output)} say why; fix them (or the config) and run again "
+            "with --retry-failed"
         )
     if not summary.complete:
         raise RunFailed
