@@ -652,3 +652,54 @@ def test_a_command_waiting_when_redis_goes_down_is_not_sent(space: str) -> None:
     assert shared.fallbacks == 1  # Resting itself is no new failure
     shared.failed("limits", Resting())
     assert shared.fallbacks == 1
+
+
+def test_the_ledger_dates_a_charge_when_its_attempt_leaves(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    time = FakeTime()
+    ledger = f"{space}:limits:org:sonnet:ledger"
+
+    async def main() -> tuple[float, float]:
+        buckets = shared_buckets(space, time)
+        await buckets.store.update("sonnet", limits=LIMITS)
+        ticket = await buckets.admit("claude-sonnet-4-5", 400, 10)
+        assert isinstance(ticket, SharedTicket) and ticket.entry
+        unsent = float(server.zscore(ledger, ticket.entry) or 0)
+        buckets.sending(ticket)
+        await buckets.drain()
+        return unsent, float(server.zscore(ledger, ticket.entry) or 0)
+
+    unsent, sent = asyncio.run(main())
+    now = float(server.time()[0]) + 1
+    assert unsent > now + 20  # not left yet: every report counts it as unseen by the service
+    assert sent <= now  # dated when it left
+
+
+def test_a_process_admits_at_most_max_in_flight_attempts(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+) -> None:
+    time = FakeTime()
+    key = f"{space}:limits:org:sonnet"
+
+    async def main() -> tuple[bool, Any, Any]:
+        buckets = shared_buckets(space, time, max_in_flight=1)
+        await buckets.store.update("sonnet", limits=LIMITS)
+        first = await buckets.admit("claude-sonnet-4-5", 40, 1)
+        second = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40, 1))
+        for _ in range(5):  # round trips after the second began: its take would be in
+            await buckets.shared.run(lambda client: client.ping())
+        held = not second.done()
+        taken = server.hget(key, "seq")  # the tokens are there; the slot is not
+        # An answer stating the limits (one without would leave the class to the gate).
+        buckets.settle(first, Usage(input_tokens=10, output_tokens=1), HEADERS)
+        ticket = await asyncio.wait_for(second, 5)
+        buckets.settle(ticket, Usage(input_tokens=10, output_tokens=1), HEADERS)
+        await buckets.drain()
+        return held, taken, server.hget(key, "seq")
+
+    held, taken, after = asyncio.run(main())
+    assert held and taken == b"1"
+    assert after == b"2"  # admitted once the first was answered
