@@ -15,23 +15,24 @@ arithmetic on the server, atomically:
   asks; a retry after a 429 asks first and books up to :data:`RETRY_BOOK_AHEAD` ahead, so it
   goes before the first attempts of every process rather than waiting again behind tokens
   others keep taking;
-- ``update`` corrects a charge from usage, gives back what a 429 or a cancelled attempt never
-  spent, writes the limits learned from ``anthropic-ratelimit-*`` headers (so every process
-  shares one calibration), lowers the level to the ``remaining`` the service reports (less
-  what is booked but not yet due, and refilled for the time since the answer arrived) and
-  slows the refill of a bucket a 429 named. Beside each level the script keeps, as
-  :class:`._admission._Bucket` does in one process, a model of the service's level: the last
-  ``remaining`` reported, refilled since at the limit less the learned unseen share, less what
-  every process sent since (a booking counts from when it falls due). Each ``remaining``, from
-  any process, is compared with it; the difference, spread over a horizon of at least 5 s,
-  corrects the share of the refill a workload we cannot see takes, and the admission refill is
-  reduced by that share for every process;
+- every charge is entered in a ledger (a sorted set by the time its attempt left; ``sent``
+  dates it as the process sends it, until then it counts as not yet left). ``update``
+  corrects a charge from usage, gives back what a 429 or a cancelled attempt never spent,
+  writes the limits learned from ``anthropic-ratelimit-*`` headers (so every process shares
+  one calibration) and slows the refill of a bucket a 429 named. The ``remaining`` a report
+  states is read against the ledger: the level becomes that ``remaining``, refilled since the
+  answer, less every charge that left after the reporting attempt or has not left yet (up or
+  down; erring low by about one service time of traffic, never high). Between reports the
+  level refills at :data:`PREDICTED_REFILL` of what is learned. Beside it a model of the same
+  estimate, drained by every take, is compared with each new estimate; the difference, spread
+  over a horizon of at least 5 s, corrects the share of the refill a workload we cannot see
+  takes, and the admission refill is reduced by that share for every process;
 - until any process knows a class's limits, one request at a time across all processes
   (the probe) goes out uncharged to learn them: the level its answer reports then covers
   everything sent.
 
-Keys are ``claude-force:limits:<organisation>:<class>`` (and ``...:booked``, the bookings not
-yet due), where the organisation is a hash of the API key and base URL (never the key
+Keys are ``claude-force:limits:<organisation>:<class>`` (and ``...:ledger``, the charges of the
+last minute), where the organisation is a hash of the API key and base URL (never the key
 itself): two organisations never share buckets.
 Each write renews a TTL (:data:`KEY_TTL_MS`), so nothing stays after the last process stops.
 
@@ -48,9 +49,9 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._admission import (
     Limits,
@@ -68,13 +69,7 @@ from ._errors import InvalidArgumentError
 from ._limit_headers import KINDS, stated
 from ._usage import Usage
 from ._warnings import OnceLog
-from .cache._redis import (
-    _close_when_loop_ends,
-    _LoopClient,
-    import_redis,
-    pooled_client,
-    redact_url,
-)
+from .cache._redis import LoopClient, Resting, import_redis, loop_client, redact_url
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -83,6 +78,7 @@ __all__ = [
     "BOOK_AHEAD",
     "BUCKETS_LUA",
     "KEY_TTL_MS",
+    "PREDICTED_REFILL",
     "RETRY_BOOK_AHEAD",
     "RedisBuckets",
     "SharedRedis",
@@ -98,6 +94,9 @@ BOOK_AHEAD = 0.5  # seconds: tokens this close are booked at once, the caller sl
 # A retry after a 429 books this far ahead: it goes before every first attempt of every
 # process (they find the level it took), instead of waiting again behind them.
 RETRY_BOOK_AHEAD = 60.0
+# Between reports the shared level refills at this share of what the learned shares say
+# (see the script): a prediction that errs short costs little, one that errs long a 429.
+PREDICTED_REFILL = 0.95
 KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
 REST_AFTER_ERROR_S = 5.0
 UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
@@ -105,33 +104,43 @@ UNKNOWN_MAX_WAIT_S = 2.0  # then admit with this process's own (cautious) bucket
 _SOCKET_TIMEOUT_S = 1.0
 _SLOW_COOLDOWN = 2.0  # as in _admission: one burst of 429s slows a bucket once
 Arg = str | int | float  # what a script argument may be
+T = TypeVar("T")
 _SHORT = {"requests": "r", "input-tokens": "i", "output-tokens": "o", "tokens": "t"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
-# KEYS[1]: the class's hash; KEYS[2]: its bookings not yet due (a sorted set by send time, so
-# that the service's "remaining", which cannot include them yet, is compared fairly).
+# KEYS[1]: the class's hash; KEYS[2]: its ledger of charges (a sorted set by the time each
+# leaves, member "seq:r:i:o:t"), so that each `remaining` the service reports is compared
+# with what it had been sent when it wrote it.
 # ARGV[1]: op, ARGV[2]: TTL in ms, ARGV[3]: recovery seconds.
 # take:   ARGV[4]: most seconds to book ahead; then per kind (r, i, o, t): cost, cost to wait
 #         for, configured cap (0: none), capacity to create a missing bucket with (0: none).
-#         Returns {verdict, wait, kinds charged, levels}: verdict "ok" (charged, sleep wait),
-#         "wait" (nothing charged), "probe" (no limit known: send this one uncharged, alone,
-#         to learn them) or "unknown" (another process is probing).
+#         Returns {verdict, wait, kinds charged, levels, ledger entry}: verdict "ok" (charged,
+#         sleep wait), "wait" (nothing charged), "probe" (no limit known: send this one
+#         uncharged, alone, to learn them) or "unknown" (another process is probing).
 # update: ARGV[4]: cooldown seconds; then per kind: delta to add to the level, limit learned
 #         (0: none), remaining share reported (-1: none), 1 to slow the refill; ARGV[21]: 1
-#         when the probe is over; ARGV[22]: seconds since the answer arrived (the service
-#         has refilled meanwhile: its "remaining" is compared as of now); ARGV[23]: this
-#         process's attempts in flight (each one request's noise in the comparison).
+#         when the probe is over; ARGV[22]: seconds since the answer arrived; ARGV[23]: this
+#         process's attempts in flight; ARGV[24]: the attempt's ledger entry ('' none);
+#         ARGV[25]: 'count' (the service counted it: the entry takes its corrected costs
+#         and real send time) or 'drop' (a 429 or never sent); ARGV[26]: seconds since the
+#         attempt left (-1: unknown).
+# sent:   ARGV[4]: a ledger entry, ARGV[5]: seconds since its attempt left.
 #         Returns levels: per kind, limit, level, refill factor, unseen share.
 # Numbers travel as strings: Redis would truncate a Lua number returned to an integer.
 BUCKETS_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local key = KEYS[1]
+local key, ledger = KEYS[1], KEYS[2]
 local op = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local recovery = tonumber(ARGV[3])
 local kinds = {'r', 'i', 'o', 't'}
 local PROBE_S = 30
+-- The ledger keeps a minute of charges: older reports are not compared with anything.
+-- A charge is entered as leaving UNSENT_S after its booking falls due, which counts it as
+-- not yet seen by the service in every report, until its process says when it left (or,
+-- should that process die, until then).
+local LEDGER_S, UNSENT_S = 60, 30
 -- As in _admission: the share of the refill a workload we cannot see takes is learned by an
 -- integral controller whose time constant is at least UNSEEN_S, and at least the refill time
 -- of UNSEEN_REQUESTS typical requests plus one per attempt in flight.
@@ -141,6 +150,10 @@ local MIN_REFILL = 0.05
 -- one process: the learned share already absorbs a steady unseen workload, and halving the
 -- refill for half a minute on one stray 429 costs several percent of the allowance.
 local SLOW_429 = 0.75
+-- Between reports the level refills at this share of the refill factor: a prediction that
+-- errs short costs only the time to the next report (which sets the level), one that errs
+-- long sends a request before its tokens are there (a 429, and a retry that doubles its time).
+local PREDICT = PREDICTED_REFILL
 
 local function fmt(x) return string.format('%.17g', x) end
 local function slowed(b, at) return math.min(1.0, b.sf + (at - b.sa) / recovery) end
@@ -148,21 +161,20 @@ local function share(b) return math.min(MAX_UNSEEN, math.max(0.0, b.u)) end
 -- The refill speed used for admission, as a share of the limit: what others are seen to
 -- leave, slowed for a while after a 429.
 local function factor(b, at) return math.max(MIN_REFILL, slowed(b, at) * (1.0 - share(b))) end
-local function rate(b, at) return b.cap / 60 * factor(b, at) end
+local function rate(b, at) return b.cap / 60 * factor(b, at) * PREDICT end
 
--- A bucket: the admission level (lvl) and, beside it, a model of the service's level that
--- every process's sends drain: mb, the service's last report refilled since at the limit
--- less the unseen share (u), less mp, what was sent since (a booking counts from when it is
--- due: the caller sends then). ty: a request's usual cost.
+-- A bucket: the admission level (lvl) and, beside it, mb: a model of the service's level
+-- less every charge it has not counted yet, refilled at the limit less the unseen share (u)
+-- and drained by every take; each report resets it. ty: a request's usual cost.
 local function load(k)
   local v = redis.call('HMGET', key, k..'.cap', k..'.lvl', k..'.t', k..'.sf', k..'.sa',
-                       k..'.u', k..'.mb', k..'.mp', k..'.ty')
+                       k..'.u', k..'.mb', k..'.ty')
   if not v[1] then return nil end
   local b = {cap = tonumber(v[1]), lvl = tonumber(v[2]), t = tonumber(v[3]),
              sf = tonumber(v[4]), sa = tonumber(v[5]), u = tonumber(v[6] or '0'),
-             mb = tonumber(v[7] or v[2]), mp = tonumber(v[8] or '0'), ty = tonumber(v[9] or '0')}
+             mb = tonumber(v[7] or v[2]), ty = tonumber(v[8] or '0')}
   if now > b.t then
-    local speed = (factor(b, b.t) + factor(b, now)) / 2
+    local speed = (factor(b, b.t) + factor(b, now)) / 2 * PREDICT
     b.lvl = math.min(b.cap, b.lvl + (now - b.t) * b.cap / 60 * speed)
     b.mb = math.min(b.cap, b.mb + (now - b.t) * b.cap / 60 * (1.0 - b.u))
     b.t = now
@@ -172,13 +184,13 @@ end
 
 local function new(cap, lvl)
   local l = math.min(lvl, cap)
-  return {cap = cap, lvl = l, t = now, sf = 1, sa = 0, u = 0, mb = l, mp = 0, ty = 0}
+  return {cap = cap, lvl = l, t = now, sf = 1, sa = 0, u = 0, mb = l, ty = 0}
 end
 
 local function save(k, b)
   redis.call('HSET', key, k..'.cap', fmt(b.cap), k..'.lvl', fmt(b.lvl), k..'.t', fmt(b.t),
              k..'.sf', fmt(b.sf), k..'.sa', fmt(b.sa), k..'.u', fmt(b.u),
-             k..'.mb', fmt(b.mb), k..'.mp', fmt(b.mp), k..'.ty', fmt(b.ty))
+             k..'.mb', fmt(b.mb), k..'.ty', fmt(b.ty))
 end
 
 local function levels(bs)
@@ -193,32 +205,45 @@ local function levels(bs)
   return table.concat(out, ';')
 end
 
--- What the bookings not yet due will take, per kind: the service has not seen them.
-local function pending()
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+-- A ledger entry's costs by kind.
+local function parse(member)
+  local out, n = {}, 0
+  for part in string.gmatch(member, '[^:]+') do
+    n = n + 1
+    if n > 1 then out[kinds[n - 1]] = tonumber(part) end
+  end
+  return out
+end
+
+-- Per kind, what the entries that left after `since` cost (but `own`): charges the
+-- service had not counted when it reported for an attempt that left at `since`.
+local function uncounted(since, own)
   local sums = {r = 0, i = 0, o = 0, t = 0}
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    local n = 0
-    for part in string.gmatch(member, '[^:]+') do
-      n = n + 1
-      if n > 1 then sums[kinds[n - 1]] = sums[kinds[n - 1]] + tonumber(part) end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', ledger, '('..fmt(since), '+inf')) do
+    if member ~= own then
+      for k, v in pairs(parse(member)) do sums[k] = sums[k] + v end
     end
   end
   return sums
 end
 
--- The service reports `left` now (booked sends not yet due excluded, `ahead`): what the
--- model predicted beyond it was taken by others. Correct the share by that difference spread
--- over the horizon, reset the model to the report (errors of attempts on the wire cancel over
--- the next reports), and lower the admission level to it when lower.
-local function sync(b, left, ahead, in_flight)
+-- The service reported `left` for an attempt that left at `sent` and was answered at
+-- `answered`. It had counted every charge that left before `sent` and none after it left
+-- ... as far as we can tell: an entry that left while the attempt was on the wire counts
+-- as not counted, and the refill only from the answer on, so the estimate errs low by about
+-- one service time of traffic, never high. The admission level becomes that estimate, up or
+-- down: a level that only went down kept every shortfall (a report read late, a refill
+-- slowed too much) until the end of the run. The model's difference to it corrects the
+-- unseen share, unless the service's bucket is full (its refill then goes nowhere).
+local function sync(b, left, answered, gone, in_flight)
   local r = b.cap / 60
-  local horizon = math.max(UNSEEN_S, (UNSEEN_REQUESTS + in_flight) * b.ty / r)
-  local predicted = math.min(b.cap, b.mb) - b.mp
-  local actual = left - ahead
-  b.u = math.max(-UNSEEN_BOUND, math.min(UNSEEN_BOUND, b.u + (predicted - actual) / (r * horizon)))
-  b.mb, b.mp = left, ahead
-  if actual < b.lvl then b.lvl = actual end
+  local filled = math.min(b.cap, left + r * (1.0 - share(b)) * math.max(0, now - answered))
+  local est = filled - gone
+  if filled < b.cap then
+    local horizon = math.max(UNSEEN_S, (UNSEEN_REQUESTS + in_flight) * b.ty / r)
+    b.u = math.max(-UNSEEN_BOUND, math.min(UNSEEN_BOUND, b.u + (b.mb - est) / (r * horizon)))
+  end
+  b.mb, b.lvl = est, est
 end
 
 local bs = {}
@@ -246,57 +271,67 @@ if op == 'take' then
     -- One request at a time learns the limits: the level its answer reports then covers
     -- everything the service was sent (several uncharged requests would not be counted).
     if tonumber(redis.call('HGET', key, 'probe') or '0') > now then
-      return {'unknown', '0', '', ''}
+      return {'unknown', '0', '', '', ''}
     end
     redis.call('HSET', key, 'probe', fmt(now + PROBE_S))
     redis.call('PEXPIRE', key, ttl)
-    return {'probe', '0', '', ''}
+    return {'probe', '0', '', '', ''}
   end
-  if wait > ahead then return {'wait', fmt(wait), '', levels(bs)} end
+  if wait > ahead then return {'wait', fmt(wait), '', levels(bs), ''} end
   local charged = ''
-  local booked = {tostring(redis.call('HINCRBY', key, 'seq', 1))}
+  local entry = {tostring(redis.call('HINCRBY', key, 'seq', 1))}
   for _, k in ipairs(kinds) do
     local b = bs[k]
-    booked[#booked + 1] = fmt(costs[k] or 0)
+    entry[#entry + 1] = fmt(b and costs[k] or 0)
     if b then
       b.lvl = b.lvl - costs[k]
-      b.mp = b.mp + costs[k]
+      b.mb = b.mb - costs[k]
       b.ty = b.ty + 0.1 * (costs[k] - b.ty)
       save(k, b)
       charged = charged..k
     end
   end
-  if wait > 0 then
-    redis.call('ZADD', KEYS[2], now + wait, table.concat(booked, ':'))
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  end
+  local member = table.concat(entry, ':')
+  redis.call('ZREMRANGEBYSCORE', ledger, '-inf', fmt(now - LEDGER_S))
+  redis.call('ZADD', ledger, now + wait + UNSENT_S, member)
+  redis.call('PEXPIRE', ledger, ttl)
   redis.call('PEXPIRE', key, ttl)
-  return {'ok', fmt(wait), charged, levels(bs)}
+  return {'ok', fmt(wait), charged, levels(bs), member}
 elseif op == 'update' then
   local cooldown = tonumber(ARGV[4])
-  local ahead = pending()
-  local age = tonumber(ARGV[22] or '0')
+  local answered = now - math.max(0, tonumber(ARGV[22] or '0'))
   local in_flight = tonumber(ARGV[23] or '0')
+  local own, action = ARGV[24] or '', ARGV[25] or ''
+  local sent_ago = tonumber(ARGV[26] or '-1')
+  local sent = answered
+  if sent_ago >= 0 then sent = math.min(answered, now - sent_ago) end
+  local deltas = {}
+  for n, k in ipairs(kinds) do deltas[k] = tonumber(ARGV[4 + (n - 1) * 4 + 1]) end
+  if own ~= '' and redis.call('ZSCORE', ledger, own) then
+    redis.call('ZREM', ledger, own)
+    if action == 'count' then
+      -- What the service counted, from when it left: older reports compare with it.
+      local entry, costs = {string.match(own, '^[^:]+')}, parse(own)
+      for _, k in ipairs(kinds) do entry[#entry + 1] = fmt((costs[k] or 0) - deltas[k]) end
+      redis.call('ZADD', ledger, sent, table.concat(entry, ':'))
+    end
+  end
+  local gone = uncounted(sent, own)
   for n, k in ipairs(kinds) do
     local base = 4 + (n - 1) * 4
-    local delta, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local delta, limit = deltas[k], tonumber(ARGV[base + 2])
     local left, slow = tonumber(ARGV[base + 3]), ARGV[base + 4] == '1'
     local b = load(k)
     local created = false
     if limit > 0 then
       if b then b.cap = limit; b.lvl = math.min(b.lvl, limit)
-      else b = new(limit, left >= 0 and left or limit); created = true end
+      else b = new(limit, (left >= 0 and left or limit) - gone[k]); created = true end
     end
     if b then
-      -- A correction from usage, or what a refused or unsent attempt gives back: the
-      -- service counted that much less than was booked, so the model too.
+      -- A correction from usage, or what a refused or unsent attempt gives back.
       b.lvl = math.min(b.cap, b.lvl + delta)
-      b.mp = b.mp - delta
-      if left >= 0 and not created then
-        -- The service has refilled since the answer arrived, less others' share.
-        local now_left = math.min(b.cap, left + b.cap / 60 * (1.0 - share(b)) * age)
-        sync(b, now_left, ahead[k], in_flight)
-      end
+      b.mb = math.min(b.cap, b.mb + delta)
+      if left >= 0 and not created then sync(b, left, answered, gone[k], in_flight) end
       if slow and now - b.sa >= cooldown then
         b.sf = math.max(0.1, slowed(b, now) * SLOW_429)
         b.sa = now
@@ -308,9 +343,13 @@ elseif op == 'update' then
   if ARGV[21] == '1' then redis.call('HDEL', key, 'probe') end
   if next(bs) then redis.call('PEXPIRE', key, ttl) end
   return {'ok', '0', '', levels(bs)}
+elseif op == 'sent' then
+  -- ARGV[4]: a ledger entry, ARGV[5]: seconds since it left (nothing if already settled).
+  redis.call('ZADD', ledger, 'XX', now - math.max(0, tonumber(ARGV[5])), ARGV[4])
+  return {'ok', '0', '', ''}
 end
 return redis.error_reply('unknown op '..tostring(op))
-"""
+""".replace("PREDICTED_REFILL", repr(PREDICTED_REFILL))
 
 
 def organisation(api_key: str, base_url: str | None) -> str:
@@ -356,36 +395,34 @@ class SharedRedis:
             raise InvalidArgumentError(
                 f"redis_url={self.url!r} is not a Redis URL; use redis://host:port/db"
             ) from None  # the cause would show the URL with its password
-        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, Resting)
         self.namespace = namespace
         self.fallbacks = 0
         self.on_fallback = on_fallback
         self._clock = clock
         self._down_until = -math.inf
         self._log = OnceLog(logger)
-        self._async: _LoopClient | None = None
+        self._async: LoopClient | None = None
         self._shas: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"SharedRedis({self.url!r})"
 
-    def client(self) -> redis.asyncio.Redis:
-        """The running loop's asyncio client (its connections belong to that loop)."""
-        loop = asyncio.get_running_loop()
-        held = self._async
-        if held is not None and held.loop is loop:
-            return held.client
-        client = pooled_client(self._redis, self._url, self._options)
-        keeper = loop.create_task(_close_when_loop_ends(client))
-        self._async = _LoopClient(loop, client, keeper)
-        return client
+    async def run(self, command: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
+        """``command`` on the running loop's client once one of its connections is free
+        (waiting for one is no outage); :class:`Resting` when Redis went down meanwhile."""
+        self._async = held = loop_client(self._async, self._redis, self._url, self._options)
+        return await held.run(command, self.usable)
 
     def usable(self) -> bool:
         """False while resting after an error: callers use their local fallback."""
         return self._clock() >= self._down_until
 
     def failed(self, part: str, exc: BaseException) -> None:
-        """Redis could not be used for ``part`` (``limits``, ``single_flight``)."""
+        """Redis could not be used for ``part`` (``limits``, ``single_flight``). A command
+        that found it already down (:class:`Resting`) is no new failure."""
+        if isinstance(exc, Resting):
+            return
         self._down_until = self._clock() + REST_AFTER_ERROR_S
         self.fallbacks += 1  # also the epoch ``succeeded`` compares
         if self.on_fallback is not None:
@@ -407,15 +444,13 @@ class SharedRedis:
 
     async def script(self, source: str, keys: list[str], args: list[Arg]) -> Any:
         """EVALSHA ``source``; on NOSCRIPT (a restarted or flushed server) load it and retry."""
-        client = self.client()
-        sha = self._shas.get(source)
-        if sha is None:
-            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
+        sha: str = self._shas.get(source) or hashlib.sha1(source.encode()).hexdigest()
+        self._shas[source] = sha
         try:
-            return await client.evalsha(sha, len(keys), *keys, *args)
+            return await self.run(lambda client: client.evalsha(sha, len(keys), *keys, *args))
         except self._redis.exceptions.NoScriptError:
-            sha = self._shas[source] = await client.script_load(source)
-            return await client.evalsha(sha, len(keys), *keys, *args)
+            sha = self._shas[source] = await self.run(lambda client: client.script_load(source))
+            return await self.run(lambda client: client.evalsha(sha, len(keys), *keys, *args))
 
     async def aclose(self) -> None:
         """Close the running loop's client now (another loop's closes when that loop ends)."""
@@ -438,6 +473,7 @@ class Verdict:
     wait: float
     charged: frozenset[str]
     levels: dict[str, dict[str, float]]
+    entry: str = ""  # the charge's entry in the class's ledger
 
 
 class RedisBuckets:
@@ -452,8 +488,8 @@ class RedisBuckets:
         return self.prefix + cls
 
     def keys(self, cls: str) -> list[str]:
-        """The class's hash and its sorted set of bookings not yet due."""
-        return [self.prefix + cls, self.prefix + cls + ":booked"]
+        """The class's hash and its ledger of charges (a sorted set by the time each left)."""
+        return [self.prefix + cls, self.prefix + cls + ":ledger"]
 
     async def take(
         self,
@@ -473,12 +509,15 @@ class RedisBuckets:
                 caps.get(kind, 0),
                 init.get(kind, 0),
             ]
-        verdict, wait, charged, levels = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
+        verdict, wait, charged, levels, entry = await self.shared.script(
+            BUCKETS_LUA, self.keys(cls), args
+        )
         return Verdict(
             verdict.decode(),
             float(wait),
             frozenset(_LONG[c] for c in charged.decode()),
             _levels(levels.decode()),
+            entry.decode(),
         )
 
     async def update(
@@ -492,15 +531,27 @@ class RedisBuckets:
         probed: bool = False,
         age: float = 0.0,
         in_flight: int = 0,
+        entry: str = "",
+        counted: bool = True,
+        sent_ago: float | None = None,
     ) -> dict[str, dict[str, float]]:
+        """Corrections and what a report states; ``entry`` the attempt's ledger entry,
+        ``counted`` False when the service never counted it (a 429, never sent), ``age`` and
+        ``sent_ago`` the seconds since its answer arrived and since it left."""
         deltas, limits, left = deltas or {}, limits or {}, left or {}
         args: list[Arg] = ["update", KEY_TTL_MS, self.recovery, _SLOW_COOLDOWN]
         for kind in KINDS:
             slowed = int(kind in slow)
             args += [deltas.get(kind, 0), limits.get(kind, 0), left.get(kind, -1), slowed]
-        args += [int(probed), max(0.0, age), max(0, in_flight)]
+        args += [int(probed), max(0.0, age), max(0, in_flight), entry]
+        args += ["count" if counted else "drop", -1.0 if sent_ago is None else max(0.0, sent_ago)]
         reply = await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
         return _levels(reply[3].decode())
+
+    async def sent(self, cls: str, entry: str, ago: float) -> None:
+        """The attempt of ledger ``entry`` left ``ago`` seconds ago."""
+        args: list[Arg] = ["sent", KEY_TTL_MS, self.recovery, entry, max(0.0, ago)]
+        await self.shared.script(BUCKETS_LUA, self.keys(cls), args)
 
 
 def _levels(text: str) -> dict[str, dict[str, float]]:
@@ -524,6 +575,8 @@ class SharedTicket(Ticket):
     shared: frozenset[str] = frozenset()
     probe: bool = False
     wait: float = 0.0  # booked ahead: seconds to sleep before sending
+    entry: str = ""  # its charge in the class's ledger
+    sent_at: float | None = None  # when it left, on the buckets' clock
 
 
 def learned(
@@ -601,6 +654,10 @@ class SharedTokenBuckets(TokenBuckets):
         waiter.local = waiter.local or not self.shared.usable() or cls.state == "absent"
         if waiter.local:
             return await local(cls_name, cls, waiter, deadline)
+        if self._max_in_flight is not None and cls.in_flight >= self._max_in_flight:
+            # An attempt admitted leaves at once (the ledger dates it so): none waits for a
+            # concurrency slot, unknown to the ledger. An answer wakes the head.
+            return math.inf
         now = self._clock()
         costs = _priced(cls, waiter.costs)
         horizon = RETRY_BOOK_AHEAD if waiter.retry else BOOK_AHEAD
@@ -628,7 +685,7 @@ class SharedTokenBuckets(TokenBuckets):
             probe = verdict.verdict == "probe"
             return SharedTicket(
                 cls_name, costs, raw, frozenset(), shared=verdict.charged, probe=probe,
-                wait=verdict.wait,
+                wait=verdict.wait, entry=verdict.entry,
             )  # fmt: skip
         if verdict.verdict == "unknown":  # another process is learning the limits
             if waiter.learning_since is None:
@@ -649,6 +706,14 @@ class SharedTokenBuckets(TokenBuckets):
             raise deadline_error(verdict.wait, f"shared {cls_name}", limit, kind, deadline - now)
         return verdict.wait - horizon
 
+    def sending(self, ticket: Ticket) -> None:
+        """As :meth:`TokenBuckets.sending`; the ledger learns when the attempt left, so that
+        the reports of attempts sent after it count it, and earlier ones do not."""
+        if isinstance(ticket, SharedTicket) and ticket.entry and not (ticket.sent or ticket.done):
+            ticket.sent_at = self._clock()
+            self._background(self._sent(ticket.model_class, ticket.entry, ticket.sent_at))
+        super().sending(ticket)
+
     def settle(
         self, ticket: Ticket, usage: Usage | None, headers: Mapping[str, str] | None
     ) -> None:
@@ -657,7 +722,7 @@ class SharedTokenBuckets(TokenBuckets):
         super().settle(ticket, usage, headers)
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
         deltas = {k: v for k, v in corrections(ticket, usage).items() if k in shared}
-        self._push(ticket, deltas, headers, frozenset())
+        self._push(ticket, deltas, headers, frozenset(), counted=True)
 
     def on_rate_limited(self, ticket: Ticket, headers: Mapping[str, str] | None) -> bool:
         if ticket.done:
@@ -666,7 +731,7 @@ class SharedTokenBuckets(TokenBuckets):
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
         deltas = {kind: ticket.costs[kind] for kind in shared}  # the service charged nothing
         slow = too_low(headers, ticket.costs)
-        self._push(ticket, deltas, headers, slow)
+        self._push(ticket, deltas, headers, slow, counted=False)
         return explained or bool(slow)
 
     def refund(self, ticket: Ticket) -> None:
@@ -674,7 +739,7 @@ class SharedTokenBuckets(TokenBuckets):
             return
         super().refund(ticket)
         shared = ticket.shared if isinstance(ticket, SharedTicket) else frozenset()
-        self._push(ticket, {k: ticket.costs[k] for k in shared}, None, frozenset())
+        self._push(ticket, {k: ticket.costs[k] for k in shared}, None, frozenset(), counted=False)
 
     def snapshot(self) -> dict[str, object]:
         """As :meth:`TokenBuckets.snapshot`, with the levels last read from Redis."""
@@ -698,46 +763,61 @@ class SharedTokenBuckets(TokenBuckets):
         deltas: Mapping[str, float],
         headers: Mapping[str, str] | None,
         slow: frozenset[str],
+        *,
+        counted: bool,
     ) -> None:
         """Send a correction and what the headers say to Redis, off the caller's path."""
         cls_name = ticket.model_class
         limits, left = learned(headers, self._class(cls_name).caps)
-        probed = isinstance(ticket, SharedTicket) and ticket.probe
-        if not (deltas or limits or left or slow or probed) or not self.shared.usable():
+        shared = ticket if isinstance(ticket, SharedTicket) else None
+        probed = shared is not None and shared.probe
+        entry = shared.entry if shared is not None else ""
+        if not (deltas or limits or left or slow or probed or entry) or not self.shared.usable():
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        in_flight = self._class(cls_name).in_flight
-        work = self._update(
-            cls_name, dict(deltas), limits, left, slow, probed, self._clock(), in_flight
-        )
-        task = loop.create_task(work)
+        now = self._clock()
+        sent_at = shared.sent_at if shared is not None else None
+        report = _Report(
+            dict(deltas), limits, left, slow, probed, entry, counted, now,
+            sent_at, self._class(cls_name).in_flight,
+        )  # fmt: skip
+        self._background(self._update(cls_name, report), loop)
+
+    def _background(
+        self, work: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Run ``work`` off the caller's path (:meth:`drain` waits for it)."""
+        if not self.shared.usable():
+            work.close()
+            return
+        task = (loop or asyncio.get_running_loop()).create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _update(
-        self,
-        cls_name: str,
-        deltas: dict[str, float],
-        limits: dict[str, float],
-        left: dict[str, float],
-        slow: frozenset[str],
-        probed: bool,
-        answered: float,
-        in_flight: int,
-    ) -> None:
+    async def _sent(self, cls_name: str, entry: str, sent_at: float) -> None:
+        try:
+            await self.store.sent(cls_name, entry, self._clock() - sent_at)
+        except self.shared.errors as exc:
+            self.shared.failed("limits", exc)
+
+    async def _update(self, cls_name: str, report: _Report) -> None:
+        now = self._clock()
         try:
             levels = await self.store.update(
                 cls_name,
-                deltas=deltas,
-                limits=limits,
-                left=left,
-                slow=slow,
-                probed=probed,
-                age=self._clock() - answered,
-                in_flight=in_flight,
+                deltas=report.deltas,
+                limits=report.limits,
+                left=report.left,
+                slow=report.slow,
+                probed=report.probed,
+                age=now - report.answered,
+                in_flight=report.in_flight,
+                entry=report.entry,
+                counted=report.counted,
+                sent_ago=None if report.sent_at is None else now - report.sent_at,
             )
         except self.shared.errors as exc:
             self.shared.failed("limits", exc)
@@ -746,3 +826,19 @@ class SharedTokenBuckets(TokenBuckets):
             self._seen[cls_name] = levels
         # Another request of this process may fit now.
         self._notify(self._class(cls_name))
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """What one attempt's end tells the shared buckets (see :meth:`RedisBuckets.update`)."""
+
+    deltas: dict[str, float]
+    limits: dict[str, float]
+    left: dict[str, float]
+    slow: frozenset[str]
+    probed: bool
+    entry: str
+    counted: bool
+    answered: float  # on the buckets' clock
+    sent_at: float | None
+    in_flight: int

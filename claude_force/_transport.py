@@ -359,6 +359,8 @@ class Transport:
             buckets = SharedTokenBuckets(
                 self.shared, organisation(self._api_key, self._base_url),
                 limits=self.rate_limits, clock=self._monotonic, sleep=self._sleep, rand=self._rand,
+                # The ledger dates a charge when it is admitted: none may wait for a slot.
+                max_in_flight=self.max_concurrent,
             )  # fmt: skip
         elif self.adaptive_rate_limits:
             buckets = TokenBuckets(

@@ -18,9 +18,9 @@ import logging
 import math
 import re
 import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from .._errors import CacheIntegrityError, InvalidArgumentError
 from .._warnings import OnceLog
@@ -30,7 +30,7 @@ from ._types import MISS, Found, Miss, TierStats
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["RedisTier", "import_redis", "pooled_client", "redact_url"]
+__all__ = ["LoopClient", "RedisTier", "Resting", "import_redis", "pooled_client", "redact_url"]
 
 logger = logging.getLogger("claude_force.cache")
 
@@ -38,7 +38,6 @@ logger = logging.getLogger("claude_force.cache")
 _SOCKET_TIMEOUT_S = 0.5
 _REST_AFTER_ERROR_S = 5.0
 _MAX_CONNECTIONS = 16  # per event loop
-_POOL_WAIT_S = 2.0
 _GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
 _WRONG_TYPE: Final = object()  # what a fetch returns when the key holds another type
 _HIDDEN = "***"
@@ -80,19 +79,69 @@ def import_redis(shown_url: str) -> Any:
 
 
 def pooled_client(module: Any, url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
-    """An asyncio client on a bounded pool whose callers wait their turn: a burst of commands
-    started at once would otherwise open as many connections at once, and time out."""
+    """An asyncio client on a bounded pool (:data:`_MAX_CONNECTIONS`): a burst of commands
+    started at once would otherwise open as many connections at once, and time out. Callers
+    take a slot of :class:`LoopClient` first, so the pool itself never has to refuse one."""
     pool = module.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT_S, **options
+        url, max_connections=_MAX_CONNECTIONS, timeout=None, **options
     )
     return cast("redis.asyncio.Redis", module.asyncio.Redis.from_pool(pool))
 
 
+class Resting(Exception):
+    """Redis was found unusable while a command waited for a connection: the command was not
+    sent, and the caller takes its fallback without counting another failure."""
+
+
+T = TypeVar("T")
+
+
 @dataclass(frozen=True, slots=True)
-class _LoopClient:
+class LoopClient:
+    """The asyncio client of one event loop and the slots its commands wait for.
+
+    Waiting for a connection is not an outage: a burst of commands queues for the
+    :data:`_MAX_CONNECTIONS` slots (each command bounded by the socket timeout) instead of
+    failing with "No connection available". An outage is a failed connection to the server.
+    """
+
     loop: asyncio.AbstractEventLoop
     client: redis.asyncio.Redis
     keeper: asyncio.Task[None]
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_MAX_CONNECTIONS))
+
+    async def run(
+        self, command: Callable[[redis.asyncio.Redis], Awaitable[T]], usable: Callable[[], bool]
+    ) -> T:
+        """``command(client)`` once a slot is free; :class:`Resting` when Redis was marked
+        down meanwhile (an outage found by a command ahead of this one)."""
+        from redis.exceptions import TimeoutError as RedisTimeout
+
+        async with self.slots:
+            if not usable():
+                raise Resting
+            try:
+                return await command(self.client)
+            except RedisTimeout as exc:
+                # redis-py's words for a connection not made in time: the command was not
+                # sent. On a busy event loop (a burst of CPU work) the timer fires before the
+                # loop sees the connection made, which proves nothing about the server; a
+                # second failure does.
+                if not str(exc).startswith("Timeout connecting"):
+                    raise
+            return await command(self.client)
+
+
+def loop_client(
+    held: LoopClient | None, module: Any, url: str, options: dict[str, Any]
+) -> LoopClient:
+    """``held`` when it belongs to the running loop, else a new client for this loop (its
+    connections belong to that loop) that closes when the loop ends."""
+    loop = asyncio.get_running_loop()
+    if held is not None and held.loop is loop:
+        return held
+    client = pooled_client(module, url, options)
+    return LoopClient(loop, client, loop.create_task(_close_when_loop_ends(client)))
 
 
 async def _close_when_loop_ends(client: redis.asyncio.Redis) -> None:
@@ -138,7 +187,7 @@ class RedisTier:
         self._clock = clock
         self._down_until = -math.inf
         self._log = OnceLog(logger)
-        self._async: _LoopClient | None = None
+        self._async: LoopClient | None = None
 
     # -- policy (shared by both doors) ----------------------------------------------------
 
@@ -271,24 +320,20 @@ class RedisTier:
 
     # -- async door --------------------------------------------------------------------
 
-    def _async_client(self) -> redis.asyncio.Redis:
-        """The asyncio client of the running loop (its connections belong to that loop)."""
-        loop = asyncio.get_running_loop()
-        held = self._async
-        if held is not None and held.loop is loop:
-            return held.client
-        client = pooled_client(self._redis, self._url, self._options)
-        keeper = loop.create_task(_close_when_loop_ends(client))
-        self._async = _LoopClient(loop, client, keeper)
-        return client
+    async def _run(self, command: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
+        """``command`` on the running loop's client, once one of its connections is free."""
+        self._async = held = loop_client(self._async, self._redis, self._url, self._options)
+        return await held.run(command, self._available)
 
     async def aget(self, key: str, now: float) -> Found | Miss:
         raw: object = None
         if self._available():
             since = self.stats.errors
             try:
-                raw = await self._async_client().get(self.prefix + key)
+                raw = await self._run(lambda client: client.get(self.prefix + key))
                 self._succeeded(since)
+            except Resting:
+                pass  # a miss: the tier went down while this lookup waited
             except self._errors as exc:
                 raw = self._failed("get", exc)
         found, bad = self._judge(key, raw, now)
@@ -302,8 +347,10 @@ class RedisTier:
             return
         since = self.stats.errors
         try:
-            await self._async_client().set(self.prefix + key, envelope, ex=expiry)
+            await self._run(lambda client: client.set(self.prefix + key, envelope, ex=expiry))
             self._succeeded(since)
+        except Resting:
+            pass
         except self._errors as exc:
             self._failed("set", exc)
 
@@ -311,7 +358,9 @@ class RedisTier:
         if not self._available():
             return
         try:
-            await self._async_client().delete(self.prefix + key)
+            await self._run(lambda client: client.delete(self.prefix + key))
+        except Resting:
+            pass
         except self._errors as exc:
             self._failed("delete", exc)
 

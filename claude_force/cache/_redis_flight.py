@@ -127,7 +127,9 @@ class RedisFlight:
             return None
         since = self.shared.fallbacks
         try:
-            got = await self.shared.client().set(name, token, nx=True, px=self.lease_ms)
+            got = await self.shared.run(
+                lambda client: client.set(name, token, nx=True, px=self.lease_ms)
+            )
         except self.shared.errors as exc:
             self.stats.fallbacks += 1
             self.shared.failed("single_flight", exc)
