@@ -238,14 +238,13 @@ class _Scanner:
         start = at  # blank runs before distinct literals do not overlap: linear in all
         while start and folded[start - 1] in _BLANKS:
             start -= 1
-        if start == 0 and self.regex.match(seen):
-            return True
-        newline = folded.find("\n", start, at)
+        # Nearest newline first: a match almost always begins at the last one or two.
+        newline = folded.rfind("\n", start, at)
         while newline >= 0:
             if self.regex.match(seen, newline):
                 return True
-            newline = folded.find("\n", newline + 1, at)
-        return False
+            newline = folded.rfind("\n", start, newline)
+        return start == 0 and self.regex.match(seen) is not None
 
 
 _SCANNERS: tuple[_Scanner, ...] = tuple(_Scanner.of(p) for p in PATTERNS)
