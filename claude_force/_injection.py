@@ -10,7 +10,7 @@ The patterns are data (:data:`PATTERNS`), each a name and a case-insensitive reg
 expression without nested repetition, so a 500,000-character task is scanned in linear time.
 Each also declares the literals a match can start with (``starts``, ``line_starts``): the scan
 finds those with ``str.find`` on a lower-case copy and runs the pattern there only, instead of
-``re.search`` trying every position (6-10 times faster on a 14 KB task; the flags are the
+``re.search`` trying every position (5-10 times faster on a 14 KB task; the flags are the
 same, which a property test checks against ``re.search``).
 They aim at phrasing that addresses the model, not at words. The rules where engineering
 text and attacks share words:
