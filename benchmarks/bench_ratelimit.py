@@ -263,11 +263,13 @@ def first_attempt_latencies() -> list[float]:
             out.append(time.perf_counter() - mark[0])
         return sent
 
-    async def timed_attempt(self: Transport, call: Any, timeout: float, number: int) -> Any:
+    async def timed_attempt(
+        self: Transport, call: Any, timeout: float, number: int, *rest: Any
+    ) -> Any:
         mark = box.get()
         if number == 1 and mark is not None and not mark:
             mark.append(time.perf_counter())
-        return await attempt(self, call, timeout, number)
+        return await attempt(self, call, timeout, number, *rest)
 
     Transport.send = timed_send  # type: ignore[method-assign]
     Transport._attempt = timed_attempt  # type: ignore[method-assign]
