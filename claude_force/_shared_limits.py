@@ -99,6 +99,9 @@ RETRY_BOOK_AHEAD = 60.0
 PREDICTED_REFILL = 0.95
 KEY_TTL_MS = 3_600_000  # a bucket untouched for an hour is forgotten (it was full long before)
 REST_AFTER_ERROR_S = 5.0
+# A take slower than this is an outage: a Redis that answers just inside its socket timeout
+# would otherwise hold every request that long (and past its deadline).
+SLOW_TAKE_S = 0.5
 UNKNOWN_POLL_S = 0.25  # while no process knows the limits yet, how often to ask Redis again
 UNKNOWN_MAX_WAIT_S = 2.0  # then admit with this process's own (cautious) buckets meanwhile
 _SOCKET_TIMEOUT_S = 1.0
@@ -450,7 +453,15 @@ class SharedRedis:
             return await self.run(lambda client: client.evalsha(sha, len(keys), *keys, *args))
         except self._redis.exceptions.NoScriptError:
             sha = self._shas[source] = await self.run(lambda client: client.script_load(source))
-            return await self.run(lambda client: client.evalsha(sha, len(keys), *keys, *args))
+        except self._redis.exceptions.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            # Something else wrote these keys: they hold only state the scripts rebuild (levels
+            # relearned from the next answers), so they are dropped rather than shared limits
+            # staying off until someone deletes them by hand.
+            logger.warning("redis keys %s held another type; they are reset", ", ".join(keys))
+            await self.run(lambda client: client.delete(*keys))
+        return await self.run(lambda client: client.evalsha(sha, len(keys), *keys, *args))
 
     async def aclose(self) -> None:
         """Close the running loop's client now (another loop's closes when that loop ends)."""
@@ -663,16 +674,23 @@ class SharedTokenBuckets(TokenBuckets):
         horizon = RETRY_BOOK_AHEAD if waiter.retry else BOOK_AHEAD
         ahead = horizon if deadline is None else min(horizon, deadline - now)
         since = self.shared.fallbacks
+        bound = SLOW_TAKE_S if deadline is None else max(0.0, min(SLOW_TAKE_S, deadline - now))
+        take = self.store.take(
+            cls_name,
+            costs,
+            _with_headroom(cls, costs),
+            caps=cls.caps,
+            init={kind: b.capacity for kind, b in cls.buckets.items()},
+            ahead=max(0.0, ahead),
+        )
         try:
-            verdict = await self.store.take(
-                cls_name,
-                costs,
-                _with_headroom(cls, costs),
-                caps=cls.caps,
-                init={kind: b.capacity for kind, b in cls.buckets.items()},
-                ahead=max(0.0, ahead),
-            )
+            verdict = await asyncio.wait_for(take, bound)
             self.shared.succeeded(since)
+        except asyncio.TimeoutError:
+            if bound >= SLOW_TAKE_S:  # Redis was slow, not this request's deadline short
+                self.shared.failed("limits", TimeoutError(f"no answer in {SLOW_TAKE_S:g} s"))
+            waiter.local = True
+            return await local(cls_name, cls, waiter, deadline)
         except self.shared.errors as exc:
             self.shared.failed("limits", exc)
             waiter.local = True

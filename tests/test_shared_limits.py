@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from claude_force import _shared_limits as shared_mod
 from claude_force._admission import AdmissionDeadlineError, Limits
 from claude_force._metrics import Metrics
 from claude_force._shared_limits import (
@@ -703,3 +704,54 @@ def test_a_process_admits_at_most_max_in_flight_attempts(
     held, taken, after = asyncio.run(main())
     assert held and taken == b"1"
     assert after == b"2"  # admitted once the first was answered
+
+
+@pytest.mark.parametrize("suffix", ["", ":ledger"])
+def test_a_key_of_another_type_is_reset_not_an_outage(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+    suffix: str,
+) -> None:
+    key = f"{space}:limits:org:sonnet"
+    server.set(key + suffix, "written by something else")
+
+    async def main() -> Any:
+        buckets = store(space)
+        await learn(buckets)
+        return await buckets.take(
+            "sonnet", costs(1, 100, 50), costs(1, 100, 50), caps={}, init={}, ahead=1.0
+        )
+
+    verdict = asyncio.run(main())
+    assert verdict.verdict == "ok" and verdict.charged == frozenset(LIMITS)
+    assert server.type(key) == b"hash"
+
+
+@pytest.mark.parametrize("deadline", [None, 0.001])
+def test_a_slow_redis_is_an_outage_and_never_holds_a_request_past_its_deadline(
+    space: str, monkeypatch: pytest.MonkeyPatch, deadline: float | None
+) -> None:
+    # A server answering just inside its socket timeout: takes never return in time.
+    monkeypatch.setattr(shared_mod, "SLOW_TAKE_S", 0.02)
+    buckets = SharedTokenBuckets(
+        SharedRedis(URL, namespace=space), "org", limits=Limits(requests_per_minute=600)
+    )
+
+    async def never(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(buckets.store, "take", never)
+
+    async def main() -> Any:
+        ends = None if deadline is None else time.monotonic() + deadline
+        try:
+            return await buckets.admit("claude-sonnet-4-5", 40, 1, deadline=ends)
+        except AdmissionDeadlineError as exc:
+            return exc
+
+    got = asyncio.run(main())
+    assert not isinstance(got, SharedTicket) or not got.shared  # never a shared charge
+    if deadline is None:
+        assert buckets.shared.fallbacks == 1 and not buckets.shared.usable()
+    else:  # its own deadline was short, Redis was not slow: no outage
+        assert buckets.shared.fallbacks == 0 and buckets.shared.usable()
