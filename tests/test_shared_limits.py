@@ -74,6 +74,15 @@ async def learn(buckets: RedisBuckets, **left: float) -> None:
     await buckets.update("sonnet", limits=LIMITS, left=remaining)
 
 
+async def learn_and_take(space: str) -> Any:
+    """A fresh store learns the limits, then takes one request of 100 in and 50 out."""
+    buckets = store(space)
+    await learn(buckets)
+    return await buckets.take(
+        "sonnet", costs(1, 100, 50), costs(1, 100, 50), caps={}, init={}, ahead=1.0
+    )
+
+
 def move_server_time(server: redis.Redis, key: str, kind: str, seconds: float) -> None:  # noqa: F811
     """Pretend the bucket was last updated ``seconds`` earlier on the server's clock."""
     updated = float(server.hget(key, f"{kind}.t") or 0)
@@ -83,14 +92,7 @@ def move_server_time(server: redis.Redis, key: str, kind: str, seconds: float) -
 def test_take_charges_every_bucket_in_one_step(space: str, server: redis.Redis) -> None:  # noqa: F811
     since = Since()
 
-    async def main() -> Any:
-        buckets = store(space)
-        await learn(buckets)
-        return await buckets.take(
-            "sonnet", costs(1, 100, 50), costs(1, 100, 50), caps={}, init={}, ahead=1.0
-        )
-
-    verdict = asyncio.run(main())
+    verdict = asyncio.run(learn_and_take(space))
     assert verdict.verdict == "ok" and verdict.wait == 0.0
     assert verdict.charged == frozenset(LIMITS)
     level = {k: v["level"] for k, v in verdict.levels.items()}
@@ -715,14 +717,7 @@ def test_a_key_of_another_type_is_reset_not_an_outage(
     key = f"{space}:limits:org:sonnet"
     server.set(key + suffix, "written by something else")
 
-    async def main() -> Any:
-        buckets = store(space)
-        await learn(buckets)
-        return await buckets.take(
-            "sonnet", costs(1, 100, 50), costs(1, 100, 50), caps={}, init={}, ahead=1.0
-        )
-
-    verdict = asyncio.run(main())
+    verdict = asyncio.run(learn_and_take(space))
     assert verdict.verdict == "ok" and verdict.charged == frozenset(LIMITS)
     assert server.type(key) == b"hash"
 
