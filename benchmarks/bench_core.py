@@ -5,6 +5,11 @@
 2. Schedule: 100 calls x 200 ms latency at max_concurrent=10 (ideal 2.0 s); wall/ideal
    for both.
 
+Requests ask for ``max_tokens=1024`` (the agent's default is 4096): 100 concurrent calls
+of 4,096 would reserve more than the simulator's stated 400,000 output tokens a minute, and
+the orchestrator would rightly pace them (the raw SDK ignores the limits). The rows
+measure the orchestrator's own cost; ``bench_ratelimit.py`` measures pacing.
+
 Run: python benchmarks/bench_core.py [--reps N]
 """
 
@@ -27,6 +32,7 @@ from claude_force import AsyncAgentOrchestrator, TaskSpec
 
 N = 100
 MODEL = "claude-sonnet-5-5"
+MAX_TOKENS = 1024  # 100 x 1,024 fits the stated output limit: nothing is paced
 
 
 def same_requests(config: Path, tag: str) -> list[dict[str, Any]]:
@@ -34,7 +40,9 @@ def same_requests(config: Path, tag: str) -> list[dict[str, Any]]:
     orch = AsyncAgentOrchestrator(config, api_key="bench", enable_tracking=False)
     agent = orch.list_agents()[0]
     return [
-        orch._requests.build(TaskSpec(agent, f"task {tag} {i}")).create_kwargs()
+        orch._requests.build(
+            TaskSpec(agent, f"task {tag} {i}", max_tokens=MAX_TOKENS)
+        ).create_kwargs()
         for i in range(-1, N)
     ]
 
@@ -73,9 +81,10 @@ async def orchestrator(
         ledger_path=config.parent / "data" / f"bench-{tag}.db",
     ) as orch:
         agent = orch.list_agents()[0]
-        await orch.execute_agent(agent, f"warm {tag}")
+        await orch.execute_agent(agent, f"warm {tag}", max_tokens=MAX_TOKENS)
+        tasks = [TaskSpec(agent, f"task {tag} {i}", max_tokens=MAX_TOKENS) for i in range(N)]
         start = time.perf_counter()
-        results = await orch.execute_multiple([(agent, f"task {tag} {i}") for i in range(N)])
+        results = await orch.execute_multiple(tasks)
         elapsed = time.perf_counter() - start
         assert all(r.success for r in results), [r.errors for r in results if not r.success][:1]
         return elapsed

@@ -217,8 +217,10 @@ class _Bucket:
         """The level at ``now``, refilled since the last update (changes nothing)."""
         if now <= self.updated:
             return self.level
-        # The average speed over the interval (the factor rises linearly).
-        speed = (self.factor(self.updated, recovery) + self.factor(now, recovery)) / 2
+        if self.updated - self.slowed_at >= recovery:  # not slowed: the usual case, cheaper
+            speed = max(_MIN_REFILL, 1.0 - min(_MAX_UNSEEN, max(0.0, self.unseen)))
+        else:  # the average speed over the interval (the factor rises linearly)
+            speed = (self.factor(self.updated, recovery) + self.factor(now, recovery)) / 2
         gained = (now - self.updated) * self.capacity / 60.0 * speed
         return min(self.capacity, self.level + gained)
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-__all__ = ["KINDS", "PREFIX", "header_number", "stated"]
+__all__ = ["KINDS", "PREFIX", "header_number", "limit_headers", "stated"]
 
 PREFIX = "anthropic-ratelimit-"
 KINDS = ("requests", "input-tokens", "output-tokens", "tokens")
 _SPLIT = ("input-tokens", "output-tokens")
+_PREFIX_LEN = len(PREFIX)
+_PREFIX_BYTES = PREFIX.encode()
 
 
 def header_number(headers: Mapping[str, str] | None, name: str) -> float | None:
@@ -30,7 +32,10 @@ def header_number(headers: Mapping[str, str] | None, name: str) -> float | None:
     >>> header_number({"x": " 12.5 "}, "x"), header_number({"x": "inf"}, "x")
     (12.5, None)
     """
-    raw = (headers or {}).get(name)
+    return _number((headers or {}).get(name))
+
+
+def _number(raw: str | None) -> float | None:
     if raw is None:
         return None
     try:
@@ -42,6 +47,31 @@ def header_number(headers: Mapping[str, str] | None, name: str) -> float | None:
     return max(0.0, value)
 
 
+def limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The ``anthropic-ratelimit-*`` headers of ``headers``, names lower-cased, in one pass.
+
+    A response's headers (httpx's) look a name up by scanning and decoding all of them;
+    reading the dozen names below that way cost more than the rest of a call's own
+    bookkeeping. Their raw pairs are filtered before anything is decoded.
+    """
+    if not headers:
+        return {}
+    raw = getattr(headers, "raw", None)  # httpx: [(name, value)] as bytes
+    if isinstance(raw, list):
+        return {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in raw
+            if isinstance(name, bytes)
+            and isinstance(value, bytes)
+            and name[:_PREFIX_LEN].lower() == _PREFIX_BYTES
+        }
+    return {
+        name: value
+        for name, value in ((str(k).lower(), v) for k, v in headers.items())
+        if name.startswith(PREFIX)
+    }
+
+
 def stated(
     headers: Mapping[str, str] | None, caps: Mapping[str, int] | None = None
 ) -> dict[str, tuple[float | None, float | None]]:
@@ -50,12 +80,22 @@ def stated(
     A limit below 1 is not a limit. ``caps`` (configured limits) lower a stated limit, and
     the remaining level in proportion: a cap leaves the rest of the limit to others.
     """
+    found = limit_headers(headers)
+    read: dict[str, list[float | None]] = {}
+    for name, raw in found.items():
+        kind, _, field = name[_PREFIX_LEN:].rpartition("-")
+        if field == "limit":
+            read.setdefault(kind, [None, None])[0] = _number(raw)
+        elif field == "remaining":
+            read.setdefault(kind, [None, None])[1] = _number(raw)
+    if any(f"{PREFIX}{k}-limit" in found for k in _SPLIT):
+        read.pop("tokens", None)
     out: dict[str, tuple[float | None, float | None]] = {}
     for kind in KINDS:
-        if kind == "tokens" and any(f"{PREFIX}{k}-limit" in (headers or {}) for k in _SPLIT):
+        pair = read.get(kind)
+        if pair is None:
             continue
-        limit = header_number(headers, f"{PREFIX}{kind}-limit")
-        remaining = header_number(headers, f"{PREFIX}{kind}-remaining")
+        limit, remaining = pair
         if limit is not None and limit < 1:
             limit = None
         if limit is None and remaining is None:

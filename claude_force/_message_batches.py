@@ -725,7 +725,7 @@ class _Run:
             cost = self.orch.prices.cost(message.model, usage, batch=True)
             for tracker, reservation in p.reservations:
                 tracker.commit(reservation, usage, cost)
-            sent = Sent(message, 1, None)
+            sent = Sent(message, 1, None, usage)
             result = outcome.success_result(p.item.agent, p.request, sent, p.started, usage, cost)
             if p.store is not None:
                 await p.store.aset(p.key, outcome.cache_value(sent, usage, cost))

@@ -42,7 +42,6 @@ from ._request import (
 from ._results import AgentResult, WorkflowResult
 from ._runs import RunStore
 from ._transport import Transport
-from ._usage import Usage
 from ._warnings import OnceLog
 from ._workflow import StepEvent, WorkflowRunner
 from .cache import ResponseCache
@@ -338,7 +337,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
             release_all(reservations)
             raise
         # The answer is paid for: everything below is best-effort and never loses it.
-        usage = Usage.from_api(sent.message.usage)
+        usage = sent.usage
         cost = self.prices.cost(sent.message.model, usage)
         for tracker, reservation in reservations:
             tracker.commit(reservation, usage, cost)

@@ -53,6 +53,7 @@ PRICING_ENV_VAR = "CLAUDE_FORCE_PRICING"
 logger = logging.getLogger("claude_force.pricing")
 
 _MILLION = Decimal(1_000_000)
+_ONE = Decimal(1)
 _MICRO_USD = Decimal("0.000001")
 _KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _DATED_ID = re.compile(r"^(?P<base>.+)-\d{8}$")
@@ -163,20 +164,26 @@ def compute_cost_breakdown(
 ) -> CostBreakdown:
     """Price ``usage`` at ``price``: pure arithmetic, full ``Decimal`` precision."""
     tier = price.tier(usage.prompt_tokens)
-    factor = (Decimal(1) - price.batch_discount) if batch else Decimal(1)
-
-    def part(tokens: int, rate: Decimal) -> Decimal:
-        return Decimal(tokens) * rate * factor / _MILLION
-
+    factor = (Decimal(1) - price.batch_discount) if batch else _ONE
+    million = _MILLION
     return CostBreakdown(
-        input=part(usage.input_tokens, tier.input),
-        output=part(usage.output_tokens, tier.output),
-        cache_write_5m=part(usage.cache_write_5m_tokens, tier.cache_write_5m),
-        cache_write_1h=part(usage.cache_write_1h_tokens, tier.cache_write_1h),
-        cache_read=part(usage.cache_read_tokens, tier.cache_read),
+        input=Decimal(usage.input_tokens) * tier.input * factor / million,
+        output=Decimal(usage.output_tokens) * tier.output * factor / million,
+        cache_write_5m=Decimal(usage.cache_write_5m_tokens)
+        * tier.cache_write_5m
+        * factor
+        / million,
+        cache_write_1h=Decimal(usage.cache_write_1h_tokens)
+        * tier.cache_write_1h
+        * factor
+        / million,
+        cache_read=Decimal(usage.cache_read_tokens) * tier.cache_read * factor / million,
         long_context=tier is not price,
         batch=batch,
     )
+
+
+_FOUND_MAX = 1024  # distinct model ids remembered by a table
 
 
 class PriceTable:
@@ -196,6 +203,9 @@ class PriceTable:
         self._unpriced: Mapping[str, str] = MappingProxyType(dict(unpriced or {}))
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
+        # model id as sent or answered -> its price: the table never changes, and resolving
+        # an id (a pattern match, alias lookups) was a third of pricing a call.
+        self._found: dict[str, ModelPrice] = {}
 
     # -- construction -------------------------------------------------------------------------
 
@@ -273,10 +283,15 @@ class PriceTable:
 
     def price(self, model: str) -> ModelPrice | None:
         """The price of ``model``, or ``None`` (and one logged warning) when it has none."""
+        found = self._found.get(model)
+        if found is not None:
+            return found
         canonical = self.resolve(model)
         found = self._models.get(canonical) if canonical is not None else None
         if found is None:
             self._warn_once(model, canonical)
+        elif len(self._found) < _FOUND_MAX:
+            self._found[model] = found
         return found
 
     def is_priced(self, model: str) -> bool:

@@ -173,6 +173,7 @@ class Sent:
     message: Message
     attempts: int
     request_id: str | None
+    usage: Usage  # read from the message once, by whoever reads it first
 
 
 def has_rate_limit_headers(headers: Mapping[str, str] | None) -> bool:
@@ -417,11 +418,18 @@ class Transport:
             message = await session.client.messages.create(**kwargs, timeout=timeout)
             return expect_answer(message, _message_type())
 
+        read: list[Usage] = []  # the settled attempt's usage, read once for both
+
+        def usage_of(message: Message) -> Usage:
+            read.append(Usage.from_api(message.usage))
+            return read[-1]
+
         metered = _Metered(request.model, input_chars(request), request.max_tokens)
         message, attempts = await self._retrying(
-            create, session.gate, session.buckets, metered, _message_usage
+            create, session.gate, session.buckets, metered, usage_of
         )
-        return Sent(message, attempts, message._request_id)
+        usage = read[-1] if read else Usage.from_api(message.usage)
+        return Sent(message, attempts, message._request_id, usage)
 
     async def count_tokens(self, request: Request) -> int:
         """The service's exact input-token count for ``request`` (the free count endpoint).
@@ -665,10 +673,6 @@ class Transport:
         return text.replace(self._api_key, "***") if self._api_key else text
 
 
-def _message_usage(message: Message) -> Usage:
-    return Usage.from_api(message.usage)
-
-
 class _NotAnAnswer(Exception):
     """A 2xx body that is not what the endpoint answers; says what is wrong with it."""
 
@@ -694,29 +698,35 @@ def _answer_problem(value: object, model: type) -> str | None:
         shown = repr(value)[:60] if isinstance(value, str) else type(value).__name__
         return f"{shown} instead of a {model.__name__}"
     present: set[str] = getattr(value, "model_fields_set", set())
-    for name, kind in _required_fields(model):
+    for name, kind, nested in _required_fields(model):
         if name not in present:
             return f"a {model.__name__} without {name!r}"
         field = getattr(value, name)
-        if isinstance(kind, type) and hasattr(kind, "model_fields"):
+        if nested and kind is not None:
             inner = _answer_problem(field, kind)
             if inner is not None:
                 return f"{model.__name__}.{name}: {inner}"
-        elif isinstance(kind, type) and not isinstance(field, kind):
+        elif kind is not None and not isinstance(field, kind):
             return f"a {model.__name__} whose {name!r} is a {type(field).__name__}"
     return None
 
 
 @functools.cache
-def _required_fields(model: type) -> tuple[tuple[str, object], ...]:
-    """Each required field of a pydantic model and its plain kind (``list`` for list[X]);
-    a Literal or a union is left to the SDK's lenient reading."""
+def _required_fields(model: type) -> tuple[tuple[str, type | None, bool], ...]:
+    """Each required field of a pydantic model, its plain kind (``list`` for list[X]; None
+    for a Literal or a union, left to the SDK's lenient reading) and whether that kind is a
+    model to check in turn. Worked out once per model: every answer is checked."""
     fields: dict[str, Any] = getattr(model, "model_fields", {})
-    return tuple(
-        (name, typing.get_origin(f.annotation) or f.annotation)
-        for name, f in fields.items()
-        if f.is_required()
-    )
+    out: list[tuple[str, type | None, bool]] = []
+    for name, f in fields.items():
+        if not f.is_required():
+            continue
+        kind = typing.get_origin(f.annotation) or f.annotation
+        if not isinstance(kind, type):
+            out.append((name, None, False))
+        else:
+            out.append((name, kind, hasattr(kind, "model_fields")))
+    return tuple(out)
 
 
 def _message_type() -> type[Message]:

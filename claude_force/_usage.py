@@ -37,12 +37,14 @@ class Usage:
     web_search_requests: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            if type(value) is int and value >= 0:
+                continue  # the usual case, checked first: one is made per call
             # bool is an int subclass; True tokens is always a caller bug.
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidArgumentError(
-                    f"Usage.{f.name} must be a non-negative int, got {value!r}; "
+                    f"Usage.{name} must be a non-negative int, got {value!r}; "
                     "pass token counts as whole numbers"
                 )
 
@@ -105,10 +107,13 @@ class Usage:
         )
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(Usage))
+
+
 def _get(source: object, name: str) -> object:
     if source is None:
         return None
-    if isinstance(source, Mapping):
+    if type(source) is dict or isinstance(source, Mapping):
         return source.get(name)
     return getattr(source, name, None)
 

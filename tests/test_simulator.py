@@ -106,8 +106,34 @@ def test_message_parses_with_usage_and_headers(client: anthropic.Anthropic) -> N
     assert request_id.startswith("req_") and message._request_id == request_id
     for name in ("requests", "input-tokens", "output-tokens"):
         limit = int(raw.headers[f"anthropic-ratelimit-{name}-limit"])
-        assert 0 <= int(raw.headers[f"anthropic-ratelimit-{name}-remaining"]) < limit
+        # A bucket refilled continuously: a small request's share is back within milliseconds.
+        assert 0 <= int(raw.headers[f"anthropic-ratelimit-{name}-remaining"]) <= limit
         assert raw.headers[f"anthropic-ratelimit-{name}-reset"].endswith("Z")
+
+
+def test_unenforced_rate_limit_headers_refill_continuously(clock: FakeClock) -> None:
+    """The headers describe token buckets, as the service's do: what a request took comes
+    back at the limit's per-minute rate, not all at once when a window ends."""
+    sim, c = caching_client(clock=clock)
+    try:
+
+        def remaining(name: str) -> int:
+            raw = c.messages.with_raw_response.create(model=MODEL, max_tokens=200, messages=USER)
+            return int(raw.headers[f"anthropic-ratelimit-{name}-remaining"])
+
+        first = remaining("requests")
+        assert remaining("requests") == first - 1
+        clock.now += 60 / 4000 * 1.5  # a request and a half's worth of refill
+        assert remaining("requests") == first - 1  # 1.5 back, 1 taken: not first - 2
+        clock.now += 3600
+        assert remaining("requests") == 4000 - 1  # full, then this request taken
+        two_taken = remaining("input-tokens")
+        clock.now += 60
+        one = (2_000_000 - two_taken) // 2
+        assert remaining("input-tokens") == 2_000_000 - one  # full again, less this one
+    finally:
+        c.close()
+        sim.stop()
 
 
 def test_identical_requests_give_identical_text(client: anthropic.Anthropic) -> None:

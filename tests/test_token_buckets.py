@@ -649,3 +649,36 @@ async def test_a_429_stating_no_bucket_empties_the_buckets_and_is_not_paced() ->
     assert level(b, "input-tokens") <= 0.0 and level(b, "requests") <= 0.0
     await asyncio.wait_for(b.admit(SONNET, 400, 10), 1)
     assert t.sleeps and sum(t.sleeps) >= 1.0  # the next attempt waited for the refill
+
+
+def test_response_headers_are_read_from_their_raw_pairs_whatever_their_case() -> None:
+    from httpx2 import Headers
+
+    from claude_force._limit_headers import limit_headers, stated
+
+    headers = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Anthropic-RateLimit-Requests-Limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "49"),
+            ("ANTHROPIC-RATELIMIT-INPUT-TOKENS-LIMIT", "40000"),
+            ("anthropic-ratelimit-input-tokens-remaining", "not a number"),
+            ("request-id", "req_1"),
+        ]
+    )
+    assert set(limit_headers(headers)) == {
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-input-tokens-limit",
+        "anthropic-ratelimit-input-tokens-remaining",
+    }
+    # The same answer as from a plain mapping of the lower-cased names.
+    plain = {name.lower(): value for name, value in headers.multi_items()}
+    assert (
+        stated(headers)
+        == stated(plain)
+        == {
+            "requests": (50.0, 49.0),
+            "input-tokens": (40000.0, None),
+        }
+    )

@@ -34,7 +34,15 @@ from datetime import datetime, timezone
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["KINDS", "Admission", "RateLimits", "Rejection", "ServerRateLimiter", "model_class"]
+__all__ = [
+    "KINDS",
+    "PLAUSIBLE_LIMITS",
+    "Admission",
+    "RateLimits",
+    "Rejection",
+    "ServerRateLimiter",
+    "model_class",
+]
 
 KINDS = ("requests", "input-tokens", "output-tokens")
 _UNITS = {"requests": "requests", "input-tokens": "input tokens", "output-tokens": "output tokens"}
@@ -97,6 +105,14 @@ class RateLimits:
         return {kind: value for kind, value in zip(KINDS, values, strict=True) if value is not None}
 
 
+# The limits the simulator's headers state when it enforces none (a high usage tier's).
+PLAUSIBLE_LIMITS = RateLimits(
+    requests_per_minute=4_000,
+    input_tokens_per_minute=2_000_000,
+    output_tokens_per_minute=400_000,
+)
+
+
 class _Bucket:
     """A continuously refilled bucket that starts full; the level may go below zero when a
     request larger than the whole bucket is admitted (it then repays the debt by refilling)."""
@@ -152,12 +168,23 @@ class _Stats:
 
 
 class ServerRateLimiter:
-    """The buckets of every model class, created on first use of the class."""
+    """The buckets of every model class, created on first use of the class.
+
+    ``enforce=False`` keeps the same accounts and headers but refuses nothing (a bucket may
+    go below zero; its headers then say 0): the simulator's plausible headers when no limits
+    are set.
+    """
 
     def __init__(
-        self, limits: RateLimits, *, clock: Callable[[], float], wall: Callable[[], float]
+        self,
+        limits: RateLimits,
+        *,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+        enforce: bool = True,
     ) -> None:
         self.limits = limits
+        self._enforce = enforce
         self._clock = clock
         self._wall = wall
         self._classes: dict[str, dict[str, _Bucket]] = {}
@@ -171,7 +198,7 @@ class ServerRateLimiter:
         costs = {"requests": 1, "input-tokens": input_tokens, "output-tokens": max_tokens}
         waits = {kind: b.seconds_until(costs[kind]) for kind, b in buckets.items()}
         blocked = {kind: wait for kind, wait in waits.items() if wait > 0}
-        if blocked:
+        if blocked and self._enforce:
             kind = max(blocked, key=lambda k: blocked[k])
             with self._lock:
                 self._stats.rejected += 1

@@ -34,7 +34,7 @@ from .._errors import InvalidArgumentError
 from ._batches import BATCHES_PATH, BatchReply, BatchStore, check_batch_fault
 from ._faults import Fault, FaultPlan
 from ._prompt_cache import CacheUsage, PromptCache
-from ._ratelimit import Admission, RateLimits, Rejection, ServerRateLimiter
+from ._ratelimit import PLAUSIBLE_LIMITS, RateLimits, Rejection, ServerRateLimiter
 from ._text import Reply, render_reply, reply_digest, reply_words
 from ._tokens import (
     Breakpoint,
@@ -44,7 +44,6 @@ from ._tokens import (
     prompt_shape,
 )
 from ._wire import (
-    RateWindow,
     check_count_tokens_body,
     check_messages_body,
     error_body,
@@ -171,7 +170,10 @@ class Simulator:
         self._cache = PromptCache(clock=clock)
         self._clock = clock
         self._wall = wall_clock
-        self._rate = RateWindow(clock=clock, wall=wall_clock)
+        # Without limits to enforce, the headers still describe buckets the service's way.
+        self._plausible = ServerRateLimiter(
+            PLAUSIBLE_LIMITS, clock=clock, wall=wall_clock, enforce=False
+        )
         self._limiter: ServerRateLimiter | None = None
         self.set_rate_limits(rate_limits)
         # One lock guards the recordings and counters that the test thread reads.
@@ -566,19 +568,17 @@ class Simulator:
     ) -> web.Response:
         model = body["model"]
         breakpoints = self._breakpoints(model, shape)
-        limiter = self._limiter
-        admission: Admission | None = None
-        if limiter is not None:
-            decision = limiter.admit(
-                model,
-                input_tokens=shape.input_tokens - self._cache.peek(breakpoints),
-                max_tokens=body["max_tokens"],
+        limiter = self._limiter or self._plausible
+        decision = limiter.admit(
+            model,
+            input_tokens=shape.input_tokens - self._cache.peek(breakpoints),
+            max_tokens=body["max_tokens"],
+        )
+        if isinstance(decision, Rejection):
+            return _error_response(
+                429, "rate_limit_error", decision.message, request_id, decision.headers
             )
-            if isinstance(decision, Rejection):
-                return _error_response(
-                    429, "rate_limit_error", decision.message, request_id, decision.headers
-                )
-            admission = decision
+        admission = decision
         try:
             reply = _reply(body, text)
             delay_ms = self._latency_ms + self._per_token_ms * reply.output_tokens
@@ -587,25 +587,18 @@ class Simulator:
             # The cache is consulted after the delay: like the real service, an entry exists
             # only once the response that wrote it is under way, so concurrent twins both write.
             usage = self._cache.account(breakpoints)
-            if limiter is not None and admission is not None:
-                # Charged: every prompt token not read from the cache; output as produced.
-                limiter.settle(
-                    admission,
-                    input_tokens=shape.input_tokens - usage.read,
-                    output_tokens=reply.output_tokens,
-                )
-        finally:
-            if limiter is not None and admission is not None:
-                # Only a dropped request (cancelled handler) is still unsettled here: it gives
-                # its output reservation back.
-                limiter.settle(admission, input_tokens=admission.input_tokens, output_tokens=0)
-        payload = _message(model, shape, reply, usage)
-        if limiter is not None and admission is not None:
-            headers = limiter.headers(model)
-        else:
-            headers = self._rate.headers(
-                input_tokens=shape.input_tokens, output_tokens=reply.output_tokens
+            # Charged: every prompt token not read from the cache; output as produced.
+            limiter.settle(
+                admission,
+                input_tokens=shape.input_tokens - usage.read,
+                output_tokens=reply.output_tokens,
             )
+        finally:
+            # Only a dropped request (cancelled handler) is still unsettled here: it gives
+            # its output reservation back.
+            limiter.settle(admission, input_tokens=admission.input_tokens, output_tokens=0)
+        payload = _message(model, shape, reply, usage)
+        headers = limiter.headers(model)
         headers["request-id"] = request_id
         return _json_response(200, payload, headers)
 

@@ -7,15 +7,13 @@ server turns them into a 400 ``invalid_request_error`` without any exception plu
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import Any
 
 from ._prompt_cache import CacheUsage
 from ._text import Reply
 
 __all__ = [
-    "RateWindow",
     "check_count_tokens_body",
     "check_messages_body",
     "error_body",
@@ -143,44 +141,3 @@ def message_body(
             "service_tier": "standard",
         },
     }
-
-
-class RateWindow:
-    """Plausible ``anthropic-ratelimit-*`` headers: fixed one-minute windows, never enforced.
-
-    Not thread-safe: only the server thread uses it.
-    """
-
-    REQUESTS_LIMIT = 4_000
-    INPUT_TOKENS_LIMIT = 2_000_000
-    OUTPUT_TOKENS_LIMIT = 400_000
-    WINDOW_SECONDS = 60.0
-
-    def __init__(self, *, clock: Callable[[], float], wall: Callable[[], float]) -> None:
-        self._clock = clock
-        self._wall = wall
-        self._start = clock()
-        self._requests = 0
-        self._input = 0
-        self._output = 0
-
-    def headers(self, *, input_tokens: int, output_tokens: int) -> dict[str, str]:
-        """Count one request and return the headers describing what is left."""
-        now = self._clock()
-        if now >= self._start + self.WINDOW_SECONDS or now < self._start:
-            self._start, self._requests, self._input, self._output = now, 0, 0, 0
-        self._requests += 1
-        self._input += input_tokens
-        self._output += output_tokens
-        reset_at = self._wall() + (self._start + self.WINDOW_SECONDS - now)
-        reset = datetime.fromtimestamp(reset_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        out: dict[str, str] = {}
-        for name, limit, used in (
-            ("requests", self.REQUESTS_LIMIT, self._requests),
-            ("input-tokens", self.INPUT_TOKENS_LIMIT, self._input),
-            ("output-tokens", self.OUTPUT_TOKENS_LIMIT, self._output),
-        ):
-            out[f"anthropic-ratelimit-{name}-limit"] = str(limit)
-            out[f"anthropic-ratelimit-{name}-remaining"] = str(max(0, limit - used))
-            out[f"anthropic-ratelimit-{name}-reset"] = reset
-        return out
