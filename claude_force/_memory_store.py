@@ -216,8 +216,8 @@ class Store:
             while True:
                 with self._lock:
                     batch = tuple(self._pending)
+                    self._writing = batch  # before the queue empties: see quiet()
                     self._pending.clear()
-                    self._writing = batch
                 if not batch:
                     return
                 try:
@@ -228,9 +228,13 @@ class Store:
                         self._writing = ()
 
     def quiet(self) -> bool:
-        """Nothing this process queued is waiting or being written."""
-        with self._lock:
-            return not self._pending and not self._writing
+        """Nothing this process queued is waiting or being written.
+
+        No lock (it is asked on the event loop for every call): an entry is in the queue or
+        in ``_writing`` (set before the queue is emptied, cleared after the commit), and
+        the queue is looked at first, so an entry on its way is always seen in one.
+        """
+        return not self._pending and not self._writing
 
     def unwritten(self) -> tuple[Pending, ...]:
         """What this process queued and has not committed yet, oldest first.
