@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
@@ -45,7 +45,7 @@ from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
 from ._ledger import task_hash
 from ._memory_memo import RECHECK_SECONDS, Generation, Probe, RecallMemo, memo_key
-from ._memory_store import Pending, Store, _log, akey, empty_store
+from ._memory_store import Pending, Snapshot, Store, _log, akey, empty_store
 from ._results import AgentResult
 
 __all__ = [
@@ -247,15 +247,38 @@ def _entry(row: Sequence[Any]) -> MemoryEntry:
     )
 
 
-def _document_counts(conn: sqlite3.Connection, words: Sequence[str]) -> tuple[int, dict[str, int]]:
+def _document_counts(
+    conn: sqlite3.Connection, words: Sequence[str], snapshot: Snapshot | None = None
+) -> tuple[int, dict[str, int]]:
     """How many entries there are, and how many hold each word (one index lookup each:
-    fts5vocab reads its whole index for ``IN (...)``)."""
-    total = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+    fts5vocab reads its whole index for ``IN (...)``). With ``snapshot`` (the read
+    transaction's state), each is read once per state: a batch of recalls, or recalls
+    while the store is unchanged, look a common word up once."""
+    known = snapshot.words if snapshot is not None else {}
+    total = None if snapshot is None else snapshot.total
+    if total is None:
+        total = int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+        if snapshot is not None:
+            snapshot.total = total
     counts = {}
     for word in words:
-        found = conn.execute("SELECT doc FROM entries_terms WHERE term = ?", (word,)).fetchone()
-        counts[word] = 0 if found is None else int(found[0])
+        count = known.get(word)
+        if count is None:
+            found = conn.execute("SELECT doc FROM entries_terms WHERE term = ?", (word,))
+            row = found.fetchone()
+            count = known[word] = 0 if row is None else int(row[0])
+        counts[word] = count
     return total, counts
+
+
+def _has_entries(conn: sqlite3.Connection, agent: str, snapshot: Snapshot | None) -> bool:
+    known = None if snapshot is None else snapshot.agents.get(agent)
+    if known is None:
+        sql = "SELECT EXISTS (SELECT 1 FROM entries WHERE agent = ?)"
+        known = bool(conn.execute(sql, (agent,)).fetchone()[0])
+        if snapshot is not None:
+            snapshot.agents[agent] = known
+    return known
 
 
 def _recall(
@@ -265,6 +288,7 @@ def _recall(
     top_k: int,
     budget: int,
     unwritten: Sequence[Pending] = (),
+    snapshot: Snapshot | None = None,
 ) -> tuple[list[MemoryEntry], bool, bool]:
     """What recall finds for ``agent`` and ``task``, whether the identical task is stored,
     and whether the agent has any entry (two index lookups before any FTS5 work).
@@ -278,12 +302,7 @@ def _recall(
     """
     digest = task_hash(task)
     mine = [p for p in unwritten if p.agent == agent]
-    if (
-        not mine
-        and not conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE agent = ?)", (agent,)
-        ).fetchone()[0]
-    ):
+    if not mine and not _has_entries(conn, agent, snapshot):
         return [], False, False
     row = conn.execute(
         "SELECT id FROM entries WHERE agent = ? AND task_hash = ?", (agent, digest)
@@ -297,7 +316,15 @@ def _recall(
     elif queued_at is not None:
         mine = mine[:queued_at]
     found = _search(
-        conn, agent, task, _CANDIDATES, digest, before=before, unwritten=mine, counted=unwritten
+        conn,
+        agent,
+        task,
+        _CANDIDATES,
+        digest,
+        before=before,
+        unwritten=mine,
+        counted=unwritten,
+        snapshot=snapshot,
     )
     stored = before is not None or queued_at is not None
     ranked = (s.entry for s in found if s.relevant)
@@ -317,6 +344,21 @@ def _task_words(digest: str, task: str) -> frozenset[str]:
         if len(_TASK_WORDS) >= _TASK_WORDS_MAX:
             _TASK_WORDS.clear()
         found = _TASK_WORDS[digest] = frozenset(terms(task[:TASK_CHARS]))
+    return found
+
+
+_ALL_WORDS: dict[str, frozenset[str]] = {}
+
+
+def _all_words(digest: str, task: str) -> frozenset[str]:
+    """Every word of a queued task as the index will count it, kept by its hash: each
+    recall adds every queued entry to the word counts, and splitting each again was a
+    recall's cost growing with the queue."""
+    found = _ALL_WORDS.get(digest)
+    if found is None:
+        if len(_ALL_WORDS) >= _TASK_WORDS_MAX:
+            _ALL_WORDS.clear()
+        found = _ALL_WORDS[digest] = frozenset(_WORD.findall(task.lower()))
     return found
 
 
@@ -353,6 +395,7 @@ def _search(
     before: int | None = None,
     unwritten: Sequence[Pending] = (),
     counted: Sequence[Pending] = (),
+    snapshot: Snapshot | None = None,
 ) -> list[_Scored]:
     """Entries ranked for ``text``, each with the words it shares and whether it passes the
     threshold: candidates by BM25 over their task text, ordered by shared meaningful words,
@@ -361,10 +404,10 @@ def _search(
     only entries with a lower id; ``counted`` (every agent's queued entries) add to the
     word counts as they will once written."""
     words = terms(text)
-    total, counts = _document_counts(conn, words)
+    total, counts = _document_counts(conn, words, snapshot)
     for p in counted:
         total += 1
-        for word in set(_WORD.findall(p.task.lower())).intersection(words):
+        for word in _all_words(p.digest, p.task).intersection(words):
             counts[word] += 1
     # Words in more than half of the entries (once there are a few) relate nothing to
     # anything, like an agent's usual verb; BM25 gives them next to no weight either.
@@ -407,21 +450,28 @@ def _search(
     return out[:limit]
 
 
-def _recall_from(
-    store: Store, agent: str, task: str, top_k: int, budget: int
-) -> tuple[tuple[list[MemoryEntry], bool, bool] | None, bool]:
-    """:func:`_recall` on a reader, this process's unwritten entries included; and
-    whether there were any (an answer that counted them is not one for the memo).
+def _recall_all(
+    store: Store, items: Sequence[tuple[str, str]], top_k: int, budget: int
+) -> tuple[list[tuple[list[MemoryEntry], bool, bool]] | None, bool]:
+    """:func:`_recall` of each ``(agent, task)`` on one reader, in one read transaction
+    (one state of the store, its counts looked up once), this process's unwritten entries
+    included; and whether there were any (an answer that counted them is not one for the
+    memo). None when the store could not be read and nothing is queued.
 
     Never waits for a write: not for this process's writer, not for another's lock.
     """
     unwritten = store.unwritten()
-    read = partial(_recall, agent=agent, task=task, top_k=top_k, budget=budget)
-    found = store.read(partial(read, unwritten=unwritten), None)
+
+    def read(conn: sqlite3.Connection, snapshot: Snapshot | None) -> list[Any]:
+        return [
+            _recall(conn, agent, task, top_k, budget, unwritten, snapshot) for agent, task in items
+        ]
+
+    found = store.read_snapshot(read, None)
     if found is None and unwritten:
         # No store to read (not made yet, or unusable): the queued entries still count.
         with closing(empty_store()) as empty:
-            found = read(empty, unwritten=unwritten)
+            found = read(empty, None)
     return found, bool(unwritten)
 
 
@@ -541,8 +591,8 @@ class AgentMemory:
         """
         if not self.enabled:
             return []
-        found, _ = _recall_from(self._store, agent, task, self.top_k, self.budget_chars)
-        return [] if found is None else found[0]
+        found, _ = _recall_all(self._store, [(agent, task)], self.top_k, self.budget_chars)
+        return [] if found is None else found[0][0]
 
     def context(self, agent: str, task: str) -> str | None:
         """The block to inject for ``agent`` and ``task``, or None when nothing is relevant."""
@@ -598,8 +648,9 @@ class AgentMemory:
         generation = store.probe.version(open=True, fresh=True)
         top_k, budget = self.top_k, self.budget_chars
         out: list[str | None] = []
-        for agent, task in items:
-            found, queued = _recall_from(store, agent, task, top_k, budget)
+        found_all, queued = _recall_all(store, items, top_k, budget)
+        for i, (agent, task) in enumerate(items):
+            found = None if found_all is None else found_all[i]
             entries = [] if found is None else found[0]
             block = render_block(agent, entries) if entries else None
             out.append(block)

@@ -192,16 +192,34 @@ class Probe:
             self._identity = None
 
 
+class _Answers:
+    """One generation's answers; replaced whole, never cleared, when the generation moves,
+    so a reader holding it never sees another generation's answers."""
+
+    __slots__ = ("agents", "answers", "generation")
+
+    def __init__(self, generation: Generation | None) -> None:
+        self.generation = generation
+        self.answers: OrderedDict[Hashable, tuple[str | None, bool]] = OrderedDict()
+        self.agents: dict[str, bool] = {}
+
+
 class RecallMemo:
     """Recall answers of one generation: per (agent, task, limits) the block (or None) and
-    whether the identical task is stored; per agent whether it has any entry at all."""
+    whether the identical task is stored; per agent whether it has any entry at all.
+
+    Reads take no lock (they run on the event loop for every call): the generation and its
+    answers are one object, swapped whole by :meth:`put`, and each dict operation is atomic.
+    """
 
     def __init__(self, size: int = MEMO_ENTRIES) -> None:
         self.size = size
-        self.generation: Generation | None = None
-        self._answers: OrderedDict[Hashable, tuple[str | None, bool]] = OrderedDict()
-        self._agents: dict[str, bool] = {}
-        self._lock = threading.Lock()
+        self._now = _Answers(None)
+        self._lock = threading.Lock()  # writers: the reading threads
+
+    @property
+    def generation(self) -> Generation | None:
+        return self._now.generation
 
     def get(self, generation: Generation, key: Hashable, agent: str) -> tuple[str | None, bool]:
         """``(block, identical task stored)`` or KeyError when this generation has no answer."""
@@ -214,15 +232,18 @@ class RecallMemo:
         self, generation: Generation, key: Hashable, agent: str
     ) -> tuple[str | None, bool] | None:
         """:meth:`get`, with None for no answer (the call path: no exception raised)."""
-        with self._lock:
-            if generation != self.generation:
-                return None
-            found = self._answers.get(key)
-            if found is not None:
-                self._answers.move_to_end(key)
+        now = self._now
+        if generation != now.generation:
+            return None
+        found = now.answers.get(key)
+        if found is not None:
+            try:
+                now.answers.move_to_end(key)
+            except KeyError:  # a writer let it go just now: still this generation's answer
                 return found
-            if self._agents.get(agent) is False:
-                return (None, False)
+            return found
+        if now.agents.get(agent) is False:
+            return (None, False)
         return None
 
     def put(
@@ -234,25 +255,26 @@ class RecallMemo:
         has_entries: bool,
     ) -> None:
         with self._lock:
-            if generation != self.generation:
-                self._answers.clear()
-                self._agents.clear()
-                self.generation = generation
-            self._answers[key] = answer
-            self._answers.move_to_end(key)
-            while len(self._answers) > self.size:
-                self._answers.popitem(last=False)
-            if len(self._agents) >= self.size:
-                self._agents.clear()
-            self._agents[agent] = has_entries
+            now = self._now
+            if generation != now.generation:
+                now = _Answers(generation)
+            answers = now.answers
+            answers[key] = answer
+            answers.move_to_end(key)
+            while len(answers) > self.size:
+                answers.popitem(last=False)
+            if len(now.agents) >= self.size:
+                now.agents.clear()
+            now.agents[agent] = has_entries
+            self._now = now  # filled before it is seen
 
     def stored(self, generation: Generation | None, key: Hashable) -> bool:
         """Whether this generation saw the identical task stored under ``key``."""
-        with self._lock:
-            if generation is None or generation != self.generation:
-                return False
-            found = self._answers.get(key)
-            return found is not None and found[1]
+        now = self._now
+        if generation is None or generation != now.generation:
+            return False
+        found = now.answers.get(key)
+        return found is not None and found[1]
 
 
 def memo_key(agent: str, task: str, top_k: int, budget: int) -> Hashable:

@@ -27,7 +27,7 @@ from .cache._sqlite import file_identity as _identity
 from .cache._sqlite import is_corruption
 from .cache._worker import Worker
 
-__all__ = ["Pending", "Store", "akey", "empty_store"]
+__all__ = ["Pending", "Snapshot", "Store", "akey", "empty_store"]
 
 logger = logging.getLogger("claude_force.memory")
 _log = OnceLog(logger)
@@ -87,6 +87,36 @@ class Pending:
     ts: float
     model: str
     replace: bool  # a fresh answer replaces an older one; a cache hit only fills a gap
+
+
+class Snapshot:
+    """What recall reads again and again from one state of the store, kept per reader
+    connection: the number of entries, each word's document count (an fts5vocab lookup,
+    tens of microseconds each) and whether an agent has any entry.
+
+    Valid for one ``PRAGMA data_version`` of its connection, read as the first statement of
+    each read transaction: the version of the snapshot that transaction reads, which moves
+    whenever any other connection (this process's writer or another process) committed.
+    A reader never writes, so the same version means the same rows, byte for byte.
+    """
+
+    __slots__ = ("agents", "total", "version", "words")
+
+    MAX_WORDS = 8192  # beyond it the words start over: a bound, not a working-set size
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.total: int | None = None
+        self.words: dict[str, int] = {}
+        self.agents: dict[str, bool] = {}
+
+    def sync(self, conn: sqlite3.Connection) -> Snapshot:
+        """Start (or keep) the cache for the snapshot ``conn``'s transaction reads."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self.version or len(self.words) > self.MAX_WORDS:
+            self.version, self.total = version, None
+            self.words, self.agents = {}, {}
+        return self
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -157,7 +187,7 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._worker: Worker | None = None
-        self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []  # idle ones
+        self._readers: list[_Reader] = []  # idle ones
         self._readers_lock = threading.Lock()
         self._readers_epoch = 0  # moves on close: a reader of an older epoch is not kept
         self.probe = probe  # also counts this process's changes: see _memory_memo.py
@@ -186,8 +216,8 @@ class Store:
             while True:
                 with self._lock:
                     batch = tuple(self._pending)
+                    self._writing = batch  # before the queue empties: see quiet()
                     self._pending.clear()
-                    self._writing = batch
                 if not batch:
                     return
                 try:
@@ -198,9 +228,13 @@ class Store:
                         self._writing = ()
 
     def quiet(self) -> bool:
-        """Nothing this process queued is waiting or being written."""
-        with self._lock:
-            return not self._pending and not self._writing
+        """Nothing this process queued is waiting or being written.
+
+        No lock (it is asked on the event loop for every call): an entry is in the queue or
+        in ``_writing`` (set before the queue is emptied, cleared after the commit), and
+        the queue is looked at first, so an entry on its way is always seen in one.
+        """
+        return not self._pending and not self._writing
 
     def unwritten(self) -> tuple[Pending, ...]:
         """What this process queued and has not committed yet, oldest first.
@@ -222,8 +256,8 @@ class Store:
         with self._readers_lock:
             idle, self._readers = self._readers, []
             self._readers_epoch += 1
-        for conn, _ in idle:
-            conn.close()
+        for reader in idle:
+            reader.conn.close()
         self.probe.close()
 
     def read(self, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
@@ -234,28 +268,36 @@ class Store:
         readers need neither), so recalls run in parallel with each other and with a write,
         and a write lock held by another process costs a recall nothing.
         """
+        return self.read_snapshot(lambda conn, _: fn(conn), default)
+
+    def read_snapshot(self, fn: Callable[[sqlite3.Connection, Snapshot], T], default: T) -> T:
+        """:meth:`read`, ``fn`` also given its connection's :class:`Snapshot` cache, synced
+        to the state this read transaction sees."""
         identity = _identity(self.path)
         if identity is None:
             return default
+        reader: _Reader | None = None
         with self._readers_lock:
             epoch = self._readers_epoch
             while self._readers:
-                conn, seen = self._readers.pop()
-                if seen == identity:
+                reader = self._readers.pop()
+                if reader.identity == identity:
                     break
-                conn.close()  # the file was replaced or set aside: this one reads the old one
-            else:
-                conn = None
+                reader.conn.close()  # the file was replaced or set aside: it reads the old one
+                reader = None
+        conn: sqlite3.Connection | None = None
         try:
-            if conn is None:
+            if reader is None:
                 conn = _connect_reader(self.path, identity)
                 if conn is None:
                     return default
+                reader = _Reader(conn, identity, Snapshot())
+            conn = reader.conn
             # One read transaction: a consistent snapshot for all of ``fn``'s statements, and
             # ended here, so the pooled connection never keeps an old snapshot open.
             conn.execute("BEGIN")
             try:
-                value = fn(conn)
+                value = fn(conn, reader.snapshot.sync(conn))
             finally:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -270,7 +312,7 @@ class Store:
             return default
         with self._readers_lock:
             if epoch == self._readers_epoch:
-                self._readers.append((conn, identity))
+                self._readers.append(reader)
                 return value
         conn.close()
         return value
@@ -372,6 +414,15 @@ class Store:
         self.dropped += len(batch)
 
 
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """A pooled read-only connection, the file it reads and its snapshot cache."""
+
+    conn: sqlite3.Connection
+    identity: tuple[int, int]
+    snapshot: Snapshot
+
+
 class _Unusable(OSError):
     """The data folder cannot be made; its warning is already given."""
 
@@ -409,23 +460,39 @@ def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_b
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (p.agent, p.task, p.digest, excerpt, p.ts, model, size),
             )
-        for agent in {p.agent for p in batch}:
-            conn.execute(
-                "DELETE FROM entries WHERE agent = ? AND id NOT IN (SELECT id FROM entries "
-                "WHERE agent = ? ORDER BY ts DESC, id DESC LIMIT ?)",
-                (agent, agent, per_agent),
-            )
-        total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
-        if total > max_bytes:
-            doomed: list[tuple[int]] = []
-            for entry_id, size in conn.execute("SELECT id, size FROM entries ORDER BY ts, id"):
-                if total <= max_bytes:
-                    break
-                doomed.append((entry_id,))
-                total -= size
-            conn.executemany("DELETE FROM entries WHERE id = ?", doomed)
+        _prune(conn, {p.agent for p in batch}, per_agent, max_bytes)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _prune(conn: sqlite3.Connection, agents: set[str], per_agent: int, max_bytes: int) -> None:
+    """Delete the oldest entries beyond the caps, in the writer's transaction.
+
+    Each check is a cheap one first, made so that a store within its caps costs no scan:
+    an agent's count (its index) before the ranked delete, and the file's size before the
+    sum of the entries' sizes (text kept is in the file's pages, so a file no bigger than
+    ``max_bytes`` cannot hold more than ``max_bytes`` of it).
+    """
+    for agent in agents:
+        count = conn.execute("SELECT count(*) FROM entries WHERE agent = ?", (agent,))
+        if count.fetchone()[0] > per_agent:
+            conn.execute(
+                "DELETE FROM entries WHERE agent = ? AND id NOT IN (SELECT id FROM entries "
+                "WHERE agent = ? ORDER BY ts DESC, id DESC LIMIT ?)",
+                (agent, agent, per_agent),
+            )
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    if pages * conn.execute("PRAGMA page_size").fetchone()[0] <= max_bytes:
+        return
+    total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+    if total > max_bytes:
+        doomed: list[tuple[int]] = []
+        for entry_id, size in conn.execute("SELECT id, size FROM entries ORDER BY ts, id"):
+            if total <= max_bytes:
+                break
+            doomed.append((entry_id,))
+            total -= size
+        conn.executemany("DELETE FROM entries WHERE id = ?", doomed)
