@@ -298,6 +298,7 @@ class _Class:
     ratio: float | None = None  # real / estimated input tokens, learned
     spread: float = 0.0  # mean relative error of that ratio on single requests, learned
     in_flight: int = 0
+    peak_in_flight: int = 0  # the most attempts ever in flight: the estimator's noise scale
     queue: deque[_Waiter] = field(default_factory=deque)
     queued: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KINDS, 0.0))
     changed: asyncio.Future[None] | None = None
@@ -583,6 +584,7 @@ class TokenBuckets:
 
     def _charge(self, cls: _Class, costs: Mapping[str, float]) -> frozenset[str]:
         cls.in_flight += 1
+        cls.peak_in_flight = max(cls.peak_in_flight, cls.in_flight)
         for kind, bucket in cls.buckets.items():
             bucket.charge(costs[kind])  # the model's when it leaves: sending()
         return frozenset(cls.buckets)
@@ -637,7 +639,7 @@ class TokenBuckets:
                     left,
                     authoritative=authoritative,
                     seconds=self._unseen_seconds,
-                    in_flight=cls.in_flight,
+                    in_flight=cls.peak_in_flight,
                 )
         if learned:
             cls.state = "known"

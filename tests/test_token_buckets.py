@@ -429,6 +429,40 @@ async def test_the_learned_share_recovers_gradually_when_the_neighbour_stops() -
     assert unseen(b) < 0.03
 
 
+async def test_a_burst_counted_late_by_the_service_is_not_read_as_a_neighbour() -> None:
+    """100 attempts leave at once; the service counts each only just before answering it,
+    one every 10 ms. The first report misses 99 attempts our model charged; each later
+    one shows one of them: the errors cancel, so nothing is learned, though fewer attempts
+    are in flight at each later report."""
+    t = FakeTime()
+    limits = RateLimits(output_tokens_per_minute=150_000)
+    server = ServerRateLimiter(limits, clock=t.clock, wall=lambda: 1_700_000_000.0 + t.now)
+    b = buckets(t)
+    first = await b.admit(SONNET, 400, 1024)
+    b.sending(first)
+    counted = server.admit(SONNET, input_tokens=100, max_tokens=1024)
+    assert not isinstance(counted, Rejection)
+    server.settle(counted, input_tokens=100, output_tokens=50)
+    b.settle(first, Usage(input_tokens=100, output_tokens=50), server.headers(SONNET))
+    answer = Usage(input_tokens=100, output_tokens=50)
+    for _ in range(3):
+        tickets = [await b.admit(SONNET, 400, 1024) for _ in range(100)]
+        for ticket in tickets:
+            b.sending(ticket)
+        head = server.admit(SONNET, input_tokens=100, max_tokens=1024)
+        assert not isinstance(head, Rejection)
+        t.now += 0.01
+        server.settle(head, input_tokens=100, output_tokens=50)
+        b.settle(tickets[0], answer, server.headers(SONNET))
+        for ticket in tickets[1:]:  # each reaches the service just before its answer
+            decision = server.admit(SONNET, input_tokens=100, max_tokens=1024)
+            assert not isinstance(decision, Rejection)
+            t.now += 0.01
+            server.settle(decision, input_tokens=100, output_tokens=50)
+            b.settle(ticket, answer, server.headers(SONNET))
+    assert unseen(b, "output-tokens") < 0.02
+
+
 def test_the_rate_limit_line_is_compact() -> None:
     state = {
         "concurrency_limit": 5,
