@@ -182,7 +182,10 @@ class _Bucket:
     that misses an attempt and the one that shows it; it is at least ``unseen_seconds``, and
     at least the refill time of ``_UNSEEN_REQUESTS`` typical requests plus one per attempt in
     flight (each is one request's worth of such noise), so that with limits that hold few
-    requests a minute one request's noise does not read as another consumer.
+    requests a minute one request's noise does not read as another consumer. That count is
+    the most attempts ever in flight, not those at the report: a burst's first report (many
+    attempts not counted yet) and the later ones that show them must weigh the same to
+    cancel; weighed by the shrinking count, 100 at once alone read as others taking 90%.
     """
 
     def __init__(self, capacity: float, level: float, now: float) -> None:
