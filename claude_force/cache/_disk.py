@@ -148,6 +148,7 @@ class DiskTier:
         self._reader: sqlite3.Connection | None = None
         self._page_size = int(self._writer.execute("PRAGMA page_size").fetchone()[0])
         self._wal = WalKeeper(self.path, self.limits, self._log, self._write_lock)
+        self._wal.map(self._page_size)
         self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
         self._generation = self._read_generation = _fork_generation
         self._closed = False
@@ -165,6 +166,7 @@ class DiskTier:
             # A forked child sharing the parent's SQLite handle could corrupt the file.
             _ABANDONED.append(self._writer)
             self._writer, self._identity = connect(self.path, limits=self.limits)
+            self._wal.map(self._page_size)
             self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
             self._generation = _fork_generation
             with self._state:
@@ -231,6 +233,8 @@ class DiskTier:
             # The directory itself went bad mid-run: carry on without a disk tier.
             logger.error("%s; the disk cache is off for the rest of this run", error)
             self._closed = True
+        else:
+            self._wal.map(self._page_size)
         self._generation = _fork_generation
 
     def _read_failed(self, exc: sqlite3.Error) -> None:
@@ -319,6 +323,7 @@ class DiskTier:
             )
             return False
         self._gone = False
+        self._wal.map(self._page_size)
         logger.warning("cache database %s was removed while in use; started a fresh one", self.path)
         return True
 
@@ -330,7 +335,7 @@ class DiskTier:
             conn.execute("BEGIN IMMEDIATE")
             # Checked holding the write lock, so no other process adds to the WAL before we
             # commit: it passes its budget by at most one transaction, however many write.
-            if self._wal.size() <= self.limits.wal_bytes:
+            if self._wal.pending() <= self.limits.wal_bytes:
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:
@@ -433,7 +438,7 @@ class DiskTier:
     def _reclaim(self) -> None:
         """On open: give back what a crash or a lower limit left; caller holds write lock."""
         conn = self._writer
-        if self._wal.size() > self.limits.journal_limit:
+        if self._wal.file_bytes() > self.limits.journal_limit:
             # Without waiting: another process writing now will checkpoint it itself.
             conn.execute("PRAGMA busy_timeout=0")
             self._wal.truncate(conn)

@@ -5,14 +5,17 @@ commit appends its pages to the WAL and returns, durable against a process crash
 ``synchronous=NORMAL``), without the two fsyncs a checkpoint costs. Once the WAL passes
 ``checkpoint_at`` the tier's background thread copies it into the database on a connection
 of its own, PASSIVE (writers never wait for it); the next write then starts the WAL over
-from its beginning, and SQLite truncates the file to ``journal_limit``.
+from its beginning, reusing the file as it is (SQLite truncates it only when it grew past
+``wal_bytes``: truncating after every checkpoint costs that write milliseconds). How full
+the WAL is comes from its frame count in the WAL index (``_walindex``), not the file's size.
 
 A writer that keeps committing while a checkpoint runs leaves new frames behind it, and the
-WAL only starts over once every frame is copied. So when frames remain after the pass, the
-background thread runs a second one holding this process's write lock: it copies only what
-came during the first. Whatever the background thread manages, a writer still
-begins a transaction only while the WAL is within its whole budget, first truncating it
-(waiting for other processes) otherwise: the hard bound, as before.
+WAL only starts over once every frame is copied. So the background thread runs further
+unlocked passes, each copying what came during the one before, until little is left, and
+then one holding this process's write lock: the writer waits for that one only, and it
+copies a few frames. Whatever the background thread manages, a writer still begins a
+transaction only while the WAL is within its whole budget, first truncating it (waiting for
+other processes) otherwise: the hard bound, as before.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from pathlib import Path
 from .._warnings import OnceLog
 from ._limits import DiskLimits
 from ._sqlite import BUSY_TIMEOUT_S, DB_NAME, connect_reader, file_size
+from ._walindex import WalIndex
 
 __all__ = ["WAL_STUCK", "WalKeeper"]
 
-# Unlocked passes before the one that holds the write lock. Each pass costs two fsyncs
-# whatever it copies, so one: it copies the bulk, the locked one what came meanwhile.
-_UNLOCKED_PASSES = 1
+# Unlocked passes before the one that holds the write lock: the first copies the bulk,
+# the next ones what came meanwhile, until so little is left (``_CATCH_UP_FRAMES``) that
+# the locked one, which the writer waits for, costs it little more than two small fsyncs.
+_UNLOCKED_PASSES = 4
+_CATCH_UP_FRAMES = 24
 _DATA_VERSION = "PRAGMA data_version"
 # A truncating checkpoint that found another one running is retried after this pause.
 _PAUSE_S = 0.001
@@ -45,6 +51,8 @@ WAL_STUCK = (
 )
 # Connections inherited through fork() are parked, never used or closed by the child.
 _ABANDONED: list[sqlite3.Connection] = []
+_WAL_HEADER = 32
+_FRAME_HEADER = 24
 
 
 class WalKeeper:
@@ -62,13 +70,41 @@ class WalKeeper:
         self._stale = False  # the file was replaced: reopen before the next pass
         self._wanted = False
         self._seen = 0  # the WAL's size after the last background pass
+        self._index = WalIndex(str(path))
+        self._frame_bytes = 0
+
+    def map(self, page_size: int) -> None:
+        """Read the WAL's frames from its index from now on (``_walindex``); call once the
+        writer has opened the database (again)."""
+        self._frame_bytes = page_size + _FRAME_HEADER
+        self._index.attach()
 
     def size(self) -> int:
+        """Bytes of frames written since the WAL last started over. The file is at least
+        this large, and larger after it started over (it is reused from its beginning),
+        but never past the largest this was, or ``wal_bytes`` once it started over again."""
+        frames = self._index.frames()
+        if frames is None:
+            return file_size(self._wal)
+        return _WAL_HEADER + frames[0] * self._frame_bytes if frames[0] else 0
+
+    def pending(self) -> int:
+        """``size``, or 0 when every frame is in the database: the next write starts the
+        WAL over (unless a reader still uses it: then it adds one transaction). Exact while
+        holding the write lock, when no other writer moves the index."""
+        frames = self._index.frames()
+        if frames is None:
+            return file_size(self._wal)
+        written, copied = frames
+        return 0 if written <= copied else _WAL_HEADER + written * self._frame_bytes
+
+    def file_bytes(self) -> int:
+        """The WAL file's size, whatever it holds."""
         return file_size(self._wal)
 
     def after_commit(self) -> bool:
         """True when the background thread should checkpoint (the caller wakes it)."""
-        size = file_size(self._wal)
+        size = self.size()
         if size < self.limits.checkpoint_at:
             self._seen = 0  # started over: the next growth past the mark needs a pass
             return False
@@ -88,14 +124,22 @@ class WalKeeper:
             for _ in range(_UNLOCKED_PASSES):
                 if self._pass(conn):
                     return
+                if self._behind() <= _CATCH_UP_FRAMES:
+                    break
             with self._write_lock:  # this process's writer waits for this one only
                 self._pass(conn)
         except sqlite3.Error as exc:
             # Nothing is lost: the pages stay in the WAL, and a writer truncates it if needed.
             self._log.warn("checkpoint", f"disk cache checkpoint of {self._path} failed ({exc})")
         finally:
-            self._seen = file_size(self._wal)
+            self._seen = self.size()
             self._wanted = False
+
+    def _behind(self) -> int:
+        """Frames not yet copied into the database (0 when the index cannot be read: one
+        unlocked pass then, as before the index was read)."""
+        frames = self._index.frames()
+        return 0 if frames is None else max(0, frames[0] - frames[1])
 
     def _pass(self, conn: sqlite3.Connection) -> bool:
         """One PASSIVE checkpoint; True when every frame of the WAL is now in the database
@@ -123,14 +167,17 @@ class WalKeeper:
         return conn
 
     def reopen(self) -> None:
-        """The database file was set aside or replaced: the next pass opens the new one."""
+        """The database file was set aside or replaced: the next pass opens the new one
+        (and the caller ``map``s its index once its writer has)."""
         self._stale = True
 
     def close(self) -> None:
-        """Close the background connection; call once the background thread has stopped."""
+        """Close the background connection; call once the background thread has stopped
+        and the tier's other connections are closed."""
         conn, self._conn = self._conn, None
         if conn is not None and self._pid == os.getpid():
             conn.close()
+        self._index.detach()
 
     # -- on the writer's connection -----------------------------------------------------
 
