@@ -144,6 +144,7 @@ class DiskTier:
         self._recount = False
         self._damaged: sqlite3.Error | None = None
         self._keep = ""  # the key a running transaction wrote last: never its own victim
+        self._pages = 0  # the database's pages as the transaction began, 0 when unknown
         self._writer, self._identity = connect(self.path, limits=self.limits)
         self._reader: sqlite3.Connection | None = None
         self._page_size = int(self._writer.execute("PRAGMA page_size").fetchone()[0])
@@ -280,7 +281,7 @@ class DiskTier:
                     self._apply(conn, batch)
                     result = body(conn)
                     self.stats.evictions += fit(
-                        conn, self.limits, self._page_size, self._keep, self.path
+                        conn, self.limits, self._page_size, self._keep, self.path, self._pages
                     )
                     conn.execute("COMMIT")
                 except BaseException:
@@ -335,7 +336,8 @@ class DiskTier:
             conn.execute("BEGIN IMMEDIATE")
             # Checked holding the write lock, so no other process adds to the WAL before we
             # commit: it passes its budget by at most one transaction, however many write.
-            if self._wal.pending() <= self.limits.wal_bytes:
+            pending, self._pages = self._wal.pending()
+            if pending <= self.limits.wal_bytes:
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:

@@ -3,8 +3,7 @@
 Every write transaction ends with ``fit``: while the stored envelope bytes pass
 ``DiskLimits.max_bytes`` the rows accessed longest ago are deleted, exactly enough; while the
 database file's pages in use pass ``file_bytes``, as many rows as the overshoot is worth at
-the average row's pages, so a write that adds a page evicts about one row (writes cost the
-same, rather than every eighth paying for eight). The byte total comes from the ``meta``
+the average row's pages, at least eight, in one statement. The byte total comes from the ``meta``
 row the triggers keep; when it cannot be right (someone changed the file) ``repair``
 recounts it first.
 """
@@ -37,14 +36,26 @@ _DELETE_LRU = (
 )
 
 
-def fit(conn: sqlite3.Connection, limits: DiskLimits, page_size: int, keep: str, path: Path) -> int:
+def fit(
+    conn: sqlite3.Connection,
+    limits: DiskLimits,
+    page_size: int,
+    keep: str,
+    path: Path,
+    pages_before: int = 0,
+) -> int:
     """Evict least-recently-accessed rows, never ``keep`` (the key just written), until both
-    budgets hold; returns how many. Caller is in a write transaction."""
+    budgets hold; returns how many. Caller is in a write transaction, which began with
+    ``pages_before`` pages in the database (0: unknown)."""
     total, entries = _totals(conn, path)
     evicted = 0
     if total > limits.max_bytes:
         evicted += _fit_bytes(conn, limits.max_bytes, total, keep)
         entries -= evicted
+    # One transaction adds at most half a WAL budget of pages (``DiskLimits``): far from
+    # the budget, the pages need no counting.
+    if pages_before and pages_before * page_size + limits.wal_bytes <= limits.file_bytes:
+        return evicted
     pages = int(conn.execute(_PAGES).fetchone()[0])
     if pages * page_size <= limits.file_bytes:
         return evicted  # the whole file is within budget: no need to count free pages
@@ -53,9 +64,10 @@ def fit(conn: sqlite3.Connection, limits: DiskLimits, page_size: int, keep: str,
         over = used - limits.file_bytes
         if over <= 0 or entries <= 0:
             return evicted
-        # As many rows as the overshoot is worth at the average row's pages, so a write
-        # that needs one page back evicts about one row, not a batch.
-        count = min(_PAGE_BATCH, max(1, -(-over * entries // used)))
+        # As many rows as the overshoot is worth at the average row's pages, and at least a
+        # batch: evicting rows next to each other in LRU order shares the pages on the
+        # way to them, so a batch every few writes adds less to the WAL than one per write.
+        count = min(_PAGE_BATCH, max(_EVICT_BATCH, -(-over * entries // used)))
         removed = conn.execute(_DELETE_LRU, (keep, count)).rowcount
         if removed <= 0:
             return evicted

@@ -71,6 +71,10 @@ class WalKeeper:
         self._wanted = False
         self._seen = 0  # the WAL's size after the last background pass
         self._index = WalIndex(str(path))
+        # Held by this process's checkpoints: a writer that must truncate the WAL waits for
+        # the background pass to end instead of retrying after pauses (SQLite makes a
+        # second checkpointer fail at once). Taken after the write lock, never before it.
+        self._checkpointing = threading.Lock()
         self._frame_bytes = 0
 
     def map(self, page_size: int) -> None:
@@ -88,15 +92,18 @@ class WalKeeper:
             return file_size(self._wal)
         return _WAL_HEADER + frames[0] * self._frame_bytes if frames[0] else 0
 
-    def pending(self) -> int:
-        """``size``, or 0 when every frame is in the database: the next write starts the
-        WAL over (unless a reader still uses it: then it adds one transaction). Exact while
-        holding the write lock, when no other writer moves the index."""
+    def pending(self) -> tuple[int, int]:
+        """(``size``, or 0 when every frame is in the database: the next write starts the
+        WAL over, unless a reader still uses it, when it adds one transaction; and the
+        database's size in pages, 0 when unknown). Exact while holding the write lock, when
+        no other writer moves the index."""
         frames = self._index.frames()
         if frames is None:
-            return file_size(self._wal)
-        written, copied = frames
-        return 0 if written <= copied else _WAL_HEADER + written * self._frame_bytes
+            return file_size(self._wal), 0
+        written, copied, pages = frames
+        if written <= copied:
+            return 0, pages
+        return _WAL_HEADER + written * self._frame_bytes, pages
 
     def file_bytes(self) -> int:
         """The WAL file's size, whatever it holds."""
@@ -145,8 +152,9 @@ class WalKeeper:
         """One PASSIVE checkpoint; True when every frame of the WAL is now in the database
         (or another connection is checkpointing it)."""
         self.passes += 1
-        before = conn.execute(_DATA_VERSION).fetchone()[0]
-        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        with self._checkpointing:
+            before = conn.execute(_DATA_VERSION).fetchone()[0]
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if busy:
             return True  # another connection is at it
         # ``frames`` is the WAL as the checkpoint began: a commit since then (which moves
@@ -189,7 +197,8 @@ class WalKeeper:
         deadline = time.monotonic() + _TRUNCATE_PATIENCE_S
         while True:
             try:
-                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                with self._checkpointing:
+                    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             except sqlite3.Error as exc:
                 # Nothing is lost: the pages stay in the WAL until a later checkpoint.
                 self._log.warn(

@@ -4,8 +4,9 @@ The WAL file's size does not tell: SQLite reuses the file from its beginning onc
 checkpoint has copied every frame, and only truncates it when it grew past
 ``journal_size_limit`` (truncating after every checkpoint costs the write that starts the
 WAL over milliseconds). The WAL index header does: ``mxFrame``, the frames written since the
-WAL last started over, and ``nBackfill``, how many of them a checkpoint has copied into the
-database (https://sqlite.org/walformat.html; native byte order). One ``pread`` costs less
+WAL last started over, ``nBackfill``, how many of them a checkpoint has copied into the
+database, and ``nPage``, the database's size in pages (https://sqlite.org/walformat.html;
+native byte order). One ``pread`` costs less
 than the ``stat`` it replaces.
 
 POSIX drops every ``fcntl`` lock a process holds on a file when *any* of its descriptors of
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 
 __all__ = ["WalIndex"]
 
-# mxFrame at byte 16 of the header; nBackfill at byte 96 (the checkpoint info after the
-# header's two 48-byte copies).
-_MX_FRAME = struct.Struct("=16xI")
+# mxFrame and nPage (the database's size in pages, 0 when unknown) at byte 16 of the
+# header; nBackfill at byte 96 (the checkpoint info after the header's two 48-byte copies).
+_MX_FRAME = struct.Struct("=16xII")
 _BACKFILL = struct.Struct("=96xI")
 _READ = _BACKFILL.size
 
@@ -98,8 +99,9 @@ class WalIndex:
                 os.close(entry.fd)
             # else: parked when the file was replaced; it stays open
 
-    def frames(self) -> tuple[int, int] | None:
-        """(frames written since the WAL started over, frames copied into the database)."""
+    def frames(self) -> tuple[int, int, int] | None:
+        """(frames written since the WAL started over, frames copied into the database,
+        the database's size in pages or 0 when the index does not tell)."""
         # No fork check here (getpid is a system call): a forked child's tier attaches
         # afresh when it reconnects, before its first write reads this.
         entry = self._entry
@@ -111,4 +113,5 @@ class WalIndex:
             return None
         if len(head) < _READ:
             return None  # not initialised yet
-        return _MX_FRAME.unpack_from(head)[0], _BACKFILL.unpack_from(head)[0]
+        written, pages = _MX_FRAME.unpack_from(head)
+        return written, _BACKFILL.unpack_from(head)[0], pages if written else 0
