@@ -3,10 +3,11 @@
 Every write is one ``BEGIN IMMEDIATE`` transaction that stores the rows and then evicts
 least-recently-accessed rows until both budgets of ``DiskLimits`` hold (``_evict``): the
 sum of envelope sizes, and the pages the database file has in use. A transaction begins
-only while the WAL is within its budget (holding the write lock, so other processes cannot
-add to it); past it, the writer first truncates it. Commits never checkpoint: the tier's
-background thread does (``_wal``). The WAL is also truncated on close and on open (after a
-crash), so the whole folder stays within ``DiskLimits.folder_bytes``.
+only while the WAL's frames (read from its index, ``_walindex``) are within its budget
+(holding the write lock, so other processes cannot add to it); past it, the writer first
+checkpoints all of it. Commits never checkpoint: the tier's background thread does
+(``_wal``). The WAL is also truncated on close and on open (after a crash), so the whole
+folder stays within ``DiskLimits.folder_bytes``.
 
 Three connections: lookups use a reader that never waits for a write (WAL readers take no
 lock), writes use a writer, checkpoints their own. Nothing on a lookup path writes: access

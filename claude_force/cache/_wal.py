@@ -75,6 +75,10 @@ class WalKeeper:
         # the background pass to end instead of retrying after pauses (SQLite makes a
         # second checkpointer fail at once). Taken after the write lock, never before it.
         self._checkpointing = threading.Lock()
+        # The background thread checkpoints once the WAL passes this. A writer that finds
+        # the WAL over its budget (the checkpoint took longer than the writes left room
+        # for: a busy disk) lowers it; each cycle that did not raises it back a little.
+        self._start_at = limits.checkpoint_at
         self._frame_bytes = 0
 
     def map(self, page_size: int) -> None:
@@ -112,7 +116,7 @@ class WalKeeper:
     def after_commit(self) -> bool:
         """True when the background thread should checkpoint (the caller wakes it)."""
         size = self.size()
-        if size < self.limits.checkpoint_at:
+        if size < self._start_at:
             self._seen = 0  # started over: the next growth past the mark needs a pass
             return False
         # Past the mark and grown since the last pass (which may have been unable to finish
@@ -135,6 +139,9 @@ class WalKeeper:
                     break
             with self._write_lock:  # this process's writer waits for this one only
                 self._pass(conn)
+            self._start_at = min(
+                self.limits.checkpoint_at, self._start_at + self.limits.wal_bytes // 32
+            )
         except sqlite3.Error as exc:
             # Nothing is lost: the pages stay in the WAL, and a writer truncates it if needed.
             self._log.warn("checkpoint", f"disk cache checkpoint of {self._path} failed ({exc})")
@@ -189,16 +196,16 @@ class WalKeeper:
 
     # -- on the writer's connection -----------------------------------------------------
 
-    def truncate(self, conn: sqlite3.Connection) -> bool:
-        """A TRUNCATE checkpoint: waits (busy timeout) for other connections, empties the
-        WAL; True when it did. Retried briefly while another checkpoint (the background
-        thread's, or another process's) runs, which makes it fail at once."""
+    def truncate(self, conn: sqlite3.Connection, mode: str = "TRUNCATE") -> bool:
+        """A TRUNCATE checkpoint (or ``mode``): waits (busy timeout) for other connections,
+        empties the WAL; True when it did. Retried briefly while another checkpoint (another
+        process's) runs, which makes it fail at once."""
         pause = _PAUSE_S
         deadline = time.monotonic() + _TRUNCATE_PATIENCE_S
         while True:
             try:
                 with self._checkpointing:
-                    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                    busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             except sqlite3.Error as exc:
                 # Nothing is lost: the pages stay in the WAL until a later checkpoint.
                 self._log.warn(
@@ -211,15 +218,26 @@ class WalKeeper:
             pause = min(pause * 2, _PAUSE_MAX_S)
 
     def shrink(self, conn: sqlite3.Connection, deadline: float) -> bool:
-        """Truncate until the WAL is within its budget or ``deadline`` passes.
+        """Checkpoint until the WAL is within its budget or ``deadline`` passes.
 
         While other processes keep writing, SQLite's PASSIVE checkpoints never catch up with
-        the WAL's end, so it is never started over and grows. A TRUNCATE checkpoint waits
-        for the writers and readers (busy timeout) and empties it; it fails at once while
-        another connection checkpoints, hence the retries (in ``truncate``)."""
+        the WAL's end, so it is never started over and grows. A RESTART checkpoint waits
+        for the writers and readers (busy timeout) and copies all of it, so the next write
+        starts it over (and SQLite truncates the file if it grew past ``wal_bytes``); a
+        TRUNCATE one also empties the file, needed only when its frames cannot be read. It
+        fails at once while another process checkpoints, hence the retries (``truncate``).
+        The background thread then starts its checkpoints earlier (``_start_at``)."""
+        budget = self.limits.wal_bytes
+        self._start_at = max(budget // 4, self._start_at - budget // 8)
+        readable = self._index.frames() is not None
         while True:
-            self.truncate(conn)
-            if file_size(self._wal) <= self.limits.wal_bytes:
-                return True
+            if readable:
+                self.truncate(conn, "RESTART")
+                if self.pending()[0] <= self.limits.wal_bytes:
+                    return True
+            else:
+                self.truncate(conn)
+                if file_size(self._wal) <= self.limits.wal_bytes:
+                    return True
             if time.monotonic() >= deadline:
                 return False
