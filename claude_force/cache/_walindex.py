@@ -40,6 +40,8 @@ class _Shared:
     pid: int
 
 
+# Without pread (Windows) the tier stats the WAL file instead.
+_READABLE = hasattr(os, "pread")
 _lock = threading.Lock()
 _shared: dict[str, _Shared] = {}
 # Descriptors this process must never close: a parent's (after fork), or a replaced file's
@@ -64,8 +66,11 @@ class WalIndex:
 
     def attach(self) -> None:
         """Read the index file now at the path; call once a connection has opened it."""
+        inode = _inode(self._path) if _READABLE else None
+        entry = self._entry
+        if entry is not None and entry.pid == os.getpid() and entry.inode == inode:
+            return  # the same file: closing our descriptor would drop SQLite's locks on it
         self.detach()
-        inode = _inode(self._path)
         if inode is None:
             return
         with _lock:
@@ -76,7 +81,7 @@ class WalIndex:
                 entry = None
             if entry is None:
                 try:
-                    fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+                    fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
                 except OSError:
                     return
                 entry = _Shared(fd, inode, 0, os.getpid())
