@@ -283,7 +283,58 @@ def test_writes_leave_checkpoints_to_the_background_and_the_wal_then_starts_over
         assert disk._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
         disk._background()
         assert wal.passes == 1  # nothing was written meanwhile: one pass copied it all
+        grown = wal.file_bytes()
         cache.set(key(n), {"t": text(rng, 1500)})
-        # The next write started the WAL over and SQLite truncated the file.
-        assert wal.size() <= disk.limits.journal_limit
+        # The next write started the WAL over at its beginning: one transaction's frames,
+        # in the file as it was (truncating it would cost that write milliseconds).
+        assert 0 < wal.size() <= disk.limits.txn_bytes * 4
+        assert wal.file_bytes() == grown <= disk.limits.wal_bytes
         assert cache.get(key(n - 1)) is not None
+
+
+def wal_index_descriptors(folder: Path) -> int:
+    target = str(folder / "cache.db-shm")
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == target
+        except FileNotFoundError:
+            continue
+    return count
+
+
+def test_the_wal_index_is_read_through_one_descriptor_closed_with_its_last_user(
+    tmp_path: Path,
+) -> None:
+    # Closing any descriptor of a file drops all of this process's locks on it, SQLite's
+    # too: a second cache on the folder must not close the one the first still relies on.
+    first = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    first.set(key(1), {"a": 1})
+    alone = wal_index_descriptors(tmp_path)  # SQLite's own, and ours
+    assert alone == 2
+    second = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    second.set(key(3), {"a": 3})
+    assert wal_index_descriptors(tmp_path) == alone
+    second.close()
+    assert wal_index_descriptors(tmp_path) == alone
+    disk = first._disk
+    assert disk is not None
+    before = disk._wal.size()
+    first.set(key(2), {"a": 2})
+    assert disk._wal.size() > before  # still read from the index, frame by frame
+    first.close()
+    assert wal_index_descriptors(tmp_path) == 0
+
+
+def test_the_wal_size_read_from_its_index_is_sqlite_s_frame_count(tmp_path: Path) -> None:
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0) as cache:
+        disk = cache._disk
+        assert disk is not None
+        disk._worker.close()  # no checkpoint moves the WAL meanwhile
+        for n in range(20):
+            cache.set(key(n), {"n": n, "t": "x" * 3000})
+        frames = (disk._wal.size() - 32) // (disk._page_size + 24)
+        with sqlite3.connect(tmp_path / "cache.db") as other:
+            busy, log, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        other.close()
+        assert busy == 0 and log == frames > 20

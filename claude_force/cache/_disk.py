@@ -3,10 +3,11 @@
 Every write is one ``BEGIN IMMEDIATE`` transaction that stores the rows and then evicts
 least-recently-accessed rows until both budgets of ``DiskLimits`` hold (``_evict``): the
 sum of envelope sizes, and the pages the database file has in use. A transaction begins
-only while the WAL is within its budget (holding the write lock, so other processes cannot
-add to it); past it, the writer first truncates it. Commits never checkpoint: the tier's
-background thread does (``_wal``). The WAL is also truncated on close and on open (after a
-crash), so the whole folder stays within ``DiskLimits.folder_bytes``.
+only while the WAL's frames (read from its index, ``_walindex``) are within its budget
+(holding the write lock, so other processes cannot add to it); past it, the writer first
+checkpoints all of it. Commits never checkpoint: the tier's background thread does
+(``_wal``). The WAL is also truncated on close and on open (after a crash), so the whole
+folder stays within ``DiskLimits.folder_bytes``.
 
 Three connections: lookups use a reader that never waits for a write (WAL readers take no
 lock), writes use a writer, checkpoints their own. Nothing on a lookup path writes: access
@@ -144,10 +145,12 @@ class DiskTier:
         self._recount = False
         self._damaged: sqlite3.Error | None = None
         self._keep = ""  # the key a running transaction wrote last: never its own victim
+        self._pages = 0  # the database's pages as the transaction began, 0 when unknown
         self._writer, self._identity = connect(self.path, limits=self.limits)
         self._reader: sqlite3.Connection | None = None
         self._page_size = int(self._writer.execute("PRAGMA page_size").fetchone()[0])
         self._wal = WalKeeper(self.path, self.limits, self._log, self._write_lock)
+        self._wal.map(self._page_size)
         self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
         self._generation = self._read_generation = _fork_generation
         self._closed = False
@@ -165,6 +168,7 @@ class DiskTier:
             # A forked child sharing the parent's SQLite handle could corrupt the file.
             _ABANDONED.append(self._writer)
             self._writer, self._identity = connect(self.path, limits=self.limits)
+            self._wal.map(self._page_size)
             self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
             self._generation = _fork_generation
             with self._state:
@@ -231,6 +235,8 @@ class DiskTier:
             # The directory itself went bad mid-run: carry on without a disk tier.
             logger.error("%s; the disk cache is off for the rest of this run", error)
             self._closed = True
+        else:
+            self._wal.map(self._page_size)
         self._generation = _fork_generation
 
     def _read_failed(self, exc: sqlite3.Error) -> None:
@@ -276,7 +282,7 @@ class DiskTier:
                     self._apply(conn, batch)
                     result = body(conn)
                     self.stats.evictions += fit(
-                        conn, self.limits, self._page_size, self._keep, self.path
+                        conn, self.limits, self._page_size, self._keep, self.path, self._pages
                     )
                     conn.execute("COMMIT")
                 except BaseException:
@@ -319,6 +325,7 @@ class DiskTier:
             )
             return False
         self._gone = False
+        self._wal.map(self._page_size)
         logger.warning("cache database %s was removed while in use; started a fresh one", self.path)
         return True
 
@@ -330,7 +337,8 @@ class DiskTier:
             conn.execute("BEGIN IMMEDIATE")
             # Checked holding the write lock, so no other process adds to the WAL before we
             # commit: it passes its budget by at most one transaction, however many write.
-            if self._wal.size() <= self.limits.wal_bytes:
+            pending, self._pages = self._wal.pending()
+            if pending <= self.limits.wal_bytes:
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:
@@ -433,7 +441,7 @@ class DiskTier:
     def _reclaim(self) -> None:
         """On open: give back what a crash or a lower limit left; caller holds write lock."""
         conn = self._writer
-        if self._wal.size() > self.limits.journal_limit:
+        if self._wal.file_bytes() > self.limits.journal_limit:
             # Without waiting: another process writing now will checkpoint it itself.
             conn.execute("PRAGMA busy_timeout=0")
             self._wal.truncate(conn)

@@ -1,8 +1,9 @@
 """Keeping the disk tier's rows within their budgets: evicting the least recently used.
 
 Every write transaction ends with ``fit``: while the stored envelope bytes pass
-``DiskLimits.max_bytes`` or the database file's pages in use pass ``file_bytes``, the rows
-accessed longest ago are deleted, a few at a time. The byte total comes from the ``meta``
+``DiskLimits.max_bytes`` the rows accessed longest ago are deleted, exactly enough; while the
+database file's pages in use pass ``file_bytes``, as many rows as the overshoot is worth at
+the average row's pages, at least eight, in one statement. The byte total comes from the ``meta``
 row the triggers keep; when it cannot be right (someone changed the file) ``repair``
 recounts it first.
 """
@@ -21,46 +22,85 @@ __all__ = ["fit", "repair", "vacuum"]
 logger = logging.getLogger("claude_force.cache")
 
 _EVICT_BATCH = 8
-# The stored bytes and the pages in use, in one statement: it runs in every write.
-_USAGE = (
-    "SELECT total_bytes, entries, (SELECT page_count FROM pragma_page_count()) - "
-    "(SELECT freelist_count FROM pragma_freelist_count()) FROM meta WHERE id = 0"
-)
+# Rows evicted at most per statement when over in pages (as many as the overshoot is worth).
+_PAGE_BATCH = 64
+_TOTALS = "SELECT total_bytes, entries FROM meta WHERE id = 0"
+# Separate pragmas, not pragma_page_count() in a SELECT: each of those table-valued
+# functions prepares its PRAGMA afresh on every run, and this runs in every write.
+_PAGES = "PRAGMA page_count"
+_FREE = "PRAGMA freelist_count"
 _LRU = "SELECT rowid, size FROM entries WHERE key != ? ORDER BY last_access, rowid LIMIT ?"
+_DELETE_LRU = (
+    "DELETE FROM entries WHERE rowid IN "
+    "(SELECT rowid FROM entries WHERE key != ? ORDER BY last_access, rowid LIMIT ?)"
+)
 
 
-def fit(conn: sqlite3.Connection, limits: DiskLimits, page_size: int, keep: str, path: Path) -> int:
+def fit(
+    conn: sqlite3.Connection,
+    limits: DiskLimits,
+    page_size: int,
+    keep: str,
+    path: Path,
+    pages_before: int = 0,
+) -> int:
     """Evict least-recently-accessed rows, never ``keep`` (the key just written), until both
-    budgets hold; returns how many. Caller is in a write transaction."""
-    total, used = _usage(conn, page_size, path)
+    budgets hold; returns how many. Caller is in a write transaction, which began with
+    ``pages_before`` pages in the database (0: unknown)."""
+    total, entries = _totals(conn, path)
     evicted = 0
-    while total > limits.max_bytes or used > limits.file_bytes:
-        pages_over = used > limits.file_bytes
+    if total > limits.max_bytes:
+        evicted += _fit_bytes(conn, limits.max_bytes, total, keep)
+        entries -= evicted
+    # One transaction adds at most half a WAL budget of pages (``DiskLimits``): far from
+    # the budget, the pages need no counting.
+    if pages_before and pages_before * page_size + limits.wal_bytes <= limits.file_bytes:
+        return evicted
+    pages = int(conn.execute(_PAGES).fetchone()[0])
+    if pages * page_size <= limits.file_bytes:
+        return evicted  # the whole file is within budget: no need to count free pages
+    while True:
+        used = (pages - int(conn.execute(_FREE).fetchone()[0])) * page_size
+        over = used - limits.file_bytes
+        if over <= 0 or entries <= 0:
+            return evicted
+        # As many rows as the overshoot is worth at the average row's pages, and at least a
+        # batch: evicting rows next to each other in LRU order shares the pages on the
+        # way to them, so a batch every few writes adds less to the WAL than one per write.
+        count = min(_PAGE_BATCH, max(_EVICT_BATCH, -(-over * entries // used)))
+        removed = conn.execute(_DELETE_LRU, (keep, count)).rowcount
+        if removed <= 0:
+            return evicted
+        evicted += removed
+        entries -= removed
+
+
+def _fit_bytes(conn: sqlite3.Connection, max_bytes: int, total: int, keep: str) -> int:
+    """Evict exactly enough rows to bring the stored bytes within ``max_bytes``."""
+    evicted = 0
+    while total > max_bytes:
         victims: list[tuple[int]] = []
         for rowid, size in conn.execute(_LRU, (keep, _EVICT_BATCH)).fetchall():
             victims.append((rowid,))
             total -= size if type(size) is int else 0
-            if not pages_over and total <= limits.max_bytes:
-                break  # over in bytes only: evict exactly enough
+            if total <= max_bytes:
+                break
         if not victims:
             break
         conn.executemany("DELETE FROM entries WHERE rowid = ?", victims)
         evicted += len(victims)
-        if pages_over:
-            used = _usage(conn, page_size, path)[1]
     return evicted
 
 
-def _usage(conn: sqlite3.Connection, page_size: int, path: Path) -> tuple[int, int]:
-    """Stored envelope bytes, and bytes of the database file's pages in use; repairs the
-    totals first when they cannot be right."""
-    row = conn.execute(_USAGE).fetchone()
+def _totals(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """Stored envelope bytes and entries; repairs the totals first when they cannot be
+    right."""
+    row = conn.execute(_TOTALS).fetchone()
     if row is None or not plausible(row[0], row[1]):
         shown = "no totals" if row is None else f"{row[0]!r} bytes in {row[1]!r} entries"
         repair(conn, path, f"counted {shown}, which cannot be right")
-        row = conn.execute(_USAGE).fetchone()
-    total, _, pages = row
-    return int(total), int(pages) * page_size
+        row = conn.execute(_TOTALS).fetchone()
+    return int(row[0]), int(row[1])
 
 
 def repair(conn: sqlite3.Connection, path: Path, why: str) -> None:

@@ -161,7 +161,9 @@ def _open(path: Path, limits: DiskLimits) -> sqlite3.Connection:
         # No checkpoint in a commit (two fsyncs on the write path): the tier's background
         # thread runs them (``_wal``), and a WAL started over after one is truncated.
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={limits.journal_limit}")
+        # A WAL started over is truncated only when it grew past its budget: truncating
+        # it after every checkpoint costs the write that starts it over milliseconds.
+        conn.execute(f"PRAGMA journal_size_limit={limits.wal_bytes}")
         # Up to 32 MiB of pages (allocated as used) so hot index pages are not re-read
         # from the OS on every lookup; diskcache uses the same default.
         conn.execute("PRAGMA cache_size=-32768")
