@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ._budget import BudgetTracker
 from ._frozen import quick_init
-from ._ledger import Ledger, RowTemplate, task_hash
+from ._ledger import Ledger
+from ._ledger_row import RowTemplate, task_hash
 from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._outcomes import NO_USAGE, ZERO_COST, ledger_row
