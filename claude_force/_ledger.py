@@ -19,7 +19,6 @@ missing or damaged ledger.
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import sqlite3
@@ -27,7 +26,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,12 @@ from ._ledger_row import (
     Params,
     RowTemplate,
     from_record,
+    storable,
     task_hash,
     to_params,
 )
+from ._ledger_sql import ADDED_COLUMNS, SCHEMA
+from ._ledger_sql import insert as _insert
 from ._warnings import OnceLog
 from .cache._sqlite import is_corruption
 
@@ -59,47 +61,6 @@ _MAX_PENDING = 100_000
 _GITIGNORE = "# the usage ledger and caches of claude-force\n*\n"
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH = 3, 8, 14, 23
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
-
-# message_id is unique among *upstream* calls only: a response-cache hit replays the original
-# message id for tracing, and each hit must still be recorded. NULL ids (failures) never collide.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    message_id TEXT,
-    request_id TEXT,
-    agent TEXT NOT NULL,
-    model TEXT NOT NULL,
-    workflow_run TEXT,
-    workflow_step INTEGER,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_write_5m_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
-    web_search_requests INTEGER NOT NULL DEFAULT 0,
-    cost_usd TEXT,
-    cost_saved_usd TEXT,
-    latency_ms REAL,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    cached INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'error')),
-    error_type TEXT,
-    task_hash TEXT,
-    task_text TEXT,
-    batch INTEGER NOT NULL DEFAULT 0,
-    injection_flags TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS calls_message_id ON calls(message_id) WHERE cached = 0;
-CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
-"""
-# Columns added after the first release, with their definitions: an older ledger gains them
-# when a writer opens it; a reader of an older ledger sees their defaults.
-_ADDED_COLUMNS = {
-    "web_search_requests": "INTEGER NOT NULL DEFAULT 0",
-    "batch": "INTEGER NOT NULL DEFAULT 0",
-    "injection_flags": "TEXT",
-}
 
 
 # -- opening, classifying failures, setting damaged files aside -------------------------------
@@ -172,50 +133,16 @@ def _columns(conn: sqlite3.Connection) -> set[str]:
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
-    if set(_ADDED_COLUMNS) <= _columns(conn):
+    conn.executescript(SCHEMA)
+    if set(ADDED_COLUMNS) <= _columns(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         present = _columns(conn)  # again under the lock: another process may have added them
-        for name, definition in _ADDED_COLUMNS.items():
+        for name, definition in ADDED_COLUMNS.items():
             if name not in present:
                 conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {definition}")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-# Rows per INSERT statement: each statement is one sqlite3_step, and each step hands the GIL
-# back and forth; one per row cost a busy event loop more than the rows themselves. Kept
-# within SQLite's oldest limit of 999 parameters before 3.32, 32,766 since.
-_ROWS_PER_INSERT = 400 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // len(COLUMNS)
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_rows(count: int) -> str:
-    row = f"({', '.join('?' for _ in COLUMNS)})"
-    return f"INSERT OR IGNORE INTO calls ({', '.join(COLUMNS)}) VALUES {', '.join([row] * count)}"
-
-
-def _storable(row: Params) -> Params:
-    """``row`` with every text value encodable as UTF-8 (a lone surrogate becomes "?")."""
-    return tuple(
-        v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v for v in row
-    )
-
-
-def _insert(conn: sqlite3.Connection, params: Iterable[Params]) -> None:
-    rows = list(params)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[start : start + _ROWS_PER_INSERT]
-            conn.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
-    except BaseException:
-        # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
@@ -490,7 +417,7 @@ class _Writer:
             except ValueError:
                 # A lone surrogate (a "\\udc80" escape in the service's JSON, e.g. in a
                 # message id) cannot be encoded for SQLite: store the rows with it replaced.
-                batch = [_storable(row) for row in batch]
+                batch = [storable(row) for row in batch]
             except OSError as exc:  # moving a damaged file aside failed
                 _log.warn(
                     f"aside:{self.path}",
@@ -597,7 +524,7 @@ class Ledger:
             self._writer.write_now(params)
 
     def record_params(self, params: Params) -> None:
-        """Queue parameters made by a :class:`RowTemplate` (``ts`` from :meth:`now`)."""
+        """Queue a row made by :meth:`RowTemplate.params` (``ts`` from :meth:`now`)."""
         if not self._writer.put(params):
             self._writer.write_now(params)
 

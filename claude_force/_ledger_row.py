@@ -23,6 +23,7 @@ __all__ = [
     "Params",
     "RowTemplate",
     "from_record",
+    "storable",
     "task_hash",
     "to_params",
 ]
@@ -165,27 +166,56 @@ def to_params(row: LedgerRow, ts: float | None = None) -> Params:
 
 class RowTemplate:
     """Rows that differ from one fixed row only in a few fields given as plain values (str,
-    int, float or None): their SQL parameters are the fixed row's with those set, so
-    nothing is converted or validated per row. For response-cache hits, recorded on every
-    call's fast path: one tuple concatenation and one ``itemgetter``, both in C."""
+    int, float or None). For response-cache hits, recorded on every call's fast path: a row
+    is queued as one tuple, ``(template, ts, *each, *shared)``, with nothing converted or
+    validated per row. The ledger's writer binds the fixed values once per statement, the
+    ``shared`` ones once per run of rows where they are equal, and ``ts`` and ``each`` per
+    row (binding is most of what a row costs the writer, and it holds the GIL)."""
 
-    def __init__(self, row: LedgerRow, fields: Sequence[str]) -> None:
-        self._base = to_params(row, 0.0)
-        varying = (_TS_INDEX, *(COLUMNS.index(name) for name in fields))
-        # Column i comes from the fixed row, or from the values appended after it.
-        width = len(self._base)
-        order = [varying.index(i) + width if i in varying else i for i in range(width)]
-        self._pick = operator.itemgetter(*order)
-        self._count = len(varying)
+    def __init__(self, row: LedgerRow, each: Sequence[str], shared: Sequence[str] = ()) -> None:
+        self._setup(to_params(row, 0.0), tuple(each), tuple(shared))
+
+    def _setup(self, base: Params, each: tuple[str, ...], shared: tuple[str, ...]) -> None:
+        self._base = base
+        self.each = ("ts", *each)
+        self.shared = shared
+        varying = {*self.each, *shared}
+        self.fixed = tuple((n, v) for n, v in zip(COLUMNS, base, strict=True) if n not in varying)
+        start = len(self.each) + 1
+        # A queued row's run key (the template and its shared values) and per-row values.
+        self.key = operator.itemgetter(0, slice(start, None))
+        self.values = operator.itemgetter(slice(1, start))
+        self._count = len(self.each) + len(shared)
+        self._storable: RowTemplate | None = None
 
     def params(self, ts: float, *values: str | int | float | None) -> Params:
-        """The parameters with ``ts`` and ``values`` (in the order of ``fields``) set."""
+        """The queued row: ``ts``, then ``values`` in the order of ``each`` and ``shared``."""
         if len(values) + 1 != self._count:
             raise InvalidArgumentError(
                 f"RowTemplate.params takes ts and {self._count - 1} values, got {len(values)}"
             )
-        params: Params = self._pick((*self._base, ts, *values))
-        return params
+        return (self, ts, *values)
+
+    def storable(self) -> RowTemplate:
+        """This template with its fixed text made encodable (see :func:`storable`); made once,
+        so the rows of a batch made storable still share one template."""
+        if self._storable is None:
+            self._storable = RowTemplate.__new__(RowTemplate)
+            self._storable._setup(storable(self._base), self.each[1:], self.shared)
+        return self._storable
+
+
+def storable(values: Params) -> Params:
+    """``values`` with every text encodable as UTF-8 (a lone surrogate becomes "?"); a
+    queued template row has its template's fixed text made so too."""
+    return tuple(
+        v.encode("utf-8", "replace").decode("utf-8")
+        if isinstance(v, str)
+        else v.storable()
+        if isinstance(v, RowTemplate)
+        else v
+        for v in values
+    )
 
 
 def from_record(names: Sequence[str], record: Sequence[Any]) -> LedgerRow:

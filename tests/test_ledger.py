@@ -82,6 +82,24 @@ def test_unpriced_and_failure_rows(ledger: Ledger) -> None:
     assert got[1].usage == Usage(input_tokens=5)
 
 
+def test_rows_with_none_in_different_columns_keep_their_values_and_order(tmp_path: Path) -> None:
+    # One batch, one timestamp: rows leave their None values out of the INSERT, so they are
+    # written in runs of the same shape; each reads back as recorded, in the order recorded.
+    rows = [
+        row(ts=5.0, message_id="a", workflow_run="run", workflow_step=0, latency_ms=1.5),
+        row(ts=5.0, outcome="error", error_type="overloaded_error", cost_usd=Decimal(0)),
+        row(ts=5.0, message_id="b", cost_usd=Decimal("0.25"), injection_flags="task:x"),
+        row(ts=5.0, message_id="c", workflow_run="run", workflow_step=1, latency_ms=2.5),
+        row(ts=5.0),
+        row(ts=5.0, message_id="d", cost_usd=None, cost_saved_usd=Decimal("0.1"), cached=True),
+    ]
+    with Ledger(tmp_path / "l.db", batch_size=len(rows), flush_interval=3600) as led:
+        for r in rows:
+            led.record(r)
+        assert led._wait_done(len(rows), timeout=30)  # one batch, written without a flush
+        assert led.rows() == rows
+
+
 def test_ts_defaults_to_injected_clock_and_since_filters(ledger: Ledger, clock: FakeClock) -> None:
     ledger.record(row(message_id="old"))
     clock.now += 3600
