@@ -302,8 +302,8 @@ def test_transient_write_failure_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import claude_force._ledger as ledger_mod
+    from claude_force._ledger_sql import insert as real_insert
 
-    real_insert = ledger_mod._insert
     failures = iter([True, True])
 
     def flaky(conn: sqlite3.Connection, params: Any) -> None:
