@@ -524,7 +524,14 @@ class Ledger:
             self._writer.write_now(params)
 
     def record_params(self, params: Params) -> None:
-        """Queue a row made by :meth:`RowTemplate.params` (``ts`` from :meth:`now`)."""
+        """Queue a :class:`RowTemplate` row, ``(template, ts, *each, *shared)`` with ``ts``
+        from :meth:`now` and the values plain (str, int, float or None)."""
+        head = params[0]
+        if type(head) is not RowTemplate or len(params) != head.width:
+            raise InvalidArgumentError(
+                "record_params takes (template, ts, *each, *shared), a RowTemplate first; "
+                f"got {len(params)} values starting with {type(head).__name__}"
+            )
         if not self._writer.put(params):
             self._writer.write_now(params)
 

@@ -167,8 +167,8 @@ def to_params(row: LedgerRow, ts: float | None = None) -> Params:
 class RowTemplate:
     """Rows that differ from one fixed row only in a few fields given as plain values (str,
     int, float or None). For response-cache hits, recorded on every call's fast path: a row
-    is queued as one tuple, ``(template, ts, *each, *shared)``, with nothing converted or
-    validated per row. The ledger's writer binds the fixed values once per statement, the
+    is queued as one tuple, ``(template, ts, *each, *shared)`` (``width`` long), with
+    nothing converted per row. The ledger's writer binds the fixed values once per statement, the
     ``shared`` ones once per run of rows where they are equal, and ``ts`` and ``each`` per
     row (binding is most of what a row costs the writer, and it holds the GIL)."""
 
@@ -185,16 +185,8 @@ class RowTemplate:
         # A queued row's run key (the template and its shared values) and per-row values.
         self.key = operator.itemgetter(0, slice(start, None))
         self.values = operator.itemgetter(slice(1, start))
-        self._count = len(self.each) + len(shared)
+        self.width = start + len(shared)  # of a queued row, the template included
         self._storable: RowTemplate | None = None
-
-    def params(self, ts: float, *values: str | int | float | None) -> Params:
-        """The queued row: ``ts``, then ``values`` in the order of ``each`` and ``shared``."""
-        if len(values) + 1 != self._count:
-            raise InvalidArgumentError(
-                f"RowTemplate.params takes ts and {self._count - 1} values, got {len(values)}"
-            )
-        return (self, ts, *values)
 
     def storable(self) -> RowTemplate:
         """This template with its fixed text made encodable (see :func:`storable`); made once,

@@ -146,9 +146,10 @@ class Recorder:
                 template = RowTemplate(row, _HIT_EACH, _HIT_SHARED)
                 self._hit_rows[(result.agent_name, result.model)] = template
             ledger.record_params(
-                template.params(
+                (
+                    template,
                     ledger.now(),
-                    message_id,
+                    message_id,  # then the rest of _HIT_EACH, then _HIT_SHARED
                     None if saved is None else str(saved),
                     result.latency_ms,
                     task_hash(ctx.task),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from claude_force._errors import InvalidArgumentError
-from claude_force._ledger import Ledger, LedgerRow, task_hash
+from claude_force._ledger import Ledger, LedgerRow, RowTemplate, task_hash
 from claude_force._usage import Usage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -338,3 +338,19 @@ def test_permanent_write_failure_drops_and_flush_returns(
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "writing 2 rows failed (database or disk is full)" in warning.getMessage()
     assert "Check free disk space" in warning.getMessage()
+
+
+def test_record_params_takes_only_template_rows(ledger: Ledger) -> None:
+    template = RowTemplate(row(cached=True), ["message_id"], ["workflow_run"])
+    with pytest.raises(InvalidArgumentError, match="RowTemplate first"):
+        ledger.record_params(("reviewer", 1.0))
+    with pytest.raises(InvalidArgumentError, match="got 3 values"):
+        ledger.record_params((template, 1.0, "msg_1"))
+    ledger.record_params((template, 7.0, "msg_1", "run-1"))
+    (stored,) = ledger.rows()
+    assert (stored.ts, stored.message_id, stored.workflow_run, stored.cached) == (
+        7.0,
+        "msg_1",
+        "run-1",
+        True,
+    )
