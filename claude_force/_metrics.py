@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import collections
 import errno
+import operator
 import socket
 import threading
 from collections import deque
@@ -61,6 +62,7 @@ _TOKEN_KINDS = (
     ("cache_write_1h", "cache_write_1h_tokens"),
     ("cache_read", "cache_read_tokens"),
 )
+_token_counts = operator.attrgetter(*(attr for _, attr in _TOKEN_KINDS))
 
 
 class _HitCounter(Counter):
@@ -155,6 +157,7 @@ class Metrics:
             registry=reg,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._tokens: dict[tuple[str, str], tuple[Any, ...]] = {}
         # Latencies of hits waiting, per agent and model: appended without a lock (a deque
         # takes appends and pops from several threads), taken under the flush lock.
         self._hits: dict[tuple[str, str], deque[float]] = {}
@@ -179,8 +182,10 @@ class Metrics:
         child = self._child
         child(self.requests, agent, model, outcome).inc()
         if usage is not None:
-            for kind, attr in _TOKEN_KINDS:
-                child(self.tokens, agent, model, kind).inc(getattr(usage, attr))
+            counts = _token_counts(usage)
+            for counter, count in zip(self._token_series(agent, model), counts, strict=True):
+                if count:  # the series exists (at 0) from here on; adding 0 would change nothing
+                    counter.inc(count)
             if usage.web_search_requests:
                 child(self.server_tools, agent, model, "web_search").inc(usage.web_search_requests)
         if cost is not None:
@@ -246,6 +251,15 @@ class Metrics:
     def watch_rate_limits(self, state: Callable[[], Mapping[str, Any]]) -> None:
         """Export ``state()`` (a transport's ``rate_limit_state``) as gauges at each scrape."""
         self.registry.register(RateLimitCollector(state))
+
+    def _token_series(self, agent: str, model: str) -> tuple[Any, ...]:
+        """The token counters of ``agent`` and ``model``, one per kind, made on first use."""
+        found = self._tokens.get((agent, model))
+        if found is None:
+            kinds = (kind for kind, _ in _TOKEN_KINDS)
+            found = tuple(self._child(self.tokens, agent, model, kind) for kind in kinds)
+            self._tokens[(agent, model)] = found
+        return found
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # Looking up a labelled child costs more than the update itself: remember each one.

@@ -259,3 +259,22 @@ def test_hits_from_several_threads_are_all_counted() -> None:
     for agent in ("a0", "a1"):
         count = f'claude_force_request_latency_seconds_count{{agent="{agent}",model="m"}}'
         assert f"{count} {float(3 * per_thread)}" in text
+
+
+def test_every_token_kind_is_exported_once_a_call_has_usage() -> None:
+    metrics = Metrics()
+    for _ in range(2):
+        metrics.observe_call(
+            agent="a",
+            model="m",
+            outcome="success",
+            usage=Usage(input_tokens=7),
+            cost=None,
+            latency_s=0.5,
+            cached=False,
+        )
+    text = metrics.render().decode()
+    series = 'claude_force_tokens_total{agent="a",kind="%s",model="m"}'
+    assert f"{series % 'input'} 14.0" in text
+    for kind in ("output", "cache_write_5m", "cache_write_1h", "cache_read"):
+        assert f"{series % kind} 0.0" in text
