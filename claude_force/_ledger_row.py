@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
@@ -138,11 +138,48 @@ _PLAIN = (str, int, float, type(None))
 def to_params(row: LedgerRow, ts: float | None = None) -> Params:
     """SQL parameters for ``row``; type errors surface here, on the caller, not in the writer.
 
-    Runs on every call's path, so plain values cost no per-field Python work.
+    Runs on every upstream call's path: what to check and convert is planned once per
+    combination of value types (a handful in practice), then done in a few C calls.
     """
     params = list(_GET_ALL(row))
     if ts is not None:
         params[_TS_INDEX] = ts
+    plan = _PLANS.get(kinds := tuple(map(type, params)))
+    if plan is None:
+        plan = _plan(kinds, params)
+    ints, decimals, bools = plan
+    if ints is not None:
+        counts = ints(params)
+        if min(counts) < _INT64.start or max(counts) >= _INT64.stop:
+            _check(params)  # raises, naming the column
+    for i in decimals:
+        params[i] = str(params[i])
+    for i in bools:
+        params[i] = int(params[i])
+    return tuple(params)
+
+
+# Per tuple of value types: a getter of the int values (None if there are none), and the
+# positions of Decimal and bool values.
+_Plan = tuple[Callable[[list[object]], tuple[int, ...]] | None, tuple[int, ...], tuple[int, ...]]
+_PLANS: dict[tuple[type, ...], _Plan] = {}
+
+
+def _plan(kinds: tuple[type, ...], params: list[object]) -> _Plan:
+    _check(params)  # unsupported types raise here, and are never planned
+    ints = [i for i, kind in enumerate(kinds) if kind is int]
+    # itemgetter of one position returns the value itself, not a tuple: ask for it twice.
+    getter = operator.itemgetter(*ints, *ints[:1]) if ints else None
+    decimals = tuple(i for i, kind in enumerate(kinds) if kind is Decimal)
+    bools = tuple(i for i, kind in enumerate(kinds) if kind is bool)
+    plan: _Plan = (getter, decimals, bools)
+    if len(_PLANS) < 64:
+        _PLANS[kinds] = plan
+    return plan
+
+
+def _check(params: list[object]) -> None:
+    """Raise for the first value that cannot be stored."""
     for i, value in enumerate(params):
         kind = type(value)
         if kind is int and value not in _INT64:
@@ -150,18 +187,11 @@ def to_params(row: LedgerRow, ts: float | None = None) -> Params:
                 f"LedgerRow.{COLUMNS[i]} = {value!r} does not fit a 64-bit integer; "
                 "record real counts"
             )
-        if kind in _PLAIN:
-            continue
-        if kind is Decimal:
-            params[i] = str(value)
-        elif kind is bool:
-            params[i] = int(value)
-        else:
+        if kind not in _PLAIN and kind is not Decimal and kind is not bool:
             raise InvalidArgumentError(
                 f"LedgerRow.{COLUMNS[i]} must be a str, number or None, got {kind.__name__} "
                 f"{value!r}; convert it before recording"
             )
-    return tuple(params)
 
 
 class RowTemplate:

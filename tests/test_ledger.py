@@ -281,6 +281,16 @@ def test_unsupported_value_fails_on_the_caller(ledger: Ledger) -> None:
     assert len(ledger.rows()) == 1
 
 
+@pytest.mark.parametrize("count", [2**63, -(2**63) - 1, 10**30])
+def test_a_count_beyond_64_bits_fails_on_the_caller_every_time(ledger: Ledger, count: int) -> None:
+    ledger.record(row(input_tokens=2**63 - 1, output_tokens=-(2**63)))  # the limits themselves
+    for _ in range(2):  # the second time the row's value types are already known
+        with pytest.raises(InvalidArgumentError, match=r"output_tokens = .* 64-bit"):
+            ledger.record(row(input_tokens=1, output_tokens=count))
+    (stored,) = ledger.rows()
+    assert (stored.input_tokens, stored.output_tokens) == (2**63 - 1, -(2**63))
+
+
 @pytest.mark.parametrize(
     ("kw", "match"), [({"batch_size": 0}, "batch_size"), ({"flush_interval": 0}, "flush_interval")]
 )
