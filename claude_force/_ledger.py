@@ -19,24 +19,32 @@ missing or damaged ledger.
 from __future__ import annotations
 
 import atexit
-import functools
-import hashlib
 import logging
-import operator
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
-from decimal import Decimal
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidArgumentError
-from ._usage import Usage
+from ._ledger_row import (
+    COLUMNS,
+    OUTCOMES,
+    LedgerRow,
+    Params,
+    RowTemplate,
+    from_record,
+    storable,
+    task_hash,
+    to_params,
+)
+from ._ledger_sql import ADDED_COLUMNS, SCHEMA
+from ._ledger_sql import insert as _insert
 from ._warnings import OnceLog
 from .cache._sqlite import is_corruption
 
@@ -45,7 +53,6 @@ __all__ = ["OUTCOMES", "Ledger", "LedgerRow", "RowTemplate", "read_rows", "task_
 logger = logging.getLogger("claude_force.ledger")
 _log = OnceLog(logger)
 
-OUTCOMES = frozenset({"success", "error"})
 _BUSY_TIMEOUT_MS = 10_000
 _MAX_WRITE_ATTEMPTS = 5
 _CLOSE_JOIN_SECONDS = 30.0
@@ -54,216 +61,6 @@ _MAX_PENDING = 100_000
 _GITIGNORE = "# the usage ledger and caches of claude-force\n*\n"
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH = 3, 8, 14, 23
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
-_INT64 = range(-(2**63), 2**63)
-
-# message_id is unique among *upstream* calls only: a response-cache hit replays the original
-# message id for tracing, and each hit must still be recorded. NULL ids (failures) never collide.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    message_id TEXT,
-    request_id TEXT,
-    agent TEXT NOT NULL,
-    model TEXT NOT NULL,
-    workflow_run TEXT,
-    workflow_step INTEGER,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_write_5m_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
-    web_search_requests INTEGER NOT NULL DEFAULT 0,
-    cost_usd TEXT,
-    cost_saved_usd TEXT,
-    latency_ms REAL,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    cached INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'error')),
-    error_type TEXT,
-    task_hash TEXT,
-    task_text TEXT,
-    batch INTEGER NOT NULL DEFAULT 0,
-    injection_flags TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS calls_message_id ON calls(message_id) WHERE cached = 0;
-CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
-"""
-# Columns added after the first release, with their definitions: an older ledger gains them
-# when a writer opens it; a reader of an older ledger sees their defaults.
-_ADDED_COLUMNS = {
-    "web_search_requests": "INTEGER NOT NULL DEFAULT 0",
-    "batch": "INTEGER NOT NULL DEFAULT 0",
-    "injection_flags": "TEXT",
-}
-
-
-_HASHED: dict[str, str] = {}
-_HASHED_MAX = 4096  # tasks kept with their digest; then the dict starts again
-_HASHED_CHARS = 1024  # longer tasks are hashed every time, not kept
-
-
-def task_hash(text: str) -> str:
-    """SHA-256 hex digest of a task's text, so calls can be grouped without storing the text.
-
-    Short tasks' digests are kept (a repeated task is hashed once: every cache hit records
-    one, and recall keys its memo by it)."""
-    plain = type(text) is str  # a subclass could compare equal to another text
-    found = _HASHED.get(text) if plain else None
-    if found is not None:
-        return found
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if plain and len(text) <= _HASHED_CHARS:
-        if len(_HASHED) >= _HASHED_MAX:
-            _HASHED.clear()
-        _HASHED[text] = digest
-    return digest
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LedgerRow:
-    """One completed call (success or failure), as stored in the ledger.
-
-    ``ts`` is epoch seconds (UTC); ``None`` means "now" by the ledger's clock when recorded.
-    ``cost_usd`` is ``None`` when the model is unpriced; a response-cache hit has ``cached=True``,
-    ``cost_usd=Decimal("0")`` and what it saved in ``cost_saved_usd``. ``workflow_step`` is the
-    0-based index of the step in its workflow. ``batch`` marks a call answered through the
-    Message Batches API (billed at the batch discount). ``task_text`` is kept only when the
-    ledger was opened with ``store_task_text=True``; ``task_hash`` is filled from it when
-    missing.
-    ``injection_flags``: the call's injection signals joined by commas (``"task:role-tag"``),
-    None when nothing was flagged.
-    """
-
-    agent: str
-    model: str
-    outcome: str = "success"
-    ts: float | None = None
-    message_id: str | None = None
-    request_id: str | None = None
-    workflow_run: str | None = None
-    workflow_step: int | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    cache_read_tokens: int = 0
-    web_search_requests: int = 0
-    cost_usd: Decimal | None = None
-    cost_saved_usd: Decimal | None = None
-    latency_ms: float | None = None
-    attempts: int = 1
-    cached: bool = False
-    error_type: str | None = None
-    task_hash: str | None = None
-    task_text: str | None = None
-    batch: bool = False
-    injection_flags: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.outcome not in OUTCOMES:
-            raise InvalidArgumentError(
-                f"ledger outcome must be one of {sorted(OUTCOMES)}, got {self.outcome!r}"
-            )
-        for name in ("cost_usd", "cost_saved_usd"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Decimal):
-                raise InvalidArgumentError(
-                    f"LedgerRow.{name} must be a Decimal or None, got {value!r}; "
-                    "use Decimal(str(x)) so money keeps exact cents"
-                )
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cache_write_5m_tokens=self.cache_write_5m_tokens,
-            cache_write_1h_tokens=self.cache_write_1h_tokens,
-            cache_read_tokens=self.cache_read_tokens,
-            web_search_requests=self.web_search_requests,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form: money as decimal strings, everything else as is."""
-        out: dict[str, Any] = {}
-        for name in _COLUMNS:
-            value = getattr(self, name)
-            out[name] = str(value) if isinstance(value, Decimal) else value
-        return out
-
-
-_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
-_Params = tuple[object, ...]
-
-
-_GET_ALL = operator.attrgetter(*_COLUMNS)
-_TS_INDEX = _COLUMNS.index("ts")
-_PLAIN = (str, int, float, type(None))
-
-
-def _to_params(row: LedgerRow, ts: float | None = None) -> _Params:
-    """SQL parameters for ``row``; type errors surface here, on the caller, not in the writer.
-
-    Runs on every call's path, so plain values cost no per-field Python work.
-    """
-    params = list(_GET_ALL(row))
-    if ts is not None:
-        params[_TS_INDEX] = ts
-    for i, value in enumerate(params):
-        kind = type(value)
-        if kind is int and value not in _INT64:
-            raise InvalidArgumentError(
-                f"LedgerRow.{_COLUMNS[i]} = {value!r} does not fit a 64-bit integer; "
-                "record real counts"
-            )
-        if kind in _PLAIN:
-            continue
-        if kind is Decimal:
-            params[i] = str(value)
-        elif kind is bool:
-            params[i] = int(value)
-        else:
-            raise InvalidArgumentError(
-                f"LedgerRow.{_COLUMNS[i]} must be a str, number or None, got {kind.__name__} "
-                f"{value!r}; convert it before recording"
-            )
-    return tuple(params)
-
-
-class RowTemplate:
-    """Rows that differ from one fixed row only in a few fields given as plain values (str,
-    int, float or None): their SQL parameters are the fixed row's with those set, so
-    nothing is converted or validated per row. For response-cache hits, recorded on every
-    call's fast path: one tuple concatenation and one ``itemgetter``, both in C."""
-
-    def __init__(self, row: LedgerRow, fields: Sequence[str]) -> None:
-        self._base = _to_params(row, 0.0)
-        varying = (_TS_INDEX, *(_COLUMNS.index(name) for name in fields))
-        # Column i comes from the fixed row, or from the values appended after it.
-        width = len(self._base)
-        order = [varying.index(i) + width if i in varying else i for i in range(width)]
-        self._pick = operator.itemgetter(*order)
-        self._count = len(varying)
-
-    def params(self, ts: float, *values: str | int | float | None) -> _Params:
-        """The parameters with ``ts`` and ``values`` (in the order of ``fields``) set."""
-        if len(values) + 1 != self._count:
-            raise InvalidArgumentError(
-                f"RowTemplate.params takes ts and {self._count - 1} values, got {len(values)}"
-            )
-        params: _Params = self._pick((*self._base, ts, *values))
-        return params
-
-
-def _from_record(names: Sequence[str], record: Sequence[Any]) -> LedgerRow:
-    values = dict(zip(names, record, strict=True))
-    for name in ("cost_usd", "cost_saved_usd"):
-        if values.get(name) is not None:
-            values[name] = Decimal(values[name])
-    values["cached"] = bool(values.get("cached", False))
-    values["batch"] = bool(values.get("batch", False))
-    return LedgerRow(**values)
 
 
 # -- opening, classifying failures, setting damaged files aside -------------------------------
@@ -336,50 +133,16 @@ def _columns(conn: sqlite3.Connection) -> set[str]:
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
-    if set(_ADDED_COLUMNS) <= _columns(conn):
+    conn.executescript(SCHEMA)
+    if set(ADDED_COLUMNS) <= _columns(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         present = _columns(conn)  # again under the lock: another process may have added them
-        for name, definition in _ADDED_COLUMNS.items():
+        for name, definition in ADDED_COLUMNS.items():
             if name not in present:
                 conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {definition}")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-# Rows per INSERT statement: each statement is one sqlite3_step, and each step hands the GIL
-# back and forth; one per row cost a busy event loop more than the rows themselves. Kept
-# within SQLite's oldest limit of 999 parameters before 3.32, 32,766 since.
-_ROWS_PER_INSERT = 400 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // len(_COLUMNS)
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_rows(count: int) -> str:
-    row = f"({', '.join('?' for _ in _COLUMNS)})"
-    return f"INSERT OR IGNORE INTO calls ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * count)}"
-
-
-def _storable(row: _Params) -> _Params:
-    """``row`` with every text value encodable as UTF-8 (a lone surrogate becomes "?")."""
-    return tuple(
-        v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v for v in row
-    )
-
-
-def _insert(conn: sqlite3.Connection, params: Iterable[_Params]) -> None:
-    rows = list(params)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[start : start + _ROWS_PER_INSERT]
-            conn.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
-    except BaseException:
-        # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
@@ -481,7 +244,7 @@ class _Writer:
         # only this one on every row, and the Condition (which the writer holds while it wakes
         # and checks its predicates) only to wake the writer, twice a batch.
         self._queue = threading.Lock()
-        self.pending: deque[_Params] = deque()
+        self.pending: deque[Params] = deque()
         self.enqueued = 0  # rows queued so far
         self.done = 0  # queued rows written (or given up on) so far
         self.flush_waiters = 0
@@ -501,7 +264,7 @@ class _Writer:
 
     # -- called from any thread ---------------------------------------------------------------
 
-    def put(self, params: _Params) -> bool:
+    def put(self, params: Params) -> bool:
         """Queue a row; False once closing (the caller then writes it directly)."""
         with self._queue:
             if self.closing:
@@ -518,7 +281,7 @@ class _Writer:
                 self.cond.notify_all()
         return True
 
-    def _put_dropping_oldest(self, params: _Params) -> bool:
+    def _put_dropping_oldest(self, params: Params) -> bool:
         with self.cond, self._queue:  # done and dropped change under the Condition
             if self.closing:
                 return False
@@ -535,7 +298,7 @@ class _Writer:
         )
         return True
 
-    def write_now(self, params: _Params) -> None:
+    def write_now(self, params: Params) -> None:
         """Write one row on the caller's thread (after close), then let go of the file."""
         with self._io:
             self._store([params])
@@ -598,7 +361,7 @@ class _Writer:
                 self.stopped = True
                 self.cond.notify_all()
 
-    def _next_batch(self) -> tuple[list[_Params], bool]:
+    def _next_batch(self) -> tuple[list[Params], bool]:
         """Block until there is something to write or the ledger closes."""
         with self.cond:
             self.cond.wait_for(lambda: bool(self.pending) or self.closing)
@@ -639,7 +402,7 @@ class _Writer:
             self._conn.close()
             self._conn = None
 
-    def _store(self, batch: list[_Params]) -> bool:
+    def _store(self, batch: list[Params]) -> bool:
         """Write ``batch`` in one transaction; never raises. False when the rows were dropped."""
         for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
             try:
@@ -654,7 +417,7 @@ class _Writer:
             except ValueError:
                 # A lone surrogate (a "\\udc80" escape in the service's JSON, e.g. in a
                 # message id) cannot be encoded for SQLite: store the rows with it replaced.
-                batch = [_storable(row) for row in batch]
+                batch = [storable(row) for row in batch]
             except OSError as exc:  # moving a damaged file aside failed
                 _log.warn(
                     f"aside:{self.path}",
@@ -755,13 +518,20 @@ class Ledger:
         """
         if row.task_text is not None:
             row = self._prepare(row)
-        params = _to_params(row, row.ts if row.ts is not None else self._clock())
+        params = to_params(row, row.ts if row.ts is not None else self._clock())
         if not self._writer.put(params):
             # After close (e.g. a late call during interpreter shutdown) write directly.
             self._writer.write_now(params)
 
-    def record_params(self, params: _Params) -> None:
-        """Queue parameters made by a :class:`RowTemplate` (``ts`` from :meth:`now`)."""
+    def record_params(self, params: Params) -> None:
+        """Queue a :class:`RowTemplate` row, ``(template, ts, *each, *shared)`` with ``ts``
+        from :meth:`now` and the values plain (str, int, float or None)."""
+        head = params[0]
+        if type(head) is not RowTemplate or len(params) != head.width:
+            raise InvalidArgumentError(
+                "record_params takes (template, ts, *each, *shared), a RowTemplate first; "
+                f"got {len(params)} values starting with {type(head).__name__}"
+            )
         if not self._writer.put(params):
             self._writer.write_now(params)
 
@@ -841,7 +611,7 @@ def _select(conn: sqlite3.Connection, path: Path, since: float | None) -> list[L
     present = _columns(conn)
     if not present:
         return []  # an empty file: no call was ever written
-    names = [name for name in _COLUMNS if name in present]
+    names = [name for name in COLUMNS if name in present]
     sql = f"SELECT {', '.join(names)} FROM calls"
     args: tuple[float, ...] = ()
     if since is not None:
@@ -850,7 +620,7 @@ def _select(conn: sqlite3.Connection, path: Path, since: float | None) -> list[L
     bad = 0
     for record in conn.execute(sql + " ORDER BY ts, id", args):
         try:
-            out.append(_from_record(names, record))
+            out.append(from_record(names, record))
         except (ArithmeticError, ValueError, TypeError):
             bad += 1
     if bad:

@@ -9,9 +9,13 @@ the ledger keeps the exact ``Decimal``.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import errno
+import operator
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
@@ -58,6 +62,7 @@ _TOKEN_KINDS = (
     ("cache_write_1h", "cache_write_1h_tokens"),
     ("cache_read", "cache_read_tokens"),
 )
+_token_counts = operator.attrgetter(*(attr for _, attr in _TOKEN_KINDS))
 
 
 class _HitCounter(Counter):
@@ -152,9 +157,11 @@ class Metrics:
             registry=reg,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._hits: dict[tuple[str, str], list[float]] = {}  # latencies waiting, per series
+        self._tokens: dict[tuple[str, str], tuple[Any, ...]] = {}
+        # Latencies of hits waiting, per agent and model: appended without a lock (a deque
+        # takes appends and pops from several threads), taken under the flush lock.
+        self._hits: dict[tuple[str, str], deque[float]] = {}
         self._hit_series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
-        self._waiting = 0
         self._hits_lock = threading.Lock()
         for metric in (self.requests, self.latency, self.cache):
             metric.before_collect = self.flush_hits
@@ -175,8 +182,10 @@ class Metrics:
         child = self._child
         child(self.requests, agent, model, outcome).inc()
         if usage is not None:
-            for kind, attr in _TOKEN_KINDS:
-                child(self.tokens, agent, model, kind).inc(getattr(usage, attr))
+            counts = _token_counts(usage)
+            for counter, count in zip(self._token_series(agent, model), counts, strict=True):
+                if count:  # the series exists (at 0) from here on; adding 0 would change nothing
+                    counter.inc(count)
             if usage.web_search_requests:
                 child(self.server_tools, agent, model, "web_search").inc(usage.web_search_requests)
         if cost is not None:
@@ -194,19 +203,15 @@ class Metrics:
 
         The first hit per agent and model goes through ``observe_call`` (creating every
         series it would); later ones only change the three series a hit changes, since
-        adding zero tokens and $0 changes nothing: they wait in a list until
-        :meth:`flush_hits`.
+        adding zero tokens and $0 changes nothing: their latencies wait until
+        :meth:`flush_hits`, which runs when :data:`HIT_BATCH` of one series are waiting.
         """
-        key = (agent, model)
-        with self._hits_lock:
-            waiting = self._hits.get(key)
-            if waiting is not None:
-                waiting.append(latency_s)
-                self._waiting += 1
-                if self._waiting < HIT_BATCH:
-                    return
-                self._flush_locked()
-                return
+        waiting = self._hits.get((agent, model))
+        if waiting is not None:
+            waiting.append(latency_s)
+            if len(waiting) >= HIT_BATCH:
+                self.flush_hits()
+            return
         self.observe_call(
             agent=agent,
             model=model,
@@ -223,28 +228,21 @@ class Metrics:
             child(self.cache, "hit"),
         )
         with self._hits_lock:
-            self._hit_series[key] = series
-            self._hits.setdefault(key, [])
+            self._hit_series[(agent, model)] = series  # before the queue a flush looks for
+            self._hits.setdefault((agent, model), deque())
 
     def flush_hits(self) -> None:
         """Add the hits waiting to the Prometheus series (a collection does it first)."""
-        with self._hits_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
         # Under the lock to the end: a scrape waits for a flush under way, so it never
         # misses hits that another thread has taken but not yet added.
-        if not self._waiting:
-            return
-        for key, latencies in self._hits.items():
-            if latencies:
-                requests, latency, cache = self._hit_series[key]
-                requests.inc(len(latencies))
-                cache.inc(len(latencies))
-                for seconds in latencies:
-                    latency.observe(seconds)
-                latencies.clear()
-        self._waiting = 0
+        with self._hits_lock:
+            for key, waiting in list(self._hits.items()):
+                count = len(waiting)  # only flushes pop, under this lock: these are there
+                if count:
+                    requests, latency, cache = self._hit_series[key]
+                    requests.inc(count)
+                    cache.inc(count)
+                    _observe_all(latency, [waiting.popleft() for _ in range(count)])
 
     def redis_fallback(self, part: str) -> None:
         """Count one fall back from the shared Redis to this process's own state."""
@@ -253,6 +251,15 @@ class Metrics:
     def watch_rate_limits(self, state: Callable[[], Mapping[str, Any]]) -> None:
         """Export ``state()`` (a transport's ``rate_limit_state``) as gauges at each scrape."""
         self.registry.register(RateLimitCollector(state))
+
+    def _token_series(self, agent: str, model: str) -> tuple[Any, ...]:
+        """The token counters of ``agent`` and ``model``, one per kind, made on first use."""
+        found = self._tokens.get((agent, model))
+        if found is None:
+            kinds = (kind for kind, _ in _TOKEN_KINDS)
+            found = tuple(self._child(self.tokens, agent, model, kind) for kind in kinds)
+            self._tokens[(agent, model)] = found
+        return found
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # Looking up a labelled child costs more than the update itself: remember each one.
@@ -274,6 +281,27 @@ class Metrics:
         or address that cannot be used raises :class:`InvalidArgumentError` saying why.
         """
         return _start(port, addr, self.registry)
+
+
+def _observe_all(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, with each bucket incremented once: the
+    bucket counts are Prometheus' own (documented ``le`` buckets, private attributes), so
+    anything unexpected there takes ``observe``. The sum is still added value by value, in
+    order, as ``observe`` does, so it ends up the same float."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not (isinstance(bounds, list) and isinstance(buckets, list)) or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    add = total.inc
+    for value in values:
+        add(value)
+    # A value's bucket is the first bound at or above it (none for NaN, as in ``observe``).
+    found = collections.Counter(bisect.bisect_left(bounds, v) for v in values if v == v)
+    for index, count in found.items():
+        buckets[index].inc(count)
 
 
 def metrics_from_rows(rows: Iterable[LedgerRow]) -> Metrics:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ._budget import BudgetTracker
 from ._frozen import quick_init
-from ._ledger import Ledger, RowTemplate, task_hash
+from ._ledger import Ledger
+from ._ledger_row import RowTemplate, task_hash
 from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._outcomes import NO_USAGE, ZERO_COST, ledger_row
@@ -20,17 +21,10 @@ from ._reports import UsageReportMethods, UsageReports
 from ._request import TaskSpec
 from ._results import AgentResult
 
-# What differs between the ledger rows of two cache hits of one agent and model.
-_HIT_FIELDS = (
-    "message_id",
-    "cost_saved_usd",
-    "latency_ms",
-    "task_hash",
-    "workflow_run",
-    "workflow_step",
-    "batch",
-    "injection_flags",
-)
+# What differs between the ledger rows of two cache hits of one agent and model: per hit,
+# and (``shared``) what is usually equal from one hit to the next (bound once per run).
+_HIT_EACH = ("message_id", "cost_saved_usd", "latency_ms", "task_hash")
+_HIT_SHARED = ("workflow_run", "workflow_step", "batch", "injection_flags")
 # The objects ``hit_result`` puts in every hit: compared by identity first.
 _ZERO = ZERO_COST
 _NO_USAGE = NO_USAGE
@@ -149,12 +143,13 @@ class Recorder:
             if template is None:
                 # Every other field is the same for each hit the guard above lets through.
                 row = ledger_row(result, task=ctx.task, workflow_run=None, workflow_step=None)
-                template = RowTemplate(row, _HIT_FIELDS)
+                template = RowTemplate(row, _HIT_EACH, _HIT_SHARED)
                 self._hit_rows[(result.agent_name, result.model)] = template
             ledger.record_params(
-                template.params(
+                (
+                    template,
                     ledger.now(),
-                    message_id,
+                    message_id,  # then the rest of _HIT_EACH, then _HIT_SHARED
                     None if saved is None else str(saved),
                     result.latency_ms,
                     task_hash(ctx.task),

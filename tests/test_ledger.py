@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from claude_force._errors import InvalidArgumentError
-from claude_force._ledger import Ledger, LedgerRow, task_hash
+from claude_force._ledger import Ledger, LedgerRow, RowTemplate, task_hash
 from claude_force._usage import Usage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +80,24 @@ def test_unpriced_and_failure_rows(ledger: Ledger) -> None:
     ]
     assert got[1].cost_usd is None
     assert got[1].usage == Usage(input_tokens=5)
+
+
+def test_rows_with_none_in_different_columns_keep_their_values_and_order(tmp_path: Path) -> None:
+    # One batch, one timestamp: rows leave their None values out of the INSERT, so they are
+    # written in runs of the same shape; each reads back as recorded, in the order recorded.
+    rows = [
+        row(ts=5.0, message_id="a", workflow_run="run", workflow_step=0, latency_ms=1.5),
+        row(ts=5.0, outcome="error", error_type="overloaded_error", cost_usd=Decimal(0)),
+        row(ts=5.0, message_id="b", cost_usd=Decimal("0.25"), injection_flags="task:x"),
+        row(ts=5.0, message_id="c", workflow_run="run", workflow_step=1, latency_ms=2.5),
+        row(ts=5.0),
+        row(ts=5.0, message_id="d", cost_usd=None, cost_saved_usd=Decimal("0.1"), cached=True),
+    ]
+    with Ledger(tmp_path / "l.db", batch_size=len(rows), flush_interval=3600) as led:
+        for r in rows:
+            led.record(r)
+        assert led._wait_done(len(rows), timeout=30)  # one batch, written without a flush
+        assert led.rows() == rows
 
 
 def test_ts_defaults_to_injected_clock_and_since_filters(ledger: Ledger, clock: FakeClock) -> None:
@@ -263,6 +281,16 @@ def test_unsupported_value_fails_on_the_caller(ledger: Ledger) -> None:
     assert len(ledger.rows()) == 1
 
 
+@pytest.mark.parametrize("count", [2**63, -(2**63) - 1, 10**30])
+def test_a_count_beyond_64_bits_fails_on_the_caller_every_time(ledger: Ledger, count: int) -> None:
+    ledger.record(row(input_tokens=2**63 - 1, output_tokens=-(2**63)))  # the limits themselves
+    for _ in range(2):  # the second time the row's value types are already known
+        with pytest.raises(InvalidArgumentError, match=r"output_tokens = .* 64-bit"):
+            ledger.record(row(input_tokens=1, output_tokens=count))
+    (stored,) = ledger.rows()
+    assert (stored.input_tokens, stored.output_tokens) == (2**63 - 1, -(2**63))
+
+
 @pytest.mark.parametrize(
     ("kw", "match"), [({"batch_size": 0}, "batch_size"), ({"flush_interval": 0}, "flush_interval")]
 )
@@ -284,8 +312,8 @@ def test_transient_write_failure_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import claude_force._ledger as ledger_mod
+    from claude_force._ledger_sql import insert as real_insert
 
-    real_insert = ledger_mod._insert
     failures = iter([True, True])
 
     def flaky(conn: sqlite3.Connection, params: Any) -> None:
@@ -320,3 +348,19 @@ def test_permanent_write_failure_drops_and_flush_returns(
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "writing 2 rows failed (database or disk is full)" in warning.getMessage()
     assert "Check free disk space" in warning.getMessage()
+
+
+def test_record_params_takes_only_template_rows(ledger: Ledger) -> None:
+    template = RowTemplate(row(cached=True), ["message_id"], ["workflow_run"])
+    with pytest.raises(InvalidArgumentError, match="RowTemplate first"):
+        ledger.record_params(("reviewer", 1.0))
+    with pytest.raises(InvalidArgumentError, match="got 3 values"):
+        ledger.record_params((template, 1.0, "msg_1"))
+    ledger.record_params((template, 7.0, "msg_1", "run-1"))
+    (stored,) = ledger.rows()
+    assert (stored.ts, stored.message_id, stored.workflow_run, stored.cached) == (
+        7.0,
+        "msg_1",
+        "run-1",
+        True,
+    )

@@ -23,6 +23,7 @@ import pytest
 
 import claude_force._ledger as ledger_mod
 from claude_force._ledger import Ledger, LedgerRow, read_rows
+from claude_force._ledger_sql import SCHEMA
 
 REAL_CONNECT = ledger_mod._connect
 
@@ -222,9 +223,7 @@ def test_rows_that_are_not_ledger_rows_are_skipped_with_a_warning(
 # -- an older ledger ---------------------------------------------------------------------------
 
 # The first release's table: before web_search_requests, batch and injection_flags were added.
-OLD_SCHEMA = ledger_mod._SCHEMA.replace(
-    "    web_search_requests INTEGER NOT NULL DEFAULT 0,\n", ""
-).replace(
+OLD_SCHEMA = SCHEMA.replace("    web_search_requests INTEGER NOT NULL DEFAULT 0,\n", "").replace(
     "    task_text TEXT,\n    batch INTEGER NOT NULL DEFAULT 0,\n    injection_flags TEXT\n",
     "    task_text TEXT\n",
 )

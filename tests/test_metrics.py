@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from claude_force import serve_ledger_metrics
 from claude_force._errors import InvalidArgumentError
 from claude_force._ledger import Ledger, LedgerRow
-from claude_force._metrics import Metrics
+from claude_force._metrics import HIT_BATCH, Metrics
 from claude_force._pricing import PriceTable
 from claude_force._reports import UsageReports
 from claude_force._usage import Usage
@@ -215,3 +216,65 @@ def test_ledger_metrics_served_from_usage_reports(tmp_path: Path) -> None:
         tool="web_search",
     )
     assert expected in {_normalise(x) for x in text.splitlines()}
+
+
+def _without_created(metrics: Metrics) -> list[str]:
+    return [line for line in metrics.render().decode().splitlines() if "_created{" not in line]
+
+
+def test_hits_added_in_a_batch_equal_hits_observed_one_by_one() -> None:
+    # Bounds themselves, between them, beyond the last one, zero and NaN (counted in no
+    # bucket, as Prometheus' observe does).
+    latencies = [0.1, 0.1, 0.25, 0.3, 0.0, 600.0, 601.0, 2.5, 0.05, float("nan"), 0.1]
+    batched, single = Metrics(), Metrics()
+    for seconds in latencies:
+        batched.observe_hit(agent="a", model="m", latency_s=seconds)
+        single.observe_call(
+            agent="a",
+            model="m",
+            outcome="success",
+            usage=Usage(),
+            cost=Decimal(0),
+            latency_s=seconds,
+            cached=True,
+        )
+    assert _without_created(batched) == _without_created(single)
+
+
+def test_hits_from_several_threads_are_all_counted() -> None:
+    metrics = Metrics()
+    per_thread = 3 * HIT_BATCH + 5
+
+    def hit(agent: str) -> None:
+        for _ in range(per_thread):
+            metrics.observe_hit(agent=agent, model="m", latency_s=0.01)
+
+    threads = [threading.Thread(target=hit, args=(f"a{i % 2}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    text = metrics.render().decode()
+    assert f'claude_force_cache_total{{result="hit"}} {float(6 * per_thread)}' in text
+    for agent in ("a0", "a1"):
+        count = f'claude_force_request_latency_seconds_count{{agent="{agent}",model="m"}}'
+        assert f"{count} {float(3 * per_thread)}" in text
+
+
+def test_every_token_kind_is_exported_once_a_call_has_usage() -> None:
+    metrics = Metrics()
+    for _ in range(2):
+        metrics.observe_call(
+            agent="a",
+            model="m",
+            outcome="success",
+            usage=Usage(input_tokens=7),
+            cost=None,
+            latency_s=0.5,
+            cached=False,
+        )
+    text = metrics.render().decode()
+    series = 'claude_force_tokens_total{agent="a",kind="%s",model="m"}'
+    assert f"{series % 'input'} 14.0" in text
+    for kind in ("output", "cache_write_5m", "cache_write_1h", "cache_read"):
+        assert f"{series % kind} 0.0" in text

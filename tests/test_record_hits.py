@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from claude_force import _outcomes as outcome
-from claude_force._ledger import Ledger, read_rows
+from claude_force._ledger import Ledger, read_rows, task_hash
 from claude_force._metrics import Metrics
 from claude_force._record import CallContext, Recorder
 from claude_force._request import Request, SystemPrompt
@@ -90,3 +90,38 @@ def test_a_result_that_is_not_a_plain_hit_takes_the_general_path(tmp_path: Path)
     recorder.close()
     [row] = read_rows(tmp_path / "c.db")
     assert row.cost_usd == Decimal("0.5") and not row.cached
+
+
+def test_many_hits_in_one_batch_are_all_written_in_order(tmp_path: Path) -> None:
+    # More rows than one statement takes, of two agents' templates and runs of shared values.
+    recorder = Recorder(tmp_path / "d.db", tracking=True, metrics=False)
+    recorder._ledger = Ledger(tmp_path / "d.db", batch_size=1000, flush_interval=3600)
+    sent = []
+    for i in range(300):
+        result = replace(_hit(f"msg_{i}"), agent_name="writer") if i % 7 == 3 else _hit(f"msg_{i}")
+        run = "run1" if 100 <= i < 150 else None
+        recorder.record_hit(result, CallContext(f"task {i}", workflow_run=run, workflow_step=i))
+        sent.append((result.agent_name, f"msg_{i}", run, i, task_hash(f"task {i}")))
+    recorder.close()
+    got = [
+        (r.agent, r.message_id, r.workflow_run, r.workflow_step, r.task_hash)
+        for r in read_rows(tmp_path / "d.db")
+    ]
+    assert got == sent
+
+
+def test_lone_surrogates_in_hit_rows_are_stored_replaced(tmp_path: Path) -> None:
+    # A "\udc80" escape in the service's JSON decodes to text SQLite cannot encode: in the
+    # template's fixed part (the model), a per-hit value and a shared one.
+    recorder = _recorder(tmp_path / "e.db")
+    result = replace(_hit("msg_\udc80"), model="claude\udc80")
+    recorder.record_hit(result, CallContext("one"))
+    recorder.record_hit(result, CallContext("two", workflow_run="run\udc80"))
+    recorder.record_hit(_hit("msg_ok"), CallContext("three"))
+    recorder.close()
+    got = [(r.model, r.message_id, r.workflow_run) for r in read_rows(tmp_path / "e.db")]
+    assert got == [
+        ("claude?", "msg_?", None),
+        ("claude?", "msg_?", "run?"),
+        ("claude-haiku-4-5", "msg_ok", None),
+    ]

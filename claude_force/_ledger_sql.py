@@ -1,0 +1,189 @@
+"""The ledger's table and the statements that insert queued rows into it.
+
+A queued row is either a row's parameters in :data:`COLUMNS` order (:func:`to_params`) or
+a :class:`RowTemplate` row (the template, then its values). :func:`insert` writes a batch
+of them in one transaction, in the order queued, binding as little as it can: binding
+dominates what a row costs the writer thread, and it holds the GIL while it binds.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ._ledger_row import COLUMNS, Params, RowTemplate
+
+__all__ = ["ADDED_COLUMNS", "SCHEMA", "insert"]
+
+# message_id is unique among *upstream* calls only: a response-cache hit replays the original
+# message id for tracing, and each hit must still be recorded. NULL ids (failures) never collide.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    message_id TEXT,
+    request_id TEXT,
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    workflow_run TEXT,
+    workflow_step INTEGER,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_5m_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    web_search_requests INTEGER NOT NULL DEFAULT 0,
+    cost_usd TEXT,
+    cost_saved_usd TEXT,
+    latency_ms REAL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    cached INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'error')),
+    error_type TEXT,
+    task_hash TEXT,
+    task_text TEXT,
+    batch INTEGER NOT NULL DEFAULT 0,
+    injection_flags TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS calls_message_id ON calls(message_id) WHERE cached = 0;
+CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
+"""
+# Columns added after the first release, with their definitions: an older ledger gains them
+# when a writer opens it; a reader of an older ledger sees their defaults.
+ADDED_COLUMNS = {
+    "web_search_requests": "INTEGER NOT NULL DEFAULT 0",
+    "batch": "INTEGER NOT NULL DEFAULT 0",
+    "injection_flags": "TEXT",
+}
+# Columns the schema gives a DEFAULT: leaving one out of an INSERT would not store NULL.
+_DEFAULTED = frozenset(line.split()[0] for line in SCHEMA.splitlines() if " DEFAULT " in line)
+
+
+# Rows per INSERT statement: each statement is one sqlite3_step, and each step hands the GIL
+# back and forth; one per row cost a busy event loop more than the rows themselves. Kept
+# within SQLite's oldest limit of 999 parameters before 3.32, 32,766 since (less a row's
+# worth for the values bound once). Preparing a statement costs about as much as running
+# it, so counts are powers of two: each text is prepared once, then found in the
+# connection's statement cache.
+_MAX_PARAMS = (32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) - len(COLUMNS)
+_ROWS_PER_INSERT = 256
+
+# Binding a None costs the sqlite3 module an adapter lookup, about ten times an int: a row
+# leaves its None values out of the INSERT instead, where leaving one out stores NULL (a
+# column without a DEFAULT).
+_MAY_OMIT = tuple(i for i, name in enumerate(COLUMNS) if name not in _DEFAULTED)
+_OMITTABLE = operator.itemgetter(*_MAY_OMIT)
+_NONES = (None,) * len(_MAY_OMIT)
+
+_Statement = tuple[str, list[object]]
+
+
+def insert(conn: sqlite3.Connection, queued: Iterable[Params]) -> None:
+    """Insert ``queued`` rows in one transaction, in runs of rows of the same form."""
+    rows = list(queued)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for key, run in itertools.groupby(rows, _run_key):
+            same = list(run)
+            head = same[0][0]
+            if type(head) is RowTemplate:
+                statements = _from_template(head, key[1], same)
+            else:
+                statements = _from_rows(key, same)
+            for sql, params in statements:
+                conn.execute(sql, params)
+    except BaseException:
+        # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _run_key(row: Params) -> Any:
+    """Rows with equal keys go in one statement: a template and its shared values, or which
+    columns of a plain row are None. (A plain row never starts with a template.)"""
+    head = row[0]
+    if type(head) is RowTemplate:
+        return head.key(row)
+    return tuple(map(operator.is_, _NONES, _OMITTABLE(row)))
+
+
+def _counts(rows: int, width: int) -> Iterator[int]:
+    """Rows per statement for ``rows`` rows of ``width`` values: powers of two."""
+    largest = 1 << (min(_ROWS_PER_INSERT, _MAX_PARAMS // max(1, width)).bit_length() - 1)
+    while rows:
+        count = largest if rows >= largest else 1 << (rows.bit_length() - 1)
+        yield count
+        rows -= count
+
+
+def _chunks(rows: list[Params], width: int) -> Iterator[tuple[int, list[Params]]]:
+    start = 0
+    for count in _counts(len(rows), width):
+        yield count, rows[start : start + count]
+        start += count
+
+
+# -- plain rows -------------------------------------------------------------------------------
+
+
+def _from_rows(shape: tuple[bool, ...], rows: list[Params]) -> Iterator[_Statement]:
+    kept = _kept(shape)
+    for count, chunk in _chunks(rows, sum(kept)):
+        values = map(itertools.compress, chunk, itertools.repeat(kept))
+        yield _rows_sql(shape, count), list(itertools.chain.from_iterable(values))
+
+
+@functools.lru_cache(maxsize=32)
+def _kept(shape: tuple[bool, ...]) -> tuple[bool, ...]:
+    """Per column: True when a row of ``shape`` binds it."""
+    omitted = {i for i, none in zip(_MAY_OMIT, shape, strict=True) if none}
+    return tuple(i not in omitted for i in range(len(COLUMNS)))
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_sql(shape: tuple[bool, ...], count: int) -> str:
+    names = list(itertools.compress(COLUMNS, _kept(shape)))
+    row = f"({', '.join('?' for _ in names)})"
+    return f"INSERT OR IGNORE INTO calls ({', '.join(names)}) VALUES {', '.join([row] * count)}"
+
+
+# -- template rows ----------------------------------------------------------------------------
+
+
+def _from_template(
+    template: RowTemplate, shared: tuple[object, ...], rows: list[Params]
+) -> Iterator[_Statement]:
+    """``INSERT ... SELECT <fixed and shared values>, <per-row values> FROM (VALUES ...)``."""
+    present = tuple(not _omitted(n, v) for n, v in zip(template.shared, shared, strict=True))
+    once = [*_fixed(template)[1], *itertools.compress(shared, present)]
+    for count, chunk in _chunks(rows, len(template.each)):
+        each = itertools.chain.from_iterable(map(template.values, chunk))
+        yield _template_sql(template, present, count), [*once, *each]
+
+
+def _omitted(name: str, value: object) -> bool:
+    return value is None and name not in _DEFAULTED
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed(template: RowTemplate) -> tuple[list[str], list[object]]:
+    """The template's fixed columns that are bound, and their values."""
+    kept = [(n, v) for n, v in template.fixed if not _omitted(n, v)]
+    return [n for n, _ in kept], [v for _, v in kept]
+
+
+@functools.lru_cache(maxsize=64)
+def _template_sql(template: RowTemplate, present: tuple[bool, ...], count: int) -> str:
+    once = [*_fixed(template)[0], *itertools.compress(template.shared, present)]
+    names = ", ".join([*once, *template.each])
+    columns = (f"column{i}" for i in range(1, len(template.each) + 1))  # the VALUES' names
+    picked = ", ".join([*("?" for _ in once), *columns])
+    row = f"({', '.join('?' for _ in template.each)})"
+    values = ", ".join([row] * count)
+    return f"INSERT OR IGNORE INTO calls ({names}) SELECT {picked} FROM (VALUES {values})"
