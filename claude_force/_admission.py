@@ -69,6 +69,8 @@ _MAX_UNSEEN = 0.9  # of the refill: the most others are assumed to take when adm
 # other, which would bias it. Admission uses it clipped to [0, _MAX_UNSEEN].
 _UNSEEN_BOUND = 1.0
 _UNSEEN_REQUESTS = 20  # the estimator's time constant is at least this many requests' refill
+# A burst's reports come within seconds of each other; a peak long past says nothing.
+_PEAK_HALF_LIFE = 10.0
 _FAMILIES = ("opus", "sonnet", "haiku")
 _UNITS = {k: k.replace("-", " ") for k in KINDS}
 
@@ -183,9 +185,10 @@ class _Bucket:
     at least the refill time of ``_UNSEEN_REQUESTS`` typical requests plus one per attempt in
     flight (each is one request's worth of such noise), so that with limits that hold few
     requests a minute one request's noise does not read as another consumer. That count is
-    the most attempts ever in flight, not those at the report: a burst's first report (many
-    attempts not counted yet) and the later ones that show them must weigh the same to
-    cancel; weighed by the shrinking count, 100 at once alone read as others taking 90%.
+    the recent peak of attempts in flight (halving every ``_PEAK_HALF_LIFE`` seconds), not
+    those at the report: a burst's first report (many attempts not counted yet) and the
+    later ones that show them must weigh the same to cancel; weighed by the shrinking count,
+    100 at once alone read as others taking 90%. A peak long past would only slow learning.
     """
 
     def __init__(self, capacity: float, level: float, now: float) -> None:
@@ -248,7 +251,7 @@ class _Bucket:
         self.typical += 0.1 * (cost - self.typical)
 
     def observe(
-        self, remaining: float, *, authoritative: bool, seconds: float, in_flight: int
+        self, remaining: float, *, authoritative: bool, seconds: float, in_flight: float
     ) -> None:
         """The service reports ``remaining`` (the bucket is refilled to now first):
         learn from the model's difference to it, then take it as the level when it is lower
@@ -301,7 +304,10 @@ class _Class:
     ratio: float | None = None  # real / estimated input tokens, learned
     spread: float = 0.0  # mean relative error of that ratio on single requests, learned
     in_flight: int = 0
-    peak_in_flight: int = 0  # the most attempts ever in flight: the estimator's noise scale
+    # The most attempts in flight lately (halving every _PEAK_HALF_LIFE seconds): the
+    # estimator's noise scale; see _Bucket.
+    peak_in_flight: float = 0.0
+    peak_at: float = 0.0
     queue: deque[_Waiter] = field(default_factory=deque)
     queued: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KINDS, 0.0))
     changed: asyncio.Future[None] | None = None
@@ -587,7 +593,7 @@ class TokenBuckets:
 
     def _charge(self, cls: _Class, costs: Mapping[str, float]) -> frozenset[str]:
         cls.in_flight += 1
-        cls.peak_in_flight = max(cls.peak_in_flight, cls.in_flight)
+        self._peak(cls, self._clock())
         for kind, bucket in cls.buckets.items():
             bucket.charge(costs[kind])  # the model's when it leaves: sending()
         return frozenset(cls.buckets)
@@ -598,6 +604,16 @@ class TokenBuckets:
         for kind, bucket in cls.buckets.items():
             if kind not in ticket.charged and bucket.blind > 0:
                 bucket.blind -= 1
+
+    @staticmethod
+    def _peak(cls: _Class, now: float) -> float:
+        """The class's recent peak of attempts in flight, decayed to ``now`` and raised to
+        those in flight now."""
+        if now > cls.peak_at:
+            cls.peak_in_flight *= 0.5 ** ((now - cls.peak_at) / _PEAK_HALF_LIFE)
+            cls.peak_at = now
+        cls.peak_in_flight = max(cls.peak_in_flight, float(cls.in_flight))
+        return cls.peak_in_flight
 
     def _refill(self, cls: _Class, now: float) -> None:
         for bucket in cls.buckets.values():
@@ -642,7 +658,7 @@ class TokenBuckets:
                     left,
                     authoritative=authoritative,
                     seconds=self._unseen_seconds,
-                    in_flight=cls.peak_in_flight,
+                    in_flight=self._peak(cls, now),
                 )
         if learned:
             cls.state = "known"

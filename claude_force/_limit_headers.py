@@ -58,18 +58,23 @@ def limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
         return {}
     raw = getattr(headers, "raw", None)  # httpx: [(name, value)] as bytes
     if isinstance(raw, list):
-        return {
-            name.decode("latin-1").lower(): value.decode("latin-1")
+        pairs = [
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
             for name, value in raw
             if isinstance(name, bytes)
             and isinstance(value, bytes)
             and name[:_PREFIX_LEN].lower() == _PREFIX_BYTES
-        }
-    return {
-        name: value
-        for name, value in ((str(k).lower(), v) for k, v in headers.items())
-        if name.startswith(PREFIX)
-    }
+        ]
+    else:
+        pairs = [(str(k).lower(), v) for k, v in headers.items()]
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if not name.startswith(PREFIX):
+            continue
+        # A name stated twice with different values states neither (httpx would join them
+        # into one unreadable value): picking one would be a guess.
+        found[name] = value if found.get(name, value) == value else ""
+    return found
 
 
 def stated(

@@ -45,7 +45,7 @@ from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
 from ._ledger import task_hash
 from ._memory_memo import RECHECK_SECONDS, Generation, Probe, RecallMemo, memo_key
-from ._memory_store import Pending, Snapshot, Store, _log, akey, empty_store
+from ._memory_store import Pending, Snapshot, Store, _log, akey, empty_store, storable
 from ._results import AgentResult
 
 __all__ = [
@@ -576,9 +576,10 @@ class AgentMemory:
                 agent=result.agent_name,
                 task=task[:TASK_CHARS],
                 digest=task_hash(task),
-                excerpt=_cut(result.output, EXCERPT_CHARS),
+                # Cleaned before it is queued: a queued entry is recalled as it will be stored.
+                excerpt=storable(_cut(result.output, EXCERPT_CHARS)),
                 ts=self._clock(),
-                model=result.model,
+                model=storable(result.model),
                 replace=not result.cached,
             )
         )

@@ -27,7 +27,7 @@ from .cache._sqlite import file_identity as _identity
 from .cache._sqlite import is_corruption
 from .cache._worker import Worker
 
-__all__ = ["Pending", "Snapshot", "Store", "akey", "empty_store"]
+__all__ = ["Pending", "Snapshot", "Store", "akey", "empty_store", "storable"]
 
 logger = logging.getLogger("claude_force.memory")
 _log = OnceLog(logger)
@@ -436,7 +436,9 @@ def _warn_unusable(path: Path, exc: OSError) -> None:
         )
 
 
-def _storable(text: str) -> str:
+def storable(text: str) -> str:
+    """``text`` as SQLite can store it: a lone surrogate (from a ``"\\udc80"`` escape in the
+    service's JSON) becomes "?"."""
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
@@ -454,7 +456,7 @@ def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_b
             )
             # The answer's text and model come from the service's JSON, where a "\\udc80"
             # escape gives a lone surrogate SQLite cannot encode: stored as "?".
-            excerpt, model = _storable(p.excerpt), _storable(p.model)
+            excerpt, model = storable(p.excerpt), storable(p.model)
             conn.execute(
                 "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

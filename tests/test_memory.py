@@ -511,3 +511,21 @@ async def test_an_answer_with_a_lone_surrogate_is_remembered_with_its_batch(
         entries = memory.entries()
     assert sorted(e.task for e in entries) == sorted([PAYMENT, PALETTE, PAYMENT_AGAIN])
     assert any("odd ? answer" in e.excerpt for e in entries)
+
+
+async def test_a_queued_answer_with_a_lone_surrogate_is_recalled_as_it_will_be_stored(
+    project: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recalled from the write queue before the writer ran, the excerpt must already be
+    # storable text: raw, it could not be encoded into the request's cache key.
+    sim.script(Fault.reply("odd \udc80 answer"))
+    async with make(project, sim) as orch:
+        memory = orch._recorder.memory
+        assert memory is not None
+        with monkeypatch.context() as m:
+            m.setattr(memory._store, "drain", lambda: None)  # the entry stays queued
+            first = await orch.execute_agent(REVIEWER, PAYMENT)
+            again = await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+            assert memory._store.unwritten()  # recalled from the queue, not the file
+    assert first.success and again.success, again.errors
+    assert "odd ? answer" in user_text(sim)

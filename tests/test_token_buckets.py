@@ -463,6 +463,30 @@ async def test_a_burst_counted_late_by_the_service_is_not_read_as_a_neighbour() 
     assert unseen(b, "output-tokens") < 0.02
 
 
+async def test_a_burst_long_past_does_not_slow_learning_a_neighbour() -> None:
+    """200 attempts once in flight at the same time; a minute later a neighbour takes 30%
+    of the refill: it is learned as fast as without the burst (a peak that never decayed
+    made it ten times slower, with ten times the 429s)."""
+    t = FakeTime()
+    server = limiter(t, 0.0)
+    b = buckets(t)
+    await closed_loop(t, server, b, 1.0)
+    tickets = [await b.admit(SONNET, 40, 10) for _ in range(200)]
+    for ticket in tickets:
+        b.sending(ticket)
+    for ticket in tickets:
+        decision = server.admit(SONNET, input_tokens=10, max_tokens=10)
+        assert not isinstance(decision, Rejection)
+        t.now += 0.001
+        server.settle(decision, input_tokens=10, output_tokens=5)
+        b.settle(ticket, Usage(input_tokens=10, output_tokens=5), server.headers(SONNET))
+    t.now += 60.0
+    server._classes["sonnet"]["input-tokens"].rate = 1000.0 * 0.7  # the neighbour arrives
+    refused = await closed_loop(t, server, b, 60.0)
+    assert refused <= 6
+    assert unseen(b) == pytest.approx(0.3, abs=0.05)
+
+
 def test_the_rate_limit_line_is_compact() -> None:
     state = {
         "concurrency_limit": 5,
@@ -706,6 +730,15 @@ def test_response_headers_are_read_from_their_raw_pairs_whatever_their_case() ->
         "anthropic-ratelimit-input-tokens-limit",
         "anthropic-ratelimit-input-tokens-remaining",
     }
+    twice = Headers(
+        [
+            ("anthropic-ratelimit-requests-limit", "100"),
+            ("Anthropic-Ratelimit-Requests-Limit", "5"),
+            ("anthropic-ratelimit-requests-remaining", "4"),
+            ("anthropic-ratelimit-requests-remaining", "4"),
+        ]
+    )
+    assert stated(twice) == {"requests": (None, 4.0)}  # conflicting limits state none
     # The same answer as from a plain mapping of the lower-cased names.
     plain = {name.lower(): value for name, value in headers.multi_items()}
     assert (
