@@ -13,9 +13,10 @@ up to 0.5 MiB. The 64 KiB is slack for B-tree page splits that no estimate fores
 How the ``effective`` limit is shared out:
 
 * WAL: a sixteenth of it (128 KiB to 8 MiB). A background thread checkpoints once the WAL
-  passes five eighths of that (``_wal``); a writer begins a transaction only while the WAL is within
-  the whole, truncating it first otherwise, so with any number of writer processes it passes
-  the budget by at most one transaction.
+  passes five eighths of that at most (earlier after a writer found it full; ``_wal``), and
+  SQLite then starts it over, reusing the file; a writer begins a transaction only while the
+  WAL is within the whole, checkpointing it all first otherwise, so with any number of
+  writer processes it passes the budget by at most one transaction.
 * one transaction's new pages: at most half the WAL budget, so the database file, whose
   free pages are reused but never returned, overshoots its budget by no more than that.
 * the WAL index (-shm): 32 KiB, its size while the WAL has fewer than 4096 frames.
@@ -66,15 +67,16 @@ class DiskLimits:
 
     @property
     def checkpoint_at(self) -> int:
-        """The background thread checkpoints once the WAL file passes this size: five
-        eighths of the budget, the rest absorbing what writers add while it runs."""
+        """The latest point at which the background thread checkpoints: five eighths of the
+        budget, the rest absorbing what writers add while it runs (it starts earlier once a
+        writer has found the WAL full)."""
         return self.wal_bytes * 5 // 8
 
     @property
     def journal_limit(self) -> int:
-        """A WAL that is started over after a full checkpoint is truncated back to this
-        size: below ``checkpoint_at``, so the file's size tells when the next one is due,
-        and not far below, as appending past a file's end costs more than overwriting."""
+        """On open, a WAL file larger than this (what a crash or a higher limit left) is
+        checkpointed and truncated; while open, SQLite keeps it within the budget itself
+        (``journal_size_limit``) and reuses it from the start after each checkpoint."""
         return self.wal_bytes // 2
 
     @property
