@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,74 @@ def test_a_1mb_cache_holds_its_limit_while_filled_and_after_close(
     assert max(samples) <= bound, (max(samples), bound)
     assert folder_bytes(tmp_path) <= bound
     assert not (tmp_path / "cache.db-wal").exists()  # close() checkpointed it away
+
+
+def test_evicting_large_entries_holds_the_limit_at_every_commit(tmp_path: Path) -> None:
+    # Entries of several overflow pages: where SQLite zeroes freed pages (Debian's build
+    # does by default), each eviction wrote them to the WAL again, past its budget.
+    rng = random.Random(23)
+    bound = DiskLimits.for_limit(MIB).folder_bytes
+    peak = 0
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        for n in range(120):
+            cache.set(key(n), {"n": n, "text": text(rng, 23_000)})
+            peak = max(peak, folder_bytes(tmp_path))
+        stats = cache.get_stats()
+    assert stats["evictions"] > 0 and stats["errors"] == 0
+    assert peak <= bound, (peak, bound)
+
+
+def test_a_second_cache_on_the_folder_leaves_the_file_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Closing any descriptor of cache.db drops every POSIX lock this process holds on it,
+    # SQLite's locks of the cache already open included: the file is opened only to create it.
+    first = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    first.set(key(1), {"n": 1})
+    opened: list[str] = []
+    real_open = os.open
+
+    def watching(path: Any, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, *args, **kwargs)
+        opened.append(os.fspath(path))  # only what was opened: O_EXCL on it fails
+        return fd
+
+    monkeypatch.setattr(os, "open", watching)
+    second = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    second.set(key(2), {"n": 2})
+    monkeypatch.undo()
+    assert not [p for p in opened if p.endswith("cache.db")], opened
+    assert first.get(key(2)) is not None and second.get(key(1)) is not None
+    second.close()
+    first.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
+def test_a_child_forked_during_a_checkpoint_can_write_and_close(tmp_path: Path) -> None:
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0)
+    cache.set(key(0), {"n": 0})
+    tier = cache._disk
+    assert tier is not None
+    held = tier._wal._checkpoint_lock()
+    held.acquire()  # as the parent's background thread does while it checkpoints
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: no thread of its own holds that lock, nor ever will
+            signal.alarm(30)  # a hang fails the test instead of stalling it
+            try:
+                rng = random.Random(5)
+                for n in range(1, 200):
+                    cache.set(key(n), {"n": n, "text": text(rng, 3000)})
+                cache.close()
+            finally:
+                os._exit(0 if cache.get_stats()["errors"] == 0 else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        held.release()
+    cache.close()
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 async def test_aset_holds_the_limit_too(tmp_path: Path) -> None:

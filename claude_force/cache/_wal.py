@@ -75,6 +75,7 @@ class WalKeeper:
         # the background pass to end instead of retrying after pauses (SQLite makes a
         # second checkpointer fail at once). Taken after the write lock, never before it.
         self._checkpointing = threading.Lock()
+        self._lock_pid = os.getpid()
         # The background thread checkpoints once the WAL passes this. A writer that finds
         # the WAL over its budget (the checkpoint took longer than the writes left room
         # for: a busy disk) lowers it; each cycle that did not raises it back a little.
@@ -159,7 +160,7 @@ class WalKeeper:
         """One PASSIVE checkpoint; True when every frame of the WAL is now in the database
         (or another connection is checkpointing it)."""
         self.passes += 1
-        with self._checkpointing:
+        with self._checkpoint_lock():
             before = conn.execute(_DATA_VERSION).fetchone()[0]
             busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if busy:
@@ -167,6 +168,14 @@ class WalKeeper:
         # ``frames`` is the WAL as the checkpoint began: a commit since then (which moves
         # data_version) left frames it did not copy, and the WAL cannot start over yet.
         return bool(frames <= copied and conn.execute(_DATA_VERSION).fetchone()[0] == before)
+
+    def _checkpoint_lock(self) -> threading.Lock:
+        """The lock of this process's checkpoints. A forked child gets a new one: the
+        parent's may have been held, at the fork, by a thread the child does not have."""
+        if self._lock_pid != os.getpid():
+            self._checkpointing = threading.Lock()
+            self._lock_pid = os.getpid()
+        return self._checkpointing
 
     def _db(self) -> sqlite3.Connection:
         conn = self._conn
@@ -203,15 +212,19 @@ class WalKeeper:
         pause = _PAUSE_S
         deadline = time.monotonic() + _TRUNCATE_PATIENCE_S
         while True:
+            lock = self._checkpoint_lock()
+            if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return False  # our own pass outlasted the patience: a later write retries
             try:
-                with self._checkpointing:
-                    busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+                busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             except sqlite3.Error as exc:
                 # Nothing is lost: the pages stay in the WAL until a later checkpoint.
                 self._log.warn(
                     "checkpoint", f"disk cache checkpoint of {self._path} failed ({exc})"
                 )
                 return False
+            finally:
+                lock.release()
             if not busy or time.monotonic() >= deadline:
                 return not busy
             time.sleep(pause)
