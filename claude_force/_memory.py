@@ -271,6 +271,18 @@ def _document_counts(
     return total, counts
 
 
+def _counts_as_of(
+    conn: sqlite3.Connection, words: Sequence[str], before: int
+) -> tuple[int, dict[str, int]]:
+    """:func:`_document_counts` as the store stood when entry ``before`` was written (only
+    entries with a lower id): what decides which words are common and which are rare must
+    not change for a repeat when related tasks are stored after it."""
+    total = int(conn.execute("SELECT count(*) FROM entries WHERE id < ?", (before,)).fetchone()[0])
+    sql = "SELECT count(*) FROM entries_fts WHERE entries_fts MATCH ? AND rowid < ?"
+    counts = {w: int(conn.execute(sql, (_any_of([w]), before)).fetchone()[0]) for w in words}
+    return total, counts
+
+
 def _has_entries(conn: sqlite3.Connection, agent: str, snapshot: Snapshot | None) -> bool:
     known = None if snapshot is None else snapshot.agents.get(agent)
     if known is None:
@@ -309,10 +321,13 @@ def _recall(
     ).fetchone()
     before: int | None = None if row is None else int(row[0])
     queued_at = next((i for i, p in enumerate(mine) if p.digest == digest), None)
+    counted = unwritten  # every agent's queued entries count as written, older ones only:
+    if queued_at is not None:
+        counted = unwritten[: unwritten.index(mine[queued_at])]
     if queued_at is not None and mine[queued_at].replace:
         before, mine = None, mine[:queued_at]  # a fresh answer replaces it: as of the queue
     elif before is not None:
-        mine = []  # everything queued is newer than the stored answer
+        mine, counted = [], []  # everything queued is newer than the stored answer
     elif queued_at is not None:
         mine = mine[:queued_at]
     found = _search(
@@ -323,7 +338,7 @@ def _recall(
         digest,
         before=before,
         unwritten=mine,
-        counted=unwritten,
+        counted=counted,
         snapshot=snapshot,
     )
     stored = before is not None or queued_at is not None
@@ -401,10 +416,13 @@ def _search(
     threshold: candidates by BM25 over their task text, ordered by shared meaningful words,
     then newest first. That order needs nothing but the entries themselves, so an entry
     still queued (``unwritten``, id 0) ranks where it will once written; ``before`` keeps
-    only entries with a lower id; ``counted`` (every agent's queued entries) add to the
-    word counts as they will once written."""
+    only entries with a lower id, and counts words among those alone; ``counted`` (queued
+    entries) add to the word counts as they will once written."""
     words = terms(text)
-    total, counts = _document_counts(conn, words, snapshot)
+    if before is None:
+        total, counts = _document_counts(conn, words, snapshot)
+    else:
+        total, counts = _counts_as_of(conn, words, before)
     for p in counted:
         total += 1
         for word in _all_words(p.digest, p.task).intersection(words):

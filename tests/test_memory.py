@@ -7,6 +7,7 @@ real SQLite file with FTS5.
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -529,3 +530,31 @@ async def test_a_queued_answer_with_a_lone_surrogate_is_recalled_as_it_will_be_s
             assert memory._store.unwritten()  # recalled from the queue, not the file
     assert first.success and again.success, again.errors
     assert "odd ? answer" in user_text(sim)
+
+
+async def test_repeats_stay_cache_hits_after_many_related_tasks_ran(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    # With eight entries or more, which words are common (in over half the entries) and
+    # which are rarest decides what is recalled: counted as of the repeat's own entry, the
+    # later related tasks change neither, so each repeat rebuilds its request exactly.
+    words = [
+        "payment",
+        "gateway",
+        "retry",
+        "billing",
+        "module",
+        "timeout",
+        "handler",
+        "invoice",
+        "refund",
+        "ledger",
+    ]
+    pick = random.Random(11)
+    first = [f"Review {' '.join(pick.sample(words, 4))} #{i}" for i in range(12)]
+    later = [f"Review {' '.join(pick.sample(words, 4))} later {i}" for i in range(12)]
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        for task in first + later:
+            assert (await orch.execute_agent(REVIEWER, task)).success
+        repeats = [await orch.execute_agent(REVIEWER, task) for task in first]
+    assert [r.cached for r in repeats] == [True] * len(first)
