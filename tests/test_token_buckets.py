@@ -17,10 +17,10 @@ from claude_force._admission import (
     Ticket,
     TokenBuckets,
     model_class,
-    rate_limit_line,
 )
 from claude_force._errors import APIError, InvalidArgumentError
 from claude_force._usage import Usage
+from claude_force.cli._limits_line import rate_limit_line
 from claude_force.testing import RateLimits, Simulator
 from claude_force.testing._ratelimit import Rejection, ServerRateLimiter
 

@@ -17,7 +17,6 @@ from .. import (
     InvalidArgumentError,
     OrchestratorOptions,
 )
-from .._admission import rate_limit_line
 from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
@@ -38,6 +37,7 @@ from ._common import (
     task_option,
     write_text,
 )
+from ._limits_line import rate_limit_line
 from ._task import read_task
 
 P = ParamSpec("P")

@@ -17,7 +17,6 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import APIError, AsyncAgentOrchestrator, StepEvent, WorkflowResult
-from .._admission import rate_limit_line
 from ._agents import cache_options, make_orchestrator
 from ._common import (
     EXIT_CODES_HELP,
@@ -42,6 +41,7 @@ from ._common import (
     usd,
     write_text,
 )
+from ._limits_line import rate_limit_line
 from ._task import read_task
 
 Outcome = Literal["done", "cancelled", "error"]
