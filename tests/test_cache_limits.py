@@ -407,3 +407,55 @@ def test_the_wal_size_read_from_its_index_is_sqlite_s_frame_count(tmp_path: Path
             busy, log, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         other.close()
         assert busy == 0 and log == frames > 20
+
+
+def test_a_checkpoint_behind_the_writer_syncs_its_copies_before_taking_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    # A pass that does not reach the WAL's end leaves the pages it copied unsynced; the
+    # pass that does (holding the write lock, writers waiting) would sync them all.
+    rng = random.Random(11)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        disk = cache._disk
+        assert disk is not None
+        disk._worker.close()  # the background job runs below, by hand
+        wal = disk._wal
+        n = 0
+        while wal.size() < disk.limits.checkpoint_at:
+            cache.set(key(n), {"t": text(rng, 1500)})
+            n += 1
+        assert wal._wanted  # the last write asked for a checkpoint
+        flushed: list[bool] = []
+        index_flush = wal._index.flush
+        write_lock = disk._write_lock
+
+        def flush() -> None:
+            flushed.append(write_lock.locked())
+            index_flush()
+
+        wal._index.flush = flush  # type: ignore[method-assign]
+        checkpoint_pass = wal._pass
+
+        class WriteDuringCheckpoint:
+            """The checkpoint's connection; a write lands as each unlocked one ends."""
+
+            def __init__(self, conn: sqlite3.Connection) -> None:
+                self.conn = conn
+
+            def execute(self, sql: str) -> sqlite3.Cursor:
+                cursor = self.conn.execute(sql)
+                if "wal_checkpoint" in sql and not write_lock.locked():
+                    cache.set(key(10_000 + len(flushed)), {"t": text(rng, 1500)})
+                return cursor
+
+        def behind_a_writer(conn: sqlite3.Connection) -> bool:
+            return checkpoint_pass(WriteDuringCheckpoint(conn))  # type: ignore[arg-type]
+
+        wal._pass = behind_a_writer  # type: ignore[method-assign]
+        disk._background()
+        assert flushed and not any(flushed), flushed
+        cache.set(key(n), {"t": text(rng, 1500)})
+        assert 0 < wal.size() <= disk.limits.txn_bytes * 4  # the WAL started over
+        assert cache.get(key(n - 1)) is not None

@@ -13,7 +13,8 @@ A writer that keeps committing while a checkpoint runs leaves new frames behind 
 WAL only starts over once every frame is copied. So the background thread runs further
 unlocked passes, each copying what came during the one before, until little is left, and
 then one holding this process's write lock: the writer waits for that one only, and it
-copies a few frames. Whatever the background thread manages, a writer still begins a
+copies and syncs a few frames (each unlocked pass has synced the database pages it copied,
+``WalIndex.flush``; SQLite syncs them only in the pass that catches up). Whatever the background thread manages, a writer still begins a
 transaction only while the WAL is within its whole budget, first truncating it (waiting for
 other processes) otherwise: the hard bound, as before.
 """
@@ -136,6 +137,9 @@ class WalKeeper:
             for _ in range(_UNLOCKED_PASSES):
                 if self._pass(conn):
                     return
+                # The pages this pass copied are synced now, off the write lock: the
+                # locked pass then syncs only its own few.
+                self._index.flush()
                 if self._behind() <= _CATCH_UP_FRAMES:
                     break
             with self._write_lock:  # this process's writer waits for this one only

@@ -14,10 +14,15 @@ that file is closed, SQLite's locks on the index included (another process could
 the index for its own and reset it). So this module opens one descriptor per index file per
 process, shared by every tier that reads it, and closes it only when the last of them
 detaches, after their connections are closed; a forked child never closes its parent's.
+The same holds for a second, read-only descriptor of the database itself, which the
+background thread ``flush``es: a checkpoint that has not caught up with the WAL's end leaves
+the pages it copied unsynced, and the one that catches up (holding the write lock) would
+otherwise sync them all while writers wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -35,13 +40,16 @@ _READ = _BACKFILL.size
 @dataclass
 class _Shared:
     fd: int
-    inode: tuple[int, int]
+    db_fd: int  # -1 when the database could not be opened
+    inode: tuple[tuple[int, int], tuple[int, int] | None]  # the index's, the database's
     users: int
     pid: int
 
 
 # Without pread (Windows) the tier stats the WAL file instead.
 _READABLE = hasattr(os, "pread")
+_SYNC = getattr(os, "fdatasync", os.fsync)
+_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _lock = threading.Lock()
 _shared: dict[str, _Shared] = {}
 # Descriptors this process must never close: a parent's (after fork), or a replaced file's
@@ -61,30 +69,31 @@ class WalIndex:
     """The frame counts of one database's WAL; ``None`` when its index cannot be read."""
 
     def __init__(self, db_path: str) -> None:
+        self._db_path = db_path
         self._path = db_path + "-shm"
         self._entry: _Shared | None = None
 
     def attach(self) -> None:
         """Read the index file now at the path; call once a connection has opened it."""
-        inode = _inode(self._path) if _READABLE else None
+        shm = _inode(self._path) if _READABLE else None
+        inode = None if shm is None else (shm, _inode(self._db_path))
         entry = self._entry
         if entry is not None and entry.pid == os.getpid() and entry.inode == inode:
-            return  # the same file: closing our descriptor would drop SQLite's locks on it
+            return  # the same files: closing our descriptors would drop SQLite's locks
         self.detach()
         if inode is None:
             return
         with _lock:
             entry = _shared.get(self._path)
             if entry is not None and (entry.pid != os.getpid() or entry.inode != inode):
-                _PARKED.append(entry.fd)  # a parent's, or a replaced file's: never closed
+                # A parent's, or a replaced file's: never closed.
+                _PARKED.extend(fd for fd in (entry.fd, entry.db_fd) if fd >= 0)
                 del _shared[self._path]
                 entry = None
             if entry is None:
-                try:
-                    fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                except OSError:
+                entry = _open(self._path, self._db_path, inode)
+                if entry is None:
                     return
-                entry = _Shared(fd, inode, 0, os.getpid())
                 _shared[self._path] = entry
             entry.users += 1
             self._entry = entry
@@ -102,6 +111,8 @@ class WalIndex:
             if _shared.get(self._path) is entry:
                 del _shared[self._path]
                 os.close(entry.fd)
+                if entry.db_fd >= 0:
+                    os.close(entry.db_fd)
             # else: parked when the file was replaced; it stays open
 
     def frames(self) -> tuple[int, int, int] | None:
@@ -120,3 +131,27 @@ class WalIndex:
             return None  # not initialised yet
         written, pages = _MX_FRAME.unpack_from(head)
         return written, _BACKFILL.unpack_from(head)[0], pages if written else 0
+
+    def flush(self) -> None:
+        """Write the database file's dirty pages to the disk now (what checkpoints copied
+        into it); nothing when it cannot be."""
+        entry = self._entry
+        if entry is None or entry.db_fd < 0:
+            return
+        # On failure the checkpoint that catches up syncs them anyway.
+        with contextlib.suppress(OSError):
+            _SYNC(entry.db_fd)
+
+
+def _open(
+    path: str, db_path: str, inode: tuple[tuple[int, int], tuple[int, int] | None]
+) -> _Shared | None:
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError:
+        return None
+    try:
+        db_fd = os.open(db_path, _FLAGS) if inode[1] is not None else -1
+    except OSError:
+        db_fd = -1
+    return _Shared(fd, db_fd, inode, 0, os.getpid())
