@@ -55,6 +55,11 @@ class ConcurrencyGate:
                 self._waiters.remove(fut)
             raise
 
+    @property
+    def full(self) -> bool:
+        """Every slot is taken: a request that comes now waits."""
+        return self.active >= self.limit
+
     def release(self) -> None:
         self.active -= 1
         self._wake()

@@ -342,9 +342,11 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         for tracker, reservation in reservations:
             tracker.commit(reservation, usage, cost)
         result = outcome.success_result(agent, request, sent, started, usage, cost)
+        self._recorder.record(result, ctx)
+        if sent.cancelled:  # recorded first: a cancel never loses a paid answer
+            raise asyncio.CancelledError
         if store is not None:
             await store[0].aset(store[1], outcome.cache_value(sent, usage, cost))
-        self._recorder.record(result, ctx)
         return result
 
     @property

@@ -174,6 +174,21 @@ class Sent:
     attempts: int
     request_id: str | None
     usage: Usage  # read from the message once, by whoever reads it first
+    # A cancel arrived after the answer did: the caller keeps the answer, then re-raises.
+    cancelled: bool = False
+
+
+async def _pass_turn() -> bool:
+    """Let what is ready on the event loop run first; True when a cancel arrived meanwhile.
+
+    The cancel is swallowed here so that an answer already paid for is kept: the caller
+    records it, then raises :class:`asyncio.CancelledError` itself (``Sent.cancelled``).
+    """
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        return True
+    return False
 
 
 def has_rate_limit_headers(headers: Mapping[str, str] | None) -> bool:
@@ -429,7 +444,10 @@ class Transport:
             create, session.gate, session.buckets, metered, usage_of
         )
         usage = read[-1] if read else Usage.from_api(message.usage)
-        return Sent(message, attempts, message._request_id, usage)
+        # When a request took the slot this one gave back, it goes out before this answer's
+        # bookkeeping (the caller's, after return): a full gate keeps the pace of its queue.
+        cancelled = session.gate.full and await _pass_turn()
+        return Sent(message, attempts, message._request_id, usage, cancelled)
 
     async def count_tokens(self, request: Request) -> int:
         """The service's exact input-token count for ``request`` (the free count endpoint).
