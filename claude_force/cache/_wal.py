@@ -14,9 +14,10 @@ WAL only starts over once every frame is copied. So the background thread runs f
 unlocked passes, each copying what came during the one before, until little is left, and
 then one holding this process's write lock: the writer waits for that one only, and it
 copies and syncs a few frames (each unlocked pass has synced the database pages it copied,
-``WalIndex.flush``; SQLite syncs them only in the pass that catches up). Whatever the background thread manages, a writer still begins a
-transaction only while the WAL is within its whole budget, first truncating it (waiting for
-other processes) otherwise: the hard bound, as before.
+``WalIndex.flush``; SQLite syncs them only in the pass that catches up). Whatever the
+background thread manages, a writer still begins a transaction only while the WAL is within
+its whole budget, first truncating it (waiting for other processes) otherwise: the hard
+bound, as before.
 """
 
 from __future__ import annotations
