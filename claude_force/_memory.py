@@ -468,6 +468,24 @@ def _search(
     return out[:limit]
 
 
+def _not_written(conn: sqlite3.Connection, unwritten: tuple[Pending, ...]) -> tuple[Pending, ...]:
+    """The queued entries that this read transaction does not see written. The queue is
+    taken before the store is read (so no entry is missed), and a commit in between shows
+    an entry in both: read twice, it would count twice, and a repeat whose own entry is
+    in both would recall as of the queue, seeing later entries already written."""
+    if not unwritten:
+        return unwritten
+    sql = (
+        "SELECT 1 FROM entries WHERE agent = ? AND task_hash = ? AND ts = ? AND excerpt = ? "
+        "AND model = ?"
+    )
+    return tuple(
+        p
+        for p in unwritten
+        if conn.execute(sql, (p.agent, p.digest, p.ts, p.excerpt, p.model)).fetchone() is None
+    )
+
+
 def _recall_all(
     store: Store, items: Sequence[tuple[str, str]], top_k: int, budget: int
 ) -> tuple[list[tuple[list[MemoryEntry], bool, bool]] | None, bool]:
@@ -481,8 +499,9 @@ def _recall_all(
     unwritten = store.unwritten()
 
     def read(conn: sqlite3.Connection, snapshot: Snapshot | None) -> list[Any]:
+        queued = _not_written(conn, unwritten)
         return [
-            _recall(conn, agent, task, top_k, budget, unwritten, snapshot) for agent, task in items
+            _recall(conn, agent, task, top_k, budget, queued, snapshot) for agent, task in items
         ]
 
     found = store.read_snapshot(read, None)

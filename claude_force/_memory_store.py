@@ -8,10 +8,13 @@ cause on the ``claude_force.memory`` logger, never an exception on the call path
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +40,8 @@ _BUSY_TIMEOUT_S = 10.0
 _READ_BUSY_TIMEOUT_S = 0.1
 _WRITE_ATTEMPTS = 3
 _SCHEMA_VERSION = 1
+_LINGER_S = 0.03  # in a burst, how long the writer lets entries gather: see Store._gather
+_LINGER_ENTRIES = 256  # ...or until this many are queued
 
 _SCHEMA = f"""
 BEGIN IMMEDIATE;
@@ -183,6 +188,8 @@ class Store:
         self._pending: deque[Pending] = deque()
         self._writing: tuple[Pending, ...] = ()  # taken from the queue, not yet committed
         self._lock = threading.Lock()  # the queue and the worker
+        self._gathering = threading.Condition(self._lock)  # the worker's linger: see _gather
+        self._wrote_at = -math.inf  # time.monotonic() of the latest write
         self._io = threading.Lock()  # the writing connection, one thread at a time
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
@@ -205,10 +212,30 @@ class Store:
                 )
             self._pending.append(item)
             self.probe.changed()
+            if len(self._pending) >= _LINGER_ENTRIES:
+                self._gathering.notify()
             if self._worker is None:
-                self._worker = Worker(self.drain, name="claude-force-memory")
+                self._worker = Worker(self._gather, name="claude-force-memory")
             worker = self._worker
         worker.wake()
+
+    def _gather(self) -> None:
+        """The worker's job: write what is queued, letting a burst gather first.
+
+        In a burst (the last write was under :data:`_LINGER_S` ago) the worker waits that
+        long, so the burst is a few transactions instead of one per call: each commit
+        costs about as much as the rows it writes. An entry after a pause is written at
+        once, so the store is soon quiet again (the recall memo answers only then). The
+        wait ends early when enough are queued or the store is closing; close and flush
+        never wait.
+        """
+        with self._gathering:
+            if self._pending and time.monotonic() - self._wrote_at < _LINGER_S:
+                self._gathering.wait_for(
+                    lambda: self._worker is None or len(self._pending) >= _LINGER_ENTRIES,
+                    timeout=_LINGER_S,
+                )
+        self.drain()
 
     def drain(self) -> None:
         """Write everything queued (the worker's job; also flush and close)."""
@@ -226,6 +253,7 @@ class Store:
                     self.probe.changed()  # committed: answers read before it are stale
                     with self._lock:
                         self._writing = ()
+                        self._wrote_at = time.monotonic()
 
     def quiet(self) -> bool:
         """Nothing this process queued is waiting or being written.
@@ -248,6 +276,7 @@ class Store:
     def close(self) -> None:
         with self._lock:
             worker, self._worker = self._worker, None
+            self._gathering.notify_all()  # a lingering worker writes now
         if worker is not None:
             worker.close()
         self.drain()  # what the worker left, on this thread
@@ -442,26 +471,46 @@ def storable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
+_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_INSERT = 128  # 7 parameters each: within the 999 of older SQLite builds
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return (
+        "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size) "
+        "VALUES " + ", ".join([_ROW] * rows)
+    )
+
+
+@functools.cache
+def _replace_sql(digests: int) -> str:
+    marks = ", ".join(["?"] * digests)
+    return f"DELETE FROM entries WHERE agent = ? AND task_hash IN ({marks})"
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+
+def _row(p: Pending) -> tuple[str, str, str, str, float, str, int]:
+    # The answer's text and model come from the service's JSON, where a "\\udc80" escape
+    # gives a lone surrogate SQLite cannot encode: stored as "?".
+    size = _size(p.task) + _size(p.excerpt)
+    return (p.agent, p.task, p.digest, storable(p.excerpt), p.ts, storable(p.model), size)
+
+
 def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_bytes: int) -> None:
     """Write ``batch`` and prune to the caps, oldest first, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for p in batch:
-            if p.replace:
-                conn.execute(
-                    "DELETE FROM entries WHERE agent = ? AND task_hash = ?", (p.agent, p.digest)
-                )
-            size = len(p.task.encode("utf-8", "replace")) + len(
-                p.excerpt.encode("utf-8", "replace")
-            )
-            # The answer's text and model come from the service's JSON, where a "\\udc80"
-            # escape gives a lone surrogate SQLite cannot encode: stored as "?".
-            excerpt, model = storable(p.excerpt), storable(p.model)
-            conn.execute(
-                "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (p.agent, p.task, p.digest, excerpt, p.ts, model, size),
-            )
+        if len({(p.agent, p.digest) for p in batch}) == len(batch):
+            _insert_distinct(conn, batch)
+        else:  # a task twice: entry by entry, so a later one acts on the earlier one's row
+            for p in batch:
+                if p.replace:
+                    conn.execute(_replace_sql(1), (p.agent, p.digest))
+                conn.execute(_insert_sql(1), _row(p))
         _prune(conn, {p.agent for p in batch}, per_agent, max_bytes)
     except BaseException:
         if conn.in_transaction:
@@ -470,24 +519,51 @@ def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_b
     conn.execute("COMMIT")
 
 
+def _insert_distinct(conn: sqlite3.Connection, batch: list[Pending]) -> None:
+    """Write a batch with no task twice: every replaced entry first (each delete touches its
+    own task's row only), then the rows in the batch's order, so ids follow it.
+
+    Few statements, many rows each: FTS5 writes its pending index at the end of every
+    statement that changes it (through the triggers), so a statement per entry cost a
+    new index segment, and merges, per entry.
+    """
+    replaced: dict[str, list[str]] = {}
+    for p in batch:
+        if p.replace:
+            replaced.setdefault(p.agent, []).append(p.digest)
+    for agent, digests in replaced.items():
+        for i in range(0, len(digests), _ROWS_PER_INSERT):
+            some = digests[i : i + _ROWS_PER_INSERT]
+            conn.execute(_replace_sql(len(some)), (agent, *some))
+    for i in range(0, len(batch), _ROWS_PER_INSERT):
+        rows = [value for p in batch[i : i + _ROWS_PER_INSERT] for value in _row(p)]
+        conn.execute(_insert_sql(len(rows) // 7), rows)
+
+
 def _prune(conn: sqlite3.Connection, agents: set[str], per_agent: int, max_bytes: int) -> None:
     """Delete the oldest entries beyond the caps, in the writer's transaction.
 
     Each check is a cheap one first, made so that a store within its caps costs no scan:
-    an agent's count (its index) before the ranked delete, and the file's size before the
-    sum of the entries' sizes (text kept is in the file's pages, so a file no bigger than
+    an agent's newest entry past its cap (a walk of its index) before the delete of it and
+    everything older (a range of that index), and the file's size before the sum of the
+    entries' sizes (text kept is in the file's pages, so a file no bigger than
     ``max_bytes`` cannot hold more than ``max_bytes`` of it).
     """
     for agent in agents:
-        count = conn.execute("SELECT count(*) FROM entries WHERE agent = ?", (agent,))
-        if count.fetchone()[0] > per_agent:
+        first_out = conn.execute(
+            "SELECT ts, id FROM entries WHERE agent = ? ORDER BY ts DESC, id DESC LIMIT 1 OFFSET ?",
+            (agent, per_agent),
+        ).fetchone()
+        if first_out is not None:
+            ts, out_id = first_out
             conn.execute(
-                "DELETE FROM entries WHERE agent = ? AND id NOT IN (SELECT id FROM entries "
-                "WHERE agent = ? ORDER BY ts DESC, id DESC LIMIT ?)",
-                (agent, agent, per_agent),
+                "DELETE FROM entries WHERE agent = ? AND ts <= ? AND (ts < ? OR id <= ?)",
+                (agent, ts, ts, out_id),
             )
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    if pages * conn.execute("PRAGMA page_size").fetchone()[0] <= max_bytes:
+    file_bytes = conn.execute(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+    ).fetchone()[0]
+    if file_bytes <= max_bytes:
         return
     total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
     if total > max_bytes:

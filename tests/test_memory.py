@@ -308,6 +308,24 @@ async def test_a_repeat_recalling_several_entries_is_a_hit_however_far_the_write
         assert again.cached and len(sim.message_requests) == sent
 
 
+def test_a_repeat_recalls_as_of_its_entry_when_the_writer_commits_during_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A recall takes the queue before it reads the store, so a commit in between shows
+    # the same entries in both: the repeat's own entry and a later related one. It must
+    # still recall as of its own entry (nothing older here), not the later one.
+    related = "Review the payment gateway timeout handling in billing/gateway.py"
+    with AgentMemory(tmp_path / "m.db") as memory:
+        memory.remember(success(REVIEWER, ANSWER_PAYMENT), PAYMENT)
+        memory.remember(success(REVIEWER, "RELATED-ANSWER"), related)
+        queued = memory._store.unwritten()
+        memory.flush()
+        assert [e.task for e in memory.recall(REVIEWER, PAYMENT_AGAIN)] == [related, PAYMENT]
+        monkeypatch.setattr(memory._store, "unwritten", lambda: queued)
+        assert memory.recall(REVIEWER, PAYMENT) == []
+        assert memory.recall(REVIEWER, related) == memory.entries(agent=REVIEWER)[1:]
+
+
 async def test_a_write_locked_store_never_holds_up_a_call(
     project: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
