@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._ledger import Ledger, LedgerRow
 from ._memory import AgentMemory, MemoryEntry
+from ._message_batches import BatchesSettings, BatchProgress
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
@@ -48,8 +49,10 @@ __all__ = [
     "AgentResult",
     "AgentSpec",
     "AsyncAgentOrchestrator",
+    "BatchProgress",
     "BatchRecord",
     "BatchSummary",
+    "BatchesSettings",
     "Budget",
     "BudgetExceeded",
     "BudgetTracker",

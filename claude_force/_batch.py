@@ -36,6 +36,7 @@ from ._batch_io import (
     BatchRecord,
     ResultsFile,
     aiter_items,
+    count_input_lines,
     max_line_bytes,
     open_input,
     prepare_item,
@@ -251,6 +252,8 @@ class BatchSummary:
     had failed. ``unsent`` lines were not sent because the budget stopped the run (``stopped``
     says why); a rerun sends them. ``cost`` adds the priced records; ``unpriced`` counts the
     others. ``found_succeeded`` / ``found_failed``: ids the results file held at the start.
+    ``expected``: the ``total`` the input comes to, counted before the run when it is a
+    regular file (a progress bar's total); None for a pipe, a FIFO or standard input.
     """
 
     output: Path
@@ -266,6 +269,7 @@ class BatchSummary:
     found_succeeded: int = 0
     found_failed: int = 0
     stopped: str | None = None
+    expected: int | None = None
 
     @property
     def total(self) -> int:
@@ -355,11 +359,15 @@ async def run_batch_file(
         results = ResultsFile(output_path)
         try:
             found = scan_results(output_path)
-            records = _Records(results, BatchSummary(Path(output_path)), on_progress)
-            records.summary.found_succeeded = len(found.succeeded)
-            records.summary.found_failed = len(found.failed)
-            skip = found.succeeded if retry_failed else found.succeeded | found.failed
             limit = max_line_bytes(orch._requests.max_task_chars)
+            summary = BatchSummary(
+                Path(output_path),
+                found_succeeded=len(found.succeeded),
+                found_failed=len(found.failed),
+                expected=await asyncio.to_thread(count_input_lines, input_path, max_line=limit),
+            )
+            records = _Records(results, summary, on_progress)
+            skip = found.succeeded if retry_failed else found.succeeded | found.failed
             lines = records.unfinished(read_input(handle, max_line=limit), skip, found.failed)
             try:
                 batch = start_batch(

@@ -372,8 +372,9 @@ def _parse_line(number: int, raw: bytes) -> BatchItem:
         return bad(f"cannot be read ({type(exc).__name__}: {exc})")
 
 
-def count_input_lines(path: str | os.PathLike[str]) -> int | None:
-    """Non-blank lines of ``path`` (one fast pass, for a progress bar's total).
+def count_input_lines(path: str | os.PathLike[str], *, max_line: int | None = None) -> int | None:
+    """The items :func:`read_input` will make of ``path`` (one fast pass, for a progress
+    bar's total): its non-blank lines, a line over ``max_line`` bytes counted once.
 
     None when the count is unknown: the input is not a regular file (``-``, a pipe, a FIFO,
     a device), which can be read only once, and the run must be the one that reads it.
@@ -383,7 +384,7 @@ def count_input_lines(path: str | os.PathLike[str]) -> int | None:
             return None
         with open(path, "rb") as handle:
             count = 0
-            for _number, raw in _lines(handle, _CHUNK):
+            for _number, raw in _lines(handle, max_line or max_line_bytes()):
                 count += raw is None or bool(raw.strip())
             return count
     except OSError:

@@ -54,7 +54,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _outcomes as outcome
 from ._aio import off_loop
@@ -78,8 +78,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_REQUESTS",
-    "POLL_INITIAL",
-    "POLL_MAX",
     "BatchProgress",
     "BatchesSettings",
     "custom_id_for",
@@ -88,8 +86,6 @@ __all__ = [
 
 MAX_BATCH_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
-POLL_INITIAL = 30.0
-POLL_MAX = 600.0
 STATE_VERSION = 1
 CLOCK_SKEW = 60.0
 """Seconds a batch's ``created_at`` may read before the local time of its pending entry."""
@@ -142,9 +138,15 @@ class BatchesSettings:
     """How the Message Batches mode polls and chunks; the defaults suit the real service.
 
     ``poll_initial`` seconds pass before the second look at the batches, doubling up to
-    ``poll_max``. Tests make the limits and the waits small, and inject ``sleep``, ``rand``
-    and ``wall`` (the epoch clock of pending entries).
+    ``poll_max``. ``on_progress`` gets the service's counts after every look. Tests make the
+    limits and the waits small, and inject ``sleep``, ``rand`` and ``wall`` (the epoch clock
+    of pending entries).
     """
+
+    POLL_INITIAL: ClassVar[float] = 30.0
+    """The default ``poll_initial``, in seconds."""
+    POLL_MAX: ClassVar[float] = 600.0
+    """The default ``poll_max``, in seconds: ten minutes, the longest wait between looks."""
 
     poll_initial: float = POLL_INITIAL
     poll_max: float = POLL_MAX

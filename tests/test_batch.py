@@ -105,6 +105,30 @@ async def test_malformed_lines_become_failed_records_and_the_rest_run(
     assert (summary.total, summary.succeeded, summary.failed) == (14, 4, 10)
 
 
+async def test_the_first_progress_report_says_how_many_lines_to_expect(
+    project: Path, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [line("a"), "", line("b"), "{not json", "  "]
+    src = write_input(tmp_path / "in.jsonl", lines)
+    reports: list[tuple[int, int | None]] = []
+    async with make(project, sim) as orch:
+        summary = await run_batch_file(
+            orch,
+            src,
+            tmp_path / "out.jsonl",
+            on_progress=lambda s: reports.append((s.done, s.expected)),
+        )
+        assert reports[0] == (0, 3) and summary.total == summary.expected == 3
+        # Standard input can be read only once, by the run: its count is unknown.
+        read, write = os.pipe()
+        os.write(write, "\n".join(lines).encode())
+        os.close(write)
+        with open(read, encoding="utf-8") as stdin:
+            monkeypatch.setattr("sys.stdin", stdin)
+            piped = await run_batch_file(orch, "-", tmp_path / "piped.jsonl")
+    assert piped.expected is None and piped.total == 3
+
+
 def test_item_fields_name_the_problem() -> None:
     item = item_from_fields({"agent": "a", "task": "t", "id": 7}, "3", "line 3")
     assert item.id == "7" and item.error is None

@@ -135,6 +135,18 @@ def test_seed_module_paths_reexport_the_public_names(module: str, names: set[str
         assert getattr(mod, name) is getattr(claude_force, public)
 
 
+def test_the_batch_run_takes_and_calls_back_with_public_types() -> None:
+    # Resolved against the package: a name only imported for type checkers is public there.
+    run = typing.get_type_hints(claude_force.run_batch_file, localns=vars(claude_force))
+    settings = typing.get_type_hints(claude_force.BatchesSettings)
+    assert claude_force.BatchesSettings in typing.get_args(run["batches"])
+    callback = typing.get_args(settings["on_progress"])[0]  # Callable[[BatchProgress], None]
+    assert typing.get_args(callback)[0] == [claude_force.BatchProgress]
+    # The CLI's defaults come from the class, not from private module constants.
+    assert claude_force.BatchesSettings().poll_initial == claude_force.BatchesSettings.POLL_INITIAL
+    assert claude_force.BatchesSettings().poll_max == claude_force.BatchesSettings.POLL_MAX
+
+
 def test_type_hints_of_public_classes_resolve() -> None:
     for name in claude_force.__all__:
         value = getattr(claude_force, name)

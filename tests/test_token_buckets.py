@@ -508,6 +508,10 @@ def test_the_rate_limit_line_is_compact() -> None:
         " · concurrency 5/10"
     )
     assert rate_limit_line({"classes": {}, "concurrency_limit": 10, "max_concurrent": 10}) == ""
+    # A service that states only the combined token family has a `tokens` bucket.
+    combined = {"requests": {"limit": 50, "level": 50}, "tokens": {"limit": 2e6, "level": 1.5e6}}
+    state["classes"] = {"opus": {"state": "known", "buckets": combined}}
+    assert rate_limit_line(state) == "limits opus: req 50/50 · tok 1.5M/2M · concurrency 5/10"
 
 
 async def test_classes_are_separate() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click import format_filename
 from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
@@ -20,16 +21,14 @@ from rich.progress import (
 from rich.text import Text
 
 from .. import (
+    BatchesSettings,
+    BatchProgress,
     BatchSummary,
     Budget,
     InvalidArgumentError,
     OrchestratorOptions,
     run_batch_file,
 )
-from .._batch_io import count_input_lines
-from .._files import shown
-from .._message_batches import POLL_INITIAL, POLL_MAX, BatchesSettings
-from .._message_batches import BatchProgress as ServiceCounts
 from ._agents import cache_options, make_orchestrator
 from ._common import (
     EXIT_INTERRUPTED,
@@ -71,12 +70,10 @@ class _Bar(Progress):
             yield Text(self.service)
 
 
-class BatchProgress:
+class ProgressBar:
     """The bar on stderr: done/total, rate, ETA, failures, cost so far and cache hits."""
 
-    def __init__(
-        self, total: int | None, *, quiet: bool, retry_failed: bool, batches: bool = False
-    ) -> None:
+    def __init__(self, *, quiet: bool, retry_failed: bool, batches: bool = False) -> None:
         self.quiet = quiet
         self.retry_failed = retry_failed
         self.summary: BatchSummary | None = None
@@ -95,11 +92,11 @@ class BatchProgress:
             console=err_console,
             disable=quiet,
         )
-        self.task = self.bar.add_task(
-            "batch", total=total or None, failed=0, cost="$0.00", cached=0
-        )
+        # The total comes with the first summary, before the first line: the library counts
+        # the input's lines when it is a regular file.
+        self.task = self.bar.add_task("batch", total=None, failed=0, cost="$0.00", cached=0)
 
-    def service(self, counts: ServiceCounts) -> None:
+    def service(self, counts: BatchProgress) -> None:
         """``--mode batches``: the service's request counts over the batches waited for."""
         self.bar.service = (
             f"{counts.batches} batch{'es' if counts.batches != 1 else ''} at the service: "
@@ -113,6 +110,7 @@ class BatchProgress:
         if self.summary is None:
             self.summary = summary
             self._resuming(summary)
+            self.bar.update(self.task, total=summary.expected or None)
         self.bar.update(
             self.task,
             completed=summary.done,
@@ -131,8 +129,8 @@ class BatchProgress:
             else f"{failed} failed, left as they are (--retry-failed reruns them)"
         )
         say(
-            f"resuming {shown(summary.output)}: skipping {summary.found_succeeded} finished"
-            + (f"; {what}" if failed else "")
+            f"resuming {format_filename(summary.output)}: "
+            f"skipping {summary.found_succeeded} finished" + (f"; {what}" if failed else "")
         )
 
 
@@ -190,7 +188,7 @@ def _budget(max_cost: str | None) -> Budget | None:
     "--poll-interval",
     metavar="SECONDS",
     type=click.FloatRange(min=0.01),
-    default=POLL_INITIAL,
+    default=BatchesSettings.POLL_INITIAL,
     show_default=True,
     help="--mode batches: the first wait between looks at the batches; it doubles up to "
     "10 minutes.",
@@ -227,12 +225,7 @@ def batch_cmd(
         cache_dir=cache_dir,
         max_concurrent=concurrency,
     )
-    progress = BatchProgress(
-        count_input_lines(input_path),
-        quiet=quiet,
-        retry_failed=retry_failed,
-        batches=mode == "batches",
-    )
+    progress = ProgressBar(quiet=quiet, retry_failed=retry_failed, batches=mode == "batches")
     options: dict[str, Any] = {
         "retry_failed": retry_failed,
         "concurrency": concurrency,
@@ -242,7 +235,7 @@ def batch_cmd(
         "on_progress": progress,
         "mode": mode,
         "batches": BatchesSettings(
-            poll_initial=min(poll_interval, POLL_MAX),
+            poll_initial=min(poll_interval, BatchesSettings.POLL_MAX),
             on_progress=progress.service,
         ),
     }
@@ -257,8 +250,8 @@ def batch_cmd(
     except KeyboardInterrupt:
         done = progress.summary.done if progress.summary is not None else 0
         show_error(
-            f"interrupted; {done} lines are done in {shown(output_path)}; run the same command "
-            "again to resume",
+            f"interrupted; {done} lines are done in {format_filename(output_path)}; "
+            "run the same command again to resume",
             label="stopped",
         )
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -286,7 +279,7 @@ def _finish(summary: BatchSummary, *, quiet: bool, as_json: bool) -> None:
         shown_notes = f" ({'; '.join(notes)})" if notes else ""
         show_error(
             f"{failed} of {summary.total} lines failed{shown_notes}; their records in "
-            f"{shown(summary.output)} say why; fix them (or the config) and run again "
+            f"{format_filename(summary.output)} say why; fix them (or the config) and run again "
             "with --retry-failed"
         )
     if not summary.complete:
@@ -299,7 +292,7 @@ def _summary_line(summary: BatchSummary) -> str:
         f"{summary.total} lines: {summary.succeeded} succeeded, {summary.failed} failed, "
         f"{summary.skipped} skipped{_failed_before(summary)}, {summary.unsent} unsent; "
         f"{summary.cached} from the cache; "
-        f"cost {cost}; results in {shown(summary.output)}"
+        f"cost {cost}; results in {format_filename(summary.output)}"
     )
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._limit_headers import KINDS
-
 __all__ = ["rate_limit_line"]
 
-_SHORT = {"requests": "req", "input-tokens": "in", "output-tokens": "out"}
+# The bucket kinds of ``rate_limit_state``, in the order shown, with their short labels;
+# ``tokens`` (input and output in one bucket) appears only where the split ones do not.
+_SHORT = {"requests": "req", "input-tokens": "in", "output-tokens": "out", "tokens": "tok"}
 
 
 def rate_limit_line(state: Mapping[str, Any]) -> str:
@@ -28,11 +28,11 @@ def rate_limit_line(state: Mapping[str, Any]) -> str:
             continue
         buckets: Mapping[str, Any] = cls.get("buckets") or {}
         shown = []
-        for kind in KINDS:
+        for kind, label in _SHORT.items():
             bucket = buckets.get(kind)
             if bucket is None:
                 continue
-            text = f"{_SHORT[kind]} {_count(bucket['level'])}/{_count(bucket['limit'])}"
+            text = f"{label} {_count(bucket['level'])}/{_count(bucket['limit'])}"
             others = float(bucket.get("unseen_share", 0.0))
             if others >= 0.05:
                 text += f" (others {others:.0%})"
