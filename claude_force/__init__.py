@@ -9,6 +9,7 @@ from ._admission import Limits
 from ._batch import BatchRecord, BatchSummary, run_batch_file
 from ._budget import Budget, BudgetTracker, Reservation
 from ._config import DEFAULT_MODEL, AgentSpec, ProjectConfig, find_config, load_config
+from ._config_workflows import StepSpec, WorkflowSpec
 from ._errors import (
     AgentNotFoundError,
     APIError,
@@ -28,7 +29,7 @@ from ._message_batches import BatchesSettings, BatchProgress
 from ._metrics import Metrics
 from ._options import OrchestratorOptions
 from ._orchestrator import AsyncAgentOrchestrator
-from ._pricing import CostBreakdown, ModelPrice, PriceTable
+from ._pricing import CostBreakdown, LongContextPrice, ModelPrice, PriceTable, TierPrice
 from ._reports import Report, UsageReports
 from ._request import NOT_GIVEN, CacheTTL, NotGiven, TaskSpec
 from ._results import AgentResult, CacheTier, WorkflowResult
@@ -68,6 +69,7 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "Limits",
+    "LongContextPrice",
     "MemoryEntry",
     "Metrics",
     "ModelPrice",
@@ -80,12 +82,15 @@ __all__ = [
     "ResponseCache",
     "RunError",
     "StepEvent",
+    "StepSpec",
     "TaskSpec",
+    "TierPrice",
     "Usage",
     "UsageError",
     "UsageReports",
     "WorkflowNotFoundError",
     "WorkflowResult",
+    "WorkflowSpec",
     "find_config",
     "init_project",
     "load_config",

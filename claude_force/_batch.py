@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from ._aio import off_loop
 from ._batch_io import (
+    AnyBatchItems,
     BatchInput,
     BatchItem,
     BatchItems,
@@ -80,7 +81,7 @@ def _limit(concurrency: int | None, max_concurrent: int) -> int:
 
 async def run_batch(
     orch: AsyncAgentOrchestrator,
-    items: BatchItems,
+    items: AnyBatchItems,
     *,
     concurrency: int | None = None,
     budget: Budget | None = None,
@@ -157,7 +158,7 @@ BatchMode: TypeAlias = Literal["messages", "batches"]
 
 def start_batch(
     orch: AsyncAgentOrchestrator,
-    items: BatchItems,
+    items: AnyBatchItems,
     *,
     mode: BatchMode,
     concurrency: int | None,

@@ -62,6 +62,7 @@ __all__ = [
     "INPUT_KEYS",
     "MAX_RECORD_BYTES",
     "RECORD_KEYS",
+    "AnyBatchItems",
     "BatchInput",
     "BatchItem",
     "BatchItems",
@@ -97,10 +98,16 @@ MAX_RECORD_BYTES = 64 << 20
 _LINE_SLACK = 64 << 10  # the keys, id, agent and model around the task, with room to spare
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
-BatchInput: TypeAlias = "BatchItem | Mapping[str, Any] | TaskSpec | tuple[str, str]"
+BatchInput: TypeAlias = "Mapping[str, Any] | TaskSpec | tuple[str, str]"
 """One item: a dict like a JSONL line (``id`` optional), a TaskSpec or an (agent, task) pair."""
 
 BatchItems: TypeAlias = "Iterable[BatchInput] | AsyncIterable[BatchInput]"
+"""What ``execute_batch`` takes: items one by one, or as a stream."""
+
+AnyBatchItems: TypeAlias = (
+    "Iterable[BatchItem | BatchInput] | AsyncIterable[BatchItem | BatchInput]"
+)
+"""Items as the runners take them: also :class:`BatchItem` (a file's lines, already read)."""
 
 _ZERO = Decimal(0)
 _log = logging.getLogger("claude_force")
@@ -156,7 +163,7 @@ class BatchRecord:
         )
 
     @classmethod
-    def rejected(cls, item: BatchItem, error: str) -> BatchRecord:
+    def _rejected(cls, item: BatchItem, error: str) -> BatchRecord:
         return cls(id=item.id, agent=item.agent, success=False, output="", error=error)
 
     def to_json(self) -> dict[str, Any]:
@@ -272,18 +279,18 @@ def prepare_item(
     same words, so their records for malformed lines are identical.
     """
     if item.error is not None or item.spec is None:
-        return BatchRecord.rejected(item, item.error or f"{item.where}: nothing to run")
+        return BatchRecord._rejected(item, item.error or f"{item.where}: nothing to run")
     if item.id in seen:
-        return BatchRecord.rejected(
+        return BatchRecord._rejected(
             item, f"{item.where}: id {item.id!r} was used by an earlier item; ids must be unique"
         )
     seen.add(item.id)
     try:
         return build(item.spec)
     except UsageError as exc:
-        return BatchRecord.rejected(item, f"{item.where}: {exc}")
+        return BatchRecord._rejected(item, f"{item.where}: {exc}")
     except Exception as exc:  # one item's problem is its record, not the batch's
-        return BatchRecord.rejected(
+        return BatchRecord._rejected(
             item, f"{item.where}: cannot be sent ({type(exc).__name__}: {exc})"
         )
 

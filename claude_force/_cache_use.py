@@ -2,7 +2,7 @@
 
 Opening may wait for another process's lock on the database, so async code opens it in a
 thread; a folder that cannot be used is one warning and an uncached run (see
-:meth:`OrchestratorOptions.open_cache`).
+:meth:`OrchestratorOptions._open_cache`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class CacheUse:
             return None
         with self._lock:  # one opener, even from many threads
             if self._cache is None and not self._failed:
-                self._cache = self.options.open_cache(self._log)
+                self._cache = self.options._open_cache(self._log)
                 self._failed = self._cache is None
         return self._cache
 

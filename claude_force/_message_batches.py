@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _outcomes as outcome
 from ._aio import off_loop
-from ._batch_io import BatchItem, BatchItems, BatchRecord, aiter_items, prepare_item
+from ._batch_io import AnyBatchItems, BatchItem, BatchRecord, aiter_items, prepare_item
 from ._budget import Budget, BudgetTracker, Reservation, release_all, reserve_all
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._files import FileProblem, read_regular, replace_file, shown
@@ -303,7 +303,7 @@ def _batch_type() -> type[MessageBatch]:
 
 async def run_message_batches(
     orch: AsyncAgentOrchestrator,
-    items: BatchItems,
+    items: AnyBatchItems,
     *,
     state_path: Path,
     budget: Budget | None = None,
@@ -382,7 +382,7 @@ class _Run:
 
     # -- reading the input and submitting ----------------------------------------------------
 
-    async def submit_all(self, items: BatchItems) -> AsyncIterator[BatchRecord]:
+    async def submit_all(self, items: AnyBatchItems) -> AsyncIterator[BatchRecord]:
         cache = await self.orch._cache.aget() if self.use_cache else None
         seen: set[str] = set()
         custom_ids: set[str] = set()
@@ -397,7 +397,7 @@ class _Run:
                     continue
                 custom_id = custom_id_for(item.id)
                 if custom_id in custom_ids:  # two ids hashed alike: practically never
-                    yield BatchRecord.rejected(
+                    yield BatchRecord._rejected(
                         item,
                         f"{item.where}: id {item.id!r} maps to the custom_id of an "
                         "earlier item; use another id",

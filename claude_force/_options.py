@@ -158,7 +158,7 @@ class OrchestratorOptions:
             )
         object.__setattr__(self, "cache_exclude_agents", names)
 
-    def open_cache(self, log: OnceLog) -> ResponseCache | None:
+    def _open_cache(self, log: OnceLog) -> ResponseCache | None:
         """The response cache these options describe (the given one, else a new one).
 
         A cache whose folder cannot be used is a warning and None: calls then run uncached.

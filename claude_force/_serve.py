@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 if TYPE_CHECKING:
-    from ._metrics import RowSource
+    from ._ledger import Ledger
+    from ._reports import UsageReports
 
 __all__ = ["serve_ledger_metrics"]
 
 
 def serve_ledger_metrics(
-    ledger: RowSource, port: int, addr: str = "127.0.0.1"
+    ledger: Ledger | UsageReports, port: int, addr: str = "127.0.0.1"
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve Prometheus metrics computed from a ledger at ``/metrics`` (a daemon thread).
 

@@ -165,12 +165,13 @@ def test_web_searches_are_counted_per_tool() -> None:
     assert value == 6.0
 
 
-def test_a_busy_port_is_a_usage_error_naming_it_and_the_fix() -> None:
+def test_a_busy_port_is_a_usage_error_naming_it_and_the_fix(tmp_path: Path) -> None:
+    reports = UsageReports(tmp_path / "usage.db", prices=PriceTable.load())
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for serve in (Metrics().serve, lambda p: serve_ledger_metrics(UsageReportsStub(), p)):
+        for serve in (Metrics().serve, lambda p: serve_ledger_metrics(reports, p)):
             with pytest.raises(InvalidArgumentError) as info:
                 serve(port)
             message = str(info.value)
@@ -189,11 +190,6 @@ def test_a_busy_port_is_a_usage_error_naming_it_and_the_fix() -> None:
 def test_unusable_address_or_port_is_a_usage_error(port: int, addr: str, expected: str) -> None:
     with pytest.raises(InvalidArgumentError, match=expected):
         Metrics().serve(port, addr)
-
-
-class UsageReportsStub:
-    def rows(self) -> list[LedgerRow]:
-        return []
 
 
 def test_ledger_metrics_served_from_usage_reports(tmp_path: Path) -> None:

@@ -152,3 +152,64 @@ def test_type_hints_of_public_classes_resolve() -> None:
         value = getattr(claude_force, name)
         if isinstance(value, type):
             assert isinstance(typing.get_type_hints(value), dict), name
+
+
+def _classes_in(hint: object) -> typing.Iterator[type]:
+    """Every class a type hint names, through unions, generics and aliases."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        yield hint
+    origin = typing.get_origin(hint)
+    if isinstance(origin, type):
+        yield origin
+    for arg in typing.get_args(hint):
+        yield from _classes_in(arg)
+
+
+def _every_name() -> dict[str, Any]:
+    """The globals of every module of the package: names imported only for type checkers
+    resolve through the module that defines them."""
+    import pkgutil
+
+    names: dict[str, Any] = {}
+    for info in pkgutil.walk_packages(claude_force.__path__, "claude_force."):
+        if ".cli" not in info.name:
+            names.update(vars(importlib.import_module(info.name)))
+    return names
+
+
+def _public_signatures() -> typing.Iterator[tuple[str, dict[str, Any]]]:
+    """(where, resolved hints) for each public function, and each public method, property
+    and annotated attribute of each public class."""
+    every = _every_name()
+
+    def hints_of(obj: Any) -> dict[str, Any]:
+        return typing.get_type_hints(obj, localns=every)
+
+    for name in claude_force.__all__:
+        value = getattr(claude_force, name)
+        if inspect.isfunction(value):
+            yield name, hints_of(value)
+        if not isinstance(value, type):
+            continue
+        hints = hints_of(value)
+        yield name, {k: v for k, v in hints.items() if not k.startswith("_")}
+        for attr, member in vars(value).items():
+            if attr.startswith("_") and attr != "__init__":
+                continue
+            func = member.fget if isinstance(member, property) else member
+            func = getattr(func, "__func__", func)
+            if inspect.isfunction(func):
+                yield f"{name}.{attr}", hints_of(func)
+
+
+def test_public_signatures_name_only_public_classes_of_the_package() -> None:
+    # Derived from the module: a public method that takes or returns one of the package's
+    # classes must take or return an exported one (``__module__ == "claude_force"``).
+    private = sorted(
+        f"{where}: {cls.__module__}.{cls.__qualname__}"
+        for where, hints in _public_signatures()
+        for hint in hints.values()
+        for cls in _classes_in(hint)
+        if cls.__module__.startswith("claude_force.")
+    )
+    assert private == []
