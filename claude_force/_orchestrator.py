@@ -310,8 +310,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         if not shared:
             return leader
         result = outcome.shared_result(agent, request, leader, started)
-        if result.success:
-            self._recorder.record(result, ctx)
+        self._recorder.record(result, ctx)  # a failure too: every call has its row
         return result
 
     async def _send(

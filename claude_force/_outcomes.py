@@ -138,9 +138,17 @@ def hit_result(agent: str, request: Request, hit: CacheHit, started: float) -> A
 
 
 def shared_result(agent: str, request: Request, leader: AgentResult, started: float) -> AgentResult:
-    """A waiter's view of another caller's identical in-flight request: costs nothing."""
+    """A waiter's view of another caller's identical in-flight request: costs nothing and
+    made no attempt (its ledger row says so, beside the leader's that made them)."""
     if not leader.success:
-        return replace(leader, agent_name=agent)
+        return replace(
+            leader,
+            agent_name=agent,
+            cost=_ZERO,
+            attempts=0,
+            latency_ms=_elapsed_ms(started),
+            request_id=None,
+        )
     return replace(
         leader,
         agent_name=agent,

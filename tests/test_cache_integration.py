@@ -73,8 +73,14 @@ async def test_error_reaches_every_waiter_and_is_not_cached(project: Path) -> No
         results = await orch.execute_multiple([("code-reviewer", "bad")] * 5)
         assert len(slow.message_requests) == 1
         assert not any(r.success for r in results)
+        rows = orch.usage_rows()
         again = await orch.execute_agent("code-reviewer", "bad")
     assert again.success and not again.metadata["cached"]
+    # Every call has its row; only the leader's made an attempt and has a request id.
+    assert [row.outcome for row in rows] == ["error"] * 5
+    assert sorted(row.attempts for row in rows) == [0, 0, 0, 0, 1]
+    assert sorted(r.attempts for r in results) == [0, 0, 0, 0, 1]
+    assert sum(r.request_id is not None for r in results) == 1
 
 
 async def test_hit_never_waits_for_a_slot(project: Path, sim: Simulator) -> None:
