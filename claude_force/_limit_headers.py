@@ -77,6 +77,62 @@ def limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return found
 
 
+# The headers ``stated`` reads, by lower-cased name: (bucket kind, 0 for the limit or 1 for
+# the remaining level). ``-reset`` and other names are not read.
+_READ = {
+    f"{PREFIX}{kind}-{field}": (kind, i)
+    for kind in KINDS
+    for i, field in enumerate(("limit", "remaining"))
+}
+_READ_BYTES = {name.encode(): slot for name, slot in _READ.items()}
+_SPLIT_LIMITS = tuple((kind, 0) for kind in _SPLIT)
+
+
+def _read_values(headers: Mapping[str, str]) -> dict[tuple[str, int], object]:
+    """The values of the headers in :data:`_READ`, by slot, in one pass (raw bytes from
+    httpx): what :func:`limit_headers` finds, less the names nobody reads. Settling every
+    answer reads these: a name is looked up as sent, and lower-cased only when that misses."""
+    found: dict[tuple[str, int], object] = {}
+    raw = getattr(headers, "raw", None)  # httpx: [(name, value)] as bytes
+    if isinstance(raw, list):
+        table = _READ_BYTES
+        for name, value in raw:
+            if not (isinstance(name, bytes) and isinstance(value, bytes)):
+                continue
+            slot = table.get(name)
+            if slot is None:
+                if name[:_PREFIX_LEN].lower() != _PREFIX_BYTES:
+                    continue
+                slot = table.get(name.lower())
+                if slot is None:
+                    continue
+            # A name stated twice with different values states neither: see limit_headers.
+            found[slot] = value if found.get(slot, value) == value else b""
+    else:
+        for key, text in headers.items():
+            slot = _READ.get(str(key).lower())
+            if slot is not None:
+                found[slot] = text if found.get(slot, text) == text else ""
+    return found
+
+
+def _value(raw: object) -> float | None:
+    """:func:`_number` of a raw value, bytes read as latin-1 (as httpx decodes them)."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        # float() reads ASCII bytes as their text; other bytes only as decoded text can be
+        # (a no-break space around the number, say).
+        if not isinstance(raw, bytes):
+            return None
+        return _number(raw.decode("latin-1"))
+    if not math.isfinite(value):
+        return None
+    return value if value > 0.0 else 0.0
+
+
 def stated(
     headers: Mapping[str, str] | None, caps: Mapping[str, int] | None = None
 ) -> dict[str, tuple[float | None, float | None]]:
@@ -85,27 +141,26 @@ def stated(
     A limit below 1 is not a limit. ``caps`` (configured limits) lower a stated limit, and
     the remaining level in proportion: a cap leaves the rest of the limit to others.
     """
-    found = limit_headers(headers)
-    read: dict[str, list[float | None]] = {}
-    for name, raw in found.items():
-        kind, _, field = name[_PREFIX_LEN:].rpartition("-")
-        if field == "limit":
-            read.setdefault(kind, [None, None])[0] = _number(raw)
-        elif field == "remaining":
-            read.setdefault(kind, [None, None])[1] = _number(raw)
-    if any(f"{PREFIX}{k}-limit" in found for k in _SPLIT):
-        read.pop("tokens", None)
+    if not headers:
+        return {}
+    found = _read_values(headers)
+    if not found:
+        return {}
+    # ``tokens`` repeats input or output where those are stated (even unreadably).
+    split = _SPLIT_LIMITS[0] in found or _SPLIT_LIMITS[1] in found
     out: dict[str, tuple[float | None, float | None]] = {}
     for kind in KINDS:
-        pair = read.get(kind)
-        if pair is None:
+        if split and kind == "tokens":
             continue
-        limit, remaining = pair
+        raw_limit, raw_left = found.get((kind, 0)), found.get((kind, 1))
+        if raw_limit is None and raw_left is None:
+            continue
+        limit, remaining = _value(raw_limit), _value(raw_left)
         if limit is not None and limit < 1:
             limit = None
         if limit is None and remaining is None:
             continue
-        cap = (caps or {}).get(kind)
+        cap = caps.get(kind) if caps else None
         if limit is not None and cap is not None and cap < limit:
             if remaining is not None:
                 remaining = remaining * cap / limit
