@@ -52,6 +52,8 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 # Response-cache hits held before they are added to the Prometheus series (a scrape adds
 # them at once): bounds the memory a process that is never scraped holds for them.
 HIT_BATCH = 256
+# Calls held likewise (all series together), for the same reason.
+CALL_BATCH = 256
 
 _NO_USAGE = Usage()
 _ZERO = Decimal(0)
@@ -63,11 +65,14 @@ _TOKEN_KINDS = (
     ("cache_read", "cache_read_tokens"),
 )
 _token_counts = operator.attrgetter(*(attr for _, attr in _TOKEN_KINDS))
+# A call waiting: agent, model, outcome, usage, cost, latency, cached, retries.
+_Call = tuple[str, str, str, Usage, Decimal, float, bool, int]
+_OUTCOME, _USAGE, _COST, _LATENCY, _CACHED, _RETRIES = map(operator.itemgetter, range(2, 8))
 
 
 class _HitCounter(Counter):
-    """A counter that, when collected, first adds the response-cache hits waiting in its
-    :class:`Metrics` (so every scrape, filtered by name or not, counts every hit)."""
+    """A counter that, when collected, first adds the calls and response-cache hits waiting
+    in its :class:`Metrics` (so every scrape, filtered by name or not, counts every one)."""
 
     before_collect: Callable[[], None] | None = None
 
@@ -91,10 +96,11 @@ class _HitHistogram(Histogram):
 class Metrics:
     """The counters and histograms claude-force exports.
 
-    Response-cache hits (:meth:`observe_hit`) are tallied in process and added to the
-    Prometheus series in batches: when :data:`HIT_BATCH` are waiting, and whenever the
-    registry is collected (``render``, the ``/metrics`` endpoint), so what is exported
-    always counts every hit.
+    Calls (:meth:`observe_call`) and response-cache hits (:meth:`observe_hit`) are tallied
+    in process and added to the Prometheus series in batches: when :data:`CALL_BATCH` calls
+    or :data:`HIT_BATCH` hits of one series are waiting, and whenever the registry is
+    collected (``render``, the ``/metrics`` endpoint), so what is exported always counts
+    every one, with the same values as if each had been added at once.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -106,13 +112,13 @@ class Metrics:
             ["agent", "model", "outcome"],
             registry=reg,
         )
-        self.tokens = Counter(
+        self.tokens = _HitCounter(
             "claude_force_tokens",
             "Tokens used, by kind: input, output, cache_write_5m, cache_write_1h, cache_read.",
             ["agent", "model", "kind"],
             registry=reg,
         )
-        self.cost = Counter(
+        self.cost = _HitCounter(
             "claude_force_cost_usd",
             "Cost in US dollars of priced calls (unpriced calls are counted separately).",
             ["agent", "model"],
@@ -143,7 +149,7 @@ class Metrics:
             ["agent", "model", "tool"],
             registry=reg,
         )
-        self.retries = Counter(
+        self.retries = _HitCounter(
             "claude_force_retries",
             "Retried attempts (attempts beyond the first).",
             ["agent", "model"],
@@ -163,8 +169,13 @@ class Metrics:
         self._hits: dict[tuple[str, str], deque[float]] = {}
         self._hit_series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._hits_lock = threading.Lock()
-        for metric in (self.requests, self.latency, self.cache):
+        # Calls waiting, in order, of the kinds whose series all exist already (see
+        # observe_call): appended without a lock, taken under the flush lock.
+        self._calls: deque[_Call] = deque()
+        self._shapes: set[tuple[str, str, str, bool, bool]] = set()
+        for metric in (self.requests, self.tokens, self.cost, self.latency, self.cache):
             metric.before_collect = self.flush_hits
+        self.retries.before_collect = self.flush_hits
 
     def observe_call(
         self,
@@ -178,7 +189,41 @@ class Metrics:
         cached: bool,
         retries: int = 0,
     ) -> None:
-        """Record one completed call. ``cost=None`` means unpriced, not free."""
+        """Record one completed call. ``cost=None`` means unpriced, not free.
+
+        A priced call with usage and no web search, of an agent, model, outcome and kind
+        seen before, waits for the next batch: every series it changes exists already, so
+        nothing but the values is deferred. Any other call is added at once, after the
+        calls waiting (each series gets its values in the order observed)."""
+        if cost is not None and type(usage) is Usage and not usage.web_search_requests:
+            shape = (agent, model, outcome, cached, retries > 0)
+            if shape in self._shapes:
+                calls = self._calls
+                calls.append((agent, model, outcome, usage, cost, latency_s, cached, retries))
+                if len(calls) >= CALL_BATCH:
+                    with self._hits_lock:
+                        self._flush_calls()
+                return
+            with self._hits_lock:
+                self._flush_calls()
+                self._observe_now(agent, model, outcome, usage, cost, latency_s, cached, retries)
+                self._shapes.add(shape)
+            return
+        with self._hits_lock:
+            self._flush_calls()
+            self._observe_now(agent, model, outcome, usage, cost, latency_s, cached, retries)
+
+    def _observe_now(
+        self,
+        agent: str,
+        model: str,
+        outcome: str,
+        usage: Usage | None,
+        cost: Decimal | None,
+        latency_s: float,
+        cached: bool,
+        retries: int,
+    ) -> None:
         child = self._child
         child(self.requests, agent, model, outcome).inc()
         if usage is not None:
@@ -197,6 +242,47 @@ class Metrics:
         if retries > 0:
             child(self.retries, agent, model).inc(retries)
 
+    def _flush_calls(self) -> None:
+        """Add the calls waiting (with the flush lock held). Counts are whole numbers, added
+        as one sum per series (exact); costs and latencies are added value by value, in
+        order, as one by one, so each series ends up the same float."""
+        calls = self._calls
+        count = len(calls)  # only flushes pop, under the lock: these are there
+        if not count:
+            return
+        by_pair: dict[tuple[str, str], list[_Call]] = {}
+        for _ in range(count):
+            call = calls.popleft()
+            found = by_pair.get(call[:2])
+            if found is None:
+                by_pair[call[:2]] = [call]
+            else:
+                found.append(call)
+        child = self._child
+        misses = hits = 0
+        for pair, group in by_pair.items():
+            agent, model = pair
+            for outcome, n in collections.Counter(map(_OUTCOME, group)).items():
+                child(self.requests, agent, model, outcome).inc(n)
+            sums = map(sum, zip(*map(_token_counts, map(_USAGE, group)), strict=True))
+            for counter, n in zip(self._token_series(agent, model), sums, strict=True):
+                if n:
+                    counter.inc(n)
+            retries = sum(map(_RETRIES, group))
+            if retries:
+                child(self.retries, agent, model).inc(retries)
+            add = child(self.cost, agent, model).inc
+            for cost in map(_COST, group):
+                add(float(cost))
+            _observe_all(child(self.latency, agent, model), list(map(_LATENCY, group)))
+            cached = sum(map(_CACHED, group))
+            hits += cached
+            misses += len(group) - cached
+        if hits:
+            child(self.cache, "hit").inc(hits)
+        if misses:
+            child(self.cache, "miss").inc(misses)
+
     def observe_hit(self, *, agent: str, model: str, latency_s: float) -> None:
         """Record one response-cache hit: what ``observe_call`` records for a call that used
         no tokens and cost $0, tallied here and added to the series in batches.
@@ -212,15 +298,9 @@ class Metrics:
             if len(waiting) >= HIT_BATCH:
                 self.flush_hits()
             return
-        self.observe_call(
-            agent=agent,
-            model=model,
-            outcome="success",
-            usage=_NO_USAGE,
-            cost=_ZERO,
-            latency_s=latency_s,
-            cached=True,
-        )
+        with self._hits_lock:
+            self._flush_calls()
+            self._observe_now(agent, model, "success", _NO_USAGE, _ZERO, latency_s, True, 0)
         child = self._child
         series = (
             child(self.requests, agent, model, "success"),
@@ -232,10 +312,12 @@ class Metrics:
             self._hits.setdefault((agent, model), deque())
 
     def flush_hits(self) -> None:
-        """Add the hits waiting to the Prometheus series (a collection does it first)."""
+        """Add the calls, then the hits, waiting to the Prometheus series (a collection does
+        it first). The calls go first: each had been added at once before the hits did."""
         # Under the lock to the end: a scrape waits for a flush under way, so it never
         # misses hits that another thread has taken but not yet added.
         with self._hits_lock:
+            self._flush_calls()
             for key, waiting in list(self._hits.items()):
                 count = len(waiting)  # only flushes pop, under this lock: these are there
                 if count:

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from claude_force import serve_ledger_metrics
 from claude_force._errors import InvalidArgumentError
 from claude_force._ledger import Ledger, LedgerRow
-from claude_force._metrics import HIT_BATCH, Metrics
+from claude_force._metrics import CALL_BATCH, HIT_BATCH, Metrics
 from claude_force._pricing import PriceTable
 from claude_force._reports import UsageReports
 from claude_force._usage import Usage
@@ -274,3 +274,58 @@ def test_every_token_kind_is_exported_once_a_call_has_usage() -> None:
     assert f"{series % 'input'} 14.0" in text
     for kind in ("output", "cache_write_5m", "cache_write_1h", "cache_read"):
         assert f"{series % kind} 0.0" in text
+
+
+def _observe_mixed(metrics: Metrics, i: int) -> None:
+    """Call ``i`` of a mixed run: two agents, retries, errors, unpriced and cached calls."""
+    metrics.observe_call(
+        agent=("a", "b")[i % 2],
+        model="m",
+        outcome="error" if i % 11 == 0 else "success",
+        usage=None if i % 13 == 0 else Usage(input_tokens=i, output_tokens=i % 9),
+        cost=None if i % 17 == 0 else Decimal(i) / 3_000_000,
+        latency_s=i / 3,
+        cached=i % 7 == 0,
+        retries=i % 3 // 2,
+    )
+
+
+def test_calls_added_in_batches_equal_calls_added_one_by_one() -> None:
+    # Rendering after every call adds each at once; the float sums (cost, latency) must
+    # come out the same, so values are added in the order observed.
+    batched, single = Metrics(), Metrics()
+    for i in range(2 * CALL_BATCH + 9):
+        _observe_mixed(batched, i)
+        _observe_mixed(single, i)
+        single.render()
+    assert _without_created(batched) == _without_created(single)
+
+
+def test_calls_from_several_threads_are_all_counted() -> None:
+    metrics = Metrics()
+    per_thread = 2 * CALL_BATCH + 3
+
+    def call(agent: str) -> None:
+        for _ in range(per_thread):
+            metrics.observe_call(
+                agent=agent,
+                model="m",
+                outcome="success",
+                usage=Usage(input_tokens=2),
+                cost=Decimal("0.5"),
+                latency_s=0.25,
+                cached=False,
+            )
+
+    threads = [threading.Thread(target=call, args=(f"a{i % 2}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reg = metrics.registry
+    for agent in ("a0", "a1"):
+        labels = {"agent": agent, "model": "m"}
+        assert reg.get_sample_value("claude_force_cost_usd_total", labels) == 1.5 * per_thread
+        tokens = reg.get_sample_value("claude_force_tokens_total", {**labels, "kind": "input"})
+        assert tokens == 6 * per_thread
+    assert reg.get_sample_value("claude_force_cache_total", {"result": "miss"}) == 6 * per_thread
