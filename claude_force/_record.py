@@ -6,7 +6,9 @@ so a call's answer is returned whatever happens to the data folder.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 
 from ._budget import BudgetTracker
@@ -20,14 +22,34 @@ from ._pricing import PriceTable
 from ._reports import UsageReportMethods, UsageReports
 from ._request import TaskSpec
 from ._results import AgentResult
+from ._usage import Usage
 
 # What differs between the ledger rows of two cache hits of one agent and model: per hit,
-# and (``shared``) what is usually equal from one hit to the next (bound once per run).
+# and (``shared``, for answers too) what is usually equal from one row to the next (bound
+# once per run).
 _HIT_EACH = ("message_id", "cost_saved_usd", "latency_ms", "task_hash")
-_HIT_SHARED = ("workflow_run", "workflow_step", "batch", "injection_flags")
+_SHARED = ("workflow_run", "workflow_step", "batch", "injection_flags")
 # The objects ``hit_result`` puts in every hit: compared by identity first.
 _ZERO = ZERO_COST
 _NO_USAGE = NO_USAGE
+# Likewise for answered calls (what ``success_result`` makes): per answer, then shared.
+_ANSWER_EACH = (
+    "message_id",
+    "request_id",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+    "cost_usd",
+    "latency_ms",
+    "attempts",
+    "task_hash",
+)
+_counts = operator.attrgetter(*_ANSWER_EACH[2:8])
+_INT64_END = 2**63
+_TEMPLATES_MAX = 1024  # per-agent-and-model templates kept; then they start again
 
 __all__ = ["CallContext", "RecordedMethods", "Recorder"]
 
@@ -77,6 +99,7 @@ class Recorder:
         self.metrics = Metrics() if metrics else None
         self._ledger: Ledger | None = None
         self._hit_rows: dict[tuple[str, str], RowTemplate] = {}
+        self._answer_rows: dict[tuple[str, str], RowTemplate] = {}
 
     @property
     def ledger(self) -> Ledger:
@@ -101,7 +124,7 @@ class Recorder:
                 cached=result.cached,
                 retries=max(0, result.attempts - 1),
             )
-        if self.tracking:
+        if self.tracking and not self._record_answer(result, ctx):
             row = ledger_row(
                 result,
                 task=ctx.task,
@@ -112,6 +135,66 @@ class Recorder:
             self.ledger.record(row)
         if self.memory is not None and ctx.use_memory:
             self.memory.remember(result, ctx.task)
+
+    def _record_answer(self, result: AgentResult, ctx: CallContext) -> bool:
+        """Queue the ledger row of an answered call (what ``success_result`` makes) as a
+        copy of a per-agent-and-model template with its own values set, as :meth:`record_hit`
+        does; False for anything else, or a value the general path must check or refuse."""
+        usage, cost = result.usage, result.cost
+        message_id, request_id = result.message_id, result.request_id
+        latency, attempts = result.latency_ms, result.attempts
+        run, step = ctx.workflow_run, ctx.workflow_step
+        if not (
+            result.success
+            and type(result.agent_name) is str
+            and type(result.model) is str
+            and not result.cached
+            and result.error is None
+            and result.cost_saved is None
+            and type(usage) is Usage
+            and (cost is None or type(cost) is Decimal)
+            and (message_id is None or type(message_id) is str)
+            and (request_id is None or type(request_id) is str)
+            and type(latency) is float
+            and type(attempts) is int
+            and 0 <= attempts < _INT64_END
+            and (run is None or type(run) is str)
+            and (step is None or (type(step) is int and 0 <= step < _INT64_END))
+            and type(ctx.batch) is bool
+        ):
+            return False
+        counts = _counts(usage)
+        if max(counts) >= _INT64_END:
+            return False  # the general path names the column that does not fit
+        templates = self._answer_rows
+        key = (result.agent_name, result.model)
+        template = templates.get(key)
+        if template is None:
+            # Every other field is the same for each answer the guard above lets through.
+            row = ledger_row(result, task=ctx.task, workflow_run=None, workflow_step=None)
+            template = RowTemplate(row, _ANSWER_EACH, _SHARED)
+            if len(templates) >= _TEMPLATES_MAX:
+                templates.clear()
+            templates[key] = template
+        ledger = self.ledger
+        ledger.record_params(
+            (
+                template,
+                ledger.now(),
+                message_id,  # then the rest of _ANSWER_EACH, then _SHARED
+                request_id,
+                *counts,
+                None if cost is None else str(cost),
+                latency,
+                attempts,
+                task_hash(ctx.task),
+                run,
+                step,
+                int(ctx.batch),
+                ",".join(result.injection_flags) or None,
+            )
+        )
+        return True
 
     def record_hit(self, result: AgentResult, ctx: CallContext) -> None:
         """``record`` for a response-cache hit (what ``hit_result`` makes), at a fraction of
@@ -143,13 +226,13 @@ class Recorder:
             if template is None:
                 # Every other field is the same for each hit the guard above lets through.
                 row = ledger_row(result, task=ctx.task, workflow_run=None, workflow_step=None)
-                template = RowTemplate(row, _HIT_EACH, _HIT_SHARED)
+                template = RowTemplate(row, _HIT_EACH, _SHARED)
                 self._hit_rows[(result.agent_name, result.model)] = template
             ledger.record_params(
                 (
                     template,
                     ledger.now(),
-                    message_id,  # then the rest of _HIT_EACH, then _HIT_SHARED
+                    message_id,  # then the rest of _HIT_EACH, then _SHARED
                     None if saved is None else str(saved),
                     result.latency_ms,
                     task_hash(ctx.task),

@@ -1,4 +1,5 @@
-"""The fast path that records response-cache hits writes exactly what the general one does."""
+"""The fast paths that record response-cache hits and answered calls write exactly what the
+general one does."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from claude_force import _outcomes as outcome
+from claude_force._errors import InvalidArgumentError
 from claude_force._ledger import Ledger, read_rows, task_hash
 from claude_force._metrics import Metrics
 from claude_force._record import CallContext, Recorder
 from claude_force._request import Request, SystemPrompt
 from claude_force._results import AgentResult
+from claude_force._usage import Usage
 from claude_force.cache import CacheHit
 
 _REQUEST = Request("claude-haiku-4-5", SystemPrompt("You review."), (), 100)
@@ -125,3 +130,74 @@ def test_lone_surrogates_in_hit_rows_are_stored_replaced(tmp_path: Path) -> None
         ("claude?", "msg_?", "run?"),
         ("claude-haiku-4-5", "msg_ok", None),
     ]
+
+
+# -- answered calls: the same per-agent templates for what success_result makes -------------
+
+
+def _answer(message_id: object = "msg_a", **changes: object) -> AgentResult:
+    result = AgentResult(
+        "reviewer",
+        True,
+        "fine",
+        model="claude-haiku-4-5",
+        usage=Usage(input_tokens=120, output_tokens=30, cache_read_tokens=7),
+        cost=Decimal("0.000271"),
+        attempts=1,
+        latency_ms=12.5,
+        request_id="req_1",
+        message_id=message_id,  # type: ignore[arg-type]
+        stop_reason="end_turn",
+    )
+    return replace(result, **changes)  # type: ignore[arg-type]
+
+
+def test_answer_rows_equal_the_general_path(tmp_path: Path) -> None:
+    general, fast = Ledger(tmp_path / "a.db", clock=lambda: 99.5), _recorder(tmp_path / "b.db")
+    answers = [
+        (_answer(), CallContext("task one")),
+        (_answer("msg_b", cost=None, request_id=None), CallContext("task two")),
+        (_answer("msg_c", attempts=3), CallContext("t", workflow_run="run1", workflow_step=2)),
+        (_answer("msg_d", injection_flags=("task:role-tag",)), CallContext("t", batch=True)),
+        (
+            _answer("msg_e", agent_name="writer", usage=Usage(web_search_requests=2)),
+            CallContext("five"),
+        ),
+        (_answer("msg_\udc80", model="claude\udc80"), CallContext("surrogates")),
+    ]
+    for result, ctx in answers:
+        assert fast._record_answer(result, ctx)
+        general.record(
+            outcome.ledger_row(
+                result,
+                task=ctx.task,
+                workflow_run=ctx.workflow_run,
+                workflow_step=ctx.workflow_step,
+                batch=ctx.batch,
+            )
+        )
+    fast.close()
+    general.close()
+    expected = read_rows(tmp_path / "a.db")
+    got = read_rows(tmp_path / "b.db")
+    assert len(got) == len(answers)
+    assert [r.to_dict() for r in got] == [replace(r, ts=1234.5).to_dict() for r in expected]
+    assert got[1].cost_usd is None and got[3].batch and got[5].message_id == "msg_?"
+
+
+def test_other_results_take_the_general_path(tmp_path: Path) -> None:
+    recorder = _recorder(tmp_path / "f.db")
+    others = [
+        _answer(cost_saved=Decimal(1)),
+        _answer(cached=True),
+        _answer(success=False),
+        _answer(latency_ms=3),  # an int: the general path stores it as given
+        _answer(message_id=17),  # the general path checks the type
+    ]
+    for result in others:
+        assert not recorder._record_answer(result, CallContext("t"))
+    huge = _answer(usage=Usage(input_tokens=2**63))
+    assert not recorder._record_answer(huge, CallContext("t"))
+    with pytest.raises(InvalidArgumentError, match="input_tokens"):
+        recorder.record(huge, CallContext("t"))  # refused on the caller, as before
+    recorder.close()
