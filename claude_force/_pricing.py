@@ -59,6 +59,7 @@ _KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _DATED_ID = re.compile(r"^(?P<base>.+)-\d{8}$")
 _TOP_LEVEL_KEYS = frozenset({"models", "aliases", "unpriced", "server_tool_use"})
 _THOUSAND = Decimal(1000)
+_NO_SEARCH = Decimal(0)  # a breakdown's web_search when there was none
 # Usage field -> the key of its rate (USD per 1,000 requests) in the file's server_tool_use section.
 SERVER_TOOLS = ("web_search_requests",)
 
@@ -133,7 +134,7 @@ class CostBreakdown:
     cache_write_5m: Decimal
     cache_write_1h: Decimal
     cache_read: Decimal
-    web_search: Decimal = Decimal(0)
+    web_search: Decimal = _NO_SEARCH
     long_context: bool = False
     batch: bool = False
 
@@ -324,8 +325,23 @@ class PriceTable:
 
     def cost(self, model: str, usage: Usage, *, batch: bool = False) -> Decimal | None:
         """USD cost of ``usage`` on ``model``; ``None`` for an unknown or unpriced model."""
-        breakdown = self.cost_breakdown(model, usage, batch=batch)
-        return None if breakdown is None else breakdown.total
+        price = self.price(model)
+        if price is None or batch or usage.web_search_requests:
+            breakdown = self.cost_breakdown(model, usage, batch=batch)
+            return None if breakdown is None else breakdown.total
+        # Every call's price: the breakdown's arithmetic and its total's sum, in the same
+        # order (so the same Decimal, exponent included), without making the breakdown.
+        # Off the batch discount, its factor is 1, and multiplying by 1 changes nothing.
+        tier = price.tier(usage.prompt_tokens)
+        million = _MILLION
+        return (
+            Decimal(usage.input_tokens) * tier.input / million
+            + Decimal(usage.output_tokens) * tier.output / million
+            + Decimal(usage.cache_write_5m_tokens) * tier.cache_write_5m / million
+            + Decimal(usage.cache_write_1h_tokens) * tier.cache_write_1h / million
+            + Decimal(usage.cache_read_tokens) * tier.cache_read / million
+            + _NO_SEARCH
+        )
 
     def prompt_cache_savings(
         self, model: str, usage: Usage, *, batch: bool = False
