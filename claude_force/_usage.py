@@ -9,14 +9,17 @@ this module never imports the SDK.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from ._errors import InvalidArgumentError
+from ._frozen import quick_init
 
 __all__ = ["Usage"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Tokens used by one call, or by many calls added together.
@@ -89,6 +92,10 @@ class Usage:
         counted as 5-minute writes, so no billed token is dropped. Missing or ``None`` counts
         are 0. Web searches come from ``server_tool_use.web_search_requests``.
         """
+        if not isinstance(usage, Mapping):
+            counts = _plain_counts(usage)  # the SDK's object, read on every answer
+            if counts is not None:
+                return cls(*counts)
         creation = _get(usage, "cache_creation")
         creation_total = _count(usage, "cache_creation_input_tokens")
         if creation is None:
@@ -108,6 +115,38 @@ class Usage:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(Usage))
+
+
+_API_FIELDS = operator.attrgetter(
+    "cache_creation",
+    "cache_creation_input_tokens",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "server_tool_use",
+)
+_SPLIT_FIELDS = operator.attrgetter("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+
+
+def _plain_counts(usage: object) -> tuple[int, int, int, int, int, int] | None:
+    """What :meth:`Usage.from_api` reads from an object whose fields are all there and all
+    None or plain non-negative ints, read at once; None for anything else (read, and
+    refused, field by field)."""
+    try:
+        creation, total, inp, out, read, tools = _API_FIELDS(usage)
+        split = (None, None) if creation is None else _SPLIT_FIELDS(creation)
+    except AttributeError:
+        return None
+    if tools is not None or isinstance(creation, Mapping):
+        return None
+    for value in (total, inp, out, read, *split):
+        if value is not None and not (type(value) is int and value >= 0):
+            return None
+    write_5m, write_1h = total or 0, 0
+    if creation is not None:
+        write_5m, write_1h = split[0] or 0, split[1] or 0
+        write_5m += max(0, (total or 0) - write_5m - write_1h)
+    return (inp or 0, out or 0, write_5m, write_1h, read or 0, 0)
 
 
 def _get(source: object, name: str) -> object:
