@@ -230,11 +230,21 @@ class _Bucket:
         return min(self.capacity, self.level + gained)
 
     def refill(self, now: float, recovery: float) -> None:
-        if now > self.updated:
-            self.level = self.level_at(now, recovery)
+        updated, capacity = self.updated, self.capacity
+        if now > updated:
+            if updated - self.slowed_at >= recovery:
+                # level_at's usual case, inline (min and max spelt out, same floats): every
+                # attempt refills each bucket three times.
+                share = self.unseen if self.unseen > 0.0 else 0.0
+                speed = 1.0 - (share if share < _MAX_UNSEEN else _MAX_UNSEEN)
+                speed = speed if speed > _MIN_REFILL else _MIN_REFILL
+                level = self.level + (now - updated) * capacity / 60.0 * speed
+                self.level = level if level < capacity else capacity
+            else:
+                self.level = self.level_at(now, recovery)
             # The model is what the service holds: no slowing after 429s, only others' share.
-            gained = (now - self.updated) * self.capacity / 60.0 * (1.0 - self.unseen)
-            self.base = min(self.capacity, self.base + gained)
+            base = self.base + (now - updated) * capacity / 60.0 * (1.0 - self.unseen)
+            self.base = base if base < capacity else capacity
             self.updated = now
 
     def add(self, amount: float, *, model: bool = True) -> None:

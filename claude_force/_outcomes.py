@@ -47,7 +47,7 @@ def success_result(
     return AgentResult(
         agent_name=agent,
         success=True,
-        output="".join(getattr(block, "text", "") for block in message.content),
+        output="".join([getattr(block, "text", "") for block in message.content]),
         model=message.model,
         usage=usage,
         cost=cost,

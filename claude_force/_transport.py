@@ -204,7 +204,9 @@ def input_chars(request: Request) -> int:
     The buckets turn characters into tokens with a ratio learned from usage, so a close
     count matters more than an exact one.
     """
-    chars = len(request.system.text) + sum(_text_chars(m.get("content")) for m in request.messages)
+    chars = len(request.system.text)
+    for message in request.messages:
+        chars += _text_chars(message.get("content"))
     if request.tools:
         chars += len(canonical_json(list(request.tools)))
     return chars
@@ -214,7 +216,12 @@ def _text_chars(content: object) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, (list, tuple)):
-        return sum(_text_chars(block) for block in content)
+        chars = 0
+        for block in content:
+            # A text block, the usual one, without the general checks below.
+            text = block.get("text") if type(block) is dict else None
+            chars += len(text) if type(text) is str else _text_chars(block)
+        return chars
     if isinstance(content, Mapping):
         text = content.get("text")
         if isinstance(text, str):
@@ -716,6 +723,14 @@ def _answer_problem(value: object, model: type) -> str | None:
         shown = repr(value)[:60] if isinstance(value, str) else type(value).__name__
         return f"{shown} instead of a {model.__name__}"
     present: set[str] = getattr(value, "model_fields_set", set())
+    names, typed = _checks(model)
+    if names <= present:  # every answer: checked at once; a problem is named in order below
+        for name, want, nested in typed:
+            field = getattr(value, name)
+            if not (_answer_problem(field, want) is None if nested else isinstance(field, want)):
+                break
+        else:
+            return None
     for name, kind, nested in _required_fields(model):
         if name not in present:
             return f"a {model.__name__} without {name!r}"
@@ -747,12 +762,22 @@ def _required_fields(model: type) -> tuple[tuple[str, type | None, bool], ...]:
     return tuple(out)
 
 
+@functools.cache
+def _checks(model: type) -> tuple[frozenset[str], tuple[tuple[str, type, bool], ...]]:
+    """The names of ``model``'s required fields, and those with a kind to check."""
+    fields = _required_fields(model)
+    typed = tuple((name, kind, nested) for name, kind, nested in fields if kind is not None)
+    return frozenset(name for name, _, _ in fields), typed
+
+
+@functools.cache  # once: a ``from`` import of a package's name costs a Python call
 def _message_type() -> type[Message]:
     from anthropic.types import Message
 
     return Message
 
 
+@functools.cache
 def _tokens_count_type() -> type[MessageTokensCount]:
     from anthropic.types import MessageTokensCount
 
