@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._admission import AdmissionDeadlineError, ConcurrencyGate, Limits, Ticket, TokenBuckets
 from ._errors import APIError, UsageError
+from ._frozen import quick_init
 from ._request import Request, canonical_json
 from ._shared_limits import SharedRedis, SharedTokenBuckets, organisation
 from ._usage import Usage
@@ -166,6 +167,7 @@ def retry_delay(
     return backoff * (1.0 - 0.25 * jitter)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Sent:
     """A successful exchange."""
@@ -230,6 +232,7 @@ def _text_chars(content: object) -> int:
     return 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _Metered:
     """What the token buckets need to know about a request, and how to read its usage."""
@@ -535,7 +538,12 @@ class Transport:
         while True:
             ticket = None
             if buckets is not None and metered is not None:
-                ticket = await self._admit(buckets, metered, start, retries)
+                if self.deadline_seconds is None:  # nothing to refuse: no wrapper to await
+                    ticket = await buckets.admit(
+                        metered.model, metered.chars, metered.max_tokens, retry=retries > 0
+                    )
+                else:
+                    ticket = await self._admit(buckets, metered, start, retries)
             box = _Seen()
             sent = explained = False
             try:
