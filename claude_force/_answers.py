@@ -1,0 +1,127 @@
+"""Whether a 2xx body is the answer its endpoint gives: checked on every answer.
+
+The SDK builds its models without validating them (so that new fields and values pass) and
+returns a body that is not JSON as text; :func:`expect_answer` keeps a proxy's page or an
+empty object from reaching the caller as an answer. Split from :mod:`._transport`, which
+maps :class:`_NotAnAnswer` to a retried ``invalid_response``.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from anthropic.types import Message, MessageTokensCount
+
+__all__ = ["expect_answer"]
+
+
+class _NotAnAnswer(Exception):
+    """A 2xx body that is not what the endpoint answers; says what is wrong with it."""
+
+
+M = TypeVar("M")
+
+
+def expect_answer(value: object, model: type[M]) -> M:
+    """``value`` when it is the ``model`` the endpoint answers; else :class:`_NotAnAnswer`.
+
+    The SDK builds its models without validating them (so that new fields and values pass)
+    and returns a body that is not JSON as text. Checking the fields every answer has, and
+    their kinds, keeps a proxy's page or an empty object from reaching the caller as one.
+    """
+    problem = _answer_problem(value, model)
+    if problem is not None:
+        raise _NotAnAnswer(problem)
+    return typing.cast(M, value)
+
+
+def _answer_problem(value: object, model: type) -> str | None:
+    if not isinstance(value, model):
+        shown = repr(value)[:60] if isinstance(value, str) else type(value).__name__
+        return f"{shown} instead of a {model.__name__}"
+    present: set[str] = getattr(value, "model_fields_set", set())
+    names, typed = _checks(model)
+    if names <= present:  # every answer: checked at once; a problem is named in order below
+        for name, want, nested in typed:
+            field = getattr(value, name)
+            if not (_answer_problem(field, want) is None if nested else isinstance(field, want)):
+                break
+        else:
+            return None
+    for name, kind, nested in _required_fields(model):
+        if name not in present:
+            return f"a {model.__name__} without {name!r}"
+        field = getattr(value, name)
+        if nested and kind is not None:
+            inner = _answer_problem(field, kind)
+            if inner is not None:
+                return f"{model.__name__}.{name}: {inner}"
+        elif kind is not None and not isinstance(field, kind):
+            return f"a {model.__name__} whose {name!r} is a {type(field).__name__}"
+    return None
+
+
+@functools.cache
+def _required_fields(model: type) -> tuple[tuple[str, type | None, bool], ...]:
+    """Each required field of a pydantic model, its plain kind (``list`` for list[X]; None
+    for a Literal or a union, left to the SDK's lenient reading) and whether that kind is a
+    model to check in turn. Worked out once per model: every answer is checked."""
+    fields: dict[str, Any] = getattr(model, "model_fields", {})
+    out: list[tuple[str, type | None, bool]] = []
+    for name, f in fields.items():
+        if not f.is_required():
+            continue
+        kind = typing.get_origin(f.annotation) or f.annotation
+        if not isinstance(kind, type):
+            out.append((name, None, False))
+        else:
+            out.append((name, kind, hasattr(kind, "model_fields")))
+    return tuple(out)
+
+
+@functools.cache
+def _checks(model: type) -> tuple[frozenset[str], tuple[tuple[str, type, bool], ...]]:
+    """The names of ``model``'s required fields, and those with a kind to check."""
+    fields = _required_fields(model)
+    typed = tuple((name, kind, nested) for name, kind, nested in fields if kind is not None)
+    return frozenset(name for name, _, _ in fields), typed
+
+
+@functools.cache  # once: a ``from`` import of a package's name costs a Python call
+def _message_type() -> type[Message]:
+    from anthropic.types import Message
+
+    return Message
+
+
+@functools.cache
+def _tokens_count_type() -> type[MessageTokensCount]:
+    from anthropic.types import MessageTokensCount
+
+    return MessageTokensCount
+
+
+def _complete_models(root: type) -> None:
+    """Build the pydantic schemas of ``root`` and every model its fields hold, now.
+
+    The SDK defers them to the first response it parses, which then holds the event loop
+    for about 0.1 s; :meth:`Transport.make_client` runs in a thread, where it costs nothing.
+    """
+    seen: set[object] = set()
+    todo: list[object] = [root]
+    while todo:
+        item = todo.pop()
+        if item in seen:
+            continue
+        seen.add(item)
+        todo.extend(typing.get_args(item))
+        fields = getattr(item, "model_fields", None)
+        if not isinstance(item, type) or not isinstance(fields, dict):
+            continue
+        rebuild = getattr(item, "model_rebuild", None)
+        if not getattr(item, "__pydantic_complete__", True) and callable(rebuild):
+            rebuild(raise_errors=False)
+        todo.extend(field.annotation for field in fields.values())
