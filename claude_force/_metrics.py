@@ -100,7 +100,8 @@ class Metrics:
     in process and added to the Prometheus series in batches: when :data:`CALL_BATCH` calls
     or :data:`HIT_BATCH` hits of one series are waiting, and whenever the registry is
     collected (``render``, the ``/metrics`` endpoint), so what is exported always counts
-    every one, with the same values as if each had been added at once.
+    every one: the same counts as if each had been added at once, and float sums (costs,
+    latencies) equal up to rounding in the last digit (they are added in another order).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

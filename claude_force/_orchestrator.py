@@ -341,11 +341,12 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         for tracker, reservation in reservations:
             tracker.commit(reservation, usage, cost)
         result = outcome.success_result(agent, request, sent, started, usage, cost)
-        self._recorder.record(result, ctx)
-        if sent.cancelled:  # recorded first: a cancel never loses a paid answer
-            raise asyncio.CancelledError
-        if store is not None:
-            await store[0].aset(store[1], outcome.cache_value(sent, usage, cost))
+        self._recorder.record(result, ctx)  # first: a cancel never loses a paid answer
+        if store is not None:  # with a held cancel, only the tiers that never wait
+            value = outcome.cache_value(sent, usage, cost)
+            await store[0].aset(store[1], value, wait=sent.cancelled is None)
+        if sent.cancelled is not None:
+            raise sent.cancelled
         return result
 
     @property

@@ -138,8 +138,9 @@ def hit_result(agent: str, request: Request, hit: CacheHit, started: float) -> A
 
 
 def shared_result(agent: str, request: Request, leader: AgentResult, started: float) -> AgentResult:
-    """A waiter's view of another caller's identical in-flight request: costs nothing and
-    made no attempt (its ledger row says so, beside the leader's that made them)."""
+    """A waiter's view of another caller's identical in-flight request: costs nothing, made
+    no attempt and was served by that call (``cache_tier`` "in-flight"), its answer or its
+    error (``error`` is the shared call's, with that call's attempts and request id)."""
     if not leader.success:
         return replace(
             leader,
@@ -147,6 +148,8 @@ def shared_result(agent: str, request: Request, leader: AgentResult, started: fl
             cost=_ZERO,
             attempts=0,
             latency_ms=_elapsed_ms(started),
+            cached=True,
+            cache_tier="in-flight",
             request_id=None,
         )
     return replace(

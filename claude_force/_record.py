@@ -6,15 +6,17 @@ so a call's answer is returned whatever happens to the data folder.
 
 from __future__ import annotations
 
+import logging
 import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from pathlib import Path
 
 from ._budget import BudgetTracker
+from ._errors import InvalidArgumentError
 from ._frozen import quick_init
 from ._ledger import Ledger
-from ._ledger_row import RowTemplate, task_hash
+from ._ledger_row import LedgerRow, RowTemplate, task_hash
 from ._memory import AgentMemory
 from ._metrics import Metrics
 from ._outcomes import NO_USAGE, ZERO_COST, ledger_row
@@ -23,6 +25,8 @@ from ._reports import UsageReportMethods, UsageReports
 from ._request import TaskSpec
 from ._results import AgentResult
 from ._usage import Usage
+
+_log = logging.getLogger("claude_force.ledger")
 
 # What differs between the ledger rows of two cache hits of one agent and model: per hit,
 # and (``shared``, for answers too) what is usually equal from one row to the next (bound
@@ -48,6 +52,7 @@ _ANSWER_EACH = (
     "task_hash",
 )
 _counts = operator.attrgetter(*_ANSWER_EACH[2:8])
+_all_counts = operator.attrgetter(*(f.name for f in fields(Usage)))
 _INT64_END = 2**63
 _TEMPLATES_MAX = 1024  # per-agent-and-model templates kept; then they start again
 
@@ -125,16 +130,29 @@ class Recorder:
                 retries=max(0, result.attempts - 1),
             )
         if self.tracking and not self._record_answer(result, ctx):
-            row = ledger_row(
-                result,
-                task=ctx.task,
-                workflow_run=ctx.workflow_run,
-                workflow_step=ctx.workflow_step,
-                batch=ctx.batch,
-            )
-            self.ledger.record(row)
+            self._record_row(result, ctx)
         if self.memory is not None and ctx.use_memory:
             self.memory.remember(result, ctx.task)
+
+    def _record_row(self, result: AgentResult, ctx: CallContext) -> None:
+        """Queue the ledger row of any result. A count too big for the ledger's 64-bit
+        columns (a service's answer says what it likes) is stored as the largest one they
+        hold, with a warning: recording never fails a call that was answered."""
+        try:
+            self.ledger.record(self._row(result, ctx))
+        except InvalidArgumentError as exc:
+            biggest = _INT64_END - 1
+            usage = Usage(*(min(count, biggest) for count in _all_counts(result.usage)))
+            clamped = replace(result, usage=usage, attempts=min(result.attempts, biggest))
+            _log.warning("%s; the ledger row holds %d instead", exc, biggest)
+            self.ledger.record(self._row(clamped, ctx))
+
+    @staticmethod
+    def _row(result: AgentResult, ctx: CallContext) -> LedgerRow:
+        run, step = ctx.workflow_run, ctx.workflow_step
+        return ledger_row(
+            result, task=ctx.task, workflow_run=run, workflow_step=step, batch=ctx.batch
+        )
 
     def _record_answer(self, result: AgentResult, ctx: CallContext) -> bool:
         """Queue the ledger row of an answered call (what ``success_result`` makes) as a
@@ -227,6 +245,8 @@ class Recorder:
                 # Every other field is the same for each hit the guard above lets through.
                 row = ledger_row(result, task=ctx.task, workflow_run=None, workflow_step=None)
                 template = RowTemplate(row, _HIT_EACH, _SHARED)
+                if len(self._hit_rows) >= _TEMPLATES_MAX:
+                    self._hit_rows.clear()
                 self._hit_rows[(result.agent_name, result.model)] = template
             ledger.record_params(
                 (

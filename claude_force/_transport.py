@@ -36,7 +36,7 @@ from ._answers import (
     _tokens_count_type,
     expect_answer,
 )
-from ._errors import APIError, UsageError
+from ._errors import APIError, InvalidArgumentError, UsageError
 from ._frozen import quick_init
 from ._request import Request, canonical_json
 from ._shared_limits import SharedRedis, SharedTokenBuckets, organisation
@@ -181,21 +181,21 @@ class Sent:
     attempts: int
     request_id: str | None
     usage: Usage  # read from the message once, by whoever reads it first
-    # A cancel arrived after the answer did: the caller keeps the answer, then re-raises.
-    cancelled: bool = False
+    # A cancel that arrived after the answer did: the caller keeps the answer, then raises it.
+    cancelled: asyncio.CancelledError | None = None
 
 
-async def _pass_turn() -> bool:
-    """Let what is ready on the event loop run first; True when a cancel arrived meanwhile.
+async def _pass_turn() -> asyncio.CancelledError | None:
+    """Let what is ready on the event loop run first; the cancel that arrived meanwhile.
 
-    The cancel is swallowed here so that an answer already paid for is kept: the caller
-    records it, then raises :class:`asyncio.CancelledError` itself (``Sent.cancelled``).
+    The cancel is held here so that an answer already paid for is kept: the caller records
+    and caches it, then raises the held :class:`asyncio.CancelledError` (``Sent.cancelled``).
     """
     try:
         await asyncio.sleep(0)
-    except asyncio.CancelledError:
-        return True
-    return False
+    except asyncio.CancelledError as exc:
+        return exc
+    return None
 
 
 def has_rate_limit_headers(headers: Mapping[str, str] | None) -> bool:
@@ -444,25 +444,28 @@ class Transport:
         session = await self.session()
         kwargs = request.create_kwargs()
 
+        read: list[Usage] = []  # each answer's usage, read once, inside its attempt
+
         async def create(timeout: float) -> Message:
             message = await session.client.messages.create(**kwargs, timeout=timeout)
-            return expect_answer(message, _message_type())
-
-        read: list[Usage] = []  # the settled attempt's usage, read once for both
+            message = expect_answer(message, _message_type())
+            try:
+                read.append(Usage.from_api(message.usage))
+            except (InvalidArgumentError, TypeError, ValueError) as exc:  # a count < 0, a bool
+                raise _NotAnAnswer(f"a Message whose usage cannot be read ({exc})") from None
+            return message
 
         def usage_of(message: Message) -> Usage:
-            read.append(Usage.from_api(message.usage))
             return read[-1]
 
         metered = _Metered(request.model, input_chars(request), request.max_tokens)
         message, attempts = await self._retrying(
             create, session.gate, session.buckets, metered, usage_of
         )
-        usage = read[-1] if read else Usage.from_api(message.usage)
         # When a request took the slot this one gave back, it goes out before this answer's
         # bookkeeping (the caller's, after return): a full gate keeps the pace of its queue.
-        cancelled = session.gate.full and await _pass_turn()
-        return Sent(message, attempts, message._request_id, usage, cancelled)
+        cancelled = await _pass_turn() if session.gate.full else None
+        return Sent(message, attempts, message._request_id, read[-1], cancelled)
 
     async def count_tokens(self, request: Request) -> int:
         """The service's exact input-token count for ``request`` (the free count endpoint).

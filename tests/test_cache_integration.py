@@ -76,11 +76,13 @@ async def test_error_reaches_every_waiter_and_is_not_cached(project: Path) -> No
         rows = orch.usage_rows()
         again = await orch.execute_agent("code-reviewer", "bad")
     assert again.success and not again.metadata["cached"]
-    # Every call has its row; only the leader's made an attempt and has a request id.
+    # Every call has its row; only the leader's made an attempt and has a request id; the
+    # waiters were served by the shared call, as they are when it succeeds.
     assert [row.outcome for row in rows] == ["error"] * 5
-    assert sorted(row.attempts for row in rows) == [0, 0, 0, 0, 1]
+    assert sorted((row.attempts, row.cached) for row in rows) == [(0, True)] * 4 + [(1, False)]
     assert sorted(r.attempts for r in results) == [0, 0, 0, 0, 1]
     assert sum(r.request_id is not None for r in results) == 1
+    assert sorted(str(r.cache_tier) for r in results) == ["None"] + ["in-flight"] * 4
 
 
 async def test_hit_never_waits_for_a_slot(project: Path, sim: Simulator) -> None:

@@ -18,15 +18,8 @@ from .conftest import API_KEY
 
 
 def make(project: Path, sim: Simulator, **kw: Any) -> AsyncAgentOrchestrator:
-    return AsyncAgentOrchestrator(
-        project,
-        api_key=API_KEY,
-        base_url=sim.base_url,
-        enable_cache=False,
-        enable_memory=False,
-        max_concurrent=1,
-        **kw,
-    )
+    kw = {"enable_cache": False, "enable_memory": False, "max_concurrent": 1, **kw}
+    return AsyncAgentOrchestrator(project, api_key=API_KEY, base_url=sim.base_url, **kw)
 
 
 class Events:
@@ -103,3 +96,31 @@ async def test_a_cancel_while_the_next_request_goes_out_keeps_the_paid_answer(
     assert spent["requests"] == 2
     assert spent["cost_usd"] == sum(row.cost_usd for row in rows if row.cost_usd is not None)
     assert ("record", "first") in events.seen
+
+
+async def test_a_held_cancel_still_caches_the_answer(
+    project: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    events = Events(monkeypatch)
+    cache = {"enable_cache": True, "cache_dir": tmp_path / "cache"}
+    async with make(project, sim, enable_tracking=False, **cache) as orch:
+        agent = orch.list_agents()[0]
+        # The call's own task: a cancel of a caller of a shared call would not reach it.
+        calls: list[asyncio.Task[Any]] = []
+        original = orch._send
+
+        async def send(*args: Any) -> Any:
+            calls.append(asyncio.current_task())  # type: ignore[arg-type]
+            return await original(*args)
+
+        monkeypatch.setattr(orch, "_send", send)
+        events.on_attempt.append(lambda: len(events.seen) == 2 and calls[0].cancel())
+        first = asyncio.ensure_future(orch.execute_agent(agent, "first"))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(orch.execute_agent(agent, "second"))
+        done = await asyncio.gather(first, second, return_exceptions=True)
+        sent = len(sim.message_requests)
+        again = await orch.execute_agent(agent, "first")
+    assert isinstance(done[0], asyncio.CancelledError)
+    # The paid answer was cached before the cancel was raised: asking again is a hit.
+    assert again.cached and len(sim.message_requests) == sent == 2

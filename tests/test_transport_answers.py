@@ -33,6 +33,8 @@ NOT_ANSWERS = {
     "content not a list": Reply(
         body=message_body(content="text", usage={"input_tokens": 1, "output_tokens": 1})
     ),
+    "a negative count": Reply(usage={"output_tokens": -5}),
+    "a boolean count": Reply(usage={"input_tokens": True}),
 }
 
 
@@ -130,3 +132,17 @@ def test_a_proxy_page_for_a_batch_create_is_looked_for_then_created_once(
         ("POST", "/v1/messages/batches"),
     ]
     assert len(standin.batches) == 1
+
+
+async def test_counts_too_big_for_the_ledger_keep_the_answer_and_a_clamped_row(
+    project: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A service may report any count; the answer was paid for, so the call succeeds and its
+    # row holds the largest count the ledger's 64-bit columns take, with a warning.
+    standin.script(Reply(usage={"input_tokens": 5, "cache_read_input_tokens": 2**64}))
+    async with make(project, standin, enable_tracking=True, enable_cache=False) as orch:
+        result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
+        rows = orch.usage_rows()
+    assert result.success and result.usage.cache_read_tokens == 2**64
+    assert [(row.outcome, row.cache_read_tokens) for row in rows] == [("success", 2**63 - 1)]
+    assert "does not fit a 64-bit integer" in caplog.text

@@ -252,15 +252,16 @@ class ResponseCache:
         if self._redis is not None:
             self._redis.put(key, envelope, now, now)
 
-    async def aset(self, key: str, value: dict[str, Any]) -> None:
+    async def aset(self, key: str, value: dict[str, Any], *, wait: bool = True) -> None:
         """``set`` for async code: the memory tier at once, the disk write on the tier's
-        background thread (``flush()`` waits for it), Redis through its asyncio client."""
+        background thread (``flush()`` waits for it), Redis through its asyncio client.
+        ``wait=False`` skips Redis, the one tier that waits: the call then never suspends."""
         now = self._clock()
         envelope = self._seal(key, value, now)
         if envelope is None or self._disk is None:
             return
         self._disk.queue(key, envelope, now, now)
-        if self._redis is not None:
+        if self._redis is not None and wait:
             await self._redis.aput(key, envelope, now, now)
 
     def warm(self, items: Iterable[tuple[str, dict[str, Any]]]) -> int:
