@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -117,17 +118,32 @@ def test_a_second_cache_on_the_folder_leaves_the_file_closed(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
-def test_a_child_forked_during_a_checkpoint_can_write_and_close(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lock", ["checkpoint", "_write_lock", "_read_lock", "_state"])
+def test_a_child_forked_during_a_checkpoint_can_write_and_close(tmp_path: Path, lock: str) -> None:
     cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0)
     cache.set(key(0), {"n": 0})
     tier = cache._disk
     assert tier is not None
-    held = tier._wal._checkpoint_lock()
-    held.acquire()  # as the parent's background thread does while it checkpoints
+    # The background thread holds the checkpoint lock and, for its last pass, the write lock;
+    # lookups and queued writes take the read and state locks.
+    held = tier._wal._checkpoint_lock() if lock == "checkpoint" else getattr(tier, lock)
+    taken, done = threading.Event(), threading.Event()
+
+    def background() -> None:  # as the tier's background thread does while it checkpoints
+        with held:
+            taken.set()
+            done.wait()
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    taken.wait()
     try:
         pid = os.fork()
         if pid == 0:  # the child: no thread of its own holds that lock, nor ever will
-            signal.alarm(30)  # a hang fails the test instead of stalling it
+            # A hang fails the test instead of stalling it: the alarm kills the child (the
+            # default action; pytest-timeout's inherited handler would raise into ``finally``).
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(30)
             try:
                 rng = random.Random(5)
                 for n in range(1, 200):
@@ -137,7 +153,8 @@ def test_a_child_forked_during_a_checkpoint_can_write_and_close(tmp_path: Path) 
                 os._exit(0 if cache.get_stats()["errors"] == 0 else 3)
         _, status = os.waitpid(pid, 0)
     finally:
-        held.release()
+        done.set()
+        thread.join()
     cache.close()
     assert os.waitstatus_to_exitcode(status) == 0
 

@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +76,16 @@ _ABANDONED: list[sqlite3.Connection] = []
 _fork_generation = 0
 
 
+_TIERS: weakref.WeakSet[DiskTier] = weakref.WeakSet()
+
+
 def _after_fork_in_child() -> None:
     global _fork_generation
     _fork_generation += 1
+    # Only the forking thread lives on in a child: a lock that the tier's background thread
+    # held at the fork would never be released there. Each tier's locks start afresh.
+    for tier in list(_TIERS):
+        tier._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -157,8 +165,17 @@ class DiskTier:
         # The database file or its folder was removed or replaced while open: writes would
         # go to a deleted file. Each write tries to reopen; until then lookups are misses.
         self._gone = False
+        _TIERS.add(self)
         with self._write_lock:
             self._reclaim()
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks and a fresh background thread (see ``_db``)."""
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._state = threading.Lock()
+        self._wal.after_fork(self._write_lock)
+        self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
 
     # -- connections ------------------------------------------------------------------
 

@@ -174,6 +174,12 @@ class WalKeeper:
         # data_version) left frames it did not copy, and the WAL cannot start over yet.
         return bool(frames <= copied and conn.execute(_DATA_VERSION).fetchone()[0] == before)
 
+    def after_fork(self, write_lock: threading.Lock) -> None:
+        """In a forked child: the tier's fresh write lock, and a fresh checkpoint lock."""
+        self._write_lock = write_lock
+        self._checkpointing = threading.Lock()
+        self._lock_pid = os.getpid()
+
     def _checkpoint_lock(self) -> threading.Lock:
         """The lock of this process's checkpoints. A forked child gets a new one: the
         parent's may have been held, at the fork, by a thread the child does not have."""

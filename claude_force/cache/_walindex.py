@@ -52,6 +52,16 @@ _SYNC = getattr(os, "fdatasync", os.fsync)
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _lock = threading.Lock()
 _shared: dict[str, _Shared] = {}
+
+
+def _fresh_lock_in_child() -> None:
+    """A forked child starts with an unheld lock (another thread may have held it)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
 # Descriptors this process must never close: a parent's (after fork), or a replaced file's
 # while some tier may still use it. Bounded by forks and file replacements.
 _PARKED: list[int] = []
