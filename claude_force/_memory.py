@@ -608,9 +608,10 @@ class AgentMemory:
             return
         if result.cached and self._known_stored(result.agent_name, task):
             return
+        task = storable(task)  # a lone surrogate (Python callers) becomes "?", as below
         self._store.put(
             Pending(
-                agent=result.agent_name,
+                agent=storable(result.agent_name),
                 task=task[:TASK_CHARS],
                 digest=task_hash(task),
                 # Cleaned before it is queued: a queued entry is recalled as it will be stored.

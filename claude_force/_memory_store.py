@@ -440,6 +440,9 @@ class Store:
             except OSError as exc:
                 _warn_unusable(self.path, exc)
                 break
+            except ValueError as exc:  # text SQLite cannot take (rolled back by _apply)
+                _log.warn(f"value:{self.path}", f"memory store {self.path}: {exc}; entries dropped")
+                break
         self.dropped += len(batch)
 
 

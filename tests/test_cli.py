@@ -378,3 +378,11 @@ def test_ctrl_c_cancels_the_main_task_and_leaves_no_task_holding_it(
     assert cancelled == [True]  # the work was cancelled, not left to hold the interrupt
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_paths_in_cli_lines_escape_control_characters() -> None:
+    from claude_force.cli._common import path_shown
+
+    odd = b"out-\xff\x1b[31mred\n.jsonl".decode("utf-8", "surrogateescape")
+    assert path_shown(odd) == "out-\ufffd\\x1b[31mred\\n.jsonl"
+    assert path_shown("plain/results.jsonl") == "plain/results.jsonl"

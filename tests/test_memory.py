@@ -576,3 +576,24 @@ async def test_repeats_stay_cache_hits_after_many_related_tasks_ran(
             assert (await orch.execute_agent(REVIEWER, task)).success
         repeats = [await orch.execute_agent(REVIEWER, task) for task in first]
     assert [r.cached for r in repeats] == [True] * len(first)
+
+
+def test_lone_surrogates_from_python_callers_are_stored_cleaned_with_the_rest(
+    tmp_path: Path,
+) -> None:
+    # remember() never raises, and one odd entry never costs the others of its batch.
+    memory = AgentMemory(tmp_path / "m.db")
+    answer = AgentResult(agent_name="a", success=True, output="fine", model="m")
+    memory.remember(answer, "before")
+    memory.remember(AgentResult(agent_name="b\udc80", success=True, output="x", model="m"), "t")
+    memory.remember(answer, "a task \udc80 with a surrogate")
+    memory.remember(answer, "after")
+    stored = {(e.agent, e.task) for e in memory.entries()}
+    memory.close()
+    assert stored == {
+        ("a", "before"),
+        ("b?", "t"),
+        ("a", "a task ? with a surrogate"),
+        ("a", "after"),
+    }
+    assert memory.dropped == 0

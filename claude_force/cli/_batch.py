@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click import format_filename
 from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
@@ -35,6 +34,7 @@ from ._common import (
     RunFailed,
     config_option,
     err_console,
+    path_shown,
     print_json,
     run_async,
     say,
@@ -129,7 +129,7 @@ class ProgressBar:
             else f"{failed} failed, left as they are (--retry-failed reruns them)"
         )
         say(
-            f"resuming {format_filename(summary.output)}: "
+            f"resuming {path_shown(summary.output)}: "
             f"skipping {summary.found_succeeded} finished" + (f"; {what}" if failed else "")
         )
 
@@ -250,7 +250,7 @@ def batch_cmd(
     except KeyboardInterrupt:
         done = progress.summary.done if progress.summary is not None else 0
         show_error(
-            f"interrupted; {done} lines are done in {format_filename(output_path)}; "
+            f"interrupted; {done} lines are done in {path_shown(output_path)}; "
             "run the same command again to resume",
             label="stopped",
         )
@@ -279,7 +279,7 @@ def _finish(summary: BatchSummary, *, quiet: bool, as_json: bool) -> None:
         shown_notes = f" ({'; '.join(notes)})" if notes else ""
         show_error(
             f"{failed} of {summary.total} lines failed{shown_notes}; their records in "
-            f"{format_filename(summary.output)} say why; fix them (or the config) and run again "
+            f"{path_shown(summary.output)} say why; fix them (or the config) and run again "
             "with --retry-failed"
         )
     if not summary.complete:
@@ -292,7 +292,7 @@ def _summary_line(summary: BatchSummary) -> str:
         f"{summary.total} lines: {summary.succeeded} succeeded, {summary.failed} failed, "
         f"{summary.skipped} skipped{_failed_before(summary)}, {summary.unsent} unsent; "
         f"{summary.cached} from the cache; "
-        f"cost {cost}; results in {format_filename(summary.output)}"
+        f"cost {cost}; results in {path_shown(summary.output)}"
     )
 
 

@@ -173,6 +173,15 @@ def print_json(data: Any) -> None:
     write_text(json.dumps(data, indent=2, default=str))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_shown(path: str | os.PathLike[str]) -> str:
+    """A path as click shows it (undecodable bytes replaced), control characters escaped:
+    a newline or an escape sequence in a file name never breaks or colours a line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], click.format_filename(path))
+
+
 def say(message: str) -> None:
     """One line of decoration on standard error (never wrapped)."""
     click.echo(message, err=True)

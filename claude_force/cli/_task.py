@@ -16,10 +16,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from click import format_filename
-
 from .. import InvalidArgumentError, OrchestratorOptions
-from ._common import say
+from ._common import path_shown, say
 
 __all__ = ["TASK_LIMIT", "read_task"]
 
@@ -36,7 +34,7 @@ def read_task(task: str | None, task_file: Path | None, *, limit: int = TASK_LIM
     if task is not None and task_file is not None:
         raise InvalidArgumentError("give the task either as an argument or with -f FILE, not both")
     if task_file is not None:
-        text, where = _read_file(task_file, limit), f"the task file {format_filename(task_file)}"
+        text, where = _read_file(task_file, limit), f"the task file {path_shown(task_file)}"
     elif task == "-" or (task is None and sys.stdin is not None and not sys.stdin.isatty()):
         text, where = _read_stdin(limit), "the task on standard input"
     elif task is None:
@@ -78,14 +76,14 @@ def _read_file(path: Path, limit: int) -> str:
         fd = os.open(path, flags)
     except OSError as exc:
         raise InvalidArgumentError(
-            f"cannot read the task file {format_filename(path)} ({_reason(exc)}); "
+            f"cannot read the task file {path_shown(path)} ({_reason(exc)}); "
             "check the path and its permissions"
         ) from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise InvalidArgumentError(
-                f"the task file {format_filename(path)} is a folder; pass a file, e.g. -f notes.md"
+                f"the task file {path_shown(path)} is a folder; pass a file, e.g. -f notes.md"
             )
         if not stat.S_ISREG(mode):
             # Only a FIFO or a character device (a terminal) can keep a reader waiting here:
@@ -93,15 +91,14 @@ def _read_file(path: Path, limit: int) -> str:
             what = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device"
             _wait_for_data(
                 fd,
-                f"waiting for something to write to {format_filename(path)}, {what} "
-                "(Ctrl-C to stop)",
+                f"waiting for something to write to {path_shown(path)}, {what} (Ctrl-C to stop)",
             )
         os.set_blocking(fd, True)
         with open(fd, encoding="utf-8", closefd=False) as stream:
-            return _bounded_read(stream, limit, f"the task file {format_filename(path)}")
+            return _bounded_read(stream, limit, f"the task file {path_shown(path)}")
     except OSError as exc:
         raise InvalidArgumentError(
-            f"cannot read the task file {format_filename(path)} ({_reason(exc)}); "
+            f"cannot read the task file {path_shown(path)} ({_reason(exc)}); "
             "check that it is the right file"
         ) from None
     finally:
