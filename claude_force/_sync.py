@@ -56,6 +56,7 @@ class AgentOrchestrator(UsageReportMethods):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._pid = os.getpid()  # of the process that runs the loop thread
 
     @property
     def core(self) -> AsyncAgentOrchestrator:
@@ -97,7 +98,16 @@ class AgentOrchestrator(UsageReportMethods):
                 "orchestrator) and await"
             )
         with self._lock:
+            if self._loop is not None and self._pid != os.getpid():
+                coro.close()
+                # The loop's thread did not cross fork(): the call would wait forever.
+                raise UsageError(
+                    f"this AgentOrchestrator was made in process {self._pid}, before fork(); "
+                    "its event loop thread does not exist here: make an AgentOrchestrator "
+                    "in each process after it starts"
+                )
             if self._loop is None:
+                self._pid = os.getpid()
                 self._loop = asyncio.new_event_loop()
                 # Our own executor, so that closing can join its threads (loop.close() does
                 # not wait for them, and at interpreter exit no thread can be started to).
@@ -108,7 +118,7 @@ class AgentOrchestrator(UsageReportMethods):
                 )
                 self._thread.start()
                 self._finalizer = weakref.finalize(
-                    self, _stop_loop, self._core, self._loop, self._thread, executor
+                    self, _stop_loop, self._core, self._loop, self._thread, executor, self._pid
                 )
             loop = self._loop
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -290,8 +300,12 @@ def _stop_loop(
     loop: asyncio.AbstractEventLoop,
     thread: threading.Thread,
     executor: concurrent.futures.ThreadPoolExecutor,
+    pid: int,
 ) -> None:
-    """Close the core's client on its loop, then stop the loop and its threads."""
+    """Close the core's client on its loop, then stop the loop and its threads (in the
+    process that started them: a forked child has none of them to stop)."""
+    if pid != os.getpid():
+        return
     asyncio.run_coroutine_threadsafe(core.close(), loop).result()
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
