@@ -211,6 +211,23 @@ def _prepare_folder(folder: Path, keep_out_of_git: bool) -> None:
 
 _LIVE: set[_Writer] = set()
 _LIVE_LOCK = threading.Lock()
+# Bumped in a forked child: each Ledger then starts a writer of its own there (see _live).
+_fork_generation = 0
+# Writers inherited through fork(): the parent's, never used, closed or collected here.
+_INHERITED: list[_Writer] = []
+
+
+def _after_fork_in_child() -> None:
+    """The parent's writers (and any lock their threads held) stay the parent's business."""
+    global _fork_generation, _LIVE_LOCK
+    _fork_generation += 1
+    _INHERITED.extend(_LIVE)
+    _LIVE.clear()
+    _LIVE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_all() -> None:
@@ -492,6 +509,12 @@ class Ledger:
         self.path = Path(path)
         self._clock = clock
         self._store_task_text = store_task_text
+        self._settings = (batch_size, flush_interval, keep_out_of_git)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        batch_size, flush_interval, keep_out_of_git = self._settings
+        self._generation = _fork_generation
         self._writer = _Writer(
             self.path,
             batch_size=batch_size,
@@ -503,12 +526,20 @@ class Ledger:
         self._finalizer.atexit = False
         self._writer.start()
 
+    def _live(self) -> _Writer:
+        """This process's writer: in a forked child, a new one (the parent's thread is not
+        here, and its queue and file handle are the parent's)."""
+        if self._generation != _fork_generation:
+            self._finalizer.detach()
+            self._start_writer()
+        return self._writer
+
     # -- public API ---------------------------------------------------------------------------
 
     @property
     def dropped(self) -> int:
         """Rows given up on: the file could not be written, or too many were waiting."""
-        return self._writer.dropped
+        return self._live().dropped
 
     def record(self, row: LedgerRow) -> None:
         """Queue ``row`` for writing; returns at once, no disk I/O (unless already closed).
@@ -519,9 +550,9 @@ class Ledger:
         if row.task_text is not None:
             row = self._prepare(row)
         params = to_params(row, row.ts if row.ts is not None else self._clock())
-        if not self._writer.put(params):
+        if not (writer := self._live()).put(params):
             # After close (e.g. a late call during interpreter shutdown) write directly.
-            self._writer.write_now(params)
+            writer.write_now(params)
 
     def record_params(self, params: Params) -> None:
         """Queue a :class:`RowTemplate` row, ``(template, ts, *each, *shared)`` with ``ts``
@@ -532,8 +563,8 @@ class Ledger:
                 "record_params takes (template, ts, *each, *shared), a RowTemplate first; "
                 f"got {len(params)} values starting with {type(head).__name__}"
             )
-        if not self._writer.put(params):
-            self._writer.write_now(params)
+        if not (writer := self._live()).put(params):
+            writer.write_now(params)
 
     def now(self) -> float:
         """The ledger's clock, which stamps rows recorded without a ``ts``."""
@@ -544,12 +575,13 @@ class Ledger:
 
         The file is created (or found unusable, with a warning) by the time it returns.
         """
-        return self._writer.flush(timeout)
+        return self._live().flush(timeout)
 
     def close(self) -> None:
         """Write everything queued, stop the writer thread, close the file. Safe to call twice."""
+        writer = self._live()
         self._finalizer.detach()
-        self._writer.close()
+        writer.close()
 
     def rows(self, since: float | None = None) -> list[LedgerRow]:
         """Every stored row with ``ts >= since`` (all when ``None``), oldest first.
@@ -580,7 +612,7 @@ class Ledger:
 
     def _wait_done(self, count: int, timeout: float) -> bool:
         """Wait until ``count`` rows are written, without asking for a flush (for tests)."""
-        return self._writer.wait_done(count, timeout)
+        return self._live().wait_done(count, timeout)
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -346,3 +346,25 @@ def test_a_lone_surrogate_in_a_row_is_stored_replaced_and_the_writer_keeps_going
         ledger.close()
     assert len(rows) == 5
     assert sorted(r.model for r in rows) == ["m", "m", "m", "m", "m?"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
+def test_a_forked_child_writes_its_rows_with_a_writer_of_its_own(tmp_path: Path) -> None:
+    import signal
+
+    path = tmp_path / "usage.db"
+    ledger = Ledger(path)
+    ledger.record(LedgerRow(agent="parent", model="m"))
+    ledger.flush()
+    pid = os.fork()
+    if pid == 0:  # the parent's writer thread is not here: rows must not wait for it
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a hang kills the child: the test fails
+        signal.alarm(30)
+        ledger.record(LedgerRow(agent="child", model="m"))
+        ledger.close()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    ledger.record(LedgerRow(agent="parent", model="m"))
+    ledger.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(row.agent for row in read_rows(path)) == ["child", "parent", "parent"]
