@@ -7,6 +7,7 @@ a run, after close() and after a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -15,12 +16,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from claude_force.cache import ResponseCache
+from claude_force.cache._disk import DiskTier
 from claude_force.cache._limits import SHM_BYTES, SLACK, DiskLimits
 
 from ._cache_support import key
@@ -350,21 +353,31 @@ def test_open_and_close_many_caches_leaks_no_thread_or_file(tmp_path: Path) -> N
     assert len(os.listdir("/proc/self/fd")) <= fds
 
 
+@contextlib.contextmanager
+def wal_at_its_checkpoint(
+    folder: Path, rng: random.Random
+) -> Iterator[tuple[ResponseCache, DiskTier, int]]:
+    """A 1 MiB cache whose background job runs only by hand, written to until its WAL
+    reaches the size that asks for a checkpoint; with the number of entries written."""
+    with ResponseCache(
+        cache_dir=folder, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        disk = cache._disk
+        assert disk is not None
+        disk._worker.close()  # the background job runs in the test, by hand, at a known point
+        n = 0
+        while disk._wal.size() < disk.limits.checkpoint_at:
+            cache.set(key(n), {"t": text(rng, 1500)})
+            n += 1
+        yield cache, disk, n
+
+
 def test_writes_leave_checkpoints_to_the_background_and_the_wal_then_starts_over(
     tmp_path: Path,
 ) -> None:
     rng = random.Random(9)
-    with ResponseCache(
-        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
-    ) as cache:
-        disk = cache._disk
-        assert disk is not None
-        disk._worker.close()  # the background job runs below, by hand, at a known point
+    with wal_at_its_checkpoint(tmp_path, rng) as (cache, disk, n):
         wal = disk._wal
-        n = 0
-        while wal.size() < disk.limits.checkpoint_at:
-            cache.set(key(n), {"t": text(rng, 1500)})
-            n += 1
         assert wal.passes == 0  # no write checkpointed: the WAL only grew
         assert disk._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
         disk._background()
@@ -432,17 +445,8 @@ def test_a_checkpoint_behind_the_writer_syncs_its_copies_before_taking_the_write
     # A pass that does not reach the WAL's end leaves the pages it copied unsynced; the
     # pass that does (holding the write lock, writers waiting) would sync them all.
     rng = random.Random(11)
-    with ResponseCache(
-        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
-    ) as cache:
-        disk = cache._disk
-        assert disk is not None
-        disk._worker.close()  # the background job runs below, by hand
+    with wal_at_its_checkpoint(tmp_path, rng) as (cache, disk, n):
         wal = disk._wal
-        n = 0
-        while wal.size() < disk.limits.checkpoint_at:
-            cache.set(key(n), {"t": text(rng, 1500)})
-            n += 1
         assert wal._wanted  # the last write asked for a checkpoint
         flushed: list[bool] = []
         index_flush = wal._index.flush
