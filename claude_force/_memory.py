@@ -340,6 +340,7 @@ def _recall(
         unwritten=mine,
         counted=counted,
         snapshot=snapshot,
+        relevant_only=True,
     )
     stored = before is not None or queued_at is not None
     ranked = (s.entry for s in found if s.relevant)
@@ -411,13 +412,15 @@ def _search(
     unwritten: Sequence[Pending] = (),
     counted: Sequence[Pending] = (),
     snapshot: Snapshot | None = None,
+    relevant_only: bool = False,
 ) -> list[_Scored]:
     """Entries ranked for ``text``, each with the words it shares and whether it passes the
     threshold: candidates by BM25 over their task text, ordered by shared meaningful words,
     then newest first. That order needs nothing but the entries themselves, so an entry
     still queued (``unwritten``, id 0) ranks where it will once written; ``before`` keeps
     only entries with a lower id, and counts words among those alone; ``counted`` (queued
-    entries) add to the word counts as they will once written."""
+    entries) add to the word counts as they will once written. ``relevant_only`` skips the
+    search when no entry could pass the threshold."""
     words = terms(text)
     if before is None:
         total, counts = _document_counts(conn, words, snapshot)
@@ -431,8 +434,9 @@ def _search(
     # anything, like an agent's usual verb; BM25 gives them next to no weight either.
     limit_count = total * COMMON_TERM_FRACTION if total >= COMMON_TERM_MIN_ENTRIES else total
     meaningful = [w for w in words if counts[w] <= limit_count]
-    if not meaningful:
-        return []
+    need = needed_shared(len(meaningful))
+    if not meaningful or (relevant_only and len(meaningful) < need):
+        return []  # an entry shares at most every meaningful word: too few to be relevant
     # Candidates come from the rarest words only: the long lists of frequent words cost
     # the most to rank and add the least; the threshold still counts every shared word.
     rarest = sorted(meaningful, key=counts.__getitem__)[:_QUERY_WORDS]
@@ -450,7 +454,6 @@ def _search(
         "LIMIT ?",
         (*args, limit),
     ).fetchall()
-    need = needed_shared(len(meaningful))
     candidates: dict[str, tuple[MemoryEntry, float]] = {
         row[7]: (_entry(row), float(row[6])) for row in rows
     }

@@ -93,6 +93,23 @@ def test_counts_kept_for_a_state_see_another_process_write(tmp_path: Path) -> No
         assert memory.recall(AGENT, task) == []
 
 
+def test_a_task_with_too_few_meaningful_words_skips_the_search(
+    tmp_path: Path, statements: Statements
+) -> None:
+    """An entry is recalled when it shares at least two meaningful words (and 30 %): a task
+    with fewer cannot recall anything, so the full-text search is not run for it. The
+    answers stay those of a task with enough words."""
+    with AgentMemory(tmp_path / "m.db") as memory:
+        fill(memory, [*(f"Audit the ledger export number{i}" for i in range(8)), "Fix payroll"])
+        assert memory.recall(AGENT, "payroll please") == []  # one meaningful word
+        # "audit" and "ledger" are in most entries: common, so one meaningful word is left.
+        assert memory.recall(AGENT, "Audit the ledger payroll") == []
+        assert not [s for s in statements.sql if "bm25(" in s]
+        found = memory.recall(AGENT, "Fix the payroll rounding")
+        assert [e.task for e in found] == ["Fix payroll"]
+        assert [s for s in statements.sql if "bm25(" in s]
+
+
 def test_an_agent_with_no_entries_is_known_per_state(tmp_path: Path) -> None:
     with AgentMemory(tmp_path / "m.db") as memory:
         fill(memory, ["Audit the ledger export"])
