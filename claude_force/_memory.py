@@ -32,6 +32,7 @@ import math
 import os
 import re
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -87,6 +88,7 @@ MIN_SHARED_FRACTION = 0.3
 COMMON_TERM_FRACTION = 0.5
 COMMON_TERM_MIN_ENTRIES = 8
 _CANDIDATES = 20
+_RECALLED_MAX = 16_384  # recall times kept for remember(): calls in flight at once, and more
 _QUERY_WORDS = 8
 
 # Words that say nothing about what a task is about; they never make two tasks related.
@@ -272,15 +274,40 @@ def _document_counts(
 
 
 def _counts_as_of(
-    conn: sqlite3.Connection, words: Sequence[str], before: int
+    conn: sqlite3.Connection, words: Sequence[str], before: int | None, seen: float | None
 ) -> tuple[int, dict[str, int]]:
-    """:func:`_document_counts` as the store stood when entry ``before`` was written (only
-    entries with a lower id): what decides which words are common and which are rare must
-    not change for a repeat when related tasks are stored after it."""
-    total = int(conn.execute("SELECT count(*) FROM entries WHERE id < ?", (before,)).fetchone()[0])
-    sql = "SELECT count(*) FROM entries_fts WHERE entries_fts MATCH ? AND rowid < ?"
-    counts = {w: int(conn.execute(sql, (_any_of([w]), before)).fetchone()[0]) for w in words}
+    """:func:`_document_counts` as the store stood for an earlier request: only entries
+    stored before ``seen`` (a time), or else with an id below ``before``. What decides which
+    words are common and which are rare must not change for a repeat when related tasks are
+    stored after it."""
+    if seen is not None:
+        total_sql = "SELECT count(*) FROM entries WHERE ts < ?"
+        sql = (
+            "SELECT count(*) FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid "
+            "WHERE entries_fts MATCH ? AND e.ts < ?"
+        )
+        bound: float = seen
+    else:
+        total_sql = "SELECT count(*) FROM entries WHERE id < ?"
+        sql = "SELECT count(*) FROM entries_fts WHERE entries_fts MATCH ? AND rowid < ?"
+        bound = 2**62 if before is None else before
+    total = int(conn.execute(total_sql, (bound,)).fetchone()[0])
+    counts = {w: int(conn.execute(sql, (_any_of([w]), bound)).fetchone()[0]) for w in words}
     return total, counts
+
+
+def _stored(conn: sqlite3.Connection, agent: str, digest: str) -> tuple[int | None, float | None]:
+    """The id of the agent's stored entry for the task, and when its request's recall looked
+    (None for an entry stored without it, or by a store of version 1)."""
+    try:
+        sql = "SELECT id, seen FROM entries WHERE agent = ? AND task_hash = ?"
+        row = conn.execute(sql, (agent, digest)).fetchone()
+    except sqlite3.OperationalError:  # a version 1 store, not upgraded yet: no seen column
+        sql = "SELECT id, NULL FROM entries WHERE agent = ? AND task_hash = ?"
+        row = conn.execute(sql, (agent, digest)).fetchone()
+    if row is None:
+        return None, None
+    return int(row[0]), None if row[1] is None else float(row[1])
 
 
 def _has_entries(conn: sqlite3.Connection, agent: str, snapshot: Snapshot | None) -> bool:
@@ -308,27 +335,33 @@ def _recall(
     ``unwritten`` are this process's queued entries, read as if already stored: a call sees
     every earlier call that completed in this process, written or not.
 
-    When the identical task is already stored (or queued), recall is *as of* its entry: only
-    entries older than it, which are the ones its first request could have seen, so an
-    identical repeat rebuilds that request byte for byte even after related tasks ran.
+    When the identical task is already stored (or queued), recall is *as of* its first
+    request's: the entries stored before that request's recall looked (its entry's ``seen``),
+    or, for an entry without that time, the entries older than it. An identical repeat so
+    rebuilds its first request byte for byte even after related tasks ran, also those that
+    ran at the same time and were stored before it.
     """
     digest = task_hash(task)
     mine = [p for p in unwritten if p.agent == agent]
     if not mine and not _has_entries(conn, agent, snapshot):
         return [], False, False
-    row = conn.execute(
-        "SELECT id FROM entries WHERE agent = ? AND task_hash = ?", (agent, digest)
-    ).fetchone()
-    before: int | None = None if row is None else int(row[0])
+    before, seen = _stored(conn, agent, digest)
     queued_at = next((i for i, p in enumerate(mine) if p.digest == digest), None)
+    stored = before is not None or queued_at is not None
     counted = unwritten  # every agent's queued entries count as written, older ones only:
-    if queued_at is not None:
+    if queued_at is not None and (mine[queued_at].replace or before is None):
+        seen = mine[queued_at].seen  # the queued answer is the one a repeat rebuilds
+    if stored and seen is not None:
+        before = None  # as of the time the first request's recall looked
+        mine = [p for p in mine if p.ts < seen]
+        counted = [p for p in unwritten if p.ts < seen]
+    elif queued_at is not None and mine[queued_at].replace:
         counted = unwritten[: unwritten.index(mine[queued_at])]
-    if queued_at is not None and mine[queued_at].replace:
         before, mine = None, mine[:queued_at]  # a fresh answer replaces it: as of the queue
     elif before is not None:
         mine, counted = [], []  # everything queued is newer than the stored answer
     elif queued_at is not None:
+        counted = unwritten[: unwritten.index(mine[queued_at])]
         mine = mine[:queued_at]
     found = _search(
         conn,
@@ -341,8 +374,8 @@ def _recall(
         counted=counted,
         snapshot=snapshot,
         relevant_only=True,
+        seen=seen,
     )
-    stored = before is not None or queued_at is not None
     ranked = (s.entry for s in found if s.relevant)
     return _within_budget(agent, ranked, top_k, budget), stored, True
 
@@ -413,19 +446,21 @@ def _search(
     counted: Sequence[Pending] = (),
     snapshot: Snapshot | None = None,
     relevant_only: bool = False,
+    seen: float | None = None,
 ) -> list[_Scored]:
     """Entries ranked for ``text``, each with the words it shares and whether it passes the
     threshold: candidates by BM25 over their task text, ordered by shared meaningful words,
     then newest first. That order needs nothing but the entries themselves, so an entry
     still queued (``unwritten``, id 0) ranks where it will once written; ``before`` keeps
-    only entries with a lower id, and counts words among those alone; ``counted`` (queued
+    only entries with a lower id, and counts words among those alone (``seen``: entries
+    stored before that time); ``counted`` (queued
     entries) add to the word counts as they will once written. ``relevant_only`` skips the
     search when no entry could pass the threshold."""
     words = terms(text)
-    if before is None:
+    if before is None and seen is None:
         total, counts = _document_counts(conn, words, snapshot)
     else:
-        total, counts = _counts_as_of(conn, words, before)
+        total, counts = _counts_as_of(conn, words, before, seen)
     for p in counted:
         total += 1
         for word in _all_words(p.digest, p.task).intersection(words):
@@ -448,6 +483,9 @@ def _search(
     if before is not None:
         where += " AND e.id < ?"
         args.append(before)
+    if seen is not None:
+        where += " AND e.ts < ?"
+        args.append(seen)
     rows = conn.execute(
         f"SELECT {_COLUMNS}, bm25(entries_fts, 0.0, 1.0) AS score, e.task_hash FROM entries_fts "
         f"JOIN entries e ON e.id = entries_fts.rowid WHERE {where} ORDER BY score, e.id DESC "
@@ -490,15 +528,22 @@ def _not_written(conn: sqlite3.Connection, unwritten: tuple[Pending, ...]) -> tu
 
 
 def _recall_all(
-    store: Store, items: Sequence[tuple[str, str]], top_k: int, budget: int
-) -> tuple[list[tuple[list[MemoryEntry], bool, bool]] | None, bool]:
+    store: Store,
+    items: Sequence[tuple[str, str]],
+    top_k: int,
+    budget: int,
+    clock: Callable[[], float] = time.time,
+) -> tuple[list[tuple[list[MemoryEntry], bool, bool]] | None, bool, float]:
     """:func:`_recall` of each ``(agent, task)`` on one reader, in one read transaction
     (one state of the store, its counts looked up once), this process's unwritten entries
-    included; and whether there were any (an answer that counted them is not one for the
-    memo). None when the store could not be read and nothing is queued.
+    included; whether there were any (an answer that counted them is not one for the
+    memo); and when it looked (``clock``, read just before the queue is: the entries
+    remembered before then are the ones it sees). None when the store could not be read and
+    nothing is queued.
 
     Never waits for a write: not for this process's writer, not for another's lock.
     """
+    looked = clock()
     unwritten = store.unwritten()
 
     def read(conn: sqlite3.Connection, snapshot: Snapshot | None) -> list[Any]:
@@ -512,7 +557,7 @@ def _recall_all(
         # No store to read (not made yet, or unusable): the queued entries still count.
         with closing(empty_store()) as empty:
             found = read(empty, None)
-    return found, bool(unwritten)
+    return found, bool(unwritten), looked
 
 
 # -- the public face ----------------------------------------------------------------------------
@@ -579,6 +624,12 @@ class AgentMemory:
         self._finalizer = weakref.finalize(self, self._store.close)
         self._memo = RecallMemo()
         self._seen: Generation | None = None  # the generation the latest recall was sure of
+        # When the latest recall for an agent and task looked: remember() stores it with the
+        # task's entry, so that a repeat recalls what that request saw. Keyed by the task's
+        # str hash (kept by the string: free on the hit path) and length; a collision could
+        # only make a repeat's request differ (a miss), never a cached answer wrong.
+        self._recalled: dict[tuple[str, int, int], float] = {}
+        self._recalled_lock = threading.Lock()
 
     @classmethod
     def of_project(cls, config: ProjectConfig, **kwargs: Any) -> AgentMemory:
@@ -622,6 +673,7 @@ class AgentMemory:
                 ts=self._clock(),
                 model=storable(result.model),
                 replace=not result.cached,
+                seen=self._recall_time(result.agent_name, task),
             )
         )
 
@@ -633,7 +685,7 @@ class AgentMemory:
         """
         if not self.enabled:
             return []
-        found, _ = _recall_all(self._store, [(agent, task)], self.top_k, self.budget_chars)
+        found, _, _ = _recall_all(self._store, [(agent, task)], self.top_k, self.budget_chars)
         return [] if found is None else found[0][0]
 
     def context(self, agent: str, task: str) -> str | None:
@@ -675,12 +727,18 @@ class AgentMemory:
             return unknown
         self._seen = generation
         if generation[1] is None:  # no store file, nothing queued: nothing to recall
+            self._looked(items, self._clock())
             return [None] * len(items)
         memo, top_k, budget = self._memo, self.top_k, self.budget_chars
         out: list[str | _Unknown | None] = []
+        answered: list[tuple[str, str]] = []
+        looked = self._clock()
         for agent, task in items:
             found = memo.find(generation, memo_key(agent, task, top_k, budget), agent)
             out.append(_UNKNOWN if found is None else found[0])
+            if found is not None:
+                answered.append((agent, task))
+        self._looked(answered, looked)
         return out
 
     def _read_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
@@ -690,7 +748,8 @@ class AgentMemory:
         generation = store.probe.version(open=True, fresh=True)
         top_k, budget = self.top_k, self.budget_chars
         out: list[str | None] = []
-        found_all, queued = _recall_all(store, items, top_k, budget)
+        found_all, queued, looked = _recall_all(store, items, top_k, budget, self._clock)
+        self._looked(items, looked)
         for i, (agent, task) in enumerate(items):
             found = None if found_all is None else found_all[i]
             entries = [] if found is None else found[0]
@@ -711,6 +770,23 @@ class AgentMemory:
         if seen is None or seen[0] != store.probe.changes() or not store.quiet():
             return False
         return self._memo.stored(seen, memo_key(agent, task, self.top_k, self.budget_chars))
+
+    def _looked(self, items: Sequence[tuple[str, str]], looked: float) -> None:
+        """Note when the recall for each of ``items`` looked at the store."""
+        if not items:
+            return
+        with self._recalled_lock:
+            recalled = self._recalled
+            for agent, task in items:
+                key = (agent, hash(task), len(task))
+                recalled.pop(key, None)  # newest last: the oldest go first
+                recalled[key] = looked
+            while len(recalled) > _RECALLED_MAX:
+                del recalled[next(iter(recalled))]
+
+    def _recall_time(self, agent: str, task: str) -> float | None:
+        with self._recalled_lock:
+            return self._recalled.pop((agent, hash(task), len(task)), None)
 
     def flush(self) -> None:
         """Write every queued entry now (blocking)."""

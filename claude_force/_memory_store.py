@@ -39,7 +39,8 @@ _MAX_PENDING = 10_000
 _BUSY_TIMEOUT_S = 10.0
 _READ_BUSY_TIMEOUT_S = 0.1
 _WRITE_ATTEMPTS = 3
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: entries.seen
+_READABLE_VERSIONS = (1, _SCHEMA_VERSION)  # a version 1 store reads as one with no seen times
 _LINGER_S = 0.03  # in a burst, how long the writer lets entries gather: see Store._gather
 _LINGER_ENTRIES = 256  # ...or until this many are queued
 
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS entries (
     excerpt TEXT NOT NULL,
     ts REAL NOT NULL,
     model TEXT NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    seen REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_agent_task ON entries (agent, task_hash);
 CREATE INDEX IF NOT EXISTS entries_agent_ts ON entries (agent, ts);
@@ -92,6 +94,10 @@ class Pending:
     ts: float
     model: str
     replace: bool  # a fresh answer replaces an older one; a cache hit only fills a gap
+    # When the recall for this task's request looked at the store (the clock of ``ts``):
+    # a repeat recalls the entries older than that, which are the ones that request saw.
+    # None when unknown (no recall was made in this process): then as of the entry itself.
+    seen: float | None = None
 
 
 class Snapshot:
@@ -137,11 +143,27 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            _add_seen(conn)
             conn.executescript(_SCHEMA)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _add_seen(conn: sqlite3.Connection) -> None:
+    """Give a version 1 store the ``seen`` column (under the write lock: another process
+    may be upgrading the same file)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+        if columns and "seen" not in columns:
+            conn.execute("ALTER TABLE entries ADD COLUMN seen REAL")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _connect_reader(path: Path, identity: tuple[int, int]) -> sqlite3.Connection | None:
@@ -158,7 +180,7 @@ def _connect_reader(path: Path, identity: tuple[int, int]) -> sqlite3.Connection
     try:
         conn.execute("PRAGMA query_only = ON")
         fresh = _identity(path) != identity
-        if fresh or conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+        if fresh or conn.execute("PRAGMA user_version").fetchone()[0] not in _READABLE_VERSIONS:
             conn.close()
             return None
     except BaseException:
@@ -474,14 +496,14 @@ def storable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
-_ROW = "(?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_INSERT = 128  # 7 parameters each: within the 999 of older SQLite builds
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_INSERT = 124  # 8 parameters each: within the 999 of older SQLite builds
 
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
     return (
-        "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size) "
+        "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size, seen) "
         "VALUES " + ", ".join([_ROW] * rows)
     )
 
@@ -496,11 +518,11 @@ def _size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
-def _row(p: Pending) -> tuple[str, str, str, str, float, str, int]:
+def _row(p: Pending) -> tuple[str, str, str, str, float, str, int, float | None]:
     # The answer's text and model come from the service's JSON, where a "\\udc80" escape
     # gives a lone surrogate SQLite cannot encode: stored as "?".
     size = _size(p.task) + _size(p.excerpt)
-    return (p.agent, p.task, p.digest, storable(p.excerpt), p.ts, storable(p.model), size)
+    return (p.agent, p.task, p.digest, storable(p.excerpt), p.ts, storable(p.model), size, p.seen)
 
 
 def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_bytes: int) -> None:
@@ -540,7 +562,7 @@ def _insert_distinct(conn: sqlite3.Connection, batch: list[Pending]) -> None:
             conn.execute(_replace_sql(len(some)), (agent, *some))
     for i in range(0, len(batch), _ROWS_PER_INSERT):
         rows = [value for p in batch[i : i + _ROWS_PER_INSERT] for value in _row(p)]
-        conn.execute(_insert_sql(len(rows) // 7), rows)
+        conn.execute(_insert_sql(len(rows) // _ROW.count("?")), rows)
 
 
 def _prune(conn: sqlite3.Connection, agents: set[str], per_agent: int, max_bytes: int) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from claude_force import AgentMemory, AgentResult, AsyncAgentOrchestrator, load_config
+from claude_force import AgentMemory, AgentResult, AsyncAgentOrchestrator, TaskSpec, load_config
 from claude_force import _memory as memory_mod
 from claude_force import _memory_store as store_mod
 from claude_force._memory import (
@@ -280,6 +281,69 @@ async def test_a_repeat_after_a_related_task_is_still_a_cache_hit(
     assert "<earlier_work" in user_text(sim, sent - 1) and middle.success
     assert again.cached and again.output == first.output
     assert len(sim.message_requests) == sent
+
+
+RELATED_THREE = [
+    PAYMENT,
+    PAYMENT_AGAIN,
+    "Review the payment gateway retry logic when the bank times out",
+]
+
+
+@pytest.mark.parametrize("written", [False, True])
+async def test_repeats_of_related_tasks_run_at_the_same_time_are_all_hits(
+    project: Path, sim: Simulator, tmp_path: Path, written: bool
+) -> None:
+    # The three recall together, before any is stored, so none sees another; stored in the
+    # order they finished, a repeat recalling "as of its own entry" would see the ones
+    # stored before it and send a new request. Each repeats what its first request saw.
+    specs = [TaskSpec(REVIEWER, task) for task in RELATED_THREE]
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        first = await orch.execute_multiple(specs)
+        if written:
+            settle(orch)
+        sent = len(sim.message_requests)
+        again = await orch.execute_multiple(specs)
+    assert all(r.success for r in first)
+    assert all("<earlier_work" not in user_text(sim, i) for i in range(sent))
+    assert [r.cached for r in again] == [True] * 3
+    assert [r.output for r in again] == [r.output for r in first]
+    assert len(sim.message_requests) == sent
+    # Another process (a fresh orchestrator) repeats them too: the times are in the store.
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        later = await orch.execute_multiple(specs)
+    assert [r.cached for r in later] == [True] * 3
+    assert len(sim.message_requests) == sent
+
+
+def test_a_store_of_version_1_is_read_then_upgraded(tmp_path: Path) -> None:
+    """A store written before entries kept their recall time: read as it is (each entry
+    recalled as of itself), given the column by the first write."""
+    path = tmp_path / "m.db"
+    old = store_mod._SCHEMA.replace(",\n    seen REAL\n", "\n").replace(
+        f"user_version = {store_mod._SCHEMA_VERSION}", "user_version = 1"
+    )
+    assert "seen" not in old
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.create_function("akey", 1, store_mod.akey, deterministic=True)
+        conn.executescript(old)
+        conn.execute(
+            "INSERT INTO entries (agent, task, task_hash, excerpt, ts, model, size) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (REVIEWER, PAYMENT, memory_mod.task_hash(PAYMENT), ANSWER_PAYMENT, 1.0, "m", 10),
+        )
+    with AgentMemory(path) as memory:
+        assert [e.task for e in memory.recall(REVIEWER, PAYMENT_AGAIN)] == [PAYMENT]
+        assert memory.recall(REVIEWER, PAYMENT) == []  # as of its own entry
+        memory.remember(success(REVIEWER, "PALETTE-ANSWER"), PALETTE)
+        memory.flush()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod._SCHEMA_VERSION
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    assert "seen" in columns
+    with AgentMemory(path) as memory:
+        assert [e.task for e in memory.entries()] == [PALETTE, PAYMENT]
+        assert [e.task for e in memory.recall(REVIEWER, PAYMENT_AGAIN)] == [PAYMENT]
 
 
 async def test_a_repeat_recalling_several_entries_is_a_hit_however_far_the_writer_got(
