@@ -18,6 +18,7 @@ import pytest
 from claude_force import AgentMemory, AgentResult, AsyncAgentOrchestrator, TaskSpec, load_config
 from claude_force import _memory as memory_mod
 from claude_force import _memory_store as store_mod
+from claude_force._ledger_row import task_hash
 from claude_force._memory import (
     COMMON_TERM_MIN_ENTRIES,
     EXCERPT_CHARS,
@@ -330,7 +331,7 @@ def test_a_store_of_version_1_is_read_then_upgraded(tmp_path: Path) -> None:
         conn.execute(
             "INSERT INTO entries (agent, task, task_hash, excerpt, ts, model, size) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (REVIEWER, PAYMENT, memory_mod.task_hash(PAYMENT), ANSWER_PAYMENT, 1.0, "m", 10),
+            (REVIEWER, PAYMENT, task_hash(PAYMENT), ANSWER_PAYMENT, 1.0, "m", 10),
         )
     with AgentMemory(path) as memory:
         assert [e.task for e in memory.recall(REVIEWER, PAYMENT_AGAIN)] == [PAYMENT]
