@@ -17,6 +17,7 @@ from ._errors import CacheDirectoryError, InvalidArgumentError
 from ._request import DEFAULT_MAX_TASK_CHARS, CacheTTL
 from ._warnings import OnceLog
 from .cache import ResponseCache
+from .cache._secret import check_secret
 
 __all__ = [
     "OPTION_NAMES",
@@ -139,6 +140,8 @@ class OrchestratorOptions:
                 "cache_secret must be a non-empty string or bytes; leave it out to use "
                 "CLAUDE_CACHE_SECRET or the generated secret file"
             )
+        if self.enable_cache and self.response_cache is None:
+            check_secret(secret)  # at construction, not at every call's first cache use
         if self.response_cache is not None and not isinstance(self.response_cache, ResponseCache):
             raise InvalidArgumentError(
                 "response_cache must be a claude_force.ResponseCache, got "
@@ -209,6 +212,11 @@ def check_api_key(api_key: object) -> str:
     if key != key.strip():
         raise InvalidArgumentError(
             f"{name} has leading/trailing whitespace (a newline from a file?); strip it"
+        )
+    if any("\ud800" <= ch <= "\udfff" for ch in key):
+        raise InvalidArgumentError(
+            f"{name} holds bytes that are not UTF-8 text; an API key is letters, digits, "
+            "'-' and '_': copy it again from the console"
         )
     if any(ch < " " or ch == "\x7f" for ch in key):
         raise InvalidArgumentError(

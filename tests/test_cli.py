@@ -196,6 +196,23 @@ def test_demo_needs_no_api_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert "3 of 3 steps answered from the response cache" in out
 
 
+def test_demo_keeps_a_project_only_in_a_folder_it_made(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Simulated answers never reach a user's project: its memory, ledger and cache."""
+    data = project.parent / "data"
+    before = sorted(p.name for p in data.iterdir()) if data.exists() else []
+    root = project.parent.parent
+    assert run("demo", "--latency-ms", "0", "--no-live", "--dir", str(root)) == 2
+    err = capsys.readouterr().err
+    assert "already holds a project" in err and "--dir a new or empty folder" in err
+    assert (sorted(p.name for p in data.iterdir()) if data.exists() else []) == before
+    kept = tmp_path / "kept-demo"
+    for _ in range(2):  # a folder the demo made runs again
+        assert run("demo", "--latency-ms", "0", "--no-live", "--dir", str(kept)) == 0
+    assert "usage recorded in" in capsys.readouterr().out
+
+
 def test_empty_ledger_prints_a_friendly_report(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

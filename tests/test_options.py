@@ -72,7 +72,7 @@ def test_exclusions_given_as_a_generator_are_kept(project: Path) -> None:
 
 
 def test_options_hide_secrets_in_repr() -> None:
-    text = repr(OrchestratorOptions(cache_secret="hunter2-secret"))
+    text = repr(OrchestratorOptions(cache_secret="hunter2-secret-of-some-length"))
     assert "hunter2" not in text
 
 
@@ -98,6 +98,8 @@ BAD_KEYS = [
     (" sk-ant-SECRET-MARKER", "has leading/trailing whitespace"),
     ("sk-ant-SECRET-MARKER\r\nX-Evil: 1", "contains a control character"),
     ("sk-ant-SECRET\tMARKER\x7f", "contains a control character"),
+    # Bytes that are not UTF-8 in the environment (Python keeps them as lone surrogates).
+    ("sk-ant-SECRET-MARKER\udcff\udcfe", "holds bytes that are not UTF-8 text"),
 ]
 
 
@@ -121,3 +123,32 @@ def test_a_well_formed_key_is_kept_exactly(project: Path, monkeypatch: pytest.Mo
     assert AsyncAgentOrchestrator(project, api_key="sk-ant-x")._transport._api_key == "sk-ant-x"
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     assert AsyncAgentOrchestrator(project)._transport._api_key == ""  # "no API key" on first use
+
+
+@pytest.mark.parametrize("door", [AsyncAgentOrchestrator, AgentOrchestrator])
+def test_a_short_cache_secret_is_refused_at_construction(
+    project: Path, door: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_CACHE_SECRET", "changeme")
+    with pytest.raises(InvalidArgumentError, match=r"^CLAUDE_CACHE_SECRET is 8 bytes long"):
+        door(project, api_key="k")
+    with pytest.raises(InvalidArgumentError, match=r"^cache_secret is 5 bytes long"):
+        door(project, api_key="k", cache_secret="short")
+    with pytest.raises(InvalidArgumentError, match=r"^cache_secret holds a lone surrogate"):
+        door(project, api_key="k", cache_secret="\ud800" * 20)
+    orch = door(project, api_key="k", enable_cache=False)  # no cache: no secret needed
+    if isinstance(orch, AgentOrchestrator):
+        orch.close()
+
+
+def test_a_cache_secret_of_raw_bytes_from_the_environment_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$(head -c 32 /dev/urandom)``: bytes that are not UTF-8 are the secret's bytes."""
+    raw = bytes(range(200, 232))
+    monkeypatch.setenv("CLAUDE_CACHE_SECRET", raw.decode("utf-8", "surrogateescape"))
+    with ResponseCache(cache_dir=tmp_path / "c") as cache:
+        cache.set("ab" * 32, {"v": 1})
+    with ResponseCache(cache_dir=tmp_path / "c", cache_secret=raw, memory_max_mb=0) as cache:
+        hit = cache.get("ab" * 32)  # signed with exactly those bytes
+        assert hit is not None and hit.value == {"v": 1}

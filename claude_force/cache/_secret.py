@@ -16,7 +16,7 @@ from .._errors import CacheDirectoryError, InvalidArgumentError
 from .._files import FileProblem, read_regular, shown
 from ._paths import default_config_dir, ensure_private_dir
 
-__all__ = ["ENV_VAR", "SECRET_FILE_NAME", "load_secret"]
+__all__ = ["ENV_VAR", "SECRET_FILE_NAME", "check_secret", "load_secret"]
 
 ENV_VAR = "CLAUDE_CACHE_SECRET"
 SECRET_FILE_NAME = "cache-secret"
@@ -29,7 +29,16 @@ _REPLACE = (
 
 
 def _as_bytes(secret: str | bytes, origin: str) -> bytes:
-    raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    try:
+        # surrogateescape: bytes that are not UTF-8 in the environment (Python keeps them as
+        # lone surrogates) are the secret's own bytes again.
+        raw = secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else secret
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            f"{origin} holds a lone surrogate and cannot be turned into bytes; pass the "
+            "secret as bytes, or as text without it"
+        ) from None
+    raw = bytes(raw)
     if len(raw) < _MIN_BYTES:
         raise InvalidArgumentError(
             f"{origin} is {len(raw)} bytes long; use at least {_MIN_BYTES} random bytes, e.g. "
@@ -108,6 +117,17 @@ def _create_secret_file(path: Path) -> None:
         pass
     finally:
         temp.unlink(missing_ok=True)
+
+
+def check_secret(secret: str | bytes | None) -> None:
+    """Refuse now a secret given (or in ``CLAUDE_CACHE_SECRET``) that would be refused when
+    the cache opens; the secret file is left to then."""
+    if secret is not None:
+        _as_bytes(secret, "cache_secret")
+        return
+    from_env = os.environ.get(ENV_VAR)
+    if from_env:
+        _as_bytes(from_env, ENV_VAR)
 
 
 def load_secret(secret: str | bytes | None = None, *, config_dir: Path | None = None) -> bytes:

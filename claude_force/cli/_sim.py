@@ -84,8 +84,11 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
         Simulator(latency_ms=latency_ms, per_token_latency_ms=1.0) as sim,
     ):
         root = directory if directory is not None else Path(tmp)
+        if directory is not None:
+            _check_demo_folder(directory)
         if not (root / ".claude" / "claude.json").exists():
             init_project(root)
+            (root / ".claude" / DEMO_MARK).write_text(DEMO_MARK_TEXT, encoding="utf-8")
         orch = AsyncAgentOrchestrator(
             root / ".claude" / "claude.json",
             api_key="demo-key-not-secret",
@@ -126,6 +129,22 @@ def demo_cmd(latency_ms: float, no_live: bool, directory: Path | None) -> None:
             )
     if not result.success:
         raise RunFailed
+
+
+DEMO_MARK = "demo-project"
+DEMO_MARK_TEXT = "Made by `claude-force demo --dir`: its answers come from the simulator.\n"
+
+
+def _check_demo_folder(directory: Path) -> None:
+    """The demo writes simulated answers into its project's agent memory, usage ledger and
+    response cache: it keeps a project only in a folder it made itself."""
+    claude = directory / ".claude"
+    if claude.exists() and not (claude / DEMO_MARK).is_file():
+        raise click.UsageError(
+            f"{directory} already holds a project ({claude}); the demo would write simulated "
+            "answers into its agent memory, usage ledger and response cache. Pass --dir a "
+            "new or empty folder (or one an earlier `claude-force demo --dir` made)"
+        )
 
 
 def _print_second_run(again: WorkflowResult) -> None:
