@@ -411,6 +411,13 @@ class RequestBuilder:
             )
         return task
 
+    def check_agents(self, names: Sequence[str]) -> None:
+        """Read each agent's files now: a workflow checks all of its agents before its first
+        step is sent, so a file that cannot be used (empty, not UTF-8) is refused before
+        anything is paid for, not after the stages before it ran."""
+        for name in dict.fromkeys(names):
+            read_agent_prompt(self.config.agent(validate_agent_name(name)))
+
     def agent_info(self, name: str) -> dict[str, Any]:
         """The agent's settings as its calls use them (model and max_tokens resolved)."""
         spec = self.config.agent(validate_agent_name(name))

@@ -71,6 +71,7 @@ class WorkflowRunner:
     ) -> WorkflowResult:
         """Run every stage under the workflow's hand-off and failure policies."""
         self._on_step = on_step
+        self.requests.check_agents([step.agent for stage in self.spec.stages for step in stage])
         started = time.perf_counter()
         runs, name, task = self.runs, self.spec.name, self.task
         if runs is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, WorkflowResult
+from claude_force import AgentOrchestrator, AsyncAgentOrchestrator, ConfigError, WorkflowResult
 from claude_force._ledger import read_rows
 from claude_force.cli import cli
 from claude_force.cli._common import run_guarded
@@ -173,6 +173,20 @@ async def test_stop_is_the_default(tmp_path: Path, sim: Simulator) -> None:
     assert not result.success and len(result.steps) == 2
     assert result.skipped == ["writer"]
     assert result.error and result.error.startswith("stage 2 failed at 'coder'")
+
+
+@pytest.mark.parametrize("content", [b"", b"caf\xe9 latin-1\n"])
+async def test_an_unusable_agent_file_is_refused_before_any_step_is_sent(
+    tmp_path: Path, sim: Simulator, content: bytes
+) -> None:
+    """An empty or non-UTF-8 definition of a later step's agent: nothing is sent (and paid
+    for) before the run is refused, as for a missing file."""
+    config = make_project(tmp_path, {"build": ["planner", ["coder", "tester"], "writer"]})
+    (config.parent / "agents" / "writer.md").write_bytes(content)
+    async with make(config, sim) as orch:
+        with pytest.raises(ConfigError, match="agent 'writer' "):
+            await orch.run_workflow("build", "Add a retry helper")
+    assert sim.message_requests == []
 
 
 # -- per-step overrides ---------------------------------------------------------------------
