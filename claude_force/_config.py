@@ -602,21 +602,22 @@ def _agent_path(
     FileProblem, for the caller to word. The same check runs again at every
     read (:func:`read_agent_prompt`).
     """
-    subject = f"agent {show_text(agent)} {key}"
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{path}: {expected_text(value)}")
         return None
-    rule = f"agent files must live inside {root}; use a path relative to it"
+    # Outside the folder: this agent cannot be used (the others can), and the message
+    # shows the whole path, so the relative one to write can be read off it.
+    rule = (
+        f"agent files must live inside {shown(root)}: move the file there and use a path "
+        "relative to it"
+    )
     if PureWindowsPath(value).drive:
-        problems.append(f"{path}: {subject} {show_text(value)} is an absolute path; {rule}")
-        return None
+        return FileProblem("outside", f"{shown(value)} is an absolute path", rule)
     value = value.replace("\\", "/")  # a path written on Windows: agents\\x.md
     if PurePosixPath(value).is_absolute():
-        problems.append(f"{path}: {subject} {show_text(value)} is an absolute path; {rule}")
-        return None
+        return FileProblem("outside", f"{shown(value)} is an absolute path", rule)
     if not Path(os.path.normpath(root / value)).is_relative_to(root):
-        problems.append(f"{path}: {subject} {show_text(value)} uses '..' to leave {root}; {rule}")
-        return None
+        return FileProblem("outside", f"{shown(value)} uses '..' to leave {shown(root)}", rule)
     try:
         _, resolved = read_beneath(root / value, root, limit=_MAX_AGENT_FILE_BYTES)
     except FileProblem as problem:

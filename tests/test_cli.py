@@ -160,7 +160,7 @@ def test_usage_errors_exit_2(
 def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / ".claude" / "claude.json"
     bad.parent.mkdir()
-    bad.write_text('{"agents": {"a": {"file": "../outside.md"}}}', encoding="utf-8")
+    bad.write_text('{"agents": {"a": {"file": 5}}}', encoding="utf-8")
     assert run("agents", "-c", str(bad)) == 2
     err = capsys.readouterr().err
     assert "agents.a.file" in err and "Traceback" not in err

@@ -328,11 +328,22 @@ def test_config_path_that_is_a_folder_is_refused(tmp_path: Path) -> None:
     ],
 )
 def test_paths_outside_the_config_folder_are_refused(tmp_path: Path, value: str, rule: str) -> None:
+    """The agent naming such a path cannot be used; the others can (a 1.x folder with one
+    such agent still runs the rest), and the message shows the whole path."""
     (tmp_path / "x.md").write_text("outside\n", encoding="utf-8")
-    problems = problems_of(make_project(tmp_path, one_agent(contract=value)))
-    assert len(problems) == 1
-    assert problems[0].startswith(f"agents.a.contract: agent 'a' contract {value!r} {rule}")
-    assert "agent files must live inside" in problems[0]
+    config = one_agent(contract=value)
+    config["agents"]["b"] = {"file": "agents/a.md"}
+    path = make_project(tmp_path, config)
+    why = unusable_agent(path)
+    assert why.startswith(f"agents.a.contract: agent 'a' contract {value!r}: {value} {rule}")
+    assert f"agent files must live inside {path.parent}: move the file there" in why
+    assert load_config(path).agent("b").name == "b"
+
+
+def test_an_outside_path_is_shown_whole(tmp_path: Path) -> None:
+    value = "/" + "/".join(["a-rather-long-folder-name"] * 6) + "/agent.md"
+    why = unusable_agent(make_project(tmp_path, one_agent(file=value)))
+    assert f"{value} is an absolute path" in why
 
 
 def test_symlink_escaping_the_config_folder_is_refused(tmp_path: Path) -> None:
