@@ -711,7 +711,26 @@ class Transport:
         )
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact_key(text, self._api_key)
+
+
+_KEY_PROBE = 16  # a key's first characters that mark an echo of it (its public prefix and more)
+
+
+def redact_key(text: str, key: str) -> str:
+    """``text`` with the API key, and any echo of its beginning (a server or proxy quoting
+    a header cut short), as ``***``."""
+    probe = key[:_KEY_PROBE]
+    if not probe or probe not in text:
+        return text
+    out, start = [], 0
+    while (at := text.find(probe, start)) >= 0:
+        end = at + len(probe)
+        while end - at < len(key) and end < len(text) and text[end] == key[end - at]:
+            end += 1
+        out += [text[start:at], "***"]
+        start = end
+    return "".join([*out, text[start:]])
 
 
 def _paced(outcome: _Failure) -> bool:

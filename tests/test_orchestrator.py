@@ -330,6 +330,19 @@ async def test_api_key_never_in_errors_logs_or_repr(
         assert API_KEY not in str(recorded.headers)
 
 
+@pytest.mark.parametrize("echo", [API_KEY, API_KEY[:20], f"b'Bearer {API_KEY[:-3]}...'"])
+async def test_a_server_echoing_the_key_cut_short_is_redacted(
+    project: Path, sim: Simulator, echo: str
+) -> None:
+    """A server or proxy quoting the header in its error, whole or cut short."""
+    sim.script(Fault.status(400, message=f"Got more than 8190 bytes when reading: {echo}"))
+    async with make(project, sim) as orch:
+        bad = await orch.execute_agent("code-reviewer", "t")
+    assert "Got more than 8190 bytes when reading" in str(bad.to_dict())
+    text = str(bad.to_dict())
+    assert API_KEY[:16] not in text and "***" in text
+
+
 def test_usable_across_separate_event_loops(project: Path, sim: Simulator) -> None:
     orch = make(project, sim)
     first = asyncio.run(orch.execute_agent("code-reviewer", "one"))
