@@ -278,9 +278,25 @@ def find_config(start: Path | None = None) -> Path:
                 f"{candidate} is {kind}, not a regular file; replace it with your "
                 f"{CONFIG_FILE}, or move it away and run `claude-force init` to create one"
             )
-    raise _config_error(
-        f"no {CONFIG_DIR}/{CONFIG_FILE} found in {origin} or any parent folder; {_INIT_HINT}"
+    loose = next(
+        (f / CONFIG_FILE for f in (origin, *origin.parents) if _is_file(f / CONFIG_FILE)), None
     )
+    hint = (
+        _INIT_HINT
+        if loose is None
+        else f"{shown(loose)} is outside a {CONFIG_DIR}/ folder: pass it with "
+        f"`--config {shown(loose)}` (config_path= in Python), or move it into {CONFIG_DIR}/"
+    )
+    raise _config_error(
+        f"no {CONFIG_DIR}/{CONFIG_FILE} found in {origin} or any parent folder; {hint}"
+    )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _file_kind(path: Path) -> str | None:

@@ -421,6 +421,18 @@ def test_find_config_walks_up_from_a_subfolder(tmp_path: Path) -> None:
     assert find_config(tmp_path) == path
 
 
+def test_a_claude_json_outside_a_claude_folder_is_named_with_the_option(tmp_path: Path) -> None:
+    (tmp_path / "claude.json").write_text('{"agents": {}}', encoding="utf-8")
+    deep = tmp_path / "src"
+    deep.mkdir()
+    with pytest.raises(ConfigError) as info:
+        find_config(deep)
+    message = str(info.value)
+    assert f"--config {tmp_path / 'claude.json'}" in message
+    assert "claude-force init" not in message
+    assert load_config(tmp_path / "claude.json").agents == {}
+
+
 def test_find_config_defaults_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = make_project(tmp_path, one_agent())
     monkeypatch.chdir(tmp_path)
