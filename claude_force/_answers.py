@@ -33,9 +33,26 @@ def expect_answer(value: object, model: type[M]) -> M:
     their kinds, keeps a proxy's page or an empty object from reaching the caller as one.
     """
     problem = _answer_problem(value, model)
+    if problem is None and model is _message_type():
+        problem = _message_problem(value)
     if problem is not None:
         raise _NotAnAnswer(problem)
     return typing.cast(M, value)
+
+
+def _message_problem(message: Any) -> str | None:
+    """What the generic check leaves to the SDK's lenient reading and the caller reads: the
+    model's name, and each content block's type (and a text block's text)."""
+    if not isinstance(message.model, str):
+        return f"a Message whose 'model' is a {type(message.model).__name__}"
+    for i, block in enumerate(message.content):
+        kind = getattr(block, "type", None)
+        if not isinstance(kind, str):
+            return f"a Message whose content[{i}] is a {type(block).__name__}, not a block"
+        if kind == "text" and not isinstance(getattr(block, "text", None), str):
+            text = getattr(block, "text", None)
+            return f"a Message whose content[{i}] text is a {type(text).__name__}"
+    return None
 
 
 def _answer_problem(value: object, model: type) -> str | None:

@@ -23,6 +23,7 @@ import email.utils
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -654,20 +655,14 @@ class Transport:
         import anthropic
 
         try:
-            return await call(timeout)
+            # The SDK's timeout bounds each wait for bytes; this bounds the whole response,
+            # which a server sending a byte at a time could otherwise stretch for ever.
+            return await _within(call(timeout), timeout)
         except anthropic.APIStatusError as exc:
             headers = exc.response.headers
             return _Failure(exc.status_code, headers, self._map_status(exc, attempt))
-        except anthropic.APITimeoutError:
-            cause = f"timeout_seconds={self.timeout_seconds:g}"
-            if timeout < self.timeout_seconds and self.deadline_seconds is not None:
-                cause = f"all that deadline_seconds={self.deadline_seconds:g} had left"
-            err = APIError(
-                f"request timed out after {timeout:g}s ({cause})",
-                error_type="timeout",
-                attempts=attempt,
-            )
-            return _Failure(None, None, err)
+        except (anthropic.APITimeoutError, asyncio.TimeoutError):
+            return self._timed_out(timeout, attempt)
         except anthropic.APIConnectionError as exc:
             err = APIError(
                 self._redact(f"connection error: {exc.__cause__ or exc}"),
@@ -710,8 +705,27 @@ class Transport:
             attempts=attempt,
         )
 
+    def _timed_out(self, timeout: float, attempt: int) -> _Failure:
+        cause = f"timeout_seconds={self.timeout_seconds:g}"
+        if timeout < self.timeout_seconds and self.deadline_seconds is not None:
+            cause = f"all that deadline_seconds={self.deadline_seconds:g} had left"
+        err = APIError(
+            f"request timed out after {timeout:g}s ({cause})",
+            error_type="timeout",
+            attempts=attempt,
+        )
+        return _Failure(None, None, err)
+
     def _redact(self, text: str) -> str:
         return redact_key(text, self._api_key)
+
+
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable``, or asyncio.TimeoutError once ``seconds`` have passed."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
 _KEY_PROBE = 16  # a key's first characters that mark an echo of it (its public prefix and more)

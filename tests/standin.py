@@ -57,7 +57,8 @@ class Reply:
     ``usage`` merged over defaults, ``thinking`` / ``tool_use`` blocks first); any other status
     answers the service's error body with ``ERROR_TYPES[status]`` unless ``body`` is given.
     ``action``: ``"reset"`` closes the connection without answering, ``"truncate"`` sends half
-    the body, ``"gzip"`` compresses it. ``hold`` is an Event the handler waits on first.
+    the body, ``"gzip"`` compresses it, ``"trickle"`` sends it a byte every 20 ms. ``hold`` is
+    an Event the handler waits on first.
     """
 
     status: int = 200
@@ -185,8 +186,15 @@ class StandIn:
         h.send_header("content-length", str(len(payload)))
         h.end_headers()
         try:
-            h.wfile.write(sent)
-            h.wfile.flush()
+            if reply.action == "trickle":  # a byte at a time, every 20 ms, as long as read
+                pause = threading.Event()
+                for i in range(len(sent)):
+                    h.wfile.write(sent[i : i + 1])
+                    h.wfile.flush()
+                    pause.wait(0.02)
+            else:
+                h.wfile.write(sent)
+                h.wfile.flush()
         except OSError:
             return
         if reply.action == "truncate":

@@ -35,6 +35,19 @@ NOT_ANSWERS = {
     ),
     "a negative count": Reply(usage={"output_tokens": -5}),
     "a boolean count": Reply(usage={"input_tokens": True}),
+    # Paid for (usage given), but not an answer the caller can read.
+    **{
+        name: Reply(body=message_body(usage={"input_tokens": 100, "output_tokens": 20}, **f))
+        for name, f in dict[str, dict[str, Any]](
+            {
+                "text null": {"content": [{"type": "text", "text": None}]},
+                "text a number": {"content": [{"type": "text", "text": 5}]},
+                "a null block": {"content": [None, {"type": "text", "text": "x"}]},
+                "a string block": {"content": ["x"]},
+                "model null": {"content": [{"type": "text", "text": "x"}], "model": None},
+            }
+        ).items()
+    },
 }
 
 
@@ -146,3 +159,28 @@ async def test_counts_too_big_for_the_ledger_keep_the_answer_and_a_clamped_row(
     assert result.success and result.usage.cache_read_tokens == 2**64
     assert [(row.outcome, row.cache_read_tokens) for row in rows] == [("success", 2**63 - 1)]
     assert "does not fit a 64-bit integer" in caplog.text
+
+
+async def test_a_body_sent_a_byte_at_a_time_is_cut_off_at_timeout_seconds(
+    project: Path, standin: StandIn
+) -> None:
+    """The SDK's timeout bounds each wait for bytes; a response that keeps trickling in is
+    still an attempt that timed out."""
+    standin.script(Reply(action="trickle", text="x" * 400))
+    async with make(project, standin, max_retries=0, timeout_seconds=0.5) as orch:
+        result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
+    err = result.error
+    assert isinstance(err, APIError) and err.error_type == "timeout", result.errors
+    assert "timed out after 0.5s (timeout_seconds=0.5)" in err.message
+
+
+async def test_one_unreadable_answer_fails_its_task_only(project: Path, standin: StandIn) -> None:
+    bad = NOT_ANSWERS["text null"]
+    standin.script(Reply(), bad, Reply())
+    async with make(project, standin, max_retries=0, enable_cache=False) as orch:
+        agent = orch.list_agents()[0]
+        results = await orch.execute_multiple([(agent, "one"), (agent, "two"), (agent, "three")])
+    assert [r.success for r in results].count(True) == 2
+    failed = next(r for r in results if not r.success)
+    assert isinstance(failed.error, APIError) and failed.error.error_type == "invalid_response"
+    assert "content[0]" in failed.error.message
