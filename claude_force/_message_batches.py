@@ -747,11 +747,22 @@ def _total(view: MessageBatch) -> int:
 def _batch_error(res: Any, batch_id: str) -> APIError:
     """The error of a request that did not succeed in ``batch_id``; resubmitted by a rerun."""
     if res.type == "errored":
-        error = res.error.error
+        # The service sends {"error": {"error": {"type", "message"}, "request_id"}}; a
+        # stand-in may leave any of it out.
+        outer = getattr(res, "error", None)
+        error = getattr(outer, "error", None)
+        kind = getattr(error, "type", None) or "unknown"
+        message = getattr(error, "message", None) or "no error details were given"
         return APIError(
-            f"the request failed in message batch {batch_id}: {error.type}: {error.message}",
-            request_id=res.error.request_id,
-            error_type=f"batch_errored:{error.type}",
+            f"the request failed in message batch {batch_id}: {kind}: {message}",
+            request_id=getattr(outer, "request_id", None),
+            error_type=f"batch_errored:{kind}",
+        )
+    if res.type not in ("expired", "canceled"):
+        return APIError(
+            f"message batch {batch_id} gave a result of unknown type {str(res.type)[:40]!r} "
+            "for this request; its answer, if any, was not read: run again to submit it anew",
+            error_type="batch_unknown_result",
         )
     if res.type == "expired":
         return APIError(

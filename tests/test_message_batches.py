@@ -530,3 +530,18 @@ async def test_a_state_file_with_wrong_types_is_refused_not_misread(
             await run(orch, items(1), state, time_)
     assert "not one this version wrote" in str(caught.value)
     assert json.loads(state.read_text(encoding="utf-8")) == doc and bsim.batches_created == 0
+
+
+def test_a_batch_result_without_details_or_of_an_unknown_type_is_a_named_failure() -> None:
+    """A stand-in's ``errored`` result without its error object, or a result type the
+    service may add later: a failure saying so, never a crash, never called canceled."""
+    from types import SimpleNamespace
+
+    from claude_force._message_batches import _batch_error
+
+    bare = _batch_error(SimpleNamespace(type="errored", error=None), "msgbatch_1")
+    assert bare.error_type == "batch_errored:unknown"
+    assert "no error details were given" in bare.message
+    odd = _batch_error(SimpleNamespace(type="mystery"), "msgbatch_1")
+    assert odd.error_type == "batch_unknown_result"
+    assert "'mystery'" in odd.message and "canceled" not in odd.message
