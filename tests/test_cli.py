@@ -403,3 +403,15 @@ def test_paths_in_cli_lines_escape_control_characters() -> None:
     odd = b"out-\xff\x1b[31mred\n.jsonl".decode("utf-8", "surrogateescape")
     assert path_shown(odd) == "out-\ufffd\\x1b[31mred\\n.jsonl"
     assert path_shown("plain/results.jsonl") == "plain/results.jsonl"
+
+
+def test_usd_shows_any_amount() -> None:
+    """A ledger sum from a server's impossible counts must not stop the reports."""
+    from decimal import Decimal
+
+    from claude_force.cli._common import usd
+
+    assert usd(Decimal("0.0123")) == "$0.0123" and usd(Decimal("1.5")) == "$1.50"
+    assert usd(Decimal("2E+24")) == "$2.000000e+24"
+    assert usd(Decimal("1234567890123456.5")) == "$1.234568e+15"
+    assert usd(Decimal("12345678901234.5")) == "$12345678901234.50"

@@ -247,7 +247,10 @@ def cli_message(text: str) -> str:
 
 
 def usd(value: Decimal) -> str:
-    """``$0.0123``, ``$1.50``: to the micro-dollar, at least two decimals."""
+    """``$0.0123``, ``$1.50``: to the micro-dollar, at least two decimals (a sum beyond any
+    real bill, from a server's impossible counts, in scientific notation)."""
+    if not value.is_finite() or value.adjusted() >= 15:
+        return f"${value:.6e}"
     whole, _, frac = f"{value.quantize(Decimal('0.000001')):f}".partition(".")
     return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
 
