@@ -113,3 +113,27 @@ async def test_aclose_twice_and_close_after_are_harmless(tmp_path: Path) -> None
     assert await cache.aget(key(1)) is None
     await cache.aset(key(2), {"n": 2})  # a closed cache stores nothing and raises nothing
     assert cache.get_stats()["entries"] == 1
+
+
+async def test_close_while_another_process_holds_the_lock_waits_one_busy_timeout(
+    tmp_path: Path, locked: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write attempt waits the busy timeout (10 s): close tries what is queued once and
+    drops it, instead of once per attempt (four) and per transaction."""
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_S", 0.01)
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    disk = cache._disk
+    assert disk is not None
+    tried: list[str] = []
+    disk._worker.close()  # the writes below wait for close(), not for the thread
+    disk._writer.set_trace_callback(tried.append)
+    for n in range(3):
+        await cache.aset(key(n), {"n": n})
+    await cache.aclose()
+    assert sum(s.startswith("BEGIN IMMEDIATE") for s in tried) == 1
+    assert not any("wal_checkpoint" in s for s in tried)
+    locked.execute("ROLLBACK")
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET) as reopened:
+        reopened.set(key(5), {"n": 5})  # the cache works on once the lock is gone
+        hit = reopened.get(key(5))
+    assert hit is not None and hit.value == {"n": 5}

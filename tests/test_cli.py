@@ -76,6 +76,31 @@ def test_run_json(project: Path, env: Simulator, capsys: pytest.CaptureFixture[s
     assert out["metadata"]["attempts"] == 1
 
 
+def test_run_prints_the_answer_before_the_orchestrator_closes(
+    project: Path,
+    env: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Closing writes what is queued and can wait on another process's lock: the answer and
+    its line are out before that starts."""
+    from claude_force import AsyncAgentOrchestrator
+
+    env.script(Fault.reply("THE-ANSWER"))
+    seen: list[tuple[str, str]] = []
+    real = AsyncAgentOrchestrator.close
+
+    async def close(self: AsyncAgentOrchestrator) -> None:
+        captured = capsys.readouterr()
+        seen.append((captured.out, captured.err))
+        await real(self)
+
+    monkeypatch.setattr(AsyncAgentOrchestrator, "close", close)
+    assert run("run", "code-reviewer", "Review x.py", "-c", str(project)) == 0
+    assert seen and seen[0][0] == "THE-ANSWER\n"
+    assert "tokens" in seen[0][1]
+
+
 def test_run_shows_the_rate_limits_on_stderr(
     project: Path, env: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

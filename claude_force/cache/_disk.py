@@ -162,6 +162,11 @@ class DiskTier:
         self._worker = Worker(self._background, name=f"claude-force-cache-writer:{self.path}")
         self._generation = self._read_generation = _fork_generation
         self._closed = False
+        # Closing: a write that waited out the busy timeout (another process holds the lock)
+        # is not tried again, and what is still queued is dropped, so that close() returns
+        # within about one busy timeout instead of one per attempt and per transaction.
+        self._closing = False
+        self._gave_up = False
         # The database file or its folder was removed or replaced while open: writes would
         # go to a deleted file. Each write tries to reopen; until then lookups are misses.
         self._gone = False
@@ -308,7 +313,9 @@ class DiskTier:
                     raise
             except sqlite3.Error as exc:
                 last_try = attempt == _WRITE_ATTEMPTS - 1
-                if is_busy(exc) and not last_try:
+                if is_busy(exc) and self._closing:
+                    self._gave_up = True
+                elif is_busy(exc) and not last_try:
                     continue  # the busy timeout already waited; try again
                 self._failed(exc, action)
                 if is_corruption(exc) and not last_try:
@@ -437,7 +444,7 @@ class DiskTier:
         while True:
             # Checked under the write lock: what another thread took is committed by then.
             with self._write_lock:
-                if self._closed or not self._has_work():
+                if self._closed or self._gave_up or not self._has_work():
                     return
                 self._write("flush", _nothing, None, take_queued=True)
 
@@ -574,8 +581,17 @@ class DiskTier:
         """Write everything waiting in memory before returning (durable on return)."""
         self._drain()
 
+    def start_closing(self) -> None:
+        """From now on a write that waited out the busy timeout is not retried (see close)."""
+        self._closing = True
+
     def close(self) -> None:
-        """Write what waits, truncate the WAL, close the connections, join the thread."""
+        """Write what waits, truncate the WAL, close the connections, join the thread.
+
+        While another process holds the write lock this waits one busy timeout at most
+        (what is queued is then not stored: a cache entry, never an answer).
+        """
+        self._closing = True
         self._worker.close()
         self.flush()
         with self._write_lock:
@@ -584,7 +600,8 @@ class DiskTier:
             self._closed = True
             self._close_reader()
             if self._generation == _fork_generation and not self._gone:
-                self._wal.truncate(self._writer)
+                if not self._gave_up:  # else the lock is held: a later open reclaims the WAL
+                    self._wal.truncate(self._writer)
                 self._writer.close()
             self._wal.close()
 

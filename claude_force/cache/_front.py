@@ -360,6 +360,7 @@ class ResponseCache:
         """
         if self._disk is None:
             return
+        self._disk.start_closing()  # another process's lock: one busy timeout, not many
         self._disk.flush()  # first, so the final counters include what was queued
         self._final_stats = self.get_stats()
         disk, redis, self._disk, self._redis = self._disk, self._redis, None, None

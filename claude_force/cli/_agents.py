@@ -213,19 +213,23 @@ def run_cmd(
             cache = orch.response_cache
             in_cache = result.success and cache is not None and not cache.is_excluded(agent)
             limits = rate_limit_line(orch.rate_limit_state)  # empty when nothing was sent
+            # The answer goes out now: closing can wait on another process's lock.
+            show(result)
             return result
 
+    def show(result: AgentResult) -> None:
+        if as_json:
+            deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
+        elif result.success:
+            deliver(lambda: write_text(result.output), in_cache=in_cache)
+            say(result_line(result))
+            if limits:
+                say(limits)
+        note = stop_note(result) if result.success else None
+        if note:
+            say(note)
+
     result = run_async(go())
-    if as_json:
-        deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
-    elif result.success:
-        deliver(lambda: write_text(result.output), in_cache=in_cache)
-        say(result_line(result))
-        if limits:
-            say(limits)
-    note = stop_note(result) if result.success else None
-    if note:
-        say(note)
     if not result.success:
         # An API error's text is the service's: shown as it came, never reworded.
         show_error(
