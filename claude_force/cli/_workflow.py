@@ -292,7 +292,7 @@ def workflow_cmd(
 
     async def go() -> WorkflowResult:
         async with orch:
-            return await run_with_progress(
+            result = await run_with_progress(
                 orch,
                 name,
                 text,
@@ -301,21 +301,24 @@ def workflow_cmd(
                 refresh=refresh,
                 resume=resume,
             )
+            show(result)  # now: closing can wait on another process's lock
+            return result
 
-    result = run_async(go())
-    if resume and not result.reused:
-        say(
-            "--resume: no unchanged step of an earlier run of this workflow and task was kept; "
-            "every step ran"
-        )
-    if as_json:
-        deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
-        if not result.success:
-            show_failure(result)
-    else:
-        all_steps = sys.stdout is not None and sys.stdout.isatty()
-        deliver(lambda: print_workflow_result(result, all_steps=all_steps), in_cache=in_cache)
-    if not result.success:
+    def show(result: WorkflowResult) -> None:
+        if resume and not result.reused:
+            say(
+                "--resume: no unchanged step of an earlier run of this workflow and task was "
+                "kept; every step ran"
+            )
+        if as_json:
+            deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
+            if not result.success:
+                show_failure(result)
+        else:
+            all_steps = sys.stdout is not None and sys.stdout.isatty()
+            deliver(lambda: print_workflow_result(result, all_steps=all_steps), in_cache=in_cache)
+
+    if not run_async(go()).success:
         raise RunFailed
 
 
