@@ -398,6 +398,14 @@ class _Writer:
     # -- disk (with self._io held) ------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        if self._conn is not None and _inode(self.path) != self._identity:
+            # Deleted or replaced while open: rows would go to a file no one can read.
+            self._disconnect()
+            _log.warn(
+                f"replaced:{self.path}",
+                f"usage ledger {self.path} was removed or replaced while in use; "
+                "recording into a fresh one",
+            )
         if self._conn is None:
             _prepare_folder(self.path.parent, self.keep_out_of_git)
             self._identity = _inode(self.path)

@@ -168,6 +168,29 @@ def test_damaged_ledger_is_moved_aside_and_a_fresh_one_started(
     assert str(path) in message and str(aside) in message and "fresh" in message
 
 
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_ledger_deleted_while_in_use_records_into_a_fresh_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, what: str
+) -> None:
+    path = tmp_path / "data" / "usage.db"
+    with Ledger(path) as led:
+        led.record(row(message_id="before"))
+        assert led.flush(timeout=30)
+        if what == "file":
+            for name in ("usage.db", "usage.db-wal", "usage.db-shm"):
+                (path.parent / name).unlink(missing_ok=True)
+        else:
+            import shutil
+
+            shutil.rmtree(path.parent)
+        led.record(row(message_id="after"))
+        assert led.flush(timeout=30)
+        assert led.dropped == 0
+    assert [r.message_id for r in read_rows(path)] == ["after"]
+    (message,) = warnings_of(caplog)
+    assert str(path) in message and "removed or replaced while in use" in message
+
+
 # -- reading -----------------------------------------------------------------------------------
 
 
