@@ -51,6 +51,7 @@ from ._record import CallContext
 from ._request import Request
 
 if TYPE_CHECKING:
+    from ._ledger import Ledger
     from ._orchestrator import AsyncAgentOrchestrator
 
 __all__ = [
@@ -367,7 +368,7 @@ async def run_batch_file(
                 found_failed=len(found.failed),
                 expected=await asyncio.to_thread(count_input_lines, input_path, max_line=limit),
             )
-            records = _Records(results, summary, on_progress)
+            records = _Records(results, summary, on_progress, orch._recorder.opened)
             skip = found.succeeded if retry_failed else found.succeeded | found.failed
             lines = records.unfinished(read_input(handle, max_line=limit), skip, found.failed)
             try:
@@ -399,8 +400,10 @@ class _Records:
         results: ResultsFile,
         summary: BatchSummary,
         on_progress: Callable[[BatchSummary], None] | None,
+        ledger: Callable[[], Ledger | None] = lambda: None,
     ) -> None:
         self.results = results
+        self._ledger = ledger
         self.summary = summary
         self._report = on_progress or (lambda _summary: None)
         self._pulled = 0
@@ -420,6 +423,11 @@ class _Records:
             yield item
 
     async def add(self, record: BatchRecord) -> None:
+        # The call's ledger row is written before its record: a rerun skips the ids that
+        # have a record, so a row still queued when the process is killed would be lost.
+        ledger = self._ledger()
+        if ledger is not None:
+            await off_loop(ledger.flush)
         self.results.append(record)
         self.summary.add(record)
         self._report(self.summary)

@@ -19,6 +19,7 @@ from claude_force import (
     AgentOrchestrator,
     AsyncAgentOrchestrator,
     BatchRecord,
+    BatchSummary,
     Budget,
     BudgetExceeded,
     InvalidArgumentError,
@@ -33,6 +34,7 @@ from claude_force._batch_io import (
     read_input,
     scan_results,
 )
+from claude_force._ledger import read_rows
 from claude_force.testing import Fault, Simulator
 
 from ._support import no_hang
@@ -127,6 +129,27 @@ async def test_the_first_progress_report_says_how_many_lines_to_expect(
             monkeypatch.setattr("sys.stdin", stdin)
             piped = await run_batch_file(orch, "-", tmp_path / "piped.jsonl")
     assert piped.expected is None and piped.total == 3
+
+
+async def test_a_record_is_written_only_once_its_ledger_row_is(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    """A rerun after kill -9 skips the ids that have a record: each one's ledger row must be
+    on disk by then, or the money it cost is never reported."""
+    src = write_input(tmp_path / "in.jsonl", [line(f"Review module {i}.py") for i in range(6)])
+    out = tmp_path / "out.jsonl"
+    seen: list[tuple[int, int]] = []
+
+    def check(summary: BatchSummary) -> None:
+        if out.exists():
+            paid = sum(1 for r in records(out) if r["success"])
+            seen.append((paid, len(read_rows(ledger))))
+
+    async with make(project, sim, enable_tracking=True) as orch:
+        ledger = orch.ledger_path
+        await run_batch_file(orch, src, out, on_progress=check)
+    assert seen and seen[-1][0] == 6
+    assert all(rows >= paid for paid, rows in seen), seen
 
 
 def test_item_fields_name_the_problem() -> None:
