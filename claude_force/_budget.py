@@ -20,6 +20,8 @@ pre-request bound cannot know which part the prompt cache will serve.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -228,6 +230,10 @@ class BudgetTracker:
         self._spent = _Totals()
         self._open: dict[int, Reservation] = {}
         self._keys = itertools.count(1)
+        # Calls refused only because of what requests in flight set aside wait for one of
+        # those to settle (their real cost is usually far below their worst case).
+        self._settled = 0  # reservations committed or released so far
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     @property
     def spent(self) -> dict[str, Decimal | int]:
@@ -293,6 +299,7 @@ class BudgetTracker:
                     f"reservation for {reservation.model!r} was already committed or released; "
                     "commit once per logical call, after the last retry"
                 )
+            self._wake_locked()
             s = self._spent
             s.input_tokens += usage.prompt_tokens
             s.output_tokens += usage.output_tokens
@@ -305,9 +312,28 @@ class BudgetTracker:
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call consumed nothing; a no-op once settled."""
         with self._lock:
-            self._open.pop(reservation.key, None)
+            if self._open.pop(reservation.key, None) is not None:
+                self._wake_locked()
+
+    async def settled_since(self, settled: int) -> None:
+        """Return once a reservation settled after the count ``settled`` (at once if one
+        already has): a refused call that only in-flight requests kept out tries again."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._settled > settled:
+                return
+            self._waiters.append((loop, waiter))
+        await waiter
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _wake_locked(self) -> None:
+        self._settled += 1
+        waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                loop.call_soon_threadsafe(_set_done, waiter)
 
     def _spent_dict(self) -> dict[str, Decimal | int]:
         s = self._spent
@@ -389,12 +415,15 @@ class BudgetTracker:
             return
         show = _usd if name == "max_cost_usd" else _count
         in_flight = f" (+ {show(reserved)} reserved by requests in flight)" if reserved else ""
-        raise BudgetExceeded(
+        refused = BudgetExceeded(
             f"budget {name}={show(limit)} would be crossed: spent {show(spent)}{in_flight}, "
             f"and the next request to {model!r} could use up to {show(estimate)}. "
             f"Raise {name}, lower max_tokens, or shorten the task.",
             spent=self._spent_dict(),
         )
+        if reserved and spent + estimate <= limit:
+            refused._wait_for = (self, self._settled)  # fits once in-flight ones settle
+        raise refused
 
     def _refuse_unpriced(self, model: str, price_table: PriceTable, limit: Decimal) -> None:
         reason = price_table.unpriced_reason(model) or "it is not in the price table"
@@ -412,8 +441,14 @@ async def reserve_all(
     request: Request,
     prices: PriceTable,
     count_tokens: CountTokens,
+    *,
+    wait: bool = True,
 ) -> list[tuple[BudgetTracker, Reservation]]:
     """Reserve ``request``'s worst case on every tracker, or raise before anything is sent.
+
+    A request kept out only by what requests in flight set aside waits (``wait``) for one of
+    them to settle, then tries again: their real cost is usually far below their worst case.
+    It is refused at once when what was spent leaves no room for it.
 
     The input is first taken at :func:`input_token_bound`. Only when that does not fit, and a
     smaller input would, is ``count_tokens`` awaited for the exact figure; the reservation is then
@@ -421,6 +456,22 @@ async def reserve_all(
     count fails, the bound decides (the request is refused) and the error says so. Release the
     result with :func:`release_all`, or commit each reservation once the call ends.
     """
+    while True:
+        try:
+            return await _reserve_all_once(trackers, request, prices, count_tokens)
+        except BudgetExceeded as exc:
+            if exc._wait_for is None or not wait:
+                raise
+            tracker, settled = exc._wait_for
+            await tracker.settled_since(settled)
+
+
+async def _reserve_all_once(
+    trackers: Sequence[BudgetTracker],
+    request: Request,
+    prices: PriceTable,
+    count_tokens: CountTokens,
+) -> list[tuple[BudgetTracker, Reservation]]:
     if not trackers:
         return []
     bound = input_token_bound(request)
@@ -438,10 +489,17 @@ async def reserve_all(
     try:
         return _reserve_each(trackers, request, exact, prices)
     except BudgetExceeded as exc:
-        raise BudgetExceeded(
+        counted = BudgetExceeded(
             f"{exc} (The input was counted exactly by count_tokens: {exact:,} tokens.)",
             spent=exc.spent,
-        ) from None
+        )
+        counted._wait_for = exc._wait_for
+        raise counted from None
+
+
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def release_all(reservations: Iterable[tuple[BudgetTracker, Reservation]]) -> None:

@@ -128,6 +128,8 @@ class BudgetExceeded(RunError):
     def __init__(self, message: str, *, spent: dict[str, Decimal | int] | None = None) -> None:
         super().__init__(message)
         self.spent: dict[str, Decimal | int] = dict(spent or {})
+        # Set when only requests in flight kept this one out: (tracker, settlements seen).
+        self._wait_for: tuple[Any, int] | None = None
 
 
 class CacheIntegrityError(RunError):

@@ -419,8 +419,14 @@ class _Run:
                     self._wait_for(batch_id, custom_id, p)
                     continue
                 try:
+                    # No waiting for settlements: this run's own items settle only once
+                    # their batch ends, after everything is submitted.
                     p.reservations = await reserve_all(
-                        self.budgets, prepared, self.orch.prices, self.orch._transport.count_tokens
+                        self.budgets,
+                        prepared,
+                        self.orch.prices,
+                        self.orch._transport.count_tokens,
+                        wait=False,
                     )
                 except BudgetExceeded as exc:  # this item and the rest stay unsent
                     self.stop = exc

@@ -217,10 +217,13 @@ def test_json_summary_and_max_cost(
 ) -> None:
     src = tasks_file(tmp_path, 20)
     out = tmp_path / "out.jsonl"
-    code = in_process([*batch_argv(project, src, out, "--json", "--max-cost", "0.08")], env)
+    # A line's worst case is about $0.047 and its real cost about $0.002: lines wait for the
+    # one in flight to settle rather than being refused, and the run stops once what was
+    # spent leaves no room for another worst case.
+    code = in_process([*batch_argv(project, src, out, "--json", "--max-cost", "0.05")], env)
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
-    assert code == 1
+    assert code == 1 and summary["succeeded"] >= 2
     assert set(summary) == {
         "total",
         "complete",
