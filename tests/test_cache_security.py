@@ -64,8 +64,17 @@ def test_sticky_world_writable_dir_is_still_refused(tmp_path: Path) -> None:
     folder = tmp_path / "tmpish"
     folder.mkdir()
     folder.chmod(0o1777)
-    with pytest.raises(CacheDirectoryError, match="writable by every user"):
+    with pytest.raises(CacheDirectoryError, match="writable by every user") as info:
         ensure_private_dir(folder)
+    # A shared folder like /tmp: never told to chmod it (that would break the machine).
+    assert "chmod" not in str(info.value) and "choose a folder of your own" in str(info.value)
+    link = tmp_path / "link"
+    link.symlink_to(folder.parent / "open")
+    (folder.parent / "open").mkdir()
+    (folder.parent / "open").chmod(0o777)
+    with pytest.raises(CacheDirectoryError) as through_link:
+        ensure_private_dir(link)
+    assert "chmod" not in str(through_link.value)
 
 
 def test_group_writable_dir_is_accepted(tmp_path: Path) -> None:

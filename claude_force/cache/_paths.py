@@ -70,9 +70,14 @@ def _check(path: Path, what: str, other: str) -> None:
             f"run `chown {os.getuid()} {path}` or {other}",
         )
     if info.st_mode & stat.S_IWOTH:
+        # A shared folder (/tmp, /dev/shm: sticky, everyone's) or a link is not made private:
+        # `chmod` on it would break every other user of the machine, or change the target.
+        shared = info.st_mode & stat.S_ISVTX or path.is_symlink()
         raise refuse(
             "is writable by every user, who could plant or replace cache entries",
-            f"run `chmod 700 {path}` or {other}",
+            f"choose a folder of your own: {other}"
+            if shared
+            else f"run `chmod 700 {path}` or {other}",
         )
 
 
