@@ -161,6 +161,8 @@ def _count(source: object, name: str) -> int:
     value = _get(source, name)
     if value is None:
         return 0
+    if type(value) is float and value.is_integer() and value >= 0:
+        return int(value)  # 100.0 from a stand-in or proxy: a whole count, billed as such
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidArgumentError(
             f"usage field {name!r} must be a non-negative int or null, got {value!r}; "

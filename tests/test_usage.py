@@ -74,6 +74,16 @@ def test_rejects_bad_counts(bad: Any, field: str) -> None:
         Usage(**{field: bad})
 
 
+def test_whole_counts_sent_as_floats_are_read_and_others_refused() -> None:
+    """A stand-in or proxy writing 100.0: the answer is paid for and its counts are whole."""
+    usage = Usage.from_api({"input_tokens": 100.0, "output_tokens": 20.0})
+    assert (usage.input_tokens, usage.output_tokens) == (100, 20)
+    assert type(usage.input_tokens) is int
+    for bad in (1.5, -1.0, float("inf"), float("nan")):
+        with pytest.raises(InvalidArgumentError, match="input_tokens"):
+            Usage.from_api({"input_tokens": bad, "output_tokens": 1})
+
+
 def test_is_immutable() -> None:
     u = Usage()
     with pytest.raises(AttributeError):
