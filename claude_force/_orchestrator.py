@@ -269,7 +269,8 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
             ctx = CallContext(task, budgets, run_id, step, use_cache, refresh)
             return await self._run_isolated(agent, request, ctx)
 
-        runner = WorkflowRunner(spec, task, self._requests, send, runs=self._runs)
+        runs, recorded = self._runs, self._recorder.flush
+        runner = WorkflowRunner(spec, task, self._requests, send, runs=runs, recorded=recorded)
         return await runner.run(resume=resume, on_step=on_step)
 
     # -- one call: build → cache → admission → transport → record ----------------------

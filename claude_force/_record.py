@@ -112,6 +112,11 @@ class Recorder:
             self._ledger = Ledger(self.ledger_path, keep_out_of_git=True)
         return self._ledger
 
+    def flush(self) -> None:
+        """Write the ledger rows queued so far, if a ledger was opened (blocking)."""
+        if self._ledger is not None:
+            self._ledger.flush()
+
     def opened(self) -> Ledger | None:
         """The ledger if this recorder opened it, else None (reports flush it first)."""
         return self._ledger

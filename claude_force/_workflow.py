@@ -56,8 +56,10 @@ class WorkflowRunner:
         send: SendStep,
         *,
         runs: RunStore | None = None,
+        recorded: Callable[[], object] = lambda: None,
     ) -> None:
         self.spec = spec
+        self.recorded = recorded  # writes the ledger rows queued so far (blocking)
         self.task = task
         self.requests = requests
         self.send = send
@@ -138,6 +140,8 @@ class WorkflowRunner:
         )
         if result.success and self.runs is not None:
             keep = self.runs.keep
+            # Its ledger row first: a resumed run reuses a kept step without a new row.
+            await asyncio.to_thread(self.recorded)
             await asyncio.to_thread(
                 keep, self.spec.name, self.task, self.run_id, index, key, result
             )

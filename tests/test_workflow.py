@@ -189,6 +189,27 @@ async def test_an_unusable_agent_file_is_refused_before_any_step_is_sent(
     assert sim.message_requests == []
 
 
+async def test_a_step_is_kept_for_resume_only_once_its_ledger_row_is_written(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run reuses a kept step without a new row: after kill -9 between the two,
+    the step's cost would be missing from the ledger for good."""
+    from claude_force._runs import RunStore
+
+    config = make_project(tmp_path, {"build": ["planner", "coder"]})
+    rows_at_keep: list[int] = []
+    real = RunStore.keep
+
+    def keep(self: RunStore, *args: Any) -> None:
+        rows_at_keep.append(len(read_rows(config.parent / "data" / "usage.db")))
+        real(self, *args)
+
+    monkeypatch.setattr(RunStore, "keep", keep)
+    async with make(config, sim, enable_tracking=True) as orch:
+        result = await orch.run_workflow("build", "Add a retry helper")
+    assert result.success and rows_at_keep == [1, 2]
+
+
 # -- per-step overrides ---------------------------------------------------------------------
 
 
