@@ -440,3 +440,40 @@ def test_usd_shows_any_amount() -> None:
     assert usd(Decimal("2E+24")) == "$2.000000e+24"
     assert usd(Decimal("1234567890123456.5")) == "$1.234568e+15"
     assert usd(Decimal("12345678901234.5")) == "$12345678901234.50"
+
+
+def test_a_full_stdout_with_the_cache_locked_says_a_rerun_pays(
+    project: Path,
+    env: Simulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The answer is printed before closing, when its cache write may still wait: the message
+    says it is cached only once the write is made."""
+    import sqlite3
+
+    from claude_force.cache import _sqlite
+
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_S", 0.01)
+    monkeypatch.setenv("CLAUDE_CACHE_SECRET", "s" * 32)
+    cache_dir = tmp_path / "cache"
+    assert (
+        run("run", "code-reviewer", "warm up", "-c", str(project), "--cache-dir", str(cache_dir))
+        == 0
+    )
+    holder = sqlite3.connect(cache_dir / "cache.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process, holding the write lock
+    capsys.readouterr()
+    try:
+        with open("/dev/full", "w", encoding="utf-8") as full:
+            monkeypatch.setattr("sys.stdout", full)
+            code = run(
+                "run", "code-reviewer", "x", "-c", str(project), "--cache-dir", str(cache_dir)
+            )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "the answer was not cached, so running again sends (and pays for) a new request" in err

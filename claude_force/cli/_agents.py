@@ -22,6 +22,7 @@ from ._common import (
     RunFailed,
     api_error_hint,
     cache_dir_option,
+    cache_kept,
     config_option,
     console,
     deliver,
@@ -217,11 +218,14 @@ def run_cmd(
             show(result)
             return result
 
+    def kept() -> bool:
+        return in_cache and cache_kept(orch.response_cache)
+
     def show(result: AgentResult) -> None:
         if as_json:
-            deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
+            deliver(lambda: print_json(result.to_dict()), in_cache=kept)
         elif result.success:
-            deliver(lambda: write_text(result.output), in_cache=in_cache)
+            deliver(lambda: write_text(result.output), in_cache=kept)
             say(result_line(result))
             if limits:
                 say(limits)

@@ -33,6 +33,7 @@ from .. import (
     ClaudeForceError,
     ConfigError,
     InvalidArgumentError,
+    ResponseCache,
     RunError,
     UsageError,
 )
@@ -148,9 +149,10 @@ def require_stdout() -> None:
         )
 
 
-def deliver(write: Callable[[], None], *, in_cache: bool) -> None:
+def deliver(write: Callable[[], None], *, in_cache: Callable[[], bool]) -> None:
     """Run ``write`` (which puts a paid answer on stdout); a failure says whether a rerun is free.
 
+    ``in_cache`` is asked only then: whether the answer is stored (see :func:`cache_kept`).
     A reader that went away (BrokenPipeError, `| head`) is left to the top level.
     """
     try:
@@ -161,12 +163,22 @@ def deliver(write: Callable[[], None], *, in_cache: bool) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         again = (
             "the answer is in the response cache: run the same command again to get it at no cost"
-            if in_cache
+            if in_cache()
             else "the answer was not cached, so running again sends (and pays for) a new request"
         )
         show_error(f"cannot write the answer to standard output ({reason}); {again}")
         _silence_stdout()  # or Python's flush at exit fails again, with a traceback
         raise RunFailed from None
+
+
+def cache_kept(cache: ResponseCache | None) -> bool:
+    """Whether everything handed to ``cache`` so far is stored: its queued writes are made
+    now (blocking), and none of them failed (another process holding the lock, say)."""
+    if cache is None:
+        return False
+    before = cache.get_stats()["errors"]
+    cache.flush()
+    return bool(cache.get_stats()["errors"] == before)
 
 
 def print_json(data: Any) -> None:

@@ -22,6 +22,7 @@ from ._common import (
     EXIT_CODES_HELP,
     RunFailed,
     api_error_hint,
+    cache_kept,
     config_option,
     console,
     cost_text,
@@ -304,6 +305,9 @@ def workflow_cmd(
             show(result)  # now: closing can wait on another process's lock
             return result
 
+    def kept() -> bool:
+        return in_cache and cache_kept(orch.response_cache)
+
     def show(result: WorkflowResult) -> None:
         if resume and not result.reused:
             say(
@@ -311,12 +315,12 @@ def workflow_cmd(
                 "kept; every step ran"
             )
         if as_json:
-            deliver(lambda: print_json(result.to_dict()), in_cache=in_cache)
+            deliver(lambda: print_json(result.to_dict()), in_cache=kept)
             if not result.success:
                 show_failure(result)
         else:
             all_steps = sys.stdout is not None and sys.stdout.isatty()
-            deliver(lambda: print_workflow_result(result, all_steps=all_steps), in_cache=in_cache)
+            deliver(lambda: print_workflow_result(result, all_steps=all_steps), in_cache=kept)
 
     if not run_async(go()).success:
         raise RunFailed
