@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -443,12 +444,14 @@ async def reserve_all(
     count_tokens: CountTokens,
     *,
     wait: bool = True,
+    until: tuple[float | None, Callable[[], float]] = (None, time.monotonic),
 ) -> list[tuple[BudgetTracker, Reservation]]:
     """Reserve ``request``'s worst case on every tracker, or raise before anything is sent.
 
     A request kept out only by what requests in flight set aside waits (``wait``) for one of
     them to settle, then tries again: their real cost is usually far below their worst case.
-    It is refused at once when what was spent leaves no room for it.
+    It is refused at once when what was spent leaves no room for it, and when ``until`` (the
+    call's deadline, or None, and the clock it is on) passes while it waits.
 
     The input is first taken at :func:`input_token_bound`. Only when that does not fit, and a
     smaller input would, is ``count_tokens`` awaited for the exact figure; the reservation is then
@@ -463,7 +466,18 @@ async def reserve_all(
             if exc._wait_for is None or not wait:
                 raise
             tracker, settled = exc._wait_for
-            await tracker.settled_since(settled)
+            deadline, clock = until
+            left = None if deadline is None else deadline - clock()
+            if left is not None and left <= 0:
+                raise
+            try:
+                await asyncio.wait_for(tracker.settled_since(settled), left)
+            except asyncio.TimeoutError:
+                raise BudgetExceeded(
+                    f"{exc} It waited for requests in flight to settle until the call's "
+                    "deadline (deadline_seconds) passed.",
+                    spent=exc.spent,
+                ) from None
 
 
 async def _reserve_all_once(

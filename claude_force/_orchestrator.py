@@ -323,11 +323,13 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
     ) -> AgentResult:
         # Ready before the clock starts: the SDK import and the client are not the request.
         await self._transport.session()
-        count = self._transport.count_tokens
-        reservations = await reserve_all(ctx.budgets, request, self.prices, count)
+        transport, begun = self._transport, self._transport.clock()
+        until = transport.deadline_from(begun), transport.clock  # a budget wait counts too
+        count = transport.count_tokens
+        reservations = await reserve_all(ctx.budgets, request, self.prices, count, until=until)
         started = time.perf_counter()
         try:
-            sent = await self._transport.send(request)
+            sent = await transport.send(request, since=begun)
         except APIError as err:
             release_all(reservations)
             result = outcome.failure_result(agent, request, err, started)

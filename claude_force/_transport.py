@@ -440,8 +440,19 @@ class Transport:
             box.append(response.headers)
             box.status = response.status_code
 
-    async def send(self, request: Request) -> Sent:
-        """Send with retries; raises :class:`APIError` once retries are spent."""
+    def clock(self) -> float:
+        """Now on the clock ``deadline_seconds`` is measured on (pass it to :meth:`send`)."""
+        return self._monotonic()
+
+    def deadline_from(self, since: float) -> float | None:
+        """When a call begun at ``since`` (:meth:`clock`) must end; None without a deadline."""
+        return None if self.deadline_seconds is None else since + self.deadline_seconds
+
+    async def send(self, request: Request, *, since: float | None = None) -> Sent:
+        """Send with retries; raises :class:`APIError` once retries are spent.
+
+        ``since`` (:meth:`clock`): when the call began, if before this (a budget wait), so
+        that ``deadline_seconds`` bounds the whole call."""
         session = await self.session()
         kwargs = request.create_kwargs()
 
@@ -461,7 +472,7 @@ class Transport:
 
         metered = _Metered(request.model, input_chars(request), request.max_tokens)
         message, attempts = await self._retrying(
-            create, session.gate, session.buckets, metered, usage_of
+            create, session.gate, session.buckets, metered, usage_of, since=since
         )
         # When a request took the slot this one gave back, it goes out before this answer's
         # bookkeeping (the caller's, after return): a full gate keeps the pace of its queue.
@@ -533,6 +544,8 @@ class Transport:
         metered: _Metered | None = None,
         usage_of: Callable[[T], Usage] | None = None,
         recover: Callable[[APIError], Awaitable[T | None]] | None = None,
+        *,
+        since: float | None = None,
     ) -> tuple[T, int]:
         """The one retry loop: ``call(timeout)`` until it succeeds or retries are spent.
 
@@ -541,7 +554,7 @@ class Transport:
         headers. With a ``gate``, each attempt holds a concurrency slot, given back while
         waiting. Returns the value and the number of attempts made.
         """
-        start = self._monotonic()
+        start = self._monotonic() if since is None else since
         bucketed = buckets is not None and metered is not None
         retries = bounced = 0
         while True:

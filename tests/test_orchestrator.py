@@ -13,6 +13,7 @@ import pytest
 from claude_force import (
     AgentNotFoundError,
     AsyncAgentOrchestrator,
+    Budget,
     InvalidArgumentError,
     UsageError,
     WorkflowNotFoundError,
@@ -399,3 +400,19 @@ async def test_agent_files_are_read_once_until_they_change(
         await orch.execute_agent("code-reviewer", "after edit")
     assert reads == ["code-reviewer", "code-reviewer"]
     assert "New rule." in sim.message_requests[-1].body["system"][0]["text"]
+
+
+async def test_a_wait_for_the_budget_counts_toward_the_deadline(
+    project: Path, sim: Simulator
+) -> None:
+    """The second call fits the budget only once the first, in flight, settles: it waits, and
+    that wait is part of its deadline, not added to it."""
+    sim.script(Fault.hang())
+    async with make(
+        project, sim, timeout_seconds=60, deadline_seconds=0.3, budget=Budget(max_requests=1)
+    ) as orch:
+        agent = agent_of(orch)
+        first, second = await orch.execute_multiple([(agent, "one"), (agent, "two")])
+    assert not first.success and "deadline_seconds=0.3" in first.errors[0], first.errors
+    assert not second.success and "deadline" in second.errors[0], second.errors
+    sim.release_hangs()
