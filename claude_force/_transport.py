@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import contextvars
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -577,7 +578,7 @@ class Transport:
                     buckets.sending(ticket)
                 token = _ATTEMPT_HEADERS.set(box)
                 try:
-                    outcome = await self._attempt(call, timeout, retries + 1, box)
+                    outcome = await self._attempt(call, timeout, retries + 1, box, start)
                 finally:
                     _ATTEMPT_HEADERS.reset(token)
                     if gate is not None:
@@ -663,14 +664,22 @@ class Transport:
         return self._monotonic() - start + delay >= self.deadline_seconds
 
     async def _attempt(
-        self, call: Callable[[float], Awaitable[T]], timeout: float, attempt: int, seen: _Seen
+        self,
+        call: Callable[[float], Awaitable[T]],
+        timeout: float,
+        attempt: int,
+        seen: _Seen,
+        start: float,
     ) -> T | _Failure:
         import anthropic
 
         try:
             # The SDK's timeout bounds each wait for bytes; this bounds the whole response,
-            # which a server sending a byte at a time could otherwise stretch for ever.
-            return await _within(call(timeout), timeout)
+            # which a server sending a byte at a time could otherwise stretch for ever. An
+            # answer whose headers came in time (it is paid for) gets as long again for its
+            # body, within the deadline.
+            more = functools.partial(self._attempt_timeout, start)
+            return await _within(call(timeout), timeout, lambda: bool(seen), more)
         except anthropic.APIStatusError as exc:
             headers = exc.response.headers
             return _Failure(exc.status_code, headers, self._map_status(exc, attempt))
@@ -733,12 +742,27 @@ class Transport:
         return redact_key(text, self._api_key)
 
 
-async def _within(awaitable: Awaitable[T], seconds: float) -> T:
-    """``awaitable``, or asyncio.TimeoutError once ``seconds`` have passed."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
+async def _within(
+    awaitable: Awaitable[T],
+    seconds: float,
+    answered: Callable[[], bool],
+    more: Callable[[], float],
+) -> T:
+    """``awaitable``, or asyncio.TimeoutError once ``seconds`` have passed; when by then
+    ``answered()`` (the response's headers came), once ``more()`` seconds later."""
+    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10: no movable timeout
+        return await asyncio.wait_for(awaitable, seconds + more())
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(None) as window:
+
+        def check() -> None:
+            window.reschedule(loop.time() + (more() if answered() else 0.0))
+
+        handle = loop.call_at(loop.time() + seconds, check)
+        try:
             return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
+        finally:
+            handle.cancel()
 
 
 _KEY_PROBE = 16  # a key's first characters that mark an echo of it (its public prefix and more)

@@ -57,8 +57,8 @@ class Reply:
     ``usage`` merged over defaults, ``thinking`` / ``tool_use`` blocks first); any other status
     answers the service's error body with ``ERROR_TYPES[status]`` unless ``body`` is given.
     ``action``: ``"reset"`` closes the connection without answering, ``"truncate"`` sends half
-    the body, ``"gzip"`` compresses it, ``"trickle"`` sends it a byte every 20 ms. ``hold`` is
-    an Event the handler waits on first.
+    the body, ``"gzip"`` compresses it, ``"trickle"`` sends it a byte every 20 ms,
+    ``"slow-body"`` in 15 parts 0.1 s apart. ``hold`` is an Event the handler waits on first.
     """
 
     status: int = 200
@@ -186,7 +186,14 @@ class StandIn:
         h.send_header("content-length", str(len(payload)))
         h.end_headers()
         try:
-            if reply.action == "trickle":  # a byte at a time, every 20 ms, as long as read
+            if reply.action == "slow-body":  # the headers at once, the body over 1.5 s
+                pause = threading.Event()
+                step = -(-len(sent) // 15)
+                for i in range(0, len(sent), step):
+                    pause.wait(0.1)
+                    h.wfile.write(sent[i : i + step])
+                    h.wfile.flush()
+            elif reply.action == "trickle":  # a byte at a time, every 20 ms, as long as read
                 pause = threading.Event()
                 for i in range(len(sent)):
                     h.wfile.write(sent[i : i + 1])

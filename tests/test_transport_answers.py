@@ -184,3 +184,14 @@ async def test_one_unreadable_answer_fails_its_task_only(project: Path, standin:
     failed = next(r for r in results if not r.success)
     assert isinstance(failed.error, APIError) and failed.error.error_type == "invalid_response"
     assert "content[0]" in failed.error.message
+
+
+async def test_an_answer_whose_headers_came_in_time_gets_as_long_again_for_its_body(
+    project: Path, standin: StandIn
+) -> None:
+    """Its headers say it is answered (and paid for): cutting it off would pay it again."""
+    standin.script(Reply(action="slow-body", text="the whole answer"))
+    async with make(project, standin, max_retries=0, timeout_seconds=1.0) as orch:
+        result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
+    assert result.success and result.output == "the whole answer", result.errors
+    assert len(standin.messages()) == 1
