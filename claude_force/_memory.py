@@ -417,6 +417,24 @@ def _valid_id(entry_id: object) -> bool:
     return isinstance(entry_id, int) and not isinstance(entry_id, bool) and 0 < entry_id < 2**63
 
 
+class _StrictClock:
+    """``clock``, made to increase at every reading (the next float up when it did not)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        now = self._clock()
+        with self._lock:
+            self._last = now if now > self._last else math.nextafter(self._last, math.inf)
+            return self._last
+
+
+_STRICT_WALL = _StrictClock(time.time)  # one for the process: every store's entries and looks
+
+
 class _Unknown(enum.Enum):
     """A recall the memo cannot answer: it takes the trip to the store."""
 
@@ -609,7 +627,9 @@ class AgentMemory:
         self.path = Path(path)
         self.top_k = top_k
         self.budget_chars = budget_chars
-        self._clock = clock
+        # Entry times and recall times from one clock that never repeats or goes back in this
+        # process: "stored before this recall looked" must not depend on the clock's grain.
+        self._clock = _STRICT_WALL if clock is time.time else _StrictClock(clock)
         self.enabled = fts5_available()
         if not self.enabled:
             _log.warn(

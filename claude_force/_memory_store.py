@@ -39,8 +39,9 @@ _MAX_PENDING = 10_000
 _BUSY_TIMEOUT_S = 10.0
 _READ_BUSY_TIMEOUT_S = 0.1
 _WRITE_ATTEMPTS = 3
-_SCHEMA_VERSION = 2  # 2: entries.seen
-_READABLE_VERSIONS = (1, _SCHEMA_VERSION)  # a version 1 store reads as one with no seen times
+# entries.seen was added without a new version: earlier releases read and write a store
+# that has it (leaving it NULL), and this one adds it to a store that lacks it.
+_SCHEMA_VERSION = 1
 _LINGER_S = 0.03  # in a burst, how long the writer lets entries gather: see Store._gather
 _LINGER_ENTRIES = 256  # ...or until this many are queued
 
@@ -143,8 +144,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-            _add_seen(conn)
             conn.executescript(_SCHEMA)
+        _add_seen(conn)
     except BaseException:
         conn.close()
         raise
@@ -152,8 +153,10 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _add_seen(conn: sqlite3.Connection) -> None:
-    """Give a version 1 store the ``seen`` column (under the write lock: another process
-    may be upgrading the same file)."""
+    """Give a store made by an earlier release the ``seen`` column (checked again under the
+    write lock: another process may be adding it to the same file)."""
+    if "seen" in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
@@ -180,7 +183,7 @@ def _connect_reader(path: Path, identity: tuple[int, int]) -> sqlite3.Connection
     try:
         conn.execute("PRAGMA query_only = ON")
         fresh = _identity(path) != identity
-        if fresh or conn.execute("PRAGMA user_version").fetchone()[0] not in _READABLE_VERSIONS:
+        if fresh or conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
             conn.close()
             return None
     except BaseException:

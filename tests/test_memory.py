@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -317,9 +318,10 @@ async def test_repeats_of_related_tasks_run_at_the_same_time_are_all_hits(
     assert len(sim.message_requests) == sent
 
 
-def test_a_store_of_version_1_is_read_then_upgraded(tmp_path: Path) -> None:
+def test_a_store_of_an_earlier_release_is_read_then_given_the_column(tmp_path: Path) -> None:
     """A store written before entries kept their recall time: read as it is (each entry
-    recalled as of itself), given the column by the first write."""
+    recalled as of itself), given the column by the first write, its version unchanged (so
+    an earlier release running beside this one reads and writes it on)."""
     path = tmp_path / "m.db"
     old = store_mod._SCHEMA.replace(",\n    seen REAL\n", "\n").replace(
         f"user_version = {store_mod._SCHEMA_VERSION}", "user_version = 1"
@@ -345,6 +347,30 @@ def test_a_store_of_version_1_is_read_then_upgraded(tmp_path: Path) -> None:
     with AgentMemory(path) as memory:
         assert [e.task for e in memory.entries()] == [PALETTE, PAYMENT]
         assert [e.task for e in memory.recall(REVIEWER, PAYMENT_AGAIN)] == [PAYMENT]
+
+
+def _constant() -> float:
+    return 1000.0
+
+
+def _backwards() -> Callable[[], float]:
+    times = iter([2000.0, 1000.0, 500.0, 250.0, 125.0, 60.0, 30.0, 15.0])
+    return lambda: next(times, 1.0)
+
+
+@pytest.mark.parametrize("clock", [_constant, _backwards()], ids=["constant", "backwards"])
+def test_a_repeat_recalls_what_its_request_saw_whatever_the_clock_does(
+    tmp_path: Path, clock: Callable[[], float]
+) -> None:
+    """A coarse clock (the same reading twice) or one set back between calls: the entry
+    remembered before a recall still counts as older than that recall."""
+    with AgentMemory(tmp_path / "m.db", clock=clock) as memory:
+        memory.remember(success(REVIEWER, ANSWER_PAYMENT), PAYMENT)
+        block = memory.context(REVIEWER, PAYMENT_AGAIN)  # recalls PAYMENT (still queued)
+        assert block is not None and ANSWER_PAYMENT in block
+        memory.remember(success(REVIEWER, "AGAIN-ANSWER"), PAYMENT_AGAIN)
+        memory.flush()
+        assert memory.context(REVIEWER, PAYMENT_AGAIN) == block  # the repeat's request
 
 
 async def test_a_repeat_recalling_several_entries_is_a_hit_however_far_the_writer_got(
