@@ -765,23 +765,33 @@ async def _within(
             handle.cancel()
 
 
-_KEY_PROBE = 16  # a key's first characters that mark an echo of it (its public prefix and more)
+_KEY_PROBE = 16  # characters of the key in a row that mark an echo of it
 
 
 def redact_key(text: str, key: str) -> str:
-    """``text`` with the API key, and any echo of its beginning (a server or proxy quoting
-    a header cut short), as ``***``."""
-    probe = key[:_KEY_PROBE]
-    if not probe or probe not in text:
+    """``text`` with the API key, and any run of 16 or more of its characters in a row (a
+    server or proxy quoting a header cut short, its start or its end), as ``***``."""
+    if not key:
         return text
-    out, start = [], 0
-    while (at := text.find(probe, start)) >= 0:
-        end = at + len(probe)
-        while end - at < len(key) and end < len(text) and text[end] == key[end - at]:
+    if len(key) <= _KEY_PROBE:
+        return text.replace(key, "***")
+    pieces = _key_pieces(key)
+    out, start, at = [], 0, 0
+    while at + _KEY_PROBE <= len(text):
+        if text[at : at + _KEY_PROBE] not in pieces:
+            at += 1
+            continue
+        end = at + _KEY_PROBE
+        while end < len(text) and text[at : end + 1] in key:
             end += 1
         out += [text[start:at], "***"]
-        start = end
+        start = at = end
     return "".join([*out, text[start:]])
+
+
+@functools.lru_cache(maxsize=4)
+def _key_pieces(key: str) -> frozenset[str]:
+    return frozenset(key[i : i + _KEY_PROBE] for i in range(len(key) - _KEY_PROBE + 1))
 
 
 def _paced(outcome: _Failure) -> bool:

@@ -331,7 +331,9 @@ async def test_api_key_never_in_errors_logs_or_repr(
         assert API_KEY not in str(recorded.headers)
 
 
-@pytest.mark.parametrize("echo", [API_KEY, API_KEY[:20], f"b'Bearer {API_KEY[:-3]}...'"])
+@pytest.mark.parametrize(
+    "echo", [API_KEY, API_KEY[:20], f"b'Bearer {API_KEY[:-3]}...'", f"...{API_KEY[-17:]}"]
+)
 async def test_a_server_echoing_the_key_cut_short_is_redacted(
     project: Path, sim: Simulator, echo: str
 ) -> None:
@@ -341,7 +343,7 @@ async def test_a_server_echoing_the_key_cut_short_is_redacted(
         bad = await orch.execute_agent("code-reviewer", "t")
     assert "Got more than 8190 bytes when reading" in str(bad.to_dict())
     text = str(bad.to_dict())
-    assert API_KEY[:16] not in text and "***" in text
+    assert API_KEY[:16] not in text and API_KEY[-16:] not in text and "***" in text
 
 
 def test_usable_across_separate_event_loops(project: Path, sim: Simulator) -> None:
