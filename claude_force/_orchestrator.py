@@ -104,9 +104,8 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         # The keyword parameters are exactly the option fields (a test pins that).
         given = {name: value for name, value in locals().items() if name in OPTION_NAMES}
         self.options = opts = OrchestratorOptions(**given)
-        self.config: ProjectConfig = load_config(
-            Path(config_path) if config_path is not None else find_config()
-        )
+        path = Path(config_path) if config_path is not None else find_config()
+        self.config: ProjectConfig = load_config(path)
         self.default_model = default_model or self.config.default_model or DEFAULT_MODEL
         memory = AgentMemory.of_project(self.config) if opts.enable_memory else None
         self._requests = RequestBuilder(
@@ -121,15 +120,13 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         self.prices = PriceTable.load(Path(pricing_path) if pricing_path is not None else None)
         self.budget = BudgetTracker(budget) if budget is not None else None
         self.ledger_path = Path(ledger_path) if ledger_path else self.config.root / "data/usage.db"
-        self._recorder = Recorder(
-            self.ledger_path, tracking=opts.enable_tracking, metrics=opts.enable_metrics
-        )
+        tracking, metrics = opts.enable_tracking, opts.enable_metrics
+        self._recorder = Recorder(self.ledger_path, tracking=tracking, metrics=metrics)
         self._recorder.memory = memory
         if self._recorder.metrics is not None:  # the buckets' levels, read at each scrape
             self._recorder.metrics.watch_rate_limits(self._transport.rate_limit_state)
-        self._cache = CacheUse(
-            opts, OnceLog(logging.getLogger("claude_force")), self._recorder.metrics
-        )
+        log = OnceLog(logging.getLogger("claude_force"))
+        self._cache = CacheUse(opts, log, self._recorder.metrics)
         self._transport.shared = self._cache.shared  # redis_url: limits shared by processes
         self._runs = RunStore(self.config.root / "data" / "runs.db")
 
@@ -202,14 +199,9 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         Usage errors raise; :class:`BudgetExceeded` raises before a request that could cross
         a budget (this call's, or the orchestrator's); run failures return success=False.
         """
-        ttl = prompt_cache_ttl
-        item = TaskSpec(
-            agent_name, task, model, max_tokens, temperature, use_memory, use_cache, ttl
-        )
-        budgets = self._budgets(budget)
-        ctx = CallContext(
-            task, budgets, use_cache=use_cache, refresh=refresh, use_memory=use_memory
-        )
+        options = (model, max_tokens, temperature, use_memory, use_cache, prompt_cache_ttl)
+        item = TaskSpec(agent_name, task, *options)
+        ctx = CallContext.of(item, self._budgets(budget), refresh)
         (request,) = await self._requests.abuild([item])
         return await self._run(agent_name, request, ctx)
 
@@ -323,9 +315,8 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
     ) -> AgentResult:
         # Ready before the clock starts: the SDK import and the client are not the request.
         await self._transport.session()
-        transport, begun = self._transport, self._transport.clock()
-        until = transport.deadline_from(begun), transport.clock  # a budget wait counts too
-        count = transport.count_tokens
+        transport, begun = self._transport, self._transport.clock()  # a budget wait counts too
+        until, count = (transport.deadline_from(begun), transport.clock), transport.count_tokens
         reservations = await reserve_all(ctx.budgets, request, self.prices, count, until=until)
         started = time.perf_counter()
         try:
