@@ -349,8 +349,10 @@ def _recall(
     queued_at = next((i for i, p in enumerate(mine) if p.digest == digest), None)
     stored = before is not None or queued_at is not None
     counted = unwritten  # every agent's queued entries count as written, older ones only:
-    if queued_at is not None and (mine[queued_at].replace or before is None):
-        seen = mine[queued_at].seen  # the queued answer is the one a repeat rebuilds
+    if queued_at is not None and (before is None or seen is None):
+        # The queued answer's time; a stored one's wins: a fresh answer replacing it keeps
+        # that time when written (its request was rebuilt as of it).
+        seen = mine[queued_at].seen
     if stored and seen is not None:
         before = None  # as of the time the first request's recall looked
         mine = [p for p in mine if p.ts < seen]

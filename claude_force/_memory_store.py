@@ -8,6 +8,7 @@ cause on the ``claude_force.memory`` logger, never an exception on the call path
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -537,6 +538,7 @@ def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_b
         else:  # a task twice: entry by entry, so a later one acts on the earlier one's row
             for p in batch:
                 if p.replace:
+                    p = _carry_seen(p, _seen_of(conn, p.agent, [p.digest]))
                     conn.execute(_replace_sql(1), (p.agent, p.digest))
                 conn.execute(_insert_sql(1), _row(p))
         _prune(conn, {p.agent for p in batch}, per_agent, max_bytes)
@@ -559,13 +561,38 @@ def _insert_distinct(conn: sqlite3.Connection, batch: list[Pending]) -> None:
     for p in batch:
         if p.replace:
             replaced.setdefault(p.agent, []).append(p.digest)
+    kept: dict[str, dict[str, float]] = {}
     for agent, digests in replaced.items():
+        kept[agent] = _seen_of(conn, agent, digests)
         for i in range(0, len(digests), _ROWS_PER_INSERT):
             some = digests[i : i + _ROWS_PER_INSERT]
             conn.execute(_replace_sql(len(some)), (agent, *some))
+    if kept:
+        batch = [_carry_seen(p, kept[p.agent]) if p.replace else p for p in batch]
     for i in range(0, len(batch), _ROWS_PER_INSERT):
         rows = [value for p in batch[i : i + _ROWS_PER_INSERT] for value in _row(p)]
         conn.execute(_insert_sql(len(rows) // _ROW.count("?")), rows)
+
+
+def _seen_of(conn: sqlite3.Connection, agent: str, digests: list[str]) -> dict[str, float]:
+    """The recall times of the agent's stored entries for these tasks (those that have one)."""
+    found: dict[str, float] = {}
+    for i in range(0, len(digests), _ROWS_PER_INSERT):
+        some = digests[i : i + _ROWS_PER_INSERT]
+        marks = ", ".join("?" * len(some))
+        sql = (
+            f"SELECT task_hash, seen FROM entries WHERE agent = ? AND task_hash IN ({marks}) "
+            "AND seen IS NOT NULL"
+        )
+        found.update((str(d), float(t)) for d, t in conn.execute(sql, (agent, *some)))
+    return found
+
+
+def _carry_seen(p: Pending, seen: dict[str, float]) -> Pending:
+    """A fresh answer replacing a stored one was asked for as of the stored one's recall
+    (the repeat rebuilt that request): it keeps that time, so the next repeat is its hit."""
+    old = seen.get(p.digest)
+    return p if old is None else dataclasses.replace(p, seen=old)
 
 
 def _prune(conn: sqlite3.Connection, agents: set[str], per_agent: int, max_bytes: int) -> None:

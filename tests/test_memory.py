@@ -688,3 +688,23 @@ def test_lone_surrogates_from_python_callers_are_stored_cleaned_with_the_rest(
         ("a", "after"),
     }
     assert memory.dropped == 0
+
+
+@pytest.mark.parametrize("written", [False, True])
+async def test_after_a_refresh_the_next_repeat_is_a_hit(
+    project: Path, sim: Simulator, tmp_path: Path, written: bool
+) -> None:
+    """A refresh rebuilds the stored request (as of what it saw) and replaces its answer:
+    the next plain repeat is that request again, a hit on the refreshed answer."""
+    related = "Review the payment gateway timeout handling in billing/gateway.py"
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        await orch.execute_agent(REVIEWER, related)  # recalls PAYMENT
+        fresh = await orch.execute_agent(REVIEWER, PAYMENT, refresh=True)
+        if written:
+            settle(orch)
+        sent = len(sim.message_requests)
+        again = await orch.execute_agent(REVIEWER, PAYMENT)
+    assert fresh.success and not fresh.cached
+    assert again.cached and again.output == fresh.output
+    assert len(sim.message_requests) == sent
