@@ -750,8 +750,8 @@ async def _within(
 ) -> T:
     """``awaitable``, or asyncio.TimeoutError once ``seconds`` have passed; when by then
     ``answered()`` (the response's headers came), once ``more()`` seconds later."""
-    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10: no movable timeout
-        return await asyncio.wait_for(awaitable, seconds + more())
+    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
+        return await _within_310(awaitable, seconds, answered, more)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(None) as window:
 
@@ -762,6 +762,42 @@ async def _within(
         try:
             return await awaitable
         finally:
+            handle.cancel()
+
+
+async def _within_310(
+    awaitable: Awaitable[T],
+    seconds: float,
+    answered: Callable[[], bool],
+    more: Callable[[], float],
+) -> T:  # pragma: no cover - Python 3.10
+    """:func:`_within` without ``asyncio.timeout``: the current task is cancelled when the
+    time is up (``wait_for`` would run the call in a task of its own, and aiohttp reads a
+    streamed body only in the task that opened it)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    extended = fired = False
+    handle: asyncio.TimerHandle | None = None
+
+    def expire() -> None:
+        nonlocal extended, fired, handle
+        if answered() and not extended:
+            extended = True  # once: as long again for the body
+            handle = loop.call_at(loop.time() + more(), expire)
+            return
+        fired = True
+        task.cancel()
+
+    handle = loop.call_at(loop.time() + seconds, expire)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if fired:
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        if handle is not None:
             handle.cancel()
 
 
