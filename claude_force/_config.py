@@ -484,7 +484,7 @@ def _build_config(raw: object, config_path: Path, problems: list[str]) -> Projec
         confined.notes.append(f"agent {show_text(name)} cannot be used: {why}")
     for name, why in unusable["workflows"].items():
         confined.notes.append(f"workflow {show_text(name)} cannot run: {why}")
-    for note in confined.notes:
+    for note in [*confined.contract_notes(), *confined.notes]:
         _log.warning("%s: %s", config_path, note)
     return ProjectConfig(
         path=config_path,
@@ -577,9 +577,12 @@ def _parse_agent(
         subject = f"{where}: agent {show_text(name)} {key} {show_text(raw[key])}: "
         if key == "contract" and found.kind == "missing":
             # Claude Force 1.x ran without a contract it could not find; so do we, aloud.
-            confined.notes.append(
-                f"{subject}{found.summary}; running the agent without a contract. Create the "
-                "file or remove 'contract'"
+            confined.contracts.append(
+                (
+                    f"{subject}{found.summary}; running the agent without a contract. Create "
+                    "the file or remove 'contract'",
+                    f"{show_text(name)} ({show_text(raw[key])})",
+                )
             )
         else:
             confined.add(problems, "agents", name, f"{subject}{found}")

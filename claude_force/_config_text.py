@@ -125,6 +125,19 @@ class Confined:
 
     marks: dict[int, tuple[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Agents whose contract file is missing: (the whole warning, "'agent' (path)").
+    contracts: list[tuple[str, str]] = field(default_factory=list)
+
+    def contract_notes(self) -> list[str]:
+        """One warning for a missing contract; one line naming them all for several (an
+        upstream 1.x layout lists many that are not there, and every command loads it)."""
+        if len(self.contracts) <= 1:
+            return [whole for whole, _ in self.contracts]
+        named = ", ".join(short for _, short in self.contracts)
+        return [
+            f"{len(self.contracts)} agents run without their contract, the files are missing: "
+            f"{named}. Create the files or remove 'contract'"
+        ]
 
     def add(self, problems: list[str], section: str, name: str, message: str) -> None:
         self.marks[len(problems)] = (section, name)

@@ -113,6 +113,21 @@ def test_a_missing_contract_is_a_warning_and_the_agent_runs_without_it(
     assert "Agent A role." in json.dumps(sent.body)
 
 
+def test_several_missing_contracts_are_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream 1.x layout lists many contracts that are not there: one line names them
+    all, on every command that loads the folder."""
+    agents = {n: {"file": "agents/a.md", "contract": f"contracts/{n}.md"} for n in "abc"}
+    path = write_folder(tmp_path, {"agents": agents}, {"agents/a.md": "Agent A role."})
+    with caplog.at_level(logging.WARNING, logger="claude_force"):
+        loaded = load_config(path)
+    assert all(loaded.agent(n).contract is None for n in "abc")
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "3 agents run without their contract, the files are missing: " in line
+    assert "'a' ('contracts/a.md'), 'b' ('contracts/b.md'), 'c' ('contracts/c.md')" in line
+
+
 @pytest.mark.parametrize("contract", ["", "  \n\t\r\n"])
 def test_a_blank_contract_adds_no_heading(tmp_path: Path, standin: StandIn, contract: str) -> None:
     config = {"agents": {"a": {"file": "agents/a.md", "contract": "contracts/a.contract"}}}
