@@ -24,7 +24,6 @@ import functools
 import json
 import logging
 import random
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from ._answers import (
     _tokens_count_type,
     expect_answer,
 )
+from ._attempt_bounds import redact_key, within
 from ._errors import APIError, InvalidArgumentError, UsageError
 from ._frozen import quick_init
 from ._request import Request, canonical_json
@@ -679,7 +679,7 @@ class Transport:
             # answer whose headers came in time (it is paid for) gets as long again for its
             # body, within the deadline.
             more = functools.partial(self._attempt_timeout, start)
-            return await _within(call(timeout), timeout, lambda: bool(seen), more)
+            return await within(call(timeout), timeout, lambda: bool(seen), more)
         except anthropic.APIStatusError as exc:
             headers = exc.response.headers
             return _Failure(exc.status_code, headers, self._map_status(exc, attempt))
@@ -740,94 +740,6 @@ class Transport:
 
     def _redact(self, text: str) -> str:
         return redact_key(text, self._api_key)
-
-
-async def _within(
-    awaitable: Awaitable[T],
-    seconds: float,
-    answered: Callable[[], bool],
-    more: Callable[[], float],
-) -> T:
-    """``awaitable``, or asyncio.TimeoutError once ``seconds`` have passed; when by then
-    ``answered()`` (the response's headers came), once ``more()`` seconds later."""
-    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
-        return await _within_310(awaitable, seconds, answered, more)
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(None) as window:
-
-        def check() -> None:
-            window.reschedule(loop.time() + (more() if answered() else 0.0))
-
-        handle = loop.call_at(loop.time() + seconds, check)
-        try:
-            return await awaitable
-        finally:
-            handle.cancel()
-
-
-async def _within_310(
-    awaitable: Awaitable[T],
-    seconds: float,
-    answered: Callable[[], bool],
-    more: Callable[[], float],
-) -> T:  # pragma: no cover - Python 3.10
-    """:func:`_within` without ``asyncio.timeout``: the current task is cancelled when the
-    time is up (``wait_for`` would run the call in a task of its own, and aiohttp reads a
-    streamed body only in the task that opened it)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    extended = fired = False
-    handle: asyncio.TimerHandle | None = None
-
-    def expire() -> None:
-        nonlocal extended, fired, handle
-        if answered() and not extended:
-            extended = True  # once: as long again for the body
-            handle = loop.call_at(loop.time() + more(), expire)
-            return
-        fired = True
-        task.cancel()
-
-    handle = loop.call_at(loop.time() + seconds, expire)
-    try:
-        return await awaitable
-    except asyncio.CancelledError:
-        if fired:
-            raise asyncio.TimeoutError from None
-        raise
-    finally:
-        if handle is not None:
-            handle.cancel()
-
-
-_KEY_PROBE = 16  # characters of the key in a row that mark an echo of it
-
-
-def redact_key(text: str, key: str) -> str:
-    """``text`` with the API key, and any run of 16 or more of its characters in a row (a
-    server or proxy quoting a header cut short, its start or its end), as ``***``."""
-    if not key:
-        return text
-    if len(key) <= _KEY_PROBE:
-        return text.replace(key, "***")
-    pieces = _key_pieces(key)
-    out, start, at = [], 0, 0
-    while at + _KEY_PROBE <= len(text):
-        if text[at : at + _KEY_PROBE] not in pieces:
-            at += 1
-            continue
-        end = at + _KEY_PROBE
-        while end < len(text) and text[at : end + 1] in key:
-            end += 1
-        out += [text[start:at], "***"]
-        start = at = end
-    return "".join([*out, text[start:]])
-
-
-@functools.lru_cache(maxsize=4)
-def _key_pieces(key: str) -> frozenset[str]:
-    return frozenset(key[i : i + _KEY_PROBE] for i in range(len(key) - _KEY_PROBE + 1))
 
 
 def _paced(outcome: _Failure) -> bool:
