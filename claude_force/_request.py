@@ -456,19 +456,28 @@ class RequestBuilder:
         # One freshness check per agent for the whole batch: its items are built at once.
         seen: dict[object, tuple[AgentSpec, _Stamp]] = {}
         agents = [self._agent(item, seen) for item in items]
-        requests = [
-            self._build(item, agent, previous, ())
-            for item, agent in zip(items, agents, strict=True)
-        ]
         memory = self.memory
         wanted = [i for i, item in enumerate(items) if item.use_memory] if memory else []
-        if memory is None or not wanted:
-            return requests
-        blocks = await memory.acontexts([(items[i].agent, items[i].task) for i in wanted])
-        for i, block in zip(wanted, blocks, strict=True):
-            if block is not None:
-                requests[i] = self._build(items[i], agents[i], previous, (block,))
-        return requests
+        pairs = [(items[i].agent, items[i].task) for i in wanted]
+        # The recall memo's answers cost no I/O: when it knows every one (the usual repeat),
+        # each request is built once, with its block. Anything else is built (validated)
+        # before the store is read.
+        known = memory.known_contexts(pairs) if memory is not None and _plain(pairs) else None
+        blocks: list[str | None] = [None] * len(items)
+        if known is None:
+            requests = [
+                self._build(item, agent, previous, ())
+                for item, agent in zip(items, agents, strict=True)
+            ]
+            if memory is None or not wanted:
+                return requests
+            known = await memory.acontexts(pairs)
+        for i, block in zip(wanted, known, strict=True):
+            blocks[i] = block
+        return [
+            self._build(item, agent, previous, () if block is None else (block,))
+            for item, agent, block in zip(items, agents, blocks, strict=True)
+        ]
 
     def _agent(
         self, item: TaskSpec, seen: dict[object, tuple[AgentSpec, _Stamp]] | None = None
@@ -626,3 +635,8 @@ def _stamp(path: str | Path) -> tuple[int, ...]:
     except OSError:
         return (-1,)
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _plain(pairs: Sequence[tuple[object, object]]) -> bool:
+    """Every ``(agent, task)`` is a pair of plain strings, which the recall memo can key."""
+    return all(type(agent) is str and type(task) is str for agent, task in pairs)

@@ -20,14 +20,8 @@ from claude_force import AgentMemory, AgentResult, AsyncAgentOrchestrator, TaskS
 from claude_force import _memory as memory_mod
 from claude_force import _memory_store as store_mod
 from claude_force._ledger_row import task_hash
-from claude_force._memory import (
-    COMMON_TERM_MIN_ENTRIES,
-    EXCERPT_CHARS,
-    fts_query,
-    needed_shared,
-    render_block,
-    terms,
-)
+from claude_force._memory import EXCERPT_CHARS, fts_query, needed_shared, render_block, terms
+from claude_force._memory_recall import COMMON_TERM_MIN_ENTRIES
 from claude_force._warnings import OnceLog
 from claude_force.testing import Fault, Simulator
 
