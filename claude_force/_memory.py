@@ -188,11 +188,13 @@ class AgentMemory:
         self._finalizer = weakref.finalize(self, self._store.close)
         self._memo = RecallMemo()
         self._seen: Generation | None = None  # the generation the latest recall was sure of
-        # When the latest recall for an agent and task looked: remember() stores it with the
-        # task's entry, so that a repeat recalls what that request saw. Keyed by the task's
-        # str hash (kept by the string: free on the hit path) and length; a collision could
-        # only make a repeat's request differ (a miss), never a cached answer wrong.
-        self._recalled: dict[tuple[str, int, int], float] = {}
+        # When the latest recall for an agent and task looked, and whether it found the task
+        # stored (or queued): remember() stores the time with the task's entry, so that a
+        # repeat recalls what that request saw, and a cache hit of a task found stored adds
+        # nothing. Keyed by the task's str hash (kept by the string: free on the hit path)
+        # and length; a collision could only make a repeat's request differ (a miss) or
+        # leave a hit's task unstored, never a cached answer wrong.
+        self._recalled: dict[tuple[str, int, int], tuple[float, bool]] = {}
         self._recalled_lock = threading.Lock()
 
     @classmethod
@@ -226,6 +228,9 @@ class AgentMemory:
             return
         if result.cached and self._known_stored(result.agent_name, task):
             return
+        look = self._recall_look(result.agent_name, task)
+        if result.cached and look is not None and look[1]:
+            return  # its recall found it stored or queued (the store was busy then)
         task = storable(task)  # a lone surrogate (Python callers) becomes "?", as below
         self._store.put(
             Pending(
@@ -237,7 +242,7 @@ class AgentMemory:
                 ts=self._clock(),
                 model=storable(result.model),
                 replace=not result.cached,
-                seen=self._recall_time(result.agent_name, task),
+                seen=None if look is None else look[0],
             )
         )
 
@@ -299,18 +304,20 @@ class AgentMemory:
             return unknown
         self._seen = generation
         if generation[1] is None:  # no store file, nothing queued: nothing to recall
-            self._looked(items, self._clock())
+            self._looked(items, self._clock(), [False] * len(items))
             return [None] * len(items)
         memo, top_k, budget = self._memo, self.top_k, self.budget_chars
         out: list[str | _Unknown | None] = []
         answered: list[tuple[str, str]] = []
-        looked = self._clock()
         for agent, task in items:
             found = memo.find(generation, memo_key(agent, task, top_k, budget), agent)
             out.append(_UNKNOWN if found is None else found[0])
-            if found is not None:
+            # A stored task's entry keeps its own recall time (a fresh answer replacing it
+            # carries it over): only the others need this look's, for remember().
+            if found is not None and not found[1]:
                 answered.append((agent, task))
-        self._looked(answered, looked)
+        if answered:
+            self._looked(answered, self._clock(), [False] * len(answered))
         return out
 
     def _read_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
@@ -321,7 +328,8 @@ class AgentMemory:
         top_k, budget = self.top_k, self.budget_chars
         out: list[str | None] = []
         found_all, queued, looked = recall_all(store, items, top_k, budget, self._clock)
-        self._looked(items, looked)
+        stored = [False] * len(items) if found_all is None else [f[1] for f in found_all]
+        self._looked(items, looked, stored)
         for i, (agent, task) in enumerate(items):
             found = None if found_all is None else found_all[i]
             entries = [] if found is None else found[0]
@@ -343,20 +351,23 @@ class AgentMemory:
             return False
         return self._memo.stored(seen, memo_key(agent, task, self.top_k, self.budget_chars))
 
-    def _looked(self, items: Sequence[tuple[str, str]], looked: float) -> None:
-        """Note when the recall for each of ``items`` looked at the store."""
+    def _looked(
+        self, items: Sequence[tuple[str, str]], looked: float, stored: Sequence[bool]
+    ) -> None:
+        """Note when the recall for each of ``items`` looked at the store, and whether it
+        found the identical task stored or queued."""
         if not items:
             return
         with self._recalled_lock:
             recalled = self._recalled
-            for agent, task in items:
+            for (agent, task), found in zip(items, stored, strict=True):
                 key = (agent, hash(task), len(task))
                 recalled.pop(key, None)  # newest last: the oldest go first
-                recalled[key] = looked
+                recalled[key] = (looked, found)
             while len(recalled) > _RECALLED_MAX:
                 del recalled[next(iter(recalled))]
 
-    def _recall_time(self, agent: str, task: str) -> float | None:
+    def _recall_look(self, agent: str, task: str) -> tuple[float, bool] | None:
         with self._recalled_lock:
             return self._recalled.pop((agent, hash(task), len(task)), None)
 

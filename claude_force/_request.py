@@ -462,7 +462,9 @@ class RequestBuilder:
         # The recall memo's answers cost no I/O: when it knows every one (the usual repeat),
         # each request is built once, with its block. Anything else is built (validated)
         # before the store is read.
-        known = memory.known_contexts(pairs) if memory is not None and _plain(pairs) else None
+        # (Agent names are checked strings by now; a task of another type takes the full build.)
+        plain = all(type(task) is str for _, task in pairs)
+        known = memory.known_contexts(pairs) if memory is not None and plain else None
         blocks: list[str | None] = [None] * len(items)
         if known is None:
             requests = [
@@ -635,8 +637,3 @@ def _stamp(path: str | Path) -> tuple[int, ...]:
     except OSError:
         return (-1,)
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
-
-
-def _plain(pairs: Sequence[tuple[object, object]]) -> bool:
-    """Every ``(agent, task)`` is a pair of plain strings, which the recall memo can key."""
-    return all(type(agent) is str and type(task) is str for agent, task in pairs)

@@ -286,3 +286,22 @@ def test_the_memo_is_bounded_and_keys_long_tasks_by_hash() -> None:
         memo.get((1, (1, 2), 3), memo_key("a", "t2", 3, 100), "a")
     long_key = memo_key("a", "x" * (KEY_TASK_CHARS + 1), 3, 100)
     assert isinstance(long_key, tuple) and len(long_key[1]) < KEY_TASK_CHARS
+
+
+async def test_a_hit_whose_recall_found_its_task_queued_adds_nothing(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    """A repeat while the writer is still busy: its recall reads the queue and finds the task
+    there, so the cache hit queues no second entry (which would end the memo's generation
+    and send every call after it to the store once more)."""
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        memory = orch._requests.memory
+        assert memory is not None
+        with memory._store._io:  # the writer cannot write: the entry stays queued
+            first = await orch.execute_agent(REVIEWER, PAYMENT)
+            again = await orch.execute_agent(REVIEWER, PAYMENT)
+            queued = memory._store.unwritten()
+    assert again.cached and again.output == first.output
+    assert [p.task for p in queued] == [PAYMENT]
+    with store_of(project) as memory:
+        assert [e.task for e in memory.entries()] == [PAYMENT]
