@@ -431,7 +431,13 @@ class _Writer:
         """Write ``batch`` in one transaction; never raises. False when the rows were dropped."""
         for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
             try:
-                _insert(self._open(), batch)
+                if _insert(self._open(), batch):
+                    _log.warn(
+                        f"reused-id:{self.path}",
+                        f"usage ledger {self.path}: the service gave a call a message id that "
+                        "another call in the ledger already has; such calls are recorded "
+                        "without their id, so every paid call is still counted",
+                    )
             except _Unavailable as exc:
                 _log.warn(exc.cause, str(exc))
                 break

@@ -82,11 +82,15 @@ _NONES = (None,) * len(_MAY_OMIT)
 _Statement = tuple[str, list[object]]
 
 
-def insert(conn: sqlite3.Connection, queued: Iterable[Params]) -> None:
-    """Insert ``queued`` rows in one transaction, in runs of rows of the same form."""
+def insert(conn: sqlite3.Connection, queued: Iterable[Params]) -> int:
+    """Insert ``queued`` rows in one transaction, in runs of rows of the same form; returns
+    how many were distinct calls given a message id already in the ledger (kept without it,
+    see :func:`_keep_distinct`)."""
     rows = list(queued)
+    kept = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
+        before = conn.total_changes
         for key, run in itertools.groupby(rows, _run_key):
             same = list(run)
             head = same[0][0]
@@ -96,12 +100,58 @@ def insert(conn: sqlite3.Connection, queued: Iterable[Params]) -> None:
                 statements = _from_rows(key, same)
             for sql, params in statements:
                 conn.execute(sql, params)
+        if conn.total_changes - before < len(rows):
+            kept = _keep_distinct(conn, rows)
     except BaseException:
         # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return kept
+
+
+_MESSAGE_ID = COLUMNS.index("message_id")
+_CACHED = COLUMNS.index("cached")
+_SAME_CALL = ("ts", "request_id", "task_hash", "model", "input_tokens", "output_tokens")
+_SAME_CALL_AT = tuple(COLUMNS.index(name) for name in _SAME_CALL)
+
+
+def _keep_distinct(conn: sqlite3.Connection, rows: list[Params]) -> int:
+    """Rows the unique message id left out (rare: run only when some were): one that is
+    the same answer as the row already there (a Message Batches run collected again) stays
+    out; another call the service gave the same id (a stand-in or proxy with fixed ids) is
+    inserted without its id, so the ledger counts every paid call."""
+    kept = 0
+    columns = ", ".join(_SAME_CALL)
+    find = f"SELECT {columns} FROM calls WHERE message_id = ? AND cached = 0"
+    for row in map(_full, rows):
+        if row[_MESSAGE_ID] is None or row[_CACHED]:
+            continue
+        there = conn.execute(find, (row[_MESSAGE_ID],)).fetchone()
+        mine = tuple(row[i] for i in _SAME_CALL_AT)
+        if there is None or tuple(there) == mine:
+            continue  # inserted just now
+        if tuple(there)[1:] == mine[1:]:
+            continue  # the same answer recorded again, at another time
+        alone = [*row]
+        alone[_MESSAGE_ID] = None
+        names = ", ".join(COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
+        conn.execute(f"INSERT INTO calls ({names}) VALUES ({marks})", alone)
+        kept += 1
+    return kept
+
+
+def _full(row: Params) -> Params:
+    """A queued row as every column's value (a template row's fixed values filled in)."""
+    head = row[0]
+    if type(head) is not RowTemplate:
+        return row
+    values = dict(head.fixed)
+    values.update(zip(head.each, head.values(row), strict=True))
+    values.update(zip(head.shared, head.key(row)[1], strict=True))
+    return tuple(values[name] for name in COLUMNS)
 
 
 def _run_key(row: Params) -> Any:

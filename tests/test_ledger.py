@@ -108,9 +108,12 @@ def test_ts_defaults_to_injected_clock_and_since_filters(ledger: Ledger, clock: 
     assert [r.message_id for r in ledger.rows(since=1_800_000_001.0)] == ["new"]
 
 
-def test_message_id_deduplicates_but_failures_and_cache_hits_do_not(ledger: Ledger) -> None:
+def test_message_id_deduplicates_but_failures_and_cache_hits_do_not(
+    ledger: Ledger, clock: FakeClock
+) -> None:
     ledger.record(row(message_id="msg_dup", input_tokens=1))
-    ledger.record(row(message_id="msg_dup", input_tokens=999))  # the same call recorded twice
+    clock.now += 60
+    ledger.record(row(message_id="msg_dup", input_tokens=1))  # the same answer recorded again
     ledger.record(row(outcome="error"))
     ledger.record(row(outcome="error"))
     # Each response-cache hit replays the original message id and must still count.
@@ -196,6 +199,27 @@ def test_threads_and_two_instances_share_one_file(tmp_path: Path) -> None:
     for led in ledgers:
         led.close()
     assert len(ledgers[0].rows()) == 800
+
+
+def test_distinct_calls_given_one_message_id_are_each_counted(
+    ledger: Ledger, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stand-in or proxy that answers every call with the same message id: each paid call
+    stays in the ledger (the repeats without the id), with one warning naming the cause."""
+    for i, tokens in enumerate((10, 20, 10)):
+        clock.now += 1
+        ledger.record(
+            row(message_id="msg_fixed", input_tokens=tokens, task_hash=f"t{i}", request_id=None)
+        )
+    ledger.flush()
+    got = ledger.rows()
+    assert [(r.input_tokens, r.message_id) for r in got] == [
+        (10, "msg_fixed"),
+        (20, None),
+        (10, None),
+    ]
+    warned = [r.getMessage() for r in caplog.records if "message id" in r.getMessage()]
+    assert len(warned) == 1 and "every paid call is still counted" in warned[0]
 
 
 WRITER = textwrap.dedent(

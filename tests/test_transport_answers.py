@@ -195,3 +195,23 @@ async def test_an_answer_whose_headers_came_in_time_gets_as_long_again_for_its_b
         result = await orch.execute_agent(orch.list_agents()[0], "Review x.py")
     assert result.success and result.output == "the whole answer", result.errors
     assert len(standin.messages()) == 1
+
+
+async def test_a_server_reusing_one_message_id_still_has_every_call_counted(
+    project: Path, standin: StandIn
+) -> None:
+    body = message_body(
+        content=[{"type": "text", "text": "ok"}],
+        model="claude-haiku-4-5",
+        stop_reason="end_turn",
+        usage={"input_tokens": 100, "output_tokens": 20},
+    )
+    standin.script(*[Reply(body=body)] * 3)
+    async with make(
+        project, standin, enable_cache=False, enable_memory=False, enable_tracking=True
+    ) as orch:
+        results = [await orch.execute_agent("code-reviewer", f"Task number {i}") for i in range(3)]
+        rows = orch.usage_rows()
+    assert all(r.success for r in results)
+    assert len([r for r in rows if r.outcome == "success"]) == 3
+    assert sum(r.cost_usd or 0 for r in rows) == sum(r.cost or 0 for r in results)
