@@ -357,8 +357,9 @@ def test_open_and_close_many_caches_leaks_no_thread_or_file(tmp_path: Path) -> N
 def wal_at_its_checkpoint(
     folder: Path, rng: random.Random
 ) -> Iterator[tuple[ResponseCache, DiskTier, int]]:
-    """A 1 MiB cache whose background job runs only by hand, written to until its WAL
-    reaches the size that asks for a checkpoint; with the number of entries written."""
+    """A 1 MiB cache whose background job runs only by hand, written to until a write
+    began with its WAL at the size that asks for a checkpoint; with the number of entries
+    written."""
     with ResponseCache(
         cache_dir=folder, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
     ) as cache:
@@ -366,7 +367,8 @@ def wal_at_its_checkpoint(
         assert disk is not None
         disk._worker.close()  # the background job runs in the test, by hand, at a known point
         n = 0
-        while disk._wal.size() < disk.limits.checkpoint_at:
+        while not disk._wal._wanted:
+            assert disk._wal.size() < disk.limits.checkpoint_at + disk.limits.txn_bytes * 4
             cache.set(key(n), {"t": text(rng, 1500)})
             n += 1
         yield cache, disk, n

@@ -119,6 +119,10 @@ class _Batch:
     recount: bool = False
 
 
+# What ``_take`` returns when nothing waits; never changed.
+_NO_BATCH = _Batch()
+
+
 def _nothing(conn: sqlite3.Connection) -> None:
     return None
 
@@ -363,6 +367,8 @@ class DiskTier:
             # commit: it passes its budget by at most one transaction, however many write.
             pending, self._pages = self._wal.pending()
             if pending <= self.limits.wal_bytes:
+                if self._wal.due(pending):
+                    self._worker.wake()  # the checkpoint runs there, never on the write path
                 return True
             conn.execute("ROLLBACK")
             if deadline is None:
@@ -381,11 +387,13 @@ class DiskTier:
             for cause in self._failing:
                 self._log.clear(f"disk:{cause}")
             self._failing.clear()
-        if self._wal.after_commit():
-            self._worker.wake()  # the checkpoint runs there, never on the write path
 
     def _take(self, take_queued: bool) -> _Batch:
         """Move what waits in memory into a batch no larger than one transaction may be."""
+        if not (take_queued or self._pending or self._expired or self._bad or self._recount):
+            # Read without the lock: what another thread notes meanwhile waits for the
+            # next write, as it would had it come a moment later.
+            return _NO_BATCH
         batch = _Batch()
         with self._state:
             if take_queued and self._queued:
@@ -425,14 +433,19 @@ class DiskTier:
 
     def _has_work(self) -> bool:
         with self._state:
-            return bool(
-                self._queued
-                or self._pending
-                or self._expired
-                or self._bad
-                or self._recount
-                or self._damaged
-            )
+            return self._waiting()
+
+    def _waiting(self) -> bool:
+        """``_has_work`` without the lock, for deciding whether to wake the background
+        thread after a write: what is queued meanwhile wakes it itself."""
+        return bool(
+            self._queued
+            or self._pending
+            or self._expired
+            or self._bad
+            or self._recount
+            or self._damaged
+        )
 
     def _background(self) -> None:
         """The background thread's job: a checkpoint if one is due, then queued writes."""
@@ -451,16 +464,21 @@ class DiskTier:
     def _put_rows(self, conn: sqlite3.Connection, rows: list[Row], now: float) -> int:
         stored = 0
         for key, envelope, created_at in rows:
-            size = len(envelope)
-            if size > self.limits.max_entry_bytes:
-                # Never stored; drop any older value so a get after this set cannot
-                # return something other than what was just set.
-                conn.execute("DELETE FROM entries WHERE key = ?", (key,))
-                continue
-            conn.execute(_UPSERT, (key, envelope, size, created_at, created_at + self.ttl, now))
-            stored += 1
-            self._keep = key
+            stored += self._put_row(conn, key, envelope, created_at, now)
         return stored
+
+    def _put_row(
+        self, conn: sqlite3.Connection, key: str, envelope: bytes, created_at: float, now: float
+    ) -> bool:
+        size = len(envelope)
+        if size > self.limits.max_entry_bytes:
+            # Never stored; drop any older value so a get after this set cannot
+            # return something other than what was just set.
+            conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+            return False
+        conn.execute(_UPSERT, (key, envelope, size, created_at, created_at + self.ttl, now))
+        self._keep = key
+        return True
 
     def _reclaim(self) -> None:
         """On open: give back what a crash or a lower limit left; caller holds write lock."""
@@ -491,7 +509,13 @@ class DiskTier:
         That is when it is larger than ``limits.max_entry_bytes``, or the write failed
         (counted in ``errors`` and logged once per cause).
         """
-        return self.put_many([(key, envelope, created_at)], now) == 1
+        with self._write_lock:
+            stored = not self._closed and self._write(
+                "write", lambda conn: self._put_row(conn, key, envelope, created_at, now), False
+            )
+        if self._waiting():
+            self._worker.wake()
+        return stored
 
     def put_many(self, items: Iterable[Row], now: float) -> int:
         """Store envelopes now, in transactions of at most ``limits.txn_bytes`` each."""
@@ -506,7 +530,7 @@ class DiskTier:
                 chunk, size = [], 0
         if chunk:
             stored += self._put_chunk(chunk, now)
-        if self._has_work():
+        if self._waiting():
             self._worker.wake()
         return stored
 

@@ -116,9 +116,10 @@ class WalKeeper:
         """The WAL file's size, whatever it holds."""
         return file_size(self._wal)
 
-    def after_commit(self) -> bool:
-        """True when the background thread should checkpoint (the caller wakes it)."""
-        size = self.size()
+    def due(self, size: int) -> bool:
+        """True when the background thread should checkpoint a WAL of ``size`` bytes (the
+        caller wakes it). A writer asks with what ``pending`` told it as its transaction
+        began: the check then costs no read of its own, and it runs one write later."""
         if size < self._start_at:
             self._seen = 0  # started over: the next growth past the mark needs a pass
             return False
