@@ -24,7 +24,7 @@ import pytest
 
 from claude_force.cache import ResponseCache
 from claude_force.cache._disk import DiskTier
-from claude_force.cache._limits import SHM_BYTES, SLACK, DiskLimits
+from claude_force.cache._limits import PAGE_SIZE, SLACK, DiskLimits
 
 from ._cache_support import key
 
@@ -52,9 +52,34 @@ def text(rng: random.Random, size: int) -> str:
 def test_the_budgets_add_up_to_the_stated_bound(limit: float) -> None:
     limits = DiskLimits.for_limit(int(limit * MIB))
     # Database (with one transaction's overshoot) + WAL + WAL index, within the bound.
-    used = limits.file_bytes + limits.wal_bytes // 2 + limits.wal_bytes + SHM_BYTES
+    used = limits.file_bytes + limits.wal_bytes // 2 + limits.wal_bytes + limits.shm_bytes
     assert used + SLACK <= limits.folder_bytes == max(int(limit * MIB), MIB // 2) + SLACK
     assert limits.file_bytes > 0 and limits.max_entry_bytes <= limits.wal_bytes // 4
+
+
+@pytest.mark.parametrize("limit", [0.004, 1, 16, 100, 200, 1000])
+def test_the_wal_index_budget_holds_a_wal_one_transaction_past_its_budget(limit: float) -> None:
+    limits = DiskLimits.for_limit(int(limit * MIB))
+    frames = limits.wal_bytes * 3 // 2 // (PAGE_SIZE + 24)
+    # The index's first 32 KiB holds 4062 frames, each further 32 KiB 4096.
+    held = 4062 + 4096 * (limits.shm_bytes // (32 * 1024) - 1)
+    assert frames <= held
+
+
+def test_2kb_sets_fill_an_eighth_of_the_limit_before_the_wal_starts_over(tmp_path: Path) -> None:
+    # Each time the WAL starts over, a writer waits for the checkpoint's last pass (two
+    # fsyncs), so its budget sets how many sets in a hundred wait: a 2 KB set writes about
+    # eight pages to it, and a sixteenth of 100 MiB started over every 120 sets or so.
+    rng = random.Random(5)
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0) as cache:
+        disk = cache._disk
+        assert disk is not None
+        disk._worker.close()  # no checkpoint: the WAL only grows
+        n = 0
+        while disk._wal.size() < disk.limits.checkpoint_at:
+            cache.set(key(n), {"t": text(rng, 2000)})
+            n += 1
+    assert n >= 200
 
 
 @pytest.mark.parametrize(("size", "count"), [(2000, 800), (150, 3000), (12_000, 150)])
