@@ -1,6 +1,8 @@
 """What bounds an attempt and what its errors may show: the whole-response timeout (an
 answer whose headers came in time gets as long again for its body) and the API key's
-redaction from error texts. Split from :mod:`._transport`."""
+redaction from error texts. Split from :mod:`._transport`. :func:`bounded` is the same
+timeout for any other call (a Redis command), and :func:`cancels_requested` tells when a
+cancellation was lost inside one."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["redact_key", "within"]
+__all__ = ["bounded", "cancels_requested", "redact_key", "within"]
 
 T = TypeVar("T")
 
@@ -36,6 +38,33 @@ async def within(
             return await awaitable
         finally:
             handle.cancel()
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable`` in the calling task, or asyncio.TimeoutError once ``seconds`` have passed.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it returns the result of an awaitable that
+    finished just as the caller was cancelled, and the cancellation is lost."""
+    return await within(awaitable, seconds, _unanswered, _no_more)
+
+
+def cancels_requested() -> int:
+    """The running task's cancellations requested and not handled (0 on Python 3.10, which
+    does not count them): a count that grew over an await that returned means a cancellation
+    was lost inside it (``asyncio.wait_for``, before Python 3.12, drops one that comes as
+    its awaitable finishes)."""
+    task = asyncio.current_task()
+    if sys.version_info < (3, 11) or task is None:  # pragma: no cover - Python 3.10
+        return 0
+    return task.cancelling()
+
+
+def _unanswered() -> bool:
+    return False
+
+
+def _no_more() -> float:
+    return 0.0
 
 
 async def _within_310(

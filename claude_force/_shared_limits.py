@@ -65,6 +65,7 @@ from ._admission import (
     deadline_error,
     too_low,
 )
+from ._attempt_bounds import bounded, cancels_requested
 from ._errors import InvalidArgumentError
 from ._limit_headers import KINDS, stated
 from ._shared_limits_lua import BUCKETS_LUA, PREDICTED_REFILL
@@ -430,16 +431,20 @@ class SharedTokenBuckets(TokenBuckets):
         ahead = horizon if deadline is None else min(horizon, deadline - now)
         since = self.shared.fallbacks
         bound = SLOW_TAKE_S if deadline is None else max(0.0, min(SLOW_TAKE_S, deadline - now))
-        take = self.store.take(
-            cls_name,
-            costs,
-            _with_headroom(cls, costs),
-            caps=cls.caps,
-            init={kind: b.capacity for kind, b in cls.buckets.items()},
-            ahead=max(0.0, ahead),
-        )
+        cancels = cancels_requested()
         try:
-            verdict = await asyncio.wait_for(take, bound)
+            if bound <= 0.0:  # the deadline has come: no time to ask
+                raise asyncio.TimeoutError
+            take = self.store.take(
+                cls_name,
+                costs,
+                _with_headroom(cls, costs),
+                caps=cls.caps,
+                init={kind: b.capacity for kind, b in cls.buckets.items()},
+                ahead=max(0.0, ahead),
+            )
+            # Not wait_for: a request cancelled just as Redis answered went on to be sent.
+            verdict = await bounded(take, bound)
             self.shared.succeeded(since)
         except asyncio.TimeoutError:
             if bound >= SLOW_TAKE_S:  # Redis was slow, not this request's deadline short
@@ -453,13 +458,22 @@ class SharedTokenBuckets(TokenBuckets):
         if verdict.levels:
             self._seen[cls_name] = verdict.levels
         raw = waiter.costs["input-tokens"]
+        ticket = None
         if verdict.verdict in ("ok", "probe"):
             cls.in_flight += 1
             probe = verdict.verdict == "probe"
-            return SharedTicket(
+            ticket = SharedTicket(
                 cls_name, costs, raw, frozenset(), shared=verdict.charged, probe=probe,
                 wait=verdict.wait, entry=verdict.entry,
             )  # fmt: skip
+        if cancels_requested() > cancels:
+            # redis-py writes each command under asyncio.wait_for, which lost a cancellation
+            # that came as the write ended: the caller is gone, and what it booked goes back.
+            if ticket is not None:
+                self.refund(ticket)
+            raise asyncio.CancelledError
+        if ticket is not None:
+            return ticket
         if verdict.verdict == "unknown":  # another process is learning the limits
             if waiter.learning_since is None:
                 waiter.learning_since = now

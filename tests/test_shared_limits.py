@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -514,10 +515,12 @@ def test_answers_correct_the_shared_charge(space: str) -> None:
 def test_a_retry_after_a_429_asks_before_the_requests_queued_since(space: str) -> None:
     time = FakeTime()
 
-    async def main() -> tuple[bool, bool]:
+    async def main() -> tuple[bool, bool, list[Any]]:
         buckets = shared_buckets(space, time)
         await buckets.store.update("sonnet", limits=LIMITS, left={"input-tokens": 0})
-        big = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40_000, 1))  # 100 s
+        # 10,000 tokens, more than the bucket holds: it waits for a full bucket (63 s of the
+        # server's clock), asking again after each pause, which takes no time on FakeTime.
+        big = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40_000, 1))
         queued = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40, 1))
 
         async def bounced() -> Any:
@@ -530,12 +533,51 @@ def test_a_retry_after_a_429_asks_before_the_requests_queued_since(space: str) -
         waiting = not queued.done()
         for task in (big, queued):
             task.cancel()
-        await asyncio.gather(big, queued, return_exceptions=True)
-        return isinstance(retry, SharedTicket) and bool(retry.shared), waiting
+        ends = list(await asyncio.gather(big, queued, return_exceptions=True))
+        return isinstance(retry, SharedTicket) and bool(retry.shared), waiting, ends
 
-    admitted, waiting = asyncio.run(main())
+    admitted, waiting, ends = asyncio.run(main())
     assert admitted  # the retry was admitted...
     assert waiting  # ...while the request queued before it still waits behind the big one
+    # Cancelled, not admitted once the big one's 63 s had passed (see the test below).
+    assert all(isinstance(end, asyncio.CancelledError) for end in ends), ends
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 does not count cancellations")
+def test_an_admit_cancelled_as_redis_answers_ends_cancelled_and_gives_its_booking_back(
+    space: str,
+    server: redis.Redis,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    time = FakeTime()
+
+    async def main() -> tuple[BaseException | Any, int]:
+        buckets = shared_buckets(space, time)
+        await buckets.store.update("sonnet", limits=LIMITS, left={"input-tokens": 0})
+        take = buckets.store.take
+
+        async def answered_as_the_caller_gives_up(*args: Any, **kwargs: Any) -> Any:
+            async def write() -> Any:
+                verdict = await take(*args, **kwargs)
+                admitting.cancel()
+                return verdict
+
+            # As redis-py writes every command: under wait_for, which before Python 3.12
+            # returns what finished as its caller was cancelled, and drops the cancellation.
+            return await asyncio.wait_for(write(), 1.0)
+
+        monkeypatch.setattr(buckets.store, "take", answered_as_the_caller_gives_up)
+        # 10 tokens missing: Redis books them 0.1 s ahead, and the caller would sleep that.
+        admitting = asyncio.ensure_future(buckets.admit("claude-sonnet-4-5", 40, 1))
+        (outcome,) = await asyncio.gather(admitting, return_exceptions=True)
+        await buckets.drain()
+        return outcome, buckets._class("sonnet").in_flight
+
+    outcome, in_flight = asyncio.run(main())
+    # The cancellation lost, the request was admitted: sent although its caller was gone.
+    assert isinstance(outcome, asyncio.CancelledError), outcome
+    assert in_flight == 0
+    assert server.zcard(f"{space}:limits:org:sonnet:ledger") == 0  # the booking given back
 
 
 def test_an_answer_to_a_command_sent_before_a_failure_does_not_end_the_outage(
