@@ -203,6 +203,9 @@ class _Bucket:
         self.unseen = 0.0  # share of the refill taken by consumers we cannot see, learned
         self.typical = 0.0  # a request's usual cost (moving average of charges)
         self.blind = 0  # attempts in flight not charged to this bucket: nothing to learn
+        # The last of those was answered: the next report counts it and the model does not,
+        # so it only resets the model (read as others' consumption, it slowed the refill).
+        self.rebase = False
 
     def slowed(self, now: float, recovery: float) -> float:
         """The slowing after the last 429: its factor, back to 1 linearly over ``recovery``."""
@@ -270,12 +273,13 @@ class _Bucket:
         # Our own charges are taken off after the capacity: an attempt the service has not
         # counted yet must not vanish into a bucket that the model refilled to the top.
         remaining = min(remaining, self.capacity)
-        if not self.blind:
+        if not (self.blind or self.rebase):
             predicted = min(self.capacity, self.base - self.pending)  # the service's cap too
             step = (predicted - remaining) / (rate * horizon)
             self.unseen = min(_UNSEEN_BOUND, max(-_UNSEEN_BOUND, self.unseen + step))
         self.base = remaining
         self.pending = 0.0
+        self.rebase = False
         if authoritative or remaining < self.level:
             self.level = min(remaining, self.capacity)
 
@@ -613,6 +617,7 @@ class TokenBuckets:
         for kind, bucket in cls.buckets.items():
             if kind not in ticket.charged and bucket.blind > 0:
                 bucket.blind -= 1
+                bucket.rebase = not bucket.blind
 
     @staticmethod
     def _peak(cls: _Class, now: float) -> float:

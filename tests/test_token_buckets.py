@@ -363,6 +363,25 @@ async def test_attempts_not_yet_sent_are_not_read_as_others_consumption() -> Non
     assert unseen(b) > 0.0
 
 
+async def test_attempts_sent_before_the_limits_were_known_are_not_read_as_others() -> None:
+    """Four attempts leave before any limit is known; the service counts and answers them
+    one by one. The first answer makes the bucket, the others' costs were never charged to
+    it: each later report shows one more of them, not someone else's consumption."""
+    t = FakeTime()
+    server = limiter(t, 0.0)
+    b = buckets(t)
+    first = [await b.admit(SONNET, 4000, 10) for _ in range(4)]  # 1,000 tokens each
+    for ticket in first:
+        b.sending(ticket)
+        decision = server.admit(SONNET, input_tokens=1000, max_tokens=10)
+        assert not isinstance(decision, Rejection)
+        server.settle(decision, input_tokens=1000, output_tokens=5)
+        b.settle(ticket, Usage(input_tokens=1000, output_tokens=5), server.headers(SONNET))
+    # The last of them was read as 1,000 tokens taken by others: a fifth of the refill.
+    assert unseen(b) == 0.0
+    assert level(b, "input-tokens") == pytest.approx(60_000 - 4000)
+
+
 async def closed_loop(
     t: FakeTime, server: ServerRateLimiter, b: TokenBuckets, seconds: float
 ) -> int:
