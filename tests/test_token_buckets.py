@@ -24,7 +24,7 @@ from claude_force.cli._limits_line import rate_limit_line
 from claude_force.testing import RateLimits, Simulator
 from claude_force.testing._ratelimit import Rejection, ServerRateLimiter
 
-from ._support import FakeTime
+from ._support import FakeTime, WireTime
 
 SONNET = "claude-sonnet-4-6"
 
@@ -574,53 +574,55 @@ async def _keep_headers(response: Any) -> None:
 
 
 async def send_through(
-    client: anthropic.AsyncAnthropic, b: TokenBuckets, text: str, max_tokens: int
+    client: anthropic.AsyncAnthropic, b: TokenBuckets, t: WireTime, text: str, max_tokens: int
 ) -> tuple[Message, int]:
-    """What the transport does per request: every attempt, retries too, passes the buckets."""
+    """What the transport does per request: every attempt, retries too, passes the buckets.
+    Each attempt is on the wire for ``t`` until the buckets have taken in its answer."""
     attempts = 0
     while True:
         attempts += 1
         ticket = await b.admit(SONNET, len(text), max_tokens)
         box: list[Mapping[str, str]] = []
         token = _ATTEMPT_HEADERS.set(box)
-        b.sending(ticket)
-        try:
-            message = await client.messages.create(
-                model=SONNET, max_tokens=max_tokens, messages=[{"role": "user", "content": text}]
-            )
-        except anthropic.RateLimitError as exc:
-            b.on_rate_limited(ticket, exc.response.headers)
-            continue
-        finally:
-            _ATTEMPT_HEADERS.reset(token)
-        b.settle(ticket, Usage.from_api(message.usage), box[-1] if box else None)
+        with t.on_the_wire():
+            b.sending(ticket)
+            try:
+                message = await client.messages.create(
+                    model=SONNET,
+                    max_tokens=max_tokens,
+                    messages=[{"role": "user", "content": text}],
+                )
+            except anthropic.RateLimitError as exc:
+                b.on_rate_limited(ticket, exc.response.headers)
+                continue
+            finally:
+                _ATTEMPT_HEADERS.reset(token)
+            b.settle(ticket, Usage.from_api(message.usage), box[-1] if box else None)
         return message, attempts
 
 
 async def test_the_buckets_keep_a_limited_simulator_from_refusing() -> None:
-    t = FakeTime()
+    t = WireTime()
     limits = RateLimits(input_tokens_per_minute=20_000, output_tokens_per_minute=8_000)
     # Chinese text: a token a character, four times the characters/4 first guess, so the
     # buckets must learn the ratio from usage to stay under the limit.
     texts = ["审查这个模块的线程安全问题" * (40 + 17 * i) for i in range(40)]
     async with Simulator(rate_limits=limits, clock=t.clock) as sim:
-        # Every request is released at once on a clock that moves only when the buckets
-        # sleep, so attempts are in flight for no time and then for seconds: the estimate of
-        # others' consumption would read that as noise (it has its own tests, below).
-        b = buckets(t, rand=0.5, unseen_seconds=1e9)
+        b = buckets(t, rand=0.5)
         async with anthropic.AsyncAnthropic(
             base_url=sim.base_url,
             api_key="test-key",
             max_retries=0,
             http_client=anthropic.DefaultAioHttpClient(event_hooks={"response": [_keep_headers]}),
         ) as client:
-            results = await asyncio.gather(*(send_through(client, b, x, 300) for x in texts))
+            results = await asyncio.gather(*(send_through(client, b, t, x, 300) for x in texts))
         stats = sim.rate_limit_stats
     assert all(m.content for m, _ in results)
     assert stats["admitted"] == len(texts)
     # Without the buckets most of the 40 would bounce at least once (the limit holds 3 to 10
-    # of them); with them, a few (2 to 16 measured, depending on how the event loops
-    # interleave), when an answer's `remaining` overtakes a request still on its way.
+    # of them); with them, at most one (measured), when an answer's `remaining` overtakes a
+    # request still on its way. On FakeTime, where time moved while answers were on their
+    # way, 1 to 18 were measured, and more than 20 elsewhere.
     rejected: Any = stats["rejected"]
     assert rejected <= len(texts) // 2
     snap: Any = b.snapshot()
