@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
+from ._attempt_bounds import bounded
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._pricing import ModelPrice, PriceTable, format_usd
 from ._request import Request, canonical_json
@@ -471,7 +472,12 @@ async def reserve_all(
             if left is not None and left <= 0:
                 raise
             try:
-                await asyncio.wait_for(tracker.settled_since(settled), left)
+                # Not asyncio.wait_for: before Python 3.12 it can drop a cancel that comes as
+                # the settlement does, and the cancelled call would go on to be sent.
+                if left is None:
+                    await tracker.settled_since(settled)
+                else:
+                    await bounded(tracker.settled_since(settled), left)
             except asyncio.TimeoutError:
                 raise BudgetExceeded(
                     f"{exc} It waited for requests in flight to settle until the call's "
