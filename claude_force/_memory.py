@@ -232,11 +232,14 @@ class AgentMemory:
         if result.cached and look is not None and look[1]:
             return  # its recall found it stored or queued (the store was busy then)
         task = storable(task)  # a lone surrogate (Python callers) becomes "?", as below
+        agent, digest = storable(result.agent_name), task_hash(task)
+        if result.cached and self._store.on_its_way(agent, digest):
+            return  # a shared answer whose first caller's entry is on its way
         self._store.put(
             Pending(
-                agent=storable(result.agent_name),
+                agent=agent,
                 task=task[:TASK_CHARS],
-                digest=task_hash(task),
+                digest=digest,
                 # Cleaned before it is queued: a queued entry is recalled as it will be stored.
                 excerpt=storable(cut(result.output, EXCERPT_CHARS)),
                 ts=self._clock(),

@@ -28,6 +28,7 @@ generation at least as old as what it saw: a change in between makes it miss, ne
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -37,8 +38,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import ClassVar
-
-from ._ledger import task_hash
 
 __all__ = [
     "MEMO_ENTRIES",
@@ -278,5 +277,11 @@ class RecallMemo:
 
 
 def memo_key(agent: str, task: str, top_k: int, budget: int) -> Hashable:
-    """What a recall reads besides the store; a long task by its hash, to bound the memo."""
-    return (agent, task if len(task) <= KEY_TASK_CHARS else task_hash(task), top_k, budget)
+    """What a recall reads besides the store; a long task by its hash, to bound the memo.
+
+    Asked before a task is checked (a repeat's request is built after the memo answers):
+    a lone surrogate is hashed as it stands, and the build then names the problem."""
+    if len(task) <= KEY_TASK_CHARS:
+        return (agent, task, top_k, budget)
+    digest = hashlib.sha256(task.encode("utf-8", "surrogatepass")).hexdigest()
+    return (agent, digest, top_k, budget)

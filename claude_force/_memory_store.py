@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -213,6 +213,7 @@ class Store:
         self.dropped = 0
         self._pending: deque[Pending] = deque()
         self._writing: tuple[Pending, ...] = ()  # taken from the queue, not yet committed
+        self._on_way: dict[tuple[str, str], int] = {}  # (agent, digest): queued or writing
         self._lock = threading.Lock()  # the queue and the worker
         self._gathering = threading.Condition(self._lock)  # the worker's linger: see _gather
         self._wrote_at = -math.inf  # time.monotonic() of the latest write
@@ -230,13 +231,15 @@ class Store:
     def put(self, item: Pending) -> None:
         with self._lock:
             if len(self._pending) >= _MAX_PENDING:
-                self._pending.popleft()
+                self._arrived([self._pending.popleft()])
                 self.dropped += 1
                 _log.warn(
                     f"overflow:{self.path}",
                     f"memory store {self.path} is not keeping up; dropping the oldest entries",
                 )
             self._pending.append(item)
+            key = (item.agent, item.digest)
+            self._on_way[key] = self._on_way.get(key, 0) + 1
             self.probe.changed()
             if len(self._pending) >= _LINGER_ENTRIES:
                 self._gathering.notify()
@@ -279,7 +282,24 @@ class Store:
                     self.probe.changed()  # committed: answers read before it are stale
                     with self._lock:
                         self._writing = ()
+                        self._arrived(batch)
                         self._wrote_at = time.monotonic()
+
+    def on_its_way(self, agent: str, digest: str) -> bool:
+        """Whether an entry for ``agent``'s task is queued or being written (no lock: one
+        dict read, on the loop)."""
+        return (agent, digest) in self._on_way
+
+    def _arrived(self, items: Iterable[Pending]) -> None:
+        """``items`` left the queue for good (written, or given up); caller holds the lock."""
+        on_way = self._on_way
+        for p in items:
+            key = (p.agent, p.digest)
+            left = on_way.get(key, 0) - 1
+            if left > 0:
+                on_way[key] = left
+            else:
+                on_way.pop(key, None)
 
     def quiet(self) -> bool:
         """Nothing this process queued is waiting or being written.

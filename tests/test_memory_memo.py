@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_force import AgentMemory, AsyncAgentOrchestrator
+from claude_force import AgentMemory, AsyncAgentOrchestrator, InvalidArgumentError
 from claude_force._memory_memo import KEY_TASK_CHARS, RECHECK_SECONDS, RecallMemo, memo_key
 from claude_force.testing import Fault, Simulator
 
@@ -302,6 +302,40 @@ async def test_a_hit_whose_recall_found_its_task_queued_adds_nothing(
             again = await orch.execute_agent(REVIEWER, PAYMENT)
             queued = memory._store.unwritten()
     assert again.cached and again.output == first.output
+    assert [p.task for p in queued] == [PAYMENT]
+    with store_of(project) as memory:
+        assert [e.task for e in memory.entries()] == [PAYMENT]
+
+
+async def test_a_long_task_with_a_lone_surrogate_is_named_when_the_memo_is_warm(
+    project: Path, sim: Simulator
+) -> None:
+    """The memo is asked before the task is checked: a task it cannot encode must still get
+    the check's error (naming the character), not a UnicodeEncodeError, and send nothing."""
+    bad = "Review the payment gateway retry logic. " * 30 + "\udc80"
+    async with make(project, sim) as orch:
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        settle(orch)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        settle(orch)  # nothing queued: the memo is asked
+        sent = len(sim.message_requests)
+        with pytest.raises(InvalidArgumentError, match="surrogate"):
+            await orch.execute_agent(REVIEWER, bad)
+    assert len(sim.message_requests) == sent
+
+
+async def test_one_task_twice_in_a_batch_is_one_entry_on_its_way(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    """The second of two identical tasks shares the first one's answer: it adds no entry of
+    its own, which would count the task twice in recalls while both wait to be written."""
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        memory = orch._requests.memory
+        assert memory is not None
+        with memory._store._io:  # the writer cannot write: what is queued stays queued
+            first, second = await orch.execute_multiple([(REVIEWER, PAYMENT)] * 2)
+            queued = memory._store.unwritten()
+    assert first.output == second.output and second.cached
     assert [p.task for p in queued] == [PAYMENT]
     with store_of(project) as memory:
         assert [e.task for e in memory.entries()] == [PAYMENT]
