@@ -194,7 +194,7 @@ class AgentMemory:
         # nothing. Keyed by the task's str hash (kept by the string: free on the hit path)
         # and length; a collision could only make a repeat's request differ (a miss) or
         # leave a hit's task unstored, never a cached answer wrong.
-        self._recalled: dict[tuple[str, int, int], tuple[float, bool]] = {}
+        self._recalled: dict[tuple[str, int, int], tuple[float, bool, str | None]] = {}
         self._recalled_lock = threading.Lock()
 
     @classmethod
@@ -246,6 +246,7 @@ class AgentMemory:
                 model=storable(result.model),
                 replace=not result.cached,
                 seen=None if look is None else look[0],
+                block=None if look is None else look[2] or "",
             )
         )
 
@@ -307,20 +308,22 @@ class AgentMemory:
             return unknown
         self._seen = generation
         if generation[1] is None:  # no store file, nothing queued: nothing to recall
-            self._looked(items, self._clock(), [False] * len(items))
+            self._looked(items, self._clock(), [False] * len(items), [None] * len(items))
             return [None] * len(items)
         memo, top_k, budget = self._memo, self.top_k, self.budget_chars
         out: list[str | _Unknown | None] = []
         answered: list[tuple[str, str]] = []
+        blocks: list[str | None] = []
         for agent, task in items:
             found = memo.find(generation, memo_key(agent, task, top_k, budget), agent)
             out.append(_UNKNOWN if found is None else found[0])
-            # A stored task's entry keeps its own recall time (a fresh answer replacing it
-            # carries it over): only the others need this look's, for remember().
+            # A stored task's entry keeps its own recall time and block (a fresh answer
+            # replacing it carries them over): only the others need this look's.
             if found is not None and not found[1]:
                 answered.append((agent, task))
+                blocks.append(found[0])
         if answered:
-            self._looked(answered, self._clock(), [False] * len(answered))
+            self._looked(answered, self._clock(), [False] * len(answered), blocks)
         return out
 
     def _read_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
@@ -331,16 +334,19 @@ class AgentMemory:
         top_k, budget = self.top_k, self.budget_chars
         out: list[str | None] = []
         found_all, queued, looked = recall_all(store, items, top_k, budget, self._clock)
-        stored = [False] * len(items) if found_all is None else [f[1] for f in found_all]
-        self._looked(items, looked, stored)
         for i, (agent, task) in enumerate(items):
             found = None if found_all is None else found_all[i]
-            entries = [] if found is None else found[0]
-            block = render_block(agent, entries) if entries else None
+            if found is not None and found.sent is not None:
+                block = found.sent or None  # what the identical task's request sent
+            else:
+                entries = [] if found is None else found.entries
+                block = render_block(agent, entries) if entries else None
             out.append(block)
             if found is not None and generation is not None and not queued:
                 key = memo_key(agent, task, top_k, budget)
-                self._memo.put(generation, key, agent, (block, found[1]), found[2])
+                self._memo.put(generation, key, agent, (block, found.stored), found.has_entries)
+        stored = [False] * len(items) if found_all is None else [f.stored for f in found_all]
+        self._looked(items, looked, stored, out)
         if generation is not None:
             self._seen = generation
         return out
@@ -355,22 +361,26 @@ class AgentMemory:
         return self._memo.stored(seen, memo_key(agent, task, self.top_k, self.budget_chars))
 
     def _looked(
-        self, items: Sequence[tuple[str, str]], looked: float, stored: Sequence[bool]
+        self,
+        items: Sequence[tuple[str, str]],
+        looked: float,
+        stored: Sequence[bool],
+        blocks: Sequence[str | None],
     ) -> None:
-        """Note when the recall for each of ``items`` looked at the store, and whether it
-        found the identical task stored or queued."""
+        """Note when the recall for each of ``items`` looked at the store, whether it found
+        the identical task stored or queued, and the block its request sends."""
         if not items:
             return
         with self._recalled_lock:
             recalled = self._recalled
-            for (agent, task), found in zip(items, stored, strict=True):
+            for (agent, task), found, block in zip(items, stored, blocks, strict=True):
                 key = (agent, hash(task), len(task))
                 recalled.pop(key, None)  # newest last: the oldest go first
-                recalled[key] = (looked, found)
+                recalled[key] = (looked, found, block)
             while len(recalled) > _RECALLED_MAX:
                 del recalled[next(iter(recalled))]
 
-    def _recall_look(self, agent: str, task: str) -> tuple[float, bool] | None:
+    def _recall_look(self, agent: str, task: str) -> tuple[float, bool, str | None] | None:
         with self._recalled_lock:
             return self._recalled.pop((agent, hash(task), len(task)), None)
 

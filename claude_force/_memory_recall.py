@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._ledger import task_hash
 from ._memory_store import Pending, Snapshot, Store, akey, empty_store
@@ -30,6 +30,7 @@ __all__ = [
     "STOPWORDS",
     "TASK_CHARS",
     "MemoryEntry",
+    "Recalled",
     "cut",
     "entry_of",
     "fts5_available",
@@ -256,18 +257,44 @@ def _counts_as_of(
     return total, counts
 
 
-def _stored(conn: sqlite3.Connection, agent: str, digest: str) -> tuple[int | None, float | None]:
-    """The id of the agent's stored entry for the task, and when its request's recall looked
-    (None for an entry stored without it, or by a store of version 1)."""
-    try:
-        sql = "SELECT id, seen FROM entries WHERE agent = ? AND task_hash = ?"
-        row = conn.execute(sql, (agent, digest)).fetchone()
-    except sqlite3.OperationalError:  # a version 1 store, not upgraded yet: no seen column
-        sql = "SELECT id, NULL FROM entries WHERE agent = ? AND task_hash = ?"
-        row = conn.execute(sql, (agent, digest)).fetchone()
+_STORED_SQL = (
+    "SELECT id, seen, block FROM entries WHERE agent = ? AND task_hash = ?",
+    # An earlier release's store, not upgraded yet by a writer of this one:
+    "SELECT id, seen, NULL FROM entries WHERE agent = ? AND task_hash = ?",
+    "SELECT id, NULL, NULL FROM entries WHERE agent = ? AND task_hash = ?",
+)
+
+
+def _stored(
+    conn: sqlite3.Connection, agent: str, digest: str
+) -> tuple[int | None, float | None, str | None]:
+    """The id of the agent's stored entry for the task, when its request's recall looked
+    and the memory block that request sent ("" for none); None for what an entry was
+    stored without (by an earlier release, or with no recall in its process)."""
+    for sql in _STORED_SQL:
+        try:
+            row = conn.execute(sql, (agent, digest)).fetchone()
+            break
+        except sqlite3.OperationalError:  # no such column: try the older shape
+            continue
+    else:
+        raise sqlite3.OperationalError("memory store: entries table has no known shape")
     if row is None:
-        return None, None
-    return int(row[0]), None if row[1] is None else float(row[1])
+        return None, None, None
+    seen = None if row[1] is None else float(row[1])
+    return int(row[0]), seen, None if row[2] is None else str(row[2])
+
+
+class Recalled(NamedTuple):
+    """What recall finds for a task: its entries (most relevant first), whether the
+    identical task is stored or queued, whether the agent has any entry, and the block
+    the identical task's request sent ("" for none; None when not known), which a repeat
+    sends again."""
+
+    entries: list[MemoryEntry]
+    stored: bool
+    has_entries: bool
+    sent: str | None = None
 
 
 def _has_entries(conn: sqlite3.Connection, agent: str, snapshot: Snapshot | None) -> bool:
@@ -288,9 +315,9 @@ def _recall(
     budget: int,
     unwritten: Sequence[Pending] = (),
     snapshot: Snapshot | None = None,
-) -> tuple[list[MemoryEntry], bool, bool]:
-    """What recall finds for ``agent`` and ``task``, whether the identical task is stored,
-    and whether the agent has any entry (two index lookups before any FTS5 work).
+) -> Recalled:
+    """What recall finds for ``agent`` and ``task`` (two index lookups before any FTS5
+    work).
 
     ``unwritten`` are this process's queued entries, read as if already stored: a call sees
     every earlier call that completed in this process, written or not.
@@ -304,10 +331,12 @@ def _recall(
     digest = task_hash(task)
     mine = [p for p in unwritten if p.agent == agent]
     if not mine and not _has_entries(conn, agent, snapshot):
-        return [], False, False
-    before, seen = _stored(conn, agent, digest)
+        return Recalled([], False, False)
+    before, seen, sent = _stored(conn, agent, digest)
     queued_at = next((i for i, p in enumerate(mine) if p.digest == digest), None)
     stored = before is not None or queued_at is not None
+    if sent is None and queued_at is not None:
+        sent = mine[queued_at].block
     counted = unwritten  # every agent's queued entries count as written, older ones only:
     if queued_at is not None and (before is None or seen is None):
         # The queued answer's time; a stored one's wins: a fresh answer replacing it keeps
@@ -339,7 +368,7 @@ def _recall(
         seen=seen,
     )
     ranked = (s.entry for s in found if s.relevant)
-    return _within_budget(agent, ranked, top_k, budget), stored, True
+    return Recalled(_within_budget(agent, ranked, top_k, budget), stored, True, sent)
 
 
 _TASK_WORDS: dict[str, frozenset[str]] = {}
@@ -480,7 +509,7 @@ def recall_all(
     top_k: int,
     budget: int,
     clock: Callable[[], float] = time.time,
-) -> tuple[list[tuple[list[MemoryEntry], bool, bool]] | None, bool, float]:
+) -> tuple[list[Recalled] | None, bool, float]:
     """:func:`_recall` of each ``(agent, task)`` on one reader, in one read transaction
     (one state of the store, its counts looked up once), this process's unwritten entries
     included; whether there were any (an answer that counted them is not one for the

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS entries (
     ts REAL NOT NULL,
     model TEXT NOT NULL,
     size INTEGER NOT NULL,
-    seen REAL
+    seen REAL,
+    block TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_agent_task ON entries (agent, task_hash);
 CREATE INDEX IF NOT EXISTS entries_agent_ts ON entries (agent, ts);
@@ -100,6 +101,9 @@ class Pending:
     # a repeat recalls the entries older than that, which are the ones that request saw.
     # None when unknown (no recall was made in this process): then as of the entry itself.
     seen: float | None = None
+    # The memory block that request sent ("" for none): a repeat sends it again, whatever
+    # was stored since. None when unknown (no recall was made in this process).
+    block: str | None = None
 
 
 class Snapshot:
@@ -146,23 +150,29 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
             conn.executescript(_SCHEMA)
-        _add_seen(conn)
+        _add_columns(conn)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _add_seen(conn: sqlite3.Connection) -> None:
-    """Give a store made by an earlier release the ``seen`` column (checked again under the
-    write lock: another process may be adding it to the same file)."""
-    if "seen" in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
+# Columns added after the first release: an earlier release's store gains them when a writer
+# opens it (its version unchanged, so that release reads and writes the store on).
+_ADDED_COLUMNS = {"seen": "REAL", "block": "TEXT"}
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a store made by an earlier release the columns added since (checked again under
+    the write lock: another process may be adding them to the same file)."""
+    if set(_ADDED_COLUMNS) <= {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
-        if columns and "seen" not in columns:
-            conn.execute("ALTER TABLE entries ADD COLUMN seen REAL")
+        for name, kind in _ADDED_COLUMNS.items():
+            if columns and name not in columns:
+                conn.execute(f"ALTER TABLE entries ADD COLUMN {name} {kind}")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -520,14 +530,15 @@ def storable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_INSERT = 124  # 8 parameters each: within the 999 of older SQLite builds
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_INSERT = 110  # 9 parameters each: within the 999 of older SQLite builds
 
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
     return (
-        "INSERT OR IGNORE INTO entries (agent, task, task_hash, excerpt, ts, model, size, seen) "
+        "INSERT OR IGNORE INTO entries "
+        "(agent, task, task_hash, excerpt, ts, model, size, seen, block) "
         "VALUES " + ", ".join([_ROW] * rows)
     )
 
@@ -542,11 +553,13 @@ def _size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
-def _row(p: Pending) -> tuple[str, str, str, str, float, str, int, float | None]:
+def _row(p: Pending) -> tuple[str, str, str, str, float, str, int, float | None, str | None]:
     # The answer's text and model come from the service's JSON, where a "\\udc80" escape
     # gives a lone surrogate SQLite cannot encode: stored as "?".
-    size = _size(p.task) + _size(p.excerpt)
-    return (p.agent, p.task, p.digest, storable(p.excerpt), p.ts, storable(p.model), size, p.seen)
+    block = None if p.block is None else storable(p.block)
+    size = _size(p.task) + _size(p.excerpt) + (0 if block is None else _size(block))
+    model = storable(p.model)
+    return (p.agent, p.task, p.digest, storable(p.excerpt), p.ts, model, size, p.seen, block)
 
 
 def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_bytes: int) -> None:
@@ -581,7 +594,7 @@ def _insert_distinct(conn: sqlite3.Connection, batch: list[Pending]) -> None:
     for p in batch:
         if p.replace:
             replaced.setdefault(p.agent, []).append(p.digest)
-    kept: dict[str, dict[str, float]] = {}
+    kept: dict[str, dict[str, tuple[float | None, str | None]]] = {}
     for agent, digests in replaced.items():
         kept[agent] = _seen_of(conn, agent, digests)
         for i in range(0, len(digests), _ROWS_PER_INSERT):
@@ -594,25 +607,39 @@ def _insert_distinct(conn: sqlite3.Connection, batch: list[Pending]) -> None:
         conn.execute(_insert_sql(len(rows) // _ROW.count("?")), rows)
 
 
-def _seen_of(conn: sqlite3.Connection, agent: str, digests: list[str]) -> dict[str, float]:
-    """The recall times of the agent's stored entries for these tasks (those that have one)."""
-    found: dict[str, float] = {}
+def _seen_of(
+    conn: sqlite3.Connection, agent: str, digests: list[str]
+) -> dict[str, tuple[float | None, str | None]]:
+    """The recall times and sent blocks of the agent's stored entries for these tasks
+    (those that have either)."""
+    found: dict[str, tuple[float | None, str | None]] = {}
     for i in range(0, len(digests), _ROWS_PER_INSERT):
         some = digests[i : i + _ROWS_PER_INSERT]
         marks = ", ".join("?" * len(some))
         sql = (
-            f"SELECT task_hash, seen FROM entries WHERE agent = ? AND task_hash IN ({marks}) "
-            "AND seen IS NOT NULL"
+            f"SELECT task_hash, seen, block FROM entries WHERE agent = ? "
+            f"AND task_hash IN ({marks}) AND (seen IS NOT NULL OR block IS NOT NULL)"
         )
-        found.update((str(d), float(t)) for d, t in conn.execute(sql, (agent, *some)))
+        found.update(
+            (str(d), (None if t is None else float(t), None if b is None else str(b)))
+            for d, t, b in conn.execute(sql, (agent, *some))
+        )
     return found
 
 
-def _carry_seen(p: Pending, seen: dict[str, float]) -> Pending:
+def _carry_seen(p: Pending, seen: dict[str, tuple[float | None, str | None]]) -> Pending:
     """A fresh answer replacing a stored one was asked for as of the stored one's recall
-    (the repeat rebuilt that request): it keeps that time, so the next repeat is its hit."""
+    (the repeat rebuilt that request): it keeps that time, and the stored block when its
+    own is not known, so the next repeat is its hit."""
     old = seen.get(p.digest)
-    return p if old is None else dataclasses.replace(p, seen=old)
+    if old is None:
+        return p
+    time, block = old
+    return dataclasses.replace(
+        p,
+        seen=p.seen if time is None else time,
+        block=block if p.block is None else p.block,
+    )
 
 
 def _prune(conn: sqlite3.Connection, agents: set[str], per_agent: int, max_bytes: int) -> None:

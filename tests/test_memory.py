@@ -312,15 +312,23 @@ async def test_repeats_of_related_tasks_run_at_the_same_time_are_all_hits(
     assert len(sim.message_requests) == sent
 
 
-def test_a_store_of_an_earlier_release_is_read_then_given_the_column(tmp_path: Path) -> None:
-    """A store written before entries kept their recall time: read as it is (each entry
-    recalled as of itself), given the column by the first write, its version unchanged (so
-    an earlier release running beside this one reads and writes it on)."""
+@pytest.mark.parametrize(
+    "dropped",
+    [",\n    seen REAL,\n    block TEXT\n", ",\n    block TEXT\n"],
+    ids=["without seen and block", "without block"],
+)
+def test_a_store_of_an_earlier_release_is_read_then_given_the_column(
+    tmp_path: Path, dropped: str
+) -> None:
+    """A store written before entries kept their recall time (and the block their request
+    sent): read as it is (each entry recalled as of itself), given the columns by the first
+    write, its version unchanged (so an earlier release running beside this one reads and
+    writes it on)."""
     path = tmp_path / "m.db"
-    old = store_mod._SCHEMA.replace(",\n    seen REAL\n", "\n").replace(
+    old = store_mod._SCHEMA.replace(dropped, "\n").replace(
         f"user_version = {store_mod._SCHEMA_VERSION}", "user_version = 1"
     )
-    assert "seen" not in old
+    assert "block" not in old
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.create_function("akey", 1, store_mod.akey, deterministic=True)
         conn.executescript(old)
@@ -337,7 +345,7 @@ def test_a_store_of_an_earlier_release_is_read_then_given_the_column(tmp_path: P
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod._SCHEMA_VERSION
         columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
-    assert "seen" in columns
+    assert {"seen", "block"} <= columns
     with AgentMemory(path) as memory:
         assert [e.task for e in memory.entries()] == [PALETTE, PAYMENT]
         assert [e.task for e in memory.recall(REVIEWER, PAYMENT_AGAIN)] == [PAYMENT]

@@ -7,6 +7,7 @@ asserted by counting calls of the one function that reads the store off the loop
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -339,3 +340,45 @@ async def test_one_task_twice_in_a_batch_is_one_entry_on_its_way(
     assert [p.task for p in queued] == [PAYMENT]
     with store_of(project) as memory:
         assert [e.task for e in memory.entries()] == [PAYMENT]
+
+
+WORDS = "payment gateway retry logic billing bank timeout charge refund ledger invoice webhook"
+
+
+async def test_repeats_send_their_first_block_however_many_related_tasks_came_since(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    """Many related tasks, one after another, then every one again: each repeat sends the
+    memory block its first request sent (entries stored since, and the ranking they change,
+    do not count), so every repeat is a cache hit."""
+    rng = random.Random(1)
+    vocabulary = WORDS.split()
+    tasks = list(
+        dict.fromkeys(" ".join(rng.sample(vocabulary, rng.randint(3, 5))) for _ in range(150))
+    )
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        for task in tasks:
+            await orch.execute_agent(REVIEWER, task)
+        settle(orch)
+        sent = len(sim.message_requests)
+        repeats = [await orch.execute_agent(REVIEWER, task) for task in tasks]
+    assert [t for t, r in zip(tasks, repeats, strict=True) if not r.cached] == []
+    assert len(sim.message_requests) == sent
+
+
+async def test_a_related_task_answered_again_leaves_other_repeats_hits(
+    project: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    """A recalled by C, then A answered afresh (refresh=True): C's repeat still sends the
+    block with A's first answer, which it was answered with, and is a hit."""
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        sim.script(Fault.reply(ANSWER_PAYMENT))
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        settle(orch)
+        first = await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        settle(orch)
+        await orch.execute_agent(REVIEWER, PAYMENT, refresh=True)
+        settle(orch)
+        again = await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+    assert ANSWER_PAYMENT in user_text(sim, 1)
+    assert again.cached and again.output == first.output
