@@ -512,6 +512,11 @@ def test_answers_correct_the_shared_charge(space: str) -> None:
     assert since.near(levels["requests"]["level"], 60, 60)  # as the service reported
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="Python 3.10 cannot tell a cancel that redis-py's wait_for dropped: the cancelled "
+    "big request then runs on for the server's 63 s",
+)
 def test_a_retry_after_a_429_asks_before_the_requests_queued_since(space: str) -> None:
     time = FakeTime()
 
