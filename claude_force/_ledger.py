@@ -1,9 +1,9 @@
 """The call ledger: one SQLite row per completed call, written off the caller's path.
 
 :meth:`Ledger.record` only appends to an in-memory queue. A background thread writes queued rows
-in batches (one ``executemany`` in one transaction) every ``flush_interval`` seconds or as soon as
-``batch_size`` rows are waiting. The database runs in WAL mode with a busy timeout, so several
-``Ledger`` instances and several processes can share one file.
+in batches (one transaction) every ``flush_interval`` seconds or as soon as ``batch_size`` rows
+are waiting. The database runs in WAL mode with a busy timeout, so several ``Ledger`` instances
+and several processes can share one file.
 
 Timestamps (``ts``) are POSIX epoch seconds (UTC) as ``float``: cheap to compare and to filter
 with ``rows(since=...)``; reports format them for people.
@@ -54,6 +54,11 @@ logger = logging.getLogger("claude_force.ledger")
 _log = OnceLog(logger)
 
 _BUSY_TIMEOUT_MS = 10_000
+# Rows that wake the writer before flush_interval ends. Every wake and every SQLite call of
+# the writer takes the interpreter lock from a busy event loop and gives it back, which cost
+# the loop more than the rows themselves at 100 a batch; a full batch of cache hits' rows is
+# one INSERT (see _ledger_sql), so this is a power of two.
+_BATCH_SIZE = 1024
 _MAX_WRITE_ATTEMPTS = 5
 _CLOSE_JOIN_SECONDS = 30.0
 # Rows held while the disk cannot keep up (a few hundred bytes each); beyond it the oldest go.
@@ -509,7 +514,7 @@ class Ledger:
         path: Path,
         *,
         clock: Callable[[], float] = time.time,
-        batch_size: int = 100,
+        batch_size: int = _BATCH_SIZE,
         flush_interval: float = 0.5,
         store_task_text: bool = False,
         keep_out_of_git: bool = False,

@@ -64,13 +64,13 @@ _DEFAULTED = frozenset(line.split()[0] for line in SCHEMA.splitlines() if " DEFA
 
 
 # Rows per INSERT statement: each statement is one sqlite3_step, and each step hands the GIL
-# back and forth; one per row cost a busy event loop more than the rows themselves. Kept
-# within SQLite's oldest limit of 999 parameters before 3.32, 32,766 since (less a row's
-# worth for the values bound once). Preparing a statement costs about as much as running
-# it, so counts are powers of two: each text is prepared once, then found in the
-# connection's statement cache.
+# back and forth; one per row cost a busy event loop more than the rows themselves. A full
+# batch of the ledger's (1024 rows) fits one. Kept within SQLite's oldest limit of 999
+# parameters before 3.32, 32,766 since (less a row's worth for the values bound once).
+# Preparing a statement costs about as much as running it, so counts are powers of two:
+# each text is prepared once, then found in the connection's statement cache.
 _MAX_PARAMS = (32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) - len(COLUMNS)
-_ROWS_PER_INSERT = 256
+_ROWS_PER_INSERT = 1024
 
 # Binding a None costs the sqlite3 module an adapter lookup, about ten times an int: a row
 # leaves its None values out of the INSERT instead, where leaving one out stores NULL (a
@@ -87,19 +87,27 @@ def insert(conn: sqlite3.Connection, queued: Iterable[Params]) -> int:
     how many were distinct calls given a message id already in the ledger (kept without it,
     see :func:`_keep_distinct`)."""
     rows = list(queued)
+    statements = list(_statements(rows))
+    if len(statements) == 1:
+        # One statement is a transaction of its own: BEGIN and COMMIT would be two more
+        # GIL hand-offs between this thread and a busy event loop.
+        before = conn.total_changes
+        conn.execute(*statements[0])
+        if conn.total_changes - before == len(rows):
+            return 0
+        statements = []  # written; what is left is the rows the message id left out
+    return _in_transaction(conn, statements, rows)
+
+
+def _in_transaction(
+    conn: sqlite3.Connection, statements: list[_Statement], rows: list[Params]
+) -> int:
     kept = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
         before = conn.total_changes
-        for key, run in itertools.groupby(rows, _run_key):
-            same = list(run)
-            head = same[0][0]
-            if type(head) is RowTemplate:
-                statements = _from_template(head, key[1], same)
-            else:
-                statements = _from_rows(key, same)
-            for sql, params in statements:
-                conn.execute(sql, params)
+        for sql, params in statements:
+            conn.execute(sql, params)
         if conn.total_changes - before < len(rows):
             kept = _keep_distinct(conn, rows)
     except BaseException:
@@ -152,6 +160,16 @@ def _full(row: Params) -> Params:
     values.update(zip(head.each, head.values(row), strict=True))
     values.update(zip(head.shared, head.key(row)[1], strict=True))
     return tuple(values[name] for name in COLUMNS)
+
+
+def _statements(rows: list[Params]) -> Iterator[_Statement]:
+    for key, run in itertools.groupby(rows, _run_key):
+        same = list(run)
+        head = same[0][0]
+        if type(head) is RowTemplate:
+            yield from _from_template(head, key[1], same)
+        else:
+            yield from _from_rows(key, same)
 
 
 def _run_key(row: Params) -> Any:

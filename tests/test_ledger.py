@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 
 from claude_force._errors import InvalidArgumentError
-from claude_force._ledger import Ledger, LedgerRow, RowTemplate, task_hash
+from claude_force._ledger import (
+    _BATCH_SIZE,
+    Ledger,
+    LedgerRow,
+    RowTemplate,
+    _connect,
+    read_rows,
+    task_hash,
+)
+from claude_force._ledger_sql import insert
 from claude_force._usage import Usage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,6 +174,36 @@ def test_full_batch_is_written_without_flush(tmp_path: Path) -> None:
         assert not led._wait_done(9, timeout=0.05)  # lingering for a full batch
         led.record(row(message_id="m9"))
         assert led._wait_done(10, timeout=10)
+
+
+def test_a_full_batch_of_hit_rows_is_one_statement(tmp_path: Path) -> None:
+    # Each SQLite call of the writer takes the interpreter lock from the event loop and gives
+    # it back: a full batch of one template's rows is one INSERT, committed by itself.
+    template = RowTemplate(row(cached=True), ["message_id"], ["workflow_run"])
+    full = [(template, float(i), f"msg_{i}", None) for i in range(_BATCH_SIZE)]
+    conn = _connect(tmp_path / "l.db")
+    try:
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        insert(conn, full)
+        assert [s.split()[0] for s in statements] == ["INSERT"]
+        assert not conn.in_transaction
+        # Rows of two forms are several statements, in one transaction.
+        statements.clear()
+        a, b, c = (
+            (template, 1e4, "msg_a", None),
+            (template, 1e5, "msg_b", None),
+            (template, 1e6, "msg_c", "run-1"),
+        )
+        insert(conn, [a, b, c])
+        assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    finally:
+        conn.close()
+    got = read_rows(tmp_path / "l.db")
+    ids = [f"msg_{i}" for i in range(_BATCH_SIZE)]
+    assert [r.message_id for r in got] == [*ids, "msg_a", "msg_b", "msg_c"]
+    assert [r.workflow_run for r in got[-4:]] == [None, None, None, "run-1"]
+    assert all(r.cached for r in got)
 
 
 def test_partial_batch_is_written_after_flush_interval(tmp_path: Path) -> None:
