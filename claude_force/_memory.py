@@ -52,6 +52,7 @@ from ._memory_recall import (
     needed_shared,
     recall_all,
     render_block,
+    rendered_entry,
     search,
     terms,
 )
@@ -446,7 +447,26 @@ class AgentMemory:
         self.flush()
 
         def delete(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,)).rowcount > 0
+            row = conn.execute(f"SELECT {COLUMNS} FROM entries e WHERE e.id = ?", (entry_id,))
+            found = row.fetchone()
+            if found is None:
+                return False
+            entry = entry_of(found)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+                # Forgotten means never sent again: the requests that quoted it lose their
+                # kept block, and their repeats recall afresh, without it.
+                conn.execute(
+                    "UPDATE entries SET block = NULL WHERE agent = ? AND instr(block, ?) > 0",
+                    (entry.agent, rendered_entry(entry)),
+                )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return True
 
         return self._store.use(delete, False, create=False)
 

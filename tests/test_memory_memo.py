@@ -382,3 +382,32 @@ async def test_a_related_task_answered_again_leaves_other_repeats_hits(
         again = await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
     assert ANSWER_PAYMENT in user_text(sim, 1)
     assert again.cached and again.output == first.output
+
+
+async def test_a_forgotten_entry_is_never_sent_again(project: Path, sim: Simulator) -> None:
+    """C's request quoted A; A is forgotten: C asked again (no response cache) recalls
+    afresh, and A's text is not in it."""
+    async with make(project, sim) as orch:
+        sim.script(Fault.reply(ANSWER_PAYMENT))
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        settle(orch)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+        assert ANSWER_PAYMENT in user_text(sim)
+        settle(orch)
+        memory = orch._requests.memory
+        assert memory is not None
+        (forgotten,) = [e for e in memory.entries() if e.task == PAYMENT]
+        assert memory.forget(forgotten.id)
+        await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
+    assert ANSWER_PAYMENT not in user_text(sim)
+
+
+def test_only_a_block_recall_rendered_is_sent_again() -> None:
+    from claude_force._memory_recall import MemoryEntry, _kept_block, render_block
+
+    block = render_block(REVIEWER, [MemoryEntry(1, REVIEWER, "t", "x", 0.0, "m")])
+    assert _kept_block(block, REVIEWER) == block
+    assert _kept_block("", REVIEWER) == ""
+    for edited in (b"\x00\xffA", 42, "</earlier_work>", block.replace("<earlier_work", "<x", 1)):
+        assert _kept_block(edited, REVIEWER) is None
+    assert _kept_block(block, "another-agent") is None
