@@ -121,15 +121,17 @@ def _in_transaction(
 
 _MESSAGE_ID = COLUMNS.index("message_id")
 _CACHED = COLUMNS.index("cached")
+_BATCH = COLUMNS.index("batch")
 _SAME_CALL = ("ts", "request_id", "task_hash", "model", "input_tokens", "output_tokens")
 _SAME_CALL_AT = tuple(COLUMNS.index(name) for name in _SAME_CALL)
 
 
 def _keep_distinct(conn: sqlite3.Connection, rows: list[Params]) -> int:
-    """Rows the unique message id left out (rare: run only when some were): one that is
-    the same answer as the row already there (a Message Batches run collected again) stays
-    out; another call the service gave the same id (a stand-in or proxy with fixed ids) is
-    inserted without its id, so the ledger counts every paid call."""
+    """Rows the unique message id left out (rare: run only when some were): a Message
+    Batches result that is the same answer as the row already there (a run collected
+    again) stays out; any other call the service gave the same id (a stand-in or proxy
+    with fixed ids, a direct call being recorded once) is inserted without its id, so the
+    ledger counts every paid call."""
     kept = 0
     columns = ", ".join(_SAME_CALL)
     find = f"SELECT {columns} FROM calls WHERE message_id = ? AND cached = 0"
@@ -140,8 +142,8 @@ def _keep_distinct(conn: sqlite3.Connection, rows: list[Params]) -> int:
         mine = tuple(row[i] for i in _SAME_CALL_AT)
         if there is None or tuple(there) == mine:
             continue  # inserted just now
-        if tuple(there)[1:] == mine[1:]:
-            continue  # the same answer recorded again, at another time
+        if row[_BATCH] and tuple(there)[1:] == mine[1:]:
+            continue  # a Message Batches result collected again, at another time
         alone = [*row]
         alone[_MESSAGE_ID] = None
         names = ", ".join(COLUMNS)

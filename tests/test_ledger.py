@@ -120,9 +120,9 @@ def test_ts_defaults_to_injected_clock_and_since_filters(ledger: Ledger, clock: 
 def test_message_id_deduplicates_but_failures_and_cache_hits_do_not(
     ledger: Ledger, clock: FakeClock
 ) -> None:
-    ledger.record(row(message_id="msg_dup", input_tokens=1))
+    ledger.record(row(message_id="msg_dup", input_tokens=1, batch=True))
     clock.now += 60
-    ledger.record(row(message_id="msg_dup", input_tokens=1))  # the same answer recorded again
+    ledger.record(row(message_id="msg_dup", input_tokens=1, batch=True))  # collected again
     ledger.record(row(outcome="error"))
     ledger.record(row(outcome="error"))
     # Each response-cache hit replays the original message id and must still count.
@@ -245,16 +245,18 @@ def test_distinct_calls_given_one_message_id_are_each_counted(
 ) -> None:
     """A stand-in or proxy that answers every call with the same message id: each paid call
     stays in the ledger (the repeats without the id), with one warning naming the cause."""
-    for i, tokens in enumerate((10, 20, 10)):
+    for i, tokens in enumerate((10, 20, 10, 10)):
         clock.now += 1
+        task = "t0" if i == 3 else f"t{i}"  # the last repeats the first: still a call
         ledger.record(
-            row(message_id="msg_fixed", input_tokens=tokens, task_hash=f"t{i}", request_id=None)
+            row(message_id="msg_fixed", input_tokens=tokens, task_hash=task, request_id=None)
         )
     ledger.flush()
     got = ledger.rows()
     assert [(r.input_tokens, r.message_id) for r in got] == [
         (10, "msg_fixed"),
         (20, None),
+        (10, None),
         (10, None),
     ]
     warned = [r.getMessage() for r in caplog.records if "message id" in r.getMessage()]
@@ -270,7 +272,8 @@ WRITER = textwrap.dedent(
     led = Ledger(path, batch_size=25, flush_interval=0.01)
     for i in range(count):
         led.record(LedgerRow(agent=tag, model="m", message_id=f"{tag}-{i}"))
-    led.record(LedgerRow(agent=tag, model="m", message_id="same-call-everywhere"))
+    # One Message Batches result, collected by every process: one row.
+    led.record(LedgerRow(agent=tag, model="m", message_id="same-call-everywhere", batch=True))
     if close == "close":
         led.close()
     # otherwise the atexit hook must flush

@@ -210,7 +210,8 @@ async def test_a_server_reusing_one_message_id_still_has_every_call_counted(
     async with make(
         project, standin, enable_cache=False, enable_memory=False, enable_tracking=True
     ) as orch:
-        results = [await orch.execute_agent("code-reviewer", f"Task number {i}") for i in range(3)]
+        tasks = ["Task number 1", "Task number 1", "Task number 2"]  # a repeat counts too
+        results = [await orch.execute_agent("code-reviewer", task) for task in tasks]
         rows = orch.usage_rows()
     assert all(r.success for r in results)
     assert len([r for r in rows if r.outcome == "success"]) == 3
