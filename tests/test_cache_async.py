@@ -137,3 +137,19 @@ async def test_close_while_another_process_holds_the_lock_waits_one_busy_timeout
         reopened.set(key(5), {"n": 5})  # the cache works on once the lock is gone
         hit = reopened.get(key(5))
     assert hit is not None and hit.value == {"n": 5}
+
+
+async def test_a_set_after_an_aset_of_the_same_key_wins(tmp_path: Path) -> None:
+    """The aset is still queued when the set writes: the queued older value must not land
+    after it (a refresh from sync code beside async code)."""
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    await cache.aset(key(1), {"v": 1})
+    cache.set(key(1), {"v": 2})
+    hit = cache.get(key(1))
+    assert hit is not None and hit.value == {"v": 2}
+    await cache.aflush()
+    await cache.aclose()
+    again = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0)
+    hit = again.get(key(1))
+    assert hit is not None and hit.value == {"v": 2}
+    await again.aclose()

@@ -509,6 +509,8 @@ class DiskTier:
         That is when it is larger than ``limits.max_entry_bytes``, or the write failed
         (counted in ``errors`` and logged once per cause).
         """
+        if self._queued:  # an older value queued for the key must not land after this one
+            self._unqueue((key,))
         with self._write_lock:
             stored = not self._closed and self._write(
                 "write", lambda conn: self._put_row(conn, key, envelope, created_at, now), False
@@ -522,7 +524,10 @@ class DiskTier:
         stored = 0
         chunk: list[Row] = []
         size = 0
-        for row in items:
+        rows = list(items)
+        if self._queued:
+            self._unqueue(row[0] for row in rows)
+        for row in rows:
             chunk.append(row)
             size += len(row[1])
             if size >= self.limits.txn_bytes:
@@ -561,11 +566,16 @@ class DiskTier:
             )
         self._worker.wake()
 
-    def delete(self, key: str) -> None:
+    def _unqueue(self, keys: Iterable[str]) -> None:
+        """Drop values queued for ``keys`` (a later write or a delete of them wins)."""
         with self._state:
-            old = self._queued.pop(key, None)
-            if old is not None:
-                self._queued_bytes -= len(old[0])
+            for key in keys:
+                old = self._queued.pop(key, None)
+                if old is not None:
+                    self._queued_bytes -= len(old[0])
+
+    def delete(self, key: str) -> None:
+        self._unqueue((key,))
         with self._write_lock:
             if not self._closed:
                 self._write(
