@@ -218,12 +218,13 @@ def _without_created(metrics: Metrics) -> list[str]:
     return [line for line in metrics.render().decode().splitlines() if "_created{" not in line]
 
 
-def test_hits_added_in_a_batch_equal_hits_observed_one_by_one() -> None:
-    # Bounds themselves, between them, beyond the last one, zero and NaN (counted in no
-    # bucket, as Prometheus' observe does).
-    latencies = [0.1, 0.1, 0.25, 0.3, 0.0, 600.0, 601.0, 2.5, 0.05, float("nan"), 0.1]
+@pytest.mark.parametrize("nan", [[], [float("nan")]], ids=["numbers", "with NaN"])
+def test_hits_added_in_a_batch_equal_hits_observed_one_by_one(nan: list[float]) -> None:
+    # Bounds themselves, between them, beyond the last one, zero, unsorted, and NaN (counted
+    # in no bucket, as Prometheus' observe does).
+    latencies = [0.1, 0.1, 0.25, 0.3, 0.0, 600.0, 601.0, 2.5, 0.05, *nan, 0.1, 1e-9, 30.0]
     batched, single = Metrics(), Metrics()
-    for seconds in latencies:
+    for seconds in latencies * 3:
         batched.observe_hit(agent="a", model="m", latency_s=seconds)
         single.observe_call(
             agent="a",
