@@ -441,7 +441,8 @@ class TokenBuckets:
             return
         ticket.sent = True
         cls = self._classes[ticket.model_class]
-        self._refill(cls, self._clock())
+        # No refill first: nothing here reads a level, and refilling is additive up to the
+        # capacity (the next refill, before anything reads one, gives the same level).
         for kind in ticket.charged:
             cls.buckets[kind].pending += ticket.costs[kind]
 
@@ -651,6 +652,7 @@ class TokenBuckets:
         """Take the limits and remaining levels from ``anthropic-ratelimit-*`` headers;
         True when they state any limit."""
         learned = False
+        peak: float | None = None  # the same at the same ``now``: taken once
         for kind, (cap, left) in stated(headers, cls.caps).items():
             bucket = cls.buckets.get(kind)
             if cap is None:
@@ -668,11 +670,10 @@ class TokenBuckets:
                 continue
             bucket.capacity = cap
             if left is not None:
+                if peak is None:
+                    peak = self._peak(cls, now)
                 bucket.observe(
-                    left,
-                    authoritative=authoritative,
-                    seconds=self._unseen_seconds,
-                    in_flight=self._peak(cls, now),
+                    left, authoritative=authoritative, seconds=self._unseen_seconds, in_flight=peak
                 )
         if learned:
             cls.state = "known"

@@ -15,7 +15,9 @@ continuously, and a reset rounded to the second says less than ``remaining`` doe
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["KINDS", "PREFIX", "header_number", "limit_headers", "stated"]
 
@@ -85,6 +87,7 @@ _READ = {
     for i, field in enumerate(("limit", "remaining"))
 }
 _READ_BYTES = {name.encode(): slot for name, slot in _READ.items()}
+_READ_NAMES = frozenset(_READ_BYTES)
 _SPLIT_LIMITS = tuple((kind, 0) for kind in _SPLIT)
 
 
@@ -94,6 +97,8 @@ def _read_values(headers: Mapping[str, str]) -> dict[tuple[str, int], object]:
     answer reads these: a name is looked up as sent, and lower-cased only when that misses."""
     found: dict[tuple[str, int], object] = {}
     raw = getattr(headers, "raw", None)  # httpx: [(name, value)] as bytes
+    if isinstance(raw, list) and (plain := _read_plain(raw)) is not None:
+        return plain
     if isinstance(raw, list):
         table = _READ_BYTES
         for name, value in raw:
@@ -113,6 +118,30 @@ def _read_values(headers: Mapping[str, str]) -> dict[tuple[str, int], object]:
             slot = _READ.get(str(key).lower())
             if slot is not None:
                 found[slot] = text if found.get(slot, text) == text else ""
+    return found
+
+
+# A rate-limit name with an upper-case letter, at the start of a line of joined names.
+_UNUSUAL_NAME = re.compile(rb"\n(?i:" + re.escape(_PREFIX_BYTES) + rb")[^\n]*[A-Z]")
+
+
+def _read_plain(raw: list[Any]) -> dict[tuple[str, int], object] | None:
+    """:func:`_read_values` of raw pairs in the usual case, looked up in C: every name once,
+    the rate-limit names in lower case (as the service sends them). None otherwise (a name
+    twice, other cases, not bytes): then the pairs are read one by one."""
+    try:
+        by_name = dict(raw)
+        names = b"\n" + b"\n".join(by_name)
+    except (TypeError, ValueError):
+        return None
+    if len(by_name) != len(raw) or _UNUSUAL_NAME.search(names) is not None:
+        return None
+    found: dict[tuple[str, int], object] = {
+        _READ_BYTES[name]: by_name[name] for name in _READ_NAMES.intersection(by_name)
+    }
+    for value in found.values():
+        if not isinstance(value, bytes):
+            return None
     return found
 
 
