@@ -249,6 +249,25 @@ class _Scanner:
 
 _SCANNERS: tuple[_Scanner, ...] = tuple(_Scanner.of(p) for p in PATTERNS)
 
+# Up to this length a text is first searched for any declared literal in one pass (C speed);
+# a short task holding none (most do not) skips every scanner's own look. Longer texts hold
+# some almost always, and the one pass would cost more than the scanners' finds.
+_LOOK_FIRST_CHARS = 1_000
+
+
+def _any_literal(scanners: tuple[_Scanner, ...]) -> re.Pattern[str] | None:
+    """One pattern of every literal the scanners declare; None when one declares none (then
+    it runs everywhere and a text without literals is scanned all the same)."""
+    if any(s.starts is None for s in scanners):
+        return None
+    literals = {lit for s in scanners for lit in (*(s.starts or ()), *s.line_starts)}
+    if not literals:
+        return None
+    return re.compile("|".join(re.escape(lit) for lit in sorted(literals)))
+
+
+_ANY_LITERAL = _any_literal(_SCANNERS)
+
 # Non-ASCII letters that re.IGNORECASE matches to an ASCII one but str.lower() does not map to
 # it (dotless i, long s; the dotted I and the Kelvin sign for good measure). A test derives the
 # list from re itself.
@@ -310,9 +329,20 @@ def flag_injection(
     >>> flag_injection("Ignore whitespace in diffs.", "task")
     ()
     """
-    scanners = _SCANNERS if patterns is None else tuple(_Scanner.of(p) for p in patterns)
+    if patterns is None:
+        scanners, any_literal = _SCANNERS, _ANY_LITERAL
+    else:
+        scanners = tuple(_Scanner.of(p) for p in patterns)
+        any_literal = _any_literal(scanners)
     seen = normalised(text)
     low = _folded(seen)
+    if (
+        low is not None
+        and any_literal is not None
+        and len(low) <= _LOOK_FIRST_CHARS
+        and any_literal.search(low) is None
+    ):
+        return ()  # no scanner could find where to look
     return tuple(f"{source}:{s.name}" for s in scanners if s.found(seen, low))
 
 
