@@ -403,11 +403,7 @@ class TokenBuckets:
         waiter = _Waiter(raw_costs, asyncio.get_running_loop().create_future(), retry)
         place = self._place(cls, waiter)
         if deadline is not None and self._queue_predicts:
-            ahead = {k: raw_costs[k] + cls.queued[k] for k in KINDS}
-            for behind in itertools.islice(cls.queue, place, None):  # a retry's
-                for kind in KINDS:
-                    ahead[kind] -= behind.costs[kind]
-            self._check_deadline(cls_name, cls, _priced(cls, ahead), now, deadline)
+            self._check_queue_deadline(cls_name, cls, raw_costs, place, now, deadline)
         self._enqueue(cls, waiter, place)
         try:
             if cls.queue[0] is not waiter:
@@ -419,6 +415,24 @@ class TokenBuckets:
                 await self._pause(cls, max(0.001, got * (1.0 + self._jitter * self._rand())))
         finally:
             self._dequeue(cls, waiter)
+
+    def _check_queue_deadline(
+        self,
+        cls_name: str,
+        cls: _Class,
+        raw_costs: Mapping[str, float],
+        place: int,
+        now: float,
+        deadline: float,
+    ) -> None:
+        """Raise :class:`AdmissionDeadlineError` when what is queued ahead of ``place``, and
+        this request, could not be admitted before ``deadline``. A method of its own: its
+        comprehension's cells would otherwise be made, and held, by every admission."""
+        ahead = {k: raw_costs[k] + cls.queued[k] for k in KINDS}
+        for behind in itertools.islice(cls.queue, place, None):  # a retry's
+            for kind in KINDS:
+                ahead[kind] -= behind.costs[kind]
+        self._check_deadline(cls_name, cls, _priced(cls, ahead), now, deadline)
 
     async def _try_admit(
         self, cls_name: str, cls: _Class, waiter: _Waiter, deadline: float | None

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 __all__ = ["bounded", "cancels_requested", "redact_key", "within"]
 
@@ -29,15 +29,28 @@ async def within(
         return await _within_310(awaitable, seconds, answered, more)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(None) as window:
-
-        def check() -> None:
-            window.reschedule(loop.time() + (more() if answered() else 0.0))
-
-        handle = loop.call_at(loop.time() + seconds, check)
+        # A function of the module, not a closure: its cells would live as long as the call.
+        handle = loop.call_at(loop.time() + seconds, _check, loop, window, answered, more)
         try:
             return await awaitable
         finally:
             handle.cancel()
+
+
+class _Window(Protocol):
+    """``asyncio.Timeout`` (Python 3.11 and later)."""
+
+    def reschedule(self, when: float | None) -> None: ...
+
+
+def _check(
+    loop: asyncio.AbstractEventLoop,
+    window: _Window,
+    answered: Callable[[], bool],
+    more: Callable[[], float],
+) -> None:
+    """``seconds`` have passed: time out now, or ``more()`` seconds later if answered."""
+    window.reschedule(loop.time() + (more() if answered() else 0.0))
 
 
 async def bounded(awaitable: Awaitable[T], seconds: float) -> T:

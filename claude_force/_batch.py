@@ -44,7 +44,7 @@ from ._batch_io import (
     read_input,
     scan_results,
 )
-from ._budget import Budget
+from ._budget import Budget, trackers_for
 from ._errors import BudgetExceeded, InvalidArgumentError
 from ._message_batches import BatchesSettings, run_message_batches
 from ._record import CallContext
@@ -98,7 +98,7 @@ async def run_batch(
     """
     limit = _limit(concurrency, orch.options.max_concurrent)
     gate = asyncio.Semaphore(limit)
-    budgets = orch._budgets(budget)
+    budgets = trackers_for(orch.budget, budget)
     seen: set[str] = set()
     stop: list[BudgetExceeded] = []
 

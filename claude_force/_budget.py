@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Literal, Protocol
 
 from ._attempt_bounds import bounded
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
@@ -42,11 +42,14 @@ __all__ = [
     "TOOL_USE_TOKENS",
     "Budget",
     "BudgetTracker",
+    "CallClock",
     "CountTokens",
     "Reservation",
     "input_token_bound",
     "release_all",
     "reserve_all",
+    "reserve_for",
+    "trackers_for",
     "utf8_bytes",
     "worst_case_cost",
 ]
@@ -436,6 +439,37 @@ class BudgetTracker:
             "without max_cost_usd.",
             spent=self._spent_dict(),
         )
+
+
+def trackers_for(mine: BudgetTracker | None, extra: Budget | None) -> tuple[BudgetTracker, ...]:
+    """The trackers a call answers to: the orchestrator's (``mine``), and one for ``extra``."""
+    own = () if mine is None else (mine,)
+    return own if extra is None else (*own, BudgetTracker(extra))
+
+
+class CallClock(Protocol):
+    """What :func:`reserve_for` needs of the transport: its exact count and its clock."""
+
+    async def count_tokens(self, request: Request) -> int: ...
+
+    def clock(self) -> float: ...
+
+    def deadline_from(self, since: float) -> float | None: ...
+
+
+async def reserve_for(
+    trackers: Sequence[BudgetTracker],
+    request: Request,
+    prices: PriceTable,
+    sender: CallClock,
+    begun: float,
+) -> list[tuple[BudgetTracker, Reservation]]:
+    """:func:`reserve_all` for a call begun at ``begun`` on ``sender``'s clock (its deadline
+    bounds a wait), counting with ``sender``; no trackers: nothing to reserve, and no wait."""
+    if not trackers:
+        return []
+    until = (sender.deadline_from(begun), sender.clock)
+    return await reserve_all(trackers, request, prices, sender.count_tokens, until=until)
 
 
 async def reserve_all(

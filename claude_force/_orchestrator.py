@@ -15,7 +15,7 @@ from . import _outcomes as outcome
 from ._admission import Limits, limits_from_config
 from ._aio import off_loop
 from ._batch import BatchMethods
-from ._budget import Budget, BudgetTracker, release_all, reserve_all
+from ._budget import Budget, BudgetTracker, release_all, reserve_for, trackers_for
 from ._cache_use import CacheUse
 from ._config import DEFAULT_MODEL, ProjectConfig, find_config, load_config
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
@@ -141,9 +141,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
 
     async def close(self) -> None:
         """Write pending ledger rows and cache entries; release threads, files and clients.
-
-        Safe to call twice; the orchestrator can still be used afterwards (it reopens).
-        """
+        Safe to call twice; the orchestrator can still be used afterwards (it reopens)."""
         await off_loop(self._recorder.close)
         await self._cache.close()
         await self._transport.aclose()
@@ -201,7 +199,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         """
         options = (model, max_tokens, temperature, use_memory, use_cache, prompt_cache_ttl)
         item = TaskSpec(agent_name, task, *options)
-        ctx = CallContext.of(item, self._budgets(budget), refresh)
+        ctx = CallContext.of(item, trackers_for(self.budget, budget), refresh)
         (request,) = await self._requests.abuild([item])
         return await self._run(agent_name, request, ctx)
 
@@ -215,9 +213,9 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         """
         items = [TaskSpec.coerce(t, i) for i, t in enumerate(tasks)]
         requests = await self._requests.abuild(items)
-        budgets = self._budgets(None)
+        budgets = trackers_for(self.budget, None)
         calls = [
-            self._run_isolated(item.agent, request, CallContext.of(item, budgets, refresh))
+            self._run(item.agent, request, CallContext.of(item, budgets, refresh), isolated=True)
             for item, request in zip(items, requests, strict=True)
         ]
         return list(await asyncio.gather(*calls))
@@ -228,10 +226,10 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         Returns counts: ``already_cached``, ``stored`` and ``failed``.
         """
         if await self._cache.aget() is None:
-            raise InvalidArgumentError(
-                "the response cache is off or unusable (enable_cache=False, or a warning "
-                "said why); warming needs it on"
+            what = (
+                "the response cache is off or unusable (enable_cache=False, or a warning said why)"
             )
+            raise InvalidArgumentError(f"{what}; warming needs it on")
         return outcome.warm_counts(await self.execute_multiple(tasks))
 
     async def run_workflow(
@@ -255,11 +253,11 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         spec = self.config.workflow_spec(workflow_name)
         self._requests.check_task(task)
         await self._transport.session()  # client set-up is not part of the run's timing
-        budgets = self._budgets(budget)
+        budgets = trackers_for(self.budget, budget)
 
         async def send(agent: str, request: Request, run_id: str, step: int) -> AgentResult:
             ctx = CallContext(task, budgets, run_id, step, use_cache, refresh)
-            return await self._run_isolated(agent, request, ctx)
+            return await self._run(agent, request, ctx, isolated=True)
 
         runs, recorded = self._runs, self._recorder.flush
         runner = WorkflowRunner(spec, task, self._requests, send, runs=runs, recorded=recorded)
@@ -267,22 +265,25 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
 
     # -- one call: build → cache → admission → transport → record ----------------------
 
-    def _budgets(self, extra: Budget | None) -> tuple[BudgetTracker, ...]:
-        mine = () if self.budget is None else (self.budget,)
-        return mine if extra is None else (*mine, BudgetTracker(extra))
-
-    async def _run_isolated(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
-        """Like :meth:`_run`, but a budget stop becomes a failed result, not an exception."""
+    async def _run(
+        self, agent: str, request: Request, ctx: CallContext, *, isolated: bool = False
+    ) -> AgentResult:
+        """Answer from the cache when allowed, else upstream; identical misses share a call.
+        ``isolated``: a budget stop is a failed result, not an exception."""
         try:
-            return await self._run(agent, request, ctx)
+            cache = await self._cache.aget() if ctx.use_cache else None
+            if cache is None or cache.is_excluded(agent):
+                return await self._send(agent, request, ctx, None)
+            return await self._run_cached(agent, request, ctx, cache)
         except BudgetExceeded as exc:
+            if not isolated:
+                raise
             return outcome.budget_result(agent, request, exc)
 
-    async def _run(self, agent: str, request: Request, ctx: CallContext) -> AgentResult:
-        """Answer from the cache when allowed, else upstream; identical misses share a call."""
-        cache = await self._cache.aget() if ctx.use_cache else None
-        if cache is None or cache.is_excluded(agent):
-            return await self._send(agent, request, ctx, None)
+    async def _run_cached(
+        self, agent: str, request: Request, ctx: CallContext, cache: ResponseCache
+    ) -> AgentResult:
+        # Not in _run: its closures' cells would be made, and held, by every uncached call.
         started = time.perf_counter()
         key = cache_key(request)
 
@@ -316,8 +317,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         # Ready before the clock starts: the SDK import and the client are not the request.
         await self._transport.session()
         transport, begun = self._transport, self._transport.clock()  # a budget wait counts too
-        until, count = (transport.deadline_from(begun), transport.clock), transport.count_tokens
-        reservations = await reserve_all(ctx.budgets, request, self.prices, count, until=until)
+        reservations = await reserve_for(ctx.budgets, request, self.prices, transport, begun)
         started = time.perf_counter()
         try:
             sent = await transport.send(request, since=begun)

@@ -91,6 +91,10 @@ class _Seen(list[Mapping[str, str]]):
 
     status: int | None = None
 
+    def answered(self) -> bool:
+        """Whether a response came (its headers did)."""
+        return bool(self)
+
 
 _ATTEMPT_HEADERS: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar(
     "claude_force_attempt_headers", default=None
@@ -247,6 +251,31 @@ class _Metered:
     model: str
     chars: int
     max_tokens: int
+
+
+class _Create:
+    """One Messages call, made by each attempt: ``create(timeout)``. Each answer's usage is
+    read once, inside its attempt (``read``). An object, not a closure: a closure's cells
+    live as long as the call, and every call has one."""
+
+    __slots__ = ("client", "kwargs", "read")
+
+    def __init__(self, client: AsyncAnthropic, kwargs: dict[str, Any]) -> None:
+        self.client = client
+        self.kwargs = kwargs
+        self.read: list[Usage] = []
+
+    async def __call__(self, timeout: float) -> Message:
+        message = await self.client.messages.create(**self.kwargs, timeout=timeout)
+        message = expect_answer(message, _message_type())
+        try:
+            self.read.append(Usage.from_api(message.usage))
+        except (InvalidArgumentError, TypeError, ValueError) as exc:  # a count < 0, a bool
+            raise _NotAnAnswer(f"a Message whose usage cannot be read ({exc})") from None
+        return message
+
+    def usage_of(self, message: Message) -> Usage:
+        return self.read[-1]
 
 
 @dataclass(slots=True)
@@ -455,30 +484,15 @@ class Transport:
         ``since`` (:meth:`clock`): when the call began, if before this (a budget wait), so
         that ``deadline_seconds`` bounds the whole call."""
         session = await self.session()
-        kwargs = request.create_kwargs()
-
-        read: list[Usage] = []  # each answer's usage, read once, inside its attempt
-
-        async def create(timeout: float) -> Message:
-            message = await session.client.messages.create(**kwargs, timeout=timeout)
-            message = expect_answer(message, _message_type())
-            try:
-                read.append(Usage.from_api(message.usage))
-            except (InvalidArgumentError, TypeError, ValueError) as exc:  # a count < 0, a bool
-                raise _NotAnAnswer(f"a Message whose usage cannot be read ({exc})") from None
-            return message
-
-        def usage_of(message: Message) -> Usage:
-            return read[-1]
-
+        create = _Create(session.client, request.create_kwargs())
         metered = _Metered(request.model, input_chars(request), request.max_tokens)
         message, attempts = await self._retrying(
-            create, session.gate, session.buckets, metered, usage_of, since=since
+            create, session.gate, session.buckets, metered, create.usage_of, since=since
         )
         # When a request took the slot this one gave back, it goes out before this answer's
         # bookkeeping (the caller's, after return): a full gate keeps the pace of its queue.
         cancelled = await _pass_turn() if session.gate.full else None
-        return Sent(message, attempts, message._request_id, read[-1], cancelled)
+        return Sent(message, attempts, message._request_id, create.read[-1], cancelled)
 
     async def count_tokens(self, request: Request) -> int:
         """The service's exact input-token count for ``request`` (the free count endpoint).
@@ -679,7 +693,7 @@ class Transport:
             # answer whose headers came in time (it is paid for) gets as long again for its
             # body, within the deadline.
             more = functools.partial(self._attempt_timeout, start)
-            return await within(call(timeout), timeout, lambda: bool(seen), more)
+            return await within(call(timeout), timeout, seen.answered, more)
         except anthropic.APIStatusError as exc:
             headers = exc.response.headers
             return _Failure(exc.status_code, headers, self._map_status(exc, attempt))
