@@ -89,7 +89,11 @@ RATELIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
 class _Seen(list[Mapping[str, str]]):
     """The headers of each response an attempt received, and the last one's status."""
 
-    status: int | None = None
+    __slots__ = ("status",)  # no dict of its own for one attribute
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status: int | None = None
 
     def answered(self) -> bool:
         """Whether a response came (its headers did)."""
