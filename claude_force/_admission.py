@@ -455,8 +455,9 @@ class TokenBuckets:
             return
         ticket.sent = True
         cls = self._classes[ticket.model_class]
-        # No refill first: nothing here reads a level, and refilling is additive up to the
-        # capacity (the next refill, before anything reads one, gives the same level).
+        # Refilled first: during the recovery after a 429 the refill speed changes over
+        # time, and the level depends on where the refills fall.
+        self._refill(cls, self._clock())
         for kind in ticket.charged:
             cls.buckets[kind].pending += ticket.costs[kind]
 

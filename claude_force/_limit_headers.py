@@ -121,8 +121,9 @@ def _read_values(headers: Mapping[str, str]) -> dict[tuple[str, int], object]:
     return found
 
 
-# A rate-limit name with an upper-case letter, at the start of a line of joined names.
-_UNUSUAL_NAME = re.compile(rb"\n(?i:" + re.escape(_PREFIX_BYTES) + rb")[^\n]*[A-Z]")
+# A rate-limit name (its prefix in any case) with an upper-case letter anywhere in it, at the
+# start of a line of joined names.
+_UNUSUAL_NAME = re.compile(rb"\n(?=(?i:" + re.escape(_PREFIX_BYTES) + rb"))[^\n]*[A-Z]")
 
 
 def _read_plain(raw: list[Any]) -> dict[tuple[str, int], object] | None:

@@ -798,6 +798,8 @@ def test_raw_header_pairs_read_in_one_lookup_state_what_reading_pair_by_pair_sta
         "anthropic-ratelimit-tokens-remaining",
         "Anthropic-RateLimit-Requests-Limit",
         "anthropic-ratelimit-Input-Tokens-Limit",
+        "Anthropic-Ratelimit-requests-remaining",  # only the prefix in capitals
+        "ANTHROPIC-RATELIMIT-tokens-remaining",
         "x-anthropic-ratelimit-requests-limit",
         "content-type",
     ]
@@ -813,3 +815,35 @@ def test_raw_header_pairs_read_in_one_lookup_state_what_reading_pair_by_pair_sta
     for pairs, read in zip(cases, fast, strict=True):
         assert read == lh._read_values(Headers(pairs)), pairs
     assert 200 < looked_up < 2_000  # both ways were taken
+    only_prefix = Headers([("Anthropic-Ratelimit-requests-limit", "50")])
+    assert lh.stated(only_prefix) == {"requests": (50.0, None)}
+
+
+async def test_an_attempt_leaving_during_the_recovery_refills_the_buckets_at_that_moment() -> None:
+    """After a 429 the refill speeds up over ``recovery_seconds``, so a level depends on when
+    the refills fall: an attempt leaving refills at that moment (the level below is what
+    refilling at the admission, the sending and the answer gives; once at the answer gives
+    6.2555)."""
+    t = FakeTime()
+    b = TokenBuckets(clock=t.clock, sleep=t.sleep, rand=lambda: 0.5, recovery_seconds=10.0)
+
+    def stating(requests_left: int) -> dict[str, str]:
+        limits = (4_000_000, 4_000_000), (800_000, 800_000)
+        return headers(
+            requests=(600, requests_left), input_tokens=limits[0], output_tokens=limits[1]
+        )
+
+    ticket = await b.admit(SONNET, 400, 50)
+    b.sending(ticket)
+    t.now += 1.0
+    b.settle(ticket, Usage(input_tokens=100, output_tokens=20), stating(599))
+    ticket = await b.admit(SONNET, 400, 50)
+    b.sending(ticket)
+    t.now += 0.5
+    b.on_rate_limited(ticket, stating(0))
+    ticket = await b.admit(SONNET, 400, 50)
+    t.now += 2.0  # waiting for a slot, within the recovery
+    b.sending(ticket)
+    t.now += 5.0
+    b.settle(ticket, Usage(input_tokens=100, output_tokens=20), stating(600))
+    assert level(b, "requests") == pytest.approx(6.6655, abs=1e-3)
