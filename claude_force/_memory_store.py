@@ -259,41 +259,52 @@ class Store:
         worker.wake()
 
     def _gather(self) -> None:
-        """The worker's job: write what is queued, letting a burst gather first.
+        """The worker's job: write what is queued, letting a burst gather before each batch.
 
         In a burst (the last write was under :data:`_LINGER_S` ago) the worker waits that
-        long, so the burst is a few transactions instead of one per call: each commit
-        costs about as much as the rows it writes. An entry after a pause is written at
-        once, so the store is soon quiet again (the recall memo answers only then). The
-        wait ends early when enough are queued or the store is closing; close and flush
-        never wait.
+        long before each transaction, also between the batches of one wake-up, so a burst
+        is a few transactions instead of one per call: each commit (and the FTS5 index
+        segment it adds) costs about as much as the rows it writes, and entries that came
+        during a write are few. An entry after a pause is written at once, so the store is
+        soon quiet again (the recall memo answers only then). The wait ends early when
+        enough are queued or the store is closing; close and flush never wait.
         """
-        with self._gathering:
-            if self._pending and time.monotonic() - self._wrote_at < _LINGER_S:
-                self._gathering.wait_for(
-                    lambda: self._worker is None or len(self._pending) >= _LINGER_ENTRIES,
-                    timeout=_LINGER_S,
-                )
-        self.drain()
+        while True:
+            with self._gathering:
+                if not self._pending:
+                    return
+                if time.monotonic() - self._wrote_at < _LINGER_S:
+                    self._gathering.wait_for(
+                        lambda: self._worker is None or len(self._pending) >= _LINGER_ENTRIES,
+                        timeout=_LINGER_S,
+                    )
+            with self._io:
+                self._write_queued()
 
     def drain(self) -> None:
-        """Write everything queued (the worker's job; also flush and close)."""
+        """Write everything queued now (flush and close)."""
         with self._io:
-            while True:
-                with self._lock:
-                    batch = tuple(self._pending)
-                    self._writing = batch  # before the queue empties: see quiet()
-                    self._pending.clear()
-                if not batch:
-                    return
-                try:
-                    self._write(list(batch))
-                finally:
-                    self.probe.changed()  # committed: answers read before it are stale
-                    with self._lock:
-                        self._writing = ()
-                        self._arrived(batch)
-                        self._wrote_at = time.monotonic()
+            while self._write_queued():
+                pass
+
+    def _write_queued(self) -> bool:
+        """Write what is queued now in one transaction (with ``_io`` held); False when
+        nothing was."""
+        with self._lock:
+            batch = tuple(self._pending)
+            self._writing = batch  # before the queue empties: see quiet()
+            self._pending.clear()
+        if not batch:
+            return False
+        try:
+            self._write(list(batch))
+        finally:
+            self.probe.changed()  # committed: answers read before it are stale
+            with self._lock:
+                self._writing = ()
+                self._arrived(batch)
+                self._wrote_at = time.monotonic()
+        return True
 
     def on_its_way(self, agent: str, digest: str) -> bool:
         """Whether an entry for ``agent``'s task is queued or being written (no lock: one

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -504,6 +505,37 @@ def test_oldest_entries_are_pruned_over_the_byte_cap(tmp_path: Path) -> None:
         assert [e.task for e in memory.entries()] == ["task 4", "task 3", "task 2"]
 
 
+def test_entries_that_came_during_a_write_gather_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a burst, a write's own length lets a few entries in; written at once, each burst
+    # became a commit (and an FTS5 segment) per one or two entries.
+    monkeypatch.setattr(store_mod, "_LINGER_S", 3600.0)  # only the batch size ends the wait
+    monkeypatch.setattr(store_mod, "_LINGER_ENTRIES", 3)
+    batches: list[list[str]] = []
+    first_written = threading.Event()
+    with AgentMemory(tmp_path / "m.db") as memory:
+        store = memory._store
+        write = store._write
+
+        def spy(batch: list[store_mod.Pending]) -> None:
+            batches.append([p.task for p in batch])
+            if len(batches) == 1:
+                memory.remember(success("a", "two"), "task 2")  # came during the first write
+            write(batch)
+            if len(batches) == 1:
+                first_written.set()
+
+        monkeypatch.setattr(store, "_write", spy)
+        memory.remember(success("a", "one"), "task 1")  # after a pause: written at once
+        assert first_written.wait(10)
+        memory.remember(success("a", "three"), "task 3")
+        memory.remember(success("a", "four"), "task 4")  # three queued: the wait ends
+        memory.flush()
+        assert batches == [["task 1"], ["task 2", "task 3", "task 4"]]
+        assert len(memory.entries(agent="a")) == 4
+
+
 def test_a_fresh_answer_replaces_the_same_task_and_a_hit_does_not(tmp_path: Path) -> None:
     with AgentMemory(tmp_path / "m.db") as memory:
         memory.remember(success("a", "first"), "same task")
@@ -635,7 +667,7 @@ async def test_a_queued_answer_with_a_lone_surrogate_is_recalled_as_it_will_be_s
         memory = orch._recorder.memory
         assert memory is not None
         with monkeypatch.context() as m:
-            m.setattr(memory._store, "drain", lambda: None)  # the entry stays queued
+            m.setattr(memory._store, "_write_queued", lambda: False)  # the entry stays queued
             first = await orch.execute_agent(REVIEWER, PAYMENT)
             again = await orch.execute_agent(REVIEWER, PAYMENT_AGAIN)
             assert memory._store.unwritten()  # recalled from the queue, not the file
