@@ -182,8 +182,10 @@ def _within_budget(
 ) -> list[MemoryEntry]:
     """The first ``k`` entries, most relevant first, whose block fits ``budget`` characters."""
     kept: list[MemoryEntry] = []
-    size = len(render_block(agent, ()))
+    size = -1
     for entry in ranked:
+        if size < 0:  # the empty block's size, once there is an entry to fit
+            size = len(render_block(agent, ()))
         extra = len(rendered_entry(entry)) + 1
         if size + extra <= budget:
             kept.append(entry)
@@ -260,31 +262,48 @@ def _counts_as_of(
 
 
 _STORED_SQL = (
-    "SELECT id, seen, block FROM entries WHERE agent = ? AND task_hash = ?",
+    "SELECT task_hash, id, seen, block FROM entries WHERE agent = ? AND task_hash IN ({})",
     # An earlier release's store, not upgraded yet by a writer of this one:
-    "SELECT id, seen, NULL FROM entries WHERE agent = ? AND task_hash = ?",
-    "SELECT id, NULL, NULL FROM entries WHERE agent = ? AND task_hash = ?",
+    "SELECT task_hash, id, seen, NULL FROM entries WHERE agent = ? AND task_hash IN ({})",
+    "SELECT task_hash, id, NULL, NULL FROM entries WHERE agent = ? AND task_hash IN ({})",
 )
+_STORED_PER_QUERY = 32  # digests per statement: a long list costs more to compile than to run
+
+_Stored = tuple[int | None, float | None, str | None]
+_NOT_STORED: _Stored = (None, None, None)
 
 
-def _stored(
-    conn: sqlite3.Connection, agent: str, digest: str
-) -> tuple[int | None, float | None, str | None]:
-    """The id of the agent's stored entry for the task, when its request's recall looked
-    and the memory block that request sent ("" for none); None for what an entry was
-    stored without (by an earlier release, or with no recall in its process)."""
-    for sql in _STORED_SQL:
-        try:
-            row = conn.execute(sql, (agent, digest)).fetchone()
-            break
-        except sqlite3.OperationalError:  # no such column: try the older shape
-            continue
-    else:
-        raise sqlite3.OperationalError("memory store: entries table has no known shape")
-    if row is None:
-        return None, None, None
-    seen = None if row[1] is None else float(row[1])
-    return int(row[0]), seen, _kept_block(row[2], agent)
+def _stored(conn: sqlite3.Connection, agent: str, digests: Sequence[str]) -> dict[str, _Stored]:
+    """For each of these tasks the agent has stored: its entry's id, when its request's
+    recall looked, and the memory block that request sent ("" for none); None for what an
+    entry was stored without (by an earlier release, or with no recall in its process).
+
+    A batch of recalls asks for all its tasks at once: a statement per task cost more than
+    the index lookups themselves. The list is padded to a power of two (with its last
+    digest again), so a few statement texts serve every batch size: each new one is
+    compiled, which costs more than running it.
+    """
+    unique = list(dict.fromkeys(digests))
+    found: dict[str, _Stored] = {}
+    for i in range(0, len(unique), _STORED_PER_QUERY):
+        some = unique[i : i + _STORED_PER_QUERY]
+        some += some[-1:] * ((1 << (len(some) - 1).bit_length()) - len(some))
+        marks = ", ".join("?" * len(some))
+        for sql in _STORED_SQL:
+            try:
+                rows = conn.execute(sql.format(marks), (agent, *some)).fetchall()
+                break
+            except sqlite3.OperationalError:  # no such column: try the older shape
+                continue
+        else:
+            raise sqlite3.OperationalError("memory store: entries table has no known shape")
+        for digest, entry_id, seen, block in rows:
+            found[str(digest)] = (
+                int(entry_id),
+                None if seen is None else float(seen),
+                _kept_block(block, agent),
+            )
+    return found
 
 
 def _kept_block(block: object, agent: str) -> str | None:
@@ -327,9 +346,12 @@ def _recall(
     budget: int,
     unwritten: Sequence[Pending] = (),
     snapshot: Snapshot | None = None,
+    digest: str | None = None,
+    stored_rows: dict[str, _Stored] | None = None,
 ) -> Recalled:
     """What recall finds for ``agent`` and ``task`` (two index lookups before any FTS5
-    work).
+    work; ``stored_rows``, when given, holds the second: :func:`_stored` of the task's
+    ``digest`` among others).
 
     ``unwritten`` are this process's queued entries, read as if already stored: a call sees
     every earlier call that completed in this process, written or not.
@@ -340,11 +362,14 @@ def _recall(
     rebuilds its first request byte for byte even after related tasks ran, also those that
     ran at the same time and were stored before it.
     """
-    digest = task_hash(task)
+    if digest is None:
+        digest = task_hash(task)
     mine = [p for p in unwritten if p.agent == agent]
     if not mine and not _has_entries(conn, agent, snapshot):
         return Recalled([], False, False)
-    before, seen, sent = _stored(conn, agent, digest)
+    if stored_rows is None:
+        stored_rows = _stored(conn, agent, [digest])
+    before, seen, sent = stored_rows.get(digest, _NOT_STORED)
     queued_at = next((i for i, p in enumerate(mine) if p.digest == digest), None)
     stored = before is not None or queued_at is not None
     if sent is None and queued_at is not None:
@@ -534,10 +559,22 @@ def recall_all(
     looked = clock()
     unwritten = store.unwritten()
 
+    digests = [task_hash(task) for _, task in items]
+
     def read(conn: sqlite3.Connection, snapshot: Snapshot | None) -> list[Any]:
         queued = _not_written(conn, unwritten)
+        # The stored tasks of each agent with entries, in one look for the whole batch.
+        wanted: dict[str, list[str]] = {}
+        for (agent, _), digest in zip(items, digests, strict=True):
+            wanted.setdefault(agent, []).append(digest)
+        rows = {
+            agent: _stored(conn, agent, some)
+            for agent, some in wanted.items()
+            if _has_entries(conn, agent, snapshot)
+        }
         return [
-            _recall(conn, agent, task, top_k, budget, queued, snapshot) for agent, task in items
+            _recall(conn, agent, task, top_k, budget, queued, snapshot, digest, rows.get(agent, {}))
+            for (agent, task), digest in zip(items, digests, strict=True)
         ]
 
     found = store.read_snapshot(read, None)

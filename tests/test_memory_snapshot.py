@@ -66,6 +66,20 @@ def test_a_batch_of_recalls_looks_each_word_up_once(tmp_path: Path, statements: 
         assert all(block is not None for block in blocks)
 
 
+def test_a_batch_of_recalls_looks_its_stored_tasks_up_in_one_statement(
+    tmp_path: Path, statements: Statements
+) -> None:
+    with AgentMemory(tmp_path / "m.db") as memory:
+        fill(memory, ["Audit the ledger export", "Tidy the stylesheet colours"])
+        items = [(AGENT, f"Audit the ledger import number{i}") for i in range(5)]
+        blocks = asyncio.run(memory.acontexts([*items, (AGENT, "Audit the ledger export")]))
+        lookups = [s for s in statements.sql if "FROM entries WHERE agent" in s and "task_h" in s]
+        assert len(lookups) == 1
+        assert blocks[:5] == [memory._read_contexts([item])[0] for item in items]
+        assert all(block is not None for block in blocks[:5])
+        assert blocks[5] is None  # the identical task is stored: as of its entry, nothing
+
+
 def test_counts_are_kept_while_the_store_is_unchanged_and_read_again_after_a_write(
     tmp_path: Path, statements: Statements
 ) -> None:
