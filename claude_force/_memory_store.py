@@ -80,6 +80,7 @@ COMMIT;
 T = TypeVar("T")
 
 
+@functools.lru_cache(maxsize=256)  # the triggers call it for every row written or pruned
 def akey(agent: str) -> str:
     """One FTS token per agent, so the index itself narrows a query to one agent's entries."""
     return "a" + task_hash(agent)[:16]
@@ -148,6 +149,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA temp_store = MEMORY")  # where a batch is staged: see _STAGE
         if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
             conn.executescript(_SCHEMA)
         _add_columns(conn)
@@ -542,7 +544,7 @@ def storable(text: str) -> str:
 
 
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_INSERT = 110  # 9 parameters each: within the 999 of older SQLite builds
+_DIGESTS_PER_QUERY = 500  # within the 999 parameters of older SQLite builds
 
 
 @functools.cache
@@ -593,29 +595,59 @@ def _apply(conn: sqlite3.Connection, batch: list[Pending], per_agent: int, max_b
     conn.execute("COMMIT")
 
 
+_COLUMNS = "agent, task, task_hash, excerpt, ts, model, size, seen, block"
+# A batch is staged row by row in a table of the connection's own (in memory), then written
+# by statements whose text never changes: a VALUES list as long as the batch was a new
+# statement to compile for every batch size, which cost more than writing its rows.
+_STAGE = f"""
+CREATE TEMP TABLE IF NOT EXISTS memory_batch (
+    pos INTEGER PRIMARY KEY, replace INTEGER NOT NULL, {_COLUMNS}
+)
+"""
+_STAGE_ROW = f"INSERT INTO temp.memory_batch ({_COLUMNS}, pos, replace) VALUES {_ROW[:-1]}, ?, ?)"
+_STAGED_STORED = (
+    "SELECT b.pos, e.seen, e.block FROM temp.memory_batch b JOIN entries e "
+    "ON e.agent = b.agent AND e.task_hash = b.task_hash WHERE b.replace"
+)
+_CARRIED = "UPDATE temp.memory_batch SET seen = ?, block = ?, size = ? WHERE pos = ?"
+_DELETE_REPLACED = (
+    "DELETE FROM entries WHERE id IN (SELECT e.id FROM temp.memory_batch b JOIN entries e "
+    "ON e.agent = b.agent AND e.task_hash = b.task_hash WHERE b.replace)"
+)
+_INSERT_STAGED = (
+    f"INSERT OR IGNORE INTO entries ({_COLUMNS}) "
+    f"SELECT {_COLUMNS} FROM temp.memory_batch ORDER BY pos"
+)
+
+
 def _insert_distinct(conn: sqlite3.Connection, batch: list[Pending]) -> None:
     """Write a batch with no task twice: every replaced entry first (each delete touches its
     own task's row only), then the rows in the batch's order, so ids follow it.
 
-    Few statements, many rows each: FTS5 writes its pending index at the end of every
-    statement that changes it (through the triggers), so a statement per entry cost a
-    new index segment, and merges, per entry.
+    One statement for all the deletes and one for all the rows: FTS5 writes its pending
+    index at the end of every statement that changes it (through the triggers), so a
+    statement per entry cost a new index segment, and merges, per entry.
     """
-    replaced: dict[str, list[str]] = {}
-    for p in batch:
-        if p.replace:
-            replaced.setdefault(p.agent, []).append(p.digest)
-    kept: dict[str, dict[str, tuple[float | None, str | None]]] = {}
-    for agent, digests in replaced.items():
-        kept[agent] = _seen_of(conn, agent, digests)
-        for i in range(0, len(digests), _ROWS_PER_INSERT):
-            some = digests[i : i + _ROWS_PER_INSERT]
-            conn.execute(_replace_sql(len(some)), (agent, *some))
-    if kept:
-        batch = [_carry_seen(p, kept[p.agent]) if p.replace else p for p in batch]
-    for i in range(0, len(batch), _ROWS_PER_INSERT):
-        rows = [value for p in batch[i : i + _ROWS_PER_INSERT] for value in _row(p)]
-        conn.execute(_insert_sql(len(rows) // _ROW.count("?")), rows)
+    conn.execute(_STAGE)
+    conn.executemany(_STAGE_ROW, [(*_row(p), i, p.replace) for i, p in enumerate(batch)])
+    stored = conn.execute(_STAGED_STORED).fetchall()
+    if stored:
+        carried = []
+        for pos, seen, block in stored:
+            if seen is None and block is None:
+                continue
+            kept = {
+                batch[pos].digest: (
+                    None if seen is None else float(seen),
+                    None if block is None else str(block),
+                )
+            }
+            row = _row(_carry_seen(batch[pos], kept))
+            carried.append((row[7], row[8], row[6], pos))
+        conn.executemany(_CARRIED, carried)
+        conn.execute(_DELETE_REPLACED)
+    conn.execute(_INSERT_STAGED)
+    conn.execute("DELETE FROM temp.memory_batch")
 
 
 def _seen_of(
@@ -624,8 +656,8 @@ def _seen_of(
     """The recall times and sent blocks of the agent's stored entries for these tasks
     (those that have either)."""
     found: dict[str, tuple[float | None, str | None]] = {}
-    for i in range(0, len(digests), _ROWS_PER_INSERT):
-        some = digests[i : i + _ROWS_PER_INSERT]
+    for i in range(0, len(digests), _DIGESTS_PER_QUERY):
+        some = digests[i : i + _DIGESTS_PER_QUERY]
         marks = ", ".join("?" * len(some))
         sql = (
             f"SELECT task_hash, seen, block FROM entries WHERE agent = ? "

@@ -8,6 +8,7 @@ Statements are counted with SQLite's own trace callback on the reading connectio
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -132,6 +133,39 @@ def test_an_agent_with_no_entries_is_known_per_state(tmp_path: Path) -> None:
         assert [e.task for e in memory.recall("other", "Audit the ledger import")] == [
             "Audit the ledger export"
         ]
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b|\bNULL\b")
+
+
+def test_the_writer_runs_the_same_statements_for_a_batch_of_any_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite compiles each statement text it has not seen: one text per batch size cost
+    more to compile than its rows cost to write."""
+    monkeypatch.setattr(store_mod, "_LINGER_S", 3600.0)  # each flush writes one batch
+    shapes: list[set[str]] = []
+    real = store_mod._connect
+
+    def traced(path: Path) -> sqlite3.Connection:
+        conn = real(path)
+        conn.set_trace_callback(lambda sql: shapes[-1].add(_LITERAL.sub("?", sql)))
+        return conn
+
+    monkeypatch.setattr(store_mod, "_connect", traced)
+    with AgentMemory(tmp_path / "m.db") as memory:
+        shapes.append(set())
+        fill(memory, ["first task"])
+        for size in (2, 5):
+            shapes.append(set())
+            fill(memory, [f"task {size} {i}" for i in range(size)])
+        shapes.append(set())
+        fill(memory, [f"task 5 {i}" for i in range(3)])  # fresh answers replace entries
+        assert len(memory.entries(agent=AGENT)) == 8
+    assert shapes[1] == shapes[2]
+    assert shapes[1] < shapes[3]  # the same, and the delete of the entries replaced
 
 
 # -- pruning ----------------------------------------------------------------------------------
