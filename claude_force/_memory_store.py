@@ -253,12 +253,18 @@ class Store:
             key = (item.agent, item.digest)
             self._on_way[key] = self._on_way.get(key, 0) + 1
             self.probe.changed()
-            if len(self._pending) >= _LINGER_ENTRIES:
+            queued = len(self._pending)
+            if queued >= _LINGER_ENTRIES:
                 self._gathering.notify()
             if self._worker is None:
                 self._worker = Worker(self._gather, name="claude-force-memory")
+                queued = 1
             worker = self._worker
-        worker.wake()
+        # Woken for the first entry of a batch (the worker writes until the queue is empty,
+        # so it takes the rest) and for a full one (which also restarts a thread a fork
+        # left dead): a wake per entry cost each call a lock and a notify for nothing.
+        if queued == 1 or queued == _LINGER_ENTRIES:
+            worker.wake()
 
     def _gather(self) -> None:
         """The worker's job: write what is queued, letting a burst gather before each batch.

@@ -24,6 +24,7 @@ from claude_force._ledger_row import task_hash
 from claude_force._memory import EXCERPT_CHARS, fts_query, needed_shared, render_block, terms
 from claude_force._memory_recall import COMMON_TERM_MIN_ENTRIES
 from claude_force._warnings import OnceLog
+from claude_force.cache._worker import Worker
 from claude_force.testing import Fault, Simulator
 
 from ._support import no_hang
@@ -534,6 +535,27 @@ def test_entries_that_came_during_a_write_gather_before_the_next(
         memory.flush()
         assert batches == [["task 1"], ["task 2", "task 3", "task 4"]]
         assert len(memory.entries(agent="a")) == 4
+
+
+def test_the_writer_is_woken_once_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wake per entry cost every call the worker's lock and a notify: the worker writes
+    # until the queue is empty, so the first entry of a batch is the one to wake it for.
+    monkeypatch.setattr(store_mod, "_LINGER_S", 3600.0)
+    wakes: list[int] = []
+    real = Worker.wake
+
+    def counted(worker: Worker) -> None:
+        wakes.append(1)
+        real(worker)
+
+    monkeypatch.setattr(Worker, "wake", counted)
+    with AgentMemory(tmp_path / "m.db") as memory:
+        for batch in range(3):
+            for i in range(5):
+                memory.remember(success("a", "x"), f"task {batch} {i}")
+            memory.flush()
+        assert len(wakes) == 3
+        assert len(memory.entries(agent="a")) == 15
 
 
 def test_a_fresh_answer_replaces_the_same_task_and_a_hit_does_not(tmp_path: Path) -> None:
