@@ -261,9 +261,10 @@ class Store:
                 queued = 1
             worker = self._worker
         # Woken for the first entry of a batch (the worker writes until the queue is empty,
-        # so it takes the rest) and for a full one (which also restarts a thread a fork
-        # left dead): a wake per entry cost each call a lock and a notify for nothing.
-        if queued == 1 or queued == _LINGER_ENTRIES:
+        # so it takes the rest), for a full one, and whenever its thread is not running (a
+        # fork left it dead with entries queued, or an error ended it): a wake per entry
+        # cost each call a lock and a notify for nothing.
+        if queued == 1 or queued == _LINGER_ENTRIES or not worker.alive:
             worker.wake()
 
     def _gather(self) -> None:

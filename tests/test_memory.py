@@ -764,3 +764,27 @@ async def test_after_a_refresh_the_next_repeat_is_a_hit(
     assert fresh.success and not fresh.cached
     assert again.cached and again.output == fresh.output
     assert len(sim.message_requests) == sent
+
+
+def test_an_entry_restarts_a_writer_thread_left_dead_with_entries_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in a child forked while entries were queued (or after an error ended the thread):
+    the next entry is not the first of a batch, and still starts the writer again."""
+    memory = AgentMemory(tmp_path / "memory.db")
+    memory.remember(success("a", "first answer"), "first task")
+    memory.flush()
+    worker = memory._store._worker
+    assert worker is not None
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    worker._thread = dead
+    real_wake = Worker.wake
+    monkeypatch.setattr(Worker, "wake", lambda self: None)  # the entry queued before the fork
+    memory.remember(success("a", "second answer"), "second task")
+    monkeypatch.setattr(Worker, "wake", real_wake)
+    memory.remember(success("a", "third answer"), "third task")  # the queue's second entry
+    assert worker.alive
+    memory.close()
+    assert len(memory.entries("a")) == 3

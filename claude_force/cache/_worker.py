@@ -35,6 +35,13 @@ class Worker:
                 self._thread.start()
             self._cond.notify()
 
+    @property
+    def alive(self) -> bool:
+        """Whether its thread runs (not yet started, ended by an error or left dead by a
+        fork: no)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def close(self) -> None:
         """Stop the thread after the job it is running, and wait for it."""
         with self._cond:
