@@ -417,22 +417,16 @@ class TokenBuckets:
             self._dequeue(cls, waiter)
 
     def _check_queue_deadline(
-        self,
-        cls_name: str,
-        cls: _Class,
-        raw_costs: Mapping[str, float],
-        place: int,
-        now: float,
-        deadline: float,
+        self, name: str, cls: _Class, raw: Mapping[str, float], place: int, now: float, end: float
     ) -> None:
         """Raise :class:`AdmissionDeadlineError` when what is queued ahead of ``place``, and
-        this request, could not be admitted before ``deadline``. A method of its own: its
-        comprehension's cells would otherwise be made, and held, by every admission."""
-        ahead = {k: raw_costs[k] + cls.queued[k] for k in KINDS}
+        this request (``raw`` costs), could not be admitted before ``end``. Apart from
+        admit: its comprehension's cells would be made, and held, by every admission."""
+        ahead = {k: raw[k] + cls.queued[k] for k in KINDS}
         for behind in itertools.islice(cls.queue, place, None):  # a retry's
             for kind in KINDS:
                 ahead[kind] -= behind.costs[kind]
-        self._check_deadline(cls_name, cls, _priced(cls, ahead), now, deadline)
+        self._check_deadline(name, cls, _priced(cls, ahead), now, end)
 
     async def _try_admit(
         self, cls_name: str, cls: _Class, waiter: _Waiter, deadline: float | None
@@ -455,8 +449,7 @@ class TokenBuckets:
             return
         ticket.sent = True
         cls = self._classes[ticket.model_class]
-        # Refilled first: during the recovery after a 429 the refill speed changes over
-        # time, and the level depends on where the refills fall.
+        # Refilled first: after a 429 the speed varies, so levels depend on when refills fall.
         self._refill(cls, self._clock())
         for kind in ticket.charged:
             cls.buckets[kind].pending += ticket.costs[kind]

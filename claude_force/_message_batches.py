@@ -59,14 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from . import _outcomes as outcome
 from ._aio import off_loop
 from ._batch_io import AnyBatchItems, BatchItem, BatchRecord, aiter_items, prepare_item
-from ._budget import (
-    Budget,
-    BudgetTracker,
-    Reservation,
-    release_all,
-    reserve_all,
-    trackers_for,
-)
+from ._budget import Budget, BudgetTracker, Reservation, release_all, reserve_all, trackers_for
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._files import FileProblem, read_regular, replace_file, shown
 from ._record import CallContext
@@ -328,14 +321,8 @@ async def run_message_batches(
     settings = settings or BatchesSettings()
     settings.check()
     state = await asyncio.to_thread(_State.load, Path(state_path))
-    run = _Run(
-        orch,
-        state,
-        settings,
-        trackers_for(orch.budget, budget),
-        use_cache=use_cache,
-        refresh=refresh,
-    )
+    budgets = trackers_for(orch.budget, budget)
+    run = _Run(orch, state, settings, budgets, use_cache=use_cache, refresh=refresh)
     async for record in run.submit_all(items):
         yield record
     poller = _Poller(settings)
