@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from ._ledger import task_hash
-from ._memory_store import Pending, Snapshot, Store, akey, empty_store
+from ._memory_store import Pending, Snapshot, Store, akey, empty_store, storable
 
 __all__ = [
     "COLUMNS",
@@ -555,9 +555,11 @@ def recall_all(
     nothing is queued.
 
     Never waits for a write: not for this process's writer, not for another's lock.
+    A lone surrogate in an agent name or task reads as "?", as :func:`storable` stored it.
     """
     looked = clock()
     unwritten = store.unwritten()
+    items = [(storable(agent), storable(task)) for agent, task in items]
 
     digests = [task_hash(task) for _, task in items]
 

@@ -747,6 +747,26 @@ def test_lone_surrogates_from_python_callers_are_stored_cleaned_with_the_rest(
 
 
 @pytest.mark.parametrize("written", [False, True])
+def test_recall_and_context_read_a_lone_surrogate_as_it_was_stored(
+    tmp_path: Path, written: bool
+) -> None:
+    # Direct callers' tasks are not validated: a lone surrogate reads as "?", as remember()
+    # stored it, instead of raising UnicodeEncodeError from the task's hash.
+    memory = AgentMemory(tmp_path / "m.db")
+    memory.remember(success("a", "The payment module retries."), "review payment module code")
+    memory.remember(success("a", "Odd."), "review payment \udc80 module")
+    if written:
+        memory.flush()
+    related = memory.recall("a", "review payment module \udc80 again")
+    own = memory.recall("a", "review payment \udc80 module")
+    block = memory.context("a", "review payment \udc80 module")
+    memory.close()
+    assert {e.task for e in related} == {"review payment module code", "review payment ? module"}
+    assert [e.task for e in own] == ["review payment module code"]  # never its own entry
+    assert block is not None and "review payment module code" in block
+
+
+@pytest.mark.parametrize("written", [False, True])
 async def test_after_a_refresh_the_next_repeat_is_a_hit(
     project: Path, sim: Simulator, tmp_path: Path, written: bool
 ) -> None:
