@@ -40,7 +40,7 @@ from typing import Any, Final, TypeVar, cast
 from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
 from ._ledger import task_hash
-from ._memory_memo import RECHECK_SECONDS, Generation, Probe, RecallMemo, memo_key
+from ._memory_memo import RECHECK_SECONDS, Generation, LocalChanges, Probe, RecallMemo, memo_key
 from ._memory_recall import (
     COLUMNS,
     TASK_CHARS,
@@ -56,7 +56,7 @@ from ._memory_recall import (
     search,
     terms,
 )
-from ._memory_store import Pending, Store, _log, storable
+from ._memory_store import Pending, Store, _log, storable, written_at_fork
 from ._results import AgentResult
 
 __all__ = [
@@ -107,6 +107,10 @@ class _StrictClock:
         self._last = -math.inf
         self._lock = threading.Lock()
 
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own (a parent's thread may have held this one)."""
+        self._lock = threading.Lock()
+
     def __call__(self) -> float:
         now = self._clock()
         with self._lock:
@@ -115,6 +119,26 @@ class _StrictClock:
 
 
 _STRICT_WALL = _StrictClock(time.time)  # one for the process: every store's entries and looks
+
+# Bumped in a forked child: each AgentMemory then opens a store of its own there (_ready).
+_fork_generation = 0
+_FORK_LOCK = threading.Lock()
+# Stores inherited through fork(): the parent's queue, connections and any lock its threads
+# held at the fork. Never used, closed or collected here: closing a connection copied in the
+# middle of the parent's write could touch the parent's file state.
+_INHERITED: list[Store] = []
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation, _FORK_LOCK
+    _fork_generation += 1
+    _FORK_LOCK = threading.Lock()
+    _STRICT_WALL.after_fork()
+    LocalChanges.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Unknown(enum.Enum):
@@ -182,6 +206,12 @@ class AgentMemory:
                 "this Python's SQLite has no FTS5 full-text search; agent memory is off. "
                 "Use a Python build whose sqlite3 includes FTS5 (CPython's official builds do)",
             )
+        self._limits = (max_entries_per_agent, max_bytes, recheck_seconds, monotonic)
+        self._open_store()
+
+    def _open_store(self) -> None:
+        """The store, its probe and the recall memo: at construction, and in a forked child."""
+        max_entries_per_agent, max_bytes, recheck_seconds, monotonic = self._limits
         probe = Probe(self.path, recheck_seconds=recheck_seconds, clock=monotonic)
         self._store = Store(
             self.path, max_entries_per_agent=max_entries_per_agent, max_bytes=max_bytes, probe=probe
@@ -197,6 +227,36 @@ class AgentMemory:
         # leave a hit's task unstored, never a cached answer wrong.
         self._recalled: dict[tuple[str, int, int], tuple[float, bool, str | None]] = {}
         self._recalled_lock = threading.Lock()
+        self._generation = _fork_generation  # last: another thread then sees all of it
+
+    def _ready(self) -> bool:
+        """Whether memory is on; in a forked child, first a store of its own (see
+        :meth:`_after_fork`)."""
+        if self._generation != _fork_generation:
+            self._after_fork()
+        return self.enabled
+
+    def _after_fork(self) -> None:
+        """The parent's entries still queued are the parent's to write, and its writer
+        thread is not here: the child opens the file anew. Unless the parent was writing it
+        at the fork: SQLite's lock bookkeeping was copied mid-transaction, and a write from
+        here could wait forever or damage the file, so memory is off in this process."""
+        with _FORK_LOCK:
+            if self._generation == _fork_generation:
+                return  # another thread of the child did it
+            self._finalizer.detach()
+            _INHERITED.append(self._store)
+            if self._clock is not _STRICT_WALL:
+                self._clock.after_fork()
+            self._open_store()
+            if self.enabled and written_at_fork(self.path):
+                self.enabled = False
+                _log.warn(
+                    f"fork:{self.path}",
+                    f"agent memory is off in this process: it was forked while {self.path} "
+                    "was being written. Fork before the first call, or use multiprocessing's "
+                    "'spawn' start method",
+                )
 
     @classmethod
     def of_project(cls, config: ProjectConfig, **kwargs: Any) -> AgentMemory:
@@ -215,6 +275,7 @@ class AgentMemory:
     @property
     def dropped(self) -> int:
         """Entries given up on (the store could not be written, or too many were waiting)."""
+        self._ready()
         return self._store.dropped
 
     # -- the call path --------------------------------------------------------------------
@@ -225,7 +286,7 @@ class AgentMemory:
         Failed calls are not remembered; a cache hit (or a shared in-flight answer) only
         adds the task when it is not remembered yet, so a repeat is never stored twice.
         """
-        if not self.enabled or not result.success:
+        if not result.success or not self._ready():
             return
         if result.cached and self._known_stored(result.agent_name, task):
             return
@@ -257,14 +318,14 @@ class AgentMemory:
 
         Blocking (SQLite): async code calls :meth:`acontext`.
         """
-        if not self.enabled:
+        if not self._ready():
             return []
         found, _, _ = recall_all(self._store, [(agent, task)], self.top_k, self.budget_chars)
         return [] if found is None else found[0][0]
 
     def context(self, agent: str, task: str) -> str | None:
         """The block to inject for ``agent`` and ``task``, or None when nothing is relevant."""
-        if not self.enabled:
+        if not self._ready():
             return None
         known = self._known([(agent, task)])[0]
         return self._read_contexts([(agent, task)])[0] if known is _UNKNOWN else known
@@ -272,7 +333,7 @@ class AgentMemory:
     def known_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None] | None:
         """:meth:`context` for each ``(agent, task)`` when the recall memo knows them all
         (no I/O, no thread: for the event loop), else None."""
-        if not self.enabled or not items:
+        if not items or not self._ready():
             return [None] * len(items)
         known = self._known(items)
         return None if _UNKNOWN in known else cast("list[str | None]", known)
@@ -280,7 +341,7 @@ class AgentMemory:
     async def acontexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """:meth:`context` for each ``(agent, task)``: answered on the loop when the recall
         memo knows the answer, the rest in one trip off the event loop."""
-        if not self.enabled or not items:
+        if not items or not self._ready():
             return [None] * len(items)
         known = self._known(items)
         if _UNKNOWN not in known:  # the memo knew them all: the usual repeat
@@ -387,10 +448,13 @@ class AgentMemory:
 
     def flush(self) -> None:
         """Write every queued entry now (blocking)."""
+        self._ready()
         self._store.drain()
 
     def close(self) -> None:
         """Write what is queued and release the thread and the file; reopens on use."""
+        if self._generation != _fork_generation:
+            return  # a forked child that never used it: the store is the parent's
         self._store.close()
 
     # -- inspecting and editing (blocking; the CLI's ``claude-force memory``) -----------------

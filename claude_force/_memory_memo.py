@@ -79,6 +79,11 @@ class LocalChanges:
     def count(cls, key: str) -> int:
         return cls._counts.get(key, 0)  # a dict read: atomic, no lock on the call path
 
+    @classmethod
+    def after_fork(cls) -> None:
+        """In a forked child: a lock of its own (a parent's thread may have held this one)."""
+        cls._lock = threading.Lock()
+
 
 class Probe:
     """A read-only view of the store's file, asked only for its identity and data_version,

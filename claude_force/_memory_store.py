@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from .cache._sqlite import file_identity as _identity
 from .cache._sqlite import is_corruption
 from .cache._worker import Worker
 
-__all__ = ["Pending", "Snapshot", "Store", "akey", "empty_store", "storable"]
+__all__ = ["Pending", "Snapshot", "Store", "akey", "empty_store", "storable", "written_at_fork"]
 
 logger = logging.getLogger("claude_force.memory")
 _log = OnceLog(logger)
@@ -213,6 +214,26 @@ def empty_store() -> sqlite3.Connection:
     return conn
 
 
+_LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
+_WRITING_AT_FORK: frozenset[str] = frozenset()
+
+
+def _after_fork_in_child() -> None:
+    """Note the files a parent's thread was writing when this process was forked: SQLite's
+    lock bookkeeping was copied mid-transaction, so no connection here can write them."""
+    global _WRITING_AT_FORK
+    _WRITING_AT_FORK = frozenset(os.path.realpath(s.path) for s in list(_LIVE) if s._io.locked())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def written_at_fork(path: Path) -> bool:
+    """Whether a thread of the parent was writing ``path`` when this process was forked."""
+    return bool(_WRITING_AT_FORK) and os.path.realpath(path) in _WRITING_AT_FORK
+
+
 class Store:
     """The file, its connection and the queue of entries to write; shared by threads."""
 
@@ -237,6 +258,7 @@ class Store:
         self._readers_lock = threading.Lock()
         self._readers_epoch = 0  # moves on close: a reader of an older epoch is not kept
         self.probe = probe  # also counts this process's changes: see _memory_memo.py
+        _LIVE.add(self)
 
     # -- any thread ------------------------------------------------------------------------
 
