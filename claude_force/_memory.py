@@ -56,7 +56,7 @@ from ._memory_recall import (
     search,
     terms,
 )
-from ._memory_store import Pending, Store, _log, storable, written_at_fork
+from ._memory_store import Pending, Store, _log, busy_at_fork, storable
 from ._results import AgentResult
 
 __all__ = [
@@ -127,6 +127,11 @@ _FORK_LOCK = threading.Lock()
 # held at the fork. Never used, closed or collected here: closing a connection copied in the
 # middle of the parent's write could touch the parent's file state.
 _INHERITED: list[Store] = []
+
+
+def _close_mine(store: Store, generation: int) -> None:
+    if generation == _fork_generation:
+        store.close()
 
 
 def _after_fork_in_child() -> None:
@@ -210,13 +215,18 @@ class AgentMemory:
         self._open_store()
 
     def _open_store(self) -> None:
-        """The store, its probe and the recall memo: at construction, and in a forked child."""
+        """The store, its probe and the recall memo: at construction, and in a forked child.
+        In a process forked while a parent's thread was inside SQLite on the file (writing,
+        reading), SQLite's lock bookkeeping was copied in the middle of it: a connection
+        here could wait forever or write over the parent's transaction, so memory is off
+        (also for an AgentMemory made after the fork)."""
         max_entries_per_agent, max_bytes, recheck_seconds, monotonic = self._limits
         probe = Probe(self.path, recheck_seconds=recheck_seconds, clock=monotonic)
         self._store = Store(
             self.path, max_entries_per_agent=max_entries_per_agent, max_bytes=max_bytes, probe=probe
         )
-        self._finalizer = weakref.finalize(self, self._store.close)
+        # Closed when the AgentMemory goes, in the process that made the store only.
+        self._finalizer = weakref.finalize(self, _close_mine, self._store, _fork_generation)
         self._memo = RecallMemo()
         self._seen: Generation | None = None  # the generation the latest recall was sure of
         # When the latest recall for an agent and task looked, and whether it found the task
@@ -227,6 +237,14 @@ class AgentMemory:
         # leave a hit's task unstored, never a cached answer wrong.
         self._recalled: dict[tuple[str, int, int], tuple[float, bool, str | None]] = {}
         self._recalled_lock = threading.Lock()
+        if self.enabled and busy_at_fork(self.path):
+            self.enabled = False
+            _log.warn(
+                f"fork:{self.path}",
+                f"agent memory is off in this process: it was forked while {self.path} "
+                "was in use (written or read). Fork before the first call, or use "
+                "multiprocessing's 'spawn' start method",
+            )
         self._generation = _fork_generation  # last: another thread then sees all of it
 
     def _ready(self) -> bool:
@@ -238,9 +256,8 @@ class AgentMemory:
 
     def _after_fork(self) -> None:
         """The parent's entries still queued are the parent's to write, and its writer
-        thread is not here: the child opens the file anew. Unless the parent was writing it
-        at the fork: SQLite's lock bookkeeping was copied mid-transaction, and a write from
-        here could wait forever or damage the file, so memory is off in this process."""
+        thread is not here: the child opens the file anew. Unless a parent's thread was
+        using it at the fork (see :meth:`_open_store`)."""
         with _FORK_LOCK:
             if self._generation == _fork_generation:
                 return  # another thread of the child did it
@@ -249,14 +266,6 @@ class AgentMemory:
             if self._clock is not _STRICT_WALL:
                 self._clock.after_fork()
             self._open_store()
-            if self.enabled and written_at_fork(self.path):
-                self.enabled = False
-                _log.warn(
-                    f"fork:{self.path}",
-                    f"agent memory is off in this process: it was forked while {self.path} "
-                    "was being written. Fork before the first call, or use multiprocessing's "
-                    "'spawn' start method",
-                )
 
     @classmethod
     def of_project(cls, config: ProjectConfig, **kwargs: Any) -> AgentMemory:

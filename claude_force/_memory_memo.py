@@ -122,6 +122,10 @@ class Probe:
         """This process changed the file: every memo answer read before is stale now."""
         LocalChanges.bump(self.key)
 
+    def in_use(self) -> bool:
+        """Whether a thread is reading the file through this probe now."""
+        return self._lock.locked()
+
     def version(self, *, open: bool, fresh: bool = False) -> Generation | None:
         """The store's generation now, or None when it cannot be told cheaply. The file's
         part comes from the last look when it is younger than ``recheck_seconds`` and this

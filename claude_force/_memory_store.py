@@ -32,7 +32,7 @@ from .cache._sqlite import file_identity as _identity
 from .cache._sqlite import is_corruption
 from .cache._worker import Worker
 
-__all__ = ["Pending", "Snapshot", "Store", "akey", "empty_store", "storable", "written_at_fork"]
+__all__ = ["Pending", "Snapshot", "Store", "akey", "busy_at_fork", "empty_store", "storable"]
 
 logger = logging.getLogger("claude_force.memory")
 _log = OnceLog(logger)
@@ -214,24 +214,28 @@ def empty_store() -> sqlite3.Connection:
     return conn
 
 
-_LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
-_WRITING_AT_FORK: frozenset[str] = frozenset()
+_LIVE: weakref.WeakSet[Store] = weakref.WeakSet()  # this process's stores
+_BUSY_AT_FORK: frozenset[str] = frozenset()
 
 
 def _after_fork_in_child() -> None:
-    """Note the files a parent's thread was writing when this process was forked: SQLite's
-    lock bookkeeping was copied mid-transaction, so no connection here can write them."""
-    global _WRITING_AT_FORK
-    _WRITING_AT_FORK = frozenset(os.path.realpath(s.path) for s in list(_LIVE) if s._io.locked())
+    """Note the files a parent's thread was using (writing, reading, probing) when this
+    process was forked: SQLite's lock bookkeeping was copied in the middle of it, so a
+    connection here could wait forever or write over the parent's transaction. The stores
+    themselves are the parent's from now on: they never count for a later fork."""
+    global _BUSY_AT_FORK
+    stores = list(_LIVE)
+    _LIVE.clear()
+    _BUSY_AT_FORK = frozenset(os.path.realpath(s.path) for s in stores if s.in_use())
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def written_at_fork(path: Path) -> bool:
-    """Whether a thread of the parent was writing ``path`` when this process was forked."""
-    return bool(_WRITING_AT_FORK) and os.path.realpath(path) in _WRITING_AT_FORK
+def busy_at_fork(path: Path) -> bool:
+    """Whether a thread of the parent was using ``path`` when this process was forked."""
+    return bool(_BUSY_AT_FORK) and os.path.realpath(path) in _BUSY_AT_FORK
 
 
 class Store:
@@ -257,8 +261,14 @@ class Store:
         self._readers: list[_Reader] = []  # idle ones
         self._readers_lock = threading.Lock()
         self._readers_epoch = 0  # moves on close: a reader of an older epoch is not kept
+        self._reading = 0  # reads in progress (see in_use)
         self.probe = probe  # also counts this process's changes: see _memory_memo.py
         _LIVE.add(self)
+
+    def in_use(self) -> bool:
+        """Whether a thread is inside SQLite on this store's file: writing, reading or
+        probing it (asked by a forked child of the thread that forked, alone there)."""
+        return self._io.locked() or self._reading > 0 or self.probe.in_use()
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -405,13 +415,29 @@ class Store:
             return default
         reader: _Reader | None = None
         with self._readers_lock:
-            epoch = self._readers_epoch
-            while self._readers:
-                reader = self._readers.pop()
-                if reader.identity == identity:
-                    break
-                reader.conn.close()  # the file was replaced or set aside: it reads the old one
-                reader = None
+            self._reading += 1
+        try:
+            with self._readers_lock:
+                epoch = self._readers_epoch
+                while self._readers:
+                    reader = self._readers.pop()
+                    if reader.identity == identity:
+                        break
+                    reader.conn.close()  # the file was replaced or set aside: it reads the old
+                    reader = None
+            return self._read_on(reader, identity, epoch, fn, default)
+        finally:
+            with self._readers_lock:
+                self._reading -= 1
+
+    def _read_on(
+        self,
+        reader: _Reader | None,
+        identity: tuple[int, int],
+        epoch: int,
+        fn: Callable[[sqlite3.Connection, Snapshot], T],
+        default: T,
+    ) -> T:
         conn: sqlite3.Connection | None = None
         try:
             if reader is None:

@@ -8,9 +8,23 @@ call) on the ``claude_force`` logger, which the CLI prints as ``warning: ...`` l
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 
 __all__ = ["OnceLog"]
+
+_ALL: weakref.WeakSet[OnceLog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A parent's thread may have held a log's lock at the fork: it would never be released.
+    for log in list(_ALL):
+        log._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class OnceLog:
@@ -27,6 +41,7 @@ class OnceLog:
         self.logger = logger
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        _ALL.add(self)
 
     def warn(self, cause: str, message: str) -> bool:
         """Log ``message`` at WARNING if ``cause`` is new, else at DEBUG; True if it was new."""

@@ -7,16 +7,20 @@ under an alarm, so a hang ends it with a signal (the test fails) instead of stal
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
+import sqlite3
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from claude_force import AgentMemory, AgentResult
+from claude_force import _memory_store as store_mod
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only"),
@@ -97,3 +101,88 @@ def test_a_child_forked_while_idle_writes_its_own_entries_with_its_own_store(
     tasks = sorted(e.task for e in memory.entries())
     memory.close()
     assert tasks == ["review after module", "review child module", "review parser module"]
+
+
+def test_a_child_that_drops_the_parents_memory_neither_writes_its_queue_nor_hangs(
+    tmp_path: Path,
+) -> None:
+    memory = AgentMemory(tmp_path / "m.db")
+    memory.remember(answer("first"), "review parser module")
+    memory.flush()
+    store = memory._store
+    store._io.acquire()  # the writer holds it through a transaction
+    try:
+        memory.remember(answer("queued"), "review lexer module")
+
+        def child() -> int:
+            nonlocal memory
+            del memory  # its finalizer closed the parent's store: a drain of its queue
+            gc.collect()
+            return 0
+
+        code = in_child(child)
+    finally:
+        store._io.release()
+    memory.flush()
+    ids = {e.task: e.id for e in memory.entries()}
+    memory.close()
+    assert code == 0
+    assert ids == {"review parser module": 1, "review lexer module": 2}  # written once
+
+
+def test_memory_made_in_a_child_forked_while_the_parent_reads_the_file_is_off(
+    tmp_path: Path,
+) -> None:
+    memory = AgentMemory(tmp_path / "m.db")
+    memory.remember(answer("first"), "review parser module")
+    memory.flush()
+    inside, leave = threading.Event(), threading.Event()
+
+    def slow_read(conn: sqlite3.Connection) -> int:
+        inside.set()
+        leave.wait(30)
+        return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    reader = threading.Thread(target=memory._store.read, args=(slow_read, 0))
+    reader.start()
+    inside.wait(30)
+    try:
+
+        def child() -> int:
+            fresh = AgentMemory(tmp_path / "m.db")  # made after the fork: checked as well
+            fresh.remember(answer("child"), "review child module")
+            fresh.flush()
+            fresh.close()
+            return 0 if not fresh.enabled and not memory._ready() else 1
+
+        code = in_child(child)
+    finally:
+        leave.set()
+        reader.join()
+    tasks = [e.task for e in memory.entries()]
+    memory.close()
+    assert code == 0
+    assert tasks == ["review parser module"]
+
+
+def test_a_warning_lock_held_by_a_parents_thread_does_not_hang_the_child(
+    tmp_path: Path,
+) -> None:
+    memory = AgentMemory(tmp_path / "m.db")
+    memory.remember(answer("first"), "review parser module")
+    memory.flush()
+    log_lock = store_mod._log._lock
+    memory._store._io.acquire()
+    log_lock.acquire()  # as if another thread were logging at the fork
+    try:
+
+        def child() -> int:
+            memory.remember(answer("child"), "review child module")  # warns: memory off
+            return 0 if not memory.enabled else 1
+
+        code = in_child(child)
+    finally:
+        log_lock.release()
+        memory._store._io.release()
+    memory.close()
+    assert code == 0
