@@ -33,6 +33,14 @@ def answer(output: str) -> AgentResult:
     return AgentResult(agent_name="rev", success=True, output=output, model="m")
 
 
+def with_one_entry(tmp_path: Path) -> AgentMemory:
+    """A store holding "review parser module" (id 1), written."""
+    memory = AgentMemory(tmp_path / "m.db")
+    memory.remember(answer("first"), "review parser module")
+    memory.flush()
+    return memory
+
+
 def in_child(work: Callable[[], int]) -> int:
     """Run ``work`` in a forked child; its return value is the child's exit status (a
     signal, e.g. the alarm's, comes back as 128 + its number)."""
@@ -53,9 +61,7 @@ def in_child(work: Callable[[], int]) -> int:
 def test_a_child_forked_while_the_parent_writes_turns_memory_off_and_never_hangs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    memory = AgentMemory(tmp_path / "m.db")
-    memory.remember(answer("first"), "review parser module")
-    memory.flush()
+    memory = with_one_entry(tmp_path)
     store = memory._store
     store._io.acquire()  # as the writer thread holds it through a transaction
     try:
@@ -82,9 +88,7 @@ def test_a_child_forked_while_the_parent_writes_turns_memory_off_and_never_hangs
 def test_a_child_forked_while_idle_writes_its_own_entries_with_its_own_store(
     tmp_path: Path,
 ) -> None:
-    memory = AgentMemory(tmp_path / "m.db")
-    memory.remember(answer("first"), "review parser module")
-    memory.flush()
+    memory = with_one_entry(tmp_path)
     assert memory.recall("rev", "review parser code module") != []  # connections open
 
     def child() -> int:
@@ -106,9 +110,7 @@ def test_a_child_forked_while_idle_writes_its_own_entries_with_its_own_store(
 def test_a_child_that_drops_the_parents_memory_neither_writes_its_queue_nor_hangs(
     tmp_path: Path,
 ) -> None:
-    memory = AgentMemory(tmp_path / "m.db")
-    memory.remember(answer("first"), "review parser module")
-    memory.flush()
+    memory = with_one_entry(tmp_path)
     store = memory._store
     store._io.acquire()  # the writer holds it through a transaction
     try:
@@ -133,9 +135,7 @@ def test_a_child_that_drops_the_parents_memory_neither_writes_its_queue_nor_hang
 def test_memory_made_in_a_child_forked_while_the_parent_reads_the_file_is_off(
     tmp_path: Path,
 ) -> None:
-    memory = AgentMemory(tmp_path / "m.db")
-    memory.remember(answer("first"), "review parser module")
-    memory.flush()
+    memory = with_one_entry(tmp_path)
     inside, leave = threading.Event(), threading.Event()
 
     def slow_read(conn: sqlite3.Connection) -> int:
@@ -168,9 +168,7 @@ def test_memory_made_in_a_child_forked_while_the_parent_reads_the_file_is_off(
 def test_a_warning_lock_held_by_a_parents_thread_does_not_hang_the_child(
     tmp_path: Path,
 ) -> None:
-    memory = AgentMemory(tmp_path / "m.db")
-    memory.remember(answer("first"), "review parser module")
-    memory.flush()
+    memory = with_one_entry(tmp_path)
     log_lock = store_mod._log._lock
     memory._store._io.acquire()
     log_lock.acquire()  # as if another thread were logging at the fork
