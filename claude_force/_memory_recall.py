@@ -32,6 +32,7 @@ __all__ = [
     "MemoryEntry",
     "Recalled",
     "cut",
+    "entry_date",
     "entry_of",
     "fts5_available",
     "fts_query",
@@ -167,9 +168,18 @@ def render_block(agent: str, entries: Sequence[MemoryEntry]) -> str:
     return "\n".join(parts)
 
 
+def entry_date(ts: float) -> str:
+    """``ts`` (epoch seconds) as a UTC date; "unknown" for a time no calendar date has (a
+    hand-edited row, an odd injected clock): recall never fails on one entry's time."""
+    try:
+        return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return "unknown"
+
+
 def rendered_entry(e: MemoryEntry) -> str:
     """One entry as a block quotes it."""
-    date = time.strftime("%Y-%m-%d", time.gmtime(e.ts))
+    date = entry_date(e.ts)
     return (
         f'<entry date="{date}" model="{_escape(e.model)}">\n'
         f"<task>{_escape(cut(e.task, SHOWN_TASK_CHARS))}</task>\n"
@@ -210,8 +220,19 @@ def fts5_available() -> bool:
 
 def entry_of(row: Sequence[Any]) -> MemoryEntry:
     return MemoryEntry(
-        id=int(row[0]), agent=row[1], task=row[2], excerpt=row[3], ts=float(row[4]), model=row[5]
+        id=int(row[0]), agent=row[1], task=row[2], excerpt=row[3], ts=_time_of(row[4]), model=row[5]
     )
+
+
+def _time_of(value: object) -> float:
+    """A stored entry time; 0.0 for what is not a finite number (a row edited by hand)."""
+    if not isinstance(value, (int, float, str)):
+        return 0.0
+    try:
+        ts = float(value)
+    except ValueError:
+        return 0.0
+    return ts if math.isfinite(ts) else 0.0
 
 
 def _document_counts(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,14 @@ def test_an_id_no_entry_can_have_is_no_memory_entry(
     assert err.startswith(f"error: no memory entry with id {entry_id} ") and "Overflow" not in err
     with AgentMemory.of_project(load_config(remembered)) as memory:
         assert len(memory.entries()) == 3  # nothing was lost
+
+
+def test_list_shows_an_entry_whose_time_no_date_has(
+    remembered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = load_config(remembered).root / "data" / "memory.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE entries SET ts = 1e300 WHERE id = 1")
+    assert run("memory", "list", "-c", str(remembered)) == 0
+    out = capsys.readouterr().out
+    assert "unknown" in out and "Review the login form" in out

@@ -746,6 +746,24 @@ def test_lone_surrogates_from_python_callers_are_stored_cleaned_with_the_rest(
     assert memory.dropped == 0
 
 
+@pytest.mark.parametrize("ts", [1e300, float("inf"), -1e20, "yesterday", b"\x00"])
+def test_an_entry_whose_time_no_date_has_is_recalled_and_listed(tmp_path: Path, ts: object) -> None:
+    # A row edited by hand (or written by an odd injected clock) made every recall that
+    # found it raise OverflowError or ValueError, and with it the call that asked.
+    memory = AgentMemory(tmp_path / "m.db")
+    memory.remember(success("a", "The payment module retries."), "review payment module code")
+    memory.flush()
+    with closing(sqlite3.connect(tmp_path / "m.db")) as db, db:
+        db.execute("UPDATE entries SET ts = ?", (ts,))
+    found = memory.recall("a", "review payment module again")
+    block = memory.context("a", "review payment module again")
+    listed = memory.entries()
+    memory.close()
+    assert [e.task for e in found] == ["review payment module code"]
+    assert block is not None and "The payment module retries." in block
+    assert [e.task for e in listed] == ["review payment module code"]
+
+
 @pytest.mark.parametrize("written", [False, True])
 def test_recall_and_context_read_a_lone_surrogate_as_it_was_stored(
     tmp_path: Path, written: bool

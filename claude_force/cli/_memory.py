@@ -34,7 +34,10 @@ def _open(config_path: Path | None) -> AgentMemory:
 
 
 def _date(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):  # a time no calendar date has
+        return "unknown"
 
 
 def _one_line(text: str, width: int = 70) -> str:
