@@ -220,8 +220,22 @@ def fts5_available() -> bool:
 
 def entry_of(row: Sequence[Any]) -> MemoryEntry:
     return MemoryEntry(
-        id=int(row[0]), agent=row[1], task=row[2], excerpt=row[3], ts=_time_of(row[4]), model=row[5]
+        id=int(row[0]),
+        agent=_text_of(row[1]),
+        task=_text_of(row[2]),
+        excerpt=_text_of(row[3]),
+        ts=_time_of(row[4]),
+        model=_text_of(row[5]),
     )
+
+
+def _text_of(value: object) -> str:
+    """A stored text column as text: a row edited by hand may hold a blob, a number or NULL."""
+    if type(value) is str:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 def _time_of(value: object) -> float:
@@ -319,12 +333,15 @@ def _stored(conn: sqlite3.Connection, agent: str, digests: Sequence[str]) -> dic
         else:
             raise sqlite3.OperationalError("memory store: entries table has no known shape")
         for digest, entry_id, seen, block in rows:
-            found[str(digest)] = (
-                int(entry_id),
-                None if seen is None else float(seen),
-                _kept_block(block, agent),
-            )
+            found[str(digest)] = (int(entry_id), _seen_of(seen), _kept_block(block, agent))
     return found
+
+
+def _seen_of(value: object) -> float | None:
+    """A stored recall time; None (not known) for what is not a number (a hand edit)."""
+    if value is None or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def _kept_block(block: object, agent: str) -> str | None:

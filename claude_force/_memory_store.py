@@ -463,6 +463,14 @@ class Store:
                 conn.close()
             _warn_unusable(self.path, exc)
             return default
+        except Exception as exc:  # a row edited by hand: what is read from it is not ours
+            _log.warn(
+                f"content:{self.path}",
+                f"memory store {self.path} holds a row that cannot be read "
+                f"({type(exc).__name__}: {exc}); recall skips it for now. "
+                "`claude-force memory clear` starts the store afresh",
+            )
+            return default
         with self._readers_lock:
             if epoch == self._readers_epoch:
                 self._readers.append(reader)
@@ -564,7 +572,8 @@ class Store:
             except OSError as exc:
                 _warn_unusable(self.path, exc)
                 break
-            except ValueError as exc:  # text SQLite cannot take (rolled back by _apply)
+            except (TypeError, ValueError) as exc:  # text SQLite cannot take, a row edited by
+                # hand (rolled back by _apply)
                 _log.warn(f"value:{self.path}", f"memory store {self.path}: {exc}; entries dropped")
                 break
         self.dropped += len(batch)

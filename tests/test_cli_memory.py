@@ -138,3 +138,18 @@ def test_list_shows_an_entry_whose_time_no_date_has(
     assert run("memory", "list", "-c", str(remembered)) == 0
     out = capsys.readouterr().out
     assert "unknown" in out and "Review the login form" in out
+
+
+def test_show_cuts_a_huge_excerpt_and_forget_says_when_nothing_was_deleted(
+    remembered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = load_config(remembered).root / "data" / "memory.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE entries SET excerpt = ? WHERE id = 1", ("x" * 3_000_000,))
+    assert run("memory", "show", "1", "-c", str(remembered)) == 0
+    assert "more characters]" in capsys.readouterr().out  # rich wrapped 3 MB for minutes
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DROP TABLE entries_terms")
+        db.execute("DROP TABLE entries_fts")  # its delete trigger now fails
+    assert run("memory", "forget", "2", "-c", str(remembered)) != 0
+    assert "could not be deleted" in capsys.readouterr().err

@@ -746,6 +746,33 @@ def test_lone_surrogates_from_python_callers_are_stored_cleaned_with_the_rest(
     assert memory.dropped == 0
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE entries SET seen = 'abc'",
+        "UPDATE entries SET seen = x'00'",
+        # The full-text index keeps the old words: its matches have no BM25 score.
+        "UPDATE entries SET task = 'Fix the login page css'",
+        "UPDATE entries SET excerpt = x'6162', model = 7, task = x'7061796d656e74'",
+    ],
+)
+async def test_calls_succeed_on_a_store_edited_by_hand(
+    project: Path, sim: Simulator, edit: str
+) -> None:
+    # Each of these made the calls that recalled the edited rows raise (TypeError,
+    # ValueError, AttributeError): memory is best-effort, a call never fails for it.
+    tasks = [PAYMENT, PAYMENT_AGAIN, "Review the payment gateway retry logic for refunds"]
+    async with make(project, sim) as orch:
+        for task in tasks:
+            assert (await orch.execute_agent(REVIEWER, task)).success
+    with closing(sqlite3.connect(store_of(project).path)) as db, db:
+        db.execute(edit)
+    async with make(project, sim) as orch:
+        again = [await orch.execute_agent(REVIEWER, task) for task in [*tasks, *tasks]]
+        new = await orch.execute_agent(REVIEWER, "Audit the payment gateway retry paths")
+    assert [r.success for r in [*again, new]] == [True] * 7
+
+
 @pytest.mark.parametrize("ts", [1e300, float("inf"), -1e20, "yesterday", b"\x00"])
 def test_an_entry_whose_time_no_date_has_is_recalled_and_listed(tmp_path: Path, ts: object) -> None:
     # A row edited by hand (or written by an odd injected clock) made every recall that

@@ -40,6 +40,12 @@ def _date(ts: float) -> str:
         return "unknown"
 
 
+def _shown(text: str, limit: int = 20_000) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} [... {len(text) - limit:,} more characters]"
+
+
 def _one_line(text: str, width: int = 70) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 3] + "..."
@@ -125,7 +131,9 @@ def memory_show(entry_id: int, config_path: Path | None, as_json: bool) -> None:
         return
     fields = {"id": str(entry.id), "agent": entry.agent, "date": _date(entry.ts)}
     console.print(pairs_table(None, {**fields, "model": entry.model}))
-    console.print(Text("\nTask:\n" + entry.task + "\n\nAnswer (excerpt):\n" + entry.excerpt))
+    # A kept excerpt is short; one edited by hand may be megabytes, which rich wraps slowly.
+    task, excerpt = _shown(entry.task), _shown(entry.excerpt)
+    console.print(Text("\nTask:\n" + task + "\n\nAnswer (excerpt):\n" + excerpt))
 
 
 @memory_cmd.command("forget")
@@ -136,7 +144,11 @@ def memory_forget(entry_id: int, config_path: Path | None, as_json: bool) -> Non
     """Delete one entry."""
     with _open(config_path) as memory:
         _entry(memory, entry_id)
-        memory.forget(entry_id)
+        if not memory.forget(entry_id):
+            raise InvalidArgumentError(
+                f"memory entry {entry_id} could not be deleted from {memory.path} (a warning "
+                "above says why); `claude-force memory clear` starts the store afresh"
+            )
     if as_json:
         print_json({"removed": 1, "id": entry_id})
     else:
