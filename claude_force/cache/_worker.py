@@ -46,7 +46,9 @@ class Worker:
         """Stop the thread after the job it is running, and wait for it."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            # Every waiter: a thread replaced as dead while it still waited (a test stands in
+            # for a fork that way) would otherwise take the one wake-up and leave ours waiting.
+            self._cond.notify_all()
             thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join()
