@@ -40,7 +40,7 @@ from typing import Any, Final, TypeVar, cast
 from ._config import ProjectConfig
 from ._errors import InvalidArgumentError
 from ._ledger import task_hash
-from ._memory_memo import RECHECK_SECONDS, Generation, LocalChanges, Probe, RecallMemo, memo_key
+from ._memory_memo import RECHECK_SECONDS, Generation, Probe, RecallMemo, memo_key
 from ._memory_recall import (
     COLUMNS,
     TASK_CHARS,
@@ -139,7 +139,6 @@ def _after_fork_in_child() -> None:
     _fork_generation += 1
     _FORK_LOCK = threading.Lock()
     _STRICT_WALL.after_fork()
-    LocalChanges.after_fork()
 
 
 if hasattr(os, "register_at_fork"):

@@ -85,6 +85,10 @@ class LocalChanges:
         cls._lock = threading.Lock()
 
 
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=LocalChanges.after_fork)
+
+
 class Probe:
     """A read-only view of the store's file, asked only for its identity and data_version,
     and this process's count of changes to it.

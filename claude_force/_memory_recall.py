@@ -32,7 +32,6 @@ __all__ = [
     "MemoryEntry",
     "Recalled",
     "cut",
-    "entry_date",
     "entry_of",
     "fts5_available",
     "fts_query",
@@ -339,9 +338,7 @@ def _stored(conn: sqlite3.Connection, agent: str, digests: Sequence[str]) -> dic
 
 def _seen_of(value: object) -> float | None:
     """A stored recall time; None (not known) for what is not a number (a hand edit)."""
-    if value is None or not isinstance(value, (int, float)):
-        return None
-    return float(value)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _kept_block(block: object, agent: str) -> str | None:

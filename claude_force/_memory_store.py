@@ -423,7 +423,7 @@ class Store:
                     reader = self._readers.pop()
                     if reader.identity == identity:
                         break
-                    reader.conn.close()  # the file was replaced or set aside: it reads the old
+                    reader.conn.close()  # it reads a file replaced or set aside since
                     reader = None
             return self._read_on(reader, identity, epoch, fn, default)
         finally:
@@ -572,8 +572,8 @@ class Store:
             except OSError as exc:
                 _warn_unusable(self.path, exc)
                 break
-            except (TypeError, ValueError) as exc:  # text SQLite cannot take, a row edited by
-                # hand (rolled back by _apply)
+            except (TypeError, ValueError) as exc:
+                # Text SQLite cannot take, or a row edited by hand (rolled back by _apply).
                 _log.warn(f"value:{self.path}", f"memory store {self.path}: {exc}; entries dropped")
                 break
         self.dropped += len(batch)

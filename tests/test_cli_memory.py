@@ -32,6 +32,13 @@ def remembered(project: Path) -> Path:
     return project
 
 
+def edit_store(project: Path, *statements: str) -> None:
+    """Change the project's memory file by hand, as a user with the sqlite3 shell might."""
+    with closing(sqlite3.connect(load_config(project).root / "data" / "memory.db")) as db, db:
+        for sql in statements:
+            db.execute(sql)
+
+
 def run(*argv: str) -> int:
     return run_guarded(cli, list(argv))
 
@@ -132,9 +139,7 @@ def test_an_id_no_entry_can_have_is_no_memory_entry(
 def test_list_shows_an_entry_whose_time_no_date_has(
     remembered: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = load_config(remembered).root / "data" / "memory.db"
-    with closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE entries SET ts = 1e300 WHERE id = 1")
+    edit_store(remembered, "UPDATE entries SET ts = 1e300 WHERE id = 1")
     assert run("memory", "list", "-c", str(remembered)) == 0
     out = capsys.readouterr().out
     assert "unknown" in out and "Review the login form" in out
@@ -143,13 +148,10 @@ def test_list_shows_an_entry_whose_time_no_date_has(
 def test_show_cuts_a_huge_excerpt_and_forget_says_when_nothing_was_deleted(
     remembered: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = load_config(remembered).root / "data" / "memory.db"
-    with closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE entries SET excerpt = ? WHERE id = 1", ("x" * 3_000_000,))
+    edit_store(remembered, f"UPDATE entries SET excerpt = '{'x' * 3_000_000}' WHERE id = 1")
     assert run("memory", "show", "1", "-c", str(remembered)) == 0
     assert "more characters]" in capsys.readouterr().out  # rich wrapped 3 MB for minutes
-    with closing(sqlite3.connect(path)) as db, db:
-        db.execute("DROP TABLE entries_terms")
-        db.execute("DROP TABLE entries_fts")  # its delete trigger now fails
+    # Its delete trigger now fails.
+    edit_store(remembered, "DROP TABLE entries_terms", "DROP TABLE entries_fts")
     assert run("memory", "forget", "2", "-c", str(remembered)) != 0
     assert "could not be deleted" in capsys.readouterr().err
