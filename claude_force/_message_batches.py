@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _outcomes as outcome
 from ._aio import off_loop
+from ._answers import Answer
 from ._batch_io import AnyBatchItems, BatchItem, BatchRecord, aiter_items, prepare_item
 from ._budget import Budget, BudgetTracker, Reservation, release_all, reserve_all, trackers_for
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
@@ -734,7 +735,7 @@ class _Run:
             cost = self.orch.prices.cost(message.model, usage, batch=True)
             for tracker, reservation in p.reservations:
                 tracker.commit(reservation, usage, cost)
-            sent = Sent(message, 1, None, usage)
+            sent = Sent(Answer.of_message(message), 1, None, usage)
             result = outcome.success_result(p.item.agent, p.request, sent, p.started, usage, cost)
             if p.store is not None:
                 await p.store.aset(p.key, outcome.cache_value(sent, usage, cost))

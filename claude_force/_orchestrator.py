@@ -331,7 +331,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
             raise
         # The answer is paid for: everything below is best-effort and never loses it.
         usage = sent.usage
-        cost = self.prices.cost(sent.message.model, usage)
+        cost = self.prices.cost(sent.answer.model, usage)
         for tracker, reservation in reservations:
             tracker.commit(reservation, usage, cost)
         result = outcome.success_result(agent, request, sent, started, usage, cost)

@@ -43,19 +43,19 @@ def _elapsed_ms(started: float) -> float:
 def success_result(
     agent: str, request: Request, sent: Sent, started: float, usage: Usage, cost: Decimal | None
 ) -> AgentResult:
-    message = sent.message
+    answer = sent.answer
     return AgentResult(
         agent_name=agent,
         success=True,
-        output="".join([getattr(block, "text", "") for block in message.content]),
-        model=message.model,
+        output=answer.text,
+        model=answer.model,
         usage=usage,
         cost=cost,
         attempts=sent.attempts,
         latency_ms=_elapsed_ms(started),
         request_id=sent.request_id,
-        message_id=message.id,
-        stop_reason=message.stop_reason,
+        message_id=answer.id,
+        stop_reason=answer.stop_reason,
         injection_flags=request.injection_flags,
     )
 
@@ -93,13 +93,13 @@ def budget_result(agent: str, request: Request, exc: BudgetExceeded) -> AgentRes
 
 def cache_value(sent: Sent, usage: Usage, cost: Decimal | None) -> dict[str, Any]:
     """What the response cache stores for an answer; :func:`hit_result` reads it back."""
-    message = sent.message
+    answer = sent.answer
     return {
         "message": {
-            "id": message.id,
-            "model": message.model,
-            "stop_reason": message.stop_reason,
-            "content": [block.model_dump(mode="json") for block in message.content],
+            "id": answer.id,
+            "model": answer.model,
+            "stop_reason": answer.stop_reason,
+            "content": answer.content,
         },
         "usage": asdict(usage),
         "cost": None if cost is None else str(cost),

@@ -26,16 +26,17 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._admission import AdmissionDeadlineError, ConcurrencyGate, Limits, Ticket, TokenBuckets
 from ._answers import (
+    Answer,
     _complete_models,
-    _message_type,
     _NotAnAnswer,
     _tokens_count_type,
     expect_answer,
+    message_answer,
 )
 from ._attempt_bounds import redact_key, within
 from ._errors import APIError, InvalidArgumentError, UsageError
@@ -46,7 +47,6 @@ from ._usage import Usage
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
-    from anthropic.types import Message
 
     from ._options import OrchestratorOptions
 
@@ -187,7 +187,7 @@ def retry_delay(
 class Sent:
     """A successful exchange."""
 
-    message: Message
+    answer: Answer
     attempts: int
     request_id: str | None
     usage: Usage  # read from the message once, by whoever reads it first
@@ -260,25 +260,28 @@ class _Metered:
 class _Create:
     """One Messages call, made by each attempt: ``create(timeout)``. Each answer's usage is
     read once, inside its attempt (``read``). An object, not a closure: a closure's cells
-    live as long as the call, and every call has one."""
+    live as long as the call, and every call has one.
 
-    __slots__ = ("client", "kwargs", "read")
+    ``create`` is the SDK's ``messages.with_raw_response.create``: the answer is read from
+    its JSON body (:func:`message_answer`), not built into the SDK's models."""
 
-    def __init__(self, client: AsyncAnthropic, kwargs: dict[str, Any]) -> None:
-        self.client = client
+    __slots__ = ("create", "kwargs", "read")
+
+    def __init__(self, create: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> None:
+        self.create = create
         self.kwargs = kwargs
         self.read: list[Usage] = []
 
-    async def __call__(self, timeout: float) -> Message:
-        message = await self.client.messages.create(**self.kwargs, timeout=timeout)
-        message = expect_answer(message, _message_type())
+    async def __call__(self, timeout: float) -> Answer:
+        response = await self.create(**self.kwargs, timeout=timeout)
+        answer, usage = message_answer(response.http_response.content, response.request_id)
         try:
-            self.read.append(Usage.from_api(message.usage))
+            self.read.append(Usage.from_api(usage))
         except (InvalidArgumentError, TypeError, ValueError) as exc:  # a count < 0, a bool
             raise _NotAnAnswer(f"a Message whose usage cannot be read ({exc})") from None
-        return message
+        return answer
 
-    def usage_of(self, message: Message) -> Usage:
+    def usage_of(self, answer: Answer) -> Usage:
         return self.read[-1]
 
 
@@ -301,6 +304,11 @@ class Session:
     gate: ConcurrencyGate
     keeper: asyncio.Task[None]
     buckets: TokenBuckets | None = None
+    # The client's ``messages.with_raw_response.create``, looked up once.
+    create: Callable[..., Awaitable[Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.create = self.client.messages.with_raw_response.create
 
 
 class Transport:
@@ -488,15 +496,15 @@ class Transport:
         ``since`` (:meth:`clock`): when the call began, if before this (a budget wait), so
         that ``deadline_seconds`` bounds the whole call."""
         session = await self.session()
-        create = _Create(session.client, request.create_kwargs())
+        create = _Create(session.create, request.create_kwargs())
         metered = _Metered(request.model, input_chars(request), request.max_tokens)
-        message, attempts = await self._retrying(
+        answer, attempts = await self._retrying(
             create, session.gate, session.buckets, metered, create.usage_of, since=since
         )
         # When a request took the slot this one gave back, it goes out before this answer's
         # bookkeeping (the caller's, after return): a full gate keeps the pace of its queue.
         cancelled = await _pass_turn() if session.gate.full else None
-        return Sent(message, attempts, message._request_id, create.read[-1], cancelled)
+        return Sent(answer, attempts, answer.request_id, create.read[-1], cancelled)
 
     async def count_tokens(self, request: Request) -> int:
         """The service's exact input-token count for ``request`` (the free count endpoint).

@@ -92,10 +92,9 @@ class Usage:
         counted as 5-minute writes, so no billed token is dropped. Missing or ``None`` counts
         are 0. Web searches come from ``server_tool_use.web_search_requests``.
         """
-        if not isinstance(usage, Mapping):
-            counts = _plain_counts(usage)  # the SDK's object, read on every answer
-            if counts is not None:
-                return cls(*counts)
+        counts = _plain_counts(usage)  # a body's usage object, read on every answer
+        if counts is not None:
+            return cls(*counts)
         creation = _get(usage, "cache_creation")
         creation_total = _count(usage, "cache_creation_input_tokens")
         if creation is None:
@@ -125,13 +124,54 @@ _API_FIELDS = operator.attrgetter(
     "cache_read_input_tokens",
     "server_tool_use",
 )
-_SPLIT_FIELDS = operator.attrgetter("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+_SPLIT = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+_SPLIT_FIELDS = operator.attrgetter(*_SPLIT)
+_TOTAL, _READ = "cache_creation_input_tokens", "cache_read_input_tokens"
 
 
 def _plain_counts(usage: object) -> tuple[int, int, int, int, int, int] | None:
-    """What :meth:`Usage.from_api` reads from an object whose fields are all there and all
-    None or plain non-negative ints, read at once; None for anything else (read, and
-    refused, field by field)."""
+    """What :meth:`Usage.from_api` reads from a usage object (a decoded body's or the SDK's)
+    whose counts are all None or plain non-negative ints, read at once; None for anything
+    else (read, and refused, field by field)."""
+    found = _raw_counts(usage)
+    if found is None:
+        return None
+    split, values = found
+    counts = []
+    for value in values:
+        if value is None:
+            counts.append(0)
+        elif type(value) is int and value >= 0:
+            counts.append(value)
+        else:
+            return None
+    total, inp, out, read, write_5m, write_1h = counts
+    if split:
+        write_5m += max(0, total - write_5m - write_1h)
+    else:
+        write_5m = total
+    return (inp, out, write_5m, write_1h, read, 0)
+
+
+def _raw_counts(usage: object) -> tuple[bool, tuple[object, ...]] | None:
+    """Whether ``usage`` splits its cache writes by lifetime, and its counts as stated (the
+    total of cache writes, input, output, cache reads, 5-minute and 1-hour writes); None
+    when it is not plain (web searches, an odd ``cache_creation``, a field missing)."""
+    if type(usage) is dict:
+        get = usage.get
+        creation = get("cache_creation")
+        if get("server_tool_use") is not None:
+            return None
+        if creation is None:
+            split: tuple[object, object] = (None, None)
+        elif type(creation) is dict:
+            split = (creation.get(_SPLIT[0]), creation.get(_SPLIT[1]))
+        else:
+            return None
+        values = (get(_TOTAL), get("input_tokens"), get("output_tokens"), get(_READ), *split)
+        return creation is not None, values
+    if isinstance(usage, Mapping):
+        return None
     try:
         creation, total, inp, out, read, tools = _API_FIELDS(usage)
         split = (None, None) if creation is None else _SPLIT_FIELDS(creation)
@@ -139,14 +179,7 @@ def _plain_counts(usage: object) -> tuple[int, int, int, int, int, int] | None:
         return None
     if tools is not None or isinstance(creation, Mapping):
         return None
-    for value in (total, inp, out, read, *split):
-        if value is not None and not (type(value) is int and value >= 0):
-            return None
-    write_5m, write_1h = total or 0, 0
-    if creation is not None:
-        write_5m, write_1h = split[0] or 0, split[1] or 0
-        write_5m += max(0, (total or 0) - write_5m - write_1h)
-    return (inp or 0, out or 0, write_5m, write_1h, read or 0, 0)
+    return creation is not None, (total, inp, out, read, *split)
 
 
 def _get(source: object, name: str) -> object:

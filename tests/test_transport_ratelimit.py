@@ -55,14 +55,14 @@ def make(project: Path, sim: Simulator, t: FakeTime, **kw: Any) -> AsyncAgentOrc
 async def wire(orch: AsyncAgentOrchestrator, t: WireTime, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each attempt of ``orch`` is on the wire for ``t`` from its sending until its answer
     is read (the transport takes an answer into the buckets before it next yields)."""
-    messages = (await orch._transport.session()).client.messages
-    create = messages.create
+    session = await orch._transport.session()
+    create = session.create
 
     async def sent(**kwargs: Any) -> Any:
         with t.on_the_wire():
             return await create(**kwargs)
 
-    monkeypatch.setattr(messages, "create", sent)
+    monkeypatch.setattr(session, "create", sent)
 
 
 def tasks(orch: AsyncAgentOrchestrator, n: int) -> list[tuple[str, str]]:
