@@ -48,6 +48,9 @@ class OrchestratorOptions:
     cache's shared tier (unless ``cache_redis_url`` names another), the rate-limit buckets
     (one organisation's limits, kept together) and single-flight across processes.
     ``cache_redis_url`` shares only cached answers.
+    ``open_telemetry``: whether the SDK makes an OpenTelemetry span of each request; None
+    (the default) when OpenTelemetry has a tracer provider as a session's client is made
+    (each event loop's first call), so spans cost nothing where nothing records them.
     ``sleep`` is how retries wait (tests inject one).
     """
 
@@ -77,6 +80,7 @@ class OrchestratorOptions:
     ledger_path: str | os.PathLike[str] | None = None
     pricing_path: str | os.PathLike[str] | None = None
     enable_metrics: bool = True
+    open_telemetry: bool | None = None
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
 
     def __post_init__(self) -> None:
@@ -103,6 +107,11 @@ class OrchestratorOptions:
                 raise InvalidArgumentError(
                     f"{name} must be True or False, got {getattr(self, name)!r}"
                 )
+        if self.open_telemetry is not None and not isinstance(self.open_telemetry, bool):
+            raise InvalidArgumentError(
+                "open_telemetry must be True, False or None (spans when OpenTelemetry has a "
+                f"tracer provider), got {self.open_telemetry!r}"
+            )
         for name in _TEXTS:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):

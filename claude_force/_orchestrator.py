@@ -95,6 +95,7 @@ class AsyncAgentOrchestrator(RecordedMethods, BatchMethods):
         ledger_path: str | os.PathLike[str] | None = None,
         pricing_path: str | os.PathLike[str] | None = None,
         enable_metrics: bool = True,
+        open_telemetry: bool | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         **unknown: NoReturn,  # a type checker flags any other name; at run time: a clear error
     ) -> None:

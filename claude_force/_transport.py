@@ -23,6 +23,7 @@ import email.utils
 import functools
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -332,6 +333,7 @@ class Transport:
         deadline_seconds: float | None = None,
         rate_limits: Limits | Mapping[str, Limits] | None = None,
         adaptive_rate_limits: bool = True,
+        open_telemetry: bool | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -346,6 +348,7 @@ class Transport:
         self.deadline_seconds = deadline_seconds
         self.rate_limits = rate_limits
         self.adaptive_rate_limits = adaptive_rate_limits
+        self.open_telemetry = open_telemetry
         self._sleep = sleep
         self._monotonic = monotonic
         self._wall_clock = wall_clock
@@ -375,6 +378,7 @@ class Transport:
             deadline_seconds=opts.deadline_seconds,
             rate_limits=rate_limits,
             adaptive_rate_limits=opts.adaptive_rate_limits,
+            open_telemetry=opts.open_telemetry,
             sleep=opts.sleep,
         )
 
@@ -467,12 +471,15 @@ class Transport:
         # `with_raw_response`, which costs about 12% of throughput at high concurrency.
         http_client = anthropic.DefaultAioHttpClient(event_hooks={"response": [self._observe]})
         _complete_models(anthropic.types.Message)
+        spans = self.open_telemetry
         return anthropic.AsyncAnthropic(
             api_key=self._api_key,
             base_url=self._base_url,
             max_retries=0,
             timeout=self.timeout_seconds,
             http_client=http_client,
+            # The SDK's own choice (its environment variables) where spans are wanted.
+            open_telemetry=None if (tracing_configured() if spans is None else spans) else False,
         )
 
     async def _observe(self, response: Any) -> None:
@@ -766,6 +773,19 @@ class Transport:
 
     def _redact(self, text: str) -> str:
         return redact_key(text, self._api_key)
+
+
+def tracing_configured() -> bool:
+    """Whether OpenTelemetry has a tracer provider: set by the application, or named by
+    ``OTEL_PYTHON_TRACER_PROVIDER``. Without one, each of the SDK's spans is a no-op that
+    still costs about a fourteenth of a call's CPU time (100 concurrent calls, zero latency)."""
+    try:
+        from opentelemetry import trace
+    except ImportError:  # the SDK requires the API; a stripped install has no spans anyway
+        return False
+    if os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"):
+        return True
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def _paced(outcome: _Failure) -> bool:
