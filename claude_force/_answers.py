@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import operator
 import typing
 from collections.abc import Callable
@@ -66,27 +67,61 @@ class Answer:
 
     @classmethod
     def of_message(cls, message: Message) -> Answer:
-        """The answer an SDK ``Message`` holds (a Message Batches result)."""
-        blocks = [block.model_dump(mode="json", exclude_unset=True) for block in message.content]
-        return cls(message.id, message.model, _stop_reason(message.stop_reason), blocks)
+        """The answer an SDK ``Message`` holds (a Message Batches result), checked as a
+        direct call's body is; :class:`_NotAnAnswer` when it is not one. Read in JSON form,
+        with the SDK's defaults (a block it read as text without a ``type`` says so) and
+        non-finite numbers as null, as a direct call's body reads."""
+        value = message.model_dump(mode="json")
+        return _checked(value, None)
 
 
 def message_answer(body: bytes, request_id: str | None) -> tuple[Answer, dict[str, Any]]:
     """The :class:`Answer` and the ``usage`` object of a Messages body; :class:`_NotAnAnswer`
     when the body is not one: not JSON, or without the fields every answer has, of their
-    kinds (the checks :func:`expect_answer` makes of the SDK's model)."""
+    kinds (the checks :func:`expect_answer` makes of the SDK's model).
+
+    ``NaN``, ``Infinity`` and a number too large for a float read as null, as the SDK's
+    models give them in JSON form: the answer can always be cached. A usage count that is
+    one is then refused when required and 0 when not."""
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the stack
-        shown = repr(body[:60].decode("utf-8", "replace")) if body else "an empty body"
-        raise _NotAnAnswer(f"{shown} instead of a Message") from None
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError as exc:
+        raise _NotAnAnswer(_not_json(body, f"{exc.msg}, byte {exc.pos}")) from None
+    except UnicodeDecodeError:
+        raise _NotAnAnswer(_not_json(body, "not UTF-8 text")) from None
+    except RecursionError:
+        raise _NotAnAnswer(_not_json(body, "nested too deep to read")) from None
+    except ValueError as exc:  # an integer of more digits than Python reads
+        raise _NotAnAnswer(_not_json(body, str(exc)[:80])) from None
+    answer = _checked(value, request_id)
+    return answer, value["usage"]
+
+
+def _checked(value: object, request_id: str | None) -> Answer:
     problem = _answer_problem(value, _message_type(), decoded=True)
     if problem is None:
-        problem = _json_message_problem(value)
+        problem = _json_message_problem(typing.cast(dict[str, Any], value))
     if problem is not None:
         raise _NotAnAnswer(problem)
-    stop = _stop_reason(value.get("stop_reason"))
-    return Answer(value["id"], value["model"], stop, value["content"], request_id), value["usage"]
+    body = typing.cast(dict[str, Any], value)
+    stop = _stop_reason(body.get("stop_reason"))
+    return Answer(body["id"], body["model"], stop, body["content"], request_id)
+
+
+def _no_constant(name: str) -> None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a body: no JSON value, read as null."""
+    return None
+
+
+def _finite(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _not_json(body: bytes, why: str) -> str:
+    if not body:
+        return "an empty body instead of a Message"
+    return f"a body that is not JSON ({why}): {body[:60].decode('utf-8', 'replace')!r}"
 
 
 def _stop_reason(value: object) -> str | None:
@@ -99,30 +134,34 @@ def _json_message_problem(value: dict[str, Any]) -> str | None:
     model's name, each content block's type and a text block's text."""
     model = value["model"]
     if not isinstance(model, str):
-        return f"a Message whose 'model' is a {_json_kind(model)}"
+        return f"a Message whose 'model' is {_json_kind(model)}"
     for i, block in enumerate(value["content"]):
         if type(block) is not dict:
-            return f"a Message whose content[{i}] is a {_json_kind(block)}, not a block"
+            return f"a Message whose content[{i}] is {_json_kind(block)}, not a block"
         kind = block.get("type")
         if not isinstance(kind, str):
-            return f"a Message whose content[{i}] has no type (a {_json_kind(kind)})"
+            return f"a Message whose content[{i}] has no type ({_json_kind(kind)})"
         if kind == "text" and not isinstance(text := block.get("text"), str):
-            return f"a Message whose content[{i}] text is a {_json_kind(text)}"
+            return f"a Message whose content[{i}] text is {_json_kind(text)}"
     return None
 
 
 def _json_kind(value: object) -> str:
-    """A JSON value's kind, named as JSON names it."""
+    """A decoded JSON value's kind, as a user reads it: ``null``, ``an integer``, ``a
+    float``, ``a boolean``, ``a string``, ``an array``, ``an object``."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return _JSON_KINDS.get(type(value), type(value).__name__)
+    return _JSON_KINDS.get(type(value), f"a {type(value).__name__}")
 
 
-_JSON_KINDS: dict[type, str] = {dict: "object", list: "array", str: "string"}
+_JSON_KINDS: dict[type, str] = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
 
 
 def _message_problem(message: Any) -> str | None:
@@ -174,7 +213,7 @@ def _answer_problem(value: object, model: type, *, decoded: bool = False) -> str
             if inner is not None:
                 return f"{model.__name__}.{name}: {inner}"
         elif kind is not None and not isinstance(field, kind):
-            return f"a {model.__name__} whose {name!r} is a {_kind(field, decoded)}"
+            return f"a {model.__name__} whose {name!r} is {_kind(field, decoded)}"
     return None
 
 
@@ -182,7 +221,7 @@ _item: Callable[[Any, str], Any] = operator.getitem
 
 
 def _kind(value: object, decoded: bool) -> str:
-    return _json_kind(value) if decoded else type(value).__name__
+    return _json_kind(value) if decoded else f"a {type(value).__name__}"
 
 
 @functools.cache

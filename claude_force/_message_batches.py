@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _outcomes as outcome
 from ._aio import off_loop
-from ._answers import Answer
+from ._answers import Answer, _NotAnAnswer
 from ._batch_io import AnyBatchItems, BatchItem, BatchRecord, aiter_items, prepare_item
 from ._budget import Budget, BudgetTracker, Reservation, release_all, reserve_all, trackers_for
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
@@ -729,19 +729,19 @@ class _Run:
         self, p: _Pending, line: MessageBatchIndividualResponse, batch_id: str
     ) -> BatchRecord:
         res = line.result
-        if res.type == "succeeded":
-            message = res.message
-            usage = Usage.from_api(message.usage)
-            cost = self.orch.prices.cost(message.model, usage, batch=True)
+        read = _succeeded(res, batch_id) if res.type == "succeeded" else None
+        if isinstance(read, tuple):
+            answer, usage = read
+            cost = self.orch.prices.cost(answer.model, usage, batch=True)
             for tracker, reservation in p.reservations:
                 tracker.commit(reservation, usage, cost)
-            sent = Sent(Answer.of_message(message), 1, None, usage)
+            sent = Sent(answer, 1, None, usage)
             result = outcome.success_result(p.item.agent, p.request, sent, p.started, usage, cost)
             if p.store is not None:
                 await p.store.aset(p.key, outcome.cache_value(sent, usage, cost))
         else:
             release_all(p.reservations)
-            err = _batch_error(res, batch_id)
+            err = read if read is not None else _batch_error(res, batch_id)
             result = outcome.failure_result(p.item.agent, p.request, err, p.started)
         result = replace(result, extra={"batch_id": batch_id})
         return self._record(p, result, batch=True)
@@ -750,6 +750,19 @@ class _Run:
 def _total(view: MessageBatch) -> int:
     c = view.request_counts
     return c.processing + c.succeeded + c.errored + c.canceled + c.expired
+
+
+def _succeeded(res: Any, batch_id: str) -> tuple[Answer, Usage] | APIError:
+    """A succeeded result's answer and usage, checked as a direct call's are; the error of
+    one that is not an answer (its item fails and a rerun submits it anew)."""
+    try:
+        return Answer.of_message(res.message), Usage.from_api(res.message.usage)
+    except (_NotAnAnswer, InvalidArgumentError, AttributeError, TypeError, ValueError) as exc:
+        return APIError(
+            f"message batch {batch_id} gave a succeeded result for this request that is not "
+            f"an answer ({exc}); run again to submit it anew",
+            error_type=INVALID_RESPONSE,
+        )
 
 
 def _batch_error(res: Any, batch_id: str) -> APIError:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from anthropic._models import construct_type
 from anthropic.types import Message
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,6 +34,11 @@ BODY: dict[str, Any] = {
 }
 
 
+def _as_sdk_reads(body: dict[str, Any]) -> Message:
+    """``body`` as the SDK builds its model of a result (leniently, nothing checked)."""
+    return cast(Message, construct_type(type_=Message, value=body))
+
+
 def test_an_answer_is_read_from_its_body() -> None:
     answer, usage = message_answer(json.dumps(BODY).encode(), "req_1")
     assert (answer.id, answer.model, answer.stop_reason) == ("msg_1", BODY["model"], "end_turn")
@@ -44,9 +50,40 @@ def test_an_answer_is_read_from_its_body() -> None:
 
 def test_a_batch_result_reads_as_the_same_answer() -> None:
     """Message Batches results arrive as the SDK's models: the same body gives the same
-    answer (and so the same result and cache value) by either path."""
+    answer (and so the same result; the cached blocks add the SDK's defaults) either way."""
     direct, _ = message_answer(json.dumps(BODY).encode(), None)
-    assert Answer.of_message(Message.construct(**BODY)) == direct  # the SDK's lenient build
+    batch = Answer.of_message(_as_sdk_reads(BODY))
+    assert (batch.id, batch.model, batch.stop_reason, batch.text) == (
+        direct.id,
+        direct.model,
+        direct.stop_reason,
+        direct.text,
+    )
+    for sent, read in zip(direct.content, batch.content, strict=True):
+        fields = ("type", "text", "input", "thinking")
+        assert [read.get(f) for f in fields] == [sent.get(f) for f in fields]
+
+
+def test_a_batch_result_is_checked_as_a_body_is() -> None:
+    """A block without a ``type``, or a text block without its text, is not an answer in a
+    batch result either (the SDK builds them without complaint)."""
+    for content, said in (([{"text": "hello"}], "has no type"), ([{"type": "text"}], "text is")):
+        message = _as_sdk_reads({**BODY, "content": content})
+        with pytest.raises(_NotAnAnswer, match=said):
+            Answer.of_message(message)
+
+
+def test_numbers_json_cannot_carry_read_as_null() -> None:
+    """NaN, Infinity and a float too large read as null, as the SDK's models give them in
+    JSON form: the answer can be cached (the cache's JSON refuses them)."""
+    body = json.dumps({**BODY, "content": [{"type": "tool_use", "input": "X"}]})
+    body = body.replace('"X"', '{"a": NaN, "b": -Infinity, "c": 1e400, "d": 2.5}')
+    answer, _ = message_answer(body.encode(), None)
+    assert answer.content[0]["input"] == {"a": None, "b": None, "c": None, "d": 2.5}
+    json.dumps(answer.content, allow_nan=False)
+    usage = json.dumps(BODY).replace('"output_tokens": 3', '"output_tokens": NaN')
+    with pytest.raises(_NotAnAnswer, match="'output_tokens' is null"):
+        message_answer(usage.encode(), None)  # a required count cannot be null
 
 
 def test_an_odd_stop_reason_is_kept_as_text() -> None:
@@ -60,19 +97,25 @@ def test_an_odd_stop_reason_is_kept_as_text() -> None:
     ("body", "said"),
     [
         (b"", "an empty body instead of a Message"),
-        (b"<html>502</html>", "'<html>502</html>' instead of a Message"),
-        (b"\xff\xfe\x00{", "instead of a Message"),  # not UTF-8
-        (b"[" * 100_000 + b"]" * 100_000, "instead of a Message"),  # nested past the stack
+        (b"<html>502</html>", "not JSON (Expecting value, byte 0): '<html>502</html>'"),
+        (b'{"a": "\xff"}', "not JSON (not UTF-8 text)"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON (nested too deep to read)"),
+        (b"1" * 5000, "not JSON (Exceeds the limit"),  # more digits than Python reads
+        (json.dumps(BODY).encode()[:-2], "not JSON (Expecting ',' delimiter, byte"),
         (b'"hello"', "'hello' instead of a Message"),
-        (b"[1]", "array instead of a Message"),
-        (json.dumps({**BODY, "id": 5}).encode(), "a Message whose 'id' is a number"),
+        (b"[1]", "an array instead of a Message"),
+        (json.dumps({**BODY, "id": 5}).encode(), "a Message whose 'id' is an integer"),
+        (
+            json.dumps({**BODY, "usage": {"input_tokens": 1.5, "output_tokens": 1}}).encode(),
+            "a Usage whose 'input_tokens' is a float",
+        ),
         (json.dumps({**BODY, "usage": None}).encode(), "Message.usage: null instead of a Usage"),
         (
             json.dumps({k: v for k, v in BODY.items() if k != "role"}).encode(),
             "a Message without 'role'",
         ),
         (json.dumps({**BODY, "content": [{"text": "x"}]}).encode(), "content[0] has no type"),
-        (json.dumps({**BODY, "content": [[]]}).encode(), "content[0] is a array, not a block"),
+        (json.dumps({**BODY, "content": [[]]}).encode(), "content[0] is an array, not a block"),
     ],
 )
 def test_a_body_that_is_not_an_answer_says_what_is_wrong(body: bytes, said: str) -> None:

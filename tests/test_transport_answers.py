@@ -216,3 +216,36 @@ async def test_a_server_reusing_one_message_id_still_has_every_call_counted(
     assert all(r.success for r in results)
     assert len([r for r in rows if r.outcome == "success"]) == 3
     assert sum(r.cost_usd or 0 for r in rows) == sum(r.cost or 0 for r in results)
+
+
+async def test_an_answer_with_numbers_json_cannot_carry_is_returned_and_cached(
+    project: Path, standin: StandIn, tmp_path: Path
+) -> None:
+    """NaN or a float too large in a paid answer (a tool's input): the cache's JSON refuses
+    them, so they read as null, and the answer is returned and cached, not lost."""
+    content = [{"type": "text", "text": "ok"}, {"type": "tool_use", "input": "X"}]
+    body = message_body(content=content, usage={"input_tokens": 10, "output_tokens": 2})
+    body = body.replace(b'"X"', b'{"n": NaN, "big": 1e400}')
+    standin.script(Reply(body=body))
+    async with make(project, standin, cache_dir=tmp_path / "cache") as orch:
+        agent = orch.list_agents()[0]
+        first = await orch.execute_agent(agent, "Review x.py")
+        again = await orch.execute_agent(agent, "Review x.py")
+    assert (first.success, first.output, again.cached, again.output) == (True, "ok", True, "ok")
+    assert len(standin.messages()) == 1
+
+
+def test_a_batch_result_that_is_not_an_answer_fails_its_item() -> None:
+    """Checked as a direct call's body is: its item fails (a rerun submits it anew); the
+    collection goes on."""
+    from types import SimpleNamespace
+
+    from anthropic._models import construct_type
+    from anthropic.types import Message
+
+    from claude_force._message_batches import _succeeded
+
+    body = json.loads(message_body(content=[{"type": "text"}], usage={"input_tokens": 1}))
+    got = _succeeded(SimpleNamespace(message=construct_type(type_=Message, value=body)), "b_1")
+    assert isinstance(got, APIError) and got.error_type == "invalid_response"
+    assert "message batch b_1" in got.message and "not an answer" in got.message
