@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from anthropic._models import construct_type
 from anthropic.types import Message
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claude_force._answers import Answer, _NotAnAnswer, message_answer
@@ -164,6 +164,7 @@ def _read(usage: Any) -> Usage | str:
         return type(exc).__name__
 
 
+@settings(deadline=None)  # the first example may pay for imports
 @given(_usage_dicts)
 def test_a_decoded_usage_reads_as_the_field_by_field_reading_does(usage: dict[str, Any]) -> None:
     """The plain-counts reading of a body's usage dict (every answer) gives what the general
