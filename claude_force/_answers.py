@@ -68,11 +68,10 @@ class Answer:
     @classmethod
     def of_message(cls, message: Message) -> Answer:
         """The answer an SDK ``Message`` holds (a Message Batches result), checked as a
-        direct call's body is; :class:`_NotAnAnswer` when it is not one. Read in JSON form,
-        with the SDK's defaults (a block it read as text without a ``type`` says so) and
-        non-finite numbers as null, as a direct call's body reads."""
-        value = message.model_dump(mode="json")
-        return _checked(value, None)
+        direct call's body is; :class:`_NotAnAnswer` when it is not one. Read in JSON form:
+        the SDK's defaults filled in, non-finite numbers as null, as a direct call's body
+        reads them."""
+        return _checked(message.model_dump(mode="json"), None)
 
 
 def message_answer(body: bytes, request_id: str | None) -> tuple[Answer, dict[str, Any]]:

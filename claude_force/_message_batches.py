@@ -58,8 +58,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _outcomes as outcome
 from ._aio import off_loop
-from ._answers import Answer, _NotAnAnswer
 from ._batch_io import AnyBatchItems, BatchItem, BatchRecord, aiter_items, prepare_item
+from ._batch_results import batch_error, succeeded
 from ._budget import Budget, BudgetTracker, Reservation, release_all, reserve_all, trackers_for
 from ._errors import APIError, BudgetExceeded, InvalidArgumentError
 from ._files import FileProblem, read_regular, replace_file, shown
@@ -67,7 +67,6 @@ from ._record import CallContext
 from ._request import Request, cache_key
 from ._results import AgentResult
 from ._transport import INVALID_RESPONSE, Sent, expect_answer
-from ._usage import Usage
 from .cache import ResponseCache
 
 if TYPE_CHECKING:
@@ -729,7 +728,7 @@ class _Run:
         self, p: _Pending, line: MessageBatchIndividualResponse, batch_id: str
     ) -> BatchRecord:
         res = line.result
-        read = _succeeded(res, batch_id) if res.type == "succeeded" else None
+        read = succeeded(res, batch_id) if res.type == "succeeded" else None
         if isinstance(read, tuple):
             answer, usage = read
             cost = self.orch.prices.cost(answer.model, usage, batch=True)
@@ -741,7 +740,7 @@ class _Run:
                 await p.store.aset(p.key, outcome.cache_value(sent, usage, cost))
         else:
             release_all(p.reservations)
-            err = read if read is not None else _batch_error(res, batch_id)
+            err = read if read is not None else batch_error(res, batch_id)
             result = outcome.failure_result(p.item.agent, p.request, err, p.started)
         result = replace(result, extra={"batch_id": batch_id})
         return self._record(p, result, batch=True)
@@ -750,52 +749,6 @@ class _Run:
 def _total(view: MessageBatch) -> int:
     c = view.request_counts
     return c.processing + c.succeeded + c.errored + c.canceled + c.expired
-
-
-def _succeeded(res: Any, batch_id: str) -> tuple[Answer, Usage] | APIError:
-    """A succeeded result's answer and usage, checked as a direct call's are; the error of
-    one that is not an answer (its item fails and a rerun submits it anew)."""
-    try:
-        return Answer.of_message(res.message), Usage.from_api(res.message.usage)
-    except (_NotAnAnswer, InvalidArgumentError, AttributeError, TypeError, ValueError) as exc:
-        return APIError(
-            f"message batch {batch_id} gave a succeeded result for this request that is not "
-            f"an answer ({exc}); run again to submit it anew",
-            error_type=INVALID_RESPONSE,
-        )
-
-
-def _batch_error(res: Any, batch_id: str) -> APIError:
-    """The error of a request that did not succeed in ``batch_id``; resubmitted by a rerun."""
-    if res.type == "errored":
-        # The service sends {"error": {"error": {"type", "message"}, "request_id"}}; a
-        # stand-in may leave any of it out.
-        outer = getattr(res, "error", None)
-        error = getattr(outer, "error", None)
-        kind = getattr(error, "type", None) or "unknown"
-        message = getattr(error, "message", None) or "no error details were given"
-        return APIError(
-            f"the request failed in message batch {batch_id}: {kind}: {message}",
-            request_id=getattr(outer, "request_id", None),
-            error_type=f"batch_errored:{kind}",
-        )
-    if res.type not in ("expired", "canceled"):
-        return APIError(
-            f"message batch {batch_id} gave a result of unknown type {str(res.type)[:40]!r} "
-            "for this request; its answer, if any, was not read: run again to submit it anew",
-            error_type="batch_unknown_result",
-        )
-    if res.type == "expired":
-        return APIError(
-            f"message batch {batch_id} did not reach this request within 24 hours (expired); "
-            "run again to submit it anew",
-            error_type="batch_expired",
-        )
-    return APIError(
-        f"message batch {batch_id} was canceled before this request ran; run again to submit "
-        "it anew",
-        error_type="batch_canceled",
-    )
 
 
 def _progress(views: list[MessageBatch]) -> BatchProgress:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import email.utils
 import functools
 import json
 import logging
@@ -43,6 +42,11 @@ from ._attempt_bounds import redact_key, within
 from ._errors import APIError, InvalidArgumentError, UsageError
 from ._frozen import quick_init
 from ._request import Request, canonical_json
+from ._retry_policy import (
+    has_rate_limit_headers,
+    retry_delay,
+    should_retry,
+)
 from ._shared_limits import SharedRedis, SharedTokenBuckets, organisation
 from ._usage import Usage
 
@@ -53,35 +57,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INVALID_RESPONSE",
-    "NON_RETRYABLE_STATUSES",
-    "RETRYABLE_STATUSES",
     "Sent",
     "Session",
     "Transport",
     "expect_answer",
-    "has_rate_limit_headers",
     "input_chars",
-    "parse_retry_after",
-    "retry_delay",
-    "should_retry",
 ]
 
 log = logging.getLogger("claude_force.transport")
 T = TypeVar("T")
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
-NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 OVERLOAD_STATUSES = frozenset({429, 529})
-
-INITIAL_DELAY = 0.5
-MAX_DELAY = 8.0
-MAX_RETRY_AFTER = 60.0
 # 429s that the token buckets pace do not use up max_retries; this bounds them all the same.
 MAX_PACED_RETRIES = 20
 # After a 429 the buckets decide when to retry; this short pause, jittered, only keeps
 # requests bounced together from queueing again in the same instant.
 RATE_LIMITED_PAUSE = 0.05
-RATELIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
 
 
 # Each attempt's own response headers: the response hook runs in the task that made the call,
@@ -109,80 +100,6 @@ MALFORMED_RETRY_STATUS = 502
 INVALID_RESPONSE = "invalid_response"  # the APIError's error_type for such a body
 
 
-def should_retry(status: int | None, headers: Mapping[str, str] | None = None) -> bool:
-    """Whether a failed attempt may be retried.
-
-    ``status`` is None for connection errors and timeouts, which are retried. An explicit
-    ``x-should-retry`` header from the server wins over the status code, as in the SDK.
-    """
-    hint = (headers or {}).get("x-should-retry")
-    if hint == "true":
-        return True
-    if hint == "false":
-        return False
-    if status is None:
-        return True
-    return status in RETRYABLE_STATUSES or status >= 500
-
-
-def parse_retry_after(headers: Mapping[str, str] | None, *, now: float) -> float | None:
-    """Seconds the server asked us to wait: ``retry-after-ms``, then ``retry-after``.
-
-    ``retry-after`` may be seconds (integer or float) or an HTTP date, measured against
-    ``now`` (epoch seconds). Returns None when absent, unparseable or not positive.
-    """
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000
-        except ValueError:
-            value = -1.0
-        if value > 0:
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(raw)
-        if parsed is None:
-            return None
-        try:
-            seconds = float(email.utils.mktime_tz(parsed)) - now
-        except (ValueError, OverflowError):  # a date no calendar holds (year 99999)
-            return None
-    return seconds if seconds > 0 else None
-
-
-def retry_delay(
-    retries_done: int,
-    headers: Mapping[str, str] | None = None,
-    *,
-    now: float,
-    jitter: float,
-    initial: float = INITIAL_DELAY,
-    cap: float = MAX_DELAY,
-) -> float:
-    """Seconds to wait before the next attempt.
-
-    The server's ``retry-after-ms`` / ``retry-after`` is obeyed, lengthened by up to 25% by
-    ``jitter`` (a number in [0, 1)); waits are capped at 60 s, spread down to 45 s by
-    jitter. Otherwise exponential backoff ``initial * 2**retries_done`` capped at ``cap``,
-    reduced by up to 25% by ``jitter`` so that clients spread out.
-    """
-    asked = parse_retry_after(headers, now=now)
-    if asked is not None:
-        # Up to 25% more, so requests bounced together do not all come back in the same
-        # instant; capped at a minute as the SDK caps it (spread below the cap when hit).
-        spread = asked * (1.0 + 0.25 * jitter)
-        return spread if spread <= MAX_RETRY_AFTER else MAX_RETRY_AFTER * (1.0 - 0.25 * jitter)
-    backoff = min(initial * 2.0 ** min(retries_done, 60), cap)
-    return backoff * (1.0 - 0.25 * jitter)
-
-
 @quick_init
 @dataclass(frozen=True, slots=True)
 class Sent:
@@ -207,13 +124,6 @@ async def _pass_turn() -> asyncio.CancelledError | None:
     except asyncio.CancelledError as exc:
         return exc
     return None
-
-
-def has_rate_limit_headers(headers: Mapping[str, str] | None) -> bool:
-    """Whether a response states the service's rate-limit buckets."""
-    return bool(headers) and any(
-        name.lower().startswith(RATELIMIT_HEADER_PREFIX) for name in (headers or {})
-    )
 
 
 def input_chars(request: Request) -> int:

@@ -537,11 +537,11 @@ def test_a_batch_result_without_details_or_of_an_unknown_type_is_a_named_failure
     service may add later: a failure saying so, never a crash, never called canceled."""
     from types import SimpleNamespace
 
-    from claude_force._message_batches import _batch_error
+    from claude_force._batch_results import batch_error
 
-    bare = _batch_error(SimpleNamespace(type="errored", error=None), "msgbatch_1")
+    bare = batch_error(SimpleNamespace(type="errored", error=None), "msgbatch_1")
     assert bare.error_type == "batch_errored:unknown"
     assert "no error details were given" in bare.message
-    odd = _batch_error(SimpleNamespace(type="mystery"), "msgbatch_1")
+    odd = batch_error(SimpleNamespace(type="mystery"), "msgbatch_1")
     assert odd.error_type == "batch_unknown_result"
     assert "'mystery'" in odd.message and "canceled" not in odd.message

@@ -243,9 +243,9 @@ def test_a_batch_result_that_is_not_an_answer_fails_its_item() -> None:
     from anthropic._models import construct_type
     from anthropic.types import Message
 
-    from claude_force._message_batches import _succeeded
+    from claude_force._batch_results import succeeded
 
     body = json.loads(message_body(content=[{"type": "text"}], usage={"input_tokens": 1}))
-    got = _succeeded(SimpleNamespace(message=construct_type(type_=Message, value=body)), "b_1")
+    got = succeeded(SimpleNamespace(message=construct_type(type_=Message, value=body)), "b_1")
     assert isinstance(got, APIError) and got.error_type == "invalid_response"
     assert "message batch b_1" in got.message and "not an answer" in got.message

@@ -8,15 +8,15 @@ import email.utils
 import pytest
 
 from claude_force._request import Request, SystemPrompt
-from claude_force._transport import (
+from claude_force._retry_policy import (
     MAX_DELAY,
     MAX_RETRY_AFTER,
     has_rate_limit_headers,
-    input_chars,
     parse_retry_after,
     retry_delay,
     should_retry,
 )
+from claude_force._transport import input_chars
 
 RETRYABLE = [408, 409, 429, 500, 502, 503, 504, 529]
 NOT_RETRYABLE = [400, 401, 403, 404, 413, 422]
