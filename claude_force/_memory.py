@@ -346,6 +346,28 @@ class AgentMemory:
         known = self._known(items)
         return None if _UNKNOWN in known else cast("list[str | None]", known)
 
+    def known_blocks(self, agent: str, task: str) -> tuple[str, ...] | None:
+        """:meth:`known_contexts` for one call (``execute_agent``: every repeat's cache hit
+        asks): the blocks its request sends (none or one), or None when the memo cannot tell."""
+        if self._generation != _fork_generation:
+            self._after_fork()
+        if not self.enabled:
+            return ()
+        generation = self._memo_generation()
+        if generation is None:
+            return None
+        if generation[1] is None:  # no store file, nothing queued: nothing to recall
+            self._looked(((agent, task),), self._clock(), (False,), (None,))
+            return ()
+        key = memo_key(agent, task, self.top_k, self.budget_chars)
+        found = self._memo.find(generation, key, agent)
+        if found is None:
+            return None
+        block, stored = found
+        if not stored:  # see _known
+            self._looked(((agent, task),), self._clock(), (False,), (block,))
+        return () if block is None else (block,)
+
     async def acontexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """:meth:`context` for each ``(agent, task)``: answered on the loop when the recall
         memo knows the answer, the rest in one trip off the event loop."""
@@ -369,14 +391,9 @@ class AgentMemory:
     def _known(self, items: Sequence[tuple[str, str]]) -> list[str | _Unknown | None]:
         """What the recall memo knows, without touching the store's connection or a thread:
         nothing unless this process has no write waiting and the store is unchanged."""
-        unknown: list[str | _Unknown | None] = [_UNKNOWN] * len(items)
-        store = self._store
-        if not store.quiet():
-            return unknown
-        generation = store.probe.version(open=False)
+        generation = self._memo_generation()
         if generation is None:
-            return unknown
-        self._seen = generation
+            return [_UNKNOWN] * len(items)
         if generation[1] is None:  # no store file, nothing queued: nothing to recall
             self._looked(items, self._clock(), [False] * len(items), [None] * len(items))
             return [None] * len(items)
@@ -395,6 +412,17 @@ class AgentMemory:
         if answered:
             self._looked(answered, self._clock(), [False] * len(answered), blocks)
         return out
+
+    def _memo_generation(self) -> Generation | None:
+        """The generation the memo may answer under now (noted as the latest recall's), or
+        None when this process has a write waiting or the file cannot be told cheaply."""
+        store = self._store
+        if not store.quiet():
+            return None
+        generation = store.probe.version(open=False)
+        if generation is not None:
+            self._seen = generation
+        return generation
 
     def _read_contexts(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """Recall from the store (blocking; off the loop) and keep the answers in the memo

@@ -454,9 +454,18 @@ class RequestBuilder:
         is on for it. Every item is validated before the memory store is read; the reads
         run off the event loop, in one trip."""
         # One freshness check per agent for the whole batch: its items are built at once.
-        seen: dict[object, tuple[AgentSpec, _Stamp]] = {}
-        agents = [self._agent(item, seen) for item in items]
         memory = self.memory
+        seen: dict[object, tuple[AgentSpec, _Stamp]] = {}
+        if len(items) == 1:  # execute_agent: no lists on the path of every repeat's hit
+            item = items[0]
+            agent = self._agent(item, seen)
+            if memory is None or not item.use_memory:
+                return [self._build(item, agent, previous, ())]
+            task = item.task
+            recalled = memory.known_blocks(item.agent, task) if type(task) is str else None
+            if recalled is not None:
+                return [self._build(item, agent, previous, recalled)]
+        agents = [self._agent(item, seen) for item in items]
         wanted = [i for i, item in enumerate(items) if item.use_memory] if memory else []
         pairs = [(items[i].agent, items[i].task) for i in wanted]
         # The recall memo's answers cost no I/O: when it knows every one (the usual repeat),
@@ -529,8 +538,9 @@ class RequestBuilder:
         task, agent, blocks = item.task, item.agent, tuple(memory)
         if type(task) is not str or type(agent) is not str:
             return None
-        if not all(type(block) is str for block in blocks):
-            return None
+        for block in blocks:  # (no generator: this runs on every call)
+            if type(block) is not str:
+                return None
         ttl = item.prompt_cache_ttl
         return (
             agent,

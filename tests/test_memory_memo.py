@@ -21,6 +21,7 @@ from claude_force.testing import Fault, Simulator
 
 from .test_memory import (
     ANSWER_PAYMENT,
+    PALETTE,
     PAYMENT,
     PAYMENT_AGAIN,
     REVIEWER,
@@ -234,18 +235,49 @@ async def test_use_memory_false_never_asks_the_memo_or_the_store(
     project: Path, sim: Simulator, reads: StoreReads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[object] = []
-    real = AgentMemory._known
+    real = AgentMemory._memo_generation
 
-    def known(memory: AgentMemory, items: Sequence[tuple[str, str]]) -> list[object]:
-        asked.append(items)
-        return list(real(memory, items))
+    def generation(memory: AgentMemory) -> object:  # where every memo answer starts
+        asked.append(memory)
+        return real(memory)
 
-    monkeypatch.setattr(AgentMemory, "_known", known)
+    monkeypatch.setattr(AgentMemory, "_memo_generation", generation)
     async with make(project, sim) as orch:
         await orch.execute_agent(REVIEWER, PAYMENT, use_memory=False)
         await orch.execute_agent(REVIEWER, PAYMENT, use_memory=False)
     assert asked == [] and reads.count == 0
     assert not memory_db(project).exists()
+
+
+async def test_one_call_builds_the_request_a_batch_builds_for_its_task(
+    project: Path, sim: Simulator, tmp_path: Path, reads: StoreReads
+) -> None:
+    # execute_agent's one item takes a path of its own (no lists, the memo asked directly):
+    # what it sends must be what execute_multiple sends, memo or store, memory on or off.
+    tasks = [(REVIEWER, PAYMENT_AGAIN), (REVIEWER, PALETTE)]
+    async with make(project, sim, enable_cache=True, cache_dir=tmp_path / "cache") as orch:
+        sim.script(Fault.reply(ANSWER_PAYMENT))
+        await orch.execute_agent(REVIEWER, PAYMENT)
+        settle(orch)
+        batch = await orch.execute_multiple(tasks)  # the store read off the loop
+        off = await orch.execute_multiple(
+            [{"agent": a, "task": t, "use_memory": False} for a, t in tasks]
+        )
+        sent = len(sim.message_requests)
+        settle(orch)
+        ones = [await orch.execute_agent(a, t) for a, t in tasks]  # each reads the store
+        before = reads.count
+        ones += [await orch.execute_agent(a, t) for a, t in tasks]  # the memo answers
+        memo_reads = reads.count - before
+        offs = [await orch.execute_agent(a, t, use_memory=False) for a, t in tasks]
+    assert [r.success for r in batch + off] == [True] * 4
+    assert len(sim.message_requests) == sent  # every one-call request was a batch's: hits
+    assert all(r.cached for r in ones + offs)
+    assert [r.output for r in ones + offs] == [r.output for r in batch + batch + off]
+    assert memo_reads == 0
+    texts = [user_text(sim, i) for i in range(sent)]
+    with_block = [t for t in texts if PAYMENT_AGAIN in t and ANSWER_PAYMENT in t]
+    assert len(with_block) == 1  # memory on: the block went with it; off: none
 
 
 def test_context_uses_the_memo_and_sees_another_store_object(
