@@ -114,9 +114,9 @@ class Probe:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
-        # (when it was read, this process's changes then, identity, data_version): one
-        # attribute, so never read torn.
-        self._seen: tuple[float, int, tuple[int, int] | None, int] | None = None
+        # (when it was read, this process's changes then, the generation then): one
+        # attribute, so never read torn; the generation is given out as it is (no new tuple).
+        self._seen: tuple[float, int, Generation] | None = None
 
     def changes(self) -> int:
         """This process's changes to the file so far (see :class:`LocalChanges`)."""
@@ -144,10 +144,14 @@ class Probe:
             and seen[1] == changes
             and 0 <= now - seen[0] < self.recheck_seconds
         ):
-            return (changes, seen[2], seen[3])
+            return seen[2]
         found = self._look(open)
-        self._seen = None if found is None else (now, changes, *found)
-        return None if found is None else (changes, *found)
+        if found is None:
+            self._seen = None
+            return None
+        generation = (changes, *found)
+        self._seen = (now, changes, generation)
+        return generation
 
     def _look(self, open: bool) -> tuple[tuple[int, int] | None, int] | None:
         try:
