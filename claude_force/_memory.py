@@ -99,6 +99,40 @@ def _valid_id(entry_id: object) -> bool:
     return isinstance(entry_id, int) and not isinstance(entry_id, bool) and 0 < entry_id < 2**63
 
 
+class _CheckedClock:
+    """A clock given by the caller, each reading checked: one that is not a finite number of
+    seconds (or raises) is named in one warning and replaced by ``fallback``'s reading, so a
+    bad clock never stops a call or the writer thread (a huge integer would make SQLite raise
+    OverflowError when the entry is written)."""
+
+    def __init__(self, clock: Callable[[], float], fallback: Callable[[], float], name: str):
+        self._clock = clock
+        self._fallback = fallback
+        self._name = name
+
+    def __call__(self) -> float:
+        try:
+            value: object = self._clock()
+        except Exception as exc:  # the caller's code: named, never raised
+            value = exc
+        if type(value) is float and math.isfinite(value):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                reading = float(value)
+            except OverflowError:
+                reading = math.nan
+            if math.isfinite(reading):
+                return reading
+        _log.warn(
+            f"clock:{self._name}",
+            f"AgentMemory's {self._name} gave {value!r}, not a finite number of seconds; "
+            f"the system clock's reading is used instead. Give a {self._name} that returns "
+            "a float",
+        )
+        return self._fallback()
+
+
 class _StrictClock:
     """``clock``, made to increase at every reading (the next float up when it did not)."""
 
@@ -202,7 +236,13 @@ class AgentMemory:
         self.budget_chars = budget_chars
         # Entry times and recall times from one clock that never repeats or goes back in this
         # process: "stored before this recall looked" must not depend on the clock's grain.
-        self._clock = _STRICT_WALL if clock is time.time else _StrictClock(clock)
+        self._clock = (
+            _STRICT_WALL
+            if clock is time.time
+            else _StrictClock(_CheckedClock(clock, time.time, "clock"))
+        )
+        if monotonic is not time.monotonic:
+            monotonic = _CheckedClock(monotonic, time.monotonic, "monotonic")
         self.enabled = fts5_available()
         if not self.enabled:
             _log.warn(

@@ -212,3 +212,51 @@ def test_recall_and_context_read_a_lone_surrogate_as_it_was_stored(
     assert {e.task for e in related} == {"review payment module code", "review payment ? module"}
     assert [e.task for e in own] == ["review payment module code"]  # never its own entry
     assert block is not None and "review payment module code" in block
+
+
+def _raising() -> float:
+    raise RuntimeError("the clock is broken")
+
+
+@pytest.mark.parametrize(
+    ("reading", "warned"),
+    [
+        (10**30, False),  # a float can hold it: stored as one
+        (10**400, True),
+        (float("nan"), True),
+        (float("inf"), True),
+        ("now", True),
+        (None, True),
+        (True, True),
+        (_raising, True),
+    ],
+)
+def test_an_injected_clock_giving_no_number_of_seconds_never_costs_an_entry(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    reading: object,
+    warned: bool,
+) -> None:
+    # A huge integer made the writer thread die on SQLite's OverflowError (the entry and
+    # every one queued after it lost, flush() raising); text or None made remember() raise.
+    monkeypatch.setattr(memory_mod, "_log", OnceLog(store_mod.logger))
+    caplog.set_level(logging.WARNING, logger="claude_force")
+    clock = reading if callable(reading) else (lambda: reading)
+    memory = AgentMemory(tmp_path / "m.db", clock=clock, monotonic=clock)  # type: ignore[arg-type]
+    memory.remember(success("a", "The payment module retries."), "review payment module code")
+    memory.remember(success("a", "The palette is fine."), "check the settings palette colours")
+    memory.flush()
+    block = memory.context("a", "review payment module again")
+    entries = memory.entries()
+    memory.close()
+    assert sorted(e.task for e in entries) == [
+        "check the settings palette colours",
+        "review payment module code",
+    ]
+    assert all(isinstance(e.ts, float) and abs(e.ts) < 1e31 for e in entries)
+    assert block is not None and "The payment module retries." in block
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # The wall clock and the monotonic one, once each.
+    assert len(warnings) == (2 if warned else 0), warnings
+    assert all("not a finite number of seconds" in w for w in warnings)
