@@ -557,22 +557,35 @@ def search(
     return out[:limit]
 
 
-def _not_written(conn: sqlite3.Connection, unwritten: tuple[Pending, ...]) -> tuple[Pending, ...]:
+def _not_written(
+    conn: sqlite3.Connection, store: Store, unwritten: tuple[Pending, ...], writing: int, taken: int
+) -> tuple[Pending, ...]:
     """The queued entries that this read transaction does not see written. The queue is
     taken before the store is read (so no entry is missed), and a commit in between shows
     an entry in both: read twice, it would count twice, and a repeat whose own entry is
-    in both would recall as of the queue, seeing later entries already written."""
+    in both would recall as of the queue, seeing later entries already written.
+
+    Only entries of a batch taken by the writer can have been committed: the ``writing``
+    first ones, and all of them once another batch was taken (``taken`` moved) before this
+    transaction's snapshot began. Each one looked up costs a query, and the queue grows
+    while another process holds the store's lock: every recall then paid one per entry."""
     if not unwritten:
         return unwritten
+    conn.execute("SELECT 1 FROM entries LIMIT 1").fetchone()  # the snapshot has begun
+    if store.batches_taken() == taken:
+        maybe, rest = unwritten[:writing], unwritten[writing:]
+    else:
+        maybe, rest = unwritten, ()
     sql = (
         "SELECT 1 FROM entries WHERE agent = ? AND task_hash = ? AND ts = ? AND excerpt = ? "
         "AND model = ?"
     )
-    return tuple(
+    unseen = [
         p
-        for p in unwritten
+        for p in maybe
         if conn.execute(sql, (p.agent, p.digest, p.ts, p.excerpt, p.model)).fetchone() is None
-    )
+    ]
+    return (*unseen, *rest)
 
 
 def recall_all(
@@ -593,13 +606,13 @@ def recall_all(
     A lone surrogate in an agent name or task reads as "?", as :func:`storable` stored it.
     """
     looked = clock()
-    unwritten = store.unwritten()
+    unwritten, writing, taken = store.queued()
     items = [(storable(agent), storable(task)) for agent, task in items]
 
     digests = [task_hash(task) for _, task in items]
 
     def read(conn: sqlite3.Connection, snapshot: Snapshot | None) -> list[Any]:
-        queued = _not_written(conn, unwritten)
+        queued = _not_written(conn, store, unwritten, writing, taken)
         # The stored tasks of each agent with entries, in one look for the whole batch.
         wanted: dict[str, list[str]] = {}
         for (agent, _), digest in zip(items, digests, strict=True):

@@ -250,6 +250,7 @@ class Store:
         self.dropped = 0
         self._pending: deque[Pending] = deque()
         self._writing: tuple[Pending, ...] = ()  # taken from the queue, not yet committed
+        self._taken = 0  # batches taken from the queue to be written so far: see queued()
         self._on_way: dict[tuple[str, str], int] = {}  # (agent, digest): queued or writing
         self._lock = threading.Lock()  # the queue and the worker
         self._gathering = threading.Condition(self._lock)  # the worker's linger: see _gather
@@ -335,6 +336,7 @@ class Store:
             batch = tuple(self._pending)
             self._writing = batch  # before the queue empties: see quiet()
             self._pending.clear()
+            self._taken += 1  # before the commit: see queued()
         if not batch:
             return False
         try:
@@ -380,6 +382,17 @@ class Store:
         """
         with self._lock:
             return (*self._writing, *self._pending)
+
+    def queued(self) -> tuple[tuple[Pending, ...], int, int]:
+        """:meth:`unwritten`, how many of them (the first) were being written, and
+        :meth:`batches_taken` then. A reader whose read transaction began before the count
+        moved can see only those first ones committed: the rest were still queued."""
+        with self._lock:
+            return (*self._writing, *self._pending), len(self._writing), self._taken
+
+    def batches_taken(self) -> int:
+        """Batches taken from the queue to be written so far (counted before each commit)."""
+        return self._taken
 
     def close(self) -> None:
         with self._lock:

@@ -400,20 +400,26 @@ async def test_a_repeat_recalling_several_entries_is_a_hit_however_far_the_write
         assert again.cached and len(sim.message_requests) == sent
 
 
+@pytest.mark.parametrize("taken", ["after the queue was read", "while it was read"])
 def test_a_repeat_recalls_as_of_its_entry_when_the_writer_commits_during_the_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken: str
 ) -> None:
     # A recall takes the queue before it reads the store, so a commit in between shows
     # the same entries in both: the repeat's own entry and a later related one. It must
-    # still recall as of its own entry (nothing older here), not the later one.
+    # still recall as of its own entry (nothing older here), not the later one. The writer
+    # took the batch after the queue was read (the count of batches taken moved since), or
+    # was writing it then (the entries are the queue's first, being written).
     related = "Review the payment gateway timeout handling in billing/gateway.py"
     with AgentMemory(tmp_path / "m.db") as memory:
         memory.remember(success(REVIEWER, ANSWER_PAYMENT), PAYMENT)
         memory.remember(success(REVIEWER, "RELATED-ANSWER"), related)
-        queued = memory._store.unwritten()
+        queued, writing, count = memory._store.queued()
+        assert writing == 0
         memory.flush()
+        if taken == "while it was read":
+            writing, count = len(queued), memory._store.batches_taken()
         assert [e.task for e in memory.recall(REVIEWER, PAYMENT_AGAIN)] == [related, PAYMENT]
-        monkeypatch.setattr(memory._store, "unwritten", lambda: queued)
+        monkeypatch.setattr(memory._store, "queued", lambda: (queued, writing, count))
         assert memory.recall(REVIEWER, PAYMENT) == []
         assert memory.recall(REVIEWER, related) == memory.entries(agent=REVIEWER)[1:]
 
