@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from claude_force.cache import ResponseCache, _sqlite
+from claude_force.cache import ResponseCache, _disk, _sqlite, _wal
 
 from ._cache_support import Clock, key
 
@@ -153,3 +154,40 @@ async def test_a_set_after_an_aset_of_the_same_key_wins(tmp_path: Path) -> None:
     hit = again.get(key(1))
     assert hit is not None and hit.value == {"v": 2}
     await again.aclose()
+
+
+async def test_close_with_a_wal_kept_from_checkpointing_waits_one_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAL over its budget that another process's long read keeps from being checkpointed:
+    each transaction waits a busy timeout for it, and close waited one per queued
+    transaction (300 s for 60 entries of 20 KB). It gives up after the first."""
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(_disk, "BUSY_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(_wal, "_TRUNCATE_PATIENCE_S", 0.01)
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, memory_max_mb=0, max_size_mb=1)
+    disk = cache._disk
+    assert disk is not None
+    cache.set(key(0), {"n": 0})
+    reader = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM entries").fetchone()  # a snapshot the WAL must keep
+    rng = random.Random(7)  # text that does not compress: each entry its full size
+    for n in range(1, 40):
+        cache.set(key(n), {"pad": rng.randbytes(6000).hex()})
+    stuck = cache.get_stats()["errors"]
+    assert stuck > 0  # the WAL passed its budget and stayed there
+    disk._worker.close()  # the writes below wait for close(), not for the thread
+    tried: list[str] = []
+    disk._writer.set_trace_callback(tried.append)
+    for n in range(40, 50):
+        await cache.aset(key(n), {"pad": rng.randbytes(6000).hex()})  # several transactions
+    assert disk._queued_bytes > 2 * disk.limits.txn_bytes
+    await cache.aclose()
+    assert sum(s.startswith("BEGIN IMMEDIATE") for s in tried) == 1
+    reader.execute("ROLLBACK")
+    reader.close()
+    with ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1) as reopened:
+        reopened.set(key(5), {"n": 5})  # the cache works on once the read has ended
+        hit = reopened.get(key(5))
+    assert hit is not None and hit.value == {"n": 5}

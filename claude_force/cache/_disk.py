@@ -293,11 +293,14 @@ class DiskTier:
         if not self._in_place(action):
             return failed
         for attempt in range(_WRITE_ATTEMPTS):
-            if self._closed:
+            if self._closed or (self._closing and self._gave_up):
                 return failed
             conn = self._db()
             try:
                 if not self._begin(conn):
+                    # Closing: the WAL stayed stuck for a busy timeout; the next queued
+                    # transaction would wait as long again (a minute per 12 of them).
+                    self._gave_up = self._gave_up or self._closing
                     self._wal_stuck(action)
                     return failed
                 try:
