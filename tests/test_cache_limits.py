@@ -25,6 +25,7 @@ import pytest
 from claude_force.cache import ResponseCache
 from claude_force.cache._disk import DiskTier
 from claude_force.cache._limits import PAGE_SIZE, SLACK, DiskLimits
+from claude_force.cache._wal import WalKeeper
 
 from ._cache_support import key
 
@@ -332,6 +333,35 @@ def test_a_lower_limit_shrinks_the_folder_on_open(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "cache.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+def test_a_lower_limit_never_grows_the_folder_while_it_shrinks_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In one transaction, the rows evicted and the pages vacuum moved all went to the WAL
+    # before a checkpoint: 300 MB lowered to 20 MB took a 215 MB WAL beside the old file.
+    rng = random.Random(6)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=8, memory_max_mb=0
+    ) as cache:
+        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(3500))
+    before = folder_bytes(tmp_path)
+    assert before > 5 * MIB
+    seen: list[int] = []  # the folder as each checkpoint begins: the WAL at its largest
+    real = WalKeeper.truncate
+
+    def truncate(keeper: WalKeeper, conn: sqlite3.Connection, mode: str = "TRUNCATE") -> bool:
+        seen.append(folder_bytes(tmp_path))
+        return real(keeper, conn, mode)
+
+    monkeypatch.setattr(WalKeeper, "truncate", truncate)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        assert 0 < cache.get_stats()["size_bytes"] <= MIB
+    assert len(seen) > 2 and folder_bytes(tmp_path) <= DiskLimits.for_limit(MIB).folder_bytes
+    limits = DiskLimits.for_limit(MIB)
+    assert max(seen) <= before + limits.wal_bytes + limits.shm_bytes
 
 
 def open_files() -> set[str]:

@@ -284,6 +284,7 @@ class DiskTier:
         failed: T,
         *,
         take_queued: bool = False,
+        evict_at_most: int | None = None,
     ) -> T:
         """Run ``body`` in one write transaction with what is waiting in memory, evict to
         the limits, commit; retry on BUSY. Caller holds the write lock."""
@@ -311,7 +312,13 @@ class DiskTier:
                     self._apply(conn, batch)
                     result = body(conn)
                     self.stats.evictions += fit(
-                        conn, self.limits, self._page_size, self._keep, self.path, self._pages
+                        conn,
+                        self.limits,
+                        self._page_size,
+                        self._keep,
+                        self.path,
+                        self._pages,
+                        evict_at_most,
                     )
                     conn.execute("COMMIT")
                 except BaseException:
@@ -493,16 +500,33 @@ class DiskTier:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         if file_size(self.path) <= self.limits.file_bytes:
             return
-        self._write("reclaim", _nothing, None)
-        self._vacuum(conn, "reclaim")
+        # A limit lowered since the file was written: in steps of a quarter WAL budget of
+        # rows (their indexes and the free-page list about double that), each checkpointed,
+        # so while it shrinks the folder holds the old file and one WAL budget at most (in
+        # one transaction the WAL grew by most of the old file).
+        step = self.limits.wal_bytes // 4
+        while True:
+            before = self.stats.evictions
+            self._write("reclaim", _nothing, None, evict_at_most=step)
+            self._wal.truncate(conn, "RESTART")
+            if self.stats.evictions == before:
+                break
+        free = self._vacuum(conn, "reclaim", step // self._page_size)
+        while free:
+            self._wal.truncate(conn, "RESTART")
+            free, before = self._vacuum(conn, "reclaim", step // self._page_size), free
+            if free >= before:
+                break  # nothing given back: the rest waits for later writes' vacuums
         self._wal.truncate(conn)
 
-    def _vacuum(self, conn: sqlite3.Connection, action: str) -> None:
-        """Give free pages back to the file system; caller holds the write lock."""
+    def _vacuum(self, conn: sqlite3.Connection, action: str, pages: int = 0) -> int:
+        """Give free pages back to the file system (at most ``pages``, 0: all); the free
+        pages left; caller holds the write lock."""
         try:
-            vacuum(conn)
+            return vacuum(conn, pages)
         except sqlite3.Error as exc:
             self._failed(exc, action)
+            return 0
 
     # -- public writes ------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ recounts it first.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from pathlib import Path
 
@@ -43,15 +44,22 @@ def fit(
     keep: str,
     path: Path,
     pages_before: int = 0,
+    at_most: int | None = None,
 ) -> int:
     """Evict least-recently-accessed rows, never ``keep`` (the key just written), until both
     budgets hold; returns how many. Caller is in a write transaction, which began with
-    ``pages_before`` pages in the database (0: unknown)."""
+    ``pages_before`` pages in the database (0: unknown). ``at_most``: stop after about
+    that many bytes of rows (one step of a reclaim: a transaction's pages go to the WAL)."""
     total, entries = _totals(conn, path)
     evicted = 0
+    left = math.inf if at_most is None else at_most
     if total > limits.max_bytes:
-        evicted += _fit_bytes(conn, limits.max_bytes, total, keep)
+        target = limits.max_bytes if at_most is None else max(limits.max_bytes, total - at_most)
+        evicted += _fit_bytes(conn, target, total, keep)
         entries -= evicted
+        left -= total - target
+        if left <= 0:
+            return evicted
     # One transaction adds at most half a WAL budget of pages (``DiskLimits``): far from
     # the budget, the pages need no counting.
     if pages_before and pages_before * page_size + limits.wal_bytes <= limits.file_bytes:
@@ -72,7 +80,10 @@ def fit(
         if removed <= 0:
             return evicted
         evicted += removed
+        left -= removed * used // (entries or 1)
         entries -= removed
+        if left <= 0:
+            return evicted
 
 
 def _fit_bytes(conn: sqlite3.Connection, max_bytes: int, total: int, keep: str) -> int:
@@ -118,10 +129,12 @@ def repair(conn: sqlite3.Connection, path: Path, why: str) -> None:
     )
 
 
-def vacuum(conn: sqlite3.Connection) -> None:
-    """Give free pages back to the file system; outside a transaction."""
+def vacuum(conn: sqlite3.Connection, pages: int = 0) -> int:
+    """Give free pages back to the file system, at most ``pages`` of them (0: all; each one
+    moved goes to the WAL); outside a transaction. Returns the free pages left."""
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
         conn.execute("VACUUM")  # a file made before auto_vacuum: rewritten, once
-    else:
-        # executescript steps the pragma to the end; execute() frees one page.
-        conn.executescript("PRAGMA incremental_vacuum;")
+        return 0
+    # executescript steps the pragma to the end; execute() frees one page.
+    conn.executescript(f"PRAGMA incremental_vacuum({max(0, int(pages))});")
+    return int(conn.execute(_FREE).fetchone()[0]) if pages > 0 else 0
