@@ -55,6 +55,11 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 HIT_BATCH = 256
 # Calls held likewise (all series together), for the same reason.
 CALL_BATCH = 256
+MODEL_LABELS = 64
+"""Distinct model names one :class:`Metrics` labels its series with. The model is the one
+each answer names (the server's word, not the configuration's), and every name is a set of
+series held for the life of the process: past these, calls count under ``OTHER_MODEL``."""
+OTHER_MODEL = "other"
 
 _NO_USAGE = Usage()
 _ZERO = Decimal(0)
@@ -175,6 +180,7 @@ class Metrics:
         # observe_call): appended without a lock, taken under the flush lock.
         self._calls: deque[_Call] = deque()
         self._shapes: set[tuple[str, str, str, bool, bool]] = set()
+        self._models: set[str] = set()  # the model names labelling series (MODEL_LABELS)
         for metric in (self.requests, self.tokens, self.cost, self.latency, self.cache):
             metric.before_collect = self.flush_hits
         self.retries.before_collect = self.flush_hits
@@ -197,6 +203,8 @@ class Metrics:
         seen before, waits for the next batch: every series it changes exists already, so
         nothing but the values is deferred. Any other call is added at once, after the
         calls waiting (each series gets its values in the order observed)."""
+        if model not in self._models:
+            model = self._model_label(model)
         if cost is not None and type(usage) is Usage and not usage.web_search_requests:
             shape = (agent, model, outcome, cached, retries > 0)
             if shape in self._shapes:
@@ -300,9 +308,12 @@ class Metrics:
             if len(waiting) >= HIT_BATCH:
                 self.flush_hits()
             return
+        label = self._model_label(model)
         with self._hits_lock:
             self._flush_calls()
-            self._observe_now(agent, model, "success", _NO_USAGE, _ZERO, latency_s, True, 0)
+            self._observe_now(agent, label, "success", _NO_USAGE, _ZERO, latency_s, True, 0)
+        if label != model:
+            return  # a name past MODEL_LABELS: no queue of its own (each would be kept)
         child = self._child
         series = (
             child(self.requests, agent, model, "success"),
@@ -327,6 +338,16 @@ class Metrics:
                     requests.inc(count)
                     cache.inc(count)
                     _observe_all(latency, [waiting.popleft() for _ in range(count)])
+
+    def _model_label(self, model: str) -> str:
+        """``model``, or :data:`OTHER_MODEL` once :data:`MODEL_LABELS` others label series."""
+        models = self._models
+        if model in models:
+            return model
+        if len(models) >= MODEL_LABELS:
+            return OTHER_MODEL
+        models.add(model)  # two threads may both add the last: one name over, never more
+        return model
 
     def redis_fallback(self, part: str) -> None:
         """Count one fall back from the shared Redis to this process's own state."""

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from claude_force import serve_ledger_metrics
 from claude_force._errors import InvalidArgumentError
 from claude_force._ledger import Ledger, LedgerRow
-from claude_force._metrics import CALL_BATCH, HIT_BATCH, Metrics
+from claude_force._metrics import CALL_BATCH, HIT_BATCH, MODEL_LABELS, OTHER_MODEL, Metrics
 from claude_force._pricing import PriceTable
 from claude_force._reports import UsageReports
 from claude_force._usage import Usage
@@ -330,3 +330,37 @@ def test_calls_from_several_threads_are_all_counted() -> None:
         tokens = reg.get_sample_value("claude_force_tokens_total", {**labels, "kind": "input"})
         assert tokens == 6 * per_thread
     assert reg.get_sample_value("claude_force_cache_total", {"result": "miss"}) == 6 * per_thread
+
+
+def test_model_names_past_the_cap_count_under_other() -> None:
+    # The model label is what each answer names: a server naming every answer anew made a
+    # set of series per answer, held for the life of the process.
+    metrics = Metrics()
+    names = [f"model-{i}" for i in range(MODEL_LABELS + 40)]
+    for name in names:
+        for cached in (False, True):
+            metrics.observe_call(
+                agent="a",
+                model=name,
+                outcome="success",
+                usage=Usage(input_tokens=3),
+                cost=Decimal("0.25"),
+                latency_s=0.5,
+                cached=cached,
+            )
+        metrics.observe_hit(agent="a", model=name, latency_s=0.01)
+        metrics.observe_hit(agent="a", model=name, latency_s=0.01)
+    reg = metrics.registry
+    labelled = {
+        s.labels["model"] for family in reg.collect() for s in family.samples if "model" in s.labels
+    }
+    assert labelled == {*names[:MODEL_LABELS], OTHER_MODEL}
+    other = {"agent": "a", "model": OTHER_MODEL}
+    assert (
+        reg.get_sample_value("claude_force_requests_total", {**other, "outcome": "success"})
+        == 40 * 4
+    )
+    assert reg.get_sample_value("claude_force_cost_usd_total", other) == 40 * 0.5
+    first = {"agent": "a", "model": names[0]}
+    assert reg.get_sample_value("claude_force_requests_total", {**first, "outcome": "success"}) == 4
+    assert len(metrics._hits) == MODEL_LABELS and len(metrics._shapes) <= 2 * (MODEL_LABELS + 1)
