@@ -339,14 +339,16 @@ def test_a_lower_limit_never_grows_the_folder_while_it_shrinks_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # In one transaction, the rows evicted and the pages vacuum moved all went to the WAL
-    # before a checkpoint: 300 MB lowered to 20 MB took a 215 MB WAL beside the old file.
+    # before a checkpoint: 300 MB lowered to 20 MB took a 215 MB WAL beside the old file,
+    # and a WAL index (-shm) of 416 KiB, kept until the next reopen. Over 16 MB of WAL
+    # (4,062 frames) the index grows past its first 32 KiB.
     rng = random.Random(6)
     with ResponseCache(
-        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=8, memory_max_mb=0
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=24, memory_max_mb=0
     ) as cache:
-        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(3500))
+        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(11_000))
     before = folder_bytes(tmp_path)
-    assert before > 5 * MIB
+    assert before > 17 * MIB
     seen: list[int] = []  # the folder as each checkpoint begins: the WAL at its largest
     real = WalKeeper.truncate
 
@@ -359,9 +361,10 @@ def test_a_lower_limit_never_grows_the_folder_while_it_shrinks_it(
         cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
     ) as cache:
         assert 0 < cache.get_stats()["size_bytes"] <= MIB
+        assert folder_bytes(tmp_path) <= DiskLimits.for_limit(MIB).folder_bytes  # -shm too
     assert len(seen) > 2 and folder_bytes(tmp_path) <= DiskLimits.for_limit(MIB).folder_bytes
-    limits = DiskLimits.for_limit(MIB)
-    assert max(seen) <= before + limits.wal_bytes + limits.shm_bytes
+    limits = DiskLimits.for_limit(MIB)  # a WAL budget, and a step's overshoot as any write's
+    assert max(seen) <= before + limits.wal_bytes * 3 // 2 + limits.shm_bytes
 
 
 def open_files() -> set[str]:

@@ -502,8 +502,9 @@ class DiskTier:
             return
         # A limit lowered since the file was written: in steps of a quarter WAL budget of
         # rows (their indexes and the free-page list about double that), each checkpointed,
-        # so while it shrinks the folder holds the old file and one WAL budget at most (in
-        # one transaction the WAL grew by most of the old file).
+        # so while it shrinks the folder holds the old file and a WAL within its budget, with
+        # a transaction's overshoot as for any write (in one transaction the WAL grew by
+        # most of the old file).
         step = self.limits.wal_bytes // 4
         while True:
             before = self.stats.evictions

@@ -76,6 +76,8 @@ def fit(
         # batch: evicting rows next to each other in LRU order shares the pages on the
         # way to them, so a batch every few writes adds less to the WAL than one per write.
         count = min(_PAGE_BATCH, max(_EVICT_BATCH, -(-over * entries // used)))
+        if at_most is not None:  # a reclaim's step: this many rows' pages at most
+            count = min(count, max(1, int(left * entries // used)))
         removed = conn.execute(_DELETE_LRU, (keep, count)).rowcount
         if removed <= 0:
             return evicted
