@@ -30,6 +30,7 @@ import enum
 import math
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -126,7 +127,7 @@ class _CheckedClock:
                 return reading
         _log.warn(
             f"clock:{self._name}",
-            f"AgentMemory's {self._name} gave {value!r}, not a finite number of seconds; "
+            f"AgentMemory's {self._name} gave {value!r}, not a finite int or float of seconds; "
             f"the system clock's reading is used instead. Give a {self._name} that returns "
             "a float",
         )
@@ -148,7 +149,10 @@ class _StrictClock:
     def __call__(self) -> float:
         now = self._clock()
         with self._lock:
-            self._last = now if now > self._last else math.nextafter(self._last, math.inf)
+            if now > self._last:
+                self._last = now
+            elif self._last < sys.float_info.max:  # never past it: inf reads back as 0
+                self._last = math.nextafter(self._last, math.inf)
             return self._last
 
 

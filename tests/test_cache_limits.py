@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from claude_force.cache import ResponseCache
+from claude_force.cache import ResponseCache, _disk, _sqlite
 from claude_force.cache._disk import DiskTier
 from claude_force.cache._limits import PAGE_SIZE, SLACK, DiskLimits
 from claude_force.cache._wal import WalKeeper
@@ -335,20 +335,22 @@ def test_a_lower_limit_shrinks_the_folder_on_open(tmp_path: Path) -> None:
     db.close()
 
 
+@pytest.mark.parametrize(("written", "entries", "size"), [(24, 11_000, 900), (64, 20_000, 0)])
 def test_a_lower_limit_never_grows_the_folder_while_it_shrinks_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: int, entries: int, size: int
 ) -> None:
     # In one transaction, the rows evicted and the pages vacuum moved all went to the WAL
     # before a checkpoint: 300 MB lowered to 20 MB took a 215 MB WAL beside the old file,
     # and a WAL index (-shm) of 416 KiB, kept until the next reopen. Over 16 MB of WAL
-    # (4,062 frames) the index grows past its first 32 KiB.
+    # (4,062 frames) the index grows past its first 32 KiB. Small entries: each evicted
+    # row also changes a page of the key index (steps counted in bytes of rows overran).
     rng = random.Random(6)
     with ResponseCache(
-        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=24, memory_max_mb=0
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=written, memory_max_mb=0
     ) as cache:
-        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(11_000))
+        cache.warm((key(n), {"t": rng.randbytes(size).hex(), "n": n}) for n in range(entries))
     before = folder_bytes(tmp_path)
-    assert before > 17 * MIB
+    assert before > 2 * MIB
     seen: list[int] = []  # the folder as each checkpoint begins: the WAL at its largest
     real = WalKeeper.truncate
 
@@ -365,6 +367,45 @@ def test_a_lower_limit_never_grows_the_folder_while_it_shrinks_it(
     assert len(seen) > 2 and folder_bytes(tmp_path) <= DiskLimits.for_limit(MIB).folder_bytes
     limits = DiskLimits.for_limit(MIB)  # a WAL budget, and a step's overshoot as any write's
     assert max(seen) <= before + limits.wal_bytes * 3 // 2 + limits.shm_bytes
+
+
+def test_a_lower_limit_with_another_process_reading_waits_one_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader keeps the WAL from starting over: each step's checkpoint waited a busy
+    # timeout for it (250 s for a reopen the one-transaction reclaim did in 10 s).
+    rng = random.Random(8)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=8, memory_max_mb=0
+    ) as cache:
+        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(3500))
+    reader = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM entries").fetchone()
+    waited: list[str] = []  # checkpoints that could wait for the reader
+    real = WalKeeper.truncate
+
+    def truncate(keeper: WalKeeper, conn: sqlite3.Connection, mode: str = "TRUNCATE") -> bool:
+        if conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0:
+            waited.append(mode)
+        return real(keeper, conn, mode)
+
+    monkeypatch.setattr(WalKeeper, "truncate", truncate)
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(_disk, "BUSY_TIMEOUT_S", 0.2)
+    try:
+        cache = ResponseCache(
+            cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+        )
+        assert 0 < cache.get_stats()["size_bytes"] <= MIB
+        opened = list(waited)
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+    cache.set(key(9999), {"t": "after the read"})  # the file shrinks once the WAL can go
+    assert folder_bytes(tmp_path) <= DiskLimits.for_limit(MIB).folder_bytes
+    cache.close()
+    assert len(opened) <= 1, opened
 
 
 def open_files() -> set[str]:

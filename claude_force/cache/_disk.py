@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from .._errors import CacheDirectoryError, CacheIntegrityError
 from .._warnings import OnceLog
 from ._envelope import open_value
-from ._evict import fit, repair, vacuum
+from ._evict import fit, free_pages, repair, vacuum
 from ._limits import DiskLimits
 from ._rows import COLUMNS, RECOUNT, column_problem, plausible, row_ok
 from ._sqlite import (
@@ -495,30 +495,54 @@ class DiskTier:
         conn = self._writer
         if self._wal.file_bytes() > self.limits.journal_limit:
             # Without waiting: another process writing now will checkpoint it itself.
-            conn.execute("PRAGMA busy_timeout=0")
-            self._wal.truncate(conn)
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            self._checkpoint_now(conn, "TRUNCATE")
         if file_size(self.path) <= self.limits.file_bytes:
             return
-        # A limit lowered since the file was written: in steps of a quarter WAL budget of
-        # rows (their indexes and the free-page list about double that), each checkpointed,
-        # so while it shrinks the folder holds the old file and a WAL within its budget, with
-        # a transaction's overshoot as for any write (in one transaction the WAL grew by
-        # most of the old file).
-        step = self.limits.wal_bytes // 4
-        while True:
+        # A limit lowered since the file was written. In one transaction the WAL grew by
+        # most of the old file: evict, then vacuum, in steps of about half a WAL budget of
+        # pages instead, each checkpointed, so while it shrinks the folder holds the old
+        # file and a WAL within its budget. A step's size is learned from the frames the
+        # last one wrote (an evicted row also changes its indexes' pages, a moved page its
+        # parent's). When the WAL cannot start over without a wait (another process reads
+        # it), the rest goes in one step as before: each step would wait a busy timeout.
+        frames = max(1, self.limits.wal_bytes // 2 // self._page_size)
+        step: int | None = max(1, frames // 4)
+        while step is not None:
             before = self.stats.evictions
             self._write("reclaim", _nothing, None, evict_at_most=step)
-            self._wal.truncate(conn, "RESTART")
-            if self.stats.evictions == before:
+            done = self.stats.evictions - before
+            if not done:
                 break
-        free = self._vacuum(conn, "reclaim", step // self._page_size)
-        while free:
-            self._wal.truncate(conn, "RESTART")
-            free, before = self._vacuum(conn, "reclaim", step // self._page_size), free
-            if free >= before:
-                break  # nothing given back: the rest waits for later writes' vacuums
+            step = self._next_step(conn, done, frames)
+        if step is None:
+            self._write("reclaim", _nothing, None)
+        step = max(1, frames // 4)
+        free = free_pages(conn)
+        while free and step is not None:
+            left = self._vacuum(conn, "reclaim", step)
+            if left >= free:
+                break  # nothing given back: the rest waits for a later reopen
+            step, free = self._next_step(conn, free - left, frames), left
+        if step is None:
+            self._vacuum(conn, "reclaim")
         self._wal.truncate(conn)
+
+    def _next_step(self, conn: sqlite3.Connection, done: int, frames: int) -> int | None:
+        """After a reclaim step of ``done`` rows or pages: the WAL started over, and the next
+        step's size for about ``frames`` frames; None when it could not start over at once."""
+        written = max(1, self._wal.pending()[0] // self._page_size)
+        if not self._checkpoint_now(conn, "RESTART"):
+            return None
+        return max(1, min(2 * done, done * frames // written))
+
+    def _checkpoint_now(self, conn: sqlite3.Connection, mode: str) -> bool:
+        """A checkpoint that waits for no other connection (busy timeout 0); True when it
+        went through. Caller holds the write lock."""
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            return self._wal.truncate(conn, mode)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
     def _vacuum(self, conn: sqlite3.Connection, action: str, pages: int = 0) -> int:
         """Give free pages back to the file system (at most ``pages``, 0: all); the free

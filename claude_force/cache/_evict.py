@@ -48,16 +48,15 @@ def fit(
 ) -> int:
     """Evict least-recently-accessed rows, never ``keep`` (the key just written), until both
     budgets hold; returns how many. Caller is in a write transaction, which began with
-    ``pages_before`` pages in the database (0: unknown). ``at_most``: stop after about
-    that many bytes of rows (one step of a reclaim: a transaction's pages go to the WAL)."""
+    ``pages_before`` pages in the database (0: unknown). ``at_most``: stop after that many
+    rows (a step of a reclaim: each row's pages, and its indexes', go to the WAL)."""
     total, entries = _totals(conn, path)
     evicted = 0
     left = math.inf if at_most is None else at_most
     if total > limits.max_bytes:
-        target = limits.max_bytes if at_most is None else max(limits.max_bytes, total - at_most)
-        evicted += _fit_bytes(conn, target, total, keep)
+        evicted += _fit_bytes(conn, limits.max_bytes, total, keep, left)
         entries -= evicted
-        left -= total - target
+        left -= evicted
         if left <= 0:
             return evicted
     # One transaction adds at most half a WAL budget of pages (``DiskLimits``): far from
@@ -75,25 +74,27 @@ def fit(
         # As many rows as the overshoot is worth at the average row's pages, and at least a
         # batch: evicting rows next to each other in LRU order shares the pages on the
         # way to them, so a batch every few writes adds less to the WAL than one per write.
-        count = min(_PAGE_BATCH, max(_EVICT_BATCH, -(-over * entries // used)))
-        if at_most is not None:  # a reclaim's step: this many rows' pages at most
-            count = min(count, max(1, int(left * entries // used)))
+        count = int(min(_PAGE_BATCH, max(_EVICT_BATCH, -(-over * entries // used)), left))
         removed = conn.execute(_DELETE_LRU, (keep, count)).rowcount
         if removed <= 0:
             return evicted
         evicted += removed
-        left -= removed * used // (entries or 1)
         entries -= removed
+        left -= removed
         if left <= 0:
             return evicted
 
 
-def _fit_bytes(conn: sqlite3.Connection, max_bytes: int, total: int, keep: str) -> int:
-    """Evict exactly enough rows to bring the stored bytes within ``max_bytes``."""
+def _fit_bytes(
+    conn: sqlite3.Connection, max_bytes: int, total: int, keep: str, rows: float = math.inf
+) -> int:
+    """Evict exactly enough rows to bring the stored bytes within ``max_bytes``, or
+    ``rows`` of them when that comes first."""
     evicted = 0
-    while total > max_bytes:
+    while total > max_bytes and evicted < rows:
         victims: list[tuple[int]] = []
-        for rowid, size in conn.execute(_LRU, (keep, _EVICT_BATCH)).fetchall():
+        batch = int(min(_EVICT_BATCH, rows - evicted))
+        for rowid, size in conn.execute(_LRU, (keep, batch)).fetchall():
             victims.append((rowid,))
             total -= size if type(size) is int else 0
             if total <= max_bytes:
@@ -131,6 +132,10 @@ def repair(conn: sqlite3.Connection, path: Path, why: str) -> None:
     )
 
 
+def free_pages(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(_FREE).fetchone()[0])
+
+
 def vacuum(conn: sqlite3.Connection, pages: int = 0) -> int:
     """Give free pages back to the file system, at most ``pages`` of them (0: all; each one
     moved goes to the WAL); outside a transaction. Returns the free pages left."""
@@ -139,4 +144,4 @@ def vacuum(conn: sqlite3.Connection, pages: int = 0) -> int:
         return 0
     # executescript steps the pragma to the end; execute() frees one page.
     conn.executescript(f"PRAGMA incremental_vacuum({max(0, int(pages))});")
-    return int(conn.execute(_FREE).fetchone()[0]) if pages > 0 else 0
+    return free_pages(conn) if pages > 0 else 0
