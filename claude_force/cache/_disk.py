@@ -520,8 +520,8 @@ class DiskTier:
         free = free_pages(conn)
         while free and step is not None:
             left = self._vacuum(conn, "reclaim", step)
-            if left >= free:
-                break  # nothing given back: the rest waits for a later reopen
+            if left is None or left >= free:
+                break  # failed (one warning), or nothing given back: a later reopen tries
             step, free = self._next_step(conn, free - left, frames), left
         if step is None:
             self._vacuum(conn, "reclaim")
@@ -544,14 +544,14 @@ class DiskTier:
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
-    def _vacuum(self, conn: sqlite3.Connection, action: str, pages: int = 0) -> int:
+    def _vacuum(self, conn: sqlite3.Connection, action: str, pages: int = 0) -> int | None:
         """Give free pages back to the file system (at most ``pages``, 0: all); the free
-        pages left; caller holds the write lock."""
+        pages left, None when it failed; caller holds the write lock."""
         try:
             return vacuum(conn, pages)
         except sqlite3.Error as exc:
             self._failed(exc, action)
-            return 0
+            return None
 
     # -- public writes ------------------------------------------------------------------
 
