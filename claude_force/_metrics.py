@@ -110,8 +110,13 @@ class Metrics:
     latencies) equal up to rounding in the last digit (they are added in another order).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, model_labels: int | None = MODEL_LABELS
+    ) -> None:
+        """``model_labels``: distinct model names kept as labels (None: every one, for
+        metrics rebuilt from the ledger at each scrape, which hold nothing between them)."""
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._model_labels = model_labels
         reg = self.registry
         self.requests = _HitCounter(
             "claude_force_requests",
@@ -340,11 +345,11 @@ class Metrics:
                     _observe_all(latency, [waiting.popleft() for _ in range(count)])
 
     def _model_label(self, model: str) -> str:
-        """``model``, or :data:`OTHER_MODEL` once :data:`MODEL_LABELS` others label series."""
+        """``model``, or :data:`OTHER_MODEL` once ``model_labels`` others label series."""
         models = self._models
         if model in models:
             return model
-        if len(models) >= MODEL_LABELS:
+        if self._model_labels is not None and len(models) >= self._model_labels:
             return OTHER_MODEL
         models.add(model)  # two threads may both add the last: one name over, never more
         return model
@@ -427,8 +432,10 @@ def _observe_all(histogram: Any, values: list[float]) -> None:
 
 
 def metrics_from_rows(rows: Iterable[LedgerRow]) -> Metrics:
-    """A fresh :class:`Metrics` holding the counters that ``rows`` add up to."""
-    metrics = Metrics()
+    """A fresh :class:`Metrics` holding the counters that ``rows`` add up to (every model
+    its own label: made anew at each scrape, they hold nothing, and a cap by the rows'
+    order would move a model's series to "other" when a row came late)."""
+    metrics = Metrics(model_labels=None)
     for row in rows:
         metrics.observe_call(
             agent=row.agent,

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from claude_force.cache import ResponseCache, _disk, _sqlite
+from claude_force.cache import ResponseCache, _disk, _evict, _sqlite
 from claude_force.cache._disk import DiskTier
 from claude_force.cache._limits import PAGE_SIZE, SLACK, DiskLimits
 from claude_force.cache._wal import WalKeeper
@@ -581,3 +581,49 @@ def test_a_checkpoint_behind_the_writer_syncs_its_copies_before_taking_the_write
         cache.set(key(n), {"t": text(rng, 1500)})
         assert 0 < wal.size() <= disk.limits.txn_bytes * 4  # the WAL started over
         assert cache.get(key(n - 1)) is not None
+
+
+def test_a_reclaim_whose_transactions_fail_ends_and_counts_no_eviction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk fails each step's COMMIT after its rows were deleted: the evictions were
+    # counted before the commit, so the stepped reclaim saw progress and looped forever
+    # (8 million evictions of 6,300 rows in 30 s). Here a deferred foreign key fails it.
+    rng = random.Random(9)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=8, memory_max_mb=0
+    ) as cache:
+        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(3500))
+    real_connect, real_fit = _sqlite.connect, _evict.fit  # as _disk imported them
+    calls: list[int] = []
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        conn, identity = real_connect(*args, **kwargs)
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS child "
+            "(id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        return conn, identity
+
+    def fit_then_no_commit(conn: sqlite3.Connection, *args: Any) -> int:
+        calls.append(real_fit(conn, *args))
+        if len(calls) > 50:
+            raise AssertionError("the reclaim did not end")
+        conn.execute("INSERT INTO temp.child VALUES (1)")  # its COMMIT fails
+        return calls[-1]
+
+    monkeypatch.setattr(_disk, "connect", connect)
+    monkeypatch.setattr(_disk, "fit", fit_then_no_commit)
+    cache = ResponseCache(cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0)
+    stats = cache.get_stats()
+    cache.close()
+    assert calls and calls[0] > 0  # it did evict, then the transaction failed
+    assert stats["evictions"] == 0 and stats["errors"] >= 1
+    monkeypatch.setattr(_disk, "fit", real_fit)
+    monkeypatch.setattr(_disk, "connect", real_connect)
+    with ResponseCache(
+        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=1, memory_max_mb=0
+    ) as cache:
+        assert 0 < cache.get_stats()["size_bytes"] <= MIB

@@ -12,7 +12,14 @@ from prometheus_client import CollectorRegistry
 from claude_force import serve_ledger_metrics
 from claude_force._errors import InvalidArgumentError
 from claude_force._ledger import Ledger, LedgerRow
-from claude_force._metrics import CALL_BATCH, HIT_BATCH, MODEL_LABELS, OTHER_MODEL, Metrics
+from claude_force._metrics import (
+    CALL_BATCH,
+    HIT_BATCH,
+    MODEL_LABELS,
+    OTHER_MODEL,
+    Metrics,
+    metrics_from_rows,
+)
 from claude_force._pricing import PriceTable
 from claude_force._reports import UsageReports
 from claude_force._usage import Usage
@@ -364,3 +371,23 @@ def test_model_names_past_the_cap_count_under_other() -> None:
     first = {"agent": "a", "model": names[0]}
     assert reg.get_sample_value("claude_force_requests_total", {**first, "outcome": "success"}) == 4
     assert len(metrics._hits) == MODEL_LABELS and len(metrics._shapes) <= 2 * (MODEL_LABELS + 1)
+
+
+def test_metrics_from_the_ledger_label_every_model() -> None:
+    # Rebuilt at each scrape: a cap by the rows' order moved a model to "other" between
+    # scrapes when a row with an earlier time was written late.
+    rows = [
+        LedgerRow(
+            agent="a",
+            model=f"model-{i}",
+            ts=float(i),
+            input_tokens=1,
+            cost_usd=Decimal("0.01"),
+            latency_ms=5.0,
+        )
+        for i in range(MODEL_LABELS + 5)
+    ]
+    reg = metrics_from_rows(rows).registry
+    for i in range(MODEL_LABELS + 5):
+        labels = {"agent": "a", "model": f"model-{i}", "outcome": "success"}
+        assert reg.get_sample_value("claude_force_requests_total", labels) == 1

@@ -127,6 +127,13 @@ def _nothing(conn: sqlite3.Connection) -> None:
     return None
 
 
+# A reclaim step's WAL frames at the worst, per row evicted (its leaf page, its pages in the
+# key and last-access indexes, the free-page list's) and per page vacuum moves (the page,
+# its pointer-map page, its parent).
+_FRAMES_PER_ROW = 4
+_FRAMES_PER_PAGE = 3
+
+
 class DiskTier:
     """SQLite-backed tier in ``directory`` (which the caller has already checked)."""
 
@@ -311,7 +318,7 @@ class DiskTier:
                         self._tidied = True
                     self._apply(conn, batch)
                     result = body(conn)
-                    self.stats.evictions += fit(
+                    evicted = fit(
                         conn,
                         self.limits,
                         self._page_size,
@@ -321,6 +328,7 @@ class DiskTier:
                         evict_at_most,
                     )
                     conn.execute("COMMIT")
+                    self.stats.evictions += evicted  # rolled back, they were not evictions
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -501,39 +509,43 @@ class DiskTier:
         # A limit lowered since the file was written. In one transaction the WAL grew by
         # most of the old file: evict, then vacuum, in steps of about half a WAL budget of
         # pages instead, each checkpointed, so while it shrinks the folder holds the old
-        # file and a WAL within its budget. A step's size is learned from the frames the
-        # last one wrote (an evicted row also changes its indexes' pages, a moved page its
-        # parent's). When the WAL cannot start over without a wait (another process reads
-        # it), the rest goes in one step as before: each step would wait a busy timeout.
+        # file and a WAL within its budget: a step takes at most the rows (pages) that many
+        # frames hold at the worst, fewer when the last step wrote more. When the WAL
+        # cannot start over without a wait (another process reads it), the rest goes in
+        # one step as before: each step would wait a busy timeout.
         frames = max(1, self.limits.wal_bytes // 2 // self._page_size)
-        step: int | None = max(1, frames // 4)
+        most = max(1, frames // _FRAMES_PER_ROW)
+        step: int | None = most
         while step is not None:
             before = self.stats.evictions
             self._write("reclaim", _nothing, None, evict_at_most=step)
             done = self.stats.evictions - before
             if not done:
-                break
-            step = self._next_step(conn, done, frames)
+                break  # within the limits, or the write failed (one warning)
+            step = self._next_step(conn, done, frames, most)
         if step is None:
             self._write("reclaim", _nothing, None)
-        step = max(1, frames // 4)
+        most = max(1, frames // _FRAMES_PER_PAGE)
+        step = most
         free = free_pages(conn)
         while free and step is not None:
             left = self._vacuum(conn, "reclaim", step)
             if left is None or left >= free:
                 break  # failed (one warning), or nothing given back: a later reopen tries
-            step, free = self._next_step(conn, free - left, frames), left
+            step, free = self._next_step(conn, free - left, frames, most), left
         if step is None:
             self._vacuum(conn, "reclaim")
         self._wal.truncate(conn)
 
-    def _next_step(self, conn: sqlite3.Connection, done: int, frames: int) -> int | None:
+    def _next_step(self, conn: sqlite3.Connection, done: int, frames: int, most: int) -> int | None:
         """After a reclaim step of ``done`` rows or pages: the WAL started over, and the next
-        step's size for about ``frames`` frames; None when it could not start over at once."""
+        step's size for about ``frames`` frames, at most ``most`` (the rows or pages that
+        many frames hold at the worst: rows that shared pages so far need not share the
+        next); None when the WAL could not start over at once."""
         written = max(1, self._wal.pending()[0] // self._page_size)
         if not self._checkpoint_now(conn, "RESTART"):
             return None
-        return max(1, min(2 * done, done * frames // written))
+        return max(1, min(most, done * frames // written))
 
     def _checkpoint_now(self, conn: sqlite3.Connection, mode: str) -> bool:
         """A checkpoint that waits for no other connection (busy timeout 0); True when it
