@@ -335,6 +335,16 @@ def test_a_lower_limit_shrinks_the_folder_on_open(tmp_path: Path) -> None:
     db.close()
 
 
+def fill(folder: Path, *, mb: float, entries: int, size: int, seed: int) -> None:
+    """A cache written under ``mb``: ``entries`` values of ``size`` random bytes (as hex,
+    which does not compress), each also numbered."""
+    rng = random.Random(seed)
+    with ResponseCache(
+        cache_dir=folder, cache_secret=SECRET, max_size_mb=mb, memory_max_mb=0
+    ) as cache:
+        cache.warm((key(n), {"t": rng.randbytes(size).hex(), "n": n}) for n in range(entries))
+
+
 @pytest.mark.parametrize(("written", "entries", "size"), [(24, 11_000, 900), (64, 20_000, 0)])
 def test_a_lower_limit_never_grows_the_folder_while_it_shrinks_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: int, entries: int, size: int
@@ -344,11 +354,7 @@ def test_a_lower_limit_never_grows_the_folder_while_it_shrinks_it(
     # and a WAL index (-shm) of 416 KiB, kept until the next reopen. Over 16 MB of WAL
     # (4,062 frames) the index grows past its first 32 KiB. Small entries: each evicted
     # row also changes a page of the key index (steps counted in bytes of rows overran).
-    rng = random.Random(6)
-    with ResponseCache(
-        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=written, memory_max_mb=0
-    ) as cache:
-        cache.warm((key(n), {"t": rng.randbytes(size).hex(), "n": n}) for n in range(entries))
+    fill(tmp_path, mb=written, entries=entries, size=size, seed=6)
     before = folder_bytes(tmp_path)
     assert before > 2 * MIB
     seen: list[int] = []  # the folder as each checkpoint begins: the WAL at its largest
@@ -374,11 +380,7 @@ def test_a_lower_limit_with_another_process_reading_waits_one_busy_timeout(
 ) -> None:
     # A reader keeps the WAL from starting over: each step's checkpoint waited a busy
     # timeout for it (250 s for a reopen the one-transaction reclaim did in 10 s).
-    rng = random.Random(8)
-    with ResponseCache(
-        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=8, memory_max_mb=0
-    ) as cache:
-        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(3500))
+    fill(tmp_path, mb=8, entries=3500, size=900, seed=8)
     reader = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM entries").fetchone()
@@ -589,11 +591,7 @@ def test_a_reclaim_whose_transactions_fail_ends_and_counts_no_eviction(
     # A full disk fails each step's COMMIT after its rows were deleted: the evictions were
     # counted before the commit, so the stepped reclaim saw progress and looped forever
     # (8 million evictions of 6,300 rows in 30 s). Here a deferred foreign key fails it.
-    rng = random.Random(9)
-    with ResponseCache(
-        cache_dir=tmp_path, cache_secret=SECRET, max_size_mb=8, memory_max_mb=0
-    ) as cache:
-        cache.warm((key(n), {"t": rng.randbytes(900).hex()}) for n in range(3500))
+    fill(tmp_path, mb=8, entries=3500, size=900, seed=9)
     real_connect, real_fit = _sqlite.connect, _evict.fit  # as _disk imported them
     calls: list[int] = []
 
