@@ -380,8 +380,7 @@ class Store:
         An entry leaves this view only after its transaction committed, so a reader that
         takes it before reading the store sees every queued entry in one place or the other.
         """
-        with self._lock:
-            return (*self._writing, *self._pending)
+        return self.queued()[0]
 
     def queued(self) -> tuple[tuple[Pending, ...], int, int]:
         """:meth:`unwritten`, how many of them (the first) were being written, and

@@ -33,9 +33,10 @@ from typing import Any, TypeVar
 from .._errors import CacheDirectoryError, CacheIntegrityError
 from .._warnings import OnceLog
 from ._envelope import open_value
-from ._evict import fit, free_pages, repair, vacuum
+from ._evict import fit, repair, vacuum
 from ._limits import DiskLimits
 from ._rows import COLUMNS, RECOUNT, column_problem, plausible, row_ok
+from ._shrink import checkpoint_now, shrink
 from ._sqlite import (
     BUSY_TIMEOUT_S,
     DB_NAME,
@@ -125,13 +126,6 @@ _NO_BATCH = _Batch()
 
 def _nothing(conn: sqlite3.Connection) -> None:
     return None
-
-
-# A reclaim step's WAL frames at the worst, per row evicted (its leaf page, its pages in the
-# key and last-access indexes, the free-page list's) and per page vacuum moves (the page,
-# its pointer-map page, its parent).
-_FRAMES_PER_ROW = 4
-_FRAMES_PER_PAGE = 3
 
 
 class DiskTier:
@@ -503,58 +497,19 @@ class DiskTier:
         conn = self._writer
         if self._wal.file_bytes() > self.limits.journal_limit:
             # Without waiting: another process writing now will checkpoint it itself.
-            self._checkpoint_now(conn, "TRUNCATE")
+            checkpoint_now(conn, self._wal, "TRUNCATE")
         if file_size(self.path) <= self.limits.file_bytes:
             return
-        # A limit lowered since the file was written. In one transaction the WAL grew by
-        # most of the old file: evict, then vacuum, in steps of about half a WAL budget of
-        # pages instead, each checkpointed, so while it shrinks the folder holds the old
-        # file and a WAL within its budget: a step takes at most the rows (pages) that many
-        # frames hold at the worst, fewer when the last step wrote more. When the WAL
-        # cannot start over without a wait (another process reads it), the rest goes in
-        # one step as before: each step would wait a busy timeout.
-        frames = max(1, self.limits.wal_bytes // 2 // self._page_size)
-        most = max(1, frames // _FRAMES_PER_ROW)
-        step: int | None = most
-        while step is not None:
-            before = self.stats.evictions
-            self._write("reclaim", _nothing, None, evict_at_most=step)
-            done = self.stats.evictions - before
-            if not done:
-                break  # within the limits, or the write failed (one warning)
-            step = self._next_step(conn, done, frames, most)
-        if step is None:
-            self._write("reclaim", _nothing, None)
-        most = max(1, frames // _FRAMES_PER_PAGE)
-        step = most
-        free = free_pages(conn)
-        while free and step is not None:
-            left = self._vacuum(conn, "reclaim", step)
-            if left is None or left >= free:
-                break  # failed (one warning), or nothing given back: a later reopen tries
-            step, free = self._next_step(conn, free - left, frames, most), left
-        if step is None:
-            self._vacuum(conn, "reclaim")
-        self._wal.truncate(conn)
+        # A limit lowered since the file was written: in steps (see _shrink).
+        vacuum_step = functools.partial(self._vacuum, conn, "reclaim")
+        shrink(conn, self._wal, self.limits, self._page_size, self._evict_step, vacuum_step)
 
-    def _next_step(self, conn: sqlite3.Connection, done: int, frames: int, most: int) -> int | None:
-        """After a reclaim step of ``done`` rows or pages: the WAL started over, and the next
-        step's size for about ``frames`` frames, at most ``most`` (the rows or pages that
-        many frames hold at the worst: rows that shared pages so far need not share the
-        next); None when the WAL could not start over at once."""
-        written = max(1, self._wal.pending()[0] // self._page_size)
-        if not self._checkpoint_now(conn, "RESTART"):
-            return None
-        return max(1, min(most, done * frames // written))
-
-    def _checkpoint_now(self, conn: sqlite3.Connection, mode: str) -> bool:
-        """A checkpoint that waits for no other connection (busy timeout 0); True when it
-        went through. Caller holds the write lock."""
-        conn.execute("PRAGMA busy_timeout=0")
-        try:
-            return self._wal.truncate(conn, mode)
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    def _evict_step(self, rows: int | None) -> int:
+        """One reclaim transaction evicting at most ``rows`` (None: down to the limits); how
+        many it committed."""
+        before = self.stats.evictions
+        self._write("reclaim", _nothing, None, evict_at_most=rows)
+        return self.stats.evictions - before
 
     def _vacuum(self, conn: sqlite3.Connection, action: str, pages: int = 0) -> int | None:
         """Give free pages back to the file system (at most ``pages``, 0: all); the free
